@@ -1,0 +1,200 @@
+//! The asking side of the demo conversation: greeting, `data_messages` data messages, then
+//! wait for the peer's goodbye. The host only moves bytes and prints what this returns.
+
+use std::fmt;
+
+use crate::codec::Frame;
+use crate::error::{excerpt, LineError, ProtocolError};
+use crate::message::{decode, Message};
+
+/// What the host should do after feeding the initiator.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct InitiatorStep {
+    /// Bytes to write to the peer (NDJSON lines), possibly empty.
+    pub send: Vec<u8>,
+    /// Lines for the demo's stdout, in order (without newlines).
+    pub print: Vec<String>,
+    /// The peer said goodbye as expected: close its stdin and wait for it to exit.
+    pub finished: bool,
+}
+
+/// Why the demo conversation cannot go on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DemoError {
+    /// The peer wrote a line that is not a protocol message.
+    Garbage(LineError),
+    /// The peer answered with an `error` message.
+    PeerError {
+        /// The error's text.
+        data: String,
+    },
+    /// The peer sent a valid message, but not the one the conversation expects next.
+    Unexpected {
+        /// What was expected.
+        expected: String,
+        /// What came, as printed.
+        got: String,
+    },
+}
+
+impl fmt::Display for DemoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DemoError::Garbage(e) => write!(f, "child wrote non-protocol output: {e}"),
+            DemoError::PeerError { data } => write!(f, "child answered with an error: {data}"),
+            DemoError::Unexpected { expected, got } => write!(f, "expected {expected} from the child, got {got}"),
+        }
+    }
+}
+
+impl std::error::Error for DemoError {}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    NotStarted,
+    AwaitingHello,
+    /// Awaiting the ack for data message `n` (1-based).
+    AwaitingAck(u32),
+    AwaitingExit,
+    Finished,
+}
+
+/// The demo conversation as a state machine, in lockstep: one message in flight at a time,
+/// so every reply can be checked against the message it answers.
+#[derive(Debug, Clone)]
+pub struct Initiator {
+    data_messages: u32,
+    state: State,
+}
+
+impl Default for Initiator {
+    fn default() -> Self {
+        Self::new(5)
+    }
+}
+
+impl Initiator {
+    /// The line printed when the conversation starts.
+    pub const START: &'static str = "Rust: Sending initial message";
+    /// The line printed when the peer's goodbye arrives.
+    pub const EXIT_SEEN: &'static str = "Received exit signal from TypeScript";
+    /// The line the host prints once the peer has exited cleanly.
+    pub const COMPLETE: &'static str = "Communication complete!";
+
+    /// A conversation that sends `data_messages` data messages after the greeting.
+    pub fn new(data_messages: u32) -> Self {
+        Initiator { data_messages, state: State::NotStarted }
+    }
+
+    /// True once the peer has said goodbye.
+    pub fn is_finished(&self) -> bool {
+        self.state == State::Finished
+    }
+
+    /// What the conversation waits for now, for timeout and early-exit messages.
+    pub fn waiting_for(&self) -> String {
+        match self.state {
+            State::NotStarted => "the start".to_owned(),
+            State::AwaitingHello => "the reply to the greeting".to_owned(),
+            State::AwaitingAck(n) => format!("the acknowledgement of message {n} of {}", self.data_messages),
+            State::AwaitingExit => "the goodbye (exit message)".to_owned(),
+            State::Finished => "nothing".to_owned(),
+        }
+    }
+
+    /// Starts the conversation: the greeting to send.
+    pub fn start(&mut self) -> InitiatorStep {
+        self.state = State::AwaitingHello;
+        InitiatorStep {
+            send: Message::new("greeting", "Hello from Rust!").to_line().into_bytes(),
+            print: vec![Self::START.to_owned()],
+            finished: false,
+        }
+    }
+
+    /// Feeds one frame the peer wrote.
+    pub fn on_frame(&mut self, frame: Frame<'_>) -> Result<InitiatorStep, DemoError> {
+        let (line, bytes) = match frame {
+            Frame::Line { number, bytes } => (number, bytes),
+            Frame::TooLong { number, length } => {
+                // The decoder's bound is the protocol's; the limit is reported by the host.
+                let error = ProtocolError::LineTooLong { length, limit: 0 };
+                return Err(DemoError::Garbage(LineError { line: number, error }));
+            }
+        };
+        let garbage = |error| DemoError::Garbage(LineError { line, error });
+        let text =
+            std::str::from_utf8(bytes).map_err(|e| garbage(ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }))?;
+        let msg = decode(text).map_err(|r| garbage(r.error))?;
+        let msg = Message { msg_type: msg.msg_type.into_owned(), data: msg.data.into_owned(), id: msg.id };
+        self.on_message(&msg)
+    }
+
+    /// Feeds one decoded message from the peer.
+    pub fn on_message(&mut self, msg: &Message) -> Result<InitiatorStep, DemoError> {
+        let mut step = InitiatorStep { print: vec![format!("Received from TS: {}", Shown(msg))], ..Default::default() };
+        if msg.msg_type == "error" {
+            return Err(DemoError::PeerError { data: msg.data.clone() });
+        }
+        let expect = |want_type: &str, want_data: &str| -> Result<(), DemoError> {
+            if msg.msg_type == want_type && msg.data == want_data {
+                Ok(())
+            } else {
+                let expected = format!("{}", Shown(&Message::new(want_type, want_data)));
+                Err(DemoError::Unexpected { expected, got: format!("{}", Shown(msg)) })
+            }
+        };
+        match self.state {
+            State::AwaitingHello => {
+                expect("response", "Hello from TypeScript!")?;
+                self.send_data(1, &mut step);
+            }
+            State::AwaitingAck(n) => {
+                expect("ack", &format!("Acknowledged: {}", data_text(n)))?;
+                if n < self.data_messages {
+                    self.send_data(n + 1, &mut step);
+                } else {
+                    self.state = State::AwaitingExit;
+                }
+            }
+            State::AwaitingExit => {
+                expect("exit", "Goodbye from TypeScript!")?;
+                self.state = State::Finished;
+                step.print.push(Self::EXIT_SEEN.to_owned());
+                step.finished = true;
+            }
+            State::NotStarted | State::Finished => {
+                return Err(DemoError::Unexpected { expected: "nothing".to_owned(), got: format!("{}", Shown(msg)) });
+            }
+        }
+        Ok(step)
+    }
+
+    fn send_data(&mut self, n: u32, step: &mut InitiatorStep) {
+        if n > self.data_messages {
+            self.state = State::AwaitingExit;
+            return;
+        }
+        Message::new("data", data_text(n)).encode_into(&mut step.send);
+        self.state = State::AwaitingAck(n);
+    }
+}
+
+fn data_text(n: u32) -> String {
+    format!("Message {n} from Rust")
+}
+
+/// The seed's output format: `Message { msg_type: "ack", data: "..." }` (Rust's `Debug` of
+/// the original two-field struct), with `, id: N` only when an id is present.
+struct Shown<'a>(&'a Message);
+
+impl fmt::Display for Shown<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Message { msg_type, data, id } = self.0;
+        write!(f, "Message {{ msg_type: {:?}, data: {:?}", excerpt(msg_type), data)?;
+        match id {
+            Some(id) => write!(f, ", id: {id} }}"),
+            None => f.write_str(" }"),
+        }
+    }
+}

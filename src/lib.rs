@@ -1,0 +1,26 @@
+//! The protocol core of rust-ts-ipc: newline-delimited JSON messages between a Rust
+//! program and a Node/TypeScript program, with no I/O of its own.
+//!
+//! Start here:
+//! - [`Message`] is what travels: `{"msg_type": "...", "data": "...", "id": 7}` (`id` optional).
+//! - [`LineDecoder`] turns arbitrary byte chunks into bounded lines ([`Frame`]s).
+//! - [`Responder`] is the answering side as a state machine: lines or messages in, reply
+//!   lines or messages out. The pipe child (`rust-ts-ipc serve`), the TypeScript child and
+//!   the napi addon all give byte-identical answers; `tests/conformance.json` pins them.
+//! - [`Initiator`] is the asking side of the demo conversation (`cargo run`).
+//!
+//! Nothing here touches a pipe, socket, thread or clock (the "sans-IO" design of h11 and
+//! rust-analyzer's `lsp-server`): the binary's `host` module moves the bytes, the addon in
+//! `native/` converts types. That is why one core can sit behind a pipe and behind napi.
+
+mod codec;
+mod error;
+mod initiator;
+mod message;
+mod responder;
+
+pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
+pub use error::{excerpt, JsonKind, LineError, ProtocolError};
+pub use initiator::{DemoError, Initiator, InitiatorStep};
+pub use message::{decode_message, Message, MAX_SAFE_ID};
+pub use responder::{Responder, ResponderOptions, DEFAULT_EXIT_AFTER, DEFAULT_NAME};

@@ -1,0 +1,114 @@
+//! `rust-ts-ipc`: the demo (Rust parent, Node child) and `serve` (Rust responder on stdio).
+//! This file only parses arguments and wires the host; see `host.rs` and the library.
+
+mod host;
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use host::{DemoConfig, HostError};
+use rust_ts_ipc::ResponderOptions;
+
+const USAGE: &str = "\
+Usage:
+  rust-ts-ipc [demo] [--timeout-ms N] [-- PROGRAM [ARGS...]]
+      Spawn a child (default: node ts-app/dist/main.js, built on first use) and play the
+      demo conversation: greeting, five data messages, goodbye. Stdout carries the
+      conversation; progress and the child's stderr go to stderr. --timeout-ms bounds the
+      wait for each reply (default 10000).
+  rust-ts-ipc serve [--exit-after N] [--name NAME] [--max-line-bytes N]
+      Answer the protocol on this process's stdin/stdout (the Rust responder, for a Node
+      parent). Exits 0 on stdin EOF or after the exit reply. Defaults: 5, TypeScript, 16777216.
+
+Exit codes: 0 ok, 1 protocol or I/O error, 2 usage, 3 child could not be started,
+4 child exited early, 5 child timed out.";
+
+fn main() -> ExitCode {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("rust-ts-ipc: {e}");
+            if let HostError::Usage(_) = e {
+                eprintln!("\n{USAGE}");
+            }
+            ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
+        }
+    }
+}
+
+fn run(args: Vec<OsString>) -> Result<(), HostError> {
+    let mut args = args.into_iter();
+    let first = args.next();
+    match first.as_ref().and_then(|a| a.to_str()) {
+        None => demo(Vec::new()),
+        Some("demo") => demo(args.collect()),
+        Some("serve") => serve(args.collect()),
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        Some("-V" | "--version") => {
+            println!("rust-ts-ipc {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+        Some(s) if s.starts_with('-') => demo(first.into_iter().chain(args).collect()),
+        Some(other) => Err(HostError::Usage(format!("unknown command `{other}`"))),
+    }
+}
+
+fn demo(args: Vec<OsString>) -> Result<(), HostError> {
+    let mut timeout = Duration::from_secs(10);
+    let mut args = args.into_iter();
+    let mut child: Vec<OsString> = Vec::new();
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--") => {
+                child = args.by_ref().collect();
+                break;
+            }
+            Some("--timeout-ms") => timeout = Duration::from_millis(number(&mut args, "--timeout-ms")?),
+            _ => return Err(HostError::Usage(format!("unexpected argument `{}` for demo", arg.to_string_lossy()))),
+        }
+    }
+    let mut child = child.into_iter();
+    let config = match child.next() {
+        Some(program) => DemoConfig { program, args: child.collect(), timeout },
+        None => {
+            let script = host::ensure_ts_app_built(Path::new(env!("CARGO_MANIFEST_DIR")))?;
+            DemoConfig { program: "node".into(), args: vec![script.into_os_string()], timeout }
+        }
+    };
+    let stdout = std::io::stdout();
+    host::run_demo(&config, &mut stdout.lock())
+}
+
+fn serve(args: Vec<OsString>) -> Result<(), HostError> {
+    let mut options = ResponderOptions::default();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--exit-after") => options.exit_after = number(&mut args, "--exit-after")?,
+            Some("--max-line-bytes") => {
+                options.max_line_bytes = usize::try_from(number(&mut args, "--max-line-bytes")?)
+                    .map_err(|_| HostError::Usage("--max-line-bytes is too large".to_owned()))?;
+            }
+            Some("--name") => {
+                options.name = args
+                    .next()
+                    .and_then(|v| v.into_string().ok())
+                    .ok_or_else(|| HostError::Usage("--name needs a UTF-8 value".to_owned()))?;
+            }
+            _ => return Err(HostError::Usage(format!("unexpected argument `{}` for serve", arg.to_string_lossy()))),
+        }
+    }
+    host::serve(options)
+}
+
+fn number(args: &mut impl Iterator<Item = OsString>, flag: &str) -> Result<u64, HostError> {
+    let value = args.next().ok_or_else(|| HostError::Usage(format!("{flag} needs a value")))?;
+    let text = value.to_string_lossy();
+    text.parse().map_err(|_| HostError::Usage(format!("{flag} expects a non-negative integer, got `{text}`")))
+}

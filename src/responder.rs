@@ -1,0 +1,275 @@
+//! The answering side of the protocol as a state machine.
+
+use std::fmt;
+
+use crate::codec::{is_blank, Frame, DEFAULT_MAX_LINE_BYTES};
+use crate::error::{excerpt, LineError, ProtocolError};
+use crate::message::{decode, write_message, Message, Rejected};
+
+/// After this many `data` messages the responder says goodbye (the seed's five).
+pub const DEFAULT_EXIT_AFTER: u64 = 5;
+/// Who says hello: the seed's child is TypeScript, and every path answers the same.
+pub const DEFAULT_NAME: &str = "TypeScript";
+
+/// How a [`Responder`] behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponderOptions {
+    /// End the conversation after this many `data` messages; 0 = never.
+    pub exit_after: u64,
+    /// Used in `Hello from {name}!` and `Goodbye from {name}!`.
+    pub name: String,
+    /// Lines longer than this (in bytes, without the line ending) get an error reply.
+    pub max_line_bytes: usize,
+}
+
+impl Default for ResponderOptions {
+    fn default() -> Self {
+        ResponderOptions {
+            exit_after: DEFAULT_EXIT_AFTER,
+            name: DEFAULT_NAME.to_owned(),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+        }
+    }
+}
+
+/// One conversation's state: `greeting` → `response`, `data` X → `ack` "Acknowledged: X"
+/// (after the `exit_after`th also `exit`, and done), `exit` → `exit` (done); anything it
+/// cannot answer gets an `error` reply and the conversation goes on.
+#[derive(Debug, Clone)]
+pub struct Responder {
+    options: ResponderOptions,
+    data_seen: u64,
+    done: bool,
+    line: u64,
+}
+
+/// What a reply's `data` says; rendered straight into the output buffer.
+enum Text<'a> {
+    Hello(&'a str),
+    Goodbye(&'a str),
+    Ack(&'a str),
+    Error(LineError),
+}
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Text::Hello(name) => write!(f, "Hello from {name}!"),
+            Text::Goodbye(name) => write!(f, "Goodbye from {name}!"),
+            Text::Ack(data) => write!(f, "Acknowledged: {data}"),
+            Text::Error(e) => e.fmt(f),
+        }
+    }
+}
+
+struct Reply<'a> {
+    msg_type: &'static str,
+    text: Text<'a>,
+    id: Option<u64>,
+}
+
+/// At most two replies answer one message (the last `ack` and the `exit`).
+struct Replies<'a>(Reply<'a>, Option<Reply<'a>>);
+
+impl<'a> IntoIterator for Replies<'a> {
+    type Item = Reply<'a>;
+    type IntoIter = std::iter::Chain<std::iter::Once<Reply<'a>>, std::option::IntoIter<Reply<'a>>>;
+    fn into_iter(self) -> Self::IntoIter {
+        std::iter::once(self.0).chain(self.1)
+    }
+}
+
+impl Default for Responder {
+    fn default() -> Self {
+        Self::new(ResponderOptions::default())
+    }
+}
+
+impl Responder {
+    /// A fresh conversation.
+    pub fn new(options: ResponderOptions) -> Self {
+        Responder { options, data_seen: 0, done: false, line: 0 }
+    }
+
+    /// The options this responder was built with.
+    pub fn options(&self) -> &ResponderOptions {
+        &self.options
+    }
+
+    /// True once the conversation has ended (`exit` sent); later messages get an error reply.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// How many physical lines (or messages) this responder has been given.
+    pub fn lines_seen(&self) -> u64 {
+        self.line
+    }
+
+    /// Answers one NDJSON line (a trailing `\n` or `\r\n` is tolerated), appending the reply
+    /// lines, each ending in `\n`, to `out`. A blank line counts as a line and gets no reply.
+    pub fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+        self.line += 1;
+        let line = line.strip_suffix(b"\n").unwrap_or(line);
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if is_blank(line) {
+            return;
+        }
+        if line.len() > self.options.max_line_bytes {
+            let error = ProtocolError::LineTooLong { length: line.len(), limit: self.options.max_line_bytes };
+            return self.write_error(error, None, out);
+        }
+        self.answer_bytes(line, out);
+    }
+
+    /// Answers a frame from a [`crate::LineDecoder`], numbering errors by its physical line.
+    pub fn handle_frame(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
+        match frame {
+            Frame::Line { number, bytes } => {
+                self.line = number;
+                self.answer_bytes(bytes, out);
+            }
+            Frame::TooLong { number, length } => {
+                self.line = number;
+                let error = ProtocolError::LineTooLong { length, limit: self.options.max_line_bytes };
+                self.write_error(error, None, out);
+            }
+        }
+    }
+
+    /// Answers a message that is already decoded (the addon's object path); counts as one line.
+    pub fn handle_message(&mut self, msg: &Message) -> Vec<Message> {
+        self.line += 1;
+        self.respond(&msg.msg_type, &msg.data, msg.id)
+            .into_iter()
+            .map(|r| Message { msg_type: r.msg_type.to_owned(), data: r.text.to_string(), id: r.id })
+            .collect()
+    }
+
+    fn answer_bytes(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        let text = match std::str::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => return self.write_error(ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None, out),
+        };
+        match decode(text) {
+            Ok(msg) => {
+                for reply in self.respond(&msg.msg_type, &msg.data, msg.id) {
+                    write_message(out, reply.msg_type, &reply.text, reply.id);
+                }
+            }
+            Err(Rejected { error, id }) => self.write_error(error, id, out),
+        }
+    }
+
+    fn write_error(&self, error: ProtocolError, id: Option<u64>, out: &mut Vec<u8>) {
+        write_message(out, "error", &self.error_text(error), id);
+    }
+
+    fn error_text(&self, error: ProtocolError) -> Text<'static> {
+        Text::Error(LineError { line: self.line, error })
+    }
+
+    fn respond<'a>(&'a mut self, msg_type: &str, data: &'a str, id: Option<u64>) -> Replies<'a> {
+        let one = |msg_type, text| Replies(Reply { msg_type, text, id }, None);
+        if self.done {
+            return one("error", self.error_text(ProtocolError::Ended));
+        }
+        match msg_type {
+            "greeting" => one("response", Text::Hello(&self.options.name)),
+            "data" => {
+                self.data_seen += 1;
+                let ack = Reply { msg_type: "ack", text: Text::Ack(data), id };
+                if self.options.exit_after != 0 && self.data_seen >= self.options.exit_after {
+                    self.done = true;
+                    Replies(ack, Some(Reply { msg_type: "exit", text: Text::Goodbye(&self.options.name), id }))
+                } else {
+                    Replies(ack, None)
+                }
+            }
+            "exit" => {
+                self.done = true;
+                one("exit", Text::Goodbye(&self.options.name))
+            }
+            other => one("error", self.error_text(ProtocolError::UnknownMsgType { msg_type: excerpt(other) })),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(r: &mut Responder, line: &str) -> String {
+        let mut out = Vec::new();
+        r.handle_line(line.as_bytes(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    #[test]
+    fn says_goodbye_after_the_fifth_data_message_and_then_refuses() {
+        let mut r = Responder::default();
+        for i in 1..=4 {
+            assert_eq!(
+                answer(&mut r, &format!(r#"{{"msg_type":"data","data":"{i}"}}"#)),
+                format!("{{\"msg_type\":\"ack\",\"data\":\"Acknowledged: {i}\"}}\n")
+            );
+            assert!(!r.is_done());
+        }
+        assert_eq!(
+            answer(&mut r, r#"{"msg_type":"data","data":"5","id":7}"#),
+            concat!(
+                r#"{"msg_type":"ack","data":"Acknowledged: 5","id":7}"#,
+                "\n",
+                r#"{"msg_type":"exit","data":"Goodbye from TypeScript!","id":7}"#,
+                "\n"
+            )
+        );
+        assert!(r.is_done());
+        assert_eq!(
+            answer(&mut r, r#"{"msg_type":"greeting","data":""}"#),
+            "{\"msg_type\":\"error\",\"data\":\"line 6: conversation has ended; message ignored\"}\n"
+        );
+    }
+
+    #[test]
+    fn handle_line_tolerates_its_line_ending() {
+        let mut r = Responder::default();
+        let want = "{\"msg_type\":\"response\",\"data\":\"Hello from TypeScript!\"}\n";
+        assert_eq!(answer(&mut r, "{\"msg_type\":\"greeting\",\"data\":\"\"}\r\n"), want);
+        assert_eq!(answer(&mut r, "{\"msg_type\":\"greeting\",\"data\":\"\"}\n"), want);
+        assert_eq!(answer(&mut r, "\r\n"), "");
+        assert_eq!(r.lines_seen(), 3);
+    }
+
+    #[test]
+    fn object_path_counts_lines_and_matches_the_line_path() {
+        let mut r = Responder::new(ResponderOptions { exit_after: 1, ..Default::default() });
+        let replies = r.handle_message(&Message::new("bogus", "x").with_id(2));
+        assert_eq!(
+            replies,
+            [Message::new("error", "line 1: unknown msg_type `bogus`; expected greeting, data or exit").with_id(2)]
+        );
+        let replies = r.handle_message(&Message::new("data", "x"));
+        assert_eq!(replies, [Message::new("ack", "Acknowledged: x"), Message::new("exit", "Goodbye from TypeScript!")]);
+        assert!(r.is_done());
+    }
+
+    #[test]
+    fn exit_after_zero_never_ends() {
+        let mut r = Responder::new(ResponderOptions { exit_after: 0, ..Default::default() });
+        for _ in 0..100 {
+            assert!(answer(&mut r, r#"{"msg_type":"data","data":"x"}"#).starts_with(r#"{"msg_type":"ack""#));
+        }
+        assert!(!r.is_done());
+    }
+
+    #[test]
+    fn a_large_payload_is_acknowledged_intact() {
+        let payload = "ü\"\\".repeat(100_000);
+        let line = Message::new("data", payload.as_str()).to_line();
+        let mut r = Responder::default();
+        let reply = answer(&mut r, &line);
+        let back: Message = serde_json::from_str(reply.trim_end()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back.data, format!("Acknowledged: {payload}"));
+    }
+}

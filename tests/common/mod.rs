@@ -1,0 +1,117 @@
+//! Shared helpers for the integration tests: the conformance vectors and process checks.
+#![allow(dead_code, missing_docs)]
+
+use rust_ts_ipc::ResponderOptions;
+use serde::Deserialize;
+
+#[derive(Deserialize)]
+pub struct Vectors {
+    pub cases: Vec<Case>,
+}
+
+#[derive(Deserialize)]
+pub struct Case {
+    pub name: String,
+    #[serde(default)]
+    pub options: CaseOptions,
+    pub input: Vec<InputLine>,
+    pub replies: Vec<String>,
+    pub done: bool,
+    #[serde(default = "yes")]
+    pub pipe: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Deserialize, Default, Clone)]
+pub struct CaseOptions {
+    pub exit_after: Option<u64>,
+    pub name: Option<String>,
+    pub max_line_bytes: Option<usize>,
+}
+
+impl CaseOptions {
+    pub fn responder(&self) -> ResponderOptions {
+        let d = ResponderOptions::default();
+        ResponderOptions {
+            exit_after: self.exit_after.unwrap_or(d.exit_after),
+            name: self.name.clone().unwrap_or(d.name),
+            max_line_bytes: self.max_line_bytes.unwrap_or(d.max_line_bytes),
+        }
+    }
+
+    /// The same options as `serve` / `main.js` command-line flags.
+    pub fn cli_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(n) = self.exit_after {
+            args.extend(["--exit-after".to_owned(), n.to_string()]);
+        }
+        if let Some(name) = &self.name {
+            args.extend(["--name".to_owned(), name.clone()]);
+        }
+        if let Some(n) = self.max_line_bytes {
+            args.extend(["--max-line-bytes".to_owned(), n.to_string()]);
+        }
+        args
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub enum InputLine {
+    Text(String),
+    Bytes { base64: String },
+}
+
+impl InputLine {
+    pub fn bytes(&self) -> Vec<u8> {
+        match self {
+            InputLine::Text(s) => s.as_bytes().to_vec(),
+            InputLine::Bytes { base64 } => decode_base64(base64),
+        }
+    }
+}
+
+impl Case {
+    pub fn lines(&self) -> Vec<Vec<u8>> {
+        self.input.iter().map(InputLine::bytes).collect()
+    }
+
+    /// The byte stream: lines joined by `\n`, with a final `\n`.
+    pub fn stream(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        for line in self.lines() {
+            out.extend_from_slice(&line);
+            out.push(b'\n');
+        }
+        out
+    }
+
+    pub fn expected_output(&self) -> String {
+        self.replies.iter().map(|r| format!("{r}\n")).collect()
+    }
+}
+
+pub fn vectors() -> Vectors {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/conformance.json");
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("parsing {path}: {e}"))
+}
+
+fn decode_base64(s: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in s.bytes().filter(|&c| c != b'=') {
+        let v = ALPHABET.iter().position(|&a| a == c).unwrap_or_else(|| panic!("bad base64 {s:?}"));
+        acc = (acc << 6) | v as u32;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
+}
