@@ -228,8 +228,8 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
     let shown = show_command(&config.program, &config.args);
     let (mut child, stdout, stderr) = ChildGuard::spawn(&config.program, &config.args)?;
     let stderr_done = spawn_stderr_forwarder(stderr, "[child] ".to_owned());
-    let events = spawn_reader(stdout, rust_ts_ipc::DEFAULT_MAX_LINE_BYTES);
     let mut initiator = Initiator::default();
+    let events = spawn_reader(stdout, initiator.max_line_bytes());
 
     let result = converse(&mut child, &mut initiator, &events, config.timeout, out);
     let result = result.and_then(|()| {
@@ -300,15 +300,7 @@ fn converse(
         };
         let frame = match &event {
             Event::Line { number, bytes } => Frame::Line { number: *number, bytes },
-            Event::TooLong { number, length } => {
-                return Err(HostError::Protocol(DemoError::Garbage(rust_ts_ipc::LineError {
-                    line: *number,
-                    error: rust_ts_ipc::ProtocolError::LineTooLong {
-                        length: *length,
-                        limit: rust_ts_ipc::DEFAULT_MAX_LINE_BYTES,
-                    },
-                })))
-            }
+            Event::TooLong { number, length } => Frame::TooLong { number: *number, length: *length },
             Event::Eof => return Err(HostError::ChildEnded(String::new())),
             Event::ReadError(e) => return Err(HostError::Io(format!("reading the child's stdout: {e}"))),
         };

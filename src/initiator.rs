@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::codec::Frame;
+use crate::codec::{Frame, DEFAULT_MAX_LINE_BYTES};
 use crate::error::{excerpt, LineError, ProtocolError};
 use crate::message::{decode, Message};
 
@@ -64,6 +64,7 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct Initiator {
     data_messages: u32,
+    max_line_bytes: usize,
     state: State,
 }
 
@@ -83,7 +84,12 @@ impl Initiator {
 
     /// A conversation that sends `data_messages` data messages after the greeting.
     pub fn new(data_messages: u32) -> Self {
-        Initiator { data_messages, state: State::NotStarted }
+        Initiator { data_messages, max_line_bytes: DEFAULT_MAX_LINE_BYTES, state: State::NotStarted }
+    }
+
+    /// The bound the host's decoder should use for the peer's lines.
+    pub fn max_line_bytes(&self) -> usize {
+        self.max_line_bytes
     }
 
     /// True once the peer has said goodbye.
@@ -117,8 +123,7 @@ impl Initiator {
         let (line, bytes) = match frame {
             Frame::Line { number, bytes } => (number, bytes),
             Frame::TooLong { number, length } => {
-                // The decoder's bound is the protocol's; the limit is reported by the host.
-                let error = ProtocolError::LineTooLong { length, limit: 0 };
+                let error = ProtocolError::LineTooLong { length, limit: self.max_line_bytes };
                 return Err(DemoError::Garbage(LineError { line: number, error }));
             }
         };
@@ -196,5 +201,85 @@ impl fmt::Display for Shown<'_> {
             Some(id) => write!(f, ", id: {id} }}"),
             None => f.write_str(" }"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{LineDecoder, Responder};
+
+    /// Plays the initiator against the core responder, in memory.
+    fn converse(mut responder: Responder) -> Result<Vec<String>, DemoError> {
+        let mut initiator = Initiator::default();
+        let mut step = initiator.start();
+        let mut printed = step.print.clone();
+        while !step.finished {
+            let mut replies = Vec::new();
+            let mut decoder = LineDecoder::default();
+            decoder.feed(&step.send);
+            while let Some(frame) = decoder.next_frame() {
+                responder.handle_frame(frame, &mut replies);
+            }
+            assert!(!replies.is_empty(), "the responder went quiet after {printed:?}");
+            let mut decoder = LineDecoder::default();
+            decoder.feed(&replies);
+            let mut next = InitiatorStep::default();
+            while let Some(frame) = decoder.next_frame() {
+                let s = initiator.on_frame(frame)?;
+                next.send.extend(s.send);
+                next.print.extend(s.print);
+                next.finished |= s.finished;
+            }
+            printed.extend(next.print.iter().cloned());
+            step = next;
+        }
+        Ok(printed)
+    }
+
+    #[test]
+    fn plays_the_seed_conversation_against_the_core_responder() {
+        let printed = converse(Responder::default()).unwrap_or_default();
+        assert_eq!(printed.len(), 9);
+        assert_eq!(printed[0], "Rust: Sending initial message");
+        assert_eq!(printed[1], r#"Received from TS: Message { msg_type: "response", data: "Hello from TypeScript!" }"#);
+        assert_eq!(
+            printed[6],
+            r#"Received from TS: Message { msg_type: "ack", data: "Acknowledged: Message 5 from Rust" }"#
+        );
+        assert_eq!(printed[8], "Received exit signal from TypeScript");
+        assert!(Initiator::default().waiting_for().contains("start"));
+    }
+
+    #[test]
+    fn an_early_goodbye_is_unexpected() {
+        let early = Responder::new(crate::ResponderOptions { exit_after: 2, ..Default::default() });
+        let err = converse(early).err();
+        assert_eq!(
+            err.map(|e| e.to_string()),
+            Some(
+                r#"expected Message { msg_type: "ack", data: "Acknowledged: Message 3 from Rust" } from the child, got Message { msg_type: "exit", data: "Goodbye from TypeScript!" }"#
+                    .to_owned()
+            )
+        );
+    }
+
+    #[test]
+    fn an_error_reply_stops_the_demo_with_its_text() {
+        let mut initiator = Initiator::default();
+        initiator.start();
+        let err = initiator.on_message(&Message::new("error", "line 1: bad")).err();
+        assert_eq!(err, Some(DemoError::PeerError { data: "line 1: bad".to_owned() }));
+    }
+
+    #[test]
+    fn garbage_is_named_with_its_line() {
+        let mut initiator = Initiator::default();
+        initiator.start();
+        let err = initiator.on_frame(Frame::Line { number: 4, bytes: b"\xff" }).err();
+        assert_eq!(
+            err.map(|e| e.to_string()),
+            Some("child wrote non-protocol output: line 4: invalid UTF-8 at byte 0".to_owned())
+        );
     }
 }

@@ -1,0 +1,257 @@
+//! Drives the real `rust-ts-ipc` binary: `serve` against every conformance vector, and the
+//! demo against the real Node child, against `serve` itself, and against children that
+//! misbehave in every way the host promises to survive.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_rust-ts-ipc");
+
+const SEED_OUTPUT: &str = "\
+Rust: Sending initial message
+Received from TS: Message { msg_type: \"response\", data: \"Hello from TypeScript!\" }
+Received from TS: Message { msg_type: \"ack\", data: \"Acknowledged: Message 1 from Rust\" }
+Received from TS: Message { msg_type: \"ack\", data: \"Acknowledged: Message 2 from Rust\" }
+Received from TS: Message { msg_type: \"ack\", data: \"Acknowledged: Message 3 from Rust\" }
+Received from TS: Message { msg_type: \"ack\", data: \"Acknowledged: Message 4 from Rust\" }
+Received from TS: Message { msg_type: \"ack\", data: \"Acknowledged: Message 5 from Rust\" }
+Received from TS: Message { msg_type: \"exit\", data: \"Goodbye from TypeScript!\" }
+Received exit signal from TypeScript
+Communication complete!
+";
+
+/// The compiled TypeScript child, or `None` (with a note) when it is not built and the run
+/// does not insist on it. `npm test` sets RUST_TS_IPC_REQUIRE_NODE=1, so there these tests
+/// cannot be skipped.
+fn ts_child() -> Option<PathBuf> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ts-app/dist/main.js");
+    if script.exists() {
+        return Some(script);
+    }
+    if std::env::var_os("RUST_TS_IPC_REQUIRE_NODE").is_some() {
+        panic!("{} is missing: run `npm run build` first", script.display());
+    }
+    eprintln!("note: skipping a Node test: {} is not built (run `npm run build`)", script.display());
+    None
+}
+
+fn run(args: &[&str], stdin: &[u8]) -> Output {
+    run_cmd(Command::new(BIN).args(args), stdin)
+}
+
+fn run_cmd(cmd: &mut Command, stdin: &[u8]) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    // Write from a thread: the child may answer before it has read everything.
+    let writer = std::thread::spawn(move || {
+        let _ = pipe.write_all(&input);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn serve_answers_every_pipe_vector_exactly() {
+    for case in common::vectors().cases.iter().filter(|c| c.pipe) {
+        let mut args = vec!["serve".to_owned()];
+        args.extend(case.options.cli_args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args, &case.stream());
+        assert_eq!(text(&out.stdout), case.expected_output(), "case {:?}", case.name);
+        assert!(out.status.success(), "case {:?}: {:?} {}", case.name, out.status, text(&out.stderr));
+    }
+}
+
+#[test]
+fn ts_child_and_serve_give_identical_replies() {
+    let Some(script) = ts_child() else { return };
+    let mut ran = 0;
+    for case in common::vectors().cases.iter().filter(|c| c.pipe) {
+        let mut args = vec!["serve".to_owned()];
+        args.extend(case.options.cli_args());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let rust = run(&args, &case.stream());
+        let node = run_cmd(Command::new("node").arg(&script).args(case.options.cli_args()), &case.stream());
+        assert_eq!(text(&node.stdout), text(&rust.stdout), "case {:?}: {}", case.name, text(&node.stderr));
+        assert!(node.status.success(), "case {:?}: {:?}", case.name, node.status);
+        ran += 1;
+    }
+    assert!(ran > 20);
+}
+
+#[test]
+fn serve_stops_reading_after_the_exit_reply() {
+    let input = b"{\"msg_type\":\"exit\",\"data\":\"\"}\n{\"msg_type\":\"greeting\",\"data\":\"\"}\n";
+    let out = run(&["serve"], input);
+    assert_eq!(text(&out.stdout), "{\"msg_type\":\"exit\",\"data\":\"Goodbye from TypeScript!\"}\n");
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn serve_exits_zero_on_eof_without_input() {
+    let out = run(&["serve"], b"");
+    assert_eq!((out.status.code(), out.stdout.len()), (Some(0), 0));
+}
+
+#[test]
+fn serve_rejects_bad_arguments_with_usage() {
+    let out = run(&["serve", "--exit-after", "five"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("--exit-after expects a non-negative integer, got `five`"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn demo_against_the_node_child_prints_the_seed_output() {
+    let Some(script) = ts_child() else { return };
+    let out = run(&["demo", "--", "node", script.to_str().unwrap()], b"");
+    assert_eq!(text(&out.stdout), SEED_OUTPUT, "stderr: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn plain_run_defaults_to_the_node_child() {
+    if ts_child().is_none() {
+        return;
+    }
+    let out = run(&[], b"");
+    assert_eq!(text(&out.stdout), SEED_OUTPUT, "stderr: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+#[test]
+fn demo_against_rust_serve_prints_the_seed_output() {
+    let out = run(&["demo", "--", BIN, "serve"], b"");
+    assert_eq!(text(&out.stdout), SEED_OUTPUT, "stderr: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+}
+
+/// Runs the demo against `sh -c script`; returns (exit code, stdout, stderr, seconds taken).
+fn demo_with_shell(script: &str, timeout_ms: u64) -> (Option<i32>, String, String, f64) {
+    let started = Instant::now();
+    let out = run(&["demo", "--timeout-ms", &timeout_ms.to_string(), "--", "sh", "-c", script], b"");
+    (out.status.code(), text(&out.stdout), text(&out.stderr), started.elapsed().as_secs_f64())
+}
+
+fn pid_is_gone(pid: &str) -> bool {
+    // Reaped processes vanish from /proc; give the kernel a moment.
+    for _ in 0..100 {
+        if !Path::new("/proc").join(pid.trim()).exists() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+#[test]
+fn child_that_exits_before_answering_ends_the_demo_with_its_status() {
+    let (code, stdout, stderr, _) = demo_with_shell("echo 'dying' >&2; exit 3", 5000);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert_eq!(stdout, "Rust: Sending initial message\n");
+    assert!(stderr.contains("[child] dying"), "{stderr}");
+    assert!(
+        stderr.contains("rust-ts-ipc: child `sh -c echo 'dying' >&2; exit 3` exited with exit status: 3 while the demo was waiting for the reply to the greeting"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn child_that_writes_garbage_is_named_with_the_line() {
+    let (code, _, stderr, _) = demo_with_shell("read l; echo 'hello, not JSON'; exec sleep 30", 5000);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("rust-ts-ipc: child wrote non-protocol output: line 1: invalid JSON: `hello, not JSON`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn child_that_answers_with_an_error_reply_is_reported() {
+    let reply = r#"{"msg_type":"error","data":"line 1: nope"}"#;
+    let (code, stdout, stderr, _) = demo_with_shell(&format!("read l; echo '{reply}'; exec sleep 30"), 5000);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stdout, "Rust: Sending initial message\n", "stdout carries the conversation only");
+    assert!(stderr.contains("rust-ts-ipc: child answered with an error: line 1: nope"), "{stderr}");
+}
+
+#[test]
+fn child_that_never_answers_times_out_and_is_killed() {
+    let (code, _, stderr, secs) = demo_with_shell("echo $$ >&2; exec sleep 30", 300);
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(
+        stderr.contains(
+            "rust-ts-ipc: child did not answer within 300 ms while the demo was waiting for the reply to the greeting"
+        ),
+        "{stderr}"
+    );
+    assert!(secs < 5.0, "took {secs} s");
+    let pid = stderr.lines().find_map(|l| l.strip_prefix("[child] ")).unwrap();
+    assert!(pid_is_gone(pid), "child {pid} is still running");
+}
+
+#[test]
+fn child_that_cannot_be_started_is_named() {
+    let out = run(&["demo", "--", "/definitely/not/a/program"], b"");
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains(
+            "rust-ts-ipc: cannot start `/definitely/not/a/program`: `/definitely/not/a/program` was not found on PATH"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn node_missing_from_path_is_a_clear_error() {
+    if ts_child().is_none() {
+        return;
+    }
+    let empty = std::env::temp_dir().join("rust-ts-ipc-empty-path");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = run_cmd(Command::new(BIN).env("PATH", &empty), b"");
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("cannot start `node "), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("`node` was not found on PATH"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn missing_script_ends_the_demo_with_nodes_own_complaint() {
+    let out = run(&["demo", "--", "node", "/no/such/script.js"], b"");
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert!(stderr.contains("[child] ") && stderr.contains("Cannot find module '/no/such/script.js'"), "{stderr}");
+    assert!(stderr.contains("child `node /no/such/script.js` exited with exit status: 1"), "{stderr}");
+}
+
+#[test]
+fn child_that_says_goodbye_but_fails_is_not_a_success() {
+    let script = format!("{BIN} serve; exit 7");
+    let (code, stdout, stderr, _) = demo_with_shell(&script, 5000);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert!(stdout.ends_with("Received exit signal from TypeScript\n"), "{stdout}");
+    assert!(stderr.contains("said goodbye but then exited with exit status: 7"), "{stderr}");
+}
+
+#[test]
+fn unknown_command_is_a_usage_error() {
+    let out = run(&["frobnicate"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("rust-ts-ipc: unknown command `frobnicate`"));
+    assert!(text(&out.stderr).contains("Usage:"));
+}
