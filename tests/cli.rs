@@ -12,18 +12,8 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_rust-ts-ipc");
 
-const SEED_OUTPUT: &str = "\
-Rust: Sending initial message
-Received from TS: Message { msg_type: \"response\", data: \"Hello from TypeScript!\" }
-Received from TS: Message { msg_type: \"ack\", data: \"Acknowledged: Message 1 from Rust\" }
-Received from TS: Message { msg_type: \"ack\", data: \"Acknowledged: Message 2 from Rust\" }
-Received from TS: Message { msg_type: \"ack\", data: \"Acknowledged: Message 3 from Rust\" }
-Received from TS: Message { msg_type: \"ack\", data: \"Acknowledged: Message 4 from Rust\" }
-Received from TS: Message { msg_type: \"ack\", data: \"Acknowledged: Message 5 from Rust\" }
-Received from TS: Message { msg_type: \"exit\", data: \"Goodbye from TypeScript!\" }
-Received exit signal from TypeScript
-Communication complete!
-";
+/// The seed README's "Example Output", byte for byte (also checked by `.ci/run`).
+const SEED_OUTPUT: &str = include_str!("seed-output.txt");
 
 /// The compiled TypeScript child, or `None` (with a note) when it is not built and the run
 /// does not insist on it. `npm test` sets RUST_TS_IPC_REQUIRE_NODE=1, so there these tests

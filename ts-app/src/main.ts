@@ -1,0 +1,178 @@
+// The TypeScript child: reads NDJSON on stdin, answers on stdout. Stdout carries protocol
+// only; everything else goes to stderr, prefixed `ts-app: `. The protocol itself lives in
+// protocol.ts and the framing in framing.ts; this file parses arguments and wires the pipes.
+
+import { type Engine, loadNativeAddon, NATIVE_PATH, nativeEngine, tsEngine } from './engine.js';
+import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder } from './framing.js';
+import { DEFAULT_EXIT_AFTER, DEFAULT_NAME, MAX_SAFE_ID } from './protocol.js';
+
+const USAGE = `\
+Usage: node ts-app/dist/main.js [--exit-after N] [--name NAME] [--max-line-bytes N] [--engine ts|native]
+  Answer the rust-ts-ipc protocol on stdin/stdout. Exits 0 on stdin EOF, after the exit
+  reply, or when stdout's reader is gone; 2 on bad arguments or a missing native addon.
+  --exit-after N      end the conversation after N data messages; 0 = never (default ${DEFAULT_EXIT_AFTER})
+  --name NAME         who says hello and goodbye (default ${DEFAULT_NAME})
+  --max-line-bytes N  longer lines get an error reply and are never buffered (default ${DEFAULT_MAX_LINE_BYTES})
+  --engine ts|native  answer with the TypeScript responder (default) or the napi addon`;
+
+interface Args {
+  exitAfter: number;
+  name: string;
+  maxLineBytes: number;
+  engine: 'ts' | 'native';
+}
+
+function log(text: string): void {
+  process.stderr.write(`ts-app: ${text}\n`);
+}
+
+/** The command line, `'help'`, or the one-line reason it is wrong. */
+function parseArgs(argv: readonly string[]): Args | 'help' | { error: string } {
+  const args: Args = {
+    exitAfter: DEFAULT_EXIT_AFTER,
+    name: DEFAULT_NAME,
+    maxLineBytes: DEFAULT_MAX_LINE_BYTES,
+    engine: 'ts',
+  };
+  for (let i = 0; i < argv.length; i++) {
+    const flag = argv[i] ?? '';
+    if (flag === '-h' || flag === '--help') return 'help';
+    if (!['--exit-after', '--name', '--max-line-bytes', '--engine'].includes(flag)) {
+      return { error: `unexpected argument \`${flag}\`` };
+    }
+    const value = argv[++i];
+    if (value === undefined) return { error: `${flag} needs a value` };
+    switch (flag) {
+      case '--name':
+        args.name = value;
+        break;
+      case '--engine':
+        if (value !== 'ts' && value !== 'native') return { error: `--engine expects ts or native, got \`${value}\`` };
+        args.engine = value;
+        break;
+      default: {
+        // The same wording as `rust-ts-ipc serve`.
+        if (!/^[0-9]+$/.test(value)) return { error: `${flag} expects a non-negative integer, got \`${value}\`` };
+        const n = Number(value);
+        if (n > MAX_SAFE_ID) return { error: `${flag} must be at most ${MAX_SAFE_ID}, got \`${value}\`` };
+        if (flag === '--exit-after') args.exitAfter = n;
+        else args.maxLineBytes = n;
+      }
+    }
+  }
+  return args;
+}
+
+/** The engine the arguments ask for, or undefined after saying on stderr why there is none. */
+function makeEngine(args: Args): Engine | undefined {
+  const options = { exitAfter: args.exitAfter, name: args.name, maxLineBytes: args.maxLineBytes };
+  if (args.engine === 'ts') return tsEngine(options);
+  const loaded = loadNativeAddon();
+  if ('why' in loaded) {
+    log(`cannot load the native addon from ${NATIVE_PATH}: ${loaded.why}; build it with \`npm run build -w native\``);
+    return undefined;
+  }
+  try {
+    return nativeEngine(new loaded.addon.Responder(options), args.maxLineBytes);
+  } catch (e) {
+    log(`the native addon refused its options: ${e instanceof Error ? e.message : String(e)}`);
+    return undefined;
+  }
+}
+
+/**
+ * The read-answer-write loop. All replies produced by one stdin chunk go out in ONE write
+ * (many small messages arriving together cost one syscall, not one each), and a full stdout
+ * pauses stdin until 'drain', so a peer that does not read its replies cannot make us buffer
+ * without bound. Nothing here calls `process.exit()`: stdout to a pipe is asynchronous, so
+ * the process ends by itself once stdin is closed and the last write has been flushed.
+ */
+function serve(engine: Engine, decoder: LineDecoder): void {
+  const { stdin, stdout } = process;
+  let stopped = false;
+  let waitingForDrain = false;
+
+  /** Stops reading for good; whatever was written still reaches the peer. */
+  const stop = (): void => {
+    stopped = true;
+    stdin.destroy();
+  };
+
+  const write = (parts: (string | Uint8Array)[]): void => {
+    if (parts.length === 0) return;
+    const batch = parts.every((p) => typeof p === 'string')
+      ? parts.join('')
+      : Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
+    if (!stdout.write(batch) && !stopped && !waitingForDrain) {
+      waitingForDrain = true;
+      stdin.pause();
+      stdout.once('drain', () => {
+        waitingForDrain = false;
+        if (!stopped) stdin.resume();
+      });
+    }
+  };
+
+  const answer = (frames: Frame[]): void => {
+    const parts: (string | Uint8Array)[] = [];
+    try {
+      for (const frame of frames) {
+        // After the exit reply nothing more is answered: like the Rust host, the child stops
+        // reading (only the in-process responders answer late lines, with an error).
+        if (engine.done) break;
+        const reply = engine.answer(frame);
+        if (reply.length > 0) parts.push(reply);
+      }
+    } catch (e) {
+      // Bad input never throws (it gets an error reply), so this is a bug: say so and stop.
+      log(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+      process.exitCode = 1;
+      stop();
+    }
+    write(parts);
+    if (engine.done) stop();
+  };
+
+  stdout.on('error', (e: NodeJS.ErrnoException) => {
+    // The parent went away: a normal way for the conversation to end, not a crash.
+    if (e.code !== 'EPIPE') {
+      log(`cannot write to stdout: ${e.message}`);
+      process.exitCode = 1;
+    }
+    stop();
+  });
+  stdin.on('error', (e: Error) => {
+    log(`cannot read stdin: ${e.message}`);
+    process.exitCode = 1;
+    stop();
+  });
+  stdin.on('data', (chunk: Buffer) => {
+    if (!stopped) answer(decoder.push(chunk));
+  });
+  // EOF: the last line may have had no newline.
+  stdin.on('end', () => {
+    if (!stopped) answer(decoder.end());
+  });
+}
+
+function main(): void {
+  const args = parseArgs(process.argv.slice(2));
+  if (args === 'help') {
+    process.stdout.write(`${USAGE}\n`);
+    return;
+  }
+  if ('error' in args) {
+    log(args.error);
+    process.stderr.write(`\n${USAGE}\n`);
+    process.exitCode = 2;
+    return;
+  }
+  const engine = makeEngine(args);
+  if (engine === undefined) {
+    process.exitCode = 2;
+    return;
+  }
+  serve(engine, new LineDecoder({ maxLineBytes: args.maxLineBytes }));
+}
+
+main();

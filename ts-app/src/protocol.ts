@@ -1,0 +1,404 @@
+// The protocol: the message type, the validation of one line, the reply encoding, and the
+// responder state machine. The TypeScript twin of the Rust core (`message.rs`, `error.rs`,
+// `responder.rs`): same rules, byte-identical replies, and every rule is a case in
+// `tests/conformance.json`. Its API is the napi addon's, so benchmarks can swap the two.
+
+import { isUtf8 } from 'node:buffer';
+
+import { DEFAULT_MAX_LINE_BYTES, type Frame, isBlank } from './framing.js';
+
+/** One protocol message, with the wire's field names. */
+export interface Message {
+  /** `greeting`, `data`, `exit` (to the responder); `response`, `ack`, `exit`, `error` (from it). */
+  msg_type: string;
+  /** The payload. */
+  data: string;
+  /** Correlation id (an integer from 0 to `Number.MAX_SAFE_INTEGER`), echoed on replies. */
+  id?: number;
+}
+
+/** Options for `new Responder(options)`; every field is optional. */
+export interface ResponderOptions {
+  /** End the conversation after this many `data` messages; 0 = never. Default 5. */
+  exitAfter?: number;
+  /** Who says hello and goodbye (`Hello from {name}!`). Default `TypeScript`. */
+  name?: string;
+  /** Lines longer than this many bytes get an `error` reply. Default 16 MiB. */
+  maxLineBytes?: number;
+}
+
+/** The largest `id` a JavaScript peer can represent exactly. */
+export const MAX_SAFE_ID = Number.MAX_SAFE_INTEGER;
+/** After this many `data` messages the responder says goodbye (the seed's five). */
+export const DEFAULT_EXIT_AFTER = 5;
+/** Who says hello: the seed's child is TypeScript, and every path answers the same. */
+export const DEFAULT_NAME = 'TypeScript';
+
+/** How many characters of an offending line an error quotes. */
+const EXCERPT_CHARS = 40;
+
+/** The kind of a JSON value, as error messages name it. */
+export type JsonKind = 'null' | 'boolean' | 'number' | 'string' | 'array' | 'object';
+
+/** The kind of a value `JSON.parse` returned. */
+export function jsonKind(value: unknown): JsonKind {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  switch (typeof value) {
+    case 'boolean':
+      return 'boolean';
+    case 'number':
+      return 'number';
+    case 'string':
+      return 'string';
+    default:
+      return 'object';
+  }
+}
+
+/** The first 40 characters (code points, not UTF-16 units) of `s`, then `…` if there was more. */
+export function excerpt(s: string): string {
+  // 40 code points take at least 40 UTF-16 units, so a short string needs no counting.
+  if (s.length <= EXCERPT_CHARS) return s;
+  let count = 0;
+  let cut = 0;
+  for (const ch of s) {
+    if (count === EXCERPT_CHARS) return `${s.slice(0, cut)}…`;
+    count++;
+    cut += ch.length;
+  }
+  return s;
+}
+
+/**
+ * The offset of the first byte of the first invalid UTF-8 sequence in `bytes` (what Rust's
+ * `Utf8Error::valid_up_to()` reports), or -1 if it is all valid. Strict like Rust: overlong
+ * forms, surrogates (ED A0..BF), code points above U+10FFFF and truncated sequences are
+ * invalid. Only the error path runs it; `isUtf8` answers the common case.
+ */
+export function invalidUtf8Offset(bytes: Uint8Array): number {
+  const n = bytes.length;
+  const cont = (j: number): boolean => j < n && ((bytes[j] ?? 0) & 0xc0) === 0x80;
+  const within = (j: number, lo: number, hi: number): boolean => {
+    const b = bytes[j];
+    return j < n && b !== undefined && b >= lo && b <= hi;
+  };
+  let i = 0;
+  while (i < n) {
+    const b = bytes[i] ?? 0;
+    if (b < 0x80) {
+      i++;
+    } else if (b >= 0xc2 && b <= 0xdf) {
+      if (!cont(i + 1)) return i;
+      i += 2;
+    } else if (b >= 0xe0 && b <= 0xef) {
+      // The second byte's range excludes overlongs (E0) and surrogates (ED).
+      const [lo, hi] = b === 0xe0 ? [0xa0, 0xbf] : b === 0xed ? [0x80, 0x9f] : [0x80, 0xbf];
+      if (!within(i + 1, lo, hi) || !cont(i + 2)) return i;
+      i += 3;
+    } else if (b >= 0xf0 && b <= 0xf4) {
+      // The second byte's range excludes overlongs (F0) and code points above U+10FFFF (F4).
+      const [lo, hi] = b === 0xf0 ? [0x90, 0xbf] : b === 0xf4 ? [0x80, 0x8f] : [0x80, 0xbf];
+      if (!within(i + 1, lo, hi) || !cont(i + 2) || !cont(i + 3)) return i;
+      i += 4;
+    } else {
+      // A stray continuation byte, C0/C1 (always overlong) or F5..FF.
+      return i;
+    }
+  }
+  return -1;
+}
+
+/** `{"msg_type":T,"data":D[,"id":N]}` and `\n`: the exact bytes the Rust core writes too. */
+export function encodeMessage(msg: Message): string {
+  // JSON.stringify escapes a well-formed string exactly as serde_json does (`"`, `\` and
+  // control characters only, lowercase `\u00xx`); the responder only emits well-formed ones.
+  const head = `{"msg_type":${JSON.stringify(msg.msg_type)},"data":${JSON.stringify(msg.data)}`;
+  return msg.id === undefined ? `${head}}\n` : `${head},"id":${msg.id}}\n`;
+}
+
+/** A message object with `id` only when there is one (the shape `handle` returns). */
+function message(msgType: string, data: string, id: number | undefined): Message {
+  return id === undefined ? { msg_type: msgType, data } : { msg_type: msgType, data, id };
+}
+
+/** The `error` reply numbered `line`, as a line of NDJSON. */
+function errorLine(line: number, text: string, id?: number): string {
+  return encodeMessage(message('error', `line ${line}: ${text}`, id));
+}
+
+/** The text of the error for an over-long line. */
+function tooLongText(length: number, limit: number): string {
+  return `line of ${length} bytes exceeds the ${limit}-byte limit`;
+}
+
+/**
+ * The `error` reply a responder gives for an over-long line: for a host whose responder
+ * cannot take the frame itself (the native engine; see `engine.ts`).
+ */
+export function tooLongReply(line: number, length: number, limit: number): string {
+  return errorLine(line, tooLongText(length, limit));
+}
+
+/** A line decoded: the message, or why it is not one (and its `id` if that much was valid). */
+export type Decoded = { ok: true; message: Message } | { ok: false; error: string; id?: number };
+
+const hasOwn = (object: object, key: string): boolean => Object.prototype.hasOwnProperty.call(object, key);
+
+/**
+ * Validates one line of JSON text with the protocol's exact error texts (without the
+ * `line N: ` prefix). Checks run in the Rust core's order: JSON, object, `id`, `msg_type`,
+ * `data`; unknown fields are ignored and a repeated key takes its last value (as JSON.parse
+ * does). Fields are read only if they are own properties, so `"__proto__"` keys and a
+ * polluted `Object.prototype` change nothing.
+ */
+export function decodeMessage(text: string): Decoded {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    // JSON.parse only throws for text it refuses (it has no depth limit to hit).
+    return { ok: false, error: `invalid JSON: \`${excerpt(text)}\`` };
+  }
+  const kind = jsonKind(value);
+  if (kind !== 'object') return { ok: false, error: `expected a JSON object, got ${kind}: \`${excerpt(text)}\`` };
+  const object = value as Record<string, unknown>;
+
+  let id: number | undefined;
+  const rawId = hasOwn(object, 'id') ? object['id'] : null;
+  if (rawId !== null) {
+    if (typeof rawId !== 'number' || !Number.isInteger(rawId) || rawId < 0 || rawId > MAX_SAFE_ID) {
+      const error = `field \`id\` must be an integer from 0 to ${MAX_SAFE_ID}, got ${jsonKind(rawId)}`;
+      return { ok: false, error: `${error}: \`${excerpt(text)}\`` };
+    }
+    id = rawId === 0 ? 0 : rawId; // `-0` is 0, as in Rust.
+  }
+
+  let msgType = '';
+  let data = '';
+  for (const name of ['msg_type', 'data'] as const) {
+    if (!hasOwn(object, name)) return { ok: false, error: `missing field \`${name}\`: \`${excerpt(text)}\``, id };
+    const field = object[name];
+    if (typeof field !== 'string') {
+      const error = `field \`${name}\` must be a string, got ${jsonKind(field)}: \`${excerpt(text)}\``;
+      return { ok: false, error, id };
+    }
+    // An unpaired surrogate escape (`"\ud800"`) is valid JSON, but no Rust string can hold
+    // it, so the core calls the line invalid JSON; so do we, to answer with the same bytes.
+    if (!field.isWellFormed()) return { ok: false, error: `invalid JSON: \`${excerpt(text)}\`` };
+    if (name === 'msg_type') msgType = field;
+    else data = field;
+  }
+  return { ok: true, message: message(msgType, data, id) };
+}
+
+/** A `TypeError` like the addon's (code `InvalidArg`), for a caller passing the wrong thing. */
+function invalidArg(text: string): TypeError {
+  return Object.assign(new TypeError(text), { code: 'InvalidArg' });
+}
+
+/** `typeof`, except that `null` and arrays are named as such (as the addon names them). */
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  return Array.isArray(value) ? 'array' : typeof value;
+}
+
+/** `kind` plus, for a number, its value: `number -1`, `number 1.5`, `string`. */
+function describe(value: unknown): string {
+  return typeof value === 'number' ? `number ${String(value)}` : kindOf(value);
+}
+
+const isSafeCount = (value: unknown): value is number =>
+  typeof value === 'number' && Number.isInteger(value) && value >= 0 && value <= MAX_SAFE_ID;
+
+/** A string as it would arrive in Rust: napi turns unpaired surrogates into U+FFFD. */
+const wellFormed = (s: string): string => (s.isWellFormed() ? s : s.toWellFormed());
+
+function readOptions(options: unknown): Required<ResponderOptions> {
+  const read = { exitAfter: DEFAULT_EXIT_AFTER, name: DEFAULT_NAME, maxLineBytes: DEFAULT_MAX_LINE_BYTES };
+  if (options === undefined || options === null) return read;
+  if (typeof options !== 'object') throw invalidArg(`Responder: expected an options object, got ${kindOf(options)}`);
+  const { exitAfter, name, maxLineBytes } = options as Record<string, unknown>;
+  for (const [key, value] of [
+    ['exitAfter', exitAfter],
+    ['maxLineBytes', maxLineBytes],
+  ] as const) {
+    if (value !== undefined && !isSafeCount(value)) {
+      throw invalidArg(
+        `Responder: option \`${key}\` must be an integer from 0 to ${MAX_SAFE_ID}, got ${describe(value)}`,
+      );
+    }
+  }
+  if (name !== undefined && typeof name !== 'string') {
+    throw invalidArg(`Responder: option \`name\` must be a string, got ${kindOf(name)}`);
+  }
+  return {
+    exitAfter: (exitAfter as number | undefined) ?? read.exitAfter,
+    name: name === undefined ? read.name : wellFormed(name),
+    maxLineBytes: (maxLineBytes as number | undefined) ?? read.maxLineBytes,
+  };
+}
+
+/** Reads a message object as the addon's `handle` does, or throws the addon's `TypeError`. */
+function readMessage(msg: unknown): { msgType: string; data: string; id: number | undefined } {
+  if (typeof msg !== 'object' || msg === null || Array.isArray(msg)) {
+    throw invalidArg(`handle: expected a message object, got ${kindOf(msg)}`);
+  }
+  const fields = msg as Record<string, unknown>;
+  const string = (name: string): string => {
+    const value = fields[name];
+    if (value === undefined) throw invalidArg(`handle: missing field \`${name}\``);
+    if (typeof value !== 'string') throw invalidArg(`handle: field \`${name}\` must be a string, got ${kindOf(value)}`);
+    return wellFormed(value);
+  };
+  const msgType = string('msg_type');
+  const data = string('data');
+  const rawId = fields['id'];
+  if (rawId === undefined || rawId === null) return { msgType, data, id: undefined };
+  if (!isSafeCount(rawId)) {
+    throw invalidArg(`handle: field \`id\` must be an integer from 0 to ${MAX_SAFE_ID}, got ${describe(rawId)}`);
+  }
+  return { msgType, data, id: rawId === 0 ? 0 : rawId };
+}
+
+const LF = 0x0a;
+const CR = 0x0d;
+
+const asBuffer = (bytes: Uint8Array): Buffer =>
+  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+
+/** Only spaces, tabs and carriage returns. */
+function isBlankText(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c !== 0x20 && c !== 0x09 && c !== 0x0d) return false;
+  }
+  return true;
+}
+
+/**
+ * One conversation's state: `greeting` → `response`, `data` X → `ack` "Acknowledged: X"
+ * (after the `exitAfter`th also `exit`, and done), `exit` → `exit` (done); anything it cannot
+ * answer gets an `error` reply naming the physical line, and the conversation goes on.
+ */
+export class Responder {
+  readonly #exitAfter: number;
+  readonly #name: string;
+  readonly #maxLineBytes: number;
+  #dataSeen = 0;
+  #done = false;
+  /** Physical lines (or messages) handled so far: the number errors are reported against. */
+  #line = 0;
+
+  /** A fresh conversation. Throws a `TypeError` (code `InvalidArg`) for bad options. */
+  constructor(options?: ResponderOptions | null) {
+    const read = readOptions(options);
+    this.#exitAfter = read.exitAfter;
+    this.#name = read.name;
+    this.#maxLineBytes = read.maxLineBytes;
+  }
+
+  /** True once the conversation has ended (`exit` sent); later messages get an `error` reply. */
+  get done(): boolean {
+    return this.#done;
+  }
+
+  /** How many physical lines (or messages) this responder has been given. */
+  get linesSeen(): number {
+    return this.#line;
+  }
+
+  /**
+   * Answers one NDJSON line (a trailing `\n` or `\r\n` is tolerated) with the reply lines,
+   * each ending in `\n`; "" for a blank line (within the limit), which still counts as a
+   * line. The line is read as its UTF-8 encoding, so an unpaired surrogate is U+FFFD, as in
+   * the addon.
+   */
+  handleLine(line: string): string {
+    this.#line++;
+    let end = line.length;
+    if (end > 0 && line.charCodeAt(end - 1) === LF) end--;
+    if (end > 0 && line.charCodeAt(end - 1) === CR) end--;
+    const text = end === line.length ? line : line.slice(0, end);
+    // Length before blankness, as the stream decoder must judge it. A UTF-16 unit is at most
+    // 3 UTF-8 bytes: only a line that might be over the limit is measured.
+    if (text.length * 3 > this.#maxLineBytes) {
+      const length = Buffer.byteLength(text, 'utf8');
+      if (length > this.#maxLineBytes) return errorLine(this.#line, tooLongText(length, this.#maxLineBytes));
+    }
+    if (isBlankText(text)) return '';
+    return this.#answerText(wellFormed(text));
+  }
+
+  /**
+   * `handleLine` on bytes, which may be anything, including invalid UTF-8 (answered with an
+   * `error` reply). A trailing `\n` or `\r\n` is tolerated.
+   */
+  handleBuffer(bytes: Uint8Array): Buffer {
+    this.#line++;
+    let end = bytes.length;
+    if (end > 0 && bytes[end - 1] === LF) end--;
+    if (end > 0 && bytes[end - 1] === CR) end--;
+    const line = asBuffer(bytes).subarray(0, end);
+    if (line.length > this.#maxLineBytes) {
+      return Buffer.from(errorLine(this.#line, tooLongText(line.length, this.#maxLineBytes)));
+    }
+    if (isBlank(line)) return Buffer.alloc(0);
+    return Buffer.from(this.#answerBytes(line));
+  }
+
+  /** Answers a frame from a `LineDecoder`, numbering errors by its physical line. */
+  handleFrame(frame: Frame): string {
+    this.#line = frame.line;
+    if (frame.kind === 'too_long') return errorLine(frame.line, tooLongText(frame.length, this.#maxLineBytes));
+    return this.#answerBytes(frame.bytes);
+  }
+
+  /**
+   * Answers a message object (counts as one line). Throws a `TypeError` (code `InvalidArg`)
+   * if it is not one, as the addon does.
+   */
+  handle(msg: Message): Message[] {
+    const { msgType, data, id } = readMessage(msg);
+    this.#line++;
+    return this.#respond(msgType, data, id);
+  }
+
+  #answerBytes(bytes: Buffer): string {
+    if (!isUtf8(bytes)) return errorLine(this.#line, `invalid UTF-8 at byte ${invalidUtf8Offset(bytes)}`);
+    // `toString`, not a TextDecoder: it keeps a leading BOM, which then makes the JSON invalid,
+    // as in Rust.
+    return this.#answerText(bytes.toString('utf8'));
+  }
+
+  #answerText(text: string): string {
+    const decoded = decodeMessage(text);
+    if (!decoded.ok) return errorLine(this.#line, decoded.error, decoded.id);
+    const { msg_type: msgType, data, id } = decoded.message;
+    let out = '';
+    for (const reply of this.#respond(msgType, data, id)) out += encodeMessage(reply);
+    return out;
+  }
+
+  #respond(msgType: string, data: string, id: number | undefined): Message[] {
+    if (this.#done) return [message('error', `line ${this.#line}: conversation has ended; message ignored`, id)];
+    switch (msgType) {
+      case 'greeting':
+        return [message('response', `Hello from ${this.#name}!`, id)];
+      case 'data': {
+        this.#dataSeen++;
+        const ack = message('ack', `Acknowledged: ${data}`, id);
+        if (this.#exitAfter === 0 || this.#dataSeen < this.#exitAfter) return [ack];
+        this.#done = true;
+        return [ack, message('exit', `Goodbye from ${this.#name}!`, id)];
+      }
+      case 'exit':
+        this.#done = true;
+        return [message('exit', `Goodbye from ${this.#name}!`, id)];
+      default: {
+        const text = `unknown msg_type \`${excerpt(msgType)}\`; expected greeting, data or exit`;
+        return [message('error', `line ${this.#line}: ${text}`, id)];
+      }
+    }
+  }
+}
