@@ -113,6 +113,23 @@ fn demo_against_the_node_child_prints_the_seed_output() {
     assert_eq!(out.status.code(), Some(0));
 }
 
+/// The demo path and the FFI path share one core: the Node child answering through the
+/// addon gives the seed output byte for byte.
+#[test]
+fn demo_through_the_native_engine_prints_the_seed_output() {
+    let Some(script) = ts_child() else { return };
+    let addon_built = std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("native"))
+        .map(|dir| dir.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".node")))
+        .unwrap_or(false);
+    if !addon_built && std::env::var_os("RUST_TS_IPC_REQUIRE_NODE").is_none() {
+        eprintln!("note: skipping: the addon is not built (run `npm run build`)");
+        return;
+    }
+    let out = run(&["demo", "--", "node", script.to_str().unwrap(), "--engine", "native"], b"");
+    assert_eq!(text(&out.stdout), SEED_OUTPUT, "stderr: {}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0));
+}
+
 #[test]
 fn plain_run_defaults_to_the_node_child() {
     if ts_child().is_none() {
