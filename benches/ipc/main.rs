@@ -1,0 +1,318 @@
+//! The Rust side of `npm run bench`: a Rust parent driving children over pipes (scenario 6,
+//! Rust → Node child, the demo's direction; Rust → Rust `serve`; the Rust ↔ Rust raw echo
+//! floor), and the in-process cost of the core's serde work per payload size.
+//!
+//! Run by the Node driver (`ts-app/src/bench/main.ts`) as
+//! `cargo bench --bench ipc -- --out FILE [--quick] [--pass NAME] [--only ID,ID]`; it writes
+//! `{"records": [...], "errors": [...]}` in the schema of `benches/README.md`, which the
+//! driver merges into `benches/results/latest.json`. Without `--bench` (as `cargo test
+//! --benches` runs it) it is a smoke test: every path once, tiny counts, nothing written.
+//! `--echo-child` turns this binary into the echo child of the floor.
+
+mod cost;
+mod pipe;
+mod stats;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use pipe::{Expect, Peer};
+use stats::{fmt_size, progress_line, summarize, timing_record, Key};
+
+/// Path ids (what `--only` and the driver's `--filter` select), scenarios and labels.
+const PATHS: &[(&str, &str, &str)] = &[
+    ("pipe.rust-node", "6", "Rust → Node child (pipe)"),
+    ("pipe.rust-rust", "6", "Rust → Rust serve (pipe)"),
+    ("floor.rust-echo", "7", "floor: Rust ↔ Rust echo (pipe)"),
+    ("cost.rust-core", "cost", "Rust core handle_line (serde)"),
+    ("cost.rust-serde", "cost", "Rust typed serde round trip"),
+];
+
+const PAYLOADS: &[usize] = &[64, 1024, 64 * 1024, 1024 * 1024];
+const WINDOWS: &[usize] = &[1, 16, 256];
+/// Window × payload above this is skipped: 256 × 1 MiB in flight measures memory, not IPC.
+const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
+/// Small messages a fresh child answers before anything is measured.
+const CHILD_WARMUP_MESSAGES: usize = 4000;
+
+/// How long each measurement runs.
+#[derive(Clone, Copy)]
+struct Budget {
+    warm: Duration,
+    measure: Duration,
+    min_n: usize,
+    max_n: usize,
+}
+
+const FULL: Budget =
+    Budget { warm: Duration::from_millis(120), measure: Duration::from_millis(500), min_n: 30, max_n: 200_000 };
+const QUICK: Budget =
+    Budget { warm: Duration::from_millis(20), measure: Duration::from_millis(60), min_n: 10, max_n: 20_000 };
+const SMOKE: Budget =
+    Budget { warm: Duration::from_millis(1), measure: Duration::from_millis(5), min_n: 3, max_n: 200 };
+
+struct Options {
+    bench: bool,
+    out: Option<String>,
+    budget: Budget,
+    pass: String,
+    only: Option<Vec<String>>,
+    node: String,
+    ts_child: String,
+    serve: String,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--echo-child") {
+        return match pipe::echo_child() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("echo child: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.iter().any(|a| a == "--list") {
+        for (id, scenario, label) in PATHS {
+            println!("{id}\t{scenario}\t{label}");
+        }
+        return ExitCode::SUCCESS;
+    }
+    let options = match parse(args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("ipc bench: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    run(&options)
+}
+
+fn parse(args: Vec<String>) -> Result<Options, String> {
+    let mut o = Options {
+        bench: false,
+        out: None,
+        budget: FULL,
+        pass: "unpinned".to_owned(),
+        only: None,
+        node: "node".to_owned(),
+        ts_child: concat!(env!("CARGO_MANIFEST_DIR"), "/ts-app/dist/main.js").to_owned(),
+        serve: env!("CARGO_BIN_EXE_rust-ts-ipc").to_owned(),
+    };
+    let mut quick = false;
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--bench" => o.bench = true,
+            "--quick" => quick = true,
+            "--out" => o.out = Some(value()?),
+            "--pass" => o.pass = value()?,
+            "--only" => o.only = Some(value()?.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect()),
+            "--node" => o.node = value()?,
+            "--ts-child" => o.ts_child = value()?,
+            "--serve" => o.serve = value()?,
+            other => return Err(format!("unexpected argument `{other}`")),
+        }
+    }
+    o.budget = match (o.bench, quick) {
+        (false, _) => SMOKE,
+        (true, true) => QUICK,
+        (true, false) => FULL,
+    };
+    Ok(o)
+}
+
+/// The payload every path sends: `size` ASCII letters and digits (no JSON escaping needed,
+/// so `data` is exactly `size` bytes on the wire). The Node driver builds the same.
+fn payload(size: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    (0..size).map(|i| char::from(ALPHABET[i % ALPHABET.len()])).collect()
+}
+
+fn run(o: &Options) -> ExitCode {
+    let selected = |id: &str| o.only.as_ref().is_none_or(|only| only.iter().any(|s| s == id));
+    let mut records: Vec<Value> = Vec::new();
+    let mut errors: Vec<Value> = Vec::new();
+    let payloads: &[usize] = if o.bench { PAYLOADS } else { &[64, 64 * 1024] };
+    let windows: &[usize] = if o.bench { WINDOWS } else { &[1, 16] };
+    let exe = match std::env::current_exe() {
+        Ok(p) => p.to_string_lossy().into_owned(),
+        Err(e) => {
+            eprintln!("ipc bench: cannot find this executable for the echo child: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let have_ts_child = std::path::Path::new(&o.ts_child).exists();
+
+    for &(id, scenario, label) in PATHS {
+        if !selected(id) {
+            continue;
+        }
+        let result = if let Some(kind) = id.strip_prefix("cost.") {
+            run_cost(o, kind, id, scenario, label, payloads, &mut records)
+        } else {
+            let (program, args, expect, rss_path): (&str, Vec<&str>, Expect, &str) = match id {
+                "pipe.rust-node" => {
+                    if !have_ts_child {
+                        let why = format!("{} is not built (npm run build -w ts-app)", o.ts_child);
+                        println!("{:<9}{id:<22}skipped: {why}", o.pass);
+                        if o.bench {
+                            errors.push(json!({"pass": o.pass, "path": id, "error": why}));
+                        }
+                        continue;
+                    }
+                    (&o.node, vec![&o.ts_child, "--exit-after", "0"], Expect::Ack, "rss.node-child-of-rust")
+                }
+                "pipe.rust-rust" => {
+                    (&o.serve, vec!["serve", "--exit-after", "0"], Expect::Ack, "rss.rust-serve-of-rust")
+                }
+                _ => (&exe, vec!["--echo-child"], Expect::Echo, "rss.rust-echo"),
+            };
+            run_pipe(o, (id, scenario, label), (program, &args, expect, rss_path), payloads, windows, &mut records)
+        };
+        if let Err(e) = result {
+            println!("{:<9}{id:<22}FAILED: {e}", o.pass);
+            errors.push(json!({"pass": o.pass, "path": id, "error": e}));
+        }
+    }
+    if let Some(kib) = pipe::vm_hwm_kib("/proc/self/status") {
+        records.push(json!({"kind": "rss", "pass": o.pass, "scenario": "rss", "path": "rss.rust-parent",
+            "label": "Rust bench parent (peak RSS)", "driver": "rust", "side": "parent", "kib": kib}));
+    }
+    if let Some(out) = &o.out {
+        let doc = json!({"records": records, "errors": errors});
+        let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        if let Err(e) = std::fs::write(out, text) {
+            eprintln!("ipc bench: cannot write {out}: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn run_pipe(
+    o: &Options,
+    (id, scenario, label): (&str, &str, &str),
+    (program, args, expect, rss_path): (&str, &[&str], Expect, &str),
+    payloads: &[usize],
+    windows: &[usize],
+    records: &mut Vec<Value>,
+) -> Result<(), String> {
+    let mut peer = Peer::spawn(program, args)?;
+    // A fresh child is still starting (a Node child boots, then compiles its hot code: its
+    // first thousands of small round trips are 2–3× slower than later ones); the Node
+    // driver's pipe paths do the same before measuring.
+    let small = payload(64);
+    peer.run(&small, 1, CHILD_WARMUP_MESSAGES / 2, expect).map_err(|e| format!("warm-up: {e}"))?;
+    peer.run(&small, 16, CHILD_WARMUP_MESSAGES / 2, expect).map_err(|e| format!("warm-up: {e}"))?;
+    for &size in payloads {
+        let data = payload(size);
+        for &window in windows {
+            if window * size > MAX_IN_FLIGHT_BYTES {
+                continue;
+            }
+            let key = Key { pass: &o.pass, scenario, path: id, label, payload: size, window };
+            let b = o.budget;
+            // Warm-up, doubling the run length until `warm` has passed and the rate has
+            // settled (two runs in a row within 20%: a fresh Node child is still compiling),
+            // or five times `warm` has passed; the last run's rate sizes the measured run.
+            let mut count = (2 * window).max(8).min(b.max_n.max(2 * window));
+            let (mut warm_msgs, mut warm_ns, mut previous) = (0usize, 0.0f64, f64::INFINITY);
+            let mut per_msg: f64;
+            let mut runs = 0;
+            #[allow(clippy::cast_precision_loss)]
+            let warm_budget = b.warm.as_nanos() as f64;
+            loop {
+                let r = peer
+                    .run(&data, window, count, expect)
+                    .map_err(|e| format!("{} w={window}: {e}", fmt_size(size)))?;
+                warm_msgs += count;
+                warm_ns += r.elapsed_ns;
+                #[allow(clippy::cast_precision_loss)]
+                {
+                    per_msg = (r.elapsed_ns / count as f64).max(1.0);
+                }
+                let settled = (per_msg - previous).abs() <= 0.2 * previous;
+                previous = per_msg;
+                runs += 1;
+                if count >= b.max_n
+                    || (runs >= 2 && warm_ns >= warm_budget && (settled || warm_ns >= 5.0 * warm_budget))
+                {
+                    break;
+                }
+                count = (count * 2).min(b.max_n);
+            }
+            let lo = b.min_n.max(2 * window);
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+            let n = ((b.measure.as_nanos() as f64 / per_msg.max(1.0)) as usize).clamp(lo, b.max_n.max(lo));
+            let mut r =
+                peer.run(&data, window, n, expect).map_err(|e| format!("{} w={window}: {e}", fmt_size(size)))?;
+            let summary = summarize(&mut r.latencies).ok_or("no samples")?;
+            let note = if r.inline { "" } else { "writes on a writer thread (replies in flight exceed 32 KiB)" };
+            let rec = timing_record("roundtrip", &key, summary, warm_msgs, 1, r.elapsed_ns, n, note);
+            let mps = rec["throughput"]["msgs_per_s"].as_f64().unwrap_or(0.0);
+            println!("{}", progress_line(&key, &summary, 1, mps));
+            records.push(rec);
+        }
+    }
+    let kib = peer.peak_rss_kib();
+    peer.close()?;
+    if let Some(kib) = kib {
+        records.push(json!({"kind": "rss", "pass": o.pass, "scenario": "rss", "path": rss_path,
+            "label": format!("{label}: child peak RSS"), "driver": "rust", "side": "child", "kib": kib}));
+    }
+    Ok(())
+}
+
+fn run_cost(
+    o: &Options,
+    kind: &str,
+    id: &str,
+    scenario: &str,
+    label: &str,
+    payloads: &[usize],
+    records: &mut Vec<Value>,
+) -> Result<(), String> {
+    for &size in payloads {
+        let data = payload(size);
+        let line = format!(r#"{{"msg_type":"data","data":"{data}","id":7}}"#);
+        let expected = format!("{{\"msg_type\":\"ack\",\"data\":\"Acknowledged: {data}\",\"id\":7}}\n");
+        let b = o.budget;
+        let timed = match kind {
+            "core" => cost::time_calls(
+                b.warm,
+                b.measure,
+                b.min_n,
+                b.max_n,
+                expected.as_bytes(),
+                cost::core_handle_line(line.as_bytes()),
+            ),
+            _ => cost::time_calls(
+                b.warm,
+                b.measure,
+                b.min_n,
+                b.max_n,
+                expected.as_bytes(),
+                cost::serde_round_trip(&line),
+            ),
+        }
+        .map_err(|e| format!("{}: {e}", fmt_size(size)))?;
+        let mut samples = timed.samples;
+        let summary = summarize(&mut samples).ok_or("no samples")?;
+        let key = Key { pass: &o.pass, scenario, path: id, label, payload: size, window: 1 };
+        let rec =
+            timing_record("cost", &key, summary, timed.warmup_calls, timed.batch, timed.elapsed_ns, timed.checked, "");
+        let mps = rec["throughput"]["msgs_per_s"].as_f64().unwrap_or(0.0);
+        println!("{}", progress_line(&key, &summary, timed.batch, mps));
+        records.push(rec);
+    }
+    Ok(())
+}

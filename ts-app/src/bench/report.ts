@@ -1,0 +1,579 @@
+// Renders benches/results/REPORT.md and its SVG charts from latest.json. Run on its own
+// (`node ts-app/dist/bench/report.js [--in FILE] [--out DIR]`) it re-renders an existing run;
+// the driver calls `renderReport` at the end of every run.
+
+import { readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+
+import type { ColdStartRecord, Pass, Results, RssRecord, TimingRecord } from './schema.js';
+import { fmtCount, fmtNs, fmtSize, fmtTickCount, fmtTickNs } from './stats.js';
+import { lineChart, type Series, stackedBars, type StackedGroup } from './svg.js';
+
+const PAYLOADS = [64, 1024, 64 * 1024, 1024 * 1024];
+const WINDOWS = [1, 16, 256];
+
+interface PathStyle {
+  name: string;
+  color: string;
+  marker: Series['marker'];
+  dash?: string;
+}
+
+/** One look per path, the same in every chart. Floors are grey and dashed. */
+const STYLE: Record<string, PathStyle> = {
+  'floor.ffi-noop': { name: 'floor: napi noop()', color: '#444', marker: 'none', dash: '3 3' },
+  'ffi.handleLine': { name: 'FFI handleLine', color: '#d62728', marker: 'circle' },
+  'ffi.handleBuffer': { name: 'FFI handleBuffer', color: '#ff7f0e', marker: 'diamond' },
+  'ffi.handle': { name: 'FFI handle(object)', color: '#9467bd', marker: 'triangle' },
+  'js.handleLine': { name: 'JS responder handleLine', color: '#1f77b4', marker: 'circle' },
+  'ffi.handleLineAsync': { name: 'FFI handleLineAsync', color: '#8c564b', marker: 'triangle' },
+  'floor.node-cat': { name: 'floor: Node ↔ cat', color: '#555', marker: 'none', dash: '9 4' },
+  'pipe.node-rust': { name: 'Node → Rust serve', color: '#2ca02c', marker: 'square' },
+  'pipe.node-node': { name: 'Node → Node child', color: '#17becf', marker: 'square' },
+  'floor.rust-echo': { name: 'floor: Rust ↔ Rust echo', color: '#999', marker: 'none', dash: '9 3 2 3' },
+  'pipe.rust-rust': { name: 'Rust → Rust serve', color: '#bcbd22', marker: 'diamond' },
+  'pipe.rust-node': { name: 'Rust → Node child', color: '#e377c2', marker: 'square' },
+};
+
+const LATENCY_PATHS = Object.keys(STYLE);
+const THROUGHPUT_PATHS = [
+  'floor.node-cat',
+  'pipe.node-rust',
+  'pipe.node-node',
+  'floor.rust-echo',
+  'pipe.rust-rust',
+  'pipe.rust-node',
+  'ffi.handleLineAsync',
+];
+
+class View {
+  readonly timing: TimingRecord[];
+  readonly cold: ColdStartRecord[];
+  readonly rss: RssRecord[];
+  constructor(readonly results: Results) {
+    this.timing = results.records.filter((r): r is TimingRecord => r.kind === 'roundtrip' || r.kind === 'cost');
+    this.cold = results.records.filter((r): r is ColdStartRecord => r.kind === 'coldstart');
+    this.rss = results.records.filter((r): r is RssRecord => r.kind === 'rss');
+  }
+  get passes(): Pass[] {
+    return this.results.meta.passes;
+  }
+  /** The pass headline numbers come from: pinned when it was run (steadier on small VMs). */
+  get main(): Pass {
+    return this.passes.includes('pinned') ? 'pinned' : (this.passes[0] ?? 'unpinned');
+  }
+  get(pass: Pass, p: string, payload: number, window = 1): TimingRecord | undefined {
+    const want = p === 'floor.ffi-noop' ? 0 : payload;
+    return this.timing.find((r) => r.pass === pass && r.path === p && r.payload === want && r.window === window);
+  }
+  p50(pass: Pass, p: string, payload: number, window = 1): number {
+    return this.get(pass, p, payload, window)?.latency_ns.p50 ?? NaN;
+  }
+}
+
+const ok = (b: boolean): string => (b ? '✅ met' : '❌ not met');
+const ratio = (a: number, b: number): string => (Number.isFinite(a / b) ? `${(a / b).toFixed(2)}×` : '—');
+const ns = (x: number): string => (Number.isFinite(x) ? fmtNs(x) : '—');
+const PASS_TEXT: Record<Pass, string> = { unpinned: 'unpinned', pinned: 'pinned (taskset -c 0)' };
+
+/** Writes REPORT.md and the charts into `outDir`; returns the files written. */
+export function renderReport(results: Results, outDir: string): string[] {
+  const v = new View(results);
+  const files: string[] = [];
+  const write = (name: string, text: string): void => {
+    const file = path.join(outDir, name);
+    writeFileSync(file, text);
+    files.push(file);
+  };
+  const charts: Record<Pass, string[]> = { unpinned: [], pinned: [] };
+  for (const pass of v.passes) {
+    const sub = `${PASS_TEXT[pass]} · ${subtitle(results)}`;
+    const lat = latencyChart(v, pass, sub);
+    if (lat !== null) {
+      write(`latency-${pass}.svg`, lat);
+      charts[pass].push(`latency-${pass}.svg`);
+    }
+    const thr = throughputChart(v, pass, sub);
+    if (thr !== null) {
+      write(`throughput-${pass}.svg`, thr);
+      charts[pass].push(`throughput-${pass}.svg`);
+    }
+    const bd = breakdownChart(v, pass, sub);
+    if (bd !== null) {
+      write(`breakdown-${pass}.svg`, bd);
+      charts[pass].push(`breakdown-${pass}.svg`);
+    }
+  }
+  write('REPORT.md', markdown(v, charts));
+  write('README-section.md', readmeSection(v, charts, path.relative(path.resolve(outDir, '..', '..'), outDir)));
+  return files;
+}
+
+function subtitle(r: Results): string {
+  const m = r.meta;
+  const quick = m.mode === 'quick' ? ' · QUICK RUN (smoke test, not results)' : '';
+  return `${m.machine.cpu}, ${m.machine.cores} cores · node ${m.versions.node ?? '?'} · ${m.date.slice(0, 10)} · ${m.git.commit.slice(0, 9)}${quick}`;
+}
+
+const payloadTicks = PAYLOADS.map((p) => ({ value: p, label: fmtSize(p) }));
+
+function latencyChart(v: View, pass: Pass, sub: string): string | null {
+  const panels = (['p50', 'p99'] as const).map((q) => ({
+    title: q === 'p50' ? 'median (p50)' : 'p99',
+    series: LATENCY_PATHS.flatMap((p): Series[] => {
+      const s = STYLE[p];
+      if (s === undefined) return [];
+      const points = PAYLOADS.flatMap((size) => {
+        const r = v.get(pass, p, size, 1);
+        return r === undefined ? [] : [{ x: size, y: r.latency_ns[q] }];
+      });
+      return points.length === 0 ? [] : [{ ...s, points }];
+    }),
+  }));
+  const legend = panels[0]?.series ?? [];
+  if (legend.length === 0) return null;
+  return lineChart({
+    title: 'Latency of one message (request → reply), window 1',
+    subtitle: sub,
+    xLabel: 'payload (bytes of data, log scale)',
+    yLabel: 'latency per message (log scale)',
+    xTicks: payloadTicks,
+    yFormat: fmtTickNs,
+    panels,
+    columns: 2,
+    panelWidth: 400,
+    panelHeight: 380,
+    legend,
+  });
+}
+
+function throughputChart(v: View, pass: Pass, sub: string): string | null {
+  const panels = PAYLOADS.map((size) => ({
+    title: `payload ${fmtSize(size)}`,
+    series: THROUGHPUT_PATHS.flatMap((p): Series[] => {
+      const s = STYLE[p];
+      if (s === undefined) return [];
+      const points = WINDOWS.flatMap((w) => {
+        const r = v.get(pass, p, size, w);
+        return r === undefined ? [] : [{ x: w, y: r.throughput.msgs_per_s }];
+      });
+      return points.length === 0 ? [] : [{ ...s, points }];
+    }),
+  }));
+  const names = new Set(panels.flatMap((p) => p.series.map((s) => s.name)));
+  const legend = THROUGHPUT_PATHS.flatMap((p) => {
+    const s = STYLE[p];
+    return s !== undefined && names.has(s.name) ? [{ ...s, points: [] }] : [];
+  });
+  if (legend.length === 0) return null;
+  return lineChart({
+    title: 'Throughput versus messages in flight',
+    subtitle: sub,
+    xLabel: 'window (messages in flight)',
+    yLabel: 'messages per second (log scale)',
+    xTicks: WINDOWS.map((w) => ({ value: w, label: String(w) })),
+    yFormat: fmtTickCount,
+    panels,
+    columns: 2,
+    panelWidth: 330,
+    panelHeight: 230,
+    legend,
+  });
+}
+
+interface Breakdown {
+  path: string;
+  title: string;
+  floorPath: string;
+  workPath: string;
+  workName: string;
+  restName: string;
+}
+
+/** How each path's median splits: the crossing (its floor), the responder's JSON work
+ * (measured in-process), and the rest (the difference). */
+const BREAKDOWNS: Breakdown[] = [
+  {
+    path: 'ffi.handleLine',
+    title: 'FFI handleLine',
+    floorPath: 'floor.ffi-noop',
+    workPath: 'cost.rust-core',
+    workName: 'Rust core (serde)',
+    restName: 'JS ⇄ Rust string conversion',
+  },
+  {
+    path: 'pipe.node-rust',
+    title: 'Node → Rust serve (pipe)',
+    floorPath: 'floor.node-cat',
+    workPath: 'cost.rust-core',
+    workName: 'Rust core (serde)',
+    restName: 'serve loop (framing, syscalls, wake-ups)',
+  },
+  {
+    path: 'pipe.node-node',
+    title: 'Node → Node child (pipe)',
+    floorPath: 'floor.node-cat',
+    workPath: 'js.handleLine',
+    workName: 'TS responder (JSON)',
+    restName: 'child loop (framing, stream, event loop)',
+  },
+  {
+    path: 'pipe.rust-node',
+    title: 'Rust → Node child (pipe)',
+    floorPath: 'floor.rust-echo',
+    workPath: 'js.handleLine',
+    workName: 'TS responder (JSON)',
+    restName: 'child loop (framing, stream, event loop)',
+  },
+];
+
+function breakdownRows(v: View, pass: Pass, b: Breakdown): { size: number; total: number; floor: number; work: number; rest: number }[] {
+  return PAYLOADS.flatMap((size) => {
+    const total = v.p50(pass, b.path, size);
+    const floor = v.p50(pass, b.floorPath, size);
+    const work = v.p50(pass, b.workPath, size);
+    if (![total, floor, work].every(Number.isFinite)) return [];
+    return [{ size, total, floor, work, rest: total - floor - work }];
+  });
+}
+
+function breakdownChart(v: View, pass: Pass, sub: string): string | null {
+  const groups: StackedGroup[] = BREAKDOWNS.flatMap((b) => {
+    const rows = breakdownRows(v, pass, b);
+    if (rows.length === 0) return [];
+    return [
+      {
+        title: `${b.title}: crossing = ${(STYLE[b.floorPath]?.name ?? b.floorPath).replace('floor: ', '')}, encoding = ${b.workName}`,
+        rows: rows.map((r) => ({
+          label: fmtSize(r.size),
+          values: [r.floor, r.work, Math.max(r.rest, 0)],
+          note: `p50 ${fmtNs(r.total)}`,
+        })),
+      },
+    ];
+  });
+  if (groups.length === 0) return null;
+  return stackedBars({
+    title: 'Where one message’s time goes (median, window 1)',
+    subtitle: sub,
+    segments: [
+      { name: 'crossing: the path’s floor at the same payload (napi noop(); raw pipe echo)', color: '#7f7f7f' },
+      { name: 'encoding: the responder’s JSON work, timed in-process (Rust core; TS responder)', color: '#d62728' },
+      { name: 'rest: FFI string conversion; pipe host loop, framing, stream and wake-ups', color: '#1f77b4' },
+    ],
+    groups,
+  });
+}
+
+// ---------------------------------------------------------------- markdown
+
+function markdown(v: View, charts: Record<Pass, string[]>): string {
+  const r = v.results;
+  const m = r.meta;
+  const L: string[] = [];
+  L.push('# rust-ts-ipc benchmark report', '');
+  L.push(
+    `Rendered from \`latest.json\` by \`node ts-app/dist/bench/report.js\`; produced by \`npm run bench${m.mode === 'quick' ? ' -- --quick' : ''}\`. ` +
+      'How it measures, and the JSON schema: [benches/README.md](../README.md).',
+    '',
+  );
+  if (m.mode === 'quick') {
+    L.push('> **Quick run.** Short measurements for a smoke test of the whole bench: the numbers below are not results.', '');
+  }
+  if (r.errors.length > 0) {
+    L.push('> **Some paths failed and posted no numbers:**');
+    for (const e of r.errors) L.push(`> - ${e.pass} \`${e.path}\`: ${e.error}`);
+    L.push('');
+  }
+  L.push('| run | |', '|---|---|');
+  L.push(`| date | ${m.date} (${m.duration_s} s) |`);
+  L.push(`| commit | \`${m.git.commit.slice(0, 12)}\`${m.git.dirty ? ' (with uncommitted changes)' : ''} |`);
+  L.push(`| machine | ${m.machine.cpu}, ${m.machine.cores} cores, ${m.machine.memory_gib} GiB; ${m.machine.os}; Linux ${m.machine.kernel} |`);
+  L.push(`| load average at start | ${m.machine.loadavg_at_start.join(', ')} |`);
+  const ver = m.versions;
+  L.push(
+    `| versions | node ${ver.node} (V8 ${ver.v8}, Node-API ${ver.node_api}); ${ver.rustc}; napi ${ver.napi_crate}, napi-derive ${ver.napi_derive}, @napi-rs/cli ${ver.napi_cli}; serde_json ${ver.serde_json}; TypeScript ${ver.typescript} |`,
+  );
+  L.push(`| passes | ${m.passes.map((p) => PASS_TEXT[p]).join(' and ')}${m.filter !== null ? `; filter \`/${m.filter}/\`` : ''} |`);
+  L.push(`| mode | ${m.mode} |`, '');
+
+  headline(v, L);
+  goals(v, L);
+  advice(v, L);
+
+  L.push('## Charts', '');
+  for (const pass of v.passes) {
+    for (const c of charts[pass]) L.push(`![${c}](${c})`, '');
+  }
+
+  breakdownTables(v, L);
+  fullTables(v, L);
+  coldAndRss(v, L);
+
+  if (m.skipped.length > 0) {
+    L.push('## Skipped', '');
+    for (const s of m.skipped) L.push(`- ${s.pass} \`${s.path}\`: ${s.reason}`);
+    L.push('');
+  }
+  L.push('## Method in brief', '');
+  L.push(
+    '- Every path answers the same request, `{"msg_type":"data","data":<payload>,"id":N}`, with the same reply, `{"msg_type":"ack","data":"Acknowledged: <payload>","id":N}`; every reply is checked byte for byte (pipes: matched by `id`), so a broken path fails instead of posting a number.',
+    '- Latency is per message: from the moment the parent starts producing request *i* to the read that completes reply *i*. Percentiles are exact nearest-rank values over every sample (no histogram bucketing). Calls under ~4 µs are timed in batches (`batch` in the JSON) and each sample is a batch mean, so the clock read stays ~1% of a sample.',
+    '- Pipe parents do no JSON themselves (requests are precomputed text, replies are compared as bytes), so a path minus its floor is the far side\'s cost; a JSON-using client adds `cost.js-json` (table below) on top, the same for the FFI string API.',
+    '- Each measurement warms up first (runs of doubling length), then runs for a fixed time budget; window × payload above 64 MiB in flight is not run.',
+    '- The pinned pass runs the driver, its children and the Rust bench under `taskset -c 0`: parent and child share one CPU, which removes cross-CPU wake-ups (large on small VMs) but serialises the two sides.',
+    '',
+  );
+  return L.join('\n');
+}
+
+function headline(v: View, L: string[], level = '##'): void {
+  const rows: [string, string | null][] = [
+    ['floor.ffi-noop', null],
+    ['ffi.handleLine', 'floor.ffi-noop'],
+    ['ffi.handleBuffer', 'floor.ffi-noop'],
+    ['ffi.handle', 'floor.ffi-noop'],
+    ['js.handleLine', 'floor.ffi-noop'],
+    ['ffi.handleLineAsync', 'floor.ffi-noop'],
+    ['floor.node-cat', null],
+    ['pipe.node-rust', 'floor.node-cat'],
+    ['pipe.node-node', 'floor.node-cat'],
+    ['floor.rust-echo', null],
+    ['pipe.rust-rust', 'floor.rust-echo'],
+    ['pipe.rust-node', 'floor.rust-echo'],
+  ];
+  const size = 64;
+  L.push(`${level} Headline: one ${fmtSize(size)} message at a time (window 1)`, '');
+  const head = ['path', ...v.passes.flatMap((p) => [`${p} p50`, `${p} p99`]), `vs floor (${v.main} p50)`];
+  L.push(`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
+  for (const [p, floor] of rows) {
+    if (!v.passes.some((pass) => v.get(pass, p, size) !== undefined)) continue;
+    const cells = v.passes.flatMap((pass) => {
+      const rec = v.get(pass, p, size);
+      return [ns(rec?.latency_ns.p50 ?? NaN), ns(rec?.latency_ns.p99 ?? NaN)];
+    });
+    let vs = 'floor';
+    if (floor !== null) {
+      const a = v.p50(v.main, p, size);
+      const b = v.p50(v.main, floor, size);
+      vs = floor === 'floor.ffi-noop' ? `+${ns(a - b)} over noop` : `${ratio(a, b)} ${STYLE[floor]?.name.replace('floor: ', '') ?? floor}`;
+    }
+    L.push(`| ${STYLE[p]?.name ?? p} | ${cells.join(' | ')} | ${vs} |`);
+  }
+  L.push('');
+}
+
+function goals(v: View, L: string[]): void {
+  L.push('## The issue’s performance goals', '');
+  L.push('| goal | pass | measured | verdict |', '|---|---|---|---|');
+  for (const pass of v.passes) {
+    const noop = v.p50(pass, 'floor.ffi-noop', 0);
+    const line = v.p50(pass, 'ffi.handleLine', 64);
+    const js = v.p50(pass, 'js.handleLine', 64);
+    if (Number.isFinite(noop) && Number.isFinite(line)) {
+      L.push(`| FFI sync small call within a few hundred ns of \`noop()\` | ${pass} | handleLine ${ns(line)} − noop ${ns(noop)} = ${ns(line - noop)} | ${ok(line - noop <= 500)} (≤ 500 ns) |`);
+    }
+    if (Number.isFinite(js) && Number.isFinite(line)) {
+      L.push(`| \`handleLine\` faster than the JS responder | ${pass} | FFI ${ns(line)} vs JS ${ns(js)} (${ratio(line, js)}) | ${ok(line < js)} |`);
+    }
+    const pipe = v.p50(pass, 'pipe.node-rust', 64);
+    const cat = v.p50(pass, 'floor.node-cat', 64);
+    if (Number.isFinite(pipe) && Number.isFinite(cat)) {
+      L.push(`| Node → Rust pipe (64 B, window 1) within 1.1× of Node → cat${pass === 'pinned' ? '' : ' (goal is stated pinned)'} | ${pass} | ${ns(pipe)} vs ${ns(cat)} = ${ratio(pipe, cat)} | ${ok(pipe / cat <= 1.1)} |`);
+    }
+    const best = Math.max(...WINDOWS.map((w) => v.get(pass, 'pipe.node-rust', 64, w)?.throughput.msgs_per_s ?? 0));
+    if (best > 0) {
+      L.push(`| ≥ 1 M msgs/s pipelined small messages, Node → Rust | ${pass} | ${fmtCount(best)} msgs/s (best window, 64 B) | ${ok(best >= 1e6)} |`);
+    }
+  }
+  L.push('');
+}
+
+/** "Which should I use", written from this run's numbers. */
+function advice(v: View, L: string[], level = '##'): void {
+  const p = v.main;
+  const g = (path: string, size: number, w = 1): number => v.p50(p, path, size, w);
+  const noop = g('floor.ffi-noop', 0);
+  const ffi = g('ffi.handleLine', 64);
+  const buf = g('ffi.handleBuffer', 64);
+  const pipe = g('pipe.node-rust', 64);
+  const cat = g('floor.node-cat', 64);
+  const rn = g('pipe.rust-node', 64);
+  L.push(`${level} Which should I use (from this run, ${PASS_TEXT[p]})`, '');
+  if ([noop, ffi, pipe].every(Number.isFinite)) {
+    L.push(
+      `- **Per-call overhead.** A small message costs ${ns(ffi)} through the addon (${ns(noop)} of it is the bare napi call; handleBuffer ${ns(buf)}), ` +
+        `and ${ns(pipe)} as a pipe round trip to a Rust child (the raw pipe round trip alone, Node ↔ cat, is ${ns(cat)}): ` +
+        `the pipe costs ${ratio(pipe, ffi)} the FFI call. Rust parent → Node child (the demo's direction) takes ${ns(rn)}.`,
+    );
+  }
+  // Where pipe overhead stops mattering: the pipe's extra time over FFI as a share of the total.
+  const shares = PAYLOADS.map((size) => {
+    const a = g('pipe.node-rust', size);
+    const b = g('ffi.handleLine', size);
+    return { size, a, b, extra: (a - b) / a };
+  }).filter((x) => Number.isFinite(x.extra));
+  if (shares.length > 0) {
+    const parts = shares.map((x) => `${fmtSize(x.size)}: pipe ${ns(x.a)} vs FFI ${ns(x.b)} (${ratio(x.a, x.b)})`);
+    const flat = shares.find((x) => x.a / x.b <= 1.5);
+    L.push(
+      `- **When pipe overhead stops mattering.** ${parts.join('; ')}. ` +
+        (flat !== undefined
+          ? `From ${fmtSize(flat.size)} up the pipe is within 1.5× of FFI: copying and JSON, which both paths pay, dominate.`
+          : 'At every measured size the pipe is more than 1.5× the FFI call.'),
+    );
+  }
+  const enc = PAYLOADS.flatMap((size) => {
+    const floor = g('floor.node-cat', size);
+    const work = g('cost.rust-core', size) + g('cost.js-json', size);
+    return Number.isFinite(floor) && Number.isFinite(work) ? [{ size, floor, work }] : [];
+  });
+  if (enc.length > 0) {
+    const cross = enc.find((e) => e.work > e.floor);
+    L.push(
+      `- **Transport or encoding?** ` +
+        enc.map((e) => `${fmtSize(e.size)}: pipe crossing ${ns(e.floor)}, JSON both sides ${ns(e.work)}`).join('; ') +
+        '. ' +
+        (cross !== undefined
+          ? `From ${fmtSize(cross.size)} up encoding costs more than the pipe itself: a faster transport would not help there, a cheaper encoding (bytes, not JSON text) would.`
+          : 'At every size the crossing costs more than the encoding.'),
+    );
+  }
+  const w1 = v.get(p, 'pipe.node-rust', 64, 1)?.throughput.msgs_per_s;
+  const wMax = Math.max(...WINDOWS.map((w) => v.get(p, 'pipe.node-rust', 64, w)?.throughput.msgs_per_s ?? 0));
+  if (w1 !== undefined && wMax > 0) {
+    L.push(
+      `- **What pipelining buys.** Node → Rust at 64 B: ${fmtCount(w1)} msgs/s one at a time, ${fmtCount(wMax)} msgs/s with up to 256 in flight (${ratio(wMax, w1)}); ` +
+        'batched writes amortise the wake-ups, which dominate a small round trip.',
+    );
+  }
+  const a1 = g('ffi.handleLineAsync', 64, 1);
+  const aT = Math.max(...WINDOWS.map((w) => v.get(p, 'ffi.handleLineAsync', 64, w)?.throughput.msgs_per_s ?? 0));
+  if (Number.isFinite(a1) && Number.isFinite(ffi)) {
+    L.push(
+      `- **What async FFI costs.** \`handleLineAsync\` awaited one at a time: ${ns(a1)} (${ratio(a1, ffi)} the sync call), ` +
+        `${fmtCount(aT)} calls/s at best with many in flight. Use it only when the Rust work is long enough to be worth moving off the JS thread.`,
+    );
+  }
+  L.push(
+    '- **Beyond speed.** A pipe child is isolated: a crash or leak in Rust cannot take Node down, each side has its own heap and GC, and the child can be any Rust binary built once (no Node ABI coupling). ' +
+      'The addon shares the process: a panic is caught and becomes a JS error, but memory corruption or an abort would kill Node; it must be built for each platform and Node-API version you ship to, and it ships a native binary in your package.',
+    '',
+  );
+}
+
+/** The README's performance section, from the same run: headline, charts, advice. Charts
+ * are linked relative to the repository root (`dir` is the results folder from there). */
+function readmeSection(v: View, charts: Record<Pass, string[]>, dir: string): string {
+  const m = v.results.meta;
+  const L: string[] = [];
+  L.push('## Performance: pipe IPC versus FFI', '');
+  L.push(
+    `Measured by \`npm run bench${m.mode === 'quick' ? ' -- --quick` (a smoke test: not results)' : '`'} on ${m.machine.cpu} (${m.machine.cores} cores), ` +
+      `${m.date.slice(0, 10)}, commit \`${m.git.commit.slice(0, 9)}\`, node ${m.versions.node ?? '?'}, ${m.versions.rustc ?? '?'}; ` +
+      `${m.passes.map((p) => PASS_TEXT[p]).join(' and ')}. Full report, every percentile and the method: [${dir}/REPORT.md](${dir}/REPORT.md).`,
+    '',
+  );
+  headline(v, L, '###');
+  for (const c of charts[v.main]) L.push(`![${c}](${dir}/${c})`, '');
+  advice(v, L, '###');
+  return L.join('\n');
+}
+
+function breakdownTables(v: View, L: string[]): void {
+  L.push('## Where the time goes (median, window 1)', '');
+  L.push(
+    'Crossing is the path’s floor (the napi `noop()` call; the raw pipe echo at the same payload); encoding is the responder’s JSON work measured in-process (`cost.rust-core` = the Rust core’s `handle_line`; `js.handleLine` = the TS responder); the rest is the difference (string conversion for FFI; the host loop, framing and wake-ups for pipes). A JSON-using JS client adds `cost.js-json` on top of any of them.',
+    '',
+  );
+  for (const pass of v.passes) {
+    L.push(`### ${PASS_TEXT[pass]}`, '');
+    L.push('| path | payload | total p50 | crossing | encoding | rest | JS client JSON (extra) | dominated by |', '|---|---:|---:|---:|---:|---:|---:|---|');
+    for (const b of BREAKDOWNS) {
+      for (const r of breakdownRows(v, pass, b)) {
+        const client = v.p50(pass, 'cost.js-json', r.size);
+        const dom = r.floor >= r.work + Math.max(r.rest, 0) ? 'crossing' : r.work >= Math.max(r.rest, 0) ? 'encoding' : 'rest';
+        L.push(`| ${b.title} | ${fmtSize(r.size)} | ${ns(r.total)} | ${ns(r.floor)} | ${ns(r.work)} | ${ns(r.rest)} | ${ns(client)} | ${dom} |`);
+      }
+    }
+    L.push('');
+  }
+}
+
+function fullTables(v: View, L: string[]): void {
+  L.push('## All measurements', '');
+  const lat = (r: TimingRecord): string =>
+    [r.latency_ns.p50, r.latency_ns.p90, r.latency_ns.p99, r.latency_ns.p999, r.latency_ns.max, r.latency_ns.mean].map(ns).join(' | ');
+  for (const pass of v.passes) {
+    const recs = v.timing.filter((r) => r.pass === pass);
+    const calls = recs.filter((r) => r.kind === 'roundtrip' && r.window === 1 && (r.path.startsWith('ffi.') || r.path.startsWith('js.') || r.path === 'floor.ffi-noop') && r.path !== 'ffi.handleLineAsync');
+    if (calls.length > 0) {
+      L.push(`### In-process calls — ${PASS_TEXT[pass]}`, '');
+      L.push('| path | payload | p50 | p90 | p99 | p99.9 | max | mean | calls/s | MB/s | n | batch |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+      for (const r of calls) {
+        L.push(`| ${r.label} | ${r.payload === 0 ? '—' : fmtSize(r.payload)} | ${lat(r)} | ${fmtCount(r.throughput.msgs_per_s)} | ${r.throughput.mb_per_s.toFixed(1)} | ${r.n} | ${r.batch} |`);
+      }
+      L.push('');
+    }
+    const win = recs.filter((r) => r.kind === 'roundtrip' && (r.path.startsWith('pipe.') || r.path === 'floor.node-cat' || r.path === 'floor.rust-echo' || r.path === 'ffi.handleLineAsync'));
+    if (win.length > 0) {
+      L.push(`### Pipes and async FFI, by window — ${PASS_TEXT[pass]}`, '');
+      L.push('| path | payload | window | p50 | p90 | p99 | p99.9 | max | mean | msgs/s | MB/s | n |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+      for (const r of win) {
+        L.push(`| ${r.label} | ${fmtSize(r.payload)} | ${r.window} | ${lat(r)} | ${fmtCount(r.throughput.msgs_per_s)} | ${r.throughput.mb_per_s.toFixed(1)} | ${r.n} |`);
+      }
+      L.push('');
+    }
+    const costs = recs.filter((r) => r.kind === 'cost');
+    if (costs.length > 0) {
+      L.push(`### Encoding costs in-process — ${PASS_TEXT[pass]}`, '');
+      L.push('| what | payload | p50 | p90 | p99 | p99.9 | max | mean | per s | MB/s | n | batch |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+      for (const r of costs) {
+        L.push(`| ${r.label} | ${fmtSize(r.payload)} | ${lat(r)} | ${fmtCount(r.throughput.msgs_per_s)} | ${r.throughput.mb_per_s.toFixed(1)} | ${r.n} | ${r.batch} |`);
+      }
+      L.push('');
+    }
+  }
+}
+
+function coldAndRss(v: View, L: string[]): void {
+  if (v.cold.length > 0) {
+    L.push('## Cold start', '');
+    L.push(
+      'A pipe child: spawn → first reply. The addon and the TS module: `require`/`import` → first reply, timed inside a fresh `node` (which had already paid its own ~40 ms start-up, as an application using the addon has).',
+      '',
+    );
+    L.push('| what | pass | p50 | p90 | max | n |', '|---|---|---:|---:|---:|---:|');
+    for (const r of v.cold) L.push(`| ${r.label} | ${r.pass} | ${ns(r.latency_ns.p50)} | ${ns(r.latency_ns.p90)} | ${ns(r.latency_ns.max)} | ${r.n} |`);
+    L.push('');
+  }
+  if (v.rss.length > 0) {
+    L.push('## Peak memory', '');
+    L.push('Children: `VmHWM` from `/proc/<pid>/status` after all their runs (1 MiB × 16 in flight included). Drivers: their own peak. Loads: RSS added by `require`/`import` + first call.', '');
+    L.push('| what | side | pass | peak RSS |', '|---|---|---|---:|');
+    for (const r of v.rss) L.push(`| ${r.label} | ${r.side} | ${r.pass} | ${(r.kib / 1024).toFixed(1)} MiB |`);
+    L.push('');
+  }
+}
+
+function mainCli(): void {
+  const args = process.argv.slice(2);
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const root = process.env.BENCH_ROOT ?? path.resolve(here, '..', '..', '..');
+  let input = path.join(root, 'benches', 'results', 'latest.json');
+  let out: string | null = null;
+  for (let i = 0; i < args.length; i++) {
+    if (args[i] === '--in') input = args[++i] ?? input;
+    else if (args[i] === '--out') out = args[++i] ?? null;
+    else {
+      console.error('Usage: node ts-app/dist/bench/report.js [--in latest.json] [--out DIR]');
+      process.exit(2);
+    }
+  }
+  const results = JSON.parse(readFileSync(input, 'utf8')) as Results;
+  const files = renderReport(results, out ?? path.dirname(input));
+  console.log(`report: wrote ${files.map((f) => path.relative(process.cwd(), f)).join(', ')}`);
+}
+
+if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) mainCli();

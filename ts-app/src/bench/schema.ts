@@ -1,0 +1,103 @@
+// The shape of benches/results/latest.json (documented in benches/README.md), shared by the
+// driver that writes it and the report that reads it. The Rust bench writes the same records.
+
+import type { Latency } from './stats.js';
+
+/** A run is measured unpinned, pinned to one CPU (`taskset -c 0`), or both. */
+export type Pass = 'unpinned' | 'pinned';
+
+/** Per-message round trips or calls, measured with a distribution and a throughput. */
+export interface TimingRecord {
+  kind: 'roundtrip' | 'cost';
+  pass: Pass;
+  /** "1"…"7" for the issue's scenarios, "cost" for in-process encoding costs. */
+  scenario: string;
+  /** Stable id, e.g. `ffi.handleLine`, `pipe.node-rust`, `floor.node-cat`, `cost.js-json`. */
+  path: string;
+  label: string;
+  driver: 'node' | 'rust';
+  /** Bytes of the `data` string (0 for `floor.ffi-noop`, which carries none). */
+  payload: number;
+  /** Messages in flight (1 = strict request/response). */
+  window: number;
+  /** Messages (calls) measured, after warm-up. */
+  n: number;
+  /** Latency samples recorded: `n / batch`. */
+  samples: number;
+  /** Messages (calls) spent on warm-up before measuring. */
+  warmup: number;
+  /** Calls per timed sample: sub-microsecond calls are timed in batches (sample = batch mean). */
+  batch: number;
+  latency_ns: Latency;
+  throughput: { msgs_per_s: number; mb_per_s: number };
+  /** Replies checked for count and content (equals `n`). */
+  checked: number;
+  note?: string;
+}
+
+/** Spawn (or load) to first reply, repeated `n` times. */
+export interface ColdStartRecord {
+  kind: 'coldstart';
+  pass: Pass;
+  scenario: 'cold';
+  path: string;
+  label: string;
+  driver: 'node';
+  n: number;
+  latency_ns: Latency;
+}
+
+/** Peak resident set of one side of a path, KiB. */
+export interface RssRecord {
+  kind: 'rss';
+  pass: Pass;
+  scenario: 'rss';
+  path: string;
+  label: string;
+  driver: 'node' | 'rust';
+  side: 'parent' | 'child' | 'in-process';
+  kib: number;
+}
+
+export type BenchRecord = TimingRecord | ColdStartRecord | RssRecord;
+
+/** A path that failed (a wrong reply, a dead child) or could not run; it posts no number. */
+export interface BenchError {
+  pass: Pass;
+  path: string;
+  error: string;
+}
+
+export interface Meta {
+  schema: 1;
+  date: string;
+  duration_s: number;
+  mode: 'quick' | 'full';
+  passes: Pass[];
+  filter: string | null;
+  git: { commit: string; dirty: boolean };
+  machine: {
+    cpu: string;
+    cores: number;
+    memory_gib: number;
+    os: string;
+    kernel: string;
+    loadavg_at_start: number[];
+  };
+  versions: Record<string, string>;
+  /** Paths that were skipped, with why (e.g. the addon not built). */
+  skipped: { pass: Pass; path: string; reason: string }[];
+}
+
+export interface Results {
+  meta: Meta;
+  records: BenchRecord[];
+  errors: BenchError[];
+}
+
+/** What one pass (one driver process) hands back to the orchestrator. */
+export interface PassResult {
+  records: BenchRecord[];
+  errors: BenchError[];
+  skipped: { pass: Pass; path: string; reason: string }[];
+}
