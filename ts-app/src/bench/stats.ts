@@ -33,9 +33,10 @@ export function summarize(samples: Float64Array): Latency {
   };
 }
 
-/** `412ns`, `12.30µs`, `1.52ms`, `2.10s`. */
+/** `412ns`, `12.30µs`, `1.52ms`, `2.10s`; a negative difference as `−49.36µs`. */
 export function fmtNs(ns: number): string {
   if (!Number.isFinite(ns)) return '—';
+  if (ns < 0) return `−${fmtNs(-ns)}`;
   if (ns < 1e3) return `${ns.toFixed(0)}ns`;
   if (ns < 1e6) return `${(ns / 1e3).toFixed(2)}µs`;
   if (ns < 1e9) return `${(ns / 1e6).toFixed(2)}ms`;
