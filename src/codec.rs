@@ -160,12 +160,14 @@ impl LineDecoder {
         Some(self.frame(range))
     }
 
-    /// The line in `from..to` without a trailing `\r`, or `None` if it is blank.
+    /// The line in `from..to` without a trailing `\r`, or `None` if it is blank. An over-long
+    /// line is never blank: once discarding has begun its bytes are gone, so it could not be
+    /// judged the same way whatever the chunking.
     fn content(&self, from: usize, mut to: usize) -> Option<std::ops::Range<usize>> {
         if to > from && self.buf[to - 1] == b'\r' {
             to -= 1;
         }
-        (!is_blank(&self.buf[from..to])).then_some(from..to)
+        (to - from > self.max_line_bytes || !is_blank(&self.buf[from..to])).then_some(from..to)
     }
 
     fn frame(&self, range: std::ops::Range<usize>) -> Frame<'_> {
@@ -261,6 +263,16 @@ mod tests {
     #[test]
     fn over_long_line_split_between_cr_and_lf_does_not_count_the_cr() {
         assert_eq!(decode(4, &[b"123456789\r", b"\nok\n"]), ["1:too long (9)", "2:ok"]);
+    }
+
+    #[test]
+    fn over_long_blank_line_is_too_long_however_it_is_chunked() {
+        let input = b"     \n\t\t\t\t\t";
+        let want = ["1:too long (5)", "2:too long (5)"];
+        assert_eq!(decode(2, &[input]), want);
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(decode(2, &bytes), want);
+        assert_eq!(decode(5, &[input]), Vec::<String>::new());
     }
 
     #[test]

@@ -3,8 +3,9 @@
 use std::borrow::Cow;
 use std::io::Write as _;
 
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::error::{excerpt, JsonKind, ProtocolError};
 
@@ -97,45 +98,132 @@ pub(crate) fn decode(line: &str) -> Result<Incoming<'_>, Rejected> {
     decode_slow(line)
 }
 
+/// The slow path reads the line as `JSON.parse` does, so the Rust and TypeScript peers agree:
+/// any grammatical JSON is accepted (nesting of any depth, numbers of any size, unpaired
+/// surrogate escapes), a repeated key takes its last value, and only the final `msg_type`,
+/// `data` and `id` are interpreted. The one difference is forced by Rust's `String`: an
+/// unpaired surrogate in `msg_type` or `data` makes the line invalid JSON.
 fn decode_slow(line: &str) -> Result<Incoming<'_>, Rejected> {
     let reject = |error| Rejected { error, id: None };
-    let value: Value =
-        serde_json::from_str(line).map_err(|_| reject(ProtocolError::InvalidJson { excerpt: excerpt(line) }))?;
-    let Value::Object(mut map) = value else {
-        return Err(reject(ProtocolError::NotAnObject { kind: JsonKind::of(&value), excerpt: excerpt(line) }));
-    };
-    let id = match map.get("id") {
-        None | Some(Value::Null) => None,
-        Some(v) => match safe_id(v) {
+    let invalid = || reject(ProtocolError::InvalidJson { excerpt: excerpt(line) });
+    // Grammar only: serde_json skips ignored values with a loop, not recursion, so there is
+    // no depth limit and no stack to overflow.
+    serde_json::from_str::<IgnoredAny>(line).map_err(|_| invalid())?;
+    let kind = raw_kind(line);
+    if kind != JsonKind::Object {
+        return Err(reject(ProtocolError::NotAnObject { kind, excerpt: excerpt(line) }));
+    }
+    let fields: Fields<'_> = serde_json::from_str(line).map_err(|_| invalid())?;
+    let id = match fields.id.map(|raw| (raw_kind(raw.get()), raw.get())) {
+        None | Some((JsonKind::Null, _)) => None,
+        Some((kind, text)) => match safe_id(text).filter(|_| kind == JsonKind::Number) {
             Some(id) => Some(id),
-            None => return Err(reject(ProtocolError::BadId { kind: JsonKind::of(v), excerpt: excerpt(line) })),
+            None => return Err(reject(ProtocolError::BadId { kind, excerpt: excerpt(line) })),
         },
     };
-    let mut field = |name: &'static str| match map.remove(name) {
+    let field = |name: &'static str, raw: Option<&RawValue>| match raw.map(|raw| (raw_kind(raw.get()), raw.get())) {
         None => Err(Rejected { error: ProtocolError::MissingField { field: name, excerpt: excerpt(line) }, id }),
-        Some(Value::String(s)) => Ok(s),
-        Some(other) => Err(Rejected {
-            error: ProtocolError::NotAString { field: name, kind: JsonKind::of(&other), excerpt: excerpt(line) },
-            id,
-        }),
+        // Fails only on an unpaired surrogate escape, which no Rust string can hold.
+        Some((JsonKind::String, text)) => serde_json::from_str::<String>(text).map_err(|_| invalid()),
+        Some((kind, _)) => {
+            Err(Rejected { error: ProtocolError::NotAString { field: name, kind, excerpt: excerpt(line) }, id })
+        }
     };
-    let msg_type = field("msg_type")?;
-    let data = field("data")?;
+    let msg_type = field("msg_type", fields.msg_type)?;
+    let data = field("data", fields.data)?;
     Ok(Incoming { msg_type: Cow::Owned(msg_type), data: Cow::Owned(data), id })
 }
 
-/// An integer from 0 to [`MAX_SAFE_ID`] in any JSON number form (`1`, `1.0`, `1e2`), the
-/// same set JavaScript's `Number.isInteger` accepts in that range.
-fn safe_id(v: &Value) -> Option<u64> {
-    let n = v.as_number()?;
-    if let Some(u) = n.as_u64() {
+/// The last raw value of each field the protocol reads; every other value is skipped.
+#[derive(Default)]
+struct Fields<'a> {
+    msg_type: Option<&'a RawValue>,
+    data: Option<&'a RawValue>,
+    id: Option<&'a RawValue>,
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FieldsVisitor;
+        impl<'de> Visitor<'de> for FieldsVisitor {
+            type Value = Fields<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+                let mut fields = Fields::default();
+                while let Some(key) = map.next_key::<Key>()? {
+                    match key {
+                        Key::MsgType => fields.msg_type = Some(map.next_value()?),
+                        Key::Data => fields.data = Some(map.next_value()?),
+                        Key::Id => fields.id = Some(map.next_value()?),
+                        Key::Other => {
+                            map.next_value::<IgnoredAny>()?;
+                        }
+                    }
+                }
+                Ok(fields)
+            }
+        }
+        deserializer.deserialize_map(FieldsVisitor)
+    }
+}
+
+/// An object key, read as bytes so that an unpaired surrogate escape in a key the protocol
+/// does not read is not an error (as in `JSON.parse`).
+enum Key {
+    MsgType,
+    Data,
+    Id,
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Key {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl Visitor<'_> for KeyVisitor {
+            type Value = Key;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an object key")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, key: &[u8]) -> Result<Key, E> {
+                Ok(match key {
+                    b"msg_type" => Key::MsgType,
+                    b"data" => Key::Data,
+                    b"id" => Key::Id,
+                    _ => Key::Other,
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<Key, E> {
+                self.visit_bytes(key.as_bytes())
+            }
+        }
+        deserializer.deserialize_bytes(KeyVisitor)
+    }
+}
+
+/// The kind of the JSON value that starts `text` (which is known to be valid JSON).
+fn raw_kind(text: &str) -> JsonKind {
+    match text.trim_start_matches([' ', '\t', '\n', '\r']).as_bytes().first() {
+        Some(b'{') => JsonKind::Object,
+        Some(b'[') => JsonKind::Array,
+        Some(b'"') => JsonKind::String,
+        Some(b't' | b'f') => JsonKind::Boolean,
+        Some(b'n') => JsonKind::Null,
+        _ => JsonKind::Number,
+    }
+}
+
+/// An integer from 0 to [`MAX_SAFE_ID`] written in any JSON number form (`1`, `1.0`, `1e2`),
+/// the set JavaScript's `Number.isInteger` accepts in that range. Parsed from the text, so a
+/// number beyond the range of `f64` (`1e400`) is a number that is out of range, as in
+/// JavaScript, and rounding is exact (Rust's and JavaScript's parsers both round correctly).
+fn safe_id(text: &str) -> Option<u64> {
+    if let Ok(u) = text.parse::<u64>() {
         return (u <= MAX_SAFE_ID).then_some(u);
     }
-    if n.is_i64() {
-        return None; // negative
-    }
-    let f = n.as_f64()?;
-    // -0.0 passes the bounds check and converts to 0, as in JavaScript.
+    let f: f64 = text.parse().ok()?;
+    // -0.0 passes the bounds check and converts to 0, as in JavaScript; ±inf and NaN fail.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     ((f.fract() == 0.0) && (0.0..=MAX_SAFE_ID as f64).contains(&f)).then_some(f as u64)
 }
@@ -193,6 +281,51 @@ mod tests {
             decode_message(r#"{"msg_type":"a","data":"b","id":18446744073709551615}"#),
             Err(ProtocolError::BadId { .. })
         ));
+    }
+
+    /// The fast path takes `"id":1`; `"id":1.0` and a repeated key force the slow path. Both
+    /// must give the same answer whatever the ignored fields hold.
+    #[test]
+    fn fast_and_slow_paths_agree_on_ignored_fields() {
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        for extra in [deep.as_str(), r#""\ud800""#, "1e400", r#"{"\udc00":-1e999}"#] {
+            for id in ["1", "1.0", "1,\"id\":1"] {
+                let line = format!(r#"{{"msg_type":"data","data":"x","x":{extra},"id":{id}}}"#);
+                assert_eq!(decode_message(&line), Ok(Message::new("data", "x").with_id(1)), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn values_are_classified_at_any_depth_and_size_as_json_parse_does() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let kind = |line: &str| match decode_message(line) {
+            Err(ProtocolError::NotAnObject { kind, .. } | ProtocolError::NotAString { kind, .. }) => Some(kind),
+            Err(ProtocolError::BadId { kind, .. }) => Some(kind),
+            _ => None,
+        };
+        assert_eq!(kind(&deep), Some(JsonKind::Array));
+        assert_eq!(kind(&format!(r#"{{"msg_type":"data","data":{deep}}}"#)), Some(JsonKind::Array));
+        assert_eq!(kind(&format!(r#"{{"msg_type":"data","data":"x","id":{deep}}}"#)), Some(JsonKind::Array));
+        assert_eq!(kind(r#"{"msg_type":"data","data":1e400}"#), Some(JsonKind::Number));
+        assert_eq!(kind(r#"{"msg_type":"data","data":"x","id":1e400}"#), Some(JsonKind::Number));
+        assert_eq!(kind(r#"{"msg_type":"data","data":"x","id":-1e400}"#), Some(JsonKind::Number));
+        // Correctly rounded, as in JavaScript: this is exactly 2^53 - 1.
+        assert_eq!(
+            decode_message(r#"{"msg_type":"a","data":"b","id":9007199254740991.4}"#).map(|m| m.id),
+            Ok(Some(MAX_SAFE_ID))
+        );
+    }
+
+    #[test]
+    fn an_unpaired_surrogate_is_invalid_only_where_the_protocol_reads_it() {
+        for line in [r#"{"msg_type":"data","data":"\ud800"}"#, r#"{"msg_type":"\udc00","data":"x","id":3}"#] {
+            assert_eq!(decode_message(line), Err(ProtocolError::InvalidJson { excerpt: line.to_owned() }));
+        }
+        let ignored = r#"{"\ud800":"\udfff","msg_type":"data","data":"\ud83d\ude00"}"#;
+        assert_eq!(decode_message(ignored), Ok(Message::new("data", "😀")));
+        let last_wins = r#"{"msg_type":"data","data":"\ud800","data":"ok"}"#;
+        assert_eq!(decode_message(last_wins), Ok(Message::new("data", "ok")));
     }
 
     #[test]

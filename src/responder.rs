@@ -112,12 +112,13 @@ impl Responder {
         self.line += 1;
         let line = line.strip_suffix(b"\n").unwrap_or(line);
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if is_blank(line) {
-            return;
-        }
+        // Length first, as the stream decoder must (it cannot see an over-long line whole).
         if line.len() > self.options.max_line_bytes {
             let error = ProtocolError::LineTooLong { length: line.len(), limit: self.options.max_line_bytes };
             return self.write_error(error, None, out);
+        }
+        if is_blank(line) {
+            return;
         }
         self.answer_bytes(line, out);
     }
@@ -252,6 +253,16 @@ mod tests {
         let replies = r.handle_message(&Message::new("data", "x"));
         assert_eq!(replies, [Message::new("ack", "Acknowledged: x"), Message::new("exit", "Goodbye from TypeScript!")]);
         assert!(r.is_done());
+    }
+
+    #[test]
+    fn an_over_long_blank_line_is_too_long_on_the_line_path_too() {
+        let mut r = Responder::new(ResponderOptions { max_line_bytes: 2, ..Default::default() });
+        assert_eq!(
+            answer(&mut r, "   \r\n"),
+            "{\"msg_type\":\"error\",\"data\":\"line 1: line of 3 bytes exceeds the 2-byte limit\"}\n"
+        );
+        assert_eq!(answer(&mut r, "  \r\n"), "");
     }
 
     #[test]

@@ -1,0 +1,378 @@
+//! Properties of the core, checked on generated input (proptest): framing is independent of
+//! how the bytes are chunked and agrees with a one-line model; encoding round-trips; the
+//! decoder and the responder never panic and stay within their memory bound; message
+//! decoding agrees with a model of `JSON.parse` plus the protocol's rules.
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::sample::Index;
+use rust_ts_ipc::{decode_message, Frame, JsonKind, LineDecoder, Message, ProtocolError, Responder, ResponderOptions};
+use rust_ts_ipc::{DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID};
+
+fn config() -> ProptestConfig {
+    // Enough to find framing and decoding slips in a few seconds on a debug build.
+    ProptestConfig { cases: 256, ..ProptestConfig::default() }
+}
+
+/// Any Unicode text, control characters and astral characters included.
+fn text() -> impl Strategy<Value = String> {
+    vec(any::<char>(), 0..24).prop_map(String::from_iter)
+}
+
+fn message() -> impl Strategy<Value = Message> {
+    (text(), text(), proptest::option::of(0..=MAX_SAFE_ID)).prop_map(|(msg_type, data, id)| Message {
+        msg_type,
+        data,
+        id,
+    })
+}
+
+/// Splits `bytes` at the given cut points.
+fn chunks<'a>(bytes: &'a [u8], cuts: &[Index]) -> Vec<&'a [u8]> {
+    let mut at: Vec<usize> = cuts.iter().map(|i| i.index(bytes.len() + 1)).collect();
+    at.sort_unstable();
+    let mut out = Vec::new();
+    let mut last = 0;
+    for cut in at.into_iter().chain([bytes.len()]) {
+        out.push(&bytes[last..cut]);
+        last = cut;
+    }
+    out
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Out {
+    Line(u64, Vec<u8>),
+    TooLong(u64, usize),
+}
+
+/// Feeds the chunks, draining after each; checks the memory bound as it goes.
+fn decode_frames(max: usize, chunks: &[&[u8]]) -> Vec<Out> {
+    let mut decoder = LineDecoder::new(max);
+    let mut out = Vec::new();
+    let take = |frame: Frame<'_>| match frame {
+        Frame::Line { number, bytes } => Out::Line(number, bytes.to_vec()),
+        Frame::TooLong { number, length } => Out::TooLong(number, length),
+    };
+    for chunk in chunks {
+        decoder.feed(chunk);
+        while let Some(frame) = decoder.next_frame() {
+            out.push(take(frame));
+        }
+        assert!(decoder.buffered() <= max + 1, "holds {} bytes with a {max}-byte limit", decoder.buffered());
+    }
+    while let Some(frame) = decoder.finish() {
+        out.push(take(frame));
+    }
+    out
+}
+
+/// The framing rules in their plainest form: split on `\n`; drop one trailing `\r`; a line
+/// over the limit is too long (even if blank); a blank line (spaces, tabs, `\r`) is skipped;
+/// an unterminated last line counts; line numbers count every physical line.
+fn model_frames(input: &[u8], max: usize) -> Vec<Out> {
+    let mut parts: Vec<&[u8]> = input.split(|&b| b == b'\n').collect();
+    let tail = parts.pop().unwrap_or_default();
+    if !tail.is_empty() {
+        parts.push(tail);
+    }
+    let mut out = Vec::new();
+    for (i, part) in parts.into_iter().enumerate() {
+        let number = i as u64 + 1;
+        let line = part.strip_suffix(b"\r").unwrap_or(part);
+        if line.len() > max {
+            out.push(Out::TooLong(number, line.len()));
+        } else if !line.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r')) {
+            out.push(Out::Line(number, line.to_vec()));
+        }
+    }
+    out
+}
+
+/// Bytes rich in the ones framing cares about.
+fn framing_bytes() -> impl Strategy<Value = Vec<u8>> {
+    vec(prop_oneof![Just(b'\n'), Just(b'\r'), Just(b' '), Just(b'\t'), Just(b'a'), any::<u8>()], 0..400)
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn any_messages_cut_into_any_chunks_decode_to_the_same_messages(
+        messages in vec(message(), 0..12),
+        endings in vec((0..2usize, 0..5usize), 12),
+        cuts in vec(any::<Index>(), 0..12),
+    ) {
+        let mut stream = Vec::new();
+        for (m, (ending, blank)) in messages.iter().zip(&endings) {
+            stream.extend_from_slice(["", " ", "\t", "\r", " \t\r\n\r"][*blank].as_bytes());
+            stream.extend_from_slice(b"\n");
+            m.encode_into(&mut stream);
+            if *ending == 1 {
+                stream.pop();
+                stream.extend_from_slice(b"\r\n");
+            }
+        }
+        let decoded: Vec<Message> = decode_frames(DEFAULT_MAX_LINE_BYTES, &chunks(&stream, &cuts))
+            .into_iter()
+            .map(|out| match out {
+                Out::Line(_, bytes) => decode_message(std::str::from_utf8(&bytes).unwrap()).unwrap(),
+                Out::TooLong(n, len) => panic!("line {n} of {len} bytes is too long"),
+            })
+            .collect();
+        prop_assert_eq!(decoded, messages);
+    }
+
+    #[test]
+    fn encode_then_decode_is_the_identity(m in message()) {
+        let line = m.to_line();
+        prop_assert!(line.ends_with('\n') && !line[..line.len() - 1].contains('\n'));
+        prop_assert_eq!(decode_message(&line[..line.len() - 1]), Ok(m.clone()));
+        // Byte-identical to serde's own serialization of the same struct.
+        prop_assert_eq!(serde_json::to_string(&m).unwrap() + "\n", line);
+    }
+
+    #[test]
+    fn framing_matches_the_model_however_the_bytes_are_chunked(
+        input in framing_bytes(),
+        max in 0..24usize,
+        cuts in vec(any::<Index>(), 0..16),
+    ) {
+        let want = model_frames(&input, max);
+        prop_assert_eq!(&decode_frames(max, &[&input]), &want, "in one chunk");
+        prop_assert_eq!(&decode_frames(max, &chunks(&input, &cuts)), &want, "in chunks");
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        prop_assert_eq!(&decode_frames(max, &bytes), &want, "byte by byte");
+    }
+
+    #[test]
+    fn the_responder_answers_every_non_blank_line_with_valid_replies(
+        lines in vec(vec(prop_oneof![Just(b'{'), Just(b'"'), Just(b'\r'), Just(b' '), any::<u8>()], 0..60), 0..20),
+        json in vec((text(), text(), proptest::option::of(0..=MAX_SAFE_ID)), 0..5),
+    ) {
+        let mut responder = Responder::new(ResponderOptions { exit_after: 0, ..Default::default() });
+        let mut inputs: Vec<Vec<u8>> = lines.into_iter().map(|l| l.into_iter().filter(|&b| b != b'\n').collect()).collect();
+        inputs.extend(json.into_iter().map(|(t, d, id)| Message { msg_type: t, data: d, id }.to_line().into_bytes()));
+        for line in inputs {
+            let mut out = Vec::new();
+            responder.handle_line(&line, &mut out);
+            let content = line.strip_suffix(b"\n").unwrap_or(&line);
+            let content = content.strip_suffix(b"\r").unwrap_or(content);
+            let blank = content.iter().all(|b| matches!(b, b' ' | b'\t' | b'\r'));
+            let text = String::from_utf8(out).unwrap();
+            prop_assert_eq!(text.is_empty(), blank, "{:?} -> {:?}", String::from_utf8_lossy(&line), text);
+            for reply in text.lines() {
+                let reply = decode_message(reply).unwrap();
+                prop_assert!(["response", "ack", "exit", "error"].contains(&reply.msg_type.as_str()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_line_path_and_the_stream_path_answer_alike(
+        line in framing_bytes().prop_map(|l| l.into_iter().filter(|&b| b != b'\n').collect::<Vec<u8>>()),
+        max in 0..24usize,
+    ) {
+        let options = ResponderOptions { max_line_bytes: max, exit_after: 0, ..Default::default() };
+        let mut by_line = Vec::new();
+        Responder::new(options.clone()).handle_line(&line, &mut by_line);
+        let mut by_stream = Vec::new();
+        let mut responder = Responder::new(options);
+        let mut decoder = LineDecoder::new(max);
+        decoder.feed(&line);
+        decoder.feed(b"\n");
+        while let Some(frame) = decoder.next_frame() {
+            responder.handle_frame(frame, &mut by_stream);
+        }
+        prop_assert_eq!(String::from_utf8(by_line).unwrap(), String::from_utf8(by_stream).unwrap());
+    }
+
+    #[test]
+    fn the_decoder_and_responder_survive_any_bytes_within_their_bound(
+        input in vec(any::<u8>(), 0..2000),
+        max in 0..64usize,
+        cuts in vec(any::<Index>(), 0..8),
+    ) {
+        let mut decoder = LineDecoder::new(max);
+        let mut responder = Responder::new(ResponderOptions { max_line_bytes: max, ..Default::default() });
+        let mut out = Vec::new();
+        for chunk in chunks(&input, &cuts) {
+            decoder.feed(chunk);
+            while let Some(frame) = decoder.next_frame() {
+                responder.handle_frame(frame, &mut out);
+            }
+            prop_assert!(decoder.buffered() <= max + 1);
+        }
+        if let Some(frame) = decoder.finish() {
+            responder.handle_frame(frame, &mut out);
+        }
+        for reply in String::from_utf8(out).unwrap().lines() {
+            prop_assert!(decode_message(reply).is_ok(), "{}", reply);
+        }
+    }
+}
+
+// ---- decoding one line, against a model of JSON.parse plus the protocol's rules ----
+
+/// A JSON value as text, with what `JSON.parse` would make of the parts the protocol reads.
+#[derive(Debug, Clone)]
+struct Json {
+    text: String,
+    kind: JsonKind,
+    /// For strings: the value, or `None` if it holds an unpaired surrogate.
+    string: Option<Option<String>>,
+    /// For numbers: the value as `JSON.parse` gives it.
+    number: Option<f64>,
+}
+
+fn json_string() -> impl Strategy<Value = Json> {
+    // Pieces: a plain character (escaped as serde_json would), a \u escape of a BMP character,
+    // an escaped surrogate pair, an unpaired surrogate escape.
+    let piece = prop_oneof![
+        4 => any::<char>().prop_map(|c| {
+            let quoted = serde_json::to_string(&c.to_string()).unwrap();
+            (quoted[1..quoted.len() - 1].to_owned(), Some(c.to_string()))
+        }),
+        1 => any::<char>().prop_filter("BMP", |c| (*c as u32) < 0x10000).prop_map(|c| (format!("\\u{:04x}", c as u32), Some(c.to_string()))),
+        1 => (0x10000u32..0x110000).prop_map(|n| {
+            let c = char::from_u32(n).unwrap();
+            let mut units = [0u16; 2];
+            c.encode_utf16(&mut units);
+            (format!("\\u{:04X}\\u{:04x}", units[0], units[1]), Some(c.to_string()))
+        }),
+        1 => (0xD800u32..0xE000).prop_map(|n| (format!("\\u{n:04x}"), None)),
+    ];
+    vec(piece, 0..8).prop_map(|pieces| {
+        let text = format!("\"{}\"", pieces.iter().map(|(t, _)| t.as_str()).collect::<String>());
+        let value = pieces.into_iter().map(|(_, v)| v).collect::<Option<String>>();
+        Json { text, kind: JsonKind::String, string: Some(value), number: None }
+    })
+}
+
+fn json_number() -> impl Strategy<Value = Json> {
+    let text = prop_oneof![
+        any::<u64>().prop_map(|n| n.to_string()),
+        (0..=MAX_SAFE_ID).prop_map(|n| n.to_string()),
+        (0u64..1000).prop_map(|n| format!("{n}.0")),
+        (0u64..1000, 0u32..5).prop_map(|(n, e)| format!("{n}e{e}")),
+        (1u64..1000).prop_map(|n| format!("-{n}")),
+        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| format!("{f:e}")),
+        Just("1e400".to_owned()),
+        Just("-1e400".to_owned()),
+        Just("-0".to_owned()),
+        Just("1e-400".to_owned()),
+        Just("9007199254740991.4".to_owned()),
+        Just("9007199254740993".to_owned()),
+        Just("0.5".to_owned()),
+    ];
+    text.prop_map(|text| {
+        let number = Some(text.parse::<f64>().unwrap());
+        Json { text, kind: JsonKind::Number, string: None, number }
+    })
+}
+
+fn json_value() -> impl Strategy<Value = Json> {
+    let plain = |text: &str, kind| Json { text: text.to_owned(), kind, string: None, number: None };
+    let leaf = prop_oneof![
+        Just(plain("null", JsonKind::Null)),
+        Just(plain("true", JsonKind::Boolean)),
+        Just(plain("false", JsonKind::Boolean)),
+        json_number(),
+        json_string(),
+        (0..400usize).prop_map(move |d| plain(&format!("{}{}", "[".repeat(d + 1), "]".repeat(d + 1)), JsonKind::Array)),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            vec(inner.clone(), 0..4).prop_map(|items| Json {
+                text: format!("[{}]", items.iter().map(|j| j.text.as_str()).collect::<Vec<_>>().join(",")),
+                kind: JsonKind::Array,
+                string: None,
+                number: None,
+            }),
+            vec((json_string(), inner), 0..4).prop_map(|fields| Json {
+                text: format!(
+                    "{{{}}}",
+                    fields.iter().map(|(k, v)| format!("{}:{}", k.text, v.text)).collect::<Vec<_>>().join(",")
+                ),
+                kind: JsonKind::Object,
+                string: None,
+                number: None,
+            }),
+        ]
+    })
+}
+
+fn key() -> impl Strategy<Value = String> {
+    prop_oneof![
+        3 => Just("\"msg_type\"".to_owned()),
+        3 => Just("\"data\"".to_owned()),
+        2 => Just("\"id\"".to_owned()),
+        1 => Just("\"msg\\u005ftype\"".to_owned()),
+        1 => Just("\"__proto__\"".to_owned()),
+        1 => Just("\"\\ud800\"".to_owned()),
+        1 => json_string().prop_map(|j| j.text),
+    ]
+}
+
+/// What the key means once unescaped, if it is one the protocol reads.
+fn known(key: &str) -> Option<&'static str> {
+    match key {
+        "\"msg_type\"" | "\"msg\\u005ftype\"" => Some("msg_type"),
+        "\"data\"" => Some("data"),
+        "\"id\"" => Some("id"),
+        _ => None,
+    }
+}
+
+/// The protocol's reading of an object whose fields `JSON.parse` gave as `fields`.
+fn model_decode(fields: &[(String, Json)]) -> Result<Message, (&'static str, Option<JsonKind>, Option<&'static str>)> {
+    let last = |name: &str| fields.iter().rev().find(|(k, _)| known(k) == Some(name)).map(|(_, v)| v);
+    let id = match last("id") {
+        None => None,
+        Some(v) if v.kind == JsonKind::Null => None,
+        Some(v) => {
+            let n = v.number.filter(|n| n.fract() == 0.0 && (0.0..=MAX_SAFE_ID as f64).contains(n));
+            match n {
+                Some(n) => Some(n as u64),
+                None => return Err(("BadId", Some(v.kind), None)),
+            }
+        }
+    };
+    let field = |name: &'static str| match last(name) {
+        None => Err(("MissingField", None, Some(name))),
+        Some(v) if v.kind != JsonKind::String => Err(("NotAString", Some(v.kind), Some(name))),
+        Some(v) => v.string.clone().flatten().ok_or(("InvalidJson", None, None)),
+    };
+    let msg_type = field("msg_type")?;
+    let data = field("data")?;
+    Ok(Message { msg_type, data, id })
+}
+
+fn shape(e: ProtocolError) -> (&'static str, Option<JsonKind>, Option<&'static str>) {
+    match e {
+        ProtocolError::BadId { kind, .. } => ("BadId", Some(kind), None),
+        ProtocolError::MissingField { field, .. } => ("MissingField", None, Some(field)),
+        ProtocolError::NotAString { field, kind, .. } => ("NotAString", Some(kind), Some(field)),
+        ProtocolError::InvalidJson { .. } => ("InvalidJson", None, None),
+        ProtocolError::NotAnObject { kind, .. } => ("NotAnObject", Some(kind), None),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// Also pins that the fast path (serde derive) and the slow path agree: repeating the
+    /// last known field changes nothing for `JSON.parse` but forces the slow path.
+    #[test]
+    fn decoding_agrees_with_json_parse_and_the_protocol_rules(fields in vec((key(), json_value()), 0..6)) {
+        let line = format!("{{{}}}", fields.iter().map(|(k, v)| format!("{k}:{}", v.text)).collect::<Vec<_>>().join(","));
+        let want = model_decode(&fields);
+        prop_assert_eq!(decode_message(&line).map_err(shape), want.clone(), "{}", line);
+        if let Some((k, v)) = fields.iter().rev().find(|(k, _)| known(k).is_some()) {
+            let slow = format!("{},{k}:{}}}", &line[..line.len() - 1], v.text);
+            prop_assert_eq!(decode_message(&slow).map_err(shape), want, "{}", slow);
+        }
+    }
+}
