@@ -1,21 +1,37 @@
-//! The binary's I/O: spawning and reaping the child, moving bytes between pipes and the
-//! sans-IO core, and the `serve` loop. Protocol decisions stay in the library.
+//! The binary's I/O: spawning, watching and always reaping the child, moving bytes between
+//! pipes and the sans-IO core, Ctrl-C, and the `serve` loop. Protocol decisions stay in the
+//! library.
+//!
+//! The child runs in its own process group, so a terminal's Ctrl-C reaches only the demo,
+//! which then stops the child the one defined way, whatever ended the conversation (done,
+//! fault, timeout, signal): close its stdin → wait up to `grace` → SIGTERM to its group → wait
+//! up to `grace` → SIGKILL → reap. Its group also holds anything it started, so nothing it
+//! left behind outlives the demo. If the demo itself is killed outright, the child sees
+//! EOF on stdin, and both our children (`serve`, the TypeScript child) exit on EOF.
 
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rust_ts_ipc::{DemoError, Frame, Initiator, InitiatorStep, LineDecoder, Responder, ResponderOptions};
+use rust_ts_ipc::{excerpt, DemoError, Frame, Initiator, InitiatorStep, LineDecoder, Responder, ResponderOptions};
 
-/// How long a child gets to exit by itself once its stdin is closed, before it is killed.
-const EXIT_GRACE: Duration = Duration::from_secs(2);
+/// How long a child gets to exit by itself once its stdin is closed, and again after SIGTERM.
+pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
 /// Reads from a pipe in chunks of this size (the Linux pipe buffer size).
 const READ_CHUNK: usize = 64 * 1024;
+/// While waiting for a reply, how often the demo checks whether the child has exited.
+const POLL: Duration = Duration::from_millis(50);
+/// Once the child has exited, how long its stdout may stay open (held by something it
+/// started) before the demo stops waiting for the rest of its output.
+const EOF_SETTLE: Duration = Duration::from_millis(500);
+/// Frames the reader may queue ahead of the demo. Beyond this it stops reading, so a child
+/// that floods its stdout blocks on its own writes instead of growing our memory.
+const EVENT_QUEUE: usize = 16;
 
 /// Everything that can end a run unsuccessfully, each with its own exit code.
 #[derive(Debug)]
@@ -32,6 +48,14 @@ pub enum HostError {
     Timeout(String),
     /// Our own stdin/stdout failed (exit 1).
     Io(String),
+    /// A signal (SIGINT from Ctrl-C, SIGTERM, SIGHUP) ended the demo after the child was
+    /// stopped and reaped (exit 128 + the signal's number: 130, 143, 129).
+    Interrupted {
+        /// The signal's number.
+        signal: i32,
+        /// What was going on and how the child ended.
+        message: String,
+    },
 }
 
 impl HostError {
@@ -43,6 +67,7 @@ impl HostError {
             HostError::Spawn(_) => 3,
             HostError::ChildEnded(_) => 4,
             HostError::Timeout(_) => 5,
+            HostError::Interrupted { signal, .. } => 128 + signal,
         }
     }
 }
@@ -50,39 +75,62 @@ impl HostError {
 impl fmt::Display for HostError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            HostError::Usage(m) | HostError::Spawn(m) | HostError::ChildEnded(m) | HostError::Timeout(m) => {
-                f.write_str(m)
-            }
+            HostError::Usage(m)
+            | HostError::Spawn(m)
+            | HostError::ChildEnded(m)
+            | HostError::Timeout(m)
+            | HostError::Io(m)
+            | HostError::Interrupted { message: m, .. } => f.write_str(m),
             HostError::Protocol(e) => e.fmt(f),
-            HostError::Io(m) => f.write_str(m),
         }
     }
 }
 
-/// A child process that is always reaped: on drop its stdin is closed, it gets
-/// [`EXIT_GRACE`] to exit, then it is killed and waited for (std's `Child` has no `Drop`).
+/// How a shutdown ended: the child's status and the last signal it took to get there.
+struct Stopped {
+    status: Option<ExitStatus>,
+    sent: Option<sys::Sig>,
+}
+
+impl fmt::Display for Stopped {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.sent, self.status) {
+            (None, Some(status)) if status.code().is_none() => write!(f, "was killed by {status}"),
+            (None, Some(status)) => write!(f, "exited with {status}"),
+            (Some(sig), Some(status)) => write!(f, "was stopped with {} ({status})", sig.name()),
+            (_, None) => f.write_str("could not be waited for"),
+        }
+    }
+}
+
+/// A child process that is always reaped: [`shutdown`](Self::shutdown) runs on every path,
+/// and again on drop (std's `Child` has no `Drop`).
 pub struct ChildGuard {
     child: Child,
     stdin: Option<ChildStdin>,
+    /// Set once the child is reaped; until then its pid (and group id) cannot be reused.
     status: Option<ExitStatus>,
+    shown: String,
+    grace: Duration,
 }
 
 impl ChildGuard {
-    fn spawn(program: &OsString, args: &[OsString]) -> Result<(ChildGuard, impl Read, impl Read), HostError> {
+    fn spawn(
+        program: &OsString,
+        args: &[OsString],
+        grace: Duration,
+    ) -> Result<(ChildGuard, impl Read, impl Read), HostError> {
         let shown = show_command(program, args);
-        let mut child = Command::new(program)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| match e.kind() {
-                io::ErrorKind::NotFound => HostError::Spawn(format!(
-                    "cannot start `{shown}`: `{}` was not found on PATH",
-                    program.to_string_lossy()
-                )),
-                _ => HostError::Spawn(format!("cannot start `{shown}`: {e}")),
-            })?;
+        let mut command = Command::new(program);
+        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        sys::own_process_group(&mut command);
+        let mut child = command.spawn().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => HostError::Spawn(format!(
+                "cannot start `{shown}`: `{}` was not found on PATH",
+                program.to_string_lossy()
+            )),
+            _ => HostError::Spawn(format!("cannot start `{shown}`: {e}")),
+        })?;
         let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             // Unreachable with all three piped; reap the child rather than panic.
@@ -90,10 +138,12 @@ impl ChildGuard {
             let _ = child.wait();
             return Err(HostError::Spawn(format!("cannot start `{shown}`: its pipes were not created")));
         };
-        Ok((ChildGuard { child, stdin: Some(stdin), status: None }, stdout, stderr))
+        Ok((ChildGuard { child, stdin: Some(stdin), status: None, shown, grace }, stdout, stderr))
     }
 
     fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        // The demo's messages are far smaller than a pipe buffer, so this cannot block on a
+        // child that does not read.
         match &mut self.stdin {
             Some(stdin) => stdin.write_all(bytes).and_then(|()| stdin.flush()),
             None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
@@ -105,78 +155,166 @@ impl ChildGuard {
         self.stdin = None;
     }
 
-    /// Waits up to `limit` for the child to exit.
-    fn wait_timeout(&mut self, limit: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.status {
-                return Some(status);
+    /// Whether the child is still running. Where the OS allows, an exited child is left
+    /// unreaped (a zombie) until [`reap`](Self::reap), so its group can still be signalled.
+    fn running(&mut self) -> bool {
+        if self.status.is_some() {
+            return false;
+        }
+        if let Some(exited) = sys::exited_unreaped(&self.child) {
+            return !exited;
+        }
+        match self.child.try_wait() {
+            Ok(Some(status)) => {
+                self.status = Some(status);
+                false
             }
-            match self.child.try_wait() {
-                Ok(Some(status)) => self.status = Some(status),
-                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(5)),
-                Ok(None) | Err(_) => return None,
-            }
+            Ok(None) => true,
+            Err(_) => false,
         }
     }
 
-    /// The shutdown sequence: close stdin, wait, kill, reap.
-    fn shutdown(&mut self) -> Option<ExitStatus> {
-        self.close_stdin();
-        if let Some(status) = self.wait_timeout(EXIT_GRACE) {
-            return Some(status);
+    /// Waits up to `limit` for the child to exit; gives up early once a second signal has
+    /// come (the first asks for an orderly shutdown, a second Ctrl-C means "now").
+    fn wait_for_exit(&mut self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if !self.running() {
+                return true;
+            }
+            if Instant::now() >= deadline || in_a_hurry() {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(5));
         }
-        let _ = self.child.kill();
-        self.status = self.child.wait().ok();
+    }
+
+    /// Signals the child's process group, but only while its pid is ours (not yet reaped).
+    fn signal(&mut self, sig: sys::Sig) {
+        if self.status.is_none() {
+            sys::signal_group(&mut self.child, sig);
+        }
+    }
+
+    fn reap(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.wait().ok();
+        }
         self.status
     }
+
+    fn note(&self, what: &str) {
+        eprintln!("rust-ts-ipc: child `{}` {what}", self.shown);
+    }
+
+    /// The shutdown sequence: close stdin, wait up to `first_wait`, SIGTERM the group, wait
+    /// up to `grace`, SIGKILL, then reap. Anything left in the child's group is killed before
+    /// the child is reaped. Idempotent.
+    fn shutdown(&mut self, first_wait: Duration) -> Stopped {
+        self.close_stdin();
+        let mut sent = None;
+        if !self.wait_for_exit(first_wait) {
+            if !in_a_hurry() {
+                self.note(&format!(
+                    "did not exit within {} ms of its stdin closing; sending SIGTERM",
+                    first_wait.as_millis()
+                ));
+                self.signal(sys::Sig::Term);
+                sent = Some(sys::Sig::Term);
+            }
+            if !self.wait_for_exit(self.grace) {
+                let why = match sent {
+                    Some(_) if !in_a_hurry() => {
+                        format!("did not exit within {} ms of SIGTERM", self.grace.as_millis())
+                    }
+                    _ => "is being stopped at once (interrupted again)".to_owned(),
+                };
+                self.note(&format!("{why}; sending SIGKILL"));
+                self.signal(sys::Sig::Kill);
+                sent = Some(sys::Sig::Kill);
+            }
+        }
+        self.signal(sys::Sig::Kill);
+        Stopped { status: self.reap(), sent }
+    }
+}
+
+/// A second signal has come: skip the waits.
+fn in_a_hurry() -> bool {
+    sys::interrupts() >= 2
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        self.shutdown();
+        self.shutdown(self.grace);
     }
 }
 
-/// A decoder frame that owns its bytes, to cross from the reader thread.
+/// What the reader thread (and the signal watcher) tell the demo.
 enum Event {
-    Line { number: u64, bytes: Vec<u8> },
-    TooLong { number: u64, length: usize },
-    Eof,
+    Line {
+        number: u64,
+        bytes: Vec<u8>,
+    },
+    TooLong {
+        number: u64,
+        length: usize,
+    },
+    /// The child's stdout closed; `cut` is a last line it did not finish.
+    Eof {
+        cut: Option<Cut>,
+    },
     ReadError(io::Error),
+    Interrupt(i32),
 }
 
-/// Reads the child's stdout into frames on its own thread so the main thread can wait with
-/// a timeout.
-fn spawn_reader(mut stdout: impl Read + Send + 'static, max_line_bytes: usize) -> Receiver<Event> {
-    let (tx, rx) = mpsc::channel();
+/// A line the child started but never ended with a newline.
+struct Cut {
+    number: u64,
+    length: usize,
+    start: String,
+}
+
+impl fmt::Display for Cut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "; its output ends inside line {} ({} bytes, no newline)", self.number, self.length)?;
+        if !self.start.is_empty() {
+            write!(f, ": `{}`", self.start)?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the child's stdout into frames on its own thread so the demo can wait with a
+/// timeout. Stops when the demo drops its receiver.
+fn spawn_reader(mut stdout: impl Read + Send + 'static, max_line_bytes: usize, tx: SyncSender<Event>) {
     thread::spawn(move || {
         let mut decoder = LineDecoder::new(max_line_bytes);
         let mut buf = vec![0; READ_CHUNK];
-        let send_frames = |decoder: &mut LineDecoder, at_eof: bool| {
-            let mut frames = Vec::new();
-            loop {
-                let frame = if at_eof { decoder.finish() } else { decoder.next_frame() };
-                let Some(frame) = frame else { break };
-                frames.push(match frame {
-                    Frame::Line { number, bytes } => Event::Line { number, bytes: bytes.to_vec() },
-                    Frame::TooLong { number, length } => Event::TooLong { number, length },
-                });
-            }
-            frames.into_iter().all(|e| tx.send(e).is_ok())
-        };
         loop {
             match stdout.read(&mut buf) {
                 Ok(0) => {
-                    if send_frames(&mut decoder, true) {
-                        let _ = tx.send(Event::Eof);
-                    }
+                    // Whatever the decoder still holds is a line the child did not finish.
+                    let cut = decoder.finish().map(|frame| match frame {
+                        Frame::Line { number, bytes } => {
+                            let head = &bytes[..bytes.len().min(4 * 40)];
+                            Cut { number, length: bytes.len(), start: excerpt(&String::from_utf8_lossy(head)) }
+                        }
+                        Frame::TooLong { number, length } => Cut { number, length, start: String::new() },
+                    });
+                    let _ = tx.send(Event::Eof { cut });
                     return;
                 }
                 Ok(n) => {
                     decoder.feed(&buf[..n]);
-                    if !send_frames(&mut decoder, false) {
-                        return; // the main thread is gone
+                    while let Some(frame) = decoder.next_frame() {
+                        let event = match frame {
+                            Frame::Line { number, bytes } => Event::Line { number, bytes: bytes.to_vec() },
+                            Frame::TooLong { number, length } => Event::TooLong { number, length },
+                        };
+                        if tx.send(event).is_err() {
+                            return; // the demo is done listening; closing the pipe tells the child
+                        }
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -187,26 +325,38 @@ fn spawn_reader(mut stdout: impl Read + Send + 'static, max_line_bytes: usize) -
             }
         }
     });
-    rx
 }
 
-/// Forwards the child's stderr to ours, line by line with a prefix, on its own thread so a
-/// chatty child can never fill the pipe and stall. The receiver is signalled when it ends.
-fn spawn_stderr_forwarder(stderr: impl Read + Send + 'static, prefix: String) -> Receiver<()> {
+/// Forwards the child's stderr to ours as it arrives, each line prefixed, on its own thread
+/// so a chatty child can never fill the pipe and stall. Memory is one read buffer however
+/// long its lines are. The receiver is signalled when the child's stderr closes.
+fn spawn_stderr_forwarder(stderr: impl Read + Send + 'static, prefix: &'static str) -> Receiver<()> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let mut reader = BufReader::new(stderr);
-        let mut line = Vec::new();
+        let mut reader = BufReader::with_capacity(READ_CHUNK, stderr);
+        let mut out = Vec::with_capacity(READ_CHUNK + 1024);
+        let mut at_line_start = true;
         loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line);
-                    let mut err = io::stderr().lock();
-                    let _ = writeln!(err, "{prefix}{}", text.trim_end_matches(['\n', '\r']));
+            let chunk = match reader.fill_buf() {
+                Ok([]) => break,
+                Ok(chunk) => chunk,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            };
+            out.clear();
+            for piece in chunk.split_inclusive(|&b| b == b'\n') {
+                if at_line_start {
+                    out.extend_from_slice(prefix.as_bytes());
                 }
+                out.extend_from_slice(piece);
+                at_line_start = piece.ends_with(b"\n");
             }
+            let used = chunk.len();
+            reader.consume(used);
+            let _ = io::stderr().lock().write_all(&out);
+        }
+        if !at_line_start {
+            let _ = io::stderr().lock().write_all(b"\n");
         }
         let _ = tx.send(());
     });
@@ -219,46 +369,91 @@ pub struct DemoConfig {
     pub program: OsString,
     /// Its arguments.
     pub args: Vec<OsString>,
-    /// How long to wait for each reply, and for the child to exit at the end.
+    /// How long to wait for each reply, and for the child to exit after the goodbye.
     pub timeout: Duration,
+    /// How long the child gets to exit after its stdin is closed, and again after SIGTERM.
+    pub grace: Duration,
+}
+
+/// Why the conversation stopped early.
+enum Fault {
+    Host(HostError),
+    /// The child's stdout closed, or it exited while something else kept its stdout open.
+    Ended {
+        cut: Option<Cut>,
+        stdout_open: bool,
+    },
+    Interrupt(i32),
+}
+
+impl From<HostError> for Fault {
+    fn from(e: HostError) -> Self {
+        Fault::Host(e)
+    }
 }
 
 /// Plays the seed conversation with the child, printing the seed's output to `out`.
 pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostError> {
-    let shown = show_command(&config.program, &config.args);
-    let (mut child, stdout, stderr) = ChildGuard::spawn(&config.program, &config.args)?;
-    let stderr_done = spawn_stderr_forwarder(stderr, "[child] ".to_owned());
+    let (mut child, stdout, stderr) = ChildGuard::spawn(&config.program, &config.args, config.grace)?;
+    // After the spawn, because a child inherits the blocked signals (std does not reset the
+    // mask), and before any other thread starts, because each thread must inherit it. A
+    // signal in between takes the default action: the demo dies and the child, in its own
+    // group, sees EOF on stdin.
+    let (tx, events) = mpsc::sync_channel(EVENT_QUEUE);
+    let interrupt_tx = tx.clone();
+    sys::watch_interrupts(
+        move |signal| {
+            let _ = interrupt_tx.send(Event::Interrupt(signal));
+        },
+        // The longest shutdown there is (after the goodbye the first wait is `timeout`), and
+        // some: only a demo stuck elsewhere (say, writing to a stdout nobody reads) needs it.
+        config.timeout.max(config.grace) + config.grace + Duration::from_secs(5),
+    );
+    let stderr_done = spawn_stderr_forwarder(stderr, "[child] ");
     let mut initiator = Initiator::default();
-    let events = spawn_reader(stdout, initiator.max_line_bytes());
+    spawn_reader(stdout, initiator.max_line_bytes(), tx);
 
-    let result = converse(&mut child, &mut initiator, &events, config.timeout, out);
-    let result = result.and_then(|()| {
-        // The goodbye came: close the child's stdin and expect a clean exit.
-        child.close_stdin();
-        match child.wait_timeout(config.timeout) {
-            Some(status) if status.success() => Ok(()),
-            Some(status) => {
-                Err(HostError::ChildEnded(format!("child `{shown}` said goodbye but then exited with {status}")))
+    let fault = converse(&mut child, &mut initiator, &events, config.timeout, out).err();
+    // Stop queueing the child's output: from here a child that floods its stdout meets a
+    // closed pipe, not our memory.
+    drop(events);
+    let shown = child.shown.clone();
+    let waiting = initiator.waiting_for();
+    let result = match fault {
+        None => {
+            let stopped = child.shutdown(config.timeout);
+            match (stopped.sent, stopped.status) {
+                (None, Some(status)) if status.success() => Ok(()),
+                (None, _) => Err(HostError::ChildEnded(format!("child `{shown}` said goodbye but then {stopped}"))),
+                (Some(_), _) => Err(HostError::Timeout(format!(
+                    "child `{shown}` said goodbye but did not exit within {} ms of its stdin closing; it {stopped}",
+                    config.timeout.as_millis()
+                ))),
             }
-            None => Err(HostError::Timeout(format!(
-                "child `{shown}` said goodbye but did not exit within {} ms of its stdin closing",
-                config.timeout.as_millis()
-            ))),
         }
-    });
-    let result = result.map_err(|e| match e {
-        HostError::ChildEnded(why) if why.is_empty() => {
-            let status = child.wait_timeout(Duration::from_secs(1));
-            let how = status
-                .map_or_else(|| "closed its stdout but is still running".to_owned(), |s| format!("exited with {s}"));
-            HostError::ChildEnded(format!(
-                "child `{shown}` {how} while the demo was waiting for {}",
-                initiator.waiting_for()
-            ))
+        Some(Fault::Ended { cut, stdout_open }) => {
+            let still_running = !stdout_open && !child.wait_for_exit(EOF_SETTLE.min(config.grace));
+            let stopped = child.shutdown(config.grace);
+            let how = match (still_running, stdout_open) {
+                (true, _) => format!("closed its stdout but kept running, and {stopped},"),
+                (false, true) => format!("{stopped} but left its stdout open (held by a process it started),"),
+                (false, false) => stopped.to_string(),
+            };
+            let cut = cut.map(|c| c.to_string()).unwrap_or_default();
+            Err(HostError::ChildEnded(format!("child `{shown}` {how} while the demo was waiting for {waiting}{cut}")))
         }
-        other => other,
-    });
-    child.shutdown();
+        Some(Fault::Interrupt(signal)) => Err(interrupted(signal, &waiting, &mut child)),
+        Some(Fault::Host(e)) => {
+            child.shutdown(config.grace);
+            Err(e)
+        }
+    };
+    // A signal that came while we were finishing still means "stopped by a signal".
+    let result = match (result, sys::interrupted()) {
+        (Err(e @ HostError::Interrupted { .. }), _) => Err(e),
+        (_, Some(signal)) => Err(interrupted(signal, "the end of the conversation", &mut child)),
+        (result, None) => result,
+    };
     // Let the last of the child's stderr through before our own verdict.
     let _ = stderr_done.recv_timeout(Duration::from_millis(500));
     result?;
@@ -267,47 +462,76 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         .map_err(|e| HostError::Io(format!("writing stdout: {e}")))
 }
 
-/// The conversation proper; `ChildEnded("")` means "the child went away", filled in by the caller.
+fn interrupted(signal: i32, waiting: &str, child: &mut ChildGuard) -> HostError {
+    let name = sys::signal_name(signal);
+    eprintln!("rust-ts-ipc: {name} received; stopping child `{}`", child.shown);
+    let stopped = child.shutdown(child.grace);
+    HostError::Interrupted {
+        signal,
+        message: format!("interrupted by {name} while waiting for {waiting}; child `{}` {stopped}", child.shown),
+    }
+}
+
+/// The conversation proper.
 fn converse(
     child: &mut ChildGuard,
     initiator: &mut Initiator,
     events: &Receiver<Event>,
     timeout: Duration,
     out: &mut dyn Write,
-) -> Result<(), HostError> {
-    let mut apply = |child: &mut ChildGuard, step: InitiatorStep| -> Result<bool, HostError> {
+) -> Result<(), Fault> {
+    let mut apply = |child: &mut ChildGuard, step: InitiatorStep| -> Result<bool, Fault> {
         for line in &step.print {
             writeln!(out, "{line}").map_err(|e| HostError::Io(format!("writing stdout: {e}")))?;
         }
         out.flush().map_err(|e| HostError::Io(format!("writing stdout: {e}")))?;
-        if !step.send.is_empty() {
-            child.write(&step.send).map_err(|_| HostError::ChildEnded(String::new()))?;
+        // A child that stopped reading has usually exited: keep watching its stdout for the
+        // EOF (or the exit) that says how, rather than guessing from the failed write.
+        if !step.send.is_empty() && child.write(&step.send).is_err() {
+            child.close_stdin();
         }
         Ok(step.finished)
     };
     apply(child, initiator.start())?;
+    let mut deadline = Instant::now() + timeout;
+    let mut exited_at: Option<Instant> = None;
     loop {
-        let event = match events.recv_timeout(timeout) {
+        let now = Instant::now();
+        let event = match events.recv_timeout(POLL.min(deadline.saturating_duration_since(now))) {
             Ok(event) => event,
+            Err(RecvTimeoutError::Disconnected) => Event::Eof { cut: None },
             Err(RecvTimeoutError::Timeout) => {
-                return Err(HostError::Timeout(format!(
-                    "child did not answer within {} ms while the demo was waiting for {}",
-                    timeout.as_millis(),
-                    initiator.waiting_for()
-                )))
+                let now = Instant::now();
+                if now >= deadline {
+                    let closed = if child.stdin.is_none() { " (it had closed its stdin)" } else { "" };
+                    return Err(Fault::Host(HostError::Timeout(format!(
+                        "child did not answer within {} ms while the demo was waiting for {}{closed}",
+                        timeout.as_millis(),
+                        initiator.waiting_for()
+                    ))));
+                }
+                // A child can exit while something it started holds its stdout open, and
+                // then no EOF comes: notice the exit itself.
+                if exited_at.is_none() && !child.running() {
+                    exited_at = Some(now);
+                }
+                if exited_at.is_some_and(|at| now >= at + EOF_SETTLE) {
+                    return Err(Fault::Ended { cut: None, stdout_open: true });
+                }
+                continue;
             }
-            Err(RecvTimeoutError::Disconnected) => Event::Eof,
         };
-        let frame = match &event {
-            Event::Line { number, bytes } => Frame::Line { number: *number, bytes },
-            Event::TooLong { number, length } => Frame::TooLong { number: *number, length: *length },
-            Event::Eof => return Err(HostError::ChildEnded(String::new())),
-            Event::ReadError(e) => return Err(HostError::Io(format!("reading the child's stdout: {e}"))),
+        let step = match event {
+            Event::Line { number, bytes } => initiator.on_frame(Frame::Line { number, bytes: &bytes }),
+            Event::TooLong { number, length } => initiator.on_frame(Frame::TooLong { number, length }),
+            Event::Eof { cut } => return Err(Fault::Ended { cut, stdout_open: false }),
+            Event::ReadError(e) => return Err(HostError::Io(format!("reading the child's stdout: {e}")).into()),
+            Event::Interrupt(signal) => return Err(Fault::Interrupt(signal)),
         };
-        let step = initiator.on_frame(frame).map_err(HostError::Protocol)?;
-        if apply(child, step)? {
+        if apply(child, step.map_err(HostError::Protocol)?)? {
             return Ok(());
         }
+        deadline = Instant::now() + timeout;
     }
 }
 
@@ -398,4 +622,224 @@ fn run_npm(repo: &Path, args: &[&str]) -> Result<(), HostError> {
 
 fn show_command(program: &OsString, args: &[OsString]) -> String {
     std::iter::once(program).chain(args).map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+}
+
+/// Process control that std does not offer: signals to the child's process group, noticing
+/// an exit without reaping, and turning SIGINT/SIGTERM/SIGHUP into an orderly shutdown.
+#[cfg(unix)]
+mod sys {
+    use std::process::{Child, Command};
+    use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+    use std::thread;
+    use std::time::Duration;
+
+    use nix::sys::signal::{killpg, SigSet, Signal};
+    use nix::unistd::Pid;
+
+    static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
+    static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+    /// The signals the host sends to the child's group.
+    #[derive(Debug, Clone, Copy)]
+    pub enum Sig {
+        Term,
+        Kill,
+    }
+
+    impl Sig {
+        pub fn name(self) -> &'static str {
+            match self {
+                Sig::Term => "SIGTERM",
+                Sig::Kill => "SIGKILL",
+            }
+        }
+    }
+
+    /// The child leads a new process group, which is what `signal_group` signals.
+    pub fn own_process_group(command: &mut Command) {
+        std::os::unix::process::CommandExt::process_group(command, 0);
+    }
+
+    pub fn signal_group(child: &mut Child, sig: Sig) {
+        let Ok(pid) = i32::try_from(child.id()) else { return };
+        let signal = match sig {
+            Sig::Term => Signal::SIGTERM,
+            Sig::Kill => Signal::SIGKILL,
+        };
+        // ESRCH (nobody left) is the usual answer and fine.
+        let _ = killpg(Pid::from_raw(pid), signal);
+    }
+
+    /// `Some(true)` once the child has exited, without reaping it; `None` where unsupported.
+    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
+    pub fn exited_unreaped(child: &Child) -> Option<bool> {
+        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
+        let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
+        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
+        match waitid(Id::Pid(pid), flags) {
+            Ok(WaitStatus::StillAlive) => Some(false),
+            Ok(_) => Some(true),
+            Err(_) => None,
+        }
+    }
+
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
+    pub fn exited_unreaped(_child: &Child) -> Option<bool> {
+        None
+    }
+
+    /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and so in every thread and
+    /// child process it starts afterwards) and takes them on a thread of their own: each one is counted and passed to `notify`. If the demo has not exited
+    /// `budget` after the first, the watcher exits the process itself, so a signal always
+    /// ends the demo.
+    pub fn watch_interrupts(notify: impl Fn(i32) + Send + 'static, budget: Duration) {
+        let mut set = SigSet::empty();
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            set.add(signal);
+        }
+        if set.thread_block().is_err() {
+            return; // keep the default actions: the demo dies, the child sees EOF
+        }
+        thread::spawn(move || {
+            while let Ok(signal) = set.wait() {
+                let number = signal as i32;
+                LAST_SIGNAL.store(number, Ordering::SeqCst);
+                if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
+                    thread::spawn(move || {
+                        thread::sleep(budget);
+                        eprintln!(
+                            "rust-ts-ipc: not stopped {} s after {}; exiting now",
+                            budget.as_secs(),
+                            signal.as_str()
+                        );
+                        std::process::exit(128 + number);
+                    });
+                }
+                notify(number);
+            }
+        });
+    }
+
+    /// How many of those signals have arrived so far.
+    pub fn interrupts() -> usize {
+        INTERRUPTS.load(Ordering::SeqCst)
+    }
+
+    /// The last of those signals, if any arrived.
+    pub fn interrupted() -> Option<i32> {
+        Some(LAST_SIGNAL.load(Ordering::SeqCst)).filter(|&n| n != 0)
+    }
+
+    pub fn signal_name(number: i32) -> &'static str {
+        Signal::try_from(number).map_or("a signal", Signal::as_str)
+    }
+}
+
+/// Elsewhere: no process groups or signals; the child is killed outright after `grace`.
+#[cfg(not(unix))]
+mod sys {
+    use std::process::{Child, Command};
+    use std::time::Duration;
+
+    #[derive(Debug, Clone, Copy)]
+    pub enum Sig {
+        Term,
+        Kill,
+    }
+
+    impl Sig {
+        pub fn name(self) -> &'static str {
+            match self {
+                Sig::Term => "SIGTERM",
+                Sig::Kill => "SIGKILL",
+            }
+        }
+    }
+
+    pub fn own_process_group(_command: &mut Command) {}
+
+    pub fn signal_group(child: &mut Child, sig: Sig) {
+        if let Sig::Kill = sig {
+            let _ = child.kill();
+        }
+    }
+
+    pub fn exited_unreaped(_child: &Child) -> Option<bool> {
+        None
+    }
+
+    pub fn watch_interrupts(_notify: impl Fn(i32) + Send + 'static, _budget: Duration) {}
+
+    pub fn interrupts() -> usize {
+        0
+    }
+
+    pub fn interrupted() -> Option<i32> {
+        None
+    }
+
+    pub fn signal_name(_number: i32) -> &'static str {
+        "a signal"
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    fn spawn(script: &str, grace_ms: u64) -> ChildGuard {
+        let args = ["-c".into(), script.into()];
+        let (child, _stdout, _stderr) =
+            ChildGuard::spawn(&"sh".into(), &args, Duration::from_millis(grace_ms)).unwrap_or_else(|e| panic!("{e}"));
+        child
+    }
+
+    /// Live (non-zombie) members of process group `pgid`.
+    fn group(pgid: u32) -> Vec<u32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+                let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+                fields[0] != "Z" && fields[2] == pgid.to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn shutdown_reaps_the_child_itself_and_kills_what_it_left_in_its_group() {
+        // `cat` exits on EOF; the background `sleep` would outlive it.
+        let mut child = spawn("sleep 60 & exec cat", 5000);
+        let pid = child.child.id();
+        let stopped = child.shutdown(Duration::from_secs(5));
+        assert_eq!((stopped.sent.map(sys::Sig::name), stopped.status.and_then(|s| s.code())), (None, Some(0)));
+        // Reaped by us: gone from /proc while this process still lives (a zombie would stay).
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+        for _ in 0..500 {
+            if group(pid).is_empty() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+        panic!("left in group {pid}: {:?}", group(pid));
+    }
+
+    #[test]
+    fn drop_escalates_to_sigkill_and_reaps_a_child_that_ignores_eof_and_sigterm() {
+        let child = spawn("trap '' TERM; exec sleep 60", 100);
+        let pid = child.child.id();
+        drop(child);
+        assert!(!Path::new(&format!("/proc/{pid}")).exists());
+    }
+
+    #[test]
+    fn sigterm_stops_a_child_that_ignores_eof() {
+        let mut child = spawn("exec sleep 60", 100);
+        let stopped = child.shutdown(Duration::from_millis(100));
+        assert_eq!(stopped.sent.map(sys::Sig::name), Some("SIGTERM"));
+        assert_eq!(stopped.to_string(), "was stopped with SIGTERM (signal: 15 (SIGTERM))");
+    }
 }

@@ -13,17 +13,23 @@ use rust_ts_ipc::ResponderOptions;
 
 const USAGE: &str = "\
 Usage:
-  rust-ts-ipc [demo] [--timeout-ms N] [-- PROGRAM [ARGS...]]
+  rust-ts-ipc [demo] [--timeout-ms N] [--grace-ms N] [-- PROGRAM [ARGS...]]
       Spawn a child (default: node ts-app/dist/main.js, built on first use) and play the
       demo conversation: greeting, five data messages, goodbye. Stdout carries the
       conversation; progress and the child's stderr go to stderr. --timeout-ms bounds the
-      wait for each reply (default 10000).
+      wait for each reply and for the child's exit after the goodbye (default 10000).
+      However the demo ends, the child (in its own process group) is stopped the same way:
+      its stdin is closed, then after --grace-ms (default 2000) SIGTERM, then after another
+      --grace-ms SIGKILL; it is always reaped. Ctrl-C, SIGTERM and SIGHUP run that sequence
+      too (a second Ctrl-C skips the waits).
   rust-ts-ipc serve [--exit-after N] [--name NAME] [--max-line-bytes N]
       Answer the protocol on this process's stdin/stdout (the Rust responder, for a Node
-      parent). Exits 0 on stdin EOF or after the exit reply. Defaults: 5, TypeScript, 16777216.
+      parent). Exits 0 on stdin EOF, after the exit reply, or when stdout's reader is gone.
+      Defaults: 5, TypeScript, 16777216.
 
 Exit codes: 0 ok, 1 protocol or I/O error, 2 usage, 3 child could not be started,
-4 child exited early, 5 child timed out.";
+4 child exited or closed its stdout early, 5 child timed out, 128+N stopped by signal N
+after stopping the child (129 SIGHUP, 130 SIGINT/Ctrl-C, 143 SIGTERM).";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
@@ -61,6 +67,7 @@ fn run(args: Vec<OsString>) -> Result<(), HostError> {
 
 fn demo(args: Vec<OsString>) -> Result<(), HostError> {
     let mut timeout = Duration::from_secs(10);
+    let mut grace = host::DEFAULT_GRACE;
     let mut args = args.into_iter();
     let mut child: Vec<OsString> = Vec::new();
     while let Some(arg) = args.next() {
@@ -70,15 +77,16 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
                 break;
             }
             Some("--timeout-ms") => timeout = Duration::from_millis(number(&mut args, "--timeout-ms")?),
+            Some("--grace-ms") => grace = Duration::from_millis(number(&mut args, "--grace-ms")?),
             _ => return Err(HostError::Usage(format!("unexpected argument `{}` for demo", arg.to_string_lossy()))),
         }
     }
     let mut child = child.into_iter();
     let config = match child.next() {
-        Some(program) => DemoConfig { program, args: child.collect(), timeout },
+        Some(program) => DemoConfig { program, args: child.collect(), timeout, grace },
         None => {
             let script = host::ensure_ts_app_built(Path::new(env!("CARGO_MANIFEST_DIR")))?;
-            DemoConfig { program: "node".into(), args: vec![script.into_os_string()], timeout }
+            DemoConfig { program: "node".into(), args: vec![script.into_os_string()], timeout, grace }
         }
     };
     let stdout = std::io::stdout();
