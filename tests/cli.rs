@@ -4,9 +4,12 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+mod support;
+
+use support::ts_child;
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -14,21 +17,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_rust-ts-ipc");
 
 /// The seed README's "Example Output", byte for byte (also checked by `.ci/run`).
 const SEED_OUTPUT: &str = include_str!("seed-output.txt");
-
-/// The compiled TypeScript child, or `None` (with a note) when it is not built and the run
-/// does not insist on it. `npm test` sets RUST_TS_IPC_REQUIRE_NODE=1, so there these tests
-/// cannot be skipped.
-fn ts_child() -> Option<PathBuf> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("ts-app/dist/main.js");
-    if script.exists() {
-        return Some(script);
-    }
-    if std::env::var_os("RUST_TS_IPC_REQUIRE_NODE").is_some() {
-        panic!("{} is missing: run `npm run build` first", script.display());
-    }
-    eprintln!("note: skipping a Node test: {} is not built (run `npm run build`)", script.display());
-    None
-}
 
 fn run(args: &[&str], stdin: &[u8]) -> Output {
     run_cmd(Command::new(BIN).args(args), stdin)
