@@ -293,3 +293,27 @@ describe('packaging', () => {
     }
   });
 });
+
+describe('the receiver of a method', () => {
+  const line = data('x');
+  for (const name of ['handleLine', 'handleBuffer', 'handle']) {
+    test(`${name} called on something that is not a Responder throws a TypeError`, () => {
+      const method = Responder.prototype[name];
+      for (const receiver of [undefined, null, 42, {}, Object.create(Responder.prototype)]) {
+        assert.throws(() => method.call(receiver, line), {
+          name: 'TypeError',
+          code: 'InvalidArg',
+          message: `${name}: \`this\` is not a Responder`,
+        });
+      }
+    });
+  }
+
+  test('a subclass of Responder is a Responder', () => {
+    class Loud extends Responder {}
+    const r = new Loud({ exitAfter: 0 });
+    assert.equal(r.handleLine(line), ack('x'));
+    assert.equal(r.handleBuffer(Buffer.from(line)), ack('x'));
+    assert.deepEqual(r.handle({ msg_type: 'data', data: 'x' }), [{ msg_type: 'ack', data: 'Acknowledged: x' }]);
+  });
+});
