@@ -317,3 +317,18 @@ describe('the receiver of a method', () => {
     assert.deepEqual(r.handle({ msg_type: 'data', data: 'x' }), [{ msg_type: 'ack', data: 'Acknowledged: x' }]);
   });
 });
+
+test("another addon's native object dressed as a Responder is refused, not dereferenced", (t) => {
+  // @napi-rs/cli installs this napi-rs addon; its objects are wrapped native objects too.
+  let tar;
+  try {
+    tar = createRequire(new URL('package.json', repoRoot))('@napi-rs/tar-linux-x64-gnu');
+  } catch {
+    t.skip('no other napi-rs addon installed on this platform');
+    return;
+  }
+  const impostor = new tar.Builder();
+  Object.setPrototypeOf(impostor, Responder.prototype);
+  assert.throws(() => impostor.handleLine(data('x')), { name: 'TypeError', message: 'handleLine: `this` is not a Responder' });
+  assert.throws(() => Object.getOwnPropertyDescriptor(Responder.prototype, 'done').get.call(impostor));
+});

@@ -241,7 +241,9 @@ const KEEP_LINE_BUFFER_BYTES: usize = 8 << 20;
 /// below (~40–60 ns). `Responder` has no `&mut self` method and keeps its state behind a
 /// `Mutex`, so there is nothing for that guard to do. A plain function has no V8 receiver
 /// check, unlike a class method, so `is_ours` and `ClassInstance<Responder>` check `this`:
-/// anything else is a `TypeError`.
+/// anything else is a `TypeError`. `ClassInstance` relies on the `napi8` feature's type tags:
+/// without them another addon's wrapped object, given our prototype, would be unwrapped as a
+/// `Responder` and crash Node.
 #[napi(module_exports)]
 pub fn install_fast_methods(exports: Object<'_>, env: Env) -> Result<()> {
     // The class is a function; read as an object only to reach `prototype`.
