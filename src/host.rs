@@ -177,12 +177,17 @@ impl ChildGuard {
     /// Waits up to `limit` for the child to exit; gives up early once a second signal has
     /// come (the first asks for an orderly shutdown, a second Ctrl-C means "now").
     fn wait_for_exit(&mut self, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
+        let start = Instant::now();
+        let deadline = start + limit;
         loop {
             if !self.running() {
                 return true;
             }
-            if Instant::now() >= deadline || in_a_hurry() {
+            let now = Instant::now();
+            // A first signal cuts a long wait (such as `--timeout-ms` after the goodbye) down to
+            // the grace period; a second one ends it at once.
+            let signalled_past_grace = sys::interrupts() > 0 && now >= start + self.grace;
+            if now >= deadline || in_a_hurry() || signalled_past_grace {
                 return false;
             }
             thread::sleep(Duration::from_millis(5));
@@ -215,10 +220,14 @@ impl ChildGuard {
         let mut sent = None;
         if !self.wait_for_exit(first_wait) {
             if !in_a_hurry() {
-                self.note(&format!(
-                    "did not exit within {} ms of its stdin closing; sending SIGTERM",
-                    first_wait.as_millis()
-                ));
+                if sys::interrupts() > 0 {
+                    self.note("is being stopped (interrupted); sending SIGTERM");
+                } else {
+                    self.note(&format!(
+                        "did not exit within {} ms of its stdin closing; sending SIGTERM",
+                        first_wait.as_millis()
+                    ));
+                }
                 self.signal(sys::Sig::Term);
                 sent = Some(sys::Sig::Term);
             }

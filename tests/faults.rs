@@ -11,7 +11,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use support::{group_is_dead, is_dead, peak_rss_kib, ts_child, Running, BIN};
@@ -59,6 +59,25 @@ fn ctrl_c_sigterm_and_sighup_stop_the_child_and_exit_128_plus_the_signal() {
         assert_eq!(done.stdout, "Rust: Sending initial message\n");
         assert_nothing_left(child);
     }
+}
+
+/// After the goodbye the demo waits up to `--timeout-ms` for the child to exit; a first Ctrl-C
+/// cuts that wait to the grace period instead of being ignored until the timeout.
+#[test]
+fn a_first_ctrl_c_after_the_goodbye_stops_a_lingering_child_within_the_grace_period() {
+    let script = r#"echo $$ >&2; read l; echo '{"msg_type":"response","data":"Hello from TypeScript!"}'
+        for i in 1 2 3 4 5; do read l; echo "{\"msg_type\":\"ack\",\"data\":\"Acknowledged: Message $i from Rust\"}"; done
+        echo '{"msg_type":"exit","data":"Goodbye from TypeScript!"}'; echo said-goodbye >&2; exec sleep 60"#;
+    let demo = Running::demo_with_shell(&["--timeout-ms", "60000", "--grace-ms", "300"], script);
+    let child = demo.child_pid();
+    demo.wait_for_line(|l| l == "[child] said-goodbye");
+    let signalled = Instant::now();
+    demo.signal(Signal::SIGINT);
+    let done = demo.finish();
+    assert_eq!(done.code, Some(130), "{}", done.stderr);
+    assert!(signalled.elapsed() < Duration::from_secs(20), "took {:?}: {}", signalled.elapsed(), done.stderr);
+    assert!(done.stderr.contains("is being stopped (interrupted); sending SIGTERM"), "{}", done.stderr);
+    assert_nothing_left(child);
 }
 
 #[test]
