@@ -5,6 +5,8 @@ import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
+import type { Meta } from './schema.js';
+
 function run(cmd: string, args: string[], cwd: string): string {
   try {
     return execFileSync(cmd, args, { cwd, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
@@ -36,14 +38,7 @@ function npmVersion(root: string, pkg: string): string {
   }
 }
 
-export function machine(): {
-  cpu: string;
-  cores: number;
-  memory_gib: number;
-  os: string;
-  kernel: string;
-  loadavg_at_start: number[];
-} {
+export function machine(): Meta['machine'] {
   const cpuinfo = read('/proc/cpuinfo');
   const model = /^model name\s*:\s*(.+)$/m.exec(cpuinfo)?.[1] ?? os.cpus()[0]?.model ?? 'unknown';
   const distro = /^PRETTY_NAME="?([^"\n]+)"?$/m.exec(read('/etc/os-release'))?.[1] ?? os.type();

@@ -7,7 +7,7 @@ import { performance } from 'node:perf_hooks';
 
 import { Responder as JsResponder } from '../protocol.js';
 import { ackPrefix, type Ctx, FIXED_ID, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
-import { type RunOut, type SyncBody, timeSync, timeWindowed } from './measure.js';
+import { type RunOut, type SyncBody, timeSync, timeWindowed, windowedRecord } from './measure.js';
 import type { TimingRecord } from './schema.js';
 import { summarize } from './stats.js';
 
@@ -335,23 +335,7 @@ export async function runAsync(ctx: Ctx, addon: NativeAddon, emit: (r: TimingRec
     for (const window of WINDOWS) {
       if (window * size > MAX_IN_FLIGHT_BYTES) continue;
       const timed = await timeWindowed(ctx.budget, window, (count) => asyncRun(r, line, reply, window, count));
-      emit({
-        kind: 'roundtrip',
-        pass: ctx.pass,
-        scenario: '3',
-        path,
-        label: 'FFI handleLineAsync (Promise)',
-        driver: 'node',
-        payload: size,
-        window,
-        n: timed.n,
-        samples: timed.n,
-        warmup: timed.warmup,
-        batch: 1,
-        latency_ns: summarize(timed.latencies),
-        throughput: throughput(timed.n, timed.elapsedNs, size),
-        checked: timed.n,
-      });
+      emit(windowedRecord(ctx, { scenario: '3', path, label: 'FFI handleLineAsync (Promise)' }, size, window, timed));
     }
   }
 }

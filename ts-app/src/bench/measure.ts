@@ -3,7 +3,9 @@
 
 import { performance } from 'node:perf_hooks';
 
-import type { Budget } from './common.js';
+import { type Budget, type Ctx, throughput } from './common.js';
+import type { TimingRecord } from './schema.js';
+import { summarize } from './stats.js';
 
 /** Sub-microsecond calls are timed in batches of about this long, so one clock read
  * (~40 ns for `performance.now()` here) stays around 1% of a sample. */
@@ -120,4 +122,31 @@ export async function timeWindowed(
 
 function clamp(x: number, lo: number, hi: number): number {
   return Math.min(Math.max(x, lo), hi);
+}
+
+/** The record for one windowed timing of a Node-driven path (pipes and async FFI alike). */
+export function windowedRecord(
+  ctx: Ctx,
+  p: { scenario: string; path: string; label: string },
+  size: number,
+  window: number,
+  timed: WindowTimed,
+): TimingRecord {
+  return {
+    kind: 'roundtrip',
+    pass: ctx.pass,
+    scenario: p.scenario,
+    path: p.path,
+    label: p.label,
+    driver: 'node',
+    payload: size,
+    window,
+    n: timed.n,
+    samples: timed.n,
+    warmup: timed.warmup,
+    batch: 1,
+    latency_ns: summarize(timed.latencies),
+    throughput: throughput(timed.n, timed.elapsedNs, size),
+    checked: timed.n,
+  };
 }

@@ -17,13 +17,11 @@ import {
   PAYLOADS,
   payload,
   requestPrefix,
-  throughput,
   vmHwmKib,
   WINDOWS,
 } from './common.js';
-import { type RunOut, timeWindowed } from './measure.js';
+import { type RunOut, timeWindowed, windowedRecord } from './measure.js';
 import type { RssRecord, TimingRecord } from './schema.js';
-import { summarize } from './stats.js';
 
 /** A correct reply is the responder's ack, or the request itself from a raw echo. */
 export type Expect = 'ack' | 'echo';
@@ -238,23 +236,7 @@ export async function runPipe(
       for (const window of WINDOWS) {
         if (window * size > MAX_IN_FLIGHT_BYTES) continue;
         const timed = await timeWindowed(ctx.budget, window, (count) => peer.run(data, window, count, p.expect));
-        emit({
-          kind: 'roundtrip',
-          pass: ctx.pass,
-          scenario: p.scenario,
-          path: p.path,
-          label: p.label,
-          driver: 'node',
-          payload: size,
-          window,
-          n: timed.n,
-          samples: timed.n,
-          warmup: timed.warmup,
-          batch: 1,
-          latency_ns: summarize(timed.latencies),
-          throughput: throughput(timed.n, timed.elapsedNs, size),
-          checked: timed.n,
-        });
+        emit(windowedRecord(ctx, p, size, window, timed));
       }
     }
     const kib = await vmHwmKib(peer.child.pid);
