@@ -12,7 +12,12 @@ const EXCERPT_CHARS: usize = 40;
 
 /// The first 40 characters (Unicode scalar values) of `s`, then `…` if there was more.
 pub fn excerpt(s: &str) -> String {
-    match s.char_indices().nth(EXCERPT_CHARS) {
+    clip(s, EXCERPT_CHARS)
+}
+
+/// The first `chars` characters (Unicode scalar values) of `s`, then `…` if there was more.
+pub(crate) fn clip(s: &str, chars: usize) -> String {
+    match s.char_indices().nth(chars) {
         None => s.to_owned(),
         Some((cut, _)) => format!("{}…", &s[..cut]),
     }

@@ -11,13 +11,16 @@
 
 use std::ffi::OsString;
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::diag;
 use rust_ts_ipc::{excerpt, DemoError, Frame, Initiator, InitiatorStep, LineDecoder, Responder, ResponderOptions};
 
 /// How long a child gets to exit by itself once its stdin is closed, and again after SIGTERM.
@@ -29,9 +32,6 @@ const POLL: Duration = Duration::from_millis(50);
 /// Once the child has exited, how long its stdout may stay open (held by something it
 /// started) before the demo stops waiting for the rest of its output.
 const EOF_SETTLE: Duration = Duration::from_millis(500);
-/// Frames the reader may queue ahead of the demo. Beyond this it stops reading, so a child
-/// that floods its stdout blocks on its own writes instead of growing our memory.
-const EVENT_QUEUE: usize = 16;
 
 /// Everything that can end a run unsuccessfully, each with its own exit code.
 #[derive(Debug)]
@@ -46,7 +46,8 @@ pub enum HostError {
     ChildEnded(String),
     /// The child did not answer in time (exit 5).
     Timeout(String),
-    /// Our own stdin/stdout failed (exit 1).
+    /// Our own stdin/stdout failed (exit 1). A closed stdout is not an error: it ends the
+    /// demo normally.
     Io(String),
     /// A signal (SIGINT from Ctrl-C, SIGTERM, SIGHUP) ended the demo after the child was
     /// stopped and reaped (exit 128 + the signal's number: 130, 143, 129).
@@ -138,6 +139,7 @@ impl ChildGuard {
             let _ = child.wait();
             return Err(HostError::Spawn(format!("cannot start `{shown}`: its pipes were not created")));
         };
+        sys::record_group(&child);
         Ok((ChildGuard { child, stdin: Some(stdin), status: None, shown, grace }, stdout, stderr))
     }
 
@@ -203,13 +205,16 @@ impl ChildGuard {
 
     fn reap(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
+            // From here the pid may be reused, so the signal watcher must no longer touch it.
+            // The group has had its SIGKILL already (see `shutdown`).
+            sys::forget_group();
             self.status = self.child.wait().ok();
         }
         self.status
     }
 
     fn note(&self, what: &str) {
-        eprintln!("rust-ts-ipc: child `{}` {what}", self.shown);
+        diag::say(format_args!("rust-ts-ipc: child `{}` {what}", self.shown));
     }
 
     /// The shutdown sequence: close stdin, wait up to `first_wait`, SIGTERM the group, wait
@@ -264,6 +269,8 @@ enum Event {
     Line {
         number: u64,
         bytes: Vec<u8>,
+        /// Returns the line's bytes to the reader's budget once the demo is done with it.
+        _held: Held,
     },
     TooLong {
         number: u64,
@@ -294,13 +301,89 @@ impl fmt::Display for Cut {
     }
 }
 
+/// The bytes of the child's output held between the pipe and the demo: lines queued or being
+/// handled, and an unfinished line in the reader's decoder. The reader reads only while the
+/// two together are within the line limit (or nothing is queued), so the demo's memory is
+/// bounded by the limit whatever the child writes, not by a number of lines.
+struct Budget {
+    limit: usize,
+    /// Bytes of lines sent and not yet dropped by the demo.
+    queued: Mutex<usize>,
+    freed: Condvar,
+    /// The demo stopped listening: the reader must stop too.
+    closed: AtomicBool,
+}
+
+impl Budget {
+    fn new(limit: usize) -> Arc<Budget> {
+        Arc::new(Budget { limit, queued: Mutex::new(0), freed: Condvar::new(), closed: AtomicBool::new(false) })
+    }
+
+    /// Waits until `buffered` more bytes (the decoder's) fit beside the queued lines; false
+    /// once the demo has stopped listening.
+    fn wait_for_room(&self, buffered: usize) -> bool {
+        let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        while *queued > 0 && *queued + buffered > self.limit {
+            if self.closed.load(Ordering::SeqCst) {
+                return false;
+            }
+            queued = self.freed.wait(queued).unwrap_or_else(PoisonError::into_inner);
+        }
+        !self.closed.load(Ordering::SeqCst)
+    }
+
+    fn hold(self: &Arc<Self>, bytes: usize) -> Held {
+        *self.queued.lock().unwrap_or_else(PoisonError::into_inner) += bytes;
+        Held { budget: Arc::clone(self), bytes }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        let _guard = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        self.freed.notify_all();
+    }
+}
+
+/// A queued line's share of the [`Budget`], given back on drop.
+struct Held {
+    budget: Arc<Budget>,
+    bytes: usize,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut queued = self.budget.queued.lock().unwrap_or_else(PoisonError::into_inner);
+        *queued -= self.bytes;
+        self.budget.freed.notify_all();
+    }
+}
+
+/// The demo's end of the reader: events in arrival order. Dropping it closes the pipe's
+/// budget, so the reader stops and a child that keeps writing meets a closed pipe.
+struct Inbox {
+    events: Receiver<Event>,
+    budget: Arc<Budget>,
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        self.budget.close();
+    }
+}
+
 /// Reads the child's stdout into frames on its own thread so the demo can wait with a
-/// timeout. Stops when the demo drops its receiver.
-fn spawn_reader(mut stdout: impl Read + Send + 'static, max_line_bytes: usize, tx: SyncSender<Event>) {
+/// timeout. Returns the budget that bounds what it holds, for the demo's [`Inbox`].
+fn spawn_reader(mut stdout: impl Read + Send + 'static, max_line_bytes: usize, tx: Sender<Event>) -> Arc<Budget> {
+    let budget = Budget::new(max_line_bytes);
+    let reader_budget = Arc::clone(&budget);
     thread::spawn(move || {
+        let budget = reader_budget;
         let mut decoder = LineDecoder::new(max_line_bytes);
         let mut buf = vec![0; READ_CHUNK];
         loop {
+            if !budget.wait_for_room(decoder.buffered()) {
+                return; // the demo is done listening; closing the pipe tells the child
+            }
             match stdout.read(&mut buf) {
                 Ok(0) => {
                     // Whatever the decoder still holds is a line the child did not finish.
@@ -318,13 +401,17 @@ fn spawn_reader(mut stdout: impl Read + Send + 'static, max_line_bytes: usize, t
                     decoder.feed(&buf[..n]);
                     while let Some(frame) = decoder.next_frame() {
                         let event = match frame {
-                            Frame::Line { number, bytes } => Event::Line { number, bytes: bytes.to_vec() },
+                            Frame::Line { number, bytes } => {
+                                Event::Line { number, bytes: bytes.to_vec(), _held: budget.hold(bytes.len()) }
+                            }
                             Frame::TooLong { number, length } => Event::TooLong { number, length },
                         };
                         if tx.send(event).is_err() {
-                            return; // the demo is done listening; closing the pipe tells the child
+                            return;
                         }
                     }
+                    // Give back what a long line made the decoder grow to: the line is queued.
+                    decoder.shrink_to(2 * READ_CHUNK);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -334,39 +421,28 @@ fn spawn_reader(mut stdout: impl Read + Send + 'static, max_line_bytes: usize, t
             }
         }
     });
+    budget
 }
 
-/// Forwards the child's stderr to ours as it arrives, each line prefixed, on its own thread
-/// so a chatty child can never fill the pipe and stall. Memory is one read buffer however
-/// long its lines are. The receiver is signalled when the child's stderr closes.
-fn spawn_stderr_forwarder(stderr: impl Read + Send + 'static, prefix: &'static str) -> Receiver<()> {
+/// Forwards the child's stderr to ours as it arrives, each line prefixed `[child] `, on its
+/// own thread so a chatty child can never fill the pipe and stall. Memory is one read buffer
+/// however long its lines are, plus [`diag`]'s bounded queue; what our stderr cannot take is
+/// dropped there and counted, never waited for without end. The receiver is signalled when
+/// the child's stderr closes.
+fn spawn_stderr_forwarder(stderr: impl Read + Send + 'static) -> Receiver<()> {
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
-        let mut reader = BufReader::with_capacity(READ_CHUNK, stderr);
-        let mut out = Vec::with_capacity(READ_CHUNK + 1024);
-        let mut at_line_start = true;
+        let mut stderr = stderr;
+        let mut buf = vec![0; READ_CHUNK];
         loop {
-            let chunk = match reader.fill_buf() {
-                Ok([]) => break,
-                Ok(chunk) => chunk,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            match stderr.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => diag::forward(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
-            };
-            out.clear();
-            for piece in chunk.split_inclusive(|&b| b == b'\n') {
-                if at_line_start {
-                    out.extend_from_slice(prefix.as_bytes());
-                }
-                out.extend_from_slice(piece);
-                at_line_start = piece.ends_with(b"\n");
             }
-            let used = chunk.len();
-            reader.consume(used);
-            let _ = io::stderr().lock().write_all(&out);
         }
-        if !at_line_start {
-            let _ = io::stderr().lock().write_all(b"\n");
-        }
+        diag::end_of_child_stderr();
         let _ = tx.send(());
     });
     rx
@@ -393,6 +469,8 @@ enum Fault {
         stdout_open: bool,
     },
     Interrupt(i32),
+    /// Our stdout was closed (`rust-ts-ipc demo | head -1`): a normal way to end.
+    StdoutClosed,
 }
 
 impl From<HostError> for Fault {
@@ -404,11 +482,12 @@ impl From<HostError> for Fault {
 /// Plays the seed conversation with the child, printing the seed's output to `out`.
 pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostError> {
     let (mut child, stdout, stderr) = ChildGuard::spawn(&config.program, &config.args, config.grace)?;
-    // After the spawn, because a child inherits the blocked signals (std does not reset the
-    // mask), and before any other thread starts, because each thread must inherit it. A
-    // signal in between takes the default action: the demo dies and the child, in its own
-    // group, sees EOF on stdin.
-    let (tx, events) = mpsc::sync_channel(EVENT_QUEUE);
+    // Before the reader and forwarder threads start, because each thread inherits the mask
+    // that sends these signals to the watcher (std resets the mask in children, so the child
+    // gets the default actions either way). A signal before this takes the default action:
+    // the demo dies and the child, in its own group, sees EOF on stdin. `diag`'s writer
+    // blocks the signals itself, whenever it starts.
+    let (tx, events) = mpsc::channel();
     let interrupt_tx = tx.clone();
     sys::watch_interrupts(
         move |signal| {
@@ -418,14 +497,15 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         // some: only a demo stuck elsewhere (say, writing to a stdout nobody reads) needs it.
         config.timeout.max(config.grace) + config.grace + Duration::from_secs(5),
     );
-    let stderr_done = spawn_stderr_forwarder(stderr, "[child] ");
+    let stderr_done = spawn_stderr_forwarder(stderr);
     let mut initiator = Initiator::default();
-    spawn_reader(stdout, initiator.max_line_bytes(), tx);
+    let inbox = Inbox { events, budget: spawn_reader(stdout, initiator.max_line_bytes(), tx) };
 
-    let fault = converse(&mut child, &mut initiator, &events, config.timeout, out).err();
+    let fault = converse(&mut child, &mut initiator, &inbox.events, config.timeout, out).err();
     // Stop queueing the child's output: from here a child that floods its stdout meets a
     // closed pipe, not our memory.
-    drop(events);
+    drop(inbox);
+    let mut stdout_closed = false;
     let shown = child.shown.clone();
     let waiting = initiator.waiting_for();
     let result = match fault {
@@ -452,6 +532,11 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
             Err(HostError::ChildEnded(format!("child `{shown}` {how} while the demo was waiting for {waiting}{cut}")))
         }
         Some(Fault::Interrupt(signal)) => Err(interrupted(signal, &waiting, &mut child)),
+        Some(Fault::StdoutClosed) => {
+            stdout_closed = true;
+            child.shutdown(config.grace);
+            Ok(())
+        }
         Some(Fault::Host(e)) => {
             child.shutdown(config.grace);
             Err(e)
@@ -466,14 +551,18 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
     // Let the last of the child's stderr through before our own verdict.
     let _ = stderr_done.recv_timeout(Duration::from_millis(500));
     result?;
-    writeln!(out, "{}", Initiator::COMPLETE)
-        .and_then(|()| out.flush())
-        .map_err(|e| HostError::Io(format!("writing stdout: {e}")))
+    if stdout_closed {
+        return Ok(());
+    }
+    match writeln!(out, "{}", Initiator::COMPLETE).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(HostError::Io(format!("writing stdout: {e}"))),
+        _ => Ok(()),
+    }
 }
 
 fn interrupted(signal: i32, waiting: &str, child: &mut ChildGuard) -> HostError {
     let name = sys::signal_name(signal);
-    eprintln!("rust-ts-ipc: {name} received; stopping child `{}`", child.shown);
+    diag::say(format_args!("rust-ts-ipc: {name} received; stopping child `{}`", child.shown));
     let stopped = child.shutdown(child.grace);
     HostError::Interrupted {
         signal,
@@ -490,10 +579,12 @@ fn converse(
     out: &mut dyn Write,
 ) -> Result<(), Fault> {
     let mut apply = |child: &mut ChildGuard, step: InitiatorStep| -> Result<bool, Fault> {
-        for line in &step.print {
-            writeln!(out, "{line}").map_err(|e| HostError::Io(format!("writing stdout: {e}")))?;
+        let written = step.print.iter().try_for_each(|line| writeln!(out, "{line}")).and_then(|()| out.flush());
+        match written {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Err(Fault::StdoutClosed),
+            Err(e) => return Err(HostError::Io(format!("writing stdout: {e}")).into()),
         }
-        out.flush().map_err(|e| HostError::Io(format!("writing stdout: {e}")))?;
         // A child that stopped reading has usually exited: keep watching its stdout for the
         // EOF (or the exit) that says how, rather than guessing from the failed write.
         if !step.send.is_empty() && child.write(&step.send).is_err() {
@@ -531,7 +622,7 @@ fn converse(
             }
         };
         let step = match event {
-            Event::Line { number, bytes } => initiator.on_frame(Frame::Line { number, bytes: &bytes }),
+            Event::Line { number, bytes, .. } => initiator.on_frame(Frame::Line { number, bytes: &bytes }),
             Event::TooLong { number, length } => initiator.on_frame(Frame::TooLong { number, length }),
             Event::Eof { cut } => return Err(Fault::Ended { cut, stdout_open: false }),
             Event::ReadError(e) => return Err(HostError::Io(format!("reading the child's stdout: {e}")).into()),
@@ -594,7 +685,7 @@ pub fn ensure_ts_app_built(repo: &Path) -> Result<PathBuf, HostError> {
     if script.exists() {
         return Ok(script);
     }
-    eprintln!("rust-ts-ipc: {} is missing; building the TypeScript app once", script.display());
+    diag::say(format_args!("rust-ts-ipc: {} is missing; building the TypeScript app once", script.display()));
     if !repo.join("node_modules").join("typescript").exists() {
         run_npm(repo, &["ci"])?;
     }
@@ -608,7 +699,7 @@ pub fn ensure_ts_app_built(repo: &Path) -> Result<PathBuf, HostError> {
 
 fn run_npm(repo: &Path, args: &[&str]) -> Result<(), HostError> {
     let shown = format!("npm {}", args.join(" "));
-    eprintln!("rust-ts-ipc: running `{shown}` in {}", repo.display());
+    diag::say(format_args!("rust-ts-ipc: running `{shown}` in {}", repo.display()));
     let status = Command::new("npm")
         .args(args)
         .current_dir(repo)
@@ -639,6 +730,7 @@ fn show_command(program: &OsString, args: &[OsString]) -> String {
 mod sys {
     use std::process::{Child, Command};
     use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
+    use std::sync::{Mutex, PoisonError};
     use std::thread;
     use std::time::Duration;
 
@@ -647,6 +739,26 @@ mod sys {
 
     static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
     static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+    /// The running child's pid (= its process group), until just before it is reaped.
+    static CHILD_GROUP: Mutex<i32> = Mutex::new(0);
+
+    /// Remembers the child's group, for [`watch_interrupts`]' last resort.
+    pub fn record_group(child: &Child) {
+        if let Ok(pid) = i32::try_from(child.id()) {
+            *CHILD_GROUP.lock().unwrap_or_else(PoisonError::into_inner) = pid;
+        }
+    }
+
+    /// Forgets the child's group: called before reaping, after which its pid may be reused.
+    /// The lock makes the watcher's `killpg` happen before the reap, or not at all.
+    pub fn forget_group() {
+        *CHILD_GROUP.lock().unwrap_or_else(PoisonError::into_inner) = 0;
+    }
+
+    fn kill_recorded_group() -> bool {
+        let group = CHILD_GROUP.lock().unwrap_or_else(PoisonError::into_inner);
+        *group > 0 && killpg(Pid::from_raw(*group), Signal::SIGKILL).is_ok()
+    }
 
     /// The signals the host sends to the child's group.
     #[derive(Debug, Clone, Copy)]
@@ -716,11 +828,16 @@ mod sys {
                 if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
                     thread::spawn(move || {
                         thread::sleep(budget);
-                        eprintln!(
-                            "rust-ts-ipc: not stopped {} s after {}; exiting now",
+                        // The demo is stuck (say, writing to a stdout nobody reads): stop
+                        // the child's group here, since the demo cannot.
+                        let killed = kill_recorded_group();
+                        crate::diag::say(format_args!(
+                            "rust-ts-ipc: not stopped {} s after {}; exiting now{}",
                             budget.as_secs(),
-                            signal.as_str()
-                        );
+                            signal.as_str(),
+                            if killed { " (the child's process group was sent SIGKILL)" } else { "" }
+                        ));
+                        crate::diag::finish();
                         std::process::exit(128 + number);
                     });
                 }
@@ -778,6 +895,10 @@ mod sys {
     }
 
     pub fn watch_interrupts(_notify: impl Fn(i32) + Send + 'static, _budget: Duration) {}
+
+    pub fn record_group(_child: &Child) {}
+
+    pub fn forget_group() {}
 
     pub fn interrupts() -> usize {
         0

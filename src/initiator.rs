@@ -4,7 +4,7 @@
 use std::fmt;
 
 use crate::codec::{Frame, DEFAULT_MAX_LINE_BYTES};
-use crate::error::{excerpt, LineError, ProtocolError};
+use crate::error::{clip, excerpt, LineError, ProtocolError};
 use crate::message::{decode, Message};
 
 /// What the host should do after feeding the initiator.
@@ -32,7 +32,14 @@ pub enum DemoError {
     Unexpected {
         /// What was expected.
         expected: String,
-        /// What came, as printed.
+        /// What came, as printed (its `data` cut to an excerpt).
+        got: String,
+    },
+    /// The peer's message carries an id, but the demo sends none: it cannot be an answer.
+    UnknownId {
+        /// The id it carried.
+        id: u64,
+        /// The message, as printed (its `data` cut to an excerpt).
         got: String,
     },
 }
@@ -43,6 +50,9 @@ impl fmt::Display for DemoError {
             DemoError::Garbage(e) => write!(f, "child wrote non-protocol output: {e}"),
             DemoError::PeerError { data } => write!(f, "child answered with an error: {data}"),
             DemoError::Unexpected { expected, got } => write!(f, "expected {expected} from the child, got {got}"),
+            DemoError::UnknownId { id, got } => {
+                write!(f, "child replied with id {id}, but the demo sent no message with an id: {got}")
+            }
         }
     }
 }
@@ -130,24 +140,37 @@ impl Initiator {
         let garbage = |error| DemoError::Garbage(LineError { line, error });
         let text =
             std::str::from_utf8(bytes).map_err(|e| garbage(ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }))?;
+        // Borrowed, not copied: a line may be as long as the limit.
         let msg = decode(text).map_err(|r| garbage(r.error))?;
-        let msg = Message { msg_type: msg.msg_type.into_owned(), data: msg.data.into_owned(), id: msg.id };
-        self.on_message(&msg)
+        self.on_parts(&msg.msg_type, &msg.data, msg.id)
     }
 
     /// Feeds one decoded message from the peer.
     pub fn on_message(&mut self, msg: &Message) -> Result<InitiatorStep, DemoError> {
-        let mut step = InitiatorStep { print: vec![format!("Received from TS: {}", Shown(msg))], ..Default::default() };
-        if msg.msg_type == "error" {
-            return Err(DemoError::PeerError { data: msg.data.clone() });
+        self.on_parts(&msg.msg_type, &msg.data, msg.id)
+    }
+
+    fn on_parts(&mut self, msg_type: &str, data: &str, id: Option<u64>) -> Result<InitiatorStep, DemoError> {
+        // Errors quote what came as an excerpt, so a long message cannot make a long error.
+        let got = || Shown { msg_type, data: &excerpt(data), id }.to_string();
+        if let Some(id) = id {
+            return Err(DemoError::UnknownId { id, got: got() });
+        }
+        if msg_type == "error" {
+            return Err(DemoError::PeerError { data: clip(data, PEER_ERROR_CHARS) });
         }
         let expect = |want_type: &str, want_data: &str| -> Result<(), DemoError> {
-            if msg.msg_type == want_type && msg.data == want_data {
+            if msg_type == want_type && data == want_data {
                 Ok(())
             } else {
-                let expected = format!("{}", Shown(&Message::new(want_type, want_data)));
-                Err(DemoError::Unexpected { expected, got: format!("{}", Shown(msg)) })
+                let expected = Shown { msg_type: want_type, data: want_data, id: None }.to_string();
+                Err(DemoError::Unexpected { expected, got: got() })
             }
+        };
+        // Printed only once it is what was expected, so a line is as short as the seed's.
+        let mut step = InitiatorStep {
+            print: vec![format!("Received from TS: {}", Shown { msg_type, data, id })],
+            ..Default::default()
         };
         match self.state {
             State::AwaitingHello => {
@@ -169,7 +192,7 @@ impl Initiator {
                 step.finished = true;
             }
             State::NotStarted | State::Finished => {
-                return Err(DemoError::Unexpected { expected: "nothing".to_owned(), got: format!("{}", Shown(msg)) });
+                return Err(DemoError::Unexpected { expected: "nothing".to_owned(), got: got() });
             }
         }
         Ok(step)
@@ -189,13 +212,20 @@ fn data_text(n: u32) -> String {
     format!("Message {n} from Rust")
 }
 
+/// How much of a peer's `error` text the demo quotes (the responders' own are far shorter).
+const PEER_ERROR_CHARS: usize = 1000;
+
 /// The seed's output format: `Message { msg_type: "ack", data: "..." }` (Rust's `Debug` of
 /// the original two-field struct), with `, id: N` only when an id is present.
-struct Shown<'a>(&'a Message);
+struct Shown<'a> {
+    msg_type: &'a str,
+    data: &'a str,
+    id: Option<u64>,
+}
 
 impl fmt::Display for Shown<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Message { msg_type, data, id } = self.0;
+        let Shown { msg_type, data, id } = self;
         write!(f, "Message {{ msg_type: {:?}, data: {:?}", excerpt(msg_type), data)?;
         match id {
             Some(id) => write!(f, ", id: {id} }}"),
@@ -270,6 +300,39 @@ mod tests {
         initiator.start();
         let err = initiator.on_message(&Message::new("error", "line 1: bad")).err();
         assert_eq!(err, Some(DemoError::PeerError { data: "line 1: bad".to_owned() }));
+    }
+
+    #[test]
+    fn a_reply_with_an_id_the_demo_never_sent_is_a_protocol_error_naming_it() {
+        let mut initiator = Initiator::default();
+        initiator.start();
+        let line = br#"{"msg_type":"response","data":"Hello from TypeScript!","id":7}"#;
+        let err = initiator.on_frame(Frame::Line { number: 1, bytes: line }).err();
+        assert_eq!(
+            err.map(|e| e.to_string()),
+            Some(
+                r#"child replied with id 7, but the demo sent no message with an id: Message { msg_type: "response", data: "Hello from TypeScript!", id: 7 }"#
+                    .to_owned()
+            )
+        );
+        assert_eq!(initiator.waiting_for(), "the reply to the greeting", "the conversation did not advance");
+    }
+
+    #[test]
+    fn errors_quote_a_long_message_as_an_excerpt() {
+        let mut initiator = Initiator::default();
+        initiator.start();
+        let long = "x".repeat(1 << 20);
+        let err = initiator.on_message(&Message::new("response", long.as_str())).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some(concat!(
+                r#"expected Message { msg_type: "response", data: "Hello from TypeScript!" } from the child, "#,
+                r#"got Message { msg_type: "response", data: "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…" }"#
+            ))
+        );
+        let err = initiator.on_message(&Message::new("error", long.as_str())).err().map(|e| e.to_string());
+        assert_eq!(err.map(|e| e.chars().count()), Some("child answered with an error: ".len() + 1000 + 1));
     }
 
     #[test]

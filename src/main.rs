@@ -1,9 +1,11 @@
 //! `rust-ts-ipc`: the demo (Rust parent, Node child) and `serve` (Rust responder on stdio).
 //! This file only parses arguments and wires the host; see `host.rs` and the library.
 
+mod diag;
 mod host;
 
 use std::ffi::OsString;
+use std::io::{self, Write};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -33,35 +35,46 @@ after stopping the child (129 SIGHUP, 130 SIGINT/Ctrl-C, 143 SIGTERM).";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    match run(args) {
+    let code = match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("rust-ts-ipc: {e}");
+            diag::say(format_args!("rust-ts-ipc: {e}"));
             if let HostError::Usage(_) = e {
-                eprintln!("\n{USAGE}");
+                diag::say(format_args!("\n{USAGE}"));
             }
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
-    }
+    };
+    // Bounded: a stderr nobody reads costs at most `diag::STUCK` here, and no exit code.
+    diag::finish();
+    code
 }
 
 fn run(args: Vec<OsString>) -> Result<(), HostError> {
     let mut args = args.into_iter();
     let first = args.next();
-    match first.as_ref().and_then(|a| a.to_str()) {
-        None => demo(Vec::new()),
-        Some("demo") => demo(args.collect()),
-        Some("serve") => serve(args.collect()),
-        Some("-h" | "--help") => {
-            println!("{USAGE}");
-            Ok(())
-        }
-        Some("-V" | "--version") => {
-            println!("rust-ts-ipc {}", env!("CARGO_PKG_VERSION"));
-            Ok(())
-        }
-        Some(s) if s.starts_with('-') => demo(first.into_iter().chain(args).collect()),
-        Some(other) => Err(HostError::Usage(format!("unknown command `{other}`"))),
+    let Some(first) = first else { return demo(Vec::new()) };
+    let Some(name) = first.to_str() else {
+        return Err(HostError::Usage(format!(
+            "the first argument {first:?} is not valid UTF-8 (expected a command or a flag)"
+        )));
+    };
+    match name {
+        "demo" => demo(args.collect()),
+        "serve" => serve(args.collect()),
+        "-h" | "--help" => print(USAGE),
+        "-V" | "--version" => print(&format!("rust-ts-ipc {}", env!("CARGO_PKG_VERSION"))),
+        s if s.starts_with('-') => demo(std::iter::once(first).chain(args).collect()),
+        other => Err(HostError::Usage(format!("unknown command `{other}`"))),
+    }
+}
+
+/// Prints `text` to stdout. A closed stdout (`rust-ts-ipc --help | true`) is not an error.
+fn print(text: &str) -> Result<(), HostError> {
+    let mut stdout = io::stdout().lock();
+    match writeln!(stdout, "{text}").and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(HostError::Io(format!("writing stdout: {e}"))),
+        _ => Ok(()),
     }
 }
 

@@ -1,0 +1,242 @@
+//! The demo's own stdout and stderr, closed or open with nobody reading them. Writing a
+//! diagnostic never panics and never blocks a timeout, a signal or the child's shutdown; a
+//! closed stdout is a normal end; what a stuck stderr cannot take is dropped and counted.
+// Linux only: process groups, /proc, signals.
+#![cfg(target_os = "linux")]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read};
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use support::{group_is_dead, is_dead, BIN, PATIENCE};
+
+const SEED_OUTPUT: &str = include_str!("seed-output.txt");
+
+/// A fresh directory for one test's files.
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rust-ts-ipc-{}-{name}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// The pid the child wrote to `path` (`echo $$ >path`), waiting for it to appear.
+fn pid_from(path: &Path) -> i32 {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(pid) = fs::read_to_string(path).ok().and_then(|s| s.trim().parse().ok()) {
+            return pid;
+        }
+        assert!(Instant::now() < deadline, "the child never wrote {}", path.display());
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// The write end of a pipe whose read end is already closed: every write fails with EPIPE.
+fn closed_pipe() -> OwnedFd {
+    let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+    let write_end = OwnedFd::from(reader.stdin.take().unwrap());
+    reader.wait().unwrap();
+    write_end
+}
+
+/// Waits (at most [`PATIENCE`]) for `child` to exit; kills it and fails if it does not.
+fn exit_of(child: &mut Child, what: &str) -> ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what}: the demo was still running after {PATIENCE:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Kills `pid` if it is still running after [`PATIENCE`], so a test reading a hung demo's
+/// output fails instead of hanging too. Disarmed when dropped (before the pid is reaped).
+struct KillAfterPatience(Arc<AtomicBool>);
+
+impl KillAfterPatience {
+    fn new(pid: u32) -> KillAfterPatience {
+        let pid = Pid::from_raw(i32::try_from(pid).unwrap());
+        let disarmed = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&disarmed);
+        thread::spawn(move || {
+            let deadline = Instant::now() + PATIENCE;
+            while Instant::now() < deadline {
+                if flag.load(Ordering::SeqCst) {
+                    return;
+                }
+                thread::sleep(Duration::from_millis(50));
+            }
+            let _ = kill(pid, Signal::SIGKILL);
+        });
+        KillAfterPatience(disarmed)
+    }
+}
+
+impl Drop for KillAfterPatience {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn assert_nothing_left(child: i32) {
+    assert!(is_dead(child), "child {child} is still running");
+    assert!(group_is_dead(child), "processes left in the child's group {child}");
+}
+
+#[test]
+fn a_closed_stderr_neither_panics_the_demo_nor_leaves_its_child_running() {
+    let dir = scratch("closed-stderr");
+    let pid_file = dir.join("child.pid");
+    let script = format!("echo $$ >{}; echo to-stderr >&2; exec sleep 30", pid_file.display());
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--timeout-ms", "300", "--grace-ms", "300", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(closed_pipe())
+        .spawn()
+        .unwrap();
+    let child = pid_from(&pid_file);
+    let status = exit_of(&mut demo, "closed stderr");
+    // The timeout's exit code, not a panic (101) or an abort (SIGABRT).
+    assert_eq!(status.code(), Some(5), "{status}");
+    assert_nothing_left(child);
+}
+
+/// `rust-ts-ipc demo | head -1` and `rust-ts-ipc demo 2>&1 | head -1`: the reader goes away
+/// after the first line, while the conversation goes on.
+#[test]
+fn a_closed_stdout_is_a_normal_end_and_the_child_is_still_stopped_cleanly() {
+    for merged in [false, true] {
+        let dir = scratch(if merged { "closed-stdout-merged" } else { "closed-stdout" });
+        let (pid_file, go) = (dir.join("child.pid"), dir.join("go"));
+        // Answers only once the reader is gone, then exits on EOF like any of our children.
+        let script = format!(
+            "echo $$ >{}; while [ ! -e {} ]; do sleep 0.01; done; echo answering >&2; exec {BIN} serve",
+            pid_file.display(),
+            go.display()
+        );
+        let mut head = Command::new("head").arg("-n1").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+        let pipe = OwnedFd::from(head.stdin.take().unwrap());
+        let mut command = Command::new(BIN);
+        command.args(["demo", "--grace-ms", "5000", "--", "sh", "-c", &script]).stdin(Stdio::null());
+        if merged {
+            command.stderr(pipe.try_clone().unwrap());
+        }
+        let mut demo = command.stdout(pipe).spawn().unwrap();
+        let watchdog = KillAfterPatience::new(demo.id());
+        let mut first = String::new();
+        head.stdout.take().unwrap().read_to_string(&mut first).unwrap();
+        assert_eq!(first, "Rust: Sending initial message\n");
+        head.wait().unwrap();
+        let child = pid_from(&pid_file);
+        fs::write(&go, "").unwrap();
+        drop(watchdog);
+        let status = exit_of(&mut demo, "closed stdout");
+        assert_eq!(status.code(), Some(0), "merged={merged}: {status}");
+        // Stopped by closing its stdin (`serve` exits on EOF), well within the grace period.
+        assert_nothing_left(child);
+    }
+}
+
+/// A stderr that is open but never read (a pipe nobody drains): the conversation, its
+/// timeout and signals all work, and the demo exits on its own.
+#[test]
+fn a_stderr_nobody_reads_stalls_neither_the_conversation_nor_timeouts_nor_signals() {
+    let dir = scratch("stuck-stderr");
+    let pid_file = dir.join("child.pid");
+    let flood = "head -c 300000 /dev/zero >&2";
+    let cases: [(&str, String, Option<Signal>, i32); 3] = [
+        ("answers", format!("echo $$ >{}; {flood}; exec {BIN} serve", pid_file.display()), None, 0),
+        ("never answers", format!("echo $$ >{}; {flood}; exec sleep 60", pid_file.display()), None, 5),
+        ("killed", format!("echo $$ >{}; {flood}; exec sleep 60", pid_file.display()), Some(Signal::SIGTERM), 143),
+    ];
+    for (what, script, signal, code) in cases {
+        let _ = fs::remove_file(&pid_file);
+        let timeout = if signal.is_some() { "60000" } else { "500" };
+        let mut demo = Command::new(BIN)
+            .args(["demo", "--timeout-ms", timeout, "--grace-ms", "300", "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Held open, never read until the demo has exited.
+        let stderr = demo.stderr.take().unwrap();
+        let stdout = demo.stdout.take().unwrap();
+        let stdout = thread::spawn(move || {
+            let mut all = String::new();
+            BufReader::new(stdout).read_to_string(&mut all).unwrap();
+            all
+        });
+        let child = pid_from(&pid_file);
+        if let Some(signal) = signal {
+            thread::sleep(Duration::from_millis(1500));
+            kill(Pid::from_raw(i32::try_from(demo.id()).unwrap()), signal).unwrap();
+        }
+        let status = exit_of(&mut demo, what);
+        assert_eq!(status.code(), Some(code), "{what}: {status}");
+        if code == 0 {
+            assert_eq!(stdout.join().unwrap(), SEED_OUTPUT);
+        }
+        assert_nothing_left(child);
+        drop(stderr);
+    }
+}
+
+/// What a stuck stderr could not take is counted, and said in the demo's last stderr line
+/// once stderr moves again: nothing is lost without a word.
+#[test]
+fn child_stderr_dropped_while_our_stderr_was_stuck_is_counted_in_the_last_line() {
+    const FLOOD: u64 = 4 * 1024 * 1024;
+    let script = format!("head -c {FLOOD} /dev/zero >&2; exec {BIN} serve");
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--timeout-ms", "20000", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watchdog = KillAfterPatience::new(demo.id());
+    let mut stderr = demo.stderr.take().unwrap();
+    // The demo's last stdout line comes before its last stderr line.
+    let mut stdout = BufReader::new(demo.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.ends_with("Communication complete!\n") {
+        assert!(stdout.read_line(&mut seen).unwrap() > 0, "stdout ended early: {seen}");
+    }
+    assert_eq!(seen, SEED_OUTPUT);
+    // Only now, with the conversation over, does anyone read the demo's stderr.
+    let mut text = Vec::new();
+    stderr.read_to_end(&mut text).unwrap();
+    drop(watchdog);
+    assert_eq!(exit_of(&mut demo, "stuck stderr").code(), Some(0));
+    let forwarded = text.iter().filter(|&&b| b == 0).count() as u64;
+    let text = String::from_utf8_lossy(&text);
+    let last = text.lines().last().unwrap_or_default();
+    let dropped: u64 = last
+        .strip_prefix("rust-ts-ipc: dropped ")
+        .and_then(|rest| rest.strip_suffix(" bytes of the child's stderr while our stderr was not being read"))
+        .unwrap_or_else(|| panic!("forwarded {forwarded}; stderr: {:?}", text.replace('\0', "")))
+        .parse()
+        .unwrap();
+    assert!(dropped > 0, "{last}");
+    assert_eq!(forwarded + dropped, FLOOD, "forwarded {forwarded} + dropped {dropped}");
+}
