@@ -75,20 +75,6 @@ impl LineDecoder {
         self.buf.len() - self.start
     }
 
-    /// Gives back memory a long line made the buffer grow to, keeping at least
-    /// `min_capacity` bytes (and whatever an unfinished line needs). Call it after draining
-    /// [`next_frame`](Self::next_frame) when the lines were copied out, so the decoder does
-    /// not keep a line limit's worth of memory for the rest of the stream.
-    pub fn shrink_to(&mut self, min_capacity: usize) {
-        if self.buf.capacity() <= min_capacity {
-            return;
-        }
-        self.buf.drain(..self.start);
-        self.scanned -= self.start;
-        self.start = 0;
-        self.buf.shrink_to(min_capacity);
-    }
-
     /// Adds a chunk of input. Drain [`next_frame`](Self::next_frame) before feeding again
     /// if you want memory bounded by the chunk size.
     pub fn feed(&mut self, mut chunk: &[u8]) {
@@ -222,20 +208,6 @@ mod tests {
             out.push(show(f));
         }
         out
-    }
-
-    #[test]
-    fn shrink_to_gives_back_a_long_lines_memory_and_keeps_an_unfinished_line() {
-        let mut d = LineDecoder::new(1 << 20);
-        let long = vec![b'x'; 1 << 19];
-        d.feed(&long);
-        d.feed(b"\nab");
-        assert_eq!(d.next_frame(), Some(Frame::Line { number: 1, bytes: &long }));
-        assert_eq!(d.next_frame(), None);
-        d.shrink_to(64);
-        assert!(d.buf.capacity() < 1024, "kept {} bytes", d.buf.capacity());
-        d.feed(b"c\n");
-        assert_eq!(d.next_frame(), Some(Frame::Line { number: 2, bytes: b"abc" }));
     }
 
     #[test]

@@ -266,20 +266,14 @@ impl Drop for ChildGuard {
 
 /// What the reader thread (and the signal watcher) tell the demo.
 enum Event {
-    Line {
-        number: u64,
+    /// Bytes the child wrote to its stdout.
+    Chunk {
         bytes: Vec<u8>,
-        /// Returns the line's bytes to the reader's budget once the demo is done with it.
+        /// Returns the chunk's bytes to the reader's budget once the demo is done with it.
         _held: Held,
     },
-    TooLong {
-        number: u64,
-        length: usize,
-    },
-    /// The child's stdout closed; `cut` is a last line it did not finish.
-    Eof {
-        cut: Option<Cut>,
-    },
+    /// The child's stdout closed.
+    Eof,
     ReadError(io::Error),
     Interrupt(i32),
 }
@@ -289,6 +283,19 @@ struct Cut {
     number: u64,
     length: usize,
     start: String,
+}
+
+impl Cut {
+    /// What the decoder still holds at the end of the child's output, if anything.
+    fn of(frame: Frame<'_>) -> Cut {
+        match frame {
+            Frame::Line { number, bytes } => {
+                let head = &bytes[..bytes.len().min(4 * 40)];
+                Cut { number, length: bytes.len(), start: excerpt(&String::from_utf8_lossy(head)) }
+            }
+            Frame::TooLong { number, length } => Cut { number, length, start: String::new() },
+        }
+    }
 }
 
 impl fmt::Display for Cut {
@@ -301,13 +308,15 @@ impl fmt::Display for Cut {
     }
 }
 
-/// The bytes of the child's output held between the pipe and the demo: lines queued or being
-/// handled, and an unfinished line in the reader's decoder. The reader reads only while the
-/// two together are within the line limit (or nothing is queued), so the demo's memory is
-/// bounded by the limit whatever the child writes, not by a number of lines.
+/// Bytes the reader may have read ahead of the demo. The reader moves raw chunks and the
+/// demo frames them with its one decoder, so a line is held once (in that decoder) however
+/// long it is, and memory is bounded in bytes, not in lines.
+const READ_AHEAD: usize = 4 * READ_CHUNK;
+
+/// The bytes of the child's output between the pipe and the demo: chunks queued or being
+/// framed. The reader reads only while they are under [`READ_AHEAD`].
 struct Budget {
-    limit: usize,
-    /// Bytes of lines sent and not yet dropped by the demo.
+    /// Bytes of chunks sent and not yet dropped by the demo.
     queued: Mutex<usize>,
     freed: Condvar,
     /// The demo stopped listening: the reader must stop too.
@@ -315,18 +324,10 @@ struct Budget {
 }
 
 impl Budget {
-    fn new(limit: usize) -> Arc<Budget> {
-        Arc::new(Budget { limit, queued: Mutex::new(0), freed: Condvar::new(), closed: AtomicBool::new(false) })
-    }
-
-    /// Waits until `buffered` more bytes (the decoder's) fit beside the queued lines; false
-    /// once the demo has stopped listening.
-    fn wait_for_room(&self, buffered: usize) -> bool {
+    /// Waits until the queue is under [`READ_AHEAD`]; false once the demo stopped listening.
+    fn wait_for_room(&self) -> bool {
         let mut queued = self.queued.lock().unwrap_or_else(PoisonError::into_inner);
-        while *queued > 0 && *queued + buffered > self.limit {
-            if self.closed.load(Ordering::SeqCst) {
-                return false;
-            }
+        while *queued >= READ_AHEAD && !self.closed.load(Ordering::SeqCst) {
             queued = self.freed.wait(queued).unwrap_or_else(PoisonError::into_inner);
         }
         !self.closed.load(Ordering::SeqCst)
@@ -344,7 +345,7 @@ impl Budget {
     }
 }
 
-/// A queued line's share of the [`Budget`], given back on drop.
+/// A queued chunk's share of the [`Budget`], given back on drop.
 struct Held {
     budget: Arc<Budget>,
     bytes: usize,
@@ -358,11 +359,13 @@ impl Drop for Held {
     }
 }
 
-/// The demo's end of the reader: events in arrival order. Dropping it closes the pipe's
-/// budget, so the reader stops and a child that keeps writing meets a closed pipe.
+/// The demo's end of the reader: events in arrival order, and the decoder that frames the
+/// child's output. Dropping it closes the budget, so the reader stops and a child that keeps
+/// writing meets a closed pipe.
 struct Inbox {
     events: Receiver<Event>,
     budget: Arc<Budget>,
+    decoder: LineDecoder,
 }
 
 impl Drop for Inbox {
@@ -371,53 +374,27 @@ impl Drop for Inbox {
     }
 }
 
-/// Reads the child's stdout into frames on its own thread so the demo can wait with a
-/// timeout. Returns the budget that bounds what it holds, for the demo's [`Inbox`].
-fn spawn_reader(mut stdout: impl Read + Send + 'static, max_line_bytes: usize, tx: Sender<Event>) -> Arc<Budget> {
-    let budget = Budget::new(max_line_bytes);
+/// Reads the child's stdout in chunks on its own thread so the demo can wait with a
+/// timeout. Returns the budget that bounds what it reads ahead, for the demo's [`Inbox`].
+fn spawn_reader(mut stdout: impl Read + Send + 'static, tx: Sender<Event>) -> Arc<Budget> {
+    let budget = Arc::new(Budget { queued: Mutex::new(0), freed: Condvar::new(), closed: AtomicBool::new(false) });
     let reader_budget = Arc::clone(&budget);
     thread::spawn(move || {
         let budget = reader_budget;
-        let mut decoder = LineDecoder::new(max_line_bytes);
-        let mut buf = vec![0; READ_CHUNK];
-        loop {
-            if !budget.wait_for_room(decoder.buffered()) {
-                return; // the demo is done listening; closing the pipe tells the child
-            }
-            match stdout.read(&mut buf) {
-                Ok(0) => {
-                    // Whatever the decoder still holds is a line the child did not finish.
-                    let cut = decoder.finish().map(|frame| match frame {
-                        Frame::Line { number, bytes } => {
-                            let head = &bytes[..bytes.len().min(4 * 40)];
-                            Cut { number, length: bytes.len(), start: excerpt(&String::from_utf8_lossy(head)) }
-                        }
-                        Frame::TooLong { number, length } => Cut { number, length, start: String::new() },
-                    });
-                    let _ = tx.send(Event::Eof { cut });
-                    return;
-                }
+        while budget.wait_for_room() {
+            let mut buf = vec![0; READ_CHUNK];
+            let event = match stdout.read(&mut buf) {
+                Ok(0) => Event::Eof,
                 Ok(n) => {
-                    decoder.feed(&buf[..n]);
-                    while let Some(frame) = decoder.next_frame() {
-                        let event = match frame {
-                            Frame::Line { number, bytes } => {
-                                Event::Line { number, bytes: bytes.to_vec(), _held: budget.hold(bytes.len()) }
-                            }
-                            Frame::TooLong { number, length } => Event::TooLong { number, length },
-                        };
-                        if tx.send(event).is_err() {
-                            return;
-                        }
-                    }
-                    // Give back what a long line made the decoder grow to: the line is queued.
-                    decoder.shrink_to(2 * READ_CHUNK);
+                    buf.truncate(n);
+                    Event::Chunk { _held: budget.hold(n), bytes: buf }
                 }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.send(Event::ReadError(e));
-                    return;
-                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Event::ReadError(e),
+            };
+            let last = !matches!(event, Event::Chunk { .. });
+            if tx.send(event).is_err() || last {
+                return;
             }
         }
     });
@@ -499,9 +476,10 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
     );
     let stderr_done = spawn_stderr_forwarder(stderr);
     let mut initiator = Initiator::default();
-    let inbox = Inbox { events, budget: spawn_reader(stdout, initiator.max_line_bytes(), tx) };
+    let mut inbox =
+        Inbox { events, budget: spawn_reader(stdout, tx), decoder: LineDecoder::new(initiator.max_line_bytes()) };
 
-    let fault = converse(&mut child, &mut initiator, &inbox.events, config.timeout, out).err();
+    let fault = converse(&mut child, &mut initiator, &mut inbox, config.timeout, out).err();
     // Stop queueing the child's output: from here a child that floods its stdout meets a
     // closed pipe, not our memory.
     drop(inbox);
@@ -574,7 +552,7 @@ fn interrupted(signal: i32, waiting: &str, child: &mut ChildGuard) -> HostError 
 fn converse(
     child: &mut ChildGuard,
     initiator: &mut Initiator,
-    events: &Receiver<Event>,
+    inbox: &mut Inbox,
     timeout: Duration,
     out: &mut dyn Write,
 ) -> Result<(), Fault> {
@@ -597,9 +575,9 @@ fn converse(
     let mut exited_at: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        let event = match events.recv_timeout(POLL.min(deadline.saturating_duration_since(now))) {
+        let event = match inbox.events.recv_timeout(POLL.min(deadline.saturating_duration_since(now))) {
             Ok(event) => event,
-            Err(RecvTimeoutError::Disconnected) => Event::Eof { cut: None },
+            Err(RecvTimeoutError::Disconnected) => Event::Eof,
             Err(RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
                 if now >= deadline {
@@ -621,17 +599,23 @@ fn converse(
                 continue;
             }
         };
-        let step = match event {
-            Event::Line { number, bytes, .. } => initiator.on_frame(Frame::Line { number, bytes: &bytes }),
-            Event::TooLong { number, length } => initiator.on_frame(Frame::TooLong { number, length }),
-            Event::Eof { cut } => return Err(Fault::Ended { cut, stdout_open: false }),
+        match event {
+            Event::Chunk { bytes, .. } => inbox.decoder.feed(&bytes),
+            Event::Eof => {
+                // Whatever the decoder still holds is a line the child did not finish.
+                let cut = inbox.decoder.finish().map(Cut::of);
+                return Err(Fault::Ended { cut, stdout_open: false });
+            }
             Event::ReadError(e) => return Err(HostError::Io(format!("reading the child's stdout: {e}")).into()),
             Event::Interrupt(signal) => return Err(Fault::Interrupt(signal)),
-        };
-        if apply(child, step.map_err(HostError::Protocol)?)? {
-            return Ok(());
         }
-        deadline = Instant::now() + timeout;
+        while let Some(frame) = inbox.decoder.next_frame() {
+            let step = initiator.on_frame(frame).map_err(HostError::Protocol)?;
+            if apply(child, step)? {
+                return Ok(());
+            }
+            deadline = Instant::now() + timeout;
+        }
     }
 }
 

@@ -159,40 +159,31 @@ impl Initiator {
         if msg_type == "error" {
             return Err(DemoError::PeerError { data: clip(data, PEER_ERROR_CHARS) });
         }
-        let expect = |want_type: &str, want_data: &str| -> Result<(), DemoError> {
-            if msg_type == want_type && data == want_data {
-                Ok(())
-            } else {
-                let expected = Shown { msg_type: want_type, data: want_data, id: None }.to_string();
-                Err(DemoError::Unexpected { expected, got: got() })
+        let (want_type, want_data) = match self.state {
+            State::AwaitingHello => ("response", "Hello from TypeScript!".to_owned()),
+            State::AwaitingAck(n) => ("ack", format!("Acknowledged: {}", data_text(n))),
+            State::AwaitingExit => ("exit", "Goodbye from TypeScript!".to_owned()),
+            State::NotStarted | State::Finished => {
+                return Err(DemoError::Unexpected { expected: "nothing".to_owned(), got: got() });
             }
         };
+        if msg_type != want_type || data != want_data {
+            let expected = Shown { msg_type: want_type, data: &want_data, id: None }.to_string();
+            return Err(DemoError::Unexpected { expected, got: got() });
+        }
         // Printed only once it is what was expected, so a line is as short as the seed's.
         let mut step = InitiatorStep {
             print: vec![format!("Received from TS: {}", Shown { msg_type, data, id })],
             ..Default::default()
         };
         match self.state {
-            State::AwaitingHello => {
-                expect("response", "Hello from TypeScript!")?;
-                self.send_data(1, &mut step);
-            }
-            State::AwaitingAck(n) => {
-                expect("ack", &format!("Acknowledged: {}", data_text(n)))?;
-                if n < self.data_messages {
-                    self.send_data(n + 1, &mut step);
-                } else {
-                    self.state = State::AwaitingExit;
-                }
-            }
-            State::AwaitingExit => {
-                expect("exit", "Goodbye from TypeScript!")?;
+            State::AwaitingHello => self.send_data(1, &mut step),
+            State::AwaitingAck(n) if n < self.data_messages => self.send_data(n + 1, &mut step),
+            State::AwaitingAck(_) => self.state = State::AwaitingExit,
+            _ => {
                 self.state = State::Finished;
                 step.print.push(Self::EXIT_SEEN.to_owned());
                 step.finished = true;
-            }
-            State::NotStarted | State::Finished => {
-                return Err(DemoError::Unexpected { expected: "nothing".to_owned(), got: got() });
             }
         }
         Ok(step)

@@ -67,13 +67,15 @@ pub(crate) struct Rejected {
     pub id: Option<u64>,
 }
 
-/// The fast path: what serde can borrow straight out of the line.
+/// The fast path: the fields as raw JSON text borrowed from the line. Strings are decoded by
+/// [`json_string`], not by serde, which would build an escaped string twice (its scratch
+/// buffer, then a copy): a line at the limit must not cost three times the limit.
 #[derive(Deserialize)]
 struct Borrowed<'a> {
     #[serde(borrow)]
-    msg_type: Cow<'a, str>,
+    msg_type: &'a RawValue,
     #[serde(borrow)]
-    data: Cow<'a, str>,
+    data: &'a RawValue,
     #[serde(default)]
     id: Option<u64>,
 }
@@ -92,10 +94,70 @@ pub(crate) fn decode(line: &str) -> Result<Incoming<'_>, Rejected> {
     // on the error text, so both paths always agree.
     if let Ok(m) = serde_json::from_str::<Borrowed<'_>>(line) {
         if m.id.is_none_or(|id| id <= MAX_SAFE_ID) {
-            return Ok(Incoming { msg_type: m.msg_type, data: m.data, id: m.id });
+            if let (Some(msg_type), Some(data)) = (json_string(m.msg_type.get()), json_string(m.data.get())) {
+                return Ok(Incoming { msg_type, data, id: m.id });
+            }
         }
     }
     decode_slow(line)
+}
+
+/// The value of a JSON string literal (`raw` is its text, quotes included, as serde checked
+/// it): borrowed when it has no escapes, else unescaped into one string no longer than
+/// `raw`. `None` if `raw` is not a string, or holds an unpaired surrogate escape (no Rust
+/// string can).
+fn json_string(raw: &str) -> Option<Cow<'_, str>> {
+    let body = raw.strip_prefix('"')?.strip_suffix('"')?;
+    let Some(first) = memchr::memchr(b'\\', body.as_bytes()) else { return Some(Cow::Borrowed(body)) };
+    let mut out = String::with_capacity(body.len());
+    let mut rest = body;
+    let mut at = first;
+    loop {
+        out.push_str(&rest[..at]);
+        let escape = rest.as_bytes().get(at + 1)?;
+        rest = &rest[at + 2..];
+        match escape {
+            b'"' => out.push('"'),
+            b'\\' => out.push('\\'),
+            b'/' => out.push('/'),
+            b'b' => out.push('\u{8}'),
+            b'f' => out.push('\u{c}'),
+            b'n' => out.push('\n'),
+            b'r' => out.push('\r'),
+            b't' => out.push('\t'),
+            b'u' => {
+                let unit = hex4(rest)?;
+                rest = &rest[4..];
+                let code = match unit {
+                    0xD800..=0xDBFF => {
+                        let low =
+                            rest.strip_prefix("\\u").and_then(hex4).filter(|low| (0xDC00..=0xDFFF).contains(low))?;
+                        rest = &rest[6..];
+                        0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    _ => unit,
+                };
+                out.push(char::from_u32(code)?);
+            }
+            _ => return None,
+        }
+        match memchr::memchr(b'\\', rest.as_bytes()) {
+            Some(next) => at = next,
+            None => break,
+        }
+    }
+    out.push_str(rest);
+    Some(Cow::Owned(out))
+}
+
+/// The four hex digits at the start of `s`, as a UTF-16 code unit.
+fn hex4(s: &str) -> Option<u32> {
+    let digits = s.get(..4)?;
+    if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u32::from_str_radix(digits, 16).ok()
 }
 
 /// The slow path reads the line as `JSON.parse` does, so the Rust and TypeScript peers agree:
@@ -103,7 +165,7 @@ pub(crate) fn decode(line: &str) -> Result<Incoming<'_>, Rejected> {
 /// surrogate escapes), a repeated key takes its last value, and only the final `msg_type`,
 /// `data` and `id` are interpreted. The one difference is forced by Rust's `String`: an
 /// unpaired surrogate in `msg_type` or `data` makes the line invalid JSON.
-fn decode_slow(line: &str) -> Result<Incoming<'_>, Rejected> {
+fn decode_slow<'a>(line: &'a str) -> Result<Incoming<'a>, Rejected> {
     let reject = |error| Rejected { error, id: None };
     let invalid = || reject(ProtocolError::InvalidJson { excerpt: excerpt(line) });
     // Grammar only: serde_json skips ignored values with a loop, not recursion, so there is
@@ -113,7 +175,7 @@ fn decode_slow(line: &str) -> Result<Incoming<'_>, Rejected> {
     if kind != JsonKind::Object {
         return Err(reject(ProtocolError::NotAnObject { kind, excerpt: excerpt(line) }));
     }
-    let fields: Fields<'_> = serde_json::from_str(line).map_err(|_| invalid())?;
+    let fields: Fields<'a> = serde_json::from_str(line).map_err(|_| invalid())?;
     let id = match fields.id.map(|raw| (raw_kind(raw.get()), raw.get())) {
         None | Some((JsonKind::Null, _)) => None,
         Some((kind, text)) => match safe_id(text).filter(|_| kind == JsonKind::Number) {
@@ -121,17 +183,19 @@ fn decode_slow(line: &str) -> Result<Incoming<'_>, Rejected> {
             None => return Err(reject(ProtocolError::BadId { kind, excerpt: excerpt(line) })),
         },
     };
-    let field = |name: &'static str, raw: Option<&RawValue>| match raw.map(|raw| (raw_kind(raw.get()), raw.get())) {
-        None => Err(Rejected { error: ProtocolError::MissingField { field: name, excerpt: excerpt(line) }, id }),
-        // Fails only on an unpaired surrogate escape, which no Rust string can hold.
-        Some((JsonKind::String, text)) => serde_json::from_str::<String>(text).map_err(|_| invalid()),
-        Some((kind, _)) => {
-            Err(Rejected { error: ProtocolError::NotAString { field: name, kind, excerpt: excerpt(line) }, id })
+    let field = |name: &'static str, raw: Option<&'a RawValue>| -> Result<Cow<'a, str>, Rejected> {
+        match raw.map(|raw| (raw_kind(raw.get()), raw.get())) {
+            None => Err(Rejected { error: ProtocolError::MissingField { field: name, excerpt: excerpt(line) }, id }),
+            // Fails only on an unpaired surrogate escape, which no Rust string can hold.
+            Some((JsonKind::String, text)) => json_string(text).ok_or_else(invalid),
+            Some((kind, _)) => {
+                Err(Rejected { error: ProtocolError::NotAString { field: name, kind, excerpt: excerpt(line) }, id })
+            }
         }
     };
     let msg_type = field("msg_type", fields.msg_type)?;
     let data = field("data", fields.data)?;
-    Ok(Incoming { msg_type: Cow::Owned(msg_type), data: Cow::Owned(data), id })
+    Ok(Incoming { msg_type, data, id })
 }
 
 /// The last raw value of each field the protocol reads; every other value is skipped.
@@ -311,6 +375,27 @@ pub(crate) fn write_escaped(out: &mut Vec<u8>, s: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_string_reads_every_escape_as_serde_does_and_refuses_unpaired_surrogates() {
+        let agree = [
+            r#""plain""#,
+            r#""""#,
+            r#""\" \\ \/ \b \f \n \r \t""#,
+            r#""\u0000\u001f\u00e9\u20AC\uFFFF""#,
+            r#""pair \ud83d\ude00 end""#,
+            r#""é€😀 \u0041""#,
+        ];
+        for raw in agree {
+            let ours = json_string(raw).map(Cow::into_owned);
+            assert_eq!(ours, serde_json::from_str::<String>(raw).ok(), "{raw}");
+            assert!(ours.is_some(), "{raw}");
+        }
+        assert!(matches!(json_string(r#""no escapes""#), Some(Cow::Borrowed("no escapes"))));
+        for raw in [r#""\ud83d""#, r#""\ud83d\u0041""#, r#""\ude00""#, r#""\ud83dx""#, "42", "null"] {
+            assert_eq!(json_string(raw), None, "{raw}");
+        }
+    }
 
     fn escaped(s: &str) -> String {
         let mut out = Vec::new();

@@ -6,7 +6,7 @@
 mod common;
 mod support;
 
-use support::ts_child;
+use support::{skip, ts_child};
 
 use std::io::Write;
 use std::path::Path;
@@ -110,7 +110,7 @@ fn demo_through_the_native_engine_prints_the_seed_output() {
         .map(|dir| dir.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".node")))
         .unwrap_or(false);
     if !addon_built && std::env::var_os("RUST_TS_IPC_REQUIRE_NODE").is_none() {
-        eprintln!("note: skipping: the addon is not built (run `npm run build`)");
+        skip("the addon is not built (run `npm run build`)");
         return;
     }
     let out = run(&["demo", "--", "node", script.to_str().unwrap(), "--engine", "native"], b"");
@@ -249,4 +249,102 @@ fn unknown_command_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("rust-ts-ipc: unknown command `frobnicate`"));
     assert!(text(&out.stderr).contains("Usage:"));
+}
+
+#[cfg(unix)]
+#[test]
+fn help_and_version_into_a_closed_pipe_exit_zero() {
+    for flag in ["--help", "--version"] {
+        let out = Command::new(BIN).arg(flag).stdout(support::closed_pipe()).stderr(Stdio::piped()).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{flag}: {}", text(&out.stderr));
+        assert_eq!(text(&out.stderr), "", "{flag}");
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_first_argument_that_is_not_utf8_is_a_usage_error_naming_it() {
+    use std::os::unix::ffi::OsStrExt;
+    let out = Command::new(BIN).arg(std::ffi::OsStr::from_bytes(b"d\xffmo")).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "", "no demo was played");
+    assert!(
+        text(&out.stderr).starts_with(
+            "rust-ts-ipc: the first argument \"d\\xFFmo\" is not valid UTF-8 (expected a command or a flag)\n"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_reply_carrying_an_id_the_demo_never_sent_is_a_protocol_error_naming_it() {
+    let reply = r#"{"msg_type":"response","data":"Hello from TypeScript!","id":42}"#;
+    let (code, stdout, stderr, _) = demo_with_shell(&format!("read l; echo '{reply}'; read l"), 5000);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stdout, "Rust: Sending initial message\n", "the reply is not printed as an answer");
+    assert!(
+        stderr.ends_with(
+            "rust-ts-ipc: child replied with id 42, but the demo sent no message with an id: Message { msg_type: \
+             \"response\", data: \"Hello from TypeScript!\", id: 42 }\n"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_over_long_line_from_the_child_ends_the_demo_naming_it() {
+    let script = "read l; head -c 16777217 /dev/zero | tr '\\0' x; echo; read l";
+    let (code, stdout, stderr, _) = demo_with_shell(script, 10000);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert_eq!(stdout, "Rust: Sending initial message\n");
+    assert!(
+        stderr.ends_with(
+            "rust-ts-ipc: child wrote non-protocol output: line 1: line of 16777217 bytes exceeds the 16777216-byte \
+             limit\n"
+        ),
+        "{stderr}"
+    );
+}
+
+/// A shell child that answers the demo correctly, sleeping `delay` before each reply, and
+/// going silent (reading on, answering nothing) after `replies` replies.
+fn slow_child(delay: &str, replies: usize) -> String {
+    let mut lines = vec![r#"{"msg_type":"response","data":"Hello from TypeScript!"}"#.to_owned()];
+    lines.extend((1..=5).map(|i| format!(r#"{{"msg_type":"ack","data":"Acknowledged: Message {i} from Rust"}}"#)));
+    lines.push(r#"{"msg_type":"exit","data":"Goodbye from TypeScript!"}"#.to_owned());
+    let mut script = String::new();
+    for (i, line) in lines.iter().take(replies).enumerate() {
+        // The goodbye follows the fifth ack without a message of its own to answer.
+        if i < 6 {
+            script.push_str("read l; ");
+        }
+        script.push_str(&format!("sleep {delay}; echo '{line}'; "));
+    }
+    script.push_str("while read l; do :; done");
+    script
+}
+
+#[test]
+fn each_reply_has_its_own_timeout() {
+    // Seven replies 300 ms apart: 2.1 s in all, each well within 1.5 s.
+    let (code, stdout, stderr, secs) = demo_with_shell(&slow_child("0.3", 7), 1500);
+    assert_eq!((code, stdout.as_str()), (Some(0), SEED_OUTPUT), "{stderr}");
+    assert!(secs > 2.0, "took {secs} s");
+    // Silent after k replies: the timeout names the reply that did not come.
+    for (replies, waiting) in [
+        (0, "the reply to the greeting"),
+        (3, "the acknowledgement of message 3 of 5"),
+        (6, "the goodbye (exit message)"),
+    ] {
+        let (code, stdout, stderr, _) = demo_with_shell(&slow_child("0", replies), 500);
+        assert_eq!(code, Some(5), "{replies}: {stderr}");
+        assert_eq!(stdout.lines().count(), 1 + replies, "{replies}: {stdout}");
+        assert!(
+            stderr.ends_with(&format!(
+                "rust-ts-ipc: child did not answer within 500 ms while the demo was waiting for {waiting}\n"
+            )),
+            "{replies}: {stderr}"
+        );
+    }
 }

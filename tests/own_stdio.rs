@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use support::{group_is_dead, is_dead, BIN, PATIENCE};
+use support::{closed_pipe, group_is_dead, is_dead, BIN, PATIENCE};
 
 const SEED_OUTPUT: &str = include_str!("seed-output.txt");
 
@@ -41,14 +41,6 @@ fn pid_from(path: &Path) -> i32 {
         assert!(Instant::now() < deadline, "the child never wrote {}", path.display());
         thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// The write end of a pipe whose read end is already closed: every write fails with EPIPE.
-fn closed_pipe() -> OwnedFd {
-    let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
-    let write_end = OwnedFd::from(reader.stdin.take().unwrap());
-    reader.wait().unwrap();
-    write_end
 }
 
 /// Waits (at most [`PATIENCE`]) for `child` to exit; kills it and fails if it does not.

@@ -2,9 +2,11 @@
 //! arrives, signal it, read its peak memory, and check that processes are really gone.
 #![allow(dead_code, missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -28,8 +30,23 @@ pub fn ts_child() -> Option<PathBuf> {
     if std::env::var_os("RUST_TS_IPC_REQUIRE_NODE").is_some() {
         panic!("{} is missing: run `npm run build` first", script.display());
     }
-    eprintln!("note: skipping a Node test: {} is not built (run `npm run build`)", script.display());
+    skip(&format!("{} is not built (run `npm run build`)", script.display()));
     None
+}
+
+/// Says, past the test harness's output capture, that a test is skipping its checks: a
+/// skipped test still shows as passed, so the reason must be seen.
+pub fn skip(reason: &str) {
+    let test = thread::current().name().unwrap_or("a test").to_owned();
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {reason}");
+}
+
+/// The write end of a pipe whose read end is already closed: every write fails with EPIPE.
+pub fn closed_pipe() -> OwnedFd {
+    let mut reader = Command::new("true").stdin(Stdio::piped()).spawn().unwrap();
+    let write_end = OwnedFd::from(reader.stdin.take().unwrap());
+    reader.wait().unwrap();
+    write_end
 }
 
 /// A running process whose stdout is collected and whose stderr is collected and also
@@ -37,6 +54,8 @@ pub fn ts_child() -> Option<PathBuf> {
 pub struct Running {
     pub child: Child,
     stderr: Arc<Mutex<String>>,
+    /// NUL bytes seen on stderr, counted in full even where a line is kept only in part.
+    nuls: Arc<AtomicU64>,
     lines: Receiver<String>,
     stdout: Option<JoinHandle<Vec<u8>>>,
     stderr_reader: Option<JoinHandle<()>>,
@@ -49,6 +68,8 @@ pub struct Finished {
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
+    /// NUL bytes on stderr, all of them (`stderr` keeps at most 16 MiB of a line).
+    pub stderr_nuls: u64,
     pub took: Duration,
 }
 
@@ -66,6 +87,8 @@ impl Running {
         let collected = Arc::new(Mutex::new(String::new()));
         let (tx, lines) = mpsc::channel();
         let sink = Arc::clone(&collected);
+        let nuls = Arc::new(AtomicU64::new(0));
+        let nul_count = Arc::clone(&nuls);
         let stderr_reader = thread::spawn(move || {
             // Keeps at most LINE_CAP bytes of each line, so a test can flood stderr without
             // the test itself growing with it.
@@ -78,6 +101,8 @@ impl Running {
                     Ok(chunk) => {
                         let end = chunk.iter().position(|&b| b == b'\n');
                         let piece = &chunk[..end.map_or(chunk.len(), |e| e + 1)];
+                        let zeros = piece.iter().filter(|&&b| b == 0).count() as u64;
+                        nul_count.fetch_add(zeros, Ordering::Relaxed);
                         let room = LINE_CAP.saturating_sub(line.len());
                         line.extend_from_slice(&piece[..piece.len().min(room)]);
                         (piece.len(), end.is_some())
@@ -95,7 +120,7 @@ impl Running {
                 sink.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
             }
         });
-        Running { child, stderr: collected, lines, stdout: Some(stdout), stderr_reader: Some(stderr_reader) }
+        Running { child, stderr: collected, nuls, lines, stdout: Some(stdout), stderr_reader: Some(stderr_reader) }
     }
 
     /// The demo with `args`, its child being `sh -c script`.
@@ -149,7 +174,8 @@ impl Running {
         let stdout = self.stdout.take().unwrap().join().unwrap();
         self.stderr_reader.take().unwrap().join().unwrap();
         let stderr = self.stderr.lock().unwrap().clone();
-        Finished { status, code: status.code(), stdout: String::from_utf8_lossy(&stdout).into_owned(), stderr, took }
+        let stdout = String::from_utf8_lossy(&stdout).into_owned();
+        Finished { status, code: status.code(), stdout, stderr, stderr_nuls: self.nuls.load(Ordering::Relaxed), took }
     }
 }
 
@@ -165,9 +191,27 @@ impl Drop for Running {
 
 /// Peak resident memory (VmHWM) of a live process, in KiB.
 pub fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    peak_rss_kib_if_alive(pid).unwrap()
+}
+
+/// Peak resident memory (VmHWM) of a process in KiB, or `None` once it has exited.
+pub fn peak_rss_kib_if_alive(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Samples `pid`'s peak RSS every 10 ms until it exits; the thread returns the last sample
+/// (the peak is monotonic, so this is the peak up to at most 10 ms before the exit).
+pub fn watch_peak_rss_kib(pid: i32) -> JoinHandle<u64> {
+    thread::spawn(move || {
+        let mut last = 0;
+        while let Some(kib) = peak_rss_kib_if_alive(pid) {
+            last = kib;
+            thread::sleep(Duration::from_millis(10));
+        }
+        last
+    })
 }
 
 /// `(state, parent pid, process group)` of a process, from /proc/<pid>/stat.
