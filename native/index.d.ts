@@ -21,22 +21,30 @@ export declare class Responder {
    */
   handleLine(line: string): string
   /**
-   * `handleLine` on bytes: the argument is read in place (no copy) and may hold any bytes,
-   * including invalid UTF-8, which gets the same `error` reply as on the pipe. The reply is
-   * a string (always valid UTF-8): creating one costs Node about half what a `Buffer` does.
+   * `handleLine` on bytes, which may be any bytes, including invalid UTF-8 (it gets the same
+   * `error` reply as on the pipe). They are copied once, each byte read once, before they are
+   * read: a view of a `SharedArrayBuffer` that another thread changes meanwhile is answered
+   * exactly as copied. The reply is a string (always valid UTF-8): creating one costs Node
+   * about half what a `Buffer` does.
    */
   handleBuffer(bytes: Uint8Array): string
   /**
    * `handleLine` off the JS thread, on the libuv pool. Calls on one responder are answered
-   * in call order, also when sync and async calls are mixed.
+   * in call order, also when sync and async calls are mixed, and their promises settle in
+   * call order.
    */
   handleLineAsync(line: string): Promise<string>
   /** True once the conversation has ended (`exit` sent); later lines get an `error` reply. */
   get done(): boolean
 }
 
-/** Test only: panics, to prove a panic in a synchronous export surfaces as a JS `Error`. */
-export declare function __panicForTest(): void
+/**
+ * Test only: panics, to prove a panic in a synchronous export surfaces as a JS `Error`. Given
+ * a responder, it panics as a core bug would, inside a core call after the line was counted,
+ * and then again with the responder's lock held, which poisons it: the responder must still
+ * answer the next call as if this one had never been made.
+ */
+export declare function __panicForTest(responder?: Responder | undefined | null): void
 
 /** Test only: panics on the libuv pool, to prove it surfaces as a rejected Promise. */
 export declare function __panicForTestAsync(): Promise<void>

@@ -23,4 +23,4 @@ pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
 pub use error::{excerpt, JsonKind, LineError, ProtocolError};
 pub use initiator::{DemoError, Initiator, InitiatorStep};
 pub use message::{decode_message, Message, MAX_SAFE_ID};
-pub use responder::{Responder, ResponderOptions, DEFAULT_EXIT_AFTER, DEFAULT_NAME};
+pub use responder::{Checkpoint, Responder, ResponderOptions, DEFAULT_EXIT_AFTER, DEFAULT_NAME};

@@ -43,6 +43,16 @@ pub struct Responder {
     line: u64,
 }
 
+/// Where a conversation stands: what [`Responder::rewind`] restores. An embedder that could not
+/// deliver a reply (the addon, when JavaScript cannot hold it) rewinds so that the line does not
+/// count, as if it had never been given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    data_seen: u64,
+    done: bool,
+    line: u64,
+}
+
 /// What a reply's `data` says; rendered straight into the output buffer.
 enum Text<'a> {
     Hello(&'a str),
@@ -104,6 +114,18 @@ impl Responder {
     /// How many physical lines (or messages) this responder has been given.
     pub fn lines_seen(&self) -> u64 {
         self.line
+    }
+
+    /// Where the conversation stands now (a copy of three counters).
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint { data_seen: self.data_seen, done: self.done, line: self.line }
+    }
+
+    /// Goes back to `checkpoint`, taken earlier from this responder: the lines and messages
+    /// given since then no longer count.
+    pub fn rewind(&mut self, checkpoint: Checkpoint) {
+        let Checkpoint { data_seen, done, line } = checkpoint;
+        (self.data_seen, self.done, self.line) = (data_seen, done, line);
     }
 
     /// Answers one NDJSON line (a trailing `\n` or `\r\n` is tolerated), appending the reply
@@ -263,6 +285,28 @@ mod tests {
             "{\"msg_type\":\"error\",\"data\":\"line 1: line of 3 bytes exceeds the 2-byte limit\"}\n"
         );
         assert_eq!(answer(&mut r, "  \r\n"), "");
+    }
+
+    #[test]
+    fn rewinding_forgets_the_lines_given_since_the_checkpoint() {
+        let mut r = Responder::new(ResponderOptions { exit_after: 2, ..Default::default() });
+        answer(&mut r, r#"{"msg_type":"data","data":"1"}"#);
+        let before = r.checkpoint();
+        answer(&mut r, "nope");
+        answer(&mut r, r#"{"msg_type":"data","data":"2"}"#);
+        assert!(r.is_done());
+        r.rewind(before);
+        assert_eq!((r.is_done(), r.lines_seen()), (false, 1));
+        assert_eq!(
+            answer(&mut r, r#"{"msg_type":"data","data":"2"}"#),
+            concat!(
+                r#"{"msg_type":"ack","data":"Acknowledged: 2"}"#,
+                "\n",
+                r#"{"msg_type":"exit","data":"Goodbye from TypeScript!"}"#,
+                "\n"
+            )
+        );
+        assert_eq!(r.lines_seen(), 2);
     }
 
     #[test]

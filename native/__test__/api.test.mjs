@@ -229,6 +229,11 @@ describe('a Rust panic never aborts Node', () => {
     const native = require(${JSON.stringify(new URL('native', repoRoot).pathname)});
     try { native.__panicForTest(); console.log('sync: no error'); }
     catch (e) { console.log('sync:', e.constructor.name, e.code, e.message); }
+    // A panic inside a responder's call (as a core bug would) with its lock held.
+    const r = new native.Responder({ exitAfter: 1 });
+    try { native.__panicForTest(r); console.log('responder: no error'); }
+    catch (e) { console.log('responder:', e.constructor.name, e.code, e.message); }
+    console.log('after a panic:', r.done, JSON.stringify(r.handleLine('nope')), JSON.stringify(r.handleLine('{"msg_type":"data","data":"y"}')));
     native.__panicForTestAsync().then(
       () => console.log('async: resolved'),
       (e) => {
@@ -249,6 +254,17 @@ describe('a Rust panic never aborts Node', () => {
 
   test('a panic in a sync export is a thrown Error', () => {
     assert.match(child.stdout, /^sync: Error GenericFailure __panicForTest: a deliberate panic$/m);
+  });
+
+  test('a panic inside a call leaves the responder usable, and the call does not count', () => {
+    assert.match(child.stdout, /^responder: Error GenericFailure __panicForTest: a deliberate panic with a Responder's lock held$/m);
+    // Line 1, and `done` only after the next data message: the panicked call counted neither.
+    const after = [
+      false,
+      JSON.stringify('{"msg_type":"error","data":"line 1: invalid JSON: `nope`"}\n'),
+      JSON.stringify('{"msg_type":"ack","data":"Acknowledged: y"}\n{"msg_type":"exit","data":"Goodbye from TypeScript!"}\n'),
+    ];
+    assert.ok(child.stdout.split('\n').includes(`after a panic: ${after.join(' ')}`), child.stdout);
   });
 
   test('a panic on the libuv pool is a rejected Promise', () => {
@@ -309,12 +325,25 @@ describe('the receiver of a method', () => {
     });
   }
 
+  test('the done getter called on something that is not a Responder throws the same TypeError', () => {
+    const { get } = Object.getOwnPropertyDescriptor(Responder.prototype, 'done');
+    for (const receiver of [undefined, null, 42, {}, Object.create(Responder.prototype)]) {
+      throwsTypeError(() => get.call(receiver), 'done: `this` is not a Responder');
+    }
+    assert.equal(get.call(new Responder()), false);
+    assert.deepEqual(
+      { ...Object.getOwnPropertyDescriptor(Responder.prototype, 'done'), get: 'fn' },
+      { get: 'fn', set: undefined, enumerable: true, configurable: true },
+    );
+  });
+
   test('a subclass of Responder is a Responder', () => {
     class Loud extends Responder {}
     const r = new Loud({ exitAfter: 0 });
     assert.equal(r.handleLine(line), ack('x'));
     assert.equal(r.handleBuffer(Buffer.from(line)), ack('x'));
     assert.deepEqual(r.handle({ msg_type: 'data', data: 'x' }), [{ msg_type: 'ack', data: 'Acknowledged: x' }]);
+    assert.equal(r.done, false);
   });
 });
 
@@ -330,5 +359,5 @@ test("another addon's native object dressed as a Responder is refused, not deref
   const impostor = new tar.Builder();
   Object.setPrototypeOf(impostor, Responder.prototype);
   assert.throws(() => impostor.handleLine(data('x')), { name: 'TypeError', message: 'handleLine: `this` is not a Responder' });
-  assert.throws(() => Object.getOwnPropertyDescriptor(Responder.prototype, 'done').get.call(impostor));
+  throwsTypeError(() => impostor.done, 'done: `this` is not a Responder');
 });

@@ -9,6 +9,7 @@ import { describe, test } from 'node:test';
 import { type Engine, loadNativeAddon, NATIVE_PATH, type NativeResponder, nativeEngine, tsEngine } from '../engine.js';
 import { DEFAULT_MAX_LINE_BYTES, LineDecoder } from '../framing.js';
 import { Responder, type ResponderOptions } from '../protocol.js';
+import { describeWithAddon } from './addon.js';
 import { cases, expectedText, optionsOf, REPO_ROOT, streamOf, type Case } from './vectors.js';
 
 /** What main.ts does with a stream: decode, answer until done, ignore the rest. */
@@ -87,18 +88,12 @@ describe('nativeEngine', () => {
   });
 });
 
-const loaded = loadNativeAddon();
-describe(
-  'the real addon behind nativeEngine',
-  { skip: 'why' in loaded ? `addon not loadable: ${loaded.why}` : false },
-  () => {
-    if ('why' in loaded) return;
-    engineSuite('answers every pipe vector', (c) => {
-      const options = full(optionsOf(c));
-      return nativeEngine(new loaded.addon.Responder(options), options.maxLineBytes);
-    });
-  },
-);
+describeWithAddon('the real addon behind nativeEngine', (addon) => {
+  engineSuite('answers every pipe vector', (c) => {
+    const options = full(optionsOf(c));
+    return nativeEngine(new addon.Responder(options), options.maxLineBytes);
+  });
+});
 
 describe('loadNativeAddon', () => {
   test('looks in <repo>/native', () => {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { loadNativeAddon } from '../engine.js';
+import { describeWithAddon } from './addon.js';
 import { cases, cliArgsOf, expectedText, streamOf } from './vectors.js';
 
 const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
@@ -53,23 +53,16 @@ describe('main.js answers every pipe vector exactly', () => {
   }
 });
 
-const native = loadNativeAddon();
-describe(
-  'main.js --engine native answers every pipe vector exactly',
-  {
-    skip: 'why' in native ? `addon not loadable: ${native.why}` : false,
-  },
-  () => {
-    for (const c of pipeCases) {
-      test(c.name, async () => {
-        const r = await run([...cliArgsOf(c), '--engine', 'native'], streamOf(c));
-        assert.equal(r.stdout.toString('utf8'), expectedText(c));
-        assert.equal(r.stderr, '');
-        assert.equal(r.code, 0);
-      });
-    }
-  },
-);
+describeWithAddon('main.js --engine native answers every pipe vector exactly', () => {
+  for (const c of pipeCases) {
+    test(c.name, async () => {
+      const r = await run([...cliArgsOf(c), '--engine', 'native'], streamOf(c));
+      assert.equal(r.stdout.toString('utf8'), expectedText(c));
+      assert.equal(r.stderr, '');
+      assert.equal(r.code, 0);
+    });
+  }
+});
 
 const line = (msgType: string, data: string, id?: number): string =>
   `${JSON.stringify({ msg_type: msgType, data, id })}\n`;
