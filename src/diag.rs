@@ -1,22 +1,24 @@
 //! The binary's stderr: its own messages and the child's forwarded stderr, written by one
 //! thread of their own, so that no other thread ever blocks on, or panics over, a stderr
-//! that is closed or that nobody reads. Timeouts, signals and the child's shutdown must
+//! that is closed, slow, or not read at all. Timeouts, signals and the child's shutdown must
 //! work whatever happens to stderr.
 //!
 //! - [`say`] queues one of our own lines. It never blocks and never fails. Our lines are few
-//!   and short, so they are always kept, and they keep their order with the child's output.
-//! - [`forward`] queues a piece of the child's stderr, each of its lines prefixed
-//!   `[child] `; one of our lines in the middle of one of the child's goes on a line of its
-//!   own. While our stderr takes bytes it waits
-//!   for room (backpressure to the child, as a terminal gives); once the writer has made no
-//!   progress for [`STUCK`], pieces are dropped and counted instead, so a stuck stderr stalls
-//!   neither the conversation nor the shutdown.
-//! - [`finish`] stops forwarding, adds a last line saying how many bytes were dropped (if
-//!   any), and waits for the queue to be written for as long as the writer keeps making
-//!   progress.
+//!   and short, so they are always kept, in order with the child's output; one that comes in
+//!   the middle of a line of the child's goes on a line of its own.
+//! - [`forward`] queues a piece of the child's stderr; each of its lines is written prefixed
+//!   `[child] `. While our stderr takes at least [`FLOOR`] bytes a second the child goes at
+//!   its speed (the backpressure a terminal gives). If the queue has been full for
+//!   [`HOLD_BACK`] while our stderr took less than that, the child's output is dropped and
+//!   counted instead, until the queue has drained to half: a slow or stuck stderr holds the
+//!   child (and the conversation) back about a second at a time, no longer.
+//! - [`finish`] stops forwarding; if the queue has not drained within [`HOLD_BACK`], drops the
+//!   child's part of it; adds a last line saying how many of the child's bytes were dropped
+//!   (if any); and waits for our own lines to be written while stderr keeps taking bytes.
 //!
-//! Once a write fails (a closed stderr: `EPIPE`), everything is discarded: nobody is left to
-//! tell.
+//! Writes go out in pieces of at most [`PIECE`] bytes, so "stderr is moving" is measured per
+//! piece, not per whole chunk. Once a write fails (a closed stderr: `EPIPE`), everything is
+//! discarded: nobody is left to tell.
 
 use std::collections::VecDeque;
 use std::fmt::Display;
@@ -29,56 +31,46 @@ use std::time::{Duration, Instant};
 const CHILD_PREFIX: &[u8] = b"[child] ";
 /// How many bytes of the child's stderr may wait in the queue.
 const CHILD_BUDGET: usize = 1024 * 1024;
-/// How long our stderr may take nothing, with bytes waiting, before it counts as stuck.
-pub const STUCK: Duration = Duration::from_secs(1);
+/// The most a write blocks for before progress is noted (the pipe buffer's atomic size).
+const PIECE: usize = 4096;
+/// How long the queue may stay full, with our stderr slower than [`FLOOR`], before the
+/// child's stderr is dropped instead of waited for.
+pub const HOLD_BACK: Duration = Duration::from_secs(1);
+/// Bytes a second below which our stderr counts as too slow to hold the child back for.
+pub const FLOOR: u64 = 1024 * 1024;
+/// How long [`finish`] waits for our own lines while stderr takes nothing at all.
+const STUCK: Duration = Duration::from_secs(1);
 
-struct Queue {
-    /// Bytes to write, each tagged with whether it came from the child.
-    items: VecDeque<(bool, Vec<u8>)>,
-    /// Bytes of the child's in `items` (and in the write under way).
-    child_bytes: usize,
-    /// A write is under way, and when it last moved (began, or wrote some bytes).
-    writing: Option<Instant>,
-    /// Child bytes dropped because our stderr was stuck.
-    dropped: u64,
-    /// The child's stderr so far ends with a newline (or is empty).
-    child_at_line_start: bool,
-    /// [`finish`] has run: the child's output is no longer forwarded.
-    finished: bool,
-    /// A write failed: discard everything.
-    broken: bool,
+enum Item {
+    Own(String),
+    /// Raw bytes of the child's stderr; prefixes are added as they are written.
+    Child(Vec<u8>),
+    /// The child's stderr closed: end its last line if it left one open.
+    ChildEnd,
 }
 
-impl Queue {
-    fn stuck(&self) -> bool {
-        self.writing.is_some_and(|since| since.elapsed() >= STUCK)
-    }
-
-    /// Queues one of our lines, first ending a line of the child's that is under way.
-    fn push_own(&mut self, line: &str) {
-        let mut bytes = Vec::with_capacity(line.len() + 2);
-        if !self.child_at_line_start {
-            bytes.push(b'\n');
-            self.child_at_line_start = true;
-        }
-        bytes.extend_from_slice(line.as_bytes());
-        bytes.push(b'\n');
-        self.items.push_back((false, bytes));
-    }
-
-    /// Queues a piece of the child's stderr, prefixing each line it starts.
-    fn push_child(&mut self, chunk: &[u8]) {
-        let mut out = Vec::with_capacity(chunk.len() + 1024);
-        for piece in chunk.split_inclusive(|&b| b == b'\n') {
-            if self.child_at_line_start {
-                out.extend_from_slice(CHILD_PREFIX);
-            }
-            out.extend_from_slice(piece);
-            self.child_at_line_start = piece.ends_with(b"\n");
-        }
-        self.child_bytes += out.len();
-        self.items.push_back((true, out));
-    }
+struct Queue {
+    items: VecDeque<Item>,
+    /// Bytes of the child's not yet written (queued, or in the write under way).
+    child_bytes: usize,
+    /// A write is under way, and when it last moved (began, or wrote a piece).
+    writing: Option<Instant>,
+    /// Child bytes dropped: our stderr could not take them in time.
+    dropped: u64,
+    /// The child's stderr is being dropped until the queue has drained to half.
+    dropping: bool,
+    /// Bytes written so far (ours and the child's).
+    written: u64,
+    /// Since when the queue has been full, and `written` then.
+    full_since: Option<(Instant, u64)>,
+    /// [`finish`] has run: the child's stderr is no longer forwarded.
+    finished: bool,
+    /// [`finish`] gave up on the child's output: the writer stops the one under way.
+    abandon_child: bool,
+    /// The writer is writing an item of the child's.
+    in_child_item: bool,
+    /// A write failed: discard everything.
+    broken: bool,
 }
 
 struct Sink {
@@ -93,6 +85,10 @@ impl Sink {
         // still consistent enough to keep writing.
         self.queue.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn wait(&'static self, queue: MutexGuard<'static, Queue>, limit: Duration) -> MutexGuard<'static, Queue> {
+        self.changed.wait_timeout(queue, limit).unwrap_or_else(PoisonError::into_inner).0
+    }
 }
 
 fn sink() -> &'static Sink {
@@ -104,13 +100,17 @@ fn sink() -> &'static Sink {
                 child_bytes: 0,
                 writing: None,
                 dropped: 0,
-                child_at_line_start: true,
+                dropping: false,
+                written: 0,
+                full_since: None,
                 finished: false,
+                abandon_child: false,
+                in_child_item: false,
                 broken: false,
             }),
             changed: Condvar::new(),
         }));
-        if thread::Builder::new().name("stderr".to_owned()).spawn(move || write_loop(sink)).is_err() {
+        if thread::Builder::new().name("stderr".to_owned()).spawn(move || Writer::new(sink).run()).is_err() {
             // No thread: nothing would ever be written, so say so by discarding.
             sink.lock().broken = true;
         }
@@ -118,73 +118,140 @@ fn sink() -> &'static Sink {
     })
 }
 
-fn write_loop(sink: &'static Sink) {
-    // The demo's signals belong to its signal watcher, whenever this thread starts.
-    #[cfg(unix)]
-    {
-        use nix::sys::signal::{SigSet, Signal};
-        let mut set = SigSet::empty();
-        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-            set.add(signal);
-        }
-        let _ = set.thread_block();
+/// The writer thread's own state: where the output stands.
+struct Writer {
+    sink: &'static Sink,
+    /// The output so far ends a line (or is empty).
+    at_line_start: bool,
+    /// A line of the child's is open in the output.
+    in_child_line: bool,
+    stderr: io::Stderr,
+}
+
+impl Writer {
+    fn new(sink: &'static Sink) -> Writer {
+        Writer { sink, at_line_start: true, in_child_line: false, stderr: io::stderr() }
     }
-    let mut queue = sink.lock();
-    loop {
-        let Some((from_child, bytes)) = queue.items.pop_front() else {
-            queue = sink.changed.wait(queue).unwrap_or_else(PoisonError::into_inner);
-            continue;
-        };
-        if queue.broken {
-            if from_child {
-                queue.child_bytes -= bytes.len();
+
+    fn run(mut self) {
+        let mut queue = self.sink.lock();
+        loop {
+            let Some(item) = queue.items.pop_front() else {
+                queue = self.sink.changed.wait(queue).unwrap_or_else(PoisonError::into_inner);
+                continue;
+            };
+            if queue.broken {
+                if let Item::Child(bytes) = &item {
+                    queue.child_bytes -= bytes.len();
+                }
+                continue;
             }
-            continue;
+            queue.writing = Some(Instant::now());
+            queue.in_child_item = matches!(item, Item::Child(_));
+            drop(queue);
+            let ok = match item {
+                Item::Own(line) => self.own(&line),
+                Item::Child(bytes) => self.child(&bytes),
+                Item::ChildEnd => !std::mem::take(&mut self.in_child_line) || self.write(b"\n"),
+            };
+            queue = self.sink.lock();
+            queue.writing = None;
+            queue.in_child_item = false;
+            queue.broken |= !ok;
+            self.sink.changed.notify_all();
         }
-        queue.writing = Some(Instant::now());
-        drop(queue);
-        let ok = write_all(sink, &bytes);
-        queue = sink.lock();
-        queue.writing = None;
-        if from_child {
-            queue.child_bytes -= bytes.len();
+    }
+
+    /// One of our lines, on a line of its own.
+    fn own(&mut self, line: &str) -> bool {
+        let mut bytes = Vec::with_capacity(line.len() + 2);
+        if !self.at_line_start {
+            bytes.push(b'\n');
         }
-        queue.broken |= !ok;
-        sink.changed.notify_all();
+        bytes.extend_from_slice(line.as_bytes());
+        bytes.push(b'\n');
+        // The child's next bytes continue its line, under a new prefix.
+        self.in_child_line = false;
+        self.write(&bytes)
+    }
+
+    /// The child's bytes, each line prefixed, in pieces; gives the queue's room back as it
+    /// goes. Stops early (counting the rest as dropped) if [`finish`] abandons the child.
+    fn child(&mut self, raw: &[u8]) -> bool {
+        let mut at = 0;
+        let mut piece = Vec::with_capacity(PIECE + CHILD_PREFIX.len());
+        while at < raw.len() {
+            piece.clear();
+            let start = at;
+            while at < raw.len() && piece.len() < PIECE {
+                if !self.in_child_line {
+                    if !self.at_line_start {
+                        piece.push(b'\n');
+                    }
+                    piece.extend_from_slice(CHILD_PREFIX);
+                    self.in_child_line = true;
+                }
+                let room = PIECE.saturating_sub(piece.len()).max(1);
+                let rest = &raw[at..raw.len().min(at + room)];
+                let take = memchr::memchr(b'\n', rest).map_or(rest.len(), |nl| nl + 1);
+                piece.extend_from_slice(&rest[..take]);
+                at += take;
+                self.at_line_start = rest[take - 1] == b'\n';
+                self.in_child_line = !self.at_line_start;
+            }
+            let ok = self.write(&piece);
+            let mut queue = self.sink.lock();
+            queue.child_bytes -= at - start;
+            self.sink.changed.notify_all();
+            if !ok {
+                queue.child_bytes -= raw.len() - at;
+                return false;
+            }
+            if queue.abandon_child && at < raw.len() {
+                queue.child_bytes -= raw.len() - at;
+                queue.dropped += (raw.len() - at) as u64;
+                return true;
+            }
+        }
+        true
+    }
+
+    /// Writes `bytes`, noting progress after each write; false once a write fails.
+    fn write(&mut self, mut bytes: &[u8]) -> bool {
+        if let Some(&last) = bytes.last() {
+            self.at_line_start = last == b'\n';
+        }
+        while !bytes.is_empty() {
+            match self.stderr.write(bytes) {
+                Ok(0) => return false,
+                Ok(n) => {
+                    bytes = &bytes[n..];
+                    let mut queue = self.sink.lock();
+                    queue.writing = Some(Instant::now());
+                    queue.written += n as u64;
+                    self.sink.changed.notify_all();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
     }
 }
 
-/// Writes `bytes` to stderr, noting each step of progress; false once a write fails.
-fn write_all(sink: &Sink, mut bytes: &[u8]) -> bool {
-    let mut stderr = io::stderr();
-    while !bytes.is_empty() {
-        match stderr.write(bytes) {
-            Ok(0) => return false,
-            Ok(n) => {
-                bytes = &bytes[n..];
-                sink.lock().writing = Some(Instant::now());
-                sink.changed.notify_all();
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
-    true
-}
-
-/// Queues one line of our own (a newline is added). Never blocks, never fails.
+/// Queues one line of our own. Never blocks, never fails.
 pub fn say(line: impl Display) {
     let sink = sink();
     let mut queue = sink.lock();
     if !queue.broken {
-        queue.push_own(&line.to_string());
+        queue.items.push_back(Item::Own(line.to_string()));
         sink.changed.notify_all();
     }
 }
 
-/// Queues a piece of the child's stderr: waits while our stderr is taking bytes and the
-/// queue is full; drops and counts the piece once our stderr is stuck. Returns at once
-/// after [`finish`].
+/// Queues a piece of the child's stderr, waiting while the queue is full and our stderr
+/// keeps up; drops it (and counts it) once the queue has been full for [`HOLD_BACK`] with our
+/// stderr taking less than [`FLOOR`] bytes a second. Returns at once after [`finish`].
 pub fn forward(chunk: &[u8]) {
     let sink = sink();
     let mut queue = sink.lock();
@@ -192,19 +259,33 @@ pub fn forward(chunk: &[u8]) {
         if queue.finished || queue.broken {
             return;
         }
-        if queue.child_bytes == 0 || queue.child_bytes + chunk.len() <= CHILD_BUDGET {
-            queue.push_child(chunk);
+        if queue.child_bytes <= CHILD_BUDGET / 2 {
+            queue.dropping = false;
+            queue.full_since = None;
+        }
+        if !queue.dropping && (queue.child_bytes == 0 || queue.child_bytes + chunk.len() <= CHILD_BUDGET) {
+            queue.child_bytes += chunk.len();
+            queue.items.push_back(Item::Child(chunk.to_vec()));
             sink.changed.notify_all();
             return;
         }
-        if queue.stuck() {
-            queue.dropped += chunk.len() as u64;
-            if let Some(&last) = chunk.last() {
-                queue.child_at_line_start = last == b'\n';
+        let written = queue.written;
+        let (since, written_then) = *queue.full_since.get_or_insert((Instant::now(), written));
+        let full_for = since.elapsed();
+        if !queue.dropping && full_for >= HOLD_BACK {
+            let rate = (written - written_then) as f64 / full_for.as_secs_f64();
+            if rate < FLOOR as f64 {
+                queue.dropping = true;
+            } else {
+                // Slower than the child, but keeping up well enough: hold the child back.
+                queue.full_since = Some((Instant::now(), written));
             }
+        }
+        if queue.dropping {
+            queue.dropped += chunk.len() as u64;
             return;
         }
-        queue = sink.changed.wait_timeout(queue, STUCK / 4).unwrap_or_else(PoisonError::into_inner).0;
+        queue = sink.wait(queue, HOLD_BACK.saturating_sub(full_for).max(Duration::from_millis(10)));
     }
 }
 
@@ -212,42 +293,75 @@ pub fn forward(chunk: &[u8]) {
 pub fn end_of_child_stderr() {
     let sink = sink();
     let mut queue = sink.lock();
-    if !queue.finished && !queue.broken && !queue.child_at_line_start {
-        queue.push_child(b"\n");
+    if !queue.finished && !queue.broken {
+        queue.items.push_back(Item::ChildEnd);
         sink.changed.notify_all();
     }
 }
 
-/// Stops forwarding the child's stderr, says how many of its bytes were dropped (if any),
-/// then waits for everything queued to be written, giving up once stderr has been stuck
-/// for [`STUCK`]. Returns whether everything was written.
+/// Stops forwarding the child's stderr and writes out the queue: if it has not drained
+/// within [`HOLD_BACK`], what is left of the child's output is dropped (and counted) so that
+/// our own lines go next; then a last line says how many of the child's bytes were dropped,
+/// if any. Waits for our lines while stderr takes bytes, giving up once it has taken nothing
+/// for [`STUCK`], and in any case after `HOLD_BACK + 2 × STUCK`. Returns whether everything
+/// queued was written.
 pub fn finish() -> bool {
     let sink = sink();
     let mut queue = sink.lock();
-    if !queue.finished {
-        queue.finished = true;
-        if queue.dropped > 0 {
-            let note = format!(
-                "rust-ts-ipc: dropped {} bytes of the child's stderr while our stderr was not being read",
-                queue.dropped
-            );
-            queue.push_own(&note);
-            sink.changed.notify_all();
+    let start = Instant::now();
+    queue.finished = true;
+    let drained = |q: &Queue| q.broken || (q.items.is_empty() && q.writing.is_none());
+    while !drained(&queue) && start.elapsed() < HOLD_BACK {
+        queue = sink.wait(queue, Duration::from_millis(20));
+    }
+    if !drained(&queue) {
+        queue.abandon_child = true;
+        let mut dropped = 0;
+        queue.items.retain(|item| match item {
+            Item::Child(bytes) => {
+                dropped += bytes.len();
+                false
+            }
+            Item::ChildEnd => false,
+            Item::Own(_) => true,
+        });
+        queue.child_bytes -= dropped;
+        queue.dropped += dropped as u64;
+        // The writer counts what it leaves of the item under way once its piece is written.
+        let mut moved = Instant::now();
+        while queue.in_child_item && !queue.broken {
+            if let Some(at) = queue.writing {
+                moved = moved.max(at);
+            }
+            if moved.elapsed() >= STUCK {
+                break;
+            }
+            queue = sink.wait(queue, Duration::from_millis(20));
         }
     }
-    // A stderr stuck for long already gets a fresh chance from now.
-    let start = Instant::now();
+    if queue.dropped > 0 && !queue.broken {
+        let note = format!(
+            "rust-ts-ipc: dropped {} bytes of the child's stderr while our stderr was not taking them",
+            queue.dropped
+        );
+        queue.items.push_back(Item::Own(note));
+        sink.changed.notify_all();
+    }
+    let give_up = start + HOLD_BACK + 2 * STUCK;
+    let mut moved = Instant::now();
     loop {
         if queue.broken {
             return false;
         }
-        if queue.items.is_empty() && queue.writing.is_none() {
+        if drained(&queue) {
             return true;
         }
-        // Not writing with items queued means the writer is about to take the next one.
-        if queue.writing.is_some_and(|moved| moved.max(start).elapsed() >= STUCK) {
+        if let Some(at) = queue.writing {
+            moved = moved.max(at);
+        }
+        if moved.elapsed() >= STUCK || Instant::now() >= give_up {
             return false;
         }
-        queue = sink.changed.wait_timeout(queue, Duration::from_millis(50)).unwrap_or_else(PoisonError::into_inner).0;
+        queue = sink.wait(queue, Duration::from_millis(20));
     }
 }

@@ -458,12 +458,8 @@ impl From<HostError> for Fault {
 
 /// Plays the seed conversation with the child, printing the seed's output to `out`.
 pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostError> {
-    let (mut child, stdout, stderr) = ChildGuard::spawn(&config.program, &config.args, config.grace)?;
-    // Before the reader and forwarder threads start, because each thread inherits the mask
-    // that sends these signals to the watcher (std resets the mask in children, so the child
-    // gets the default actions either way). A signal before this takes the default action:
-    // the demo dies and the child, in its own group, sees EOF on stdin. `diag`'s writer
-    // blocks the signals itself, whenever it starts.
+    // Before the child starts, so that a signal from then on stops it the defined way (one
+    // that came earlier takes its default action, before there is a child to leave behind).
     let (tx, events) = mpsc::channel();
     let interrupt_tx = tx.clone();
     sys::watch_interrupts(
@@ -474,6 +470,7 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         // some: only a demo stuck elsewhere (say, writing to a stdout nobody reads) needs it.
         config.timeout.max(config.grace) + config.grace + Duration::from_secs(5),
     );
+    let (mut child, stdout, stderr) = ChildGuard::spawn(&config.program, &config.args, config.grace)?;
     let stderr_done = spawn_stderr_forwarder(stderr);
     let mut initiator = Initiator::default();
     let mut inbox =
@@ -520,14 +517,14 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
             Err(e)
         }
     };
+    // Let the last of the child's stderr through before our own verdict.
+    let _ = stderr_done.recv_timeout(Duration::from_millis(500));
     // A signal that came while we were finishing still means "stopped by a signal".
     let result = match (result, sys::interrupted()) {
         (Err(e @ HostError::Interrupted { .. }), _) => Err(e),
         (_, Some(signal)) => Err(interrupted(signal, "the end of the conversation", &mut child)),
         (result, None) => result,
     };
-    // Let the last of the child's stderr through before our own verdict.
-    let _ = stderr_done.recv_timeout(Duration::from_millis(500));
     result?;
     if stdout_closed {
         return Ok(());
@@ -540,7 +537,9 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
 
 fn interrupted(signal: i32, waiting: &str, child: &mut ChildGuard) -> HostError {
     let name = sys::signal_name(signal);
-    diag::say(format_args!("rust-ts-ipc: {name} received; stopping child `{}`", child.shown));
+    if child.status.is_none() {
+        diag::say(format_args!("rust-ts-ipc: {name} received; stopping child `{}`", child.shown));
+    }
     let stopped = child.shutdown(child.grace);
     HostError::Interrupted {
         signal,
@@ -718,8 +717,10 @@ mod sys {
     use std::thread;
     use std::time::Duration;
 
-    use nix::sys::signal::{killpg, SigSet, Signal};
+    use nix::sys::signal::{killpg, Signal};
     use nix::unistd::Pid;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    use signal_hook::iterator::Signals;
 
     static INTERRUPTS: AtomicUsize = AtomicUsize::new(0);
     static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
@@ -793,21 +794,17 @@ mod sys {
         None
     }
 
-    /// Blocks SIGINT, SIGTERM and SIGHUP in the calling thread (and so in every thread and
-    /// child process it starts afterwards) and takes them on a thread of their own: each one is counted and passed to `notify`. If the demo has not exited
-    /// `budget` after the first, the watcher exits the process itself, so a signal always
-    /// ends the demo.
+    /// Takes SIGINT, SIGTERM and SIGHUP from now on (their default actions no longer apply)
+    /// on a thread of their own: each one is counted and passed to `notify`. If the demo has
+    /// not exited `budget` after the first, the watcher stops the child's group and exits the
+    /// process itself, so a signal always ends the demo. The handlers only write to a pipe;
+    /// a child is started with the default actions (exec resets handlers).
     pub fn watch_interrupts(notify: impl Fn(i32) + Send + 'static, budget: Duration) {
-        let mut set = SigSet::empty();
-        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
-            set.add(signal);
-        }
-        if set.thread_block().is_err() {
+        let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
             return; // keep the default actions: the demo dies, the child sees EOF
-        }
+        };
         thread::spawn(move || {
-            while let Ok(signal) = set.wait() {
-                let number = signal as i32;
+            for number in signals.forever() {
                 LAST_SIGNAL.store(number, Ordering::SeqCst);
                 if INTERRUPTS.fetch_add(1, Ordering::SeqCst) == 0 {
                     thread::spawn(move || {
@@ -818,7 +815,7 @@ mod sys {
                         crate::diag::say(format_args!(
                             "rust-ts-ipc: not stopped {} s after {}; exiting now{}",
                             budget.as_secs(),
-                            signal.as_str(),
+                            signal_name(number),
                             if killed { " (the child's process group was sent SIGKILL)" } else { "" }
                         ));
                         crate::diag::finish();

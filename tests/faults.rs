@@ -533,3 +533,71 @@ fn hostile_json_gets_a_clean_error_reply_and_the_next_line_is_answered() {
         server.end();
     }
 }
+
+/// A signal a moment after the demo starts, while it is starting its child: either the demo
+/// dies before there is a child (the signal's default action), or it stops the child the one
+/// defined way. Never a child left behind.
+#[test]
+fn a_signal_right_at_the_start_never_leaves_the_child_behind() {
+    // Ignores EOF (does not read stdin): only a signal to its group stops it. The odd
+    // duration names this test's children in /proc.
+    let marker = "31.4159";
+    for i in 0..40u64 {
+        let mut demo = Command::new(BIN)
+            .args(["demo", "--grace-ms", "100", "--", "sleep", marker])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(250 * (i % 16)));
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(demo.id()).unwrap()), Signal::SIGTERM).unwrap();
+        let status = demo.wait().unwrap();
+        assert!(matches!(status.code(), Some(143) | None), "{status}");
+    }
+    let left = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+            .filter(|cmdline| cmdline == format!("sleep\0{marker}\0").as_bytes())
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while left() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(left(), 0, "children left running");
+}
+
+/// A signal while the demo finishes (here: waiting for the child's stderr, which a
+/// grandchild outside its group holds open) still means "stopped by a signal".
+#[test]
+fn a_signal_while_the_demo_finishes_is_not_swallowed() {
+    let script = format!("setsid sleep 2 & exec {BIN} serve");
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--grace-ms", "300", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(demo.stdout.take().unwrap());
+    let mut line = String::new();
+    while line != "Received exit signal from TypeScript\n" {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "the conversation did not finish");
+    }
+    // `serve` exits on EOF at once; the demo then waits up to 500 ms for the child's stderr.
+    std::thread::sleep(Duration::from_millis(150));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(i32::try_from(demo.id()).unwrap()), Signal::SIGTERM).unwrap();
+    let out = demo.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(143), "{stderr}");
+    assert!(
+        stderr.ends_with(&format!(
+            "rust-ts-ipc: interrupted by SIGTERM while waiting for the end of the conversation; child `sh -c \
+             {script}` exited with exit status: 0\n"
+        )),
+        "{stderr}"
+    );
+}

@@ -225,10 +225,59 @@ fn child_stderr_dropped_while_our_stderr_was_stuck_is_counted_in_the_last_line()
     let last = text.lines().last().unwrap_or_default();
     let dropped: u64 = last
         .strip_prefix("rust-ts-ipc: dropped ")
-        .and_then(|rest| rest.strip_suffix(" bytes of the child's stderr while our stderr was not being read"))
+        .and_then(|rest| rest.strip_suffix(" bytes of the child's stderr while our stderr was not taking them"))
         .unwrap_or_else(|| panic!("forwarded {forwarded}; stderr: {:?}", text.replace('\0', "")))
         .parse()
         .unwrap();
     assert!(dropped > 0, "{last}");
+    assert_eq!(forwarded + dropped, FLOOD, "forwarded {forwarded} + dropped {dropped}");
+}
+
+/// A stderr read slowly (4 KiB every 50 ms, about 80 KB/s) holds the child back at most
+/// about a second at a time, not for as long as it would take to pass its 4 MiB: the
+/// conversation completes, and at the end the rest of the child's output is dropped so that
+/// our own last lines go out; the count still adds up.
+#[test]
+fn a_slowly_read_stderr_holds_the_child_back_briefly_and_loses_no_count() {
+    const FLOOD: u64 = 4 * 1024 * 1024;
+    let script = format!("head -c {FLOOD} /dev/zero >&2; exec {BIN} serve");
+    let started = Instant::now();
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--timeout-ms", "5000", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watchdog = KillAfterPatience::new(demo.id());
+    let mut stderr = demo.stderr.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0; 4096];
+        loop {
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    });
+    let mut stdout = String::new();
+    demo.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let text = reader.join().unwrap();
+    drop(watchdog);
+    assert_eq!(exit_of(&mut demo, "slow stderr").code(), Some(0));
+    assert_eq!(stdout, SEED_OUTPUT);
+    // Passing 4 MiB at this pace would take about 50 s.
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    let forwarded = text.iter().filter(|&&b| b == 0).count() as u64;
+    let text = String::from_utf8_lossy(&text);
+    let last = text.lines().last().unwrap_or_default().replace('\0', "");
+    let dropped: u64 = last
+        .strip_prefix("rust-ts-ipc: dropped ")
+        .and_then(|rest| rest.strip_suffix(" bytes of the child's stderr while our stderr was not taking them"))
+        .unwrap_or_else(|| panic!("forwarded {forwarded}; last line: {last:?}"))
+        .parse()
+        .unwrap();
     assert_eq!(forwarded + dropped, FLOOD, "forwarded {forwarded} + dropped {dropped}");
 }
