@@ -9,7 +9,14 @@
  */
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
-/** One conversation, answered in the order the calls were made (sync and async alike). */
+/**
+ * One conversation, answered in the order the calls were made (sync and async alike).
+ *
+ * A reply longer than Node-API can make a string of (more than 2^29 - 24 bytes of UTF-8 on
+ * 64-bit Node, even when it would be fewer UTF-16 units than JavaScript's longest string) is
+ * refused: the call throws, or its promise rejects with, an `Error` with code `ReplyTooLong`,
+ * and does not count.
+ */
 export declare class Responder {
   /** A fresh conversation. Throws a `TypeError` if called without `new` or with bad options. */
   constructor(options?: ResponderOptions | undefined | null)
@@ -24,8 +31,9 @@ export declare class Responder {
    * `handleLine` on bytes, which may be any bytes, including invalid UTF-8 (it gets the same
    * `error` reply as on the pipe). They are copied once, each byte read once, before they are
    * read: a view of a `SharedArrayBuffer` that another thread changes meanwhile is answered
-   * exactly as copied. The reply is a string (always valid UTF-8): creating one costs Node
-   * about half what a `Buffer` does.
+   * exactly as copied. A line longer than `maxLineBytes` is not copied: its length and last
+   * two bytes (its line ending) are all its `error` reply needs. The reply is a string
+   * (always valid UTF-8): creating one costs Node about half what a `Buffer` does.
    */
   handleBuffer(bytes: Uint8Array): string
   /**

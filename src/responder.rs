@@ -132,8 +132,7 @@ impl Responder {
     /// lines, each ending in `\n`, to `out`. A blank line counts as a line and gets no reply.
     pub fn handle_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
         self.line += 1;
-        let line = line.strip_suffix(b"\n").unwrap_or(line);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let line = without_line_ending(line);
         // Length first, as the stream decoder must (it cannot see an over-long line whole).
         if line.len() > self.options.max_line_bytes {
             let error = ProtocolError::LineTooLong { length: line.len(), limit: self.options.max_line_bytes };
@@ -143,6 +142,22 @@ impl Responder {
             return;
         }
         self.answer_bytes(line, out);
+    }
+
+    /// Answers a line known only by its length in bytes and its `tail` (its last two bytes, or
+    /// all of it if shorter), if that line is too long: exactly as [`Responder::handle_line`]
+    /// would answer the whole line, and `true`. Otherwise does nothing and returns `false`: the
+    /// caller must pass the whole line to `handle_line`. Lets an embedder refuse a huge line
+    /// without copying it first (the addon's `handleBuffer`).
+    pub fn handle_line_if_too_long(&mut self, length: usize, tail: &[u8], out: &mut Vec<u8>) -> bool {
+        let length = length.saturating_sub(tail.len() - without_line_ending(tail).len());
+        if length <= self.options.max_line_bytes {
+            return false;
+        }
+        self.line += 1;
+        let error = ProtocolError::LineTooLong { length, limit: self.options.max_line_bytes };
+        self.write_error(error, None, out);
+        true
     }
 
     /// Answers a frame from a [`crate::LineDecoder`], numbering errors by its physical line.
@@ -218,6 +233,12 @@ impl Responder {
     }
 }
 
+/// `line` without its line ending (`\n`, `\r\n`, or a lone `\r`): at most its last two bytes.
+fn without_line_ending(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +306,34 @@ mod tests {
             "{\"msg_type\":\"error\",\"data\":\"line 1: line of 3 bytes exceeds the 2-byte limit\"}\n"
         );
         assert_eq!(answer(&mut r, "  \r\n"), "");
+    }
+
+    #[test]
+    fn a_line_known_by_its_length_and_tail_is_answered_as_the_whole_line_would_be() {
+        let options = ResponderOptions { max_line_bytes: 4, ..Default::default() };
+        let (mut whole, mut by_length) = (Responder::new(options.clone()), Responder::new(options));
+        for line in
+            ["", "\n", "abcd", "abcd\r\n", "abcd\n\n", "abcde", "abcde\n", "abcd\r\r", "abc\n\r\n", "abcdef\r\n"]
+        {
+            let line = line.as_bytes();
+            let tail = &line[line.len().saturating_sub(2)..];
+            let (mut want, mut got) = (Vec::new(), Vec::new());
+            if by_length.handle_line_if_too_long(line.len(), tail, &mut got) {
+                whole.handle_line(line, &mut want);
+                assert!(
+                    want.starts_with(br#"{"msg_type":"error","data":"line "#),
+                    "{}",
+                    String::from_utf8_lossy(&want)
+                );
+            } else {
+                // Not too long: nothing was done, and the line must be answered whole.
+                assert_eq!((got.len(), by_length.lines_seen()), (0, whole.lines_seen()));
+                whole.handle_line(line, &mut want);
+                by_length.handle_line(line, &mut got);
+            }
+            assert_eq!(String::from_utf8_lossy(&got), String::from_utf8_lossy(&want), "line {line:?}");
+        }
+        assert_eq!((by_length.lines_seen(), whole.lines_seen()), (10, 10));
     }
 
     #[test]

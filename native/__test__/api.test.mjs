@@ -127,11 +127,30 @@ describe('bad arguments are TypeErrors that name what is wrong', () => {
 
   test('the line methods want a string or a Uint8Array', () => {
     throwsTypeError(() => responder.handleLine(42), 'handleLine: expected a string, got number');
-    throwsTypeError(() => responder.handleLine(Buffer.from('{}')), 'handleLine: expected a string, got object');
+    throwsTypeError(() => responder.handleLine(Buffer.from('{}')), 'handleLine: expected a string, got Uint8Array');
     throwsTypeError(() => responder.handleLineAsync(), 'handleLineAsync: expected a string, got undefined');
     throwsTypeError(() => responder.handleBuffer('{}'), 'handleBuffer: expected a Uint8Array, got string');
     throwsTypeError(() => responder.handleBuffer([123, 125]), 'handleBuffer: expected a Uint8Array, got array');
-    throwsTypeError(() => responder.handleBuffer(new Uint16Array(2)), 'handleBuffer: expected a Uint8Array, got object');
+    throwsTypeError(() => responder.handleBuffer({}), 'handleBuffer: expected a Uint8Array, got object');
+  });
+
+  test('binary data of the wrong kind is named by its class', () => {
+    const bytes = new ArrayBuffer(8);
+    for (const [value, kind] of [
+      [new Uint16Array(bytes), 'Uint16Array'],
+      [new Uint8ClampedArray(bytes), 'Uint8ClampedArray'],
+      [new Int8Array(bytes), 'Int8Array'],
+      [new Float64Array(bytes), 'Float64Array'],
+      [new BigInt64Array(bytes), 'BigInt64Array'],
+      [new DataView(bytes), 'DataView'],
+      [bytes, 'ArrayBuffer'],
+    ]) {
+      throwsTypeError(() => responder.handleBuffer(value), `handleBuffer: expected a Uint8Array, got ${kind}`);
+    }
+    throwsTypeError(
+      () => responder.handle({ msg_type: 'data', data: Buffer.from('x') }),
+      'handle: field `data` must be a string, got Uint8Array',
+    );
   });
 
   test('a refused argument never reaches the responder, so it is not counted as a line', () => {
@@ -312,7 +331,7 @@ describe('packaging', () => {
 
 describe('the receiver of a method', () => {
   const line = data('x');
-  for (const name of ['handleLine', 'handleBuffer', 'handle']) {
+  for (const name of ['handleLine', 'handleBuffer', 'handle', 'handleLineAsync']) {
     test(`${name} called on something that is not a Responder throws a TypeError`, () => {
       const method = Responder.prototype[name];
       for (const receiver of [undefined, null, 42, {}, Object.create(Responder.prototype)]) {
@@ -337,9 +356,10 @@ describe('the receiver of a method', () => {
     );
   });
 
-  test('a subclass of Responder is a Responder', () => {
+  test('a subclass of Responder is a Responder', async () => {
     class Loud extends Responder {}
     const r = new Loud({ exitAfter: 0 });
+    assert.equal(await r.handleLineAsync(line), ack('x'));
     assert.equal(r.handleLine(line), ack('x'));
     assert.equal(r.handleBuffer(Buffer.from(line)), ack('x'));
     assert.deepEqual(r.handle({ msg_type: 'data', data: 'x' }), [{ msg_type: 'ack', data: 'Acknowledged: x' }]);

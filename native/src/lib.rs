@@ -6,24 +6,33 @@
 //! (`handle`) with exactly the bytes the pipe child would write.
 //!
 //! The three synchronous calls (`handleLine`, `handleBuffer`, `handle`) are the hot path, so
-//! [`install_fast_methods`] puts them on `Responder.prototype` as plain functions that skip
-//! napi-rs's per-call borrow tracking (see there). The `#[napi]` methods of the same names
-//! declare them for `index.d.ts` and run the same bodies.
+//! [`install_fast_methods`] puts them (and `handleLineAsync`, for the same receiver check) on
+//! `Responder.prototype` as plain functions that skip napi-rs's per-call borrow tracking (see
+//! there). The `#[napi]` methods of the same names declare them for `index.d.ts` and run the
+//! same bodies.
 //!
 //! Errors a JS caller sees:
 //! - a wrong argument, or a wrong `this`, is a `TypeError` (code `InvalidArg`) naming the
 //!   method and the field;
 //! - a line the protocol rejects is not an exception but an `error` reply, as on the pipe;
-//! - a reply longer than the longest JS string is an `Error` (code `ReplyTooLong`);
+//! - a reply longer than Node-API can make a JS string of (more than 2^29 - 24 bytes of UTF-8 on
+//!   64-bit Node, even if it would be fewer UTF-16 units) is an `Error` (code `ReplyTooLong`);
 //! - a Rust panic (a bug) is an `Error` or a rejected Promise, never an abort of Node.
 //!
 //! A call that throws or rejects does not count: the conversation moves on only for replies
 //! that reach the caller, and the responder stays usable after a panic.
+//!
+//! No JavaScript runs while a responder's lock is held, so JavaScript that Node-API runs in the
+//! middle of a call (an `async_hooks` hook as a promise is made or settled, a setter for `code`
+//! on `Error.prototype` as an error is made) can call the same responder without deadlocking.
+//! Errors are built under the lock but thrown after it is released; promises are made before
+//! it is taken and settled after.
 
 use std::any::Any;
 use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::ffi::CStr;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,6 +78,11 @@ pub struct ResponderOptions {
 }
 
 /// One conversation, answered in the order the calls were made (sync and async alike).
+///
+/// A reply longer than Node-API can make a string of (more than 2^29 - 24 bytes of UTF-8 on
+/// 64-bit Node, even when it would be fewer UTF-16 units than JavaScript's longest string) is
+/// refused: the call throws, or its promise rejects with, an `Error` with code `ReplyTooLong`,
+/// and does not count.
 #[napi]
 pub struct Responder {
     state: Arc<Mutex<State>>,
@@ -82,7 +96,7 @@ struct State {
     core: ipc::Responder,
     /// Reused for every reply, so a call allocates nothing on the Rust side for its output.
     out: Vec<u8>,
-    /// Reused for every `handleLine` and `handleBuffer` argument (see [`read_utf8`], [`read_bytes`]).
+    /// Reused for every `handleLine` and `handleBuffer` argument (see [`read_utf8`], [`View`]).
     line: Vec<u8>,
     /// `handleLineAsync` lines not answered yet, in call order.
     queued: VecDeque<String>,
@@ -90,7 +104,8 @@ struct State {
     answered: VecDeque<std::result::Result<String, Failure>>,
     /// One promise per line in `answered`, then `queued`, in call order.
     promises: VecDeque<Deferred>,
-    /// Whether a [`Drain`] is scheduled; it is whenever `promises` is not empty.
+    /// Whether a [`Drain`] is scheduled (or about to be: it is set under the lock, and the drain
+    /// scheduled after releasing it); it is whenever `promises` is not empty.
     draining: bool,
 }
 
@@ -120,6 +135,7 @@ impl State {
         while let Some(line) = self.queued.pop_front() {
             let answer = self.run(|core, out| {
                 core.handle_line(line.as_bytes(), out);
+                // Here, before the line counts: a reply refused later, as it is settled, would count.
                 check_fits(&"handleLineAsync: the reply", "line", out)?;
                 Ok(reply_text(out).into_owned())
             });
@@ -128,14 +144,35 @@ impl State {
     }
 
     /// Answers `line` after every queued one, as a JS string.
-    fn reply_to<'env>(&mut self, env: &'env Env, method: &str, line: &[u8]) -> Result<JsString<'env>> {
+    fn reply_to<'env>(&mut self, env: &'env Env, method: &str, line: &[u8]) -> Outcome<JsString<'env>> {
         self.catch_up();
         self.run(|core, out| {
             core.handle_line(line, out);
-            check_fits(&format_args!("{method}: the reply"), "line", out)?;
-            to_js_string(env, out).map_err(|e| cannot_create(method, out.len(), &e))
+            js_reply(env, method, out)
         })
-        .map_err(|failure| failure.throw(env))
+    }
+
+    /// Answers the bytes of `view` after every queued line, as a JS string. A line too long to
+    /// answer is answered from its length and line ending alone, not copied: copying a 2 GiB
+    /// `Buffer` only to refuse it took ~850 ms and 2 GiB more memory.
+    fn reply_to_view<'env>(&mut self, env: &'env Env, view: &View<'_>) -> Outcome<JsString<'env>> {
+        if view.len > self.core.options().max_line_bytes {
+            self.catch_up();
+            let tail = view.tail();
+            let refused = self.run(|core, out| {
+                core.handle_line_if_too_long(view.len, tail.as_slice(), out)
+                    .then(|| js_reply(env, "handleBuffer", out))
+                    .transpose()
+            })?;
+            if let Some(reply) = refused {
+                return Ok(reply);
+            }
+        }
+        let mut copy = std::mem::take(&mut self.line);
+        view.copy_to(&mut copy)?;
+        let reply = self.reply_to(env, "handleBuffer", &copy);
+        self.keep_line_buffer(copy);
+        reply
     }
 
     /// Keeps `line`'s buffer for the next call, unless a huge line made it huge.
@@ -145,6 +182,9 @@ impl State {
         }
     }
 }
+
+/// A call's result, or why it has none; made under the responder's lock, thrown after it.
+type Outcome<T> = std::result::Result<T, Failure>;
 
 /// Why a call has no reply, as the JS `Error` it becomes: a stable `code` and a message.
 struct Failure {
@@ -158,22 +198,42 @@ impl Failure {
         Failure { code: "GenericFailure", message }
     }
 
+    /// A bad argument: thrown as a `TypeError`.
+    fn invalid_arg(message: String) -> Self {
+        Failure { code: "InvalidArg", message }
+    }
+
     /// A panic (a bug), as napi-rs reports one.
     fn panic(payload: Box<dyn Any + Send>) -> Self {
         Failure::generic(panic_to_error(payload).reason)
     }
 
-    /// Throws it, and returns the error that tells napi it is pending.
+    /// Throws it, and returns the error that tells napi it is pending. Never with a responder's
+    /// lock held: setting the error's `code` runs any setter JavaScript put on `Error.prototype`.
     fn throw(self, env: &Env) -> Error {
+        if self.code == "InvalidArg" {
+            return type_error(env, self.message);
+        }
         match env.throw_error(&self.message, Some(self.code)) {
             Ok(()) => Error::new(Status::PendingException, self.message),
             Err(e) => e,
         }
     }
 
-    /// The `Error` object, to reject a promise with.
+    /// The `Error` object, to reject a promise with. Its `code` is set by `napi_set_named_property`,
+    /// which catches what a setter on `Error.prototype` throws (left pending, see [`take_exception`]);
+    /// `napi_create_error` with a code would let it escape as an uncaught exception.
+    #[allow(unsafe_code)]
     fn to_js<'env>(&self, env: &'env Env) -> Result<Object<'env>> {
-        let mut error = env.create_error(Error::new(Status::GenericFailure, self.message.clone()))?;
+        let message = env.create_string(&self.message)?;
+        let mut error = std::ptr::null_mut();
+        // SAFETY: `env` is the live env of the current call on the JS thread, `message` a string
+        // of it; a null code sets none. Node-API fills `error`.
+        let status = unsafe { sys::napi_create_error(env.raw(), std::ptr::null_mut(), message.raw(), &mut error) };
+        if status != sys::Status::napi_ok {
+            return Err(Error::new(Status::from(status), "could not create an Error".to_owned()));
+        }
+        let mut error = Object::from_raw(env.raw(), error);
         error.set_named_property("code", self.code)?;
         Ok(error)
     }
@@ -184,32 +244,32 @@ fn cannot_create(method: &str, bytes: usize, error: &Error) -> Failure {
     Failure::generic(format!("{method}: could not make the {bytes}-byte reply a JS string ({})", error.status))
 }
 
-/// The longest string V8 can make, in UTF-16 units (`buffer.constants.MAX_STRING_LENGTH`:
-/// `v8::String::kMaxLength`, the same on 64-bit Node 20 to 24). Node-API does not say why it
-/// failed to make a longer one, so replies are measured against this first.
-const MAX_JS_STRING_UNITS: usize = if cfg!(target_pointer_width = "64") { (1 << 29) - 24 } else { (1 << 28) - 16 };
+/// The reply in `out` as a JS string, or why it cannot be one.
+fn js_reply<'env>(env: &'env Env, method: &str, out: &[u8]) -> Outcome<JsString<'env>> {
+    check_fits(&format_args!("{method}: the reply"), "line", out)?;
+    to_js_string(env, out).map_err(|e| cannot_create(method, out.len(), &e))
+}
 
-/// Checks that the UTF-8 `text` fits in a JS string; if not, a `ReplyTooLong` failure that
-/// says `{subject} would be a string of N UTF-16 units ...; the {what} was not answered`.
-fn check_fits(subject: &dyn std::fmt::Display, what: &str, text: &[u8]) -> std::result::Result<(), Failure> {
-    // Never more units than bytes, so only a reply this long needs counting.
-    if text.len() <= MAX_JS_STRING_UNITS {
-        return Ok(());
-    }
-    // One unit per character, two for one beyond U+FFFF (a 4-byte sequence).
-    let units = if text.is_ascii() {
-        text.len()
-    } else {
-        text.iter().map(|&b| usize::from(b & 0xC0 != 0x80) + usize::from(b >= 0xF0)).sum()
-    };
-    if units <= MAX_JS_STRING_UNITS {
+/// The longest string Node-API can make, both in UTF-16 units and in the UTF-8 (or Latin-1)
+/// bytes it is made from: `v8::String::kMaxLength` (`buffer.constants.MAX_STRING_LENGTH`, the
+/// same on 64-bit Node 20 to 24). V8 refuses a longer input before decoding it, so a non-ASCII
+/// reply of more bytes fails even when its UTF-16 length would fit; and Node-API does not say
+/// why it failed, so replies are measured against this first.
+const MAX_JS_STRING: usize = if cfg!(target_pointer_width = "64") { (1 << 29) - 24 } else { (1 << 28) - 16 };
+
+/// Checks that Node-API can make the UTF-8 `text` a JS string; if not, a `ReplyTooLong` failure
+/// that says `{subject} is N bytes of UTF-8 ...; the {what} was not answered`. Counting bytes is
+/// the whole check: UTF-8 never has fewer bytes than UTF-16 has units.
+fn check_fits(subject: &dyn std::fmt::Display, what: &str, text: &[u8]) -> Outcome<()> {
+    if text.len() <= MAX_JS_STRING {
         return Ok(());
     }
     Err(Failure {
         code: "ReplyTooLong",
         message: format!(
-            "{subject} would be a string of {units} UTF-16 units, more than JavaScript's maximum of \
-             {MAX_JS_STRING_UNITS}; the {what} was not answered and does not count"
+            "{subject} is {} bytes of UTF-8, more than the {MAX_JS_STRING} bytes (or UTF-16 units) Node-API \
+             can make a JavaScript string of; the {what} was not answered and does not count",
+            text.len()
         ),
     })
 }
@@ -278,8 +338,9 @@ impl Responder {
     /// `handleLine` on bytes, which may be any bytes, including invalid UTF-8 (it gets the same
     /// `error` reply as on the pipe). They are copied once, each byte read once, before they are
     /// read: a view of a `SharedArrayBuffer` that another thread changes meanwhile is answered
-    /// exactly as copied. The reply is a string (always valid UTF-8): creating one costs Node
-    /// about half what a `Buffer` does.
+    /// exactly as copied. A line longer than `maxLineBytes` is not copied: its length and last
+    /// two bytes (its line ending) are all its `error` reply needs. The reply is a string
+    /// (always valid UTF-8): creating one costs Node about half what a `Buffer` does.
     #[napi(catch_unwind)]
     pub fn handle_buffer<'env>(
         &self,
@@ -298,16 +359,7 @@ impl Responder {
         env: &'env Env,
         #[napi(ts_arg_type = "string")] line: Unknown<'_>,
     ) -> Result<PromiseRaw<'env, String>> {
-        let line = read_string(env, line, "handleLineAsync: expected a string")?;
-        let (deferred, promise) = Deferred::new(env)?;
-        let mut state = lock(&self.state);
-        if !state.draining {
-            env.spawn(Drain { state: Arc::clone(&self.state) })?;
-            state.draining = true;
-        }
-        state.queued.push_back(line);
-        state.promises.push_back(deferred);
-        Ok(promise)
+        self.answer_async(env, line)
     }
 
     /// True once the conversation has ended (`exit` sent); later lines get an `error` reply.
@@ -317,44 +369,65 @@ impl Responder {
     }
 }
 
-/// The bodies of the synchronous calls, shared by the `#[napi]` methods and the fast path.
+/// The bodies of the calls, shared by the `#[napi]` methods and the fast path. Each releases the
+/// lock before it throws (see [`Failure::throw`]).
 impl Responder {
     fn answer_message(&self, env: &Env, msg: Unknown<'_>) -> Result<Vec<JsMessage>> {
         let msg = read_message(env, msg)?;
-        let mut state = lock(&self.state);
-        state.catch_up();
-        state
-            .run(|core, _| {
+        let replies = {
+            let mut state = lock(&self.state);
+            state.catch_up();
+            state.run(|core, _| {
                 let replies = core.handle_message(&msg);
                 for reply in &replies {
                     check_fits(&"handle: the reply's data", "message", reply.data.as_bytes())?;
                 }
                 Ok(replies.into_iter().map(JsMessage::from).collect())
             })
-            .map_err(|failure| failure.throw(env))
+        };
+        replies.map_err(|failure| failure.throw(env))
     }
 
     fn answer_line<'env>(&self, env: &'env Env, line: Unknown<'_>) -> Result<JsString<'env>> {
-        let mut state = lock(&self.state);
-        // Taken out for the call so that `reply_to` can borrow the state mutably beside it.
-        let mut text = std::mem::take(&mut state.line);
-        if !read_utf8(env, &line, &mut text)? {
-            return Err(type_error(env, format!("handleLine: expected a string, got {}", kind_of(&line))));
-        }
-        let reply = state.reply_to(env, "handleLine", &text);
-        state.keep_line_buffer(text);
-        reply
+        let reply = {
+            let mut state = lock(&self.state);
+            // Taken out for the call so that `reply_to` can borrow the state mutably beside it.
+            let mut text = std::mem::take(&mut state.line);
+            let reply = match read_utf8(env, &line, &mut text) {
+                Ok(true) => state.reply_to(env, "handleLine", &text),
+                Ok(false) => {
+                    Err(Failure::invalid_arg(format!("handleLine: expected a string, got {}", kind_of(&line))))
+                }
+                Err(e) => Err(Failure::generic(e.reason)),
+            };
+            state.keep_line_buffer(text);
+            reply
+        };
+        reply.map_err(|failure| failure.throw(env))
     }
 
     fn answer_bytes<'env>(&self, env: &'env Env, bytes: Unknown<'_>) -> Result<JsString<'env>> {
-        let mut state = lock(&self.state);
-        let mut copy = std::mem::take(&mut state.line);
-        if !read_bytes(env, &bytes, &mut copy)? {
-            return Err(type_error(env, format!("handleBuffer: expected a Uint8Array, got {}", kind_of(&bytes))));
+        let reply = match View::of(&bytes) {
+            Some(view) => lock(&self.state).reply_to_view(env, &view),
+            None => Err(Failure::invalid_arg(format!("handleBuffer: expected a Uint8Array, got {}", kind_of(&bytes)))),
+        };
+        reply.map_err(|failure| failure.throw(env))
+    }
+
+    fn answer_async<'env>(&self, env: &'env Env, line: Unknown<'_>) -> Result<PromiseRaw<'env, String>> {
+        let line = read_string(env, line, "handleLineAsync: expected a string")?;
+        // Made and scheduled outside the lock: both fire `async_hooks` hooks, which may call this responder.
+        let (deferred, promise) = Deferred::new(env)?;
+        let schedule = {
+            let mut state = lock(&self.state);
+            state.queued.push_back(line);
+            state.promises.push_back(deferred);
+            !std::mem::replace(&mut state.draining, true)
+        };
+        if schedule {
+            schedule_drain(env, &self.state);
         }
-        let reply = state.reply_to(env, "handleBuffer", &copy);
-        state.keep_line_buffer(copy);
-        reply
+        Ok(promise)
     }
 
     fn is_done(&self) -> bool {
@@ -367,9 +440,10 @@ impl Responder {
 /// Largest `handleLine` buffer a responder keeps between calls (enough for lines of 2 MiB).
 const KEEP_LINE_BUFFER_BYTES: usize = 8 << 20;
 
-/// Replaces `handleLine`, `handleBuffer` and `handle` on `Responder.prototype` with plain
-/// functions that run the same bodies, and the `done` getter with one that checks its receiver
-/// as they do (runs once, when the addon loads).
+/// Replaces the methods on `Responder.prototype` with plain functions that run the same bodies,
+/// and the `done` getter with one that checks its receiver as they do (runs once, when the
+/// addon loads). `handleLineAsync` is not on the hot path, but is replaced too so that a wrong
+/// receiver gets the same `TypeError` (a class method would throw V8's "Illegal invocation").
 ///
 /// napi-rs's generated glue for a `&self` method registers the receiver in a per-call borrow
 /// scope (an `Arc<Mutex>` allocation and two global mutex-guarded maps), which exists to stop
@@ -390,6 +464,7 @@ pub fn install_fast_methods(exports: Object<'_>, env: Env) -> Result<()> {
     install(&env, &mut prototype, "handleLine", |r, env, line| r.answer_line(env, line).map(|s| s.to_unknown()))?;
     install(&env, &mut prototype, "handleBuffer", |r, env, bytes| r.answer_bytes(env, bytes).map(|s| s.to_unknown()))?;
     install(&env, &mut prototype, "handle", |r, env, msg| r.answer_message(env, msg)?.into_unknown(env))?;
+    install(&env, &mut prototype, "handleLineAsync", |r, env, line| r.answer_async(env, line).map(|p| p.to_unknown()))?;
     let ours: ObjectRef<false> = prototype.create_ref()?;
     let done = Property::new()
         .with_utf8_name("done")?
@@ -400,7 +475,7 @@ pub fn install_fast_methods(exports: Object<'_>, env: Env) -> Result<()> {
     prototype.define_properties(&[done])
 }
 
-/// A synchronous `Responder` call as the fast path runs it: receiver, env, first argument.
+/// A `Responder` call as the fast path runs it: receiver, env, first argument.
 type Method = for<'env> fn(&Responder, &'env Env, Unknown<'env>) -> Result<Unknown<'env>>;
 
 /// Sets `prototype[name]` to a function that calls `method` (panics become an `Error`: the
@@ -478,33 +553,89 @@ impl Task for Drain {
     }
 }
 
+/// An answered `handleLineAsync` line: its promise, and its reply or why there is none.
+type Answered = (Deferred, Outcome<String>);
+
+/// Takes the answered lines and their promises out of `state`, in call order.
+fn take_answered(state: &mut State) -> Vec<Answered> {
+    let answered = state.answered.len().min(state.promises.len());
+    state.promises.drain(..answered).zip(state.answered.drain(..)).collect()
+}
+
 /// Settles the promises of the answered `handleLineAsync` lines, in call order, and schedules
 /// the next [`Drain`] if lines were queued since this one ran (JS thread only).
 fn settle(env: &Env, shared: &Arc<Mutex<State>>) -> Result<()> {
-    let mut state = lock(shared);
+    // Taken out under the lock, settled after releasing it: settling fires `async_hooks`'
+    // `promiseResolve`, which may call this responder. Calls made meanwhile queue behind these.
+    let (answered, schedule) = {
+        let mut state = lock(shared);
+        state.draining = !state.queued.is_empty();
+        (take_answered(&mut state), state.draining)
+    };
     let mut failed = None;
-    // Settling runs no JavaScript (reactions are queued as microtasks), so the lock can be held.
-    while let Some(answer) = state.answered.pop_front() {
-        let Some(deferred) = state.promises.pop_front() else { break };
+    for (deferred, answer) in answered {
         if let Err(e) = settle_one(env, deferred, answer) {
             failed.get_or_insert(e);
         }
     }
-    // Even after a failure above, so that a later `handleLineAsync` still finds a drain.
-    state.draining = !state.queued.is_empty() && env.spawn(Drain { state: Arc::clone(shared) }).is_ok();
+    // Even after a failure above, so that the queued lines still get answered.
+    if schedule {
+        schedule_drain(env, shared);
+    }
     failed.map_or(Ok(()), Err)
 }
 
+/// Schedules a [`Drain`], with `State::draining` already set (JS thread, outside the lock:
+/// scheduling fires `async_hooks`' `init`). If Node-API cannot, no promise is left waiting for
+/// one: those of lines answered already settle now, the others reject, their lines unanswered.
+fn schedule_drain(env: &Env, shared: &Arc<Mutex<State>>) {
+    let Err(error) = env.spawn(Drain { state: Arc::clone(shared) }) else { return };
+    let (answered, refused) = {
+        let mut state = lock(shared);
+        state.draining = false;
+        let answered = take_answered(&mut state);
+        state.queued.clear();
+        (answered, std::mem::take(&mut state.promises))
+    };
+    let refusal = || {
+        Err(Failure::generic(format!(
+            "handleLineAsync: could not schedule the line on the libuv pool ({}); it was not answered and does \
+             not count",
+            error.status
+        )))
+    };
+    let settled = answered.into_iter().chain(refused.into_iter().map(|deferred| (deferred, refusal())));
+    for (deferred, answer) in settled {
+        // Nothing left to tell: the promise is all the caller has.
+        let _unsettled = settle_one(env, deferred, answer);
+    }
+}
+
 /// Fulfils one `handleLineAsync` promise with its reply, or rejects it with why there is none.
-fn settle_one(env: &Env, deferred: Deferred, answer: std::result::Result<String, Failure>) -> Result<()> {
+/// If that `Error` cannot be made (a setter for `code` on `Error.prototype` threw), the promise
+/// rejects with what was thrown instead: it settles either way.
+fn settle_one(env: &Env, deferred: Deferred, answer: Outcome<String>) -> Result<()> {
     let reply = answer.and_then(|reply| {
         to_js_string(env, reply.as_bytes()).map_err(|e| cannot_create("handleLineAsync", reply.len(), &e))
     });
     let outcome = match reply {
         Ok(reply) => Ok(reply.to_unknown()),
-        Err(failure) => Err(failure.to_js(env)?.to_unknown()),
+        Err(failure) => Err(failure.to_js(env).map(|error| error.to_unknown()).or_else(|_| take_exception(env))?),
     };
     deferred.settle(env, outcome)
+}
+
+/// The pending JavaScript exception, cleared (`undefined` if there is none).
+#[allow(unsafe_code)]
+fn take_exception(env: &Env) -> Result<Unknown<'_>> {
+    let mut exception = std::ptr::null_mut();
+    // SAFETY: `env` is the live env of the current call on the JS thread; Node-API fills `exception`.
+    let status = unsafe { sys::napi_get_and_clear_last_exception(env.raw(), &mut exception) };
+    if status != sys::Status::napi_ok {
+        return Err(Error::new(Status::from(status), "handleLineAsync: could not make a rejection".to_owned()));
+    }
+    // SAFETY: a live value of this env.
+    unsafe { Unknown::from_napi_value(env.raw(), exception) }
 }
 
 /// The settling end of a promise that `handleLineAsync` returned (a `napi_deferred`).
@@ -607,49 +738,89 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     })
 }
 
-/// Copies the bytes of the `Uint8Array` `value` into `buf` (replacing its contents); `false`
-/// if `value` is not a `Uint8Array` (a `Buffer` is one).
-///
-/// Copied, never borrowed: other threads can change the bytes during the call (a worker, over
-/// a `SharedArrayBuffer`; the libuv pool, over any `Buffer` an `fs.read` is still filling), and
-/// the core must validate and read the same bytes (a `&[u8]` over memory that changes is
-/// undefined behaviour; it made the core build a `str` of invalid UTF-8). The copy reads with
-/// relaxed atomic loads, as V8 copies shared memory (`Relaxed_Memcpy`): each byte is read
-/// once, whatever another thread does. Into the buffer the responder reuses, it added ~1% to a
-/// release-build `handleBuffer` call on an ordinary 64-byte `Buffer` and 6–8% at 64 KiB and
-/// 1 MiB (a plain `memcpy`: ~1% less), against reading in place.
+/// The bytes of a `Uint8Array` (a `Buffer` is one), in memory other threads may change during
+/// the call: a worker's, over a `SharedArrayBuffer`; the libuv pool's, over any `Buffer` an
+/// `fs.read` is still filling. So they are never borrowed as a `&[u8]` (the core must validate
+/// and read the same bytes: over memory that changes that is undefined behaviour, and it made
+/// the core build a `str` of invalid UTF-8), only copied out, each byte read once.
+struct View<'a> {
+    data: *const u8,
+    len: usize,
+    /// The array, which keeps the bytes allocated.
+    _array: PhantomData<&'a Unknown<'a>>,
+}
+
 #[allow(unsafe_code)]
-fn read_bytes(env: &Env, value: &Unknown<'_>, buf: &mut Vec<u8>) -> Result<bool> {
-    let (env, value) = (env.raw(), value.raw());
+impl<'a> View<'a> {
+    /// The bytes of `value`, or `None` if it is not a `Uint8Array`.
+    fn of(value: &Unknown<'a>) -> Option<Self> {
+        let (kind, len, data) = typed_array(value)?;
+        (kind == sys::TypedarrayType::uint8_array).then_some(View { data: data.cast_const(), len, _array: PhantomData })
+    }
+
+    /// Copies the bytes into `buf` (replacing its contents).
+    ///
+    /// With relaxed atomic loads, as V8 copies shared memory (`Relaxed_Memcpy`). Into the buffer
+    /// the responder reuses, that added ~1% to a release-build `handleBuffer` call on an ordinary
+    /// 64-byte `Buffer` and 6–8% at 64 KiB and 1 MiB (a plain `memcpy`: ~1% less), against
+    /// reading in place.
+    fn copy_to(&self, buf: &mut Vec<u8>) -> Outcome<()> {
+        let len = self.len;
+        buf.clear();
+        buf.try_reserve(len)
+            .map_err(|_| Failure::generic(format!("out of memory copying a Uint8Array of {len} bytes")))?;
+        if len > 0 {
+            // SAFETY: `data` points to the array's `len` bytes, which stay allocated while the
+            // caller holds the array (for the whole call: no JS runs meanwhile that could detach
+            // it); `buf` has room for `len` bytes, which `copy_relaxed` all writes before `set_len`.
+            unsafe {
+                copy_relaxed(self.data, buf.as_mut_ptr(), len);
+                buf.set_len(len);
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy of the last two bytes (all of them, if fewer): enough to tell the line ending.
+    fn tail(&self) -> Tail {
+        let mut tail = Tail { bytes: [0; 2], len: self.len.min(2) };
+        if tail.len > 0 {
+            // SAFETY: as in `copy_to`; the last `tail.len` of the `len` bytes, into room for 2.
+            unsafe { copy_relaxed(self.data.add(self.len - tail.len), tail.bytes.as_mut_ptr(), tail.len) };
+        }
+        tail
+    }
+}
+
+/// The last bytes of a [`View`].
+struct Tail {
+    bytes: [u8; 2],
+    len: usize,
+}
+
+impl Tail {
+    fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// The kind, length (in elements) and data of the typed array `value`; `None` if it is not one.
+#[allow(unsafe_code)]
+fn typed_array(value: &Unknown<'_>) -> Option<(sys::napi_typedarray_type, usize, *mut u8)> {
+    let (env, value) = (value.value().env, value.raw());
     let mut is_typed_array = false;
     // SAFETY: `env` and `value` are live handles of the current call.
     let status = unsafe { sys::napi_is_typedarray(env, value, &mut is_typed_array) };
     if status != sys::Status::napi_ok || !is_typed_array {
-        return Ok(false);
+        return None;
     }
-    let (mut kind, mut length, mut data, mut arraybuffer, mut offset) =
+    let (mut kind, mut len, mut data, mut arraybuffer, mut offset) =
         (0, 0, std::ptr::null_mut(), std::ptr::null_mut(), 0);
     // SAFETY: as above; `value` is a typed array, and Node-API fills every out-pointer.
     let status = unsafe {
-        sys::napi_get_typedarray_info(env, value, &mut kind, &mut length, &mut data, &mut arraybuffer, &mut offset)
+        sys::napi_get_typedarray_info(env, value, &mut kind, &mut len, &mut data, &mut arraybuffer, &mut offset)
     };
-    if status != sys::Status::napi_ok || kind != sys::TypedarrayType::uint8_array {
-        return Ok(false);
-    }
-    buf.clear();
-    buf.try_reserve(length)
-        .map_err(|_| Error::from_reason(format!("out of memory copying a Uint8Array of {length} bytes")))?;
-    if length > 0 {
-        // SAFETY: `data` points to the array's `length` bytes, which stay allocated while the
-        // caller holds the array (for the whole call: no JS runs meanwhile that could detach
-        // it). They are only read with atomic loads, never through a reference; `buf` has room
-        // for `length` bytes, which `copy_relaxed` all writes before `set_len`.
-        unsafe {
-            copy_relaxed(data.cast::<u8>(), buf.as_mut_ptr(), length);
-            buf.set_len(length);
-        }
-    }
-    Ok(true)
+    (status == sys::Status::napi_ok).then_some((kind, len, data.cast()))
 }
 
 /// Copies `len` bytes from `src` to `dst`, reading `src` with relaxed atomic loads: a word at a
@@ -687,7 +858,8 @@ fn type_error(env: &Env, message: String) -> Error {
     }
 }
 
-/// `typeof`, except that `null` and arrays are named as such.
+/// `typeof`, except that `null`, arrays, typed arrays, `DataView`s and `ArrayBuffer`s are named
+/// as such.
 fn kind_of(value: &Unknown<'_>) -> &'static str {
     match value.get_type() {
         Ok(ValueType::Undefined) => "undefined",
@@ -699,8 +871,43 @@ fn kind_of(value: &Unknown<'_>) -> &'static str {
         Ok(ValueType::Function) => "function",
         Ok(ValueType::BigInt) => "bigint",
         Ok(ValueType::Object) if value.is_array().unwrap_or(false) => "array",
-        Ok(ValueType::Object) => "object",
+        Ok(ValueType::Object) => binary_kind(value).unwrap_or("object"),
         _ => "unknown",
+    }
+}
+
+/// The name of the class of `value` if it is binary data (a `Buffer` is a `Uint8Array`).
+#[allow(unsafe_code)]
+fn binary_kind(value: &Unknown<'_>) -> Option<&'static str> {
+    use sys::TypedarrayType as T;
+    if let Some((kind, _, _)) = typed_array(value) {
+        return Some(match kind {
+            T::int8_array => "Int8Array",
+            T::uint8_array => "Uint8Array",
+            T::uint8_clamped_array => "Uint8ClampedArray",
+            T::int16_array => "Int16Array",
+            T::uint16_array => "Uint16Array",
+            T::int32_array => "Int32Array",
+            T::uint32_array => "Uint32Array",
+            T::float32_array => "Float32Array",
+            T::float64_array => "Float64Array",
+            T::bigint64_array => "BigInt64Array",
+            T::biguint64_array => "BigUint64Array",
+            _ => "TypedArray",
+        });
+    }
+    let (env, value) = (value.value().env, value.raw());
+    let is = |check: unsafe fn(sys::napi_env, sys::napi_value, *mut bool) -> sys::napi_status| {
+        let mut result = false;
+        // SAFETY: `env` and `value` are live handles of the current call; Node-API fills `result`.
+        (unsafe { check(env, value, &mut result) } == sys::Status::napi_ok) && result
+    };
+    if is(sys::napi_is_dataview) {
+        Some("DataView")
+    } else if is(sys::napi_is_arraybuffer) {
+        Some("ArrayBuffer")
+    } else {
+        None
     }
 }
 
