@@ -40,9 +40,16 @@ pub const HOLD_BACK: Duration = Duration::from_secs(1);
 pub const FLOOR: u64 = 1024 * 1024;
 /// How long [`finish`] waits for our own lines while stderr takes nothing at all.
 const STUCK: Duration = Duration::from_secs(1);
+/// [`STUCK`] when [`finish`] is told to hurry.
+const HURRIED: Duration = Duration::from_millis(100);
+/// How long [`finish`] waits for the child's stderr to close, so the count is complete.
+const CHILD_END_WAIT: Duration = Duration::from_millis(500);
 
 enum Item {
     Own(String),
+    /// The dropped-bytes line, if anything was dropped: built when it is written, so it counts
+    /// everything dropped before it.
+    DroppedNote,
     /// Raw bytes of the child's stderr; prefixes are added as they are written.
     Child(Vec<u8>),
     /// The child's stderr closed: end its last line if it left one open.
@@ -63,12 +70,13 @@ struct Queue {
     written: u64,
     /// Since when the queue has been full, and `written` then.
     full_since: Option<(Instant, u64)>,
-    /// [`finish`] has run: the child's stderr is no longer forwarded.
+    /// [`finish`] has run: the child's stderr is no longer forwarded (but still counted).
     finished: bool,
+    /// The child's stderr is being read (between [`child_stderr_opened`] and
+    /// [`end_of_child_stderr`]).
+    child_open: bool,
     /// [`finish`] gave up on the child's output: the writer stops the one under way.
     abandon_child: bool,
-    /// The writer is writing an item of the child's.
-    in_child_item: bool,
     /// A write failed: discard everything.
     broken: bool,
 }
@@ -104,8 +112,8 @@ fn sink() -> &'static Sink {
                 written: 0,
                 full_since: None,
                 finished: false,
+                child_open: false,
                 abandon_child: false,
-                in_child_item: false,
                 broken: false,
             }),
             changed: Condvar::new(),
@@ -147,16 +155,22 @@ impl Writer {
                 continue;
             }
             queue.writing = Some(Instant::now());
-            queue.in_child_item = matches!(item, Item::Child(_));
+            let note = match item {
+                Item::DroppedNote if queue.dropped > 0 => Some(format!(
+                    "rust-ts-ipc: dropped {} bytes of the child's stderr while our stderr was not taking them",
+                    queue.dropped
+                )),
+                _ => None,
+            };
             drop(queue);
             let ok = match item {
                 Item::Own(line) => self.own(&line),
+                Item::DroppedNote => note.is_none_or(|note| self.own(&note)),
                 Item::Child(bytes) => self.child(&bytes),
                 Item::ChildEnd => !std::mem::take(&mut self.in_child_line) || self.write(b"\n"),
             };
             queue = self.sink.lock();
             queue.writing = None;
-            queue.in_child_item = false;
             queue.broken |= !ok;
             self.sink.changed.notify_all();
         }
@@ -256,7 +270,12 @@ pub fn forward(chunk: &[u8]) {
     let sink = sink();
     let mut queue = sink.lock();
     loop {
-        if queue.finished || queue.broken {
+        if queue.broken {
+            return;
+        }
+        if queue.finished {
+            // Too late to be written before the last line, but not too late to be counted.
+            queue.dropped += chunk.len() as u64;
             return;
         }
         if queue.child_bytes <= CHILD_BUDGET / 2 {
@@ -293,61 +312,35 @@ pub fn forward(chunk: &[u8]) {
 pub fn end_of_child_stderr() {
     let sink = sink();
     let mut queue = sink.lock();
+    queue.child_open = false;
     if !queue.finished && !queue.broken {
         queue.items.push_back(Item::ChildEnd);
-        sink.changed.notify_all();
     }
+    sink.changed.notify_all();
+}
+
+/// A child's stderr is about to be forwarded: [`finish`] waits (briefly) for its end.
+pub fn child_stderr_opened() {
+    sink().lock().child_open = true;
 }
 
 /// Stops forwarding the child's stderr and writes out the queue: if it has not drained
 /// within [`HOLD_BACK`], what is left of the child's output is dropped (and counted) so that
 /// our own lines go next; then a last line says how many of the child's bytes were dropped,
-/// if any. Waits for our lines while stderr takes bytes, giving up once it has taken nothing
-/// for [`STUCK`], and in any case after `HOLD_BACK + 2 × STUCK`. Returns whether everything
-/// queued was written.
-pub fn finish() -> bool {
+/// if any (counting what the child wrote until its stderr closed, waited for up to
+/// [`CHILD_END_WAIT`]). Waits for our lines while stderr takes bytes, giving up once it has
+/// taken nothing for [`STUCK`], in any case after about `HOLD_BACK + 2 × STUCK`; once `hurry`
+/// says so, it skips the waits for the child and gives our lines [`HURRIED`] instead of
+/// `STUCK`. Returns whether everything queued was written.
+pub fn finish(hurry: impl Fn() -> bool) -> bool {
     let sink = sink();
     let mut queue = sink.lock();
     let start = Instant::now();
-    queue.finished = true;
     let drained = |q: &Queue| q.broken || (q.items.is_empty() && q.writing.is_none());
-    while !drained(&queue) && start.elapsed() < HOLD_BACK {
-        queue = sink.wait(queue, Duration::from_millis(20));
+    if !std::mem::replace(&mut queue.finished, true) {
+        queue = close(sink, queue, start, &hurry);
     }
-    if !drained(&queue) {
-        queue.abandon_child = true;
-        let mut dropped = 0;
-        queue.items.retain(|item| match item {
-            Item::Child(bytes) => {
-                dropped += bytes.len();
-                false
-            }
-            Item::ChildEnd => false,
-            Item::Own(_) => true,
-        });
-        queue.child_bytes -= dropped;
-        queue.dropped += dropped as u64;
-        // The writer counts what it leaves of the item under way once its piece is written.
-        let mut moved = Instant::now();
-        while queue.in_child_item && !queue.broken {
-            if let Some(at) = queue.writing {
-                moved = moved.max(at);
-            }
-            if moved.elapsed() >= STUCK {
-                break;
-            }
-            queue = sink.wait(queue, Duration::from_millis(20));
-        }
-    }
-    if queue.dropped > 0 && !queue.broken {
-        let note = format!(
-            "rust-ts-ipc: dropped {} bytes of the child's stderr while our stderr was not taking them",
-            queue.dropped
-        );
-        queue.items.push_back(Item::Own(note));
-        sink.changed.notify_all();
-    }
-    let give_up = start + HOLD_BACK + 2 * STUCK;
+    let give_up = start + HOLD_BACK + CHILD_END_WAIT + 2 * STUCK;
     let mut moved = Instant::now();
     loop {
         if queue.broken {
@@ -359,9 +352,51 @@ pub fn finish() -> bool {
         if let Some(at) = queue.writing {
             moved = moved.max(at);
         }
-        if moved.elapsed() >= STUCK || Instant::now() >= give_up {
+        // In a hurry, our own last lines still go out if stderr is taking bytes at all.
+        let patience = if hurry() { HURRIED } else { STUCK };
+        if moved.elapsed() >= patience || Instant::now() >= give_up {
             return false;
         }
         queue = sink.wait(queue, Duration::from_millis(20));
     }
+}
+
+/// [`finish`]'s first time: the child's part of the queue, and the note.
+fn close(
+    sink: &'static Sink,
+    mut queue: MutexGuard<'static, Queue>,
+    start: Instant,
+    hurry: &impl Fn() -> bool,
+) -> MutexGuard<'static, Queue> {
+    // A forwarder waiting for room counts its piece now, instead of waiting on.
+    sink.changed.notify_all();
+    let drained = |q: &Queue| q.broken || (q.items.is_empty() && q.writing.is_none());
+    while !drained(&queue) && start.elapsed() < HOLD_BACK && !hurry() {
+        queue = sink.wait(queue, Duration::from_millis(20));
+    }
+    if !drained(&queue) {
+        queue.abandon_child = true;
+        let mut dropped = 0;
+        queue.items.retain(|item| match item {
+            Item::Child(bytes) => {
+                dropped += bytes.len();
+                false
+            }
+            Item::ChildEnd => false,
+            Item::Own(_) | Item::DroppedNote => true,
+        });
+        queue.child_bytes -= dropped;
+        queue.dropped += dropped as u64;
+    }
+    // Everything the child wrote is either queued, written or counted once its stderr has
+    // closed (its group has had SIGKILL by now, so only a process outside it can hold it).
+    let child_end = Instant::now() + CHILD_END_WAIT;
+    while queue.child_open && Instant::now() < child_end && !hurry() {
+        queue = sink.wait(queue, Duration::from_millis(20));
+    }
+    if !queue.broken {
+        queue.items.push_back(Item::DroppedNote);
+        sink.changed.notify_all();
+    }
+    queue
 }

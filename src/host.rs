@@ -254,8 +254,18 @@ impl ChildGuard {
 }
 
 /// A second signal has come: skip the waits.
-fn in_a_hurry() -> bool {
+pub fn in_a_hurry() -> bool {
     sys::interrupts() >= 2
+}
+
+/// The last of SIGINT, SIGTERM and SIGHUP to have arrived since the demo took them, if any.
+pub fn signal_received() -> Option<i32> {
+    sys::interrupted()
+}
+
+/// The name of signal `number`, for messages.
+pub fn signal_name(number: i32) -> &'static str {
+    sys::signal_name(number)
 }
 
 impl Drop for ChildGuard {
@@ -408,6 +418,7 @@ fn spawn_reader(mut stdout: impl Read + Send + 'static, tx: Sender<Event>) -> Ar
 /// the child's stderr closes.
 fn spawn_stderr_forwarder(stderr: impl Read + Send + 'static) -> Receiver<()> {
     let (tx, rx) = mpsc::channel();
+    diag::child_stderr_opened();
     thread::spawn(move || {
         let mut stderr = stderr;
         let mut buf = vec![0; READ_CHUNK];
@@ -818,7 +829,7 @@ mod sys {
                             signal_name(number),
                             if killed { " (the child's process group was sent SIGKILL)" } else { "" }
                         ));
-                        crate::diag::finish();
+                        crate::diag::finish(|| false);
                         std::process::exit(128 + number);
                     });
                 }

@@ -35,7 +35,8 @@ after stopping the child (129 SIGHUP, 130 SIGINT/Ctrl-C, 143 SIGTERM).";
 
 fn main() -> ExitCode {
     let args: Vec<OsString> = std::env::args_os().skip(1).collect();
-    let code = match run(args) {
+    let result = run(args);
+    let code = match &result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             diag::say(format_args!("rust-ts-ipc: {e}"));
@@ -45,9 +46,18 @@ fn main() -> ExitCode {
             ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(1))
         }
     };
-    // Bounded: a stderr nobody reads costs at most `diag::STUCK` here, and no exit code.
-    diag::finish();
-    code
+    // Bounded: a stderr nobody reads costs a few seconds here at most, and no exit code; a
+    // second signal cuts it short.
+    diag::finish(host::in_a_hurry);
+    // A signal is never swallowed, even one that came while the last lines were written.
+    match host::signal_received() {
+        Some(signal) if !matches!(&result, Err(HostError::Interrupted { .. })) => {
+            diag::say(format_args!("rust-ts-ipc: interrupted by {} while finishing", host::signal_name(signal)));
+            diag::finish(|| true);
+            ExitCode::from(u8::try_from(128 + signal).unwrap_or(1))
+        }
+        _ => code,
+    }
 }
 
 fn run(args: Vec<OsString>) -> Result<(), HostError> {

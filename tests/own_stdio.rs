@@ -281,3 +281,96 @@ fn a_slowly_read_stderr_holds_the_child_back_briefly_and_loses_no_count() {
         .unwrap();
     assert_eq!(forwarded + dropped, FLOOD, "forwarded {forwarded} + dropped {dropped}");
 }
+
+/// The child's stderr that was still on its way when the demo finished (held back waiting
+/// for room, or still in the pipe) is counted in the last line, not lost without a word.
+#[test]
+fn child_stderr_still_arriving_at_the_end_is_counted_too() {
+    let dir = scratch("arriving");
+    let log = dir.join("written");
+    // Writes 4 KiB blocks until it is killed with the child's group, logging its total
+    // after each (so the total written is the log, or one block more).
+    let script = format!(
+        "(n=0; while head -c 4096 /dev/zero >&2; do n=$((n+4096)); echo $n >{}; done) & sleep 1; exec {BIN} serve",
+        log.display()
+    );
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--grace-ms", "300", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let watchdog = KillAfterPatience::new(demo.id());
+    let started = Instant::now();
+    let mut stderr = demo.stderr.take().unwrap();
+    // Reads at once, stalls from 0.3 s to 2 s (the conversation ends in between), then reads on.
+    let reader = thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = vec![0; 65536];
+        loop {
+            let at = started.elapsed();
+            if at > Duration::from_millis(300) && at < Duration::from_secs(2) {
+                thread::sleep(Duration::from_secs(2) - at);
+            }
+            match stderr.read(&mut buf) {
+                Ok(0) | Err(_) => return all,
+                Ok(n) => all.extend_from_slice(&buf[..n]),
+            }
+        }
+    });
+    let mut stdout = String::new();
+    demo.stdout.take().unwrap().read_to_string(&mut stdout).unwrap();
+    let text = reader.join().unwrap();
+    drop(watchdog);
+    assert_eq!(exit_of(&mut demo, "arriving stderr").code(), Some(0));
+    assert_eq!(stdout, SEED_OUTPUT);
+    let logged: u64 = fs::read_to_string(&log).unwrap().trim().parse().unwrap();
+    let forwarded = text.iter().filter(|&&b| b == 0).count() as u64;
+    let text = String::from_utf8_lossy(&text);
+    let last = text.lines().last().unwrap_or_default().replace('\0', "");
+    let dropped: u64 = last
+        .strip_prefix("rust-ts-ipc: dropped ")
+        .and_then(|rest| rest.strip_suffix(" bytes of the child's stderr while our stderr was not taking them"))
+        .map_or(0, |n| n.parse().unwrap());
+    let counted = forwarded + dropped;
+    assert!(
+        counted == logged || counted == logged + 4096,
+        "forwarded {forwarded} + dropped {dropped} = {counted}, written {logged} (+4096); last line {last:?}"
+    );
+}
+
+/// A signal while the demo writes its last lines to a stderr nobody reads is not swallowed,
+/// and a second Ctrl-C ends the wait at once.
+#[test]
+fn a_signal_while_the_last_lines_wait_for_stderr_is_not_swallowed() {
+    let script = format!("head -c 300000 /dev/zero >&2; exec {BIN} serve");
+    for (signals, code) in [(&[Signal::SIGTERM][..], 143), (&[Signal::SIGINT, Signal::SIGINT][..], 130)] {
+        let mut demo = Command::new(BIN)
+            .args(["demo", "--", "sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = demo.stderr.take().unwrap(); // held, never read
+        let mut stdout = BufReader::new(demo.stdout.take().unwrap());
+        let mut seen = String::new();
+        while !seen.ends_with("Communication complete!\n") {
+            assert!(stdout.read_line(&mut seen).unwrap() > 0, "stdout ended early: {seen}");
+        }
+        // Now waiting (seconds) for a stderr that takes nothing.
+        let pid = Pid::from_raw(i32::try_from(demo.id()).unwrap());
+        for signal in signals {
+            thread::sleep(Duration::from_millis(200));
+            kill(pid, *signal).unwrap();
+        }
+        let signalled = Instant::now();
+        let status = exit_of(&mut demo, "signal while finishing");
+        assert_eq!(status.code(), Some(code), "{signals:?}");
+        if signals.len() == 2 {
+            assert!(signalled.elapsed() < Duration::from_millis(800), "took {:?}", signalled.elapsed());
+        }
+        drop(stderr);
+    }
+}
