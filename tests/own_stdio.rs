@@ -59,6 +59,32 @@ fn exit_of(child: &mut Child, what: &str) -> ExitStatus {
     }
 }
 
+/// `rust-ts-ipc demo ARGS -- sh -c SCRIPT` with stdin from /dev/null and both outputs piped.
+fn demo_piped(args: &[&str], script: &str) -> Child {
+    Command::new(BIN)
+        .arg("demo")
+        .args(args)
+        .args(["--", "sh", "-c", script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// What the demo's stderr says of a child that wrote only NUL bytes: how many were forwarded,
+/// and how many the last line says were dropped (`None` without such a line), with that line.
+fn tally(stderr: &[u8]) -> (u64, Option<u64>, String) {
+    let forwarded = stderr.iter().filter(|&&b| b == 0).count() as u64;
+    let text = String::from_utf8_lossy(stderr);
+    let last = text.lines().last().unwrap_or_default().replace('\0', "");
+    let dropped = last
+        .strip_prefix("rust-ts-ipc: dropped ")
+        .and_then(|rest| rest.strip_suffix(" bytes of the child's stderr while our stderr was not taking them"))
+        .map(|n| n.parse().unwrap());
+    (forwarded, dropped, last)
+}
+
 /// Kills `pid` if it is still running after [`PATIENCE`], so a test reading a hung demo's
 /// output fails instead of hanging too. Disarmed when dropped (before the pid is reaped).
 struct KillAfterPatience(Arc<AtomicBool>);
@@ -199,13 +225,7 @@ fn a_stderr_nobody_reads_stalls_neither_the_conversation_nor_timeouts_nor_signal
 fn child_stderr_dropped_while_our_stderr_was_stuck_is_counted_in_the_last_line() {
     const FLOOD: u64 = 4 * 1024 * 1024;
     let script = format!("head -c {FLOOD} /dev/zero >&2; exec {BIN} serve");
-    let mut demo = Command::new(BIN)
-        .args(["demo", "--timeout-ms", "20000", "--", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut demo = demo_piped(&["--timeout-ms", "20000"], &script);
     let watchdog = KillAfterPatience::new(demo.id());
     let mut stderr = demo.stderr.take().unwrap();
     // The demo's last stdout line comes before its last stderr line.
@@ -220,15 +240,8 @@ fn child_stderr_dropped_while_our_stderr_was_stuck_is_counted_in_the_last_line()
     stderr.read_to_end(&mut text).unwrap();
     drop(watchdog);
     assert_eq!(exit_of(&mut demo, "stuck stderr").code(), Some(0));
-    let forwarded = text.iter().filter(|&&b| b == 0).count() as u64;
-    let text = String::from_utf8_lossy(&text);
-    let last = text.lines().last().unwrap_or_default();
-    let dropped: u64 = last
-        .strip_prefix("rust-ts-ipc: dropped ")
-        .and_then(|rest| rest.strip_suffix(" bytes of the child's stderr while our stderr was not taking them"))
-        .unwrap_or_else(|| panic!("forwarded {forwarded}; stderr: {:?}", text.replace('\0', "")))
-        .parse()
-        .unwrap();
+    let (forwarded, dropped, last) = tally(&text);
+    let dropped = dropped.unwrap_or_else(|| panic!("forwarded {forwarded}; last line: {last:?}"));
     assert!(dropped > 0, "{last}");
     assert_eq!(forwarded + dropped, FLOOD, "forwarded {forwarded} + dropped {dropped}");
 }
@@ -242,13 +255,7 @@ fn a_slowly_read_stderr_holds_the_child_back_briefly_and_loses_no_count() {
     const FLOOD: u64 = 4 * 1024 * 1024;
     let script = format!("head -c {FLOOD} /dev/zero >&2; exec {BIN} serve");
     let started = Instant::now();
-    let mut demo = Command::new(BIN)
-        .args(["demo", "--timeout-ms", "5000", "--", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut demo = demo_piped(&["--timeout-ms", "5000"], &script);
     let watchdog = KillAfterPatience::new(demo.id());
     let mut stderr = demo.stderr.take().unwrap();
     let reader = thread::spawn(move || {
@@ -270,15 +277,8 @@ fn a_slowly_read_stderr_holds_the_child_back_briefly_and_loses_no_count() {
     assert_eq!(stdout, SEED_OUTPUT);
     // Passing 4 MiB at this pace would take about 50 s.
     assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
-    let forwarded = text.iter().filter(|&&b| b == 0).count() as u64;
-    let text = String::from_utf8_lossy(&text);
-    let last = text.lines().last().unwrap_or_default().replace('\0', "");
-    let dropped: u64 = last
-        .strip_prefix("rust-ts-ipc: dropped ")
-        .and_then(|rest| rest.strip_suffix(" bytes of the child's stderr while our stderr was not taking them"))
-        .unwrap_or_else(|| panic!("forwarded {forwarded}; last line: {last:?}"))
-        .parse()
-        .unwrap();
+    let (forwarded, dropped, last) = tally(&text);
+    let dropped = dropped.unwrap_or_else(|| panic!("forwarded {forwarded}; last line: {last:?}"));
     assert_eq!(forwarded + dropped, FLOOD, "forwarded {forwarded} + dropped {dropped}");
 }
 
@@ -294,13 +294,7 @@ fn child_stderr_still_arriving_at_the_end_is_counted_too() {
         "(n=0; while head -c 4096 /dev/zero >&2; do n=$((n+4096)); echo $n >{}; done) & sleep 1; exec {BIN} serve",
         log.display()
     );
-    let mut demo = Command::new(BIN)
-        .args(["demo", "--grace-ms", "300", "--", "sh", "-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut demo = demo_piped(&["--grace-ms", "300"], &script);
     let watchdog = KillAfterPatience::new(demo.id());
     let started = Instant::now();
     let mut stderr = demo.stderr.take().unwrap();
@@ -326,13 +320,8 @@ fn child_stderr_still_arriving_at_the_end_is_counted_too() {
     assert_eq!(exit_of(&mut demo, "arriving stderr").code(), Some(0));
     assert_eq!(stdout, SEED_OUTPUT);
     let logged: u64 = fs::read_to_string(&log).unwrap().trim().parse().unwrap();
-    let forwarded = text.iter().filter(|&&b| b == 0).count() as u64;
-    let text = String::from_utf8_lossy(&text);
-    let last = text.lines().last().unwrap_or_default().replace('\0', "");
-    let dropped: u64 = last
-        .strip_prefix("rust-ts-ipc: dropped ")
-        .and_then(|rest| rest.strip_suffix(" bytes of the child's stderr while our stderr was not taking them"))
-        .map_or(0, |n| n.parse().unwrap());
+    let (forwarded, dropped, last) = tally(&text);
+    let dropped = dropped.unwrap_or(0);
     let counted = forwarded + dropped;
     assert!(
         counted == logged || counted == logged + 4096,
@@ -346,13 +335,7 @@ fn child_stderr_still_arriving_at_the_end_is_counted_too() {
 fn a_signal_while_the_last_lines_wait_for_stderr_is_not_swallowed() {
     let script = format!("head -c 300000 /dev/zero >&2; exec {BIN} serve");
     for (signals, code) in [(&[Signal::SIGTERM][..], 143), (&[Signal::SIGINT, Signal::SIGINT][..], 130)] {
-        let mut demo = Command::new(BIN)
-            .args(["demo", "--", "sh", "-c", &script])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut demo = demo_piped(&[], &script);
         let stderr = demo.stderr.take().unwrap(); // held, never read
         let mut stdout = BufReader::new(demo.stdout.take().unwrap());
         let mut seen = String::new();
