@@ -47,6 +47,21 @@ export declare class Responder {
 }
 
 /**
+ * Test only: how many calling threads are running, and how many were woken by an environment's
+ * teardown: after a worker that had one waiting has exited, `running` is back where it was.
+ */
+export declare function __callingThreadsForTest(): CallingThreads
+
+/** Test only: `callJsSync` that panics after `calls` calls, to prove the panic becomes an `Error`. */
+export declare function __callJsSyncPanicForTest(responder: ((line: string) => string) | { handleLine(line: string): string }, calls: number): number
+
+/**
+ * Test only: `callJsThread` (window 1) whose thread panics after `calls` calls, to prove the
+ * panic rejects the promise.
+ */
+export declare function __callJsThreadPanicForTest(responder: ((line: string) => string) | { handleLine(line: string): string }, calls: number): Promise<number>
+
+/**
  * Test only: panics, to prove a panic in a synchronous export surfaces as a JS `Error`. Given
  * a responder, it panics as a core bug would, inside a core call after the line was counted,
  * and then again with the responder's lock held, which poisons it: the responder must still
@@ -56,6 +71,29 @@ export declare function __panicForTest(responder?: Responder | undefined | null)
 
 /** Test only: panics on the libuv pool, to prove it surfaces as a rejected Promise. */
 export declare function __panicForTestAsync(): Promise<void>
+
+/** Test only: the calling threads of this process (all environments, all runs). */
+export interface CallingThreads {
+  /** Started and not finished yet. */
+  running: number
+  /** Ended with a `Closing` error because their environment was torn down while they waited. */
+  closed: number
+}
+
+/**
+ * Calls `responder` with `line` `count` times on this thread, inside this call, one handle scope
+ * per call, and returns the total length in UTF-8 bytes of what it returned (so a caller can
+ * check every reply arrived). Throws as `playDemo` does if a call fails. For the benchmark.
+ */
+export declare function callJsSync(responder: ((line: string) => string) | { handleLine(line: string): string }, line: string, count: number): number
+
+/**
+ * Calls `responder` with `line` `count` times from `window` Rust threads (so up to `window`
+ * calls in flight), each blocking for each return value; resolves to the total length in UTF-8
+ * bytes of what it returned. `window` is 1 to 1024. Rejects as `playDemoOnThread` does. For the
+ * benchmark.
+ */
+export declare function callJsThread(responder: ((line: string) => string) | { handleLine(line: string): string }, line: string, count: number, window: number): Promise<number>
 
 /** A protocol message as JavaScript sees it, with the wire's field names. */
 export interface Message {
@@ -69,6 +107,24 @@ export interface Message {
 
 /** Does nothing: the cost of a napi call, the floor the benchmarks print beside the results. */
 export declare function noop(): void
+
+/**
+ * Plays the demo conversation (the core's `Initiator`) against `responder`, called back on this
+ * thread inside this call, one handle scope per call. Returns the lines the demo prints: the
+ * seed's output, ending with `Communication complete!`. Throws an `Error` (with `code` and
+ * `printed`, the lines printed before it failed) if the responder throws, returns a non-string
+ * or breaks the conversation.
+ */
+export declare function playDemo(responder: ((line: string) => string) | { handleLine(line: string): string }): Array<string>
+
+/**
+ * `playDemo` with the responder called from a Rust thread through a `ThreadsafeFunction`: the
+ * thread blocks for each return value while this thread runs the responder. Resolves to the
+ * printed lines, or rejects as `playDemo` throws; also (code `Closing`) if Node's environment is
+ * torn down meanwhile, the thread being joined first. The pending run keeps Node alive; a
+ * finished one does not.
+ */
+export declare function playDemoOnThread(responder: ((line: string) => string) | { handleLine(line: string): string }): Promise<string[]>
 
 /**
  * Options for `new Responder(options)`; every field is optional. Declared for the generated

@@ -836,6 +836,13 @@ function __napiStampBindingTarget(exportsObject, target) {
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
 module.exports.Responder = nativeBinding.Responder
+module.exports.__callingThreadsForTest = nativeBinding.__callingThreadsForTest
+module.exports.__callJsSyncPanicForTest = nativeBinding.__callJsSyncPanicForTest
+module.exports.__callJsThreadPanicForTest = nativeBinding.__callJsThreadPanicForTest
 module.exports.__panicForTest = nativeBinding.__panicForTest
 module.exports.__panicForTestAsync = nativeBinding.__panicForTestAsync
+module.exports.callJsSync = nativeBinding.callJsSync
+module.exports.callJsThread = nativeBinding.callJsThread
 module.exports.noop = nativeBinding.noop
+module.exports.playDemo = nativeBinding.playDemo
+module.exports.playDemoOnThread = nativeBinding.playDemoOnThread

@@ -45,6 +45,8 @@ use napi::{sys, Error, JsString, JsValue, Property, PropertyAttributes, Task};
 use napi_derive::napi;
 use rust_ts_ipc as ipc;
 
+pub mod call_js;
+
 /// A protocol message as JavaScript sees it, with the wire's field names.
 #[napi(object, object_from_js = false, js_name = "Message")]
 pub struct JsMessage {

@@ -38,6 +38,28 @@ export interface NativeAddon {
   Responder: new (options?: ResponderOptions) => NativeResponder;
 }
 
+/**
+ * What the addon's Rust → JS calls take: a function from one NDJSON line (without its line
+ * ending) to the reply lines, or an object with such a `handleLine` method (a `Responder`).
+ */
+export type JsResponder = ((line: string) => string) | { handleLine(line: string): string };
+
+/** The addon's Rust → JS exports (documented in `native/index.d.ts`). */
+export interface CallsJs {
+  playDemo(responder: JsResponder): string[];
+  playDemoOnThread(responder: JsResponder): Promise<string[]>;
+  callJsSync(responder: JsResponder, line: string, count: number): number;
+  callJsThread(responder: JsResponder, line: string, count: number, window: number): Promise<number>;
+}
+
+/** The addon's Rust → JS exports, if this build of it has them. */
+export function callsJs(addon: NativeAddon): CallsJs | undefined {
+  const exports = addon as Partial<CallsJs>;
+  return typeof exports.playDemo === 'function' && typeof exports.playDemoOnThread === 'function'
+    ? (addon as NativeAddon & CallsJs)
+    : undefined;
+}
+
 const NO_BYTES = new Uint8Array(0);
 
 /**
