@@ -224,11 +224,30 @@ fn call_sync(
             unsafe { sys::napi_call_function(env.raw(), this, function, 1, [argument.raw()].as_ptr(), &mut returned) };
         Ok(match status {
             sys::Status::napi_ok => read_reply(env, returned, reply),
-            sys::Status::napi_pending_exception => Err(CallError::Threw(take_thrown(env))),
+            sys::Status::napi_pending_exception => Err(threw(env, take_thrown(env))),
             other => Err(CallError::Refused(Status::from(other))),
         })
     });
     called.unwrap_or_else(|e| Err(CallError::Refused(e.status)))
+}
+
+/// A call that failed with a pending exception: a throw, or, if the environment can no longer
+/// run JS (it is being torn down: Node still dispatches queued threadsafe calls then, and reports
+/// them as `napi_pending_exception` with no exception), `Closing`.
+#[allow(unsafe_code)]
+fn threw(env: &Env, thrown: Error) -> CallError {
+    let (mut object, mut property) = (std::ptr::null_mut(), std::ptr::null_mut());
+    // SAFETY: the live env of the current call, on its JS thread. Getting a property of a fresh
+    // object runs no JS, but Node-API refuses it as it refuses a call when JS cannot run.
+    let can_run_js = unsafe {
+        sys::napi_create_object(env.raw(), &mut object) == sys::Status::napi_ok
+            && sys::napi_get_named_property(env.raw(), object, c"x".as_ptr(), &mut property) == sys::Status::napi_ok
+    };
+    if can_run_js {
+        CallError::Threw(thrown)
+    } else {
+        CallError::Closing
+    }
 }
 
 /// The pending exception, cleared, as an error keeping it (without running any JS to describe it).
@@ -468,7 +487,7 @@ impl Caller {
                         let mut reply = Vec::new();
                         read_reply(&env, value.raw(), &mut reply).map(|()| reply)
                     }
-                    Err(thrown) => Err(CallError::Threw(thrown)),
+                    Err(thrown) => Err(threw(&env, thrown)),
                 }))
                 .unwrap_or_else(|panic| Err(CallError::Panic(panic_to_error(panic).reason)));
                 *lock(&slot.reply) = Some(outcome);
