@@ -95,6 +95,13 @@ export declare function callJsSync(responder: ((line: string) => string) | { han
  */
 export declare function callJsThread(responder: ((line: string) => string) | { handleLine(line: string): string }, line: string, count: number, window: number): Promise<number>
 
+/**
+ * The floor of `callJsSync`: the same loop, `count` times, calling a Rust function that does
+ * the JS responder's work (the core's `Responder::handle_line`) instead of crossing into
+ * JavaScript. Returns the total length in UTF-8 bytes of the replies. For the benchmark.
+ */
+export declare function callRustSync(line: string, count: number): number
+
 /** A protocol message as JavaScript sees it, with the wire's field names. */
 export interface Message {
   /** `greeting`, `data`, `exit` (to the responder); `response`, `ack`, `exit`, `error` (from it). */
@@ -138,3 +145,20 @@ export interface ResponderOptions {
   /** Lines longer than this many bytes get an `error` reply. Default 16 MiB. */
   maxLineBytes?: number
 }
+
+/** What `timeJsThread` measured. */
+export interface ThreadTimings {
+  /**
+   * Each call's time in nanoseconds, as the calling Rust thread saw it (from handing the line
+   * to the threadsafe function to having the reply), thread by thread.
+   */
+  latencies: Float64Array
+  /** The total length in UTF-8 bytes of the replies, so a caller can check them. */
+  bytes: number
+}
+
+/**
+ * `callJsThread` that also times every call on the calling thread: resolves to each call's
+ * latency and the replies' total length. For the benchmark.
+ */
+export declare function timeJsThread(responder: ((line: string) => string) | { handleLine(line: string): string }, line: string, count: number, window: number): Promise<ThreadTimings>

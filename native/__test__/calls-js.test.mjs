@@ -153,6 +153,26 @@ describe('the bare loops the benchmark times', () => {
     assert.equal(native.__callingThreadsForTest().running, 0);
   });
 
+  test('callRustSync runs the same loop against the Rust responder: the replies a JS responder gives', () => {
+    const line = '{"msg_type":"data","data":"xyz","id":3}';
+    const reply = '{"msg_type":"ack","data":"Acknowledged: xyz","id":3}\n';
+    assert.equal(native.callRustSync(line, 5), 5 * reply.length);
+    assert.equal(native.callRustSync(line, 0), 0);
+  });
+
+  test('timeJsThread makes exactly count calls over its windows and times each one', async () => {
+    for (const window of [1, 16]) {
+      let calls = 0;
+      const timed = await native.timeJsThread((line) => (calls++, `${line}!`), 'ab', 100, window);
+      assert.equal(calls, 100);
+      assert.equal(timed.bytes, 300);
+      assert.ok(timed.latencies instanceof Float64Array);
+      assert.equal(timed.latencies.length, 100);
+      assert.ok(timed.latencies.every((ns) => ns > 0 && ns < 60e9), String(timed.latencies.slice(0, 5)));
+    }
+    await assert.rejects(native.timeJsThread(() => 7, 'x', 3, 1), { code: 'BadReply' });
+  });
+
   test('bad counts and windows are TypeErrors', () => {
     assert.throws(() => native.callJsSync(() => '', line, -1), { name: 'TypeError', message: 'callJsSync: `count` must be an integer from 0 to 9007199254740991, got number -1' });
     assert.throws(() => native.callJsThread(() => '', line, 1, 0), { name: 'TypeError', message: 'callJsThread: `window` must be from 1 to 1024, got 0' });

@@ -35,10 +35,11 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
+use std::time::Instant;
 
 use napi::bindgen_prelude::{
-    panic_to_error, Env, FromNapiValue, Function, JsObjectValue, Object, Result, Status, ToNapiValue, Unknown,
-    ValueType,
+    panic_to_error, Env, Float64Array, FromNapiValue, Function, JsObjectValue, Object, Result, Status, ToNapiValue,
+    Unknown, ValueType,
 };
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::{sys, Error, JsValue};
@@ -780,5 +781,80 @@ fn thread_loop(
         },
         #[allow(clippy::cast_precision_loss)]
         |totals: Vec<u64>| totals.iter().sum::<u64>() as f64,
+    )
+}
+
+/// The floor of `callJsSync`: the same loop, `count` times, calling a Rust function that does
+/// the JS responder's work (the core's `Responder::handle_line`) instead of crossing into
+/// JavaScript. Returns the total length in UTF-8 bytes of the replies. For the benchmark.
+#[napi(catch_unwind)]
+pub fn call_rust_sync(env: Env, line: String, count: f64) -> Result<f64> {
+    let count = read_count(&env, "callRustSync", "count", count)?;
+    let mut responder = ipc::Responder::new(ipc::ResponderOptions { exit_after: 0, ..Default::default() });
+    let mut reply = Vec::new();
+    let mut total = 0u64;
+    for _ in 0..count {
+        reply.clear();
+        responder.handle_line(line.as_bytes(), &mut reply);
+        total += reply.len() as u64;
+    }
+    #[allow(clippy::cast_precision_loss)]
+    Ok(total as f64)
+}
+
+/// What `timeJsThread` measured.
+#[napi(object, object_from_js = false)]
+pub struct ThreadTimings {
+    /// Each call's time in nanoseconds, as the calling Rust thread saw it (from handing the line
+    /// to the threadsafe function to having the reply), thread by thread.
+    pub latencies: Float64Array,
+    /// The total length in UTF-8 bytes of the replies, so a caller can check them.
+    pub bytes: f64,
+}
+
+/// `callJsThread` that also times every call on the calling thread: resolves to each call's
+/// latency and the replies' total length. For the benchmark.
+#[napi(catch_unwind, ts_return_type = "Promise<ThreadTimings>")]
+pub fn time_js_thread(
+    env: Env,
+    #[napi(ts_arg_type = "((line: string) => string) | { handleLine(line: string): string }")] responder: Unknown<'_>,
+    line: String,
+    count: f64,
+    window: f64,
+) -> Result<Object<'static>> {
+    let method = "timeJsThread";
+    let count = read_count(&env, method, "count", count)?;
+    let threads = read_count(&env, method, "window", window)?;
+    if !(1..=MAX_WINDOW).contains(&threads) {
+        return Err(type_error(&env, format!("{method}: `window` must be from 1 to {MAX_WINDOW}, got {threads}")));
+    }
+    let shares = move |index: u64| count / threads + u64::from(index < count % threads);
+    #[allow(clippy::cast_possible_truncation)]
+    start_threads(
+        &env,
+        method,
+        responder,
+        threads as usize,
+        move |index, caller| {
+            let calls = shares(index as u64);
+            let mut reply = Vec::new();
+            let mut total = 0u64;
+            #[allow(clippy::cast_possible_truncation)]
+            let mut latencies = Vec::with_capacity(calls as usize);
+            for _ in 0..calls {
+                let started = Instant::now();
+                caller.call(&line, &mut reply).map_err(|e| Failure::call(method, e))?;
+                #[allow(clippy::cast_precision_loss)]
+                latencies.push(started.elapsed().as_nanos() as f64);
+                total += reply.len() as u64;
+            }
+            Ok((latencies, total))
+        },
+        |per_thread: Vec<(Vec<f64>, u64)>| {
+            let bytes = per_thread.iter().map(|(_, total)| total).sum::<u64>();
+            let latencies: Vec<f64> = per_thread.into_iter().flat_map(|(latencies, _)| latencies).collect();
+            #[allow(clippy::cast_precision_loss)]
+            ThreadTimings { latencies: Float64Array::new(latencies), bytes: bytes as f64 }
+        },
     )
 }

@@ -1,5 +1,6 @@
 // In-process scenarios: 1 (the TypeScript responder called directly), 2 (FFI sync), 3 (FFI
-// async), the napi `noop()` floor (7), and the JS side of the serialization costs.
+// async), the napi `noop()` floor (7), the JS side of the serialization costs, and Rust calling
+// JavaScript (`rust-js.*`: the demo's direction in-process, beside its Rust-only floor).
 
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -28,9 +29,17 @@ export interface NativeResponder {
   handleLineAsync(line: string): Promise<string>;
   readonly done: boolean;
 }
+/** What the addon calls back: a function, or an object with `handleLine` (called as a method). */
+type JsCallee = ((line: string) => string) | { handleLine(line: string): string };
 export interface NativeAddon {
   Responder: new (options?: { exitAfter?: number; name?: string }) => NativeResponder;
   noop(): void;
+  /** Rust calls `callee` `count` times on this thread; the replies' total UTF-8 length. */
+  callJsSync(callee: JsCallee, line: string, count: number): number;
+  /** The same Rust loop calling the core's responder instead: the floor of `callJsSync`. */
+  callRustSync(line: string, count: number): number;
+  /** `window` Rust threads call `callee` through a ThreadsafeFunction, `count` calls in all. */
+  timeJsThread(callee: JsCallee, line: string, count: number, window: number): Promise<{ latencies: Float64Array; bytes: number }>;
 }
 
 /** Loads `native/` from the repository root, or says why it cannot. */
@@ -199,6 +208,48 @@ const SYNC: SyncScenario[] = [
     },
   },
   {
+    path: 'rust-js.sync',
+    scenario: 'rust-js',
+    kind: 'roundtrip',
+    label: 'Rust → JS sync callback (JS responder)',
+    native: true,
+    make: (size, addon) => {
+      if (addon === undefined) throw new Error('native addon not loaded');
+      const a = addon;
+      const r = jsResponder();
+      const { line, reply } = lines(size);
+      return {
+        // One crossing into Rust per batch; `b` crossings back, each answered by the JS responder.
+        run: (b, out) => {
+          const total = a.callJsSync(r, line, b);
+          for (let j = 0; j < b; j++) out[j] = total / b;
+        },
+        check: (x) => x === reply.length,
+        show: showStr,
+      };
+    },
+  },
+  {
+    path: 'floor.rust-call',
+    scenario: 'rust-js',
+    kind: 'roundtrip',
+    label: 'floor: Rust loop → Rust responder',
+    native: true,
+    make: (size, addon) => {
+      if (addon === undefined) throw new Error('native addon not loaded');
+      const a = addon;
+      const { line, reply } = lines(size);
+      return {
+        run: (b, out) => {
+          const total = a.callRustSync(line, b);
+          for (let j = 0; j < b; j++) out[j] = total / b;
+        },
+        check: (x) => x === reply.length,
+        show: showStr,
+      };
+    },
+  },
+  {
     path: 'floor.ffi-noop',
     scenario: '7',
     kind: 'roundtrip',
@@ -323,7 +374,7 @@ export function runSync(ctx: Ctx, addon: NativeAddon | undefined, emit: (r: Timi
 }
 
 export const SYNC_PATHS = SYNC.map((s) => s.path);
-export const NATIVE_PATHS = [...SYNC.filter((s) => s.native).map((s) => s.path), 'ffi.handleLineAsync'];
+export const NATIVE_PATHS = [...SYNC.filter((s) => s.native).map((s) => s.path), 'ffi.handleLineAsync', 'rust-js.thread'];
 
 /** Scenario 3: `handleLineAsync` with 1, 16 and 256 calls in flight. */
 export async function runAsync(ctx: Ctx, addon: NativeAddon, emit: (r: TimingRecord) => void): Promise<void> {
@@ -374,4 +425,28 @@ function asyncRun(r: NativeResponder, line: string, reply: string, window: numbe
     };
     for (let k = 0; k < Math.min(window, count); k++) launch();
   });
+}
+
+/** Rust → JS from Rust threads: `window` threads, each blocking on a ThreadsafeFunction call
+ * to the JS responder for each reply. Latency is each call as its Rust thread saw it. */
+export async function runRustJsThread(ctx: Ctx, addon: NativeAddon, emit: (r: TimingRecord) => void): Promise<void> {
+  const path = 'rust-js.thread';
+  if (!ctx.selected(path)) return;
+  const r = jsResponder();
+  for (const size of PAYLOADS) {
+    const { line, reply } = lines(size);
+    for (const window of WINDOWS) {
+      if (window * size > MAX_IN_FLIGHT_BYTES) continue;
+      const timed = await timeWindowed(ctx.budget, window, async (count) => {
+        const t0 = performance.now();
+        const { latencies, bytes } = await addon.timeJsThread(r, line, count, window);
+        const elapsedNs = (performance.now() - t0) * 1e6;
+        if (bytes !== count * reply.length || latencies.length !== count) {
+          throw new Error(`timeJsThread: ${latencies.length} calls, ${bytes} reply bytes; want ${count} and ${count * reply.length}`);
+        }
+        return { latencies, elapsedNs };
+      });
+      emit(windowedRecord(ctx, { scenario: 'rust-js', path, label: 'Rust → JS from Rust threads (ThreadsafeFunction)' }, size, window, timed));
+    }
+  }
 }

@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { coldTargets, runCold } from './cold.js';
 import { type Ctx, FULL, progressLine, QUICK } from './common.js';
 import { cpusAllowed, git, machine, versions } from './env.js';
-import { loadAddon, NATIVE_PATHS, runAsync, runSync, SYNC_PATHS } from './inproc.js';
+import { loadAddon, NATIVE_PATHS, runAsync, runRustJsThread, runSync, SYNC_PATHS } from './inproc.js';
 import { pipePaths, runPipe } from './pipe.js';
 import { renderReport } from './report.js';
 import type { BenchError, BenchRecord, Pass, PassResult, Results } from './schema.js';
@@ -261,6 +261,13 @@ async function runPass(args: Args, pass: Pass): Promise<number> {
       await runAsync(ctx, addon, emit);
     } catch (e) {
       fail('ffi.handleLineAsync', e);
+    }
+  }
+  if (addon !== undefined && ctx.selected('rust-js.thread')) {
+    try {
+      await runRustJsThread(ctx, addon, emit);
+    } catch (e) {
+      fail('rust-js.thread', e);
     }
   }
   for (const p of pipePaths(serveBin, tsChild)) {

@@ -34,6 +34,9 @@ const STYLE: Record<string, PathStyle> = {
   'floor.rust-echo': { name: 'floor: Rust ↔ Rust echo', color: '#999', marker: 'none', dash: '9 3 2 3' },
   'pipe.rust-rust': { name: 'Rust → Rust serve', color: '#bcbd22', marker: 'diamond' },
   'pipe.rust-node': { name: 'Rust → Node child', color: '#e377c2', marker: 'square' },
+  'floor.rust-call': { name: 'floor: Rust loop → Rust responder', color: '#777', marker: 'none', dash: '2 2' },
+  'rust-js.sync': { name: 'Rust → JS sync callback', color: '#7f7f7f', marker: 'circle' },
+  'rust-js.thread': { name: 'Rust → JS from a thread (TSFN)', color: '#aec7e8', marker: 'triangle' },
 };
 
 const LATENCY_PATHS = Object.keys(STYLE);
@@ -45,6 +48,7 @@ const THROUGHPUT_PATHS = [
   'pipe.rust-rust',
   'pipe.rust-node',
   'ffi.handleLineAsync',
+  'rust-js.thread',
 ];
 
 class View {
@@ -226,6 +230,22 @@ const BREAKDOWNS: Breakdown[] = [
     workName: 'TS responder (JSON)',
     restName: 'child loop (framing, stream, event loop)',
   },
+  {
+    path: 'rust-js.sync',
+    title: 'Rust → JS sync callback',
+    floorPath: 'floor.ffi-noop',
+    workPath: 'js.handleLine',
+    workName: 'TS responder (JSON)',
+    restName: 'the call back into JS (handle scope, Rust ⇄ JS strings)',
+  },
+  {
+    path: 'rust-js.thread',
+    title: 'Rust → JS from a thread (TSFN)',
+    floorPath: 'floor.ffi-noop',
+    workPath: 'js.handleLine',
+    workName: 'TS responder (JSON)',
+    restName: 'threadsafe-function queue, JS-thread wake-up, reply hand-back',
+  },
 ];
 
 function breakdownRows(v: View, pass: Pass, b: Breakdown): { size: number; total: number; floor: number; work: number; rest: number }[] {
@@ -342,6 +362,9 @@ function headline(v: View, L: string[], level = '##'): void {
     ['floor.rust-echo', null],
     ['pipe.rust-rust', 'floor.rust-echo'],
     ['pipe.rust-node', 'floor.rust-echo'],
+    ['floor.rust-call', null],
+    ['rust-js.sync', 'floor.rust-call'],
+    ['rust-js.thread', 'floor.rust-call'],
   ];
   const size = 64;
   L.push(`${level} Headline: one ${fmtSize(size)} message at a time (window 1)`, '');
@@ -386,8 +409,60 @@ function goals(v: View, L: string[]): void {
     if (best > 0) {
       L.push(`| ≥ 1 M msgs/s pipelined small messages, Node → Rust | ${pass} | ${fmtCount(best)} msgs/s (best window, 64 B) | ${ok(best >= 1e6)} |`);
     }
+    rustJsGoals(v, pass, L);
   }
   L.push('');
+}
+
+/** Issue 11's goals: Rust calling JS in-process, against the forward crossing and the pipe. */
+function rustJsGoals(v: View, pass: Pass, L: string[]): void {
+  const sync = v.p50(pass, 'rust-js.sync', 64);
+  const js = v.p50(pass, 'js.handleLine', 64);
+  const ffi = v.p50(pass, 'ffi.handleLine', 64);
+  if ([sync, js, ffi].every(Number.isFinite)) {
+    const bound = 1.5 * (js + ffi);
+    L.push(`| \`rust-js.sync\` 64 B ≤ 1.5 × (\`js.handleLine\` + \`ffi.handleLine\`) | ${pass} | ${ns(sync)} vs 1.5 × (${ns(js)} + ${ns(ffi)}) = ${ns(bound)} | ${ok(sync <= bound)} |`);
+  }
+  const thread = v.p50(pass, 'rust-js.thread', 64);
+  const pipe = v.p50(pass, 'pipe.rust-node', 64);
+  if (Number.isFinite(thread) && Number.isFinite(pipe)) {
+    const stated = pass === 'unpinned' ? '' : ' (goal is stated unpinned)';
+    L.push(`| \`rust-js.thread\` window 1, 64 B ≤ 0.25 × \`pipe.rust-node\`${stated} | ${pass} | ${ns(thread)} vs ${ns(pipe)} = ${ratio(thread, pipe)} | ${ok(thread <= 0.25 * pipe)} |`);
+  }
+  if (Number.isFinite(thread) && Number.isFinite(sync)) {
+    L.push(`| \`rust-js.thread\` window 1 p50 ≤ 10 × \`rust-js.sync\` (64 B) | ${pass} | ${ns(thread)} vs ${ns(sync)} = ${ratio(thread, sync)} | ${ok(thread <= 10 * sync)} |`);
+  }
+  const t256 = v.get(pass, 'rust-js.thread', 64, 256)?.throughput.msgs_per_s;
+  const pipeBest = Math.max(...WINDOWS.map((w) => v.get(pass, 'pipe.rust-node', 64, w)?.throughput.msgs_per_s ?? 0));
+  if (t256 !== undefined && pipeBest > 0) {
+    const why = t256 >= pipeBest ? '' : ' — every call is one trip through the JS thread’s queue and one JS call, while the pipe batches many messages per read and write (see "Which should I use")';
+    L.push(`| \`rust-js.thread\` window 256 ≥ pipelined \`pipe.rust-node\` msgs/s (64 B) | ${pass} | ${fmtCount(t256)} vs ${fmtCount(pipeBest)} msgs/s (pipe's best window) | ${ok(t256 >= pipeBest)}${why} |`);
+  }
+}
+
+/** The demo's direction in-process: when a JS plugin called from Rust beats a Node child. */
+function rustJsAdvice(v: View, L: string[]): void {
+  const p = v.main;
+  const g = (path: string, size: number, w = 1): number => v.p50(p, path, size, w);
+  const sync = g('rust-js.sync', 64);
+  const thread = g('rust-js.thread', 64);
+  const floor = g('floor.rust-call', 64);
+  const pipe = g('pipe.rust-node', 64);
+  if (![sync, thread, pipe].every(Number.isFinite)) return;
+  const tput = (path: string): number => Math.max(...WINDOWS.map((w) => v.get(p, path, 64, w)?.throughput.msgs_per_s ?? 0));
+  const sizes = PAYLOADS.flatMap((size) => {
+    const a = g('pipe.rust-node', size);
+    const b = g('rust-js.thread', size);
+    return Number.isFinite(a) && Number.isFinite(b) ? [`${fmtSize(size)}: pipe ${ns(a)} vs thread ${ns(b)} (${ratio(a, b)})`] : [];
+  });
+  L.push(
+    `- **Rust calling JS (the demo's direction).** A 64 B call to the TS responder costs ${ns(sync)} as a sync callback (Rust running inside a JS call; ` +
+      `the same Rust loop calling the Rust responder: ${ns(floor)}), ${ns(thread)} from a Rust thread through a ThreadsafeFunction, and ${ns(pipe)} ` +
+      `to a Node child over the pipe (${ratio(pipe, thread)} the thread call). In flight, best window: ${fmtCount(tput('rust-js.thread'))} calls/s from Rust threads ` +
+      `against ${fmtCount(tput('pipe.rust-node'))} msgs/s through the pipe: every threaded call is one trip through the JS thread's queue, while the pipe child ` +
+      `answers a whole read's worth of messages per wake-up. ${sizes.join('; ')}. Call JS plugins in-process when calls are small and one at a time; ` +
+      'the sync callback is cheapest but only from code already running on the JS thread; a Node child wins on isolation and, with many calls in flight, on throughput.',
+  );
 }
 
 /** "Which should I use", written from this run's numbers. */
@@ -456,6 +531,7 @@ function advice(v: View, L: string[], level = '##'): void {
         `${fmtCount(aT)} calls/s at best with many in flight. Use it only when the Rust work is long enough to be worth moving off the JS thread.`,
     );
   }
+  rustJsAdvice(v, L);
   L.push(
     '- **Beyond speed.** A pipe child is isolated: a crash or leak in Rust cannot take Node down, each side has its own heap and GC, and the child can be any Rust binary built once (no Node ABI coupling). ' +
       'The addon shares the process: a panic is caught and becomes a JS error, but memory corruption or an abort would kill Node; it must be built for each platform and Node-API version you ship to, and it ships a native binary in your package.',
@@ -507,7 +583,13 @@ function fullTables(v: View, L: string[]): void {
     [r.latency_ns.p50, r.latency_ns.p90, r.latency_ns.p99, r.latency_ns.p999, r.latency_ns.max, r.latency_ns.mean].map(ns).join(' | ');
   for (const pass of v.passes) {
     const recs = v.timing.filter((r) => r.pass === pass);
-    const calls = recs.filter((r) => r.kind === 'roundtrip' && r.window === 1 && (r.path.startsWith('ffi.') || r.path.startsWith('js.') || r.path === 'floor.ffi-noop') && r.path !== 'ffi.handleLineAsync');
+    const calls = recs.filter(
+      (r) =>
+        r.kind === 'roundtrip' &&
+        r.window === 1 &&
+        (r.path.startsWith('ffi.') || r.path.startsWith('js.') || r.path === 'floor.ffi-noop' || r.path === 'rust-js.sync' || r.path === 'floor.rust-call') &&
+        r.path !== 'ffi.handleLineAsync',
+    );
     if (calls.length > 0) {
       L.push(`### In-process calls — ${PASS_TEXT[pass]}`, '');
       L.push('| path | payload | p50 | p90 | p99 | p99.9 | max | mean | calls/s | MB/s | n | batch |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
@@ -516,7 +598,11 @@ function fullTables(v: View, L: string[]): void {
       }
       L.push('');
     }
-    const win = recs.filter((r) => r.kind === 'roundtrip' && (r.path.startsWith('pipe.') || r.path === 'floor.node-cat' || r.path === 'floor.rust-echo' || r.path === 'ffi.handleLineAsync'));
+    const win = recs.filter(
+      (r) =>
+        r.kind === 'roundtrip' &&
+        (r.path.startsWith('pipe.') || r.path === 'floor.node-cat' || r.path === 'floor.rust-echo' || r.path === 'ffi.handleLineAsync' || r.path === 'rust-js.thread'),
+    );
     if (win.length > 0) {
       L.push(`### Pipes and async FFI, by window — ${PASS_TEXT[pass]}`, '');
       L.push('| path | payload | window | p50 | p90 | p99 | p99.9 | max | mean | msgs/s | MB/s | n |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
