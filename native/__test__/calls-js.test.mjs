@@ -72,6 +72,31 @@ for (const [mode, play] of Object.entries(modes)) {
       assert.match(e.message, /: the JavaScript function threw: just a string$/);
     });
 
+    test('a thrown value without a message is still said, not an empty quote', async () => {
+      for (const thrown of [42, null, undefined, { message: 7 }, new RangeError()]) {
+        const e = await failure(() => play(() => { throw thrown; }));
+        assert.equal(e.code, 'ResponderThrew', String(thrown));
+        assert.match(e.message, /: the JavaScript function threw something without a message \(not an Error with one\)$/);
+      }
+      const error = new RangeError();
+      assert.equal((await failure(() => play(() => { throw error; }))).cause, error);
+    });
+
+    test('a getter on Object.prototype neither hides the responder’s error nor is taken for shutdown', async () => {
+      // In a child process: the getter would break the test runner itself.
+      const script = `
+        const native = require(${JSON.stringify(new URL('native', repoRoot).pathname)});
+        Object.defineProperty(Object.prototype, 'x', { get() { throw new Error('prototype getter x'); } });
+        const respond = () => { throw new Error('real responder error'); };
+        const call = ${mode === 'sync' ? 'async (r) => native.playDemo(r)' : '(r) => native.playDemoOnThread(r)'};
+        process.on('uncaughtException', (e) => { console.log('uncaught', e.message); process.exit(3); });
+        call(respond).then(() => console.log('resolved'), (e) => console.log(e.code, e.message));
+      `;
+      const out = spawnSync(process.execPath, ['--force-node-api-uncaught-exceptions-policy=true', '-e', script], { encoding: 'utf8', timeout: 15000 });
+      assert.equal(out.status, 0, out.stderr);
+      assert.match(out.stdout, /^ResponderThrew .*: the JavaScript function threw: real responder error\n$/);
+    });
+
     test('a throw after some replies keeps the lines printed before it', async () => {
       const r = new native.Responder();
       let calls = 0;

@@ -88,11 +88,17 @@ impl Failure {
     /// The failure of a call to the JS function, made by JS's call to `method`.
     fn call(method: &str, error: CallError) -> Self {
         match error {
-            CallError::Threw(thrown) => Failure {
-                message: format!("{method}: the JavaScript function threw: {}", thrown.reason),
-                cause: Some(thrown),
-                ..Failure::new("ResponderThrew", String::new())
-            },
+            CallError::Threw(thrown) => {
+                Failure {
+                    message: if thrown.reason.is_empty() {
+                        format!("{method}: the JavaScript function threw something without a message (not an Error with one)")
+                    } else {
+                        format!("{method}: the JavaScript function threw: {}", thrown.reason)
+                    },
+                    cause: Some(thrown),
+                    ..Failure::new("ResponderThrew", String::new())
+                }
+            }
             CallError::NotAString(got) => Failure::new(
                 "BadReply",
                 format!("{method}: the JavaScript function returned {got}, expected a string of reply lines"),
@@ -237,12 +243,15 @@ fn call_sync(
 /// them as `napi_pending_exception` with no exception), `Closing`.
 #[allow(unsafe_code)]
 fn threw(env: &Env, thrown: Error) -> CallError {
-    let (mut object, mut property) = (std::ptr::null_mut(), std::ptr::null_mut());
-    // SAFETY: the live env of the current call, on its JS thread. Getting a property of a fresh
-    // object runs no JS, but Node-API refuses it as it refuses a call when JS cannot run.
+    let (mut object, mut key, mut has) = (std::ptr::null_mut(), std::ptr::null_mut(), false);
+    // SAFETY: the live env of the current call, on its JS thread. An own-property test on a
+    // fresh object with a fresh string key looks at nothing inherited, so it runs no JS (a
+    // getter on `Object.prototype` cannot run, or throw), but Node-API refuses it as it
+    // refuses a call when JS cannot run.
     let can_run_js = unsafe {
         sys::napi_create_object(env.raw(), &mut object) == sys::Status::napi_ok
-            && sys::napi_get_named_property(env.raw(), object, c"x".as_ptr(), &mut property) == sys::Status::napi_ok
+            && sys::napi_create_string_utf8(env.raw(), c"x".as_ptr(), 1, &mut key) == sys::Status::napi_ok
+            && sys::napi_has_own_property(env.raw(), object, key, &mut has) == sys::Status::napi_ok
     };
     if can_run_js {
         CallError::Threw(thrown)
@@ -456,6 +465,11 @@ impl Run {
 
     /// Records a failure unless one came first, and tells the other threads to stop.
     fn fail(&self, failure: Failure) {
+        // A thread that found the environment closing means it is closing for all of them: the
+        // others end with `Closing` too, not "stopped because another thread failed".
+        if failure.code == "Closing" {
+            self.closing.store(true, Ordering::SeqCst);
+        }
         lock(&self.failure).get_or_insert(failure);
         self.failed.store(true, Ordering::SeqCst);
     }
@@ -602,6 +616,7 @@ where
     let work = Arc::new(work);
     // Taken by the last thread to finish.
     let settle = Arc::new(Mutex::new(Some((deferred, hook, finish))));
+    let settle_here = Arc::clone(&settle);
     for index in 0..threads {
         let caller = Caller { run: Arc::clone(&run), tsfn: Arc::clone(&tsfn), slot: Arc::clone(&run.slots[index]) };
         let (work, results, settle) = (Arc::clone(&work), Arc::clone(&results), Arc::clone(&settle));
@@ -650,7 +665,13 @@ where
                 // The threads started so far wait for calls that this thread must not run now.
                 run.close();
                 run.join();
-                return Err(Error::from_reason(format!("{method}: could not start thread {index}: {e}")));
+                // Settle the promise (an unsettled one would hold its threadsafe function, and
+                // so Node, for ever) and unregister the hook; the threads, once joined, cannot.
+                if let Some((deferred, hook, _)) = lock(&settle_here).take() {
+                    hook.remove(env);
+                    deferred.reject(Error::from_reason(format!("{method}: could not start thread {index}: {e}")));
+                }
+                return Ok(promise_static(promise));
             }
         }
     }
