@@ -766,6 +766,19 @@ pub fn call_js_thread_panic_for_test(
     thread_loop(&env, method, responder, "{}".to_owned(), count, 1.0, Some(panic_after))
 }
 
+/// Reads `count` and `window` (1 to [`MAX_WINDOW`]) and splits the calls among `window` threads:
+/// the number of threads, and how many calls thread `index` makes.
+fn split_calls(env: &Env, method: &str, count: f64, window: f64) -> Result<(usize, impl Fn(u64) -> u64 + Send + Sync)> {
+    let count = read_count(env, method, "count", count)?;
+    let threads = read_count(env, method, "window", window)?;
+    if !(1..=MAX_WINDOW).contains(&threads) {
+        return Err(type_error(env, format!("{method}: `window` must be from 1 to {MAX_WINDOW}, got {threads}")));
+    }
+    // Both at most 2^53, and `threads` at most 1024.
+    #[allow(clippy::cast_possible_truncation)]
+    Ok((threads as usize, move |index: u64| count / threads + u64::from(index < count % threads)))
+}
+
 fn thread_loop(
     env: &Env,
     method: &'static str,
@@ -775,19 +788,12 @@ fn thread_loop(
     window: f64,
     panic_after: Option<u64>,
 ) -> Result<Object<'static>> {
-    let count = read_count(env, method, "count", count)?;
-    let threads = read_count(env, method, "window", window)?;
-    if !(1..=MAX_WINDOW).contains(&threads) {
-        return Err(type_error(env, format!("{method}: `window` must be from 1 to {MAX_WINDOW}, got {threads}")));
-    }
-    // Both at most 2^53, and `threads` at most 1024.
-    let shares = move |index: u64| count / threads + u64::from(index < count % threads);
-    #[allow(clippy::cast_possible_truncation)]
+    let (threads, shares) = split_calls(env, method, count, window)?;
     start_threads(
         env,
         method,
         responder,
-        threads as usize,
+        threads,
         move |index, caller| {
             let mut reply = Vec::new();
             let mut total = 0u64;
@@ -844,18 +850,12 @@ pub fn time_js_thread(
     window: f64,
 ) -> Result<Object<'static>> {
     let method = "timeJsThread";
-    let count = read_count(&env, method, "count", count)?;
-    let threads = read_count(&env, method, "window", window)?;
-    if !(1..=MAX_WINDOW).contains(&threads) {
-        return Err(type_error(&env, format!("{method}: `window` must be from 1 to {MAX_WINDOW}, got {threads}")));
-    }
-    let shares = move |index: u64| count / threads + u64::from(index < count % threads);
-    #[allow(clippy::cast_possible_truncation)]
+    let (threads, shares) = split_calls(&env, method, count, window)?;
     start_threads(
         &env,
         method,
         responder,
-        threads as usize,
+        threads,
         move |index, caller| {
             let calls = shares(index as u64);
             let mut reply = Vec::new();
