@@ -74,6 +74,10 @@ class View {
   p50(pass: Pass, p: string, payload: number, window = 1): number {
     return this.get(pass, p, payload, window)?.latency_ns.p50 ?? NaN;
   }
+  /** The best throughput a path reached at `payload` over the measured windows (0 if none). */
+  bestMsgsPerS(pass: Pass, p: string, payload: number): number {
+    return Math.max(0, ...WINDOWS.map((w) => this.get(pass, p, payload, w)?.throughput.msgs_per_s ?? 0));
+  }
 }
 
 const ok = (b: boolean): string => (b ? '✅ met' : '❌ not met');
@@ -405,7 +409,7 @@ function goals(v: View, L: string[]): void {
     if (Number.isFinite(pipe) && Number.isFinite(cat)) {
       L.push(`| Node → Rust pipe (64 B, window 1) within 1.1× of Node → cat${pass === 'pinned' ? '' : ' (goal is stated pinned)'} | ${pass} | ${ns(pipe)} vs ${ns(cat)} = ${ratio(pipe, cat)} | ${ok(pipe / cat <= 1.1)} |`);
     }
-    const best = Math.max(...WINDOWS.map((w) => v.get(pass, 'pipe.node-rust', 64, w)?.throughput.msgs_per_s ?? 0));
+    const best = v.bestMsgsPerS(pass, 'pipe.node-rust', 64);
     if (best > 0) {
       L.push(`| ≥ 1 M msgs/s pipelined small messages, Node → Rust | ${pass} | ${fmtCount(best)} msgs/s (best window, 64 B) | ${ok(best >= 1e6)} |`);
     }
@@ -433,7 +437,7 @@ function rustJsGoals(v: View, pass: Pass, L: string[]): void {
     L.push(`| \`rust-js.thread\` window 1 p50 ≤ 10 × \`rust-js.sync\` (64 B) | ${pass} | ${ns(thread)} vs ${ns(sync)} = ${ratio(thread, sync)} | ${ok(thread <= 10 * sync)} |`);
   }
   const t256 = v.get(pass, 'rust-js.thread', 64, 256)?.throughput.msgs_per_s;
-  const pipeBest = Math.max(...WINDOWS.map((w) => v.get(pass, 'pipe.rust-node', 64, w)?.throughput.msgs_per_s ?? 0));
+  const pipeBest = v.bestMsgsPerS(pass, 'pipe.rust-node', 64);
   if (t256 !== undefined && pipeBest > 0) {
     const why = t256 >= pipeBest ? '' : ' — every call is one trip through the JS thread’s queue and one JS call, while the pipe batches many messages per read and write (see "Which should I use")';
     L.push(`| \`rust-js.thread\` window 256 ≥ pipelined \`pipe.rust-node\` msgs/s (64 B) | ${pass} | ${fmtCount(t256)} vs ${fmtCount(pipeBest)} msgs/s (pipe's best window) | ${ok(t256 >= pipeBest)}${why} |`);
@@ -449,7 +453,6 @@ function rustJsAdvice(v: View, L: string[]): void {
   const floor = g('floor.rust-call', 64);
   const pipe = g('pipe.rust-node', 64);
   if (![sync, thread, pipe].every(Number.isFinite)) return;
-  const tput = (path: string): number => Math.max(...WINDOWS.map((w) => v.get(p, path, 64, w)?.throughput.msgs_per_s ?? 0));
   const sizes = PAYLOADS.flatMap((size) => {
     const a = g('pipe.rust-node', size);
     const b = g('rust-js.thread', size);
@@ -458,8 +461,8 @@ function rustJsAdvice(v: View, L: string[]): void {
   L.push(
     `- **Rust calling JS (the demo's direction).** A 64 B call to the TS responder costs ${ns(sync)} as a sync callback (Rust running inside a JS call; ` +
       `the same Rust loop calling the Rust responder: ${ns(floor)}), ${ns(thread)} from a Rust thread through a ThreadsafeFunction, and ${ns(pipe)} ` +
-      `to a Node child over the pipe (${ratio(pipe, thread)} the thread call). In flight, best window: ${fmtCount(tput('rust-js.thread'))} calls/s from Rust threads ` +
-      `against ${fmtCount(tput('pipe.rust-node'))} msgs/s through the pipe: every threaded call is one trip through the JS thread's queue, while the pipe child ` +
+      `to a Node child over the pipe (${ratio(pipe, thread)} the thread call). In flight, best window: ${fmtCount(v.bestMsgsPerS(p, 'rust-js.thread', 64))} calls/s from Rust threads ` +
+      `against ${fmtCount(v.bestMsgsPerS(p, 'pipe.rust-node', 64))} msgs/s through the pipe: every threaded call is one trip through the JS thread's queue, while the pipe child ` +
       `answers a whole read's worth of messages per wake-up. ${sizes.join('; ')}. Call JS plugins in-process when calls are small and one at a time; ` +
       'the sync callback is cheapest but only from code already running on the JS thread; a Node child wins on isolation and, with many calls in flight, on throughput.',
   );
@@ -516,7 +519,7 @@ function advice(v: View, L: string[], level = '##'): void {
     );
   }
   const w1 = v.get(p, 'pipe.node-rust', 64, 1)?.throughput.msgs_per_s;
-  const wMax = Math.max(...WINDOWS.map((w) => v.get(p, 'pipe.node-rust', 64, w)?.throughput.msgs_per_s ?? 0));
+  const wMax = v.bestMsgsPerS(p, 'pipe.node-rust', 64);
   if (w1 !== undefined && wMax > 0) {
     L.push(
       `- **What pipelining buys.** Node → Rust at 64 B: ${fmtCount(w1)} msgs/s one at a time, ${fmtCount(wMax)} msgs/s with up to 256 in flight (${ratio(wMax, w1)}); ` +
@@ -524,7 +527,7 @@ function advice(v: View, L: string[], level = '##'): void {
     );
   }
   const a1 = g('ffi.handleLineAsync', 64, 1);
-  const aT = Math.max(...WINDOWS.map((w) => v.get(p, 'ffi.handleLineAsync', 64, w)?.throughput.msgs_per_s ?? 0));
+  const aT = v.bestMsgsPerS(p, 'ffi.handleLineAsync', 64);
   if (Number.isFinite(a1) && Number.isFinite(ffi)) {
     L.push(
       `- **What async FFI costs.** \`handleLineAsync\` awaited one at a time: ${ns(a1)} (${ratio(a1, ffi)} the sync call), ` +
