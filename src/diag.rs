@@ -81,6 +81,13 @@ struct Queue {
     broken: bool,
 }
 
+impl Queue {
+    /// Nothing is left to write (or nothing can be written any more).
+    fn drained(&self) -> bool {
+        self.broken || (self.items.is_empty() && self.writing.is_none())
+    }
+}
+
 struct Sink {
     queue: Mutex<Queue>,
     /// Signalled when an item is queued, and when the writer moves.
@@ -336,7 +343,6 @@ pub fn finish(hurry: impl Fn() -> bool) -> bool {
     let sink = sink();
     let mut queue = sink.lock();
     let start = Instant::now();
-    let drained = |q: &Queue| q.broken || (q.items.is_empty() && q.writing.is_none());
     if !std::mem::replace(&mut queue.finished, true) {
         queue = close(sink, queue, start, &hurry);
     }
@@ -346,7 +352,7 @@ pub fn finish(hurry: impl Fn() -> bool) -> bool {
         if queue.broken {
             return false;
         }
-        if drained(&queue) {
+        if queue.drained() {
             return true;
         }
         if let Some(at) = queue.writing {
@@ -370,11 +376,10 @@ fn close(
 ) -> MutexGuard<'static, Queue> {
     // A forwarder waiting for room counts its piece now, instead of waiting on.
     sink.changed.notify_all();
-    let drained = |q: &Queue| q.broken || (q.items.is_empty() && q.writing.is_none());
-    while !drained(&queue) && start.elapsed() < HOLD_BACK && !hurry() {
+    while !queue.drained() && start.elapsed() < HOLD_BACK && !hurry() {
         queue = sink.wait(queue, Duration::from_millis(20));
     }
-    if !drained(&queue) {
+    if !queue.drained() {
         queue.abandon_child = true;
         let mut dropped = 0;
         queue.items.retain(|item| match item {
