@@ -318,9 +318,10 @@ impl fmt::Display for Cut {
     }
 }
 
-/// Bytes the reader may have read ahead of the demo. The reader moves raw chunks and the
-/// demo frames them with its one decoder, so a line is held once (in that decoder) however
-/// long it is, and memory is bounded in bytes, not in lines.
+/// Bytes the reader may have read ahead of the demo, each chunk counted as a whole read
+/// buffer (so at most four chunks wait). The reader moves raw chunks and the demo frames them
+/// with its one decoder, so a line is held once (in that decoder) however long it is, and
+/// memory is bounded in bytes, not in lines.
 const READ_AHEAD: usize = 4 * READ_CHUNK;
 
 /// The bytes of the child's output between the pipe and the demo: chunks queued or being
@@ -397,7 +398,9 @@ fn spawn_reader(mut stdout: impl Read + Send + 'static, tx: Sender<Event>) -> Ar
                 Ok(0) => Event::Eof,
                 Ok(n) => {
                     buf.truncate(n);
-                    Event::Chunk { _held: budget.hold(n), bytes: buf }
+                    // Charged its whole buffer, not the bytes it holds: a child writing a byte
+                    // at a time must not queue a buffer per byte while the demo is busy.
+                    Event::Chunk { _held: budget.hold(READ_CHUNK), bytes: buf }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Event::ReadError(e),

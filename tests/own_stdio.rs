@@ -357,3 +357,35 @@ fn a_signal_while_the_last_lines_wait_for_stderr_is_not_swallowed() {
         drop(stderr);
     }
 }
+
+/// A demo blocked on its own stdout (a full pipe nobody reads) while its child writes a byte
+/// at a time: the reader stops after a few chunks instead of queueing a buffer per byte, and
+/// a signal still ends the demo and its child.
+#[test]
+fn a_stuck_stdout_with_a_child_writing_bytes_one_by_one_keeps_the_demo_small() {
+    // A pipe whose reader (`sleep`) never reads, filled before the demo gets it.
+    let mut holder = Command::new("sleep").arg("60").stdin(Stdio::piped()).spawn().unwrap();
+    let mut full = holder.stdin.take().unwrap();
+    std::io::Write::write_all(&mut full, &[b'-'; 65536]).unwrap();
+    let dir = scratch("stuck-stdout");
+    let pid_file = dir.join("child.pid");
+    let script = format!("echo $$ >{}; while :; do printf x; done", pid_file.display());
+    let mut demo = Command::new(BIN)
+        .args(["demo", "--timeout-ms", "500", "--grace-ms", "300", "--", "sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(OwnedFd::from(full))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let child = pid_from(&pid_file);
+    thread::sleep(Duration::from_secs(3));
+    let peak = support::peak_rss_kib(i32::try_from(demo.id()).unwrap());
+    kill(Pid::from_raw(i32::try_from(demo.id()).unwrap()), Signal::SIGTERM).unwrap();
+    let status = exit_of(&mut demo, "stuck stdout");
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(peak < 48 * 1024, "demo peak RSS {peak} KiB");
+    // Its watcher's last resort: SIGKILL to the child's group, then exit 143.
+    assert_eq!(status.code(), Some(143), "{status}");
+    assert_nothing_left(child);
+}
