@@ -14,13 +14,15 @@
 //! `native/` converts types. That is why one core can sit behind a pipe and behind napi.
 
 mod codec;
+mod envelope;
 mod error;
 mod initiator;
 mod message;
 mod responder;
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
+pub use envelope::{Data, Envelope, EnvelopeError};
 pub use error::{excerpt, JsonKind, LineError, ProtocolError};
 pub use initiator::{DemoError, Initiator, InitiatorStep};
-pub use message::{decode_message, Message, MAX_SAFE_ID};
+pub use message::{decode_envelope, decode_message, Message, MAX_SAFE_ID};
 pub use responder::{Checkpoint, Responder, ResponderOptions, DEFAULT_EXIT_AFTER, DEFAULT_NAME};

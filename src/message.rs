@@ -6,7 +6,9 @@ use std::io::Write as _;
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use serde_json::Value;
 
+use crate::envelope::{Data, Envelope, EnvelopeError};
 use crate::error::{excerpt, JsonKind, ProtocolError};
 
 /// The largest `id` a JavaScript peer can represent exactly (`Number.MAX_SAFE_INTEGER`).
@@ -166,6 +168,25 @@ fn hex4(s: &str) -> Option<u32> {
 /// `data` and `id` are interpreted. The one difference is forced by Rust's `String`: an
 /// unpaired surrogate in `msg_type` or `data` makes the line invalid JSON.
 fn decode_slow<'a>(line: &'a str) -> Result<Incoming<'a>, Rejected> {
+    let (msg_type, data, id) = decode_fields(line)?;
+    let data = match (raw_kind(data.get()), data.get()) {
+        // Fails only on an unpaired surrogate escape, which no Rust string can hold.
+        (JsonKind::String, text) => json_string(text)
+            .ok_or_else(|| Rejected { error: ProtocolError::InvalidJson { excerpt: excerpt(line) }, id: None })?,
+        (kind, _) => {
+            return Err(Rejected {
+                error: ProtocolError::NotAString { field: "data", kind, excerpt: excerpt(line) },
+                id,
+            })
+        }
+    };
+    Ok(Incoming { msg_type, data, id })
+}
+
+/// The envelope of any message, read with the slow path's rules: `msg_type` (a string),
+/// `data` (present; its raw JSON), `id`. The errors are the demo's, in the same order, so a
+/// line refused by both is refused with the same text.
+fn decode_fields<'a>(line: &'a str) -> Result<(Cow<'a, str>, &'a RawValue, Option<u64>), Rejected> {
     let reject = |error| Rejected { error, id: None };
     let invalid = || reject(ProtocolError::InvalidJson { excerpt: excerpt(line) });
     // Grammar only: serde_json skips ignored values with a loop, not recursion, so there is
@@ -183,19 +204,38 @@ fn decode_slow<'a>(line: &'a str) -> Result<Incoming<'a>, Rejected> {
             None => return Err(reject(ProtocolError::BadId { kind, excerpt: excerpt(line) })),
         },
     };
-    let field = |name: &'static str, raw: Option<&'a RawValue>| -> Result<Cow<'a, str>, Rejected> {
-        match raw.map(|raw| (raw_kind(raw.get()), raw.get())) {
-            None => Err(Rejected { error: ProtocolError::MissingField { field: name, excerpt: excerpt(line) }, id }),
-            // Fails only on an unpaired surrogate escape, which no Rust string can hold.
-            Some((JsonKind::String, text)) => json_string(text).ok_or_else(invalid),
-            Some((kind, _)) => {
-                Err(Rejected { error: ProtocolError::NotAString { field: name, kind, excerpt: excerpt(line) }, id })
-            }
+    let missing = |field| Rejected { error: ProtocolError::MissingField { field, excerpt: excerpt(line) }, id };
+    let msg_type = match fields.msg_type.map(|raw| (raw_kind(raw.get()), raw.get())) {
+        None => return Err(missing("msg_type")),
+        // Fails only on an unpaired surrogate escape, which no Rust string can hold.
+        Some((JsonKind::String, text)) => json_string(text).ok_or_else(invalid)?,
+        Some((kind, _)) => {
+            return Err(Rejected {
+                error: ProtocolError::NotAString { field: "msg_type", kind, excerpt: excerpt(line) },
+                id,
+            })
         }
     };
-    let msg_type = field("msg_type", fields.msg_type)?;
-    let data = field("data", fields.data)?;
-    Ok(Incoming { msg_type, data, id })
+    let data = fields.data.ok_or_else(|| missing("data"))?;
+    Ok((msg_type, data, id))
+}
+
+/// Decodes one line of JSON text into an [`Envelope`] whose `data` is any JSON value, with
+/// the protocol's error texts for everything but `data` (which the demo requires to be a
+/// string and the library does not).
+///
+/// # Errors
+/// The line is not JSON, not an object, has a bad `id`, or lacks `msg_type` (a string) or
+/// `data`; or `data` cannot be held by a [`serde_json::Value`] (an unpaired surrogate
+/// escape, or nesting deeper than serde_json's 128 levels), reported as invalid JSON.
+pub fn decode_envelope(line: &str) -> Result<Envelope, EnvelopeError> {
+    let (msg_type, data, id) = decode_fields(line)?;
+    let data = match json_string(data.get()) {
+        Some(s) => Value::String(s.into_owned()),
+        None => serde_json::from_str(data.get())
+            .map_err(|_| EnvelopeError { error: ProtocolError::InvalidJson { excerpt: excerpt(line) }, id })?,
+    };
+    Ok(Envelope { msg_type: msg_type.into_owned(), data: Data::Json(data), id })
 }
 
 /// The last raw value of each field the protocol reads; every other value is skipped.
