@@ -153,6 +153,38 @@ const hasOwn = (object: object, key: string): boolean => Object.prototype.hasOwn
  * polluted `Object.prototype` change nothing.
  */
 export function decodeMessage(text: string): Decoded {
+  const decoded = decodeEnvelope(text);
+  if (!decoded.ok) return decoded;
+  const { msg_type: msgType, data, id } = decoded.message;
+  if (typeof data !== 'string') {
+    const error = `field \`data\` must be a string, got ${jsonKind(data)}: \`${excerpt(text)}\``;
+    return id === undefined ? { ok: false, error } : { ok: false, error, id };
+  }
+  // An unpaired surrogate escape (`"\ud800"`) is valid JSON, but no Rust string can hold
+  // it, so the core calls the line invalid JSON; so do we, to answer with the same bytes.
+  if (!data.isWellFormed()) return { ok: false, error: `invalid JSON: \`${excerpt(text)}\`` };
+  return { ok: true, message: message(msgType, data, id) };
+}
+
+/** The library's message: any `msg_type`, any JSON `data` (see `decodeEnvelope`). */
+export interface Envelope {
+  msg_type: string;
+  data: unknown;
+  id?: number;
+}
+
+/** A line decoded as an `Envelope`, or why it is not one (and its `id` if that was valid). */
+export type DecodedEnvelope = { ok: true; message: Envelope } | { ok: false; error: string; id?: number };
+
+/**
+ * Validates one line as the library's envelope, with the protocol's exact error texts
+ * (without the `line N: ` prefix) and the Rust core's `decode_envelope` rules: JSON, object,
+ * `id`, `msg_type` (a string), `data` (present, any JSON value). Fields are read only if they
+ * are own properties, so `"__proto__"` keys and a polluted `Object.prototype` change nothing.
+ * An unpaired surrogate escape in `msg_type` is invalid JSON, as in Rust (where no string can
+ * hold one); `decodeMessage` adds the same rule for the demo's string `data`.
+ */
+export function decodeEnvelope(text: string): DecodedEnvelope {
   let value: unknown;
   try {
     value = JSON.parse(text);
@@ -173,23 +205,17 @@ export function decodeMessage(text: string): Decoded {
     }
     id = rawId === 0 ? 0 : rawId; // `-0` is 0, as in Rust.
   }
+  const refuse = (error: string): DecodedEnvelope => (id === undefined ? { ok: false, error } : { ok: false, error, id });
 
-  let msgType = '';
-  let data = '';
-  for (const name of ['msg_type', 'data'] as const) {
-    if (!hasOwn(object, name)) return { ok: false, error: `missing field \`${name}\`: \`${excerpt(text)}\``, id };
-    const field = object[name];
-    if (typeof field !== 'string') {
-      const error = `field \`${name}\` must be a string, got ${jsonKind(field)}: \`${excerpt(text)}\``;
-      return { ok: false, error, id };
-    }
-    // An unpaired surrogate escape (`"\ud800"`) is valid JSON, but no Rust string can hold
-    // it, so the core calls the line invalid JSON; so do we, to answer with the same bytes.
-    if (!field.isWellFormed()) return { ok: false, error: `invalid JSON: \`${excerpt(text)}\`` };
-    if (name === 'msg_type') msgType = field;
-    else data = field;
+  if (!hasOwn(object, 'msg_type')) return refuse(`missing field \`msg_type\`: \`${excerpt(text)}\``);
+  const msgType = object['msg_type'];
+  if (typeof msgType !== 'string') {
+    return refuse(`field \`msg_type\` must be a string, got ${jsonKind(msgType)}: \`${excerpt(text)}\``);
   }
-  return { ok: true, message: message(msgType, data, id) };
+  if (!msgType.isWellFormed()) return { ok: false, error: `invalid JSON: \`${excerpt(text)}\`` };
+  if (!hasOwn(object, 'data')) return refuse(`missing field \`data\`: \`${excerpt(text)}\``);
+  const data = object['data'];
+  return { ok: true, message: id === undefined ? { msg_type: msgType, data } : { msg_type: msgType, data, id } };
 }
 
 /** A `TypeError` like the addon's (code `InvalidArg`), for a caller passing the wrong thing. */
