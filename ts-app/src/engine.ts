@@ -1,10 +1,14 @@
 // What answers the frames main.ts reads: the TypeScript responder, or the napi addon (the Rust
-// core in-process). Pure apart from loading the addon, so both are testable without a pipe.
+// core in-process), both pure so that they are testable without a pipe; and `serveLines`, the
+// one stdin/stdout loop that feeds any line-level service (these engines, or `serveStdio`'s
+// handlers) and writes its answers. The loop lives here, not in its own module, because the
+// child is exactly main.js, engine.js, framing.js and protocol.js (a test copies those four).
 
 import { createRequire } from 'node:module';
+import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
-import type { Frame } from './framing.js';
+import { type Frame, LineDecoder } from './framing.js';
 import { type Message, Responder, type ResponderOptions, tooLongReply } from './protocol.js';
 
 /** Answers the decoder's frames in order; the host stops reading once `done`. */
@@ -106,4 +110,205 @@ export function loadNativeAddon(path: string = NATIVE_PATH): { addon: NativeAddo
     const text = e instanceof Error ? e.message : String(e);
     return { why: text.split('\n')[0] ?? text };
   }
+}
+
+/**
+ * What `serveLines` answers frames with: an `Engine`, or a service whose answers may come
+ * later (a Promise of the reply lines, which must not reject: errors are replies too).
+ */
+export interface LineService {
+  /** The reply lines for one frame, each ending in `\n` (empty for none), now or later. */
+  answer(frame: Frame): string | Uint8Array | Promise<string>;
+  /** True once nothing more is to be answered: the loop stops reading. */
+  readonly done: boolean;
+}
+
+/** Options of `serveLines`. */
+export interface LineLoopOptions {
+  /** Longer lines are framed as `too_long` and never buffered. */
+  maxLineBytes: number;
+  /** At most this many answers pending (Promises) at once; stdin is paused meanwhile. Default unbounded. */
+  maxConcurrent?: number;
+  /** Where requests come from. Default `process.stdin`. */
+  input?: Readable;
+  /** Where replies go. Default `process.stdout`. */
+  output?: Writable;
+}
+
+/**
+ * The read-answer-write loop, shared by the child (main.ts) and `serveStdio`. Resolves once
+ * input has ended (EOF, or `service.done`), every pending answer has settled and every reply
+ * has been handed to the output; also, at once, when the output's reader is gone (EPIPE: a
+ * normal end, later replies are dropped). Rejects on any other read or write error, or if
+ * `service.answer` throws (a bug: bad input gets an error reply instead), after writing the
+ * replies produced before it.
+ *
+ * Synchronous replies go out in frame order, and all those produced by one input chunk in
+ * ONE write (many small messages arriving together cost one syscall, not one each);
+ * asynchronous ones as they settle, batched per turn of the event loop. Input is paused while
+ * the output is full (until 'drain') or `maxConcurrent` answers are pending, so a peer that
+ * does not read its replies, or floods slow requests, cannot make us buffer without bound:
+ * at most one input chunk of frames waits. Nothing here calls `process.exit()`: output to a
+ * pipe is asynchronous, so a process ends by itself once input is closed and the last write
+ * has been flushed.
+ */
+export function serveLines(service: LineService, options: LineLoopOptions): Promise<void> {
+  const input = options.input ?? process.stdin;
+  const output = options.output ?? process.stdout;
+  const maxConcurrent = options.maxConcurrent ?? Number.POSITIVE_INFINITY;
+  const decoder = new LineDecoder({ maxLineBytes: options.maxLineBytes });
+
+  return new Promise<void>((resolve, reject) => {
+    /** Frames read but not yet answered: `frames[next..]`. */
+    let frames: Frame[] = [];
+    let next = 0;
+    /** Answers started and not yet settled. */
+    let pending = 0;
+    /** Reply lines not yet written. */
+    let parts: (string | Uint8Array)[] = [];
+    /** Writes not yet called back. */
+    let writing = 0;
+    let waitingForDrain = false;
+    let inputPaused = false;
+    let pumpScheduled = false;
+    /** Input ended (EOF seen). */
+    let ended = false;
+    /** No more input is read or answered (service done, or a failure). */
+    let stopped = false;
+    /** The output is gone: nothing more is written. */
+    let closed = false;
+    let finished = false;
+
+    const finish = (error?: Error): void => {
+      if (finished) return;
+      finished = true;
+      if (error === undefined) resolve();
+      else reject(error);
+    };
+
+    /** Stops reading for good; whatever was written still reaches the peer. */
+    const stop = (): void => {
+      stopped = true;
+      frames = [];
+      next = 0;
+      input.destroy();
+    };
+
+    const fail = (text: string, cause: unknown): void => {
+      flush();
+      stop();
+      finish(new Error(text, { cause }));
+    };
+
+    const outputFailed = (e: NodeJS.ErrnoException): void => {
+      closed = true;
+      parts = [];
+      if (!stopped) stop();
+      // The reader went away: a normal way for the conversation to end, not a crash.
+      if (e.code === 'EPIPE') finish();
+      else finish(new Error(`cannot write to stdout: ${e.message}`, { cause: e }));
+    };
+
+    const written = (e?: Error | null): void => {
+      writing--;
+      if (e) outputFailed(e);
+      else maybeFinish();
+    };
+
+    const flush = (): void => {
+      if (parts.length === 0 || closed) return;
+      const batch =
+        parts.length === 1
+          ? (parts[0] as string | Uint8Array)
+          : parts.every((p) => typeof p === 'string')
+            ? parts.join('')
+            : Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
+      parts = [];
+      writing++;
+      if (!output.write(batch, written) && !waitingForDrain) {
+        waitingForDrain = true;
+        output.once('drain', () => {
+          waitingForDrain = false;
+          pump();
+        });
+      }
+    };
+
+    const maybeFinish = (): void => {
+      const drained = stopped || (ended && next >= frames.length);
+      if (drained && pending === 0 && parts.length === 0 && writing === 0) finish();
+    };
+
+    const settle = (reply: string): void => {
+      pending--;
+      if (!closed && !stopped && reply.length > 0) parts.push(reply);
+      if (!pumpScheduled) {
+        pumpScheduled = true;
+        setImmediate(pump);
+      }
+    };
+
+    /** Answers queued frames while there is room, writes, then pauses or resumes input. */
+    function pump(): void {
+      pumpScheduled = false;
+      if (finished) return;
+      try {
+        while (next < frames.length && !stopped && !service.done && !waitingForDrain && pending < maxConcurrent) {
+          const reply = service.answer(frames[next++] as Frame);
+          if (reply instanceof Promise) {
+            pending++;
+            reply.then(settle, (e: unknown) => fail(`internal error: ${describeError(e)}`, e));
+          } else if (reply.length > 0) {
+            parts.push(reply);
+          }
+        }
+      } catch (e) {
+        fail(`internal error: ${describeError(e)}`, e);
+        return;
+      }
+      if (next >= frames.length && next > 0) {
+        frames = [];
+        next = 0;
+      }
+      flush();
+      // After the service is done nothing more is answered: like the Rust host, the child
+      // stops reading (only the in-process responders answer late lines, with an error).
+      if (service.done && !stopped) stop();
+      const wantInput = !stopped && !ended && !waitingForDrain && pending < maxConcurrent && next >= frames.length;
+      if (wantInput === inputPaused) {
+        inputPaused = !wantInput;
+        if (wantInput) input.resume();
+        else input.pause();
+      }
+      maybeFinish();
+    }
+
+    const take = (got: Frame[]): void => {
+      if (stopped) return;
+      if (next >= frames.length) {
+        frames = got;
+        next = 0;
+      } else if (got.length > 0) {
+        frames = frames.slice(next).concat(got);
+        next = 0;
+      }
+      pump();
+    };
+
+    output.on('error', outputFailed);
+    input.on('error', (e: Error) => {
+      if (stopped) return;
+      fail(`cannot read stdin: ${e.message}`, e);
+    });
+    input.on('data', (chunk: Buffer) => take(decoder.push(chunk)));
+    // EOF: the last line may have had no newline.
+    input.on('end', () => {
+      ended = true;
+      take(decoder.end());
+    });
+  });
+}
+
+function describeError(e: unknown): string {
+  return e instanceof Error ? (e.stack ?? e.message) : String(e);
 }

@@ -1,9 +1,10 @@
 // The TypeScript child: reads NDJSON on stdin, answers on stdout. Stdout carries protocol
 // only; everything else goes to stderr, prefixed `ts-app: `. The protocol itself lives in
-// protocol.ts and the framing in framing.ts; this file parses arguments and wires the pipes.
+// protocol.ts, the framing in framing.ts and the I/O loop in engine.ts (`serveLines`, which
+// `serveStdio` uses too); this file parses arguments and picks the engine.
 
-import { type Engine, loadNativeAddon, NATIVE_PATH, nativeEngine, tsEngine } from './engine.js';
-import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder } from './framing.js';
+import { type Engine, loadNativeAddon, NATIVE_PATH, nativeEngine, serveLines, tsEngine } from './engine.js';
+import { DEFAULT_MAX_LINE_BYTES } from './framing.js';
 import { DEFAULT_EXIT_AFTER, DEFAULT_NAME, MAX_SAFE_ID } from './protocol.js';
 
 const USAGE = `\
@@ -80,81 +81,6 @@ function makeEngine(args: Args): Engine | undefined {
   }
 }
 
-/**
- * The read-answer-write loop. All replies produced by one stdin chunk go out in ONE write
- * (many small messages arriving together cost one syscall, not one each), and a full stdout
- * pauses stdin until 'drain', so a peer that does not read its replies cannot make us buffer
- * without bound. Nothing here calls `process.exit()`: stdout to a pipe is asynchronous, so
- * the process ends by itself once stdin is closed and the last write has been flushed.
- */
-function serve(engine: Engine, decoder: LineDecoder): void {
-  const { stdin, stdout } = process;
-  let stopped = false;
-  let waitingForDrain = false;
-
-  /** Stops reading for good; whatever was written still reaches the peer. */
-  const stop = (): void => {
-    stopped = true;
-    stdin.destroy();
-  };
-
-  const write = (parts: (string | Uint8Array)[]): void => {
-    if (parts.length === 0) return;
-    const batch = parts.every((p) => typeof p === 'string')
-      ? parts.join('')
-      : Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
-    if (!stdout.write(batch) && !stopped && !waitingForDrain) {
-      waitingForDrain = true;
-      stdin.pause();
-      stdout.once('drain', () => {
-        waitingForDrain = false;
-        if (!stopped) stdin.resume();
-      });
-    }
-  };
-
-  const answer = (frames: Frame[]): void => {
-    const parts: (string | Uint8Array)[] = [];
-    try {
-      for (const frame of frames) {
-        // After the exit reply nothing more is answered: like the Rust host, the child stops
-        // reading (only the in-process responders answer late lines, with an error).
-        if (engine.done) break;
-        const reply = engine.answer(frame);
-        if (reply.length > 0) parts.push(reply);
-      }
-    } catch (e) {
-      // Bad input never throws (it gets an error reply), so this is a bug: say so and stop.
-      log(`internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-      process.exitCode = 1;
-      stop();
-    }
-    write(parts);
-    if (engine.done) stop();
-  };
-
-  stdout.on('error', (e: NodeJS.ErrnoException) => {
-    // The parent went away: a normal way for the conversation to end, not a crash.
-    if (e.code !== 'EPIPE') {
-      log(`cannot write to stdout: ${e.message}`);
-      process.exitCode = 1;
-    }
-    stop();
-  });
-  stdin.on('error', (e: Error) => {
-    log(`cannot read stdin: ${e.message}`);
-    process.exitCode = 1;
-    stop();
-  });
-  stdin.on('data', (chunk: Buffer) => {
-    if (!stopped) answer(decoder.push(chunk));
-  });
-  // EOF: the last line may have had no newline.
-  stdin.on('end', () => {
-    if (!stopped) answer(decoder.end());
-  });
-}
-
 function main(): void {
   const args = parseArgs(process.argv.slice(2));
   if (args === 'help') {
@@ -172,7 +98,12 @@ function main(): void {
     process.exitCode = 2;
     return;
   }
-  serve(engine, new LineDecoder({ maxLineBytes: args.maxLineBytes }));
+  // The loop (engine.ts's `serveLines`, shared with `serveStdio`) owns the pipes; only its
+  // failures are ours to report.
+  serveLines(engine, { maxLineBytes: args.maxLineBytes }).catch((e: unknown) => {
+    log(e instanceof Error ? e.message : String(e));
+    process.exitCode = 1;
+  });
 }
 
 main();

@@ -1,0 +1,245 @@
+// `serveStdio`: write a Node child service. Handlers map a `msg_type` to a function of the
+// request's data; this module turns each line into a handler call and each result into a
+// reply line, and engine.ts's `serveLines` (the loop the demo child uses too) owns the pipes:
+// framing, batching, backpressure, EPIPE and EOF.
+
+import { isUtf8 } from 'node:buffer';
+import type { Readable, Writable } from 'node:stream';
+
+import { type LineService, serveLines } from './engine.js';
+import { DEFAULT_MAX_LINE_BYTES, type Frame } from './framing.js';
+import { decodeEnvelope, excerpt, invalidUtf8Offset, MAX_SAFE_ID, tooLongReply } from './protocol.js';
+
+/** Any JSON value: what a request's `data` can be once parsed. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A request as a handler sees it: the wire's fields, `id` only when the request had one. */
+export interface JsonMessage {
+  /** The request's type, the key its handler was found under. */
+  msg_type: string;
+  /** The request's payload, any JSON value. */
+  data: Json;
+  /** Correlation id, echoed on the reply; absent for a notification (which gets no reply). */
+  id?: number;
+}
+
+/**
+ * Answers one request. Returns (or resolves to) the reply's `data`: any value `JSON.stringify`
+ * encodes (`undefined` is sent as `null`), or `reply(msgType, data)` to answer with another
+ * `msg_type`. A throw or a rejection becomes an `error` reply carrying the error's message.
+ */
+export type Handler = (data: Json, message: JsonMessage) => unknown;
+
+/**
+ * The handlers, by `msg_type`: an object (its own enumerable string keys only, so inherited
+ * names like `constructor` or `__proto__` are unknown types) or a `Map`. Read once, when
+ * `serveStdio` is called; its key order is the order unknown-type errors list them in.
+ */
+export type Handlers = Readonly<Record<string, Handler>> | ReadonlyMap<string, Handler>;
+
+/** Options of `serveStdio`; every field is optional. */
+export interface ServeOptions {
+  /** Longer lines get an `error` reply and are never buffered. Default 16 MiB. */
+  maxLineBytes?: number;
+  /**
+   * At most this many handlers' Promises pending at once; reading stops until one settles.
+   * Synchronous handlers finish before the next line is read and never count. Default 1024.
+   */
+  maxConcurrent?: number;
+  /** Where requests come from. Default `process.stdin`. */
+  input?: Readable;
+  /** Where replies go (protocol only: log to stderr). Default `process.stdout`. */
+  output?: Writable;
+}
+
+/** The default bound on pending asynchronous handlers. */
+export const DEFAULT_MAX_CONCURRENT = 1024;
+
+/** A handler's result that answers with its own `msg_type`; made by `reply()`. */
+export class Reply {
+  /** The reply's `msg_type`. */
+  readonly msgType: string;
+  /** The reply's `data`, as a handler may return it. */
+  readonly data: unknown;
+
+  /** Prefer `reply(msgType, data)`. */
+  constructor(msgType: string, data: unknown) {
+    if (typeof msgType !== 'string') throw new TypeError(`reply: msgType must be a string, got ${typeof msgType}`);
+    this.msgType = msgType;
+    this.data = data;
+  }
+}
+
+/**
+ * A handler's result answering with `msgType` instead of the request's type, e.g.
+ * `markdown: (d) => reply('html', render(String(d)))`.
+ */
+export function reply(msgType: string, data: unknown): Reply {
+  return new Reply(msgType, data);
+}
+
+/**
+ * Serves `handlers` on stdin/stdout until stdin ends; resolves once every handler has settled
+ * and every reply has been handed to stdout, or at once when stdout's reader is gone (EPIPE, a
+ * normal end). Rejects only on another stdin or stdout error. Throws a `TypeError` at once
+ * for bad handlers or options.
+ *
+ * - `{"msg_type":T,"data":D,"id":N}` calls `handlers[T](D, message)`; its result R is sent as
+ *   `{"msg_type":T,"data":R,"id":N}` (another type with `reply()`).
+ * - A throw, a rejection, or a result JSON cannot encode: `{"msg_type":"error","data":"<the
+ *   error's message>","id":N}`. The service keeps serving.
+ * - Without `id` (a notification) the handler runs and nothing is sent, except if it fails:
+ *   then `{"msg_type":"error","data":"line L: <message>"}` names its input line L.
+ * - A line that is not a request (bad JSON or UTF-8, not an object, a bad `id`, a missing
+ *   field, an over-long line, an unknown `msg_type`) gets the protocol's `error` reply,
+ *   `line L: …`, with the request's `id` when that much was valid; the next line is answered.
+ *
+ * Synchronous handlers' replies are written in input order; a Promise's when it settles
+ * (match replies by id). Stdin is paused while stdout is full or `maxConcurrent` Promises
+ * are pending. The process is not exited: it ends by itself when nothing else keeps it alive.
+ */
+export function serveStdio(handlers: Handlers, options: ServeOptions = {}): Promise<void> {
+  const table = readHandlers(handlers);
+  const maxLineBytes = readCount(options.maxLineBytes, 'maxLineBytes', 0) ?? DEFAULT_MAX_LINE_BYTES;
+  const maxConcurrent = readCount(options.maxConcurrent, 'maxConcurrent', 1) ?? DEFAULT_MAX_CONCURRENT;
+  const { input, output } = options;
+  return serveLines(handlerService(table, maxLineBytes), { maxLineBytes, maxConcurrent, input, output });
+}
+
+function readHandlers(handlers: unknown): Map<string, Handler> {
+  let entries: [unknown, unknown][];
+  if (handlers instanceof Map) entries = [...(handlers as Map<unknown, unknown>)];
+  else if (typeof handlers === 'object' && handlers !== null && !Array.isArray(handlers)) {
+    entries = Object.entries(handlers);
+  } else {
+    throw new TypeError(`serveStdio: expected an object or a Map of handlers, got ${kindOf(handlers)}`);
+  }
+  const table = new Map<string, Handler>();
+  for (const [msgType, handler] of entries) {
+    if (typeof msgType !== 'string') {
+      throw new TypeError(`serveStdio: a msg_type must be a string, got ${kindOf(msgType)}`);
+    }
+    if (typeof handler !== 'function') {
+      throw new TypeError(`serveStdio: the handler for \`${msgType}\` must be a function, got ${kindOf(handler)}`);
+    }
+    table.set(msgType, handler as Handler);
+  }
+  return table;
+}
+
+function readCount(value: unknown, name: string, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < min || value > MAX_SAFE_ID) {
+    throw new TypeError(
+      `serveStdio: option \`${name}\` must be an integer from ${min} to ${MAX_SAFE_ID}, got ${kindOf(value)}`,
+    );
+  }
+  return value;
+}
+
+function kindOf(value: unknown): string {
+  if (value === null) return 'null';
+  if (Array.isArray(value)) return 'array';
+  return typeof value === 'number' ? `number ${String(value)}` : typeof value;
+}
+
+/** `expected a`, `expected a or b`, `expected a, b or c`: the types this service answers. */
+function expectedTypes(types: readonly string[]): string {
+  if (types.length === 0) return 'this service has no handlers';
+  if (types.length === 1) return `expected ${types[0] ?? ''}`;
+  return `expected ${types.slice(0, -1).join(', ')} or ${types[types.length - 1] ?? ''}`;
+}
+
+/** One reply line, keys in the protocol's order; `data` is JSON text already. */
+function replyLine(msgType: string, dataJson: string, id: number | undefined): string {
+  const head = `{"msg_type":${JSON.stringify(msgType)},"data":${dataJson}`;
+  return id === undefined ? `${head}}\n` : `${head},"id":${id}}\n`;
+}
+
+/** An `error` reply; numbered by line when it has no id (nothing else names the request). */
+function errorReply(text: string, id: number | undefined, line?: number): string {
+  const numbered = line === undefined ? text : `line ${line}: ${text}`;
+  return replyLine('error', JSON.stringify(numbered), id);
+}
+
+function messageOf(e: unknown): string {
+  if (e instanceof Error) return e.message;
+  try {
+    return String(e);
+  } catch {
+    return 'a handler threw a value that has no string form';
+  }
+}
+
+/** The reply line for a handler's result (or its error), `''` for a notification that succeeded. */
+function resultLine(msgType: string, result: unknown, id: number | undefined, line: number): string {
+  if (id === undefined) return '';
+  let type = msgType;
+  let data = result;
+  if (result instanceof Reply) {
+    type = result.msgType;
+    data = result.data;
+  }
+  if (data instanceof Uint8Array || data instanceof ArrayBuffer) {
+    const what = data instanceof ArrayBuffer ? 'an ArrayBuffer' : `a ${data.constructor.name}`;
+    return failureLine(
+      new Error(`the reply to \`${excerpt(msgType)}\` is ${what}: bytes need the binary encoding, not JSON`),
+      id,
+      line,
+    );
+  }
+  const unencodable = (why: string): string =>
+    failureLine(new Error(`the reply to \`${excerpt(msgType)}\` cannot be encoded as JSON: ${why}`), id, line);
+  let json: string | undefined;
+  try {
+    json = data === undefined ? 'null' : (JSON.stringify(data) as string | undefined);
+  } catch (e) {
+    return unencodable(messageOf(e));
+  }
+  if (json === undefined) return unencodable(`it is a ${typeof data}`);
+  return replyLine(type, json, id);
+}
+
+/** The `error` reply for a handler that failed: with its id, or numbered by line if none. */
+function failureLine(e: unknown, id: number | undefined, line: number): string {
+  return id === undefined ? errorReply(messageOf(e), undefined, line) : errorReply(messageOf(e), id);
+}
+
+const isThenable = (value: unknown): value is PromiseLike<unknown> =>
+  (typeof value === 'object' || typeof value === 'function') &&
+  value !== null &&
+  typeof (value as { then?: unknown }).then === 'function';
+
+/** The handlers as a line-level service for `serveLines`. Never done: it serves until EOF. */
+function handlerService(handlers: ReadonlyMap<string, Handler>, maxLineBytes: number): LineService {
+  const expected = expectedTypes([...handlers.keys()]);
+  return {
+    done: false,
+    answer(frame: Frame): string | Promise<string> {
+      const line = frame.line;
+      if (frame.kind === 'too_long') return tooLongReply(line, frame.length, maxLineBytes);
+      // `toString`, not a TextDecoder: it keeps a leading BOM, which then makes the JSON
+      // invalid, as in Rust.
+      if (!isUtf8(frame.bytes)) {
+        return errorReply(`invalid UTF-8 at byte ${invalidUtf8Offset(frame.bytes)}`, undefined, line);
+      }
+      const decoded = decodeEnvelope(frame.bytes.toString('utf8'));
+      if (!decoded.ok) return errorReply(decoded.error, decoded.id, line);
+      const message = decoded.message as JsonMessage;
+      const { msg_type: msgType, id } = message;
+      const handler = handlers.get(msgType);
+      if (handler === undefined) return errorReply(`unknown msg_type \`${excerpt(msgType)}\`; ${expected}`, id, line);
+      let result: unknown;
+      try {
+        result = handler(message.data, message);
+      } catch (e) {
+        return failureLine(e, id, line);
+      }
+      if (!isThenable(result)) return resultLine(msgType, result, id, line);
+      return Promise.resolve(result).then(
+        (value) => resultLine(msgType, value, id, line),
+        (e: unknown) => failureLine(e, id, line),
+      );
+    },
+  };
+}
