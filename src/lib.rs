@@ -18,6 +18,7 @@ mod envelope;
 mod error;
 mod initiator;
 mod message;
+pub mod process;
 mod responder;
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
