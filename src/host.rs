@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::process::{ChildStderr, ChildStdout, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -21,10 +21,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::diag;
+use rust_ts_ipc::process::{spawn_stderr_reader, ChildProcess, StderrSink, StderrTail, Supervision};
 use rust_ts_ipc::{excerpt, DemoError, Frame, Initiator, InitiatorStep, LineDecoder, Responder, ResponderOptions};
 
-/// How long a child gets to exit by itself once its stdin is closed, and again after SIGTERM.
-pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
+pub use rust_ts_ipc::process::DEFAULT_GRACE;
 /// Reads from a pipe in chunks of this size (the Linux pipe buffer size).
 const READ_CHUNK: usize = 64 * 1024;
 /// While waiting for a reply, how often the demo checks whether the child has exited.
@@ -87,170 +87,42 @@ impl fmt::Display for HostError {
     }
 }
 
-/// How a shutdown ended: the child's status and the last signal it took to get there.
-struct Stopped {
-    status: Option<ExitStatus>,
-    sent: Option<sys::Sig>,
-}
+/// The binary's part in the library's shutdown sequence: its signal watcher cuts the waits
+/// short, its notes go to stderr through [`diag`], and the watcher forgets the child's group
+/// before the reap (after which the pid may be reused).
+struct Watched;
 
-impl fmt::Display for Stopped {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match (self.sent, self.status) {
-            (None, Some(status)) if status.code().is_none() => write!(f, "was killed by {status}"),
-            (None, Some(status)) => write!(f, "exited with {status}"),
-            (Some(sig), Some(status)) => write!(f, "was stopped with {} ({status})", sig.name()),
-            (_, None) => f.write_str("could not be waited for"),
-        }
+impl Supervision for Watched {
+    fn interrupted(&self) -> bool {
+        sys::interrupts() > 0
+    }
+
+    fn hurry(&self) -> bool {
+        in_a_hurry()
+    }
+
+    fn note(&self, command: &str, what: &str) {
+        diag::say(format_args!("rust-ts-ipc: child `{command}` {what}"));
+    }
+
+    fn before_reap(&self) {
+        // The group has had its SIGKILL already (see `ChildProcess::shutdown`).
+        sys::forget_group();
     }
 }
 
-/// A child process that is always reaped: [`shutdown`](Self::shutdown) runs on every path,
-/// and again on drop (std's `Child` has no `Drop`).
-pub struct ChildGuard {
-    child: Child,
-    stdin: Option<ChildStdin>,
-    /// Set once the child is reaped; until then its pid (and group id) cannot be reused.
-    status: Option<ExitStatus>,
-    shown: String,
+/// Starts the demo's child under [`Watched`], recording its group for the signal watcher.
+fn spawn_child(
+    program: &OsString,
+    args: &[OsString],
     grace: Duration,
-}
-
-impl ChildGuard {
-    fn spawn(
-        program: &OsString,
-        args: &[OsString],
-        grace: Duration,
-    ) -> Result<(ChildGuard, impl Read, impl Read), HostError> {
-        let shown = show_command(program, args);
-        let mut command = Command::new(program);
-        command.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        sys::own_process_group(&mut command);
-        let mut child = command.spawn().map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => HostError::Spawn(format!(
-                "cannot start `{shown}`: `{}` was not found on PATH",
-                program.to_string_lossy()
-            )),
-            _ => HostError::Spawn(format!("cannot start `{shown}`: {e}")),
-        })?;
-        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            // Unreachable with all three piped; reap the child rather than panic.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(HostError::Spawn(format!("cannot start `{shown}`: its pipes were not created")));
-        };
-        sys::record_group(&child);
-        Ok((ChildGuard { child, stdin: Some(stdin), status: None, shown, grace }, stdout, stderr))
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        // The demo's messages are far smaller than a pipe buffer, so this cannot block on a
-        // child that does not read.
-        match &mut self.stdin {
-            Some(stdin) => stdin.write_all(bytes).and_then(|()| stdin.flush()),
-            None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
-        }
-    }
-
-    /// Closes the child's stdin: end of input, the signal to exit.
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    /// Whether the child is still running. Where the OS allows, an exited child is left
-    /// unreaped (a zombie) until [`reap`](Self::reap), so its group can still be signalled.
-    fn running(&mut self) -> bool {
-        if self.status.is_some() {
-            return false;
-        }
-        if let Some(exited) = sys::exited_unreaped(&self.child) {
-            return !exited;
-        }
-        match self.child.try_wait() {
-            Ok(Some(status)) => {
-                self.status = Some(status);
-                false
-            }
-            Ok(None) => true,
-            Err(_) => false,
-        }
-    }
-
-    /// Waits up to `limit` for the child to exit; gives up early once a second signal has
-    /// come (the first asks for an orderly shutdown, a second Ctrl-C means "now").
-    fn wait_for_exit(&mut self, limit: Duration) -> bool {
-        let start = Instant::now();
-        let deadline = start + limit;
-        loop {
-            if !self.running() {
-                return true;
-            }
-            let now = Instant::now();
-            // A first signal cuts a long wait (such as `--timeout-ms` after the goodbye) down to
-            // the grace period; a second one ends it at once.
-            let signalled_past_grace = sys::interrupts() > 0 && now >= start + self.grace;
-            if now >= deadline || in_a_hurry() || signalled_past_grace {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Signals the child's process group, but only while its pid is ours (not yet reaped).
-    fn signal(&mut self, sig: sys::Sig) {
-        if self.status.is_none() {
-            sys::signal_group(&mut self.child, sig);
-        }
-    }
-
-    fn reap(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            // From here the pid may be reused, so the signal watcher must no longer touch it.
-            // The group has had its SIGKILL already (see `shutdown`).
-            sys::forget_group();
-            self.status = self.child.wait().ok();
-        }
-        self.status
-    }
-
-    fn note(&self, what: &str) {
-        diag::say(format_args!("rust-ts-ipc: child `{}` {what}", self.shown));
-    }
-
-    /// The shutdown sequence: close stdin, wait up to `first_wait`, SIGTERM the group, wait
-    /// up to `grace`, SIGKILL, then reap. Anything left in the child's group is killed before
-    /// the child is reaped. Idempotent.
-    fn shutdown(&mut self, first_wait: Duration) -> Stopped {
-        self.close_stdin();
-        let mut sent = None;
-        if !self.wait_for_exit(first_wait) {
-            if !in_a_hurry() {
-                if sys::interrupts() > 0 {
-                    self.note("is being stopped (interrupted); sending SIGTERM");
-                } else {
-                    self.note(&format!(
-                        "did not exit within {} ms of its stdin closing; sending SIGTERM",
-                        first_wait.as_millis()
-                    ));
-                }
-                self.signal(sys::Sig::Term);
-                sent = Some(sys::Sig::Term);
-            }
-            if !self.wait_for_exit(self.grace) {
-                let why = match sent {
-                    Some(_) if !in_a_hurry() => {
-                        format!("did not exit within {} ms of SIGTERM", self.grace.as_millis())
-                    }
-                    _ => "is being stopped at once (interrupted again)".to_owned(),
-                };
-                self.note(&format!("{why}; sending SIGKILL"));
-                self.signal(sys::Sig::Kill);
-                sent = Some(sys::Sig::Kill);
-            }
-        }
-        self.signal(sys::Sig::Kill);
-        Stopped { status: self.reap(), sent }
-    }
+) -> Result<(ChildProcess, ChildStdout, ChildStderr), HostError> {
+    let mut command = Command::new(program);
+    command.args(args);
+    let (child, stdout, stderr) =
+        ChildProcess::spawn(&mut command, grace, Box::new(Watched)).map_err(|e| HostError::Spawn(e.to_string()))?;
+    sys::record_group(child.id());
+    Ok((child, stdout, stderr))
 }
 
 /// A second signal has come: skip the waits.
@@ -266,12 +138,6 @@ pub fn signal_received() -> Option<i32> {
 /// The name of signal `number`, for messages.
 pub fn signal_name(number: i32) -> &'static str {
     sys::signal_name(number)
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        self.shutdown(self.grace);
-    }
 }
 
 /// What the reader thread (and the signal watcher) tell the demo.
@@ -414,29 +280,26 @@ fn spawn_reader(mut stdout: impl Read + Send + 'static, tx: Sender<Event>) -> Ar
     budget
 }
 
-/// Forwards the child's stderr to ours as it arrives, each line prefixed `[child] `, on its
-/// own thread so a chatty child can never fill the pipe and stall. Memory is one read buffer
-/// however long its lines are, plus [`diag`]'s bounded queue; what our stderr cannot take is
-/// dropped there and counted, never waited for without end. The receiver is signalled when
-/// the child's stderr closes.
-fn spawn_stderr_forwarder(stderr: impl Read + Send + 'static) -> Receiver<()> {
-    let (tx, rx) = mpsc::channel();
-    diag::child_stderr_opened();
-    thread::spawn(move || {
-        let mut stderr = stderr;
-        let mut buf = vec![0; READ_CHUNK];
-        loop {
-            match stderr.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => diag::forward(&buf[..n]),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
-        }
+/// The child's stderr, forwarded to ours as it arrives, each line prefixed `[child] ` by
+/// [`diag`], whose queue is bounded: what our stderr cannot take is dropped there and
+/// counted, never waited for without end.
+struct ToDiag;
+
+impl StderrSink for ToDiag {
+    fn chunk(&mut self, bytes: &[u8]) {
+        diag::forward(bytes);
+    }
+
+    fn end(&mut self) {
         diag::end_of_child_stderr();
-        let _ = tx.send(());
-    });
-    rx
+    }
+}
+
+/// Forwards the child's stderr on its own thread (see [`ToDiag`]); the receiver is
+/// signalled when the child's stderr closes.
+fn spawn_stderr_forwarder(stderr: impl Read + Send + 'static) -> Receiver<()> {
+    diag::child_stderr_opened();
+    spawn_stderr_reader(stderr, Arc::new(StderrTail::default()), ToDiag)
 }
 
 /// What `demo` runs and how patiently.
@@ -484,7 +347,7 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         // some: only a demo stuck elsewhere (say, writing to a stdout nobody reads) needs it.
         config.timeout.max(config.grace) + config.grace + Duration::from_secs(5),
     );
-    let (mut child, stdout, stderr) = ChildGuard::spawn(&config.program, &config.args, config.grace)?;
+    let (mut child, stdout, stderr) = spawn_child(&config.program, &config.args, config.grace)?;
     let stderr_done = spawn_stderr_forwarder(stderr);
     let mut initiator = Initiator::default();
     let mut inbox =
@@ -495,7 +358,7 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
     // closed pipe, not our memory.
     drop(inbox);
     let mut stdout_closed = false;
-    let shown = child.shown.clone();
+    let shown = child.command_line().to_owned();
     let waiting = initiator.waiting_for();
     let result = match fault {
         None => {
@@ -549,27 +412,30 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
     }
 }
 
-fn interrupted(signal: i32, waiting: &str, child: &mut ChildGuard) -> HostError {
+fn interrupted(signal: i32, waiting: &str, child: &mut ChildProcess) -> HostError {
     let name = sys::signal_name(signal);
-    if child.status.is_none() {
-        diag::say(format_args!("rust-ts-ipc: {name} received; stopping child `{}`", child.shown));
+    if child.status().is_none() {
+        diag::say(format_args!("rust-ts-ipc: {name} received; stopping child `{}`", child.command_line()));
     }
-    let stopped = child.shutdown(child.grace);
+    let stopped = child.shutdown(child.grace());
     HostError::Interrupted {
         signal,
-        message: format!("interrupted by {name} while waiting for {waiting}; child `{}` {stopped}", child.shown),
+        message: format!(
+            "interrupted by {name} while waiting for {waiting}; child `{}` {stopped}",
+            child.command_line()
+        ),
     }
 }
 
 /// The conversation proper.
 fn converse(
-    child: &mut ChildGuard,
+    child: &mut ChildProcess,
     initiator: &mut Initiator,
     inbox: &mut Inbox,
     timeout: Duration,
     out: &mut dyn Write,
 ) -> Result<(), Fault> {
-    let mut apply = |child: &mut ChildGuard, step: InitiatorStep| -> Result<bool, Fault> {
+    let mut apply = |child: &mut ChildProcess, step: InitiatorStep| -> Result<bool, Fault> {
         let written = step.print.iter().try_for_each(|line| writeln!(out, "{line}")).and_then(|()| out.flush());
         match written {
             Ok(()) => {}
@@ -594,7 +460,7 @@ fn converse(
             Err(RecvTimeoutError::Timeout) => {
                 let now = Instant::now();
                 if now >= deadline {
-                    let closed = if child.stdin.is_none() { " (it had closed its stdin)" } else { "" };
+                    let closed = if child.stdin_closed() { " (it had closed its stdin)" } else { "" };
                     return Err(Fault::Host(HostError::Timeout(format!(
                         "child did not answer within {} ms while the demo was waiting for {}{closed}",
                         timeout.as_millis(),
@@ -717,15 +583,11 @@ fn run_npm(repo: &Path, args: &[&str]) -> Result<(), HostError> {
     }
 }
 
-fn show_command(program: &OsString, args: &[OsString]) -> String {
-    std::iter::once(program).chain(args).map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
-}
-
-/// Process control that std does not offer: signals to the child's process group, noticing
-/// an exit without reaping, and turning SIGINT/SIGTERM/SIGHUP into an orderly shutdown.
+/// The binary's signals: turning SIGINT/SIGTERM/SIGHUP into an orderly shutdown, with a
+/// last resort that kills the child's group if the demo is stuck. Process control proper
+/// (groups, shutdown, reaping) is the library's `process` module.
 #[cfg(unix)]
 mod sys {
-    use std::process::{Child, Command};
     use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
     use std::sync::{Mutex, PoisonError};
     use std::thread;
@@ -742,8 +604,8 @@ mod sys {
     static CHILD_GROUP: Mutex<i32> = Mutex::new(0);
 
     /// Remembers the child's group, for [`watch_interrupts`]' last resort.
-    pub fn record_group(child: &Child) {
-        if let Ok(pid) = i32::try_from(child.id()) {
+    pub fn record_group(pid: u32) {
+        if let Ok(pid) = i32::try_from(pid) {
             *CHILD_GROUP.lock().unwrap_or_else(PoisonError::into_inner) = pid;
         }
     }
@@ -757,55 +619,6 @@ mod sys {
     fn kill_recorded_group() -> bool {
         let group = CHILD_GROUP.lock().unwrap_or_else(PoisonError::into_inner);
         *group > 0 && killpg(Pid::from_raw(*group), Signal::SIGKILL).is_ok()
-    }
-
-    /// The signals the host sends to the child's group.
-    #[derive(Debug, Clone, Copy)]
-    pub enum Sig {
-        Term,
-        Kill,
-    }
-
-    impl Sig {
-        pub fn name(self) -> &'static str {
-            match self {
-                Sig::Term => "SIGTERM",
-                Sig::Kill => "SIGKILL",
-            }
-        }
-    }
-
-    /// The child leads a new process group, which is what `signal_group` signals.
-    pub fn own_process_group(command: &mut Command) {
-        std::os::unix::process::CommandExt::process_group(command, 0);
-    }
-
-    pub fn signal_group(child: &mut Child, sig: Sig) {
-        let Ok(pid) = i32::try_from(child.id()) else { return };
-        let signal = match sig {
-            Sig::Term => Signal::SIGTERM,
-            Sig::Kill => Signal::SIGKILL,
-        };
-        // ESRCH (nobody left) is the usual answer and fine.
-        let _ = killpg(Pid::from_raw(pid), signal);
-    }
-
-    /// `Some(true)` once the child has exited, without reaping it; `None` where unsupported.
-    #[cfg(any(target_os = "linux", target_os = "android", target_os = "freebsd"))]
-    pub fn exited_unreaped(child: &Child) -> Option<bool> {
-        use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
-        let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
-        let flags = WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT;
-        match waitid(Id::Pid(pid), flags) {
-            Ok(WaitStatus::StillAlive) => Some(false),
-            Ok(_) => Some(true),
-            Err(_) => None,
-        }
-    }
-
-    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-    pub fn exited_unreaped(_child: &Child) -> Option<bool> {
-        None
     }
 
     /// Takes SIGINT, SIGTERM and SIGHUP from now on (their default actions no longer apply)
@@ -856,42 +669,14 @@ mod sys {
     }
 }
 
-/// Elsewhere: no process groups or signals; the child is killed outright after `grace`.
+/// Elsewhere: no signals to take.
 #[cfg(not(unix))]
 mod sys {
-    use std::process::{Child, Command};
     use std::time::Duration;
-
-    #[derive(Debug, Clone, Copy)]
-    pub enum Sig {
-        Term,
-        Kill,
-    }
-
-    impl Sig {
-        pub fn name(self) -> &'static str {
-            match self {
-                Sig::Term => "SIGTERM",
-                Sig::Kill => "SIGKILL",
-            }
-        }
-    }
-
-    pub fn own_process_group(_command: &mut Command) {}
-
-    pub fn signal_group(child: &mut Child, sig: Sig) {
-        if let Sig::Kill = sig {
-            let _ = child.kill();
-        }
-    }
-
-    pub fn exited_unreaped(_child: &Child) -> Option<bool> {
-        None
-    }
 
     pub fn watch_interrupts(_notify: impl Fn(i32) + Send + 'static, _budget: Duration) {}
 
-    pub fn record_group(_child: &Child) {}
+    pub fn record_group(_pid: u32) {}
 
     pub fn forget_group() {}
 
@@ -905,66 +690,5 @@ mod sys {
 
     pub fn signal_name(_number: i32) -> &'static str {
         "a signal"
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-    use super::*;
-
-    fn spawn(script: &str, grace_ms: u64) -> ChildGuard {
-        let args = ["-c".into(), script.into()];
-        let (child, _stdout, _stderr) =
-            ChildGuard::spawn(&"sh".into(), &args, Duration::from_millis(grace_ms)).unwrap_or_else(|e| panic!("{e}"));
-        child
-    }
-
-    /// Live (non-zombie) members of process group `pgid`.
-    fn group(pgid: u32) -> Vec<u32> {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-                let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-                fields[0] != "Z" && fields[2] == pgid.to_string()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn shutdown_reaps_the_child_itself_and_kills_what_it_left_in_its_group() {
-        // `cat` exits on EOF; the background `sleep` would outlive it.
-        let mut child = spawn("sleep 60 & exec cat", 5000);
-        let pid = child.child.id();
-        let stopped = child.shutdown(Duration::from_secs(5));
-        assert_eq!((stopped.sent.map(sys::Sig::name), stopped.status.and_then(|s| s.code())), (None, Some(0)));
-        // Reaped by us: gone from /proc while this process still lives (a zombie would stay).
-        assert!(!Path::new(&format!("/proc/{pid}")).exists());
-        for _ in 0..500 {
-            if group(pid).is_empty() {
-                return;
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-        panic!("left in group {pid}: {:?}", group(pid));
-    }
-
-    #[test]
-    fn drop_escalates_to_sigkill_and_reaps_a_child_that_ignores_eof_and_sigterm() {
-        let child = spawn("trap '' TERM; exec sleep 60", 100);
-        let pid = child.child.id();
-        drop(child);
-        assert!(!Path::new(&format!("/proc/{pid}")).exists());
-    }
-
-    #[test]
-    fn sigterm_stops_a_child_that_ignores_eof() {
-        let mut child = spawn("exec sleep 60", 100);
-        let stopped = child.shutdown(Duration::from_millis(100));
-        assert_eq!(stopped.sent.map(sys::Sig::name), Some("SIGTERM"));
-        assert_eq!(stopped.to_string(), "was stopped with SIGTERM (signal: 15 (SIGTERM))");
     }
 }

@@ -9,15 +9,23 @@
 //!   the napi addon all give byte-identical answers; `tests/conformance.json` pins them.
 //! - [`Initiator`] is the asking side of the demo conversation (`cargo run`).
 //!
-//! Nothing here touches a pipe, socket, thread or clock (the "sans-IO" design of h11 and
-//! rust-analyzer's `lsp-server`): the binary's `host` module moves the bytes, the addon in
-//! `native/` converts types. That is why one core can sit behind a pipe and behind napi.
+//! To talk to a child process of your own, use [`Peer`]: spawn it from a
+//! `std::process::Command`, then `request`, `send` (many in flight), `notify` and `close`;
+//! [`Envelope`] and [`Data`] are what it sends and receives.
+//!
+//! The core (everything above but [`Peer`]) touches no pipe, socket, thread or clock (the
+//! "sans-IO" design of h11 and rust-analyzer's `lsp-server`). The I/O layer sits on top of it:
+//! [`process`] spawns, stops and always reaps children (shared by [`Peer`] and the binary's
+//! demo), [`Peer`] moves envelopes over a child's stdin/stdout, and the addon in `native/`
+//! converts types. That is why one core can sit behind a pipe and behind napi.
 
 mod codec;
 mod envelope;
 mod error;
 mod initiator;
 mod message;
+mod peer;
+pub mod process;
 mod responder;
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
@@ -25,4 +33,5 @@ pub use envelope::{Data, Envelope, EnvelopeError};
 pub use error::{excerpt, JsonKind, LineError, ProtocolError};
 pub use initiator::{DemoError, Initiator, InitiatorStep};
 pub use message::{decode_envelope, decode_message, Message, MAX_SAFE_ID};
+pub use peer::{ErrorCode, Peer, PeerError, PeerOptions, PeerStats, Pending, StderrCallback, StderrMode};
 pub use responder::{Checkpoint, Responder, ResponderOptions, DEFAULT_EXIT_AFTER, DEFAULT_NAME};
