@@ -289,10 +289,13 @@ fn child_stderr_still_arriving_at_the_end_is_counted_too() {
     let dir = scratch("arriving");
     let log = dir.join("written");
     // Writes 4 KiB blocks until it is killed with the child's group, logging its total
-    // after each (so the total written is the log, or one block more).
+    // after each (so the total written is the log, or one block more). The log is replaced
+    // by a rename, never truncated in place: a kill between `>` truncating it and `echo`
+    // writing it left it empty.
     let script = format!(
-        "(n=0; while head -c 4096 /dev/zero >&2; do n=$((n+4096)); echo $n >{}; done) & sleep 1; exec {BIN} serve",
-        log.display()
+        "(n=0; while head -c 4096 /dev/zero >&2; do n=$((n+4096)); echo $n >{log}.new; mv {log}.new {log}; done) & \
+         sleep 1; exec {BIN} serve",
+        log = log.display()
     );
     let mut demo = demo_piped(&["--grace-ms", "300"], &script);
     let watchdog = KillAfterPatience::new(demo.id());
