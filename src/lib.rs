@@ -8,21 +8,36 @@
 //!   lines or messages out. The pipe child (`rust-ts-ipc serve`), the TypeScript child and
 //!   the napi addon all give byte-identical answers; `tests/conformance.json` pins them.
 //! - [`Initiator`] is the asking side of the demo conversation (`cargo run`).
+//! - [`Envelope`] is the library's message, whose [`Data`] is any JSON value.
 //!
-//! Nothing here touches a pipe, socket, thread or clock (the "sans-IO" design of h11 and
-//! rust-analyzer's `lsp-server`): the binary's `host` module moves the bytes, the addon in
-//! `native/` converts types. That is why one core can sit behind a pipe and behind napi.
+//! To write a Rust child service: map each `msg_type` to a function with [`Handlers`] (or
+//! implement the lower-level [`Service`] trait, as [`Responder`] does) and run it with
+//! [`serve_stdio`]. `rust-ts-ipc serve` is the built-in [`Responder`] (the demo and markdown
+//! [`Services`]) served that way.
+//!
+//! The core touches no pipe, socket, thread or clock (the "sans-IO" design of h11 and
+//! rust-analyzer's `lsp-server`): only [`serve`] and [`serve_stdio`] (in `serve.rs`) move
+//! bytes, the binary's `host` module runs child processes, the addon in `native/` converts
+//! types. That is why one core can sit behind a pipe and behind napi.
 
 mod codec;
 mod envelope;
 mod error;
 mod initiator;
+mod markdown;
 mod message;
 mod responder;
+mod serve;
+mod service;
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
 pub use envelope::{Data, Envelope, EnvelopeError};
 pub use error::{excerpt, JsonKind, LineError, ProtocolError};
 pub use initiator::{DemoError, Initiator, InitiatorStep};
+pub use markdown::markdown_to_html;
 pub use message::{decode_envelope, decode_message, Message, MAX_SAFE_ID};
-pub use responder::{Checkpoint, Responder, ResponderOptions, DEFAULT_EXIT_AFTER, DEFAULT_NAME};
+pub use responder::{
+    BuiltinService, Checkpoint, Responder, ResponderOptions, Services, ServicesError, DEFAULT_EXIT_AFTER, DEFAULT_NAME,
+};
+pub use serve::{serve, serve_stdio, ServeError};
+pub use service::{Handlers, Service};
