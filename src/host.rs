@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::diag;
-use rust_ts_ipc::{excerpt, DemoError, Frame, Initiator, InitiatorStep, LineDecoder, Responder, ResponderOptions};
+use rust_ts_ipc::{excerpt, DemoError, Frame, Initiator, InitiatorStep, LineDecoder};
 
 /// How long a child gets to exit by itself once its stdin is closed, and again after SIGTERM.
 pub const DEFAULT_GRACE: Duration = Duration::from_secs(2);
@@ -628,49 +628,6 @@ fn converse(
                 return Ok(());
             }
             deadline = Instant::now() + timeout;
-        }
-    }
-}
-
-/// The Rust responder on this process's own stdin/stdout: what a Node parent talks to.
-/// Replies to everything read in one chunk are written with one `write` (no per-message
-/// syscalls when messages are pipelined). Ends on stdin EOF, after `exit`, or when the
-/// reader of stdout goes away.
-pub fn serve(options: ResponderOptions) -> Result<(), HostError> {
-    let mut decoder = LineDecoder::new(options.max_line_bytes);
-    let mut responder = Responder::new(options);
-    let mut stdin = io::stdin().lock();
-    let mut stdout = io::stdout().lock();
-    let mut buf = vec![0; READ_CHUNK];
-    let mut out = Vec::with_capacity(READ_CHUNK);
-    loop {
-        let n = match stdin.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(HostError::Io(format!("reading stdin: {e}"))),
-        };
-        if n == 0 {
-            if let Some(frame) = decoder.finish() {
-                responder.handle_frame(frame, &mut out);
-            }
-        } else {
-            decoder.feed(&buf[..n]);
-            while let Some(frame) = decoder.next_frame() {
-                responder.handle_frame(frame, &mut out);
-                if responder.is_done() {
-                    break;
-                }
-            }
-        }
-        match stdout.write_all(&out).and_then(|()| stdout.flush()) {
-            Ok(()) => {}
-            // The reader went away: a normal way for a conversation to end.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(HostError::Io(format!("writing stdout: {e}"))),
-        }
-        out.clear();
-        if n == 0 || responder.is_done() {
-            return Ok(());
         }
     }
 }
