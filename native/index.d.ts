@@ -104,7 +104,10 @@ export declare function callRustSync(line: string, count: number): number
 
 /** A protocol message as JavaScript sees it, with the wire's field names. */
 export interface Message {
-  /** `greeting`, `data`, `exit` (to the responder); `response`, `ack`, `exit`, `error` (from it). */
+  /**
+   * `greeting`, `data`, `exit`, `markdown` (to the responder); `response`, `ack`, `exit`,
+   * `html`, `error` (from it).
+   */
   msg_type: string
   /** The payload. */
   data: string
@@ -144,6 +147,11 @@ export interface ResponderOptions {
   name?: string
   /** Lines longer than this many bytes get an `error` reply. Default 16 MiB. */
   maxLineBytes?: number
+  /**
+   * The services answered: `demo` (greeting, data, exit) and `markdown` (markdown → html,
+   * CommonMark). Any other `msg_type` gets an `error` reply listing theirs. Default both.
+   */
+  services?: Array<'demo' | 'markdown'>
 }
 
 /** What `timeJsThread` measured. */

@@ -121,6 +121,8 @@ pub enum ProtocolError {
     UnknownMsgType {
         /// The start of the offending `msg_type`.
         msg_type: String,
+        /// The `msg_type`s that are answered, in the order the message lists them.
+        expected: Vec<String>,
     },
     /// The conversation is over; nothing more is answered.
     Ended,
@@ -144,8 +146,13 @@ impl fmt::Display for ProtocolError {
             ProtocolError::NotAString { field, kind, excerpt } => {
                 write!(f, "field `{field}` must be a string, got {kind}: `{excerpt}`")
             }
-            ProtocolError::UnknownMsgType { msg_type } => {
-                write!(f, "unknown msg_type `{msg_type}`; expected greeting, data or exit")
+            ProtocolError::UnknownMsgType { msg_type, expected } => {
+                write!(f, "unknown msg_type `{msg_type}`; ")?;
+                match expected.split_last() {
+                    None => f.write_str("no msg_type is answered"),
+                    Some((last, [])) => write!(f, "expected {last}"),
+                    Some((last, rest)) => write!(f, "expected {} or {last}", rest.join(", ")),
+                }
             }
             ProtocolError::Ended => f.write_str("conversation has ended; message ignored"),
         }

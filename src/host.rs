@@ -1,6 +1,6 @@
-//! The binary's I/O: spawning, watching and always reaping the child, moving bytes between
-//! pipes and the sans-IO core, Ctrl-C, and the `serve` loop. Protocol decisions stay in the
-//! library.
+//! The binary's demo I/O: spawning (through the library's `process` layer), watching and
+//! always reaping the child, moving bytes between pipes and the sans-IO core, and Ctrl-C.
+//! Protocol decisions stay in the library; `serve` is the library's `serve_stdio`.
 //!
 //! The child runs in its own process group, so a terminal's Ctrl-C reaches only the demo,
 //! which then stops the child the one defined way, whatever ended the conversation (done,
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::diag;
 use rust_ts_ipc::process::{spawn_stderr_reader, ChildProcess, StderrSink, StderrTail, Supervision};
-use rust_ts_ipc::{excerpt, DemoError, Frame, Initiator, InitiatorStep, LineDecoder, Responder, ResponderOptions};
+use rust_ts_ipc::{excerpt, DemoError, Frame, Initiator, InitiatorStep, LineDecoder};
 
 pub use rust_ts_ipc::process::DEFAULT_GRACE;
 /// Reads from a pipe in chunks of this size (the Linux pipe buffer size).
@@ -494,49 +494,6 @@ fn converse(
                 return Ok(());
             }
             deadline = Instant::now() + timeout;
-        }
-    }
-}
-
-/// The Rust responder on this process's own stdin/stdout: what a Node parent talks to.
-/// Replies to everything read in one chunk are written with one `write` (no per-message
-/// syscalls when messages are pipelined). Ends on stdin EOF, after `exit`, or when the
-/// reader of stdout goes away.
-pub fn serve(options: ResponderOptions) -> Result<(), HostError> {
-    let mut decoder = LineDecoder::new(options.max_line_bytes);
-    let mut responder = Responder::new(options);
-    let mut stdin = io::stdin().lock();
-    let mut stdout = io::stdout().lock();
-    let mut buf = vec![0; READ_CHUNK];
-    let mut out = Vec::with_capacity(READ_CHUNK);
-    loop {
-        let n = match stdin.read(&mut buf) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(HostError::Io(format!("reading stdin: {e}"))),
-        };
-        if n == 0 {
-            if let Some(frame) = decoder.finish() {
-                responder.handle_frame(frame, &mut out);
-            }
-        } else {
-            decoder.feed(&buf[..n]);
-            while let Some(frame) = decoder.next_frame() {
-                responder.handle_frame(frame, &mut out);
-                if responder.is_done() {
-                    break;
-                }
-            }
-        }
-        match stdout.write_all(&out).and_then(|()| stdout.flush()) {
-            Ok(()) => {}
-            // The reader went away: a normal way for a conversation to end.
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-            Err(e) => return Err(HostError::Io(format!("writing stdout: {e}"))),
-        }
-        out.clear();
-        if n == 0 || responder.is_done() {
-            return Ok(());
         }
     }
 }

@@ -8,30 +8,44 @@
 //!   lines or messages out. The pipe child (`rust-ts-ipc serve`), the TypeScript child and
 //!   the napi addon all give byte-identical answers; `tests/conformance.json` pins them.
 //! - [`Initiator`] is the asking side of the demo conversation (`cargo run`).
+//! - [`Envelope`] is the library's message, whose [`Data`] is any JSON value.
 //!
 //! To talk to a child process of your own, use [`Peer`]: spawn it from a
 //! `std::process::Command`, then `request`, `send` (many in flight), `notify` and `close`;
-//! [`Envelope`] and [`Data`] are what it sends and receives.
+//! [`Envelope`] and [`Data`] are what it sends and receives. To write a Rust child service:
+//! map each `msg_type` to a function with [`Handlers`] (or implement the lower-level
+//! [`Service`] trait, as [`Responder`] does) and run it with [`serve_stdio`].
+//! `rust-ts-ipc serve` is the built-in [`Responder`] (the demo and markdown [`Services`])
+//! served that way.
 //!
-//! The core (everything above but [`Peer`]) touches no pipe, socket, thread or clock (the
-//! "sans-IO" design of h11 and rust-analyzer's `lsp-server`). The I/O layer sits on top of it:
-//! [`process`] spawns, stops and always reaps children (shared by [`Peer`] and the binary's
-//! demo), [`Peer`] moves envelopes over a child's stdin/stdout, and the addon in `native/`
-//! converts types. That is why one core can sit behind a pipe and behind napi.
+//! The core (message, codec, responder, initiator, envelope, service, markdown) touches no
+//! pipe, socket, thread or clock (the "sans-IO" design of h11 and rust-analyzer's
+//! `lsp-server`). The I/O layer sits on top of it: [`serve`] and [`serve_stdio`] move a
+//! service's bytes, [`process`] spawns, stops and always reaps children (shared by [`Peer`]
+//! and the binary's demo), [`Peer`] moves envelopes over a child's stdin/stdout, and the addon
+//! in `native/` converts types. That is why one core can sit behind a pipe and behind napi.
 
 mod codec;
 mod envelope;
 mod error;
 mod initiator;
+mod markdown;
 mod message;
 mod peer;
 pub mod process;
 mod responder;
+mod serve;
+mod service;
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
 pub use envelope::{Data, Envelope, EnvelopeError};
 pub use error::{excerpt, JsonKind, LineError, ProtocolError};
 pub use initiator::{DemoError, Initiator, InitiatorStep};
+pub use markdown::markdown_to_html;
 pub use message::{decode_envelope, decode_message, Message, MAX_SAFE_ID};
 pub use peer::{ErrorCode, Peer, PeerError, PeerOptions, PeerStats, Pending, StderrCallback, StderrMode};
-pub use responder::{Checkpoint, Responder, ResponderOptions, DEFAULT_EXIT_AFTER, DEFAULT_NAME};
+pub use responder::{
+    BuiltinService, Checkpoint, Responder, ResponderOptions, Services, ServicesError, DEFAULT_EXIT_AFTER, DEFAULT_NAME,
+};
+pub use serve::{serve, serve_stdio, ServeError};
+pub use service::{Handlers, Service};

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use host::{DemoConfig, HostError};
-use rust_ts_ipc::ResponderOptions;
+use rust_ts_ipc::{Responder, ResponderOptions};
 
 const USAGE: &str = "\
 Usage:
@@ -24,10 +24,12 @@ Usage:
       its stdin is closed, then after --grace-ms (default 2000) SIGTERM, then after another
       --grace-ms SIGKILL; it is always reaped. Ctrl-C, SIGTERM and SIGHUP run that sequence
       too (a second Ctrl-C skips the waits).
-  rust-ts-ipc serve [--exit-after N] [--name NAME] [--max-line-bytes N]
+  rust-ts-ipc serve [--exit-after N] [--name NAME] [--max-line-bytes N] [--services LIST]
       Answer the protocol on this process's stdin/stdout (the Rust responder, for a Node
       parent). Exits 0 on stdin EOF, after the exit reply, or when stdout's reader is gone.
-      Defaults: 5, TypeScript, 16777216.
+      --services is a comma-separated list of the services answered: demo (greeting, data,
+      exit) and markdown (markdown -> html, CommonMark; not counted by --exit-after).
+      Defaults: 5, TypeScript, 16777216, demo,markdown.
 
 Exit codes: 0 ok, 1 protocol or I/O error, 2 usage, 3 child could not be started,
 4 child exited or closed its stdout early, 5 child timed out, 128+N stopped by signal N
@@ -126,6 +128,11 @@ fn serve(args: Vec<OsString>) -> Result<(), HostError> {
                 options.max_line_bytes = usize::try_from(number(&mut args, "--max-line-bytes")?)
                     .map_err(|_| HostError::Usage("--max-line-bytes is too large".to_owned()))?;
             }
+            Some("--services") => {
+                let list = args.next().ok_or_else(|| HostError::Usage("--services needs a value".to_owned()))?;
+                options.services =
+                    list.to_string_lossy().parse().map_err(|e| HostError::Usage(format!("--services: {e}")))?;
+            }
             Some("--name") => {
                 options.name = args
                     .next()
@@ -135,7 +142,7 @@ fn serve(args: Vec<OsString>) -> Result<(), HostError> {
             _ => return Err(HostError::Usage(format!("unexpected argument `{}` for serve", arg.to_string_lossy()))),
         }
     }
-    host::serve(options)
+    rust_ts_ipc::serve_stdio(Responder::new(options)).map_err(|e| HostError::Io(e.to_string()))
 }
 
 fn number(args: &mut impl Iterator<Item = OsString>, flag: &str) -> Result<u64, HostError> {

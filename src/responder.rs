@@ -1,9 +1,11 @@
 //! The answering side of the protocol as a state machine.
 
 use std::fmt;
+use std::str::FromStr;
 
 use crate::codec::{is_blank, Frame, DEFAULT_MAX_LINE_BYTES};
 use crate::error::{excerpt, LineError, ProtocolError};
+use crate::markdown::write_html;
 use crate::message::{decode, write_message, Message, Rejected};
 
 /// After this many `data` messages the responder says goodbye (the seed's five).
@@ -20,6 +22,9 @@ pub struct ResponderOptions {
     pub name: String,
     /// Lines longer than this (in bytes, without the line ending) get an error reply.
     pub max_line_bytes: usize,
+    /// The services answered; any other `msg_type` gets an error reply listing theirs.
+    /// Default: all of them ([`Services::ALL`]).
+    pub services: Services,
 }
 
 impl Default for ResponderOptions {
@@ -28,13 +33,189 @@ impl Default for ResponderOptions {
             exit_after: DEFAULT_EXIT_AFTER,
             name: DEFAULT_NAME.to_owned(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            services: Services::ALL,
         }
     }
 }
 
+/// One of the services built into the [`Responder`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BuiltinService {
+    /// The seed conversation: `greeting` → `response`, `data` → `ack` (after the
+    /// `exit_after`th also `exit`), `exit` → `exit`.
+    Demo,
+    /// `markdown` → `html`: the data, a CommonMark document, rendered by pulldown-cmark (no
+    /// extensions). Does not count toward `exit_after`; after the conversation has ended it
+    /// gets the same error reply as every other message.
+    Markdown,
+}
+
+impl BuiltinService {
+    /// Every built-in service, in the order error messages list their types.
+    pub const ALL: [BuiltinService; 2] = [BuiltinService::Demo, BuiltinService::Markdown];
+
+    /// Its name, as `--services` and the addon's `services` option spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BuiltinService::Demo => "demo",
+            BuiltinService::Markdown => "markdown",
+        }
+    }
+
+    /// The `msg_type`s it answers.
+    pub fn msg_types(self) -> &'static [&'static str] {
+        match self {
+            BuiltinService::Demo => &["greeting", "data", "exit"],
+            BuiltinService::Markdown => &["markdown"],
+        }
+    }
+
+    const fn bit(self) -> u8 {
+        match self {
+            BuiltinService::Demo => 1,
+            BuiltinService::Markdown => 2,
+        }
+    }
+}
+
+impl fmt::Display for BuiltinService {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for BuiltinService {
+    type Err = ServicesError;
+
+    /// `demo` or `markdown`.
+    fn from_str(name: &str) -> Result<Self, ServicesError> {
+        BuiltinService::ALL
+            .into_iter()
+            .find(|s| s.name() == name)
+            .ok_or_else(|| ServicesError::Unknown { name: excerpt(name) })
+    }
+}
+
+/// A non-empty set of [`BuiltinService`]s: which ones a [`Responder`] answers.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Services {
+    bits: u8,
+}
+
+impl Services {
+    /// The demo conversation only: what the TypeScript responder answers.
+    pub const DEMO: Services = Services::only(BuiltinService::Demo);
+    /// The markdown service only.
+    pub const MARKDOWN: Services = Services::only(BuiltinService::Markdown);
+    /// Every built-in service (the default).
+    pub const ALL: Services = Services::DEMO.with(BuiltinService::Markdown);
+
+    /// The set holding `service` alone.
+    pub const fn only(service: BuiltinService) -> Services {
+        Services { bits: service.bit() }
+    }
+
+    /// This set plus `service`.
+    #[must_use]
+    pub const fn with(self, service: BuiltinService) -> Services {
+        Services { bits: self.bits | service.bit() }
+    }
+
+    /// Whether `service` is in the set.
+    pub const fn contains(self, service: BuiltinService) -> bool {
+        self.bits & service.bit() != 0
+    }
+
+    /// The services in the set, in [`BuiltinService::ALL`]'s order.
+    pub fn iter(self) -> impl Iterator<Item = BuiltinService> {
+        BuiltinService::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+
+    /// Every `msg_type` the set answers, in the order error messages list them.
+    pub fn msg_types(self) -> impl Iterator<Item = &'static str> {
+        self.iter().flat_map(|s| s.msg_types().iter().copied())
+    }
+
+    /// The set of the services named, e.g. `["demo", "markdown"]` (repeats are fine).
+    ///
+    /// # Errors
+    /// A name that is not a built-in service, or no name at all.
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Services, ServicesError> {
+        let mut bits = 0;
+        for name in names {
+            bits |= name.parse::<BuiltinService>()?.bit();
+        }
+        if bits == 0 {
+            return Err(ServicesError::Empty);
+        }
+        Ok(Services { bits })
+    }
+}
+
+impl Default for Services {
+    fn default() -> Self {
+        Services::ALL
+    }
+}
+
+impl fmt::Display for Services {
+    /// The names joined by commas, as `--services` takes them: `demo,markdown`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, service) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(service.name())?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Services {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+impl FromStr for Services {
+    type Err = ServicesError;
+
+    /// Names separated by commas: `demo`, `markdown`, `demo,markdown`.
+    fn from_str(list: &str) -> Result<Self, ServicesError> {
+        Services::from_names(list.split(',').filter(|name| !name.is_empty()))
+    }
+}
+
+/// Why a list of service names was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServicesError {
+    /// No service was named.
+    Empty,
+    /// A name is none of the built-in services'.
+    Unknown {
+        /// The start of the name.
+        name: String,
+    },
+}
+
+impl fmt::Display for ServicesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let names = BuiltinService::ALL.map(BuiltinService::name).join(", ");
+        match self {
+            ServicesError::Empty => write!(f, "expected at least one service of {names}"),
+            ServicesError::Unknown { name } => write!(f, "unknown service `{name}`; expected one of {names}"),
+        }
+    }
+}
+
+impl std::error::Error for ServicesError {}
+
 /// One conversation's state: `greeting` → `response`, `data` X → `ack` "Acknowledged: X"
-/// (after the `exit_after`th also `exit`, and done), `exit` → `exit` (done); anything it
-/// cannot answer gets an `error` reply and the conversation goes on.
+/// (after the `exit_after`th also `exit`, and done), `exit` → `exit` (done), `markdown` →
+/// `html`, for the [`Services`] it was built with; anything it cannot answer gets an `error`
+/// reply and the conversation goes on. Once done, every message (markdown too) gets an
+/// `error` reply saying so.
 #[derive(Debug, Clone)]
 pub struct Responder {
     options: ResponderOptions,
@@ -58,6 +239,7 @@ enum Text<'a> {
     Hello(&'a str),
     Goodbye(&'a str),
     Ack(&'a str),
+    Html(&'a str),
     Error(LineError),
 }
 
@@ -67,6 +249,7 @@ impl fmt::Display for Text<'_> {
             Text::Hello(name) => write!(f, "Hello from {name}!"),
             Text::Goodbye(name) => write!(f, "Goodbye from {name}!"),
             Text::Ack(data) => write!(f, "Acknowledged: {data}"),
+            Text::Html(markdown) => write_html(markdown, f),
             Text::Error(e) => e.fmt(f),
         }
     }
@@ -212,9 +395,11 @@ impl Responder {
         if self.done {
             return one("error", self.error_text(ProtocolError::Ended));
         }
+        let services = self.options.services;
+        let demo = services.contains(BuiltinService::Demo);
         match msg_type {
-            "greeting" => one("response", Text::Hello(&self.options.name)),
-            "data" => {
+            "greeting" if demo => one("response", Text::Hello(&self.options.name)),
+            "data" if demo => {
                 self.data_seen += 1;
                 let ack = Reply { msg_type: "ack", text: Text::Ack(data), id };
                 if self.options.exit_after != 0 && self.data_seen >= self.options.exit_after {
@@ -224,11 +409,15 @@ impl Responder {
                     Replies(ack, None)
                 }
             }
-            "exit" => {
+            "exit" if demo => {
                 self.done = true;
                 one("exit", Text::Goodbye(&self.options.name))
             }
-            other => one("error", self.error_text(ProtocolError::UnknownMsgType { msg_type: excerpt(other) })),
+            "markdown" if services.contains(BuiltinService::Markdown) => one("html", Text::Html(data)),
+            other => {
+                let expected = services.msg_types().map(str::to_owned).collect();
+                one("error", self.error_text(ProtocolError::UnknownMsgType { msg_type: excerpt(other), expected }))
+            }
         }
     }
 }
@@ -291,8 +480,11 @@ mod tests {
         let replies = r.handle_message(&Message::new("bogus", "x").with_id(2));
         assert_eq!(
             replies,
-            [Message::new("error", "line 1: unknown msg_type `bogus`; expected greeting, data or exit").with_id(2)]
+            [Message::new("error", "line 1: unknown msg_type `bogus`; expected greeting, data, exit or markdown")
+                .with_id(2)]
         );
+        let replies = r.handle_message(&Message::new("markdown", "*x*"));
+        assert_eq!(replies, [Message::new("html", "<p><em>x</em></p>\n")]);
         let replies = r.handle_message(&Message::new("data", "x"));
         assert_eq!(replies, [Message::new("ack", "Acknowledged: x"), Message::new("exit", "Goodbye from TypeScript!")]);
         assert!(r.is_done());
@@ -356,6 +548,63 @@ mod tests {
             )
         );
         assert_eq!(r.lines_seen(), 2);
+    }
+
+    #[test]
+    fn each_service_answers_only_its_own_types_and_the_error_lists_them() {
+        for (services, want) in [
+            (Services::DEMO, "expected greeting, data or exit"),
+            (Services::MARKDOWN, "expected markdown"),
+            (Services::ALL, "expected greeting, data, exit or markdown"),
+        ] {
+            let mut r = Responder::new(ResponderOptions { services, ..Default::default() });
+            let bogus = answer(&mut r, r#"{"msg_type":"bogus","data":""}"#);
+            assert_eq!(
+                bogus,
+                format!("{{\"msg_type\":\"error\",\"data\":\"line 1: unknown msg_type `bogus`; {want}\"}}\n")
+            );
+            let greeting = answer(&mut r, r#"{"msg_type":"greeting","data":""}"#);
+            assert_eq!(greeting.starts_with(r#"{"msg_type":"response""#), services.contains(BuiltinService::Demo));
+            let html = answer(&mut r, r##"{"msg_type":"markdown","data":"# Hi"}"##);
+            assert_eq!(
+                html == "{\"msg_type\":\"html\",\"data\":\"<h1>Hi</h1>\\n\"}\n",
+                services.contains(BuiltinService::Markdown),
+                "{html}"
+            );
+        }
+    }
+
+    #[test]
+    fn markdown_does_not_count_toward_exit_after_and_is_refused_once_done() {
+        let mut r = Responder::new(ResponderOptions { exit_after: 1, ..Default::default() });
+        for _ in 0..3 {
+            answer(&mut r, r#"{"msg_type":"markdown","data":"x"}"#);
+        }
+        assert!(!r.is_done());
+        answer(&mut r, r#"{"msg_type":"data","data":"x"}"#);
+        assert!(r.is_done());
+        assert_eq!(
+            answer(&mut r, r#"{"msg_type":"markdown","data":"x","id":3}"#),
+            "{\"msg_type\":\"error\",\"data\":\"line 5: conversation has ended; message ignored\",\"id\":3}\n"
+        );
+    }
+
+    #[test]
+    fn services_parse_from_names_and_print_back() {
+        assert_eq!("demo".parse(), Ok(Services::DEMO));
+        assert_eq!("markdown,demo,demo".parse(), Ok(Services::ALL));
+        assert_eq!(Services::ALL.to_string(), "demo,markdown");
+        assert_eq!(Services::from_names(["markdown"]), Ok(Services::MARKDOWN));
+        assert_eq!(
+            "".parse::<Services>().map_err(|e| e.to_string()),
+            Err("expected at least one service of demo, markdown".to_owned())
+        );
+        assert_eq!(
+            "demo,Markdown".parse::<Services>().map_err(|e| e.to_string()),
+            Err("unknown service `Markdown`; expected one of demo, markdown".to_owned())
+        );
+        assert_eq!(Services::default(), Services::ALL);
+        assert_eq!(format!("{:?}", Services::ALL), "{Demo, Markdown}");
     }
 
     #[test]

@@ -8,7 +8,7 @@ use common::{vectors, Case};
 use rust_ts_ipc::{LineDecoder, Message, Responder};
 
 fn run_lines(case: &Case) -> (String, bool) {
-    let mut responder = Responder::new(case.options.responder());
+    let mut responder = Responder::new(case.responder());
     let mut out = Vec::new();
     for line in case.lines() {
         responder.handle_line(&line, &mut out);
@@ -17,7 +17,7 @@ fn run_lines(case: &Case) -> (String, bool) {
 }
 
 fn run_stream(case: &Case, chunks: &[&[u8]]) -> (String, bool) {
-    let options = case.options.responder();
+    let options = case.responder();
     let mut decoder = LineDecoder::new(options.max_line_bytes);
     let mut responder = Responder::new(options);
     let mut out = Vec::new();
@@ -92,7 +92,7 @@ fn every_vector_of_valid_messages_through_handle_message() {
             .collect();
         // The object path has no line-size bound: that belongs to framing.
         let Some(messages) = messages.filter(|_| case.options.max_line_bytes.is_none()) else { continue };
-        let mut responder = Responder::new(case.options.responder());
+        let mut responder = Responder::new(case.responder());
         let replies: Vec<String> = messages
             .iter()
             .flat_map(|m| responder.handle_message(m))
@@ -102,4 +102,24 @@ fn every_vector_of_valid_messages_through_handle_message() {
         ran += 1;
     }
     assert!(ran >= 10, "only {ran} cases were all-valid");
+}
+
+/// The markdown vectors are there and run: a runner that filtered them out would pass.
+#[test]
+fn the_markdown_vectors_are_run_by_the_core() {
+    let cases = vectors().cases;
+    let markdown = cases.iter().filter(|c| c.services().contains(rust_ts_ipc::BuiltinService::Markdown)).count();
+    assert!(markdown >= 10, "only {markdown} markdown cases");
+    assert!(cases.iter().filter(|c| c.demo_only()).count() >= 40);
+}
+
+/// The built-in services served through the library's I/O loop (`serve`, what
+/// `rust-ts-ipc serve` runs), over in-memory reader and writer, read in its 64 KiB chunks.
+#[test]
+fn every_pipe_vector_through_the_serve_loop() {
+    for case in vectors().cases.iter().filter(|c| c.pipe) {
+        let mut out = Vec::new();
+        rust_ts_ipc::serve(Responder::new(case.responder()), &case.stream()[..], &mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), case.expected_output(), "case {:?}", case.name);
+    }
 }

@@ -176,6 +176,22 @@ describe('bad arguments are TypeErrors that name what is wrong', () => {
       `Responder: option \`maxLineBytes\` must be an integer from 0 to ${MAX}, got number 1.5`,
     );
     throwsTypeError(() => new Responder({ name: 5 }), 'Responder: option `name` must be a string, got number');
+    throwsTypeError(
+      () => new Responder({ services: 'demo' }),
+      'Responder: option `services` must be an array of service names, got string',
+    );
+    throwsTypeError(
+      () => new Responder({ services: ['demo', 1] }),
+      'Responder: option `services` must be an array of service names, got array',
+    );
+    throwsTypeError(
+      () => new Responder({ services: ['demo', 'html'] }),
+      'Responder: option `services`: unknown service `html`; expected one of demo, markdown',
+    );
+    throwsTypeError(
+      () => new Responder({ services: [] }),
+      'Responder: option `services`: expected at least one service of demo, markdown',
+    );
     assert.equal(new Responder(null).handleLine(data('x')), ack('x'));
     assert.equal(new Responder({}).done, false);
   });
@@ -220,7 +236,9 @@ describe('calls on one responder are answered in call order', () => {
     }
     const settled = await Promise.all(results);
     settled.forEach((reply, i) => {
-      const want = i % 4 === 3 ? `line ${i + 1}: unknown msg_type \`bogus\`; expected greeting, data or exit` : ack(String(i));
+      // The default responder answers both services, so the error lists all four types.
+      const unknown = `line ${i + 1}: unknown msg_type \`bogus\`; expected greeting, data, exit or markdown`;
+      const want = i % 4 === 3 ? unknown : ack(String(i));
       assert.equal(reply, want);
     });
   });
@@ -323,6 +341,7 @@ describe('packaging', () => {
       'id?: number',
       'exitAfter?: number',
       'maxLineBytes?: number',
+      "services?: Array<'demo' | 'markdown'>",
     ]) {
       assert.ok(dts.includes(signature), `index.d.ts lacks \`${signature}\``);
     }

@@ -20,10 +20,13 @@ function load() {
 /** Every case of `tests/conformance.json`. */
 export const cases = JSON.parse(readFileSync(new URL('tests/conformance.json', repoRoot), 'utf8')).cases;
 
-/** A case's `options` (wire names) as `new Responder(...)` takes them. */
+/**
+ * A case's `options` (wire names) and `services` as `new Responder(...)` takes them. A case
+ * without `services` is the demo's alone (the addon's own default is both).
+ */
 export function optionsOf(c) {
   const o = c.options ?? {};
-  return { exitAfter: o.exit_after, name: o.name, maxLineBytes: o.max_line_bytes };
+  return { exitAfter: o.exit_after, name: o.name, maxLineBytes: o.max_line_bytes, services: c.services ?? ['demo'] };
 }
 
 /** An input element as the bytes of one physical line (without its `\n`). */

@@ -50,7 +50,8 @@ pub mod call_js;
 /// A protocol message as JavaScript sees it, with the wire's field names.
 #[napi(object, object_from_js = false, js_name = "Message")]
 pub struct JsMessage {
-    /// `greeting`, `data`, `exit` (to the responder); `response`, `ack`, `exit`, `error` (from it).
+    /// `greeting`, `data`, `exit`, `markdown` (to the responder); `response`, `ack`, `exit`,
+    /// `html`, `error` (from it).
     #[napi(js_name = "msg_type")]
     pub msg_type: String,
     /// The payload.
@@ -77,6 +78,10 @@ pub struct ResponderOptions {
     pub name: Option<String>,
     /// Lines longer than this many bytes get an `error` reply. Default 16 MiB.
     pub max_line_bytes: Option<f64>,
+    /// The services answered: `demo` (greeting, data, exit) and `markdown` (markdown → html,
+    /// CommonMark). Any other `msg_type` gets an `error` reply listing theirs. Default both.
+    #[napi(ts_type = "Array<'demo' | 'markdown'>")]
+    pub services: Option<Vec<String>>,
 }
 
 /// One conversation, answered in the order the calls were made (sync and async alike).
@@ -1048,6 +1053,17 @@ fn read_options(env: &Env, value: Option<Unknown<'_>>) -> Result<ipc::ResponderO
     }
     if let Some(v) = field(&object, c"name")? {
         options.name = read_string(env, v, "Responder: option `name` must be a string")?;
+    }
+    if let Some(v) = field(&object, c"services")? {
+        let names = if v.is_array()? { Vec::<String>::from_unknown(v).ok() } else { None };
+        let Some(names) = names else {
+            return Err(type_error(
+                env,
+                format!("Responder: option `services` must be an array of service names, got {}", kind_of(&v)),
+            ));
+        };
+        options.services = ipc::Services::from_names(names.iter().map(String::as_str))
+            .map_err(|e| type_error(env, format!("Responder: option `services`: {e}")))?;
     }
     Ok(options)
 }

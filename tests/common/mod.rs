@@ -1,7 +1,7 @@
 //! Shared helpers for the integration tests: the conformance vectors and process checks.
 #![allow(dead_code, missing_docs)]
 
-use rust_ts_ipc::ResponderOptions;
+use rust_ts_ipc::{ResponderOptions, Services};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -19,6 +19,8 @@ pub struct Case {
     pub done: bool,
     #[serde(default = "yes")]
     pub pipe: bool,
+    /// The services the responder under test answers; absent = `["demo"]`.
+    pub services: Option<Vec<String>>,
 }
 
 fn yes() -> bool {
@@ -33,12 +35,14 @@ pub struct CaseOptions {
 }
 
 impl CaseOptions {
+    /// The options with the demo service only: use [`Case::responder`] for the case's services.
     pub fn responder(&self) -> ResponderOptions {
         let d = ResponderOptions::default();
         ResponderOptions {
             exit_after: self.exit_after.unwrap_or(d.exit_after),
             name: self.name.clone().unwrap_or(d.name),
             max_line_bytes: self.max_line_bytes.unwrap_or(d.max_line_bytes),
+            services: Services::DEMO,
         }
     }
 
@@ -75,6 +79,32 @@ impl InputLine {
 }
 
 impl Case {
+    /// The services the case's responder answers (absent = demo only).
+    pub fn services(&self) -> Services {
+        match &self.services {
+            None => Services::DEMO,
+            Some(names) => Services::from_names(names.iter().map(String::as_str))
+                .unwrap_or_else(|e| panic!("case {:?}: services: {e}", self.name)),
+        }
+    }
+
+    /// Whether an implementation that answers only the demo (the TypeScript responder) can run it.
+    pub fn demo_only(&self) -> bool {
+        self.services() == Services::DEMO
+    }
+
+    /// The responder options for the case, its services included.
+    pub fn responder(&self) -> ResponderOptions {
+        ResponderOptions { services: self.services(), ..self.options.responder() }
+    }
+
+    /// The case as `rust-ts-ipc serve` arguments, `--services` always given (its default is both).
+    pub fn serve_args(&self) -> Vec<String> {
+        let mut args = vec!["serve".to_owned(), "--services".to_owned(), self.services().to_string()];
+        args.extend(self.options.cli_args());
+        args
+    }
+
     pub fn lines(&self) -> Vec<Vec<u8>> {
         self.input.iter().map(InputLine::bytes).collect()
     }

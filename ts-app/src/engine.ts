@@ -37,9 +37,15 @@ export interface NativeResponder {
   readonly done: boolean;
 }
 
+/** `new Responder(options)` of the addon: the TypeScript options plus the services answered. */
+export interface NativeResponderOptions extends ResponderOptions {
+  /** The addon answers `demo` and `markdown` by default; the TypeScript responder, `demo` only. */
+  services?: ('demo' | 'markdown')[];
+}
+
 /** The part of the addon's exports the native engine uses. */
 export interface NativeAddon {
-  Responder: new (options?: ResponderOptions) => NativeResponder;
+  Responder: new (options?: NativeResponderOptions) => NativeResponder;
 }
 
 /**

@@ -10,7 +10,7 @@ import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { describeWithAddon } from './addon.js';
-import { cases, cliArgsOf, expectedText, streamOf } from './vectors.js';
+import { cases, cliArgsOf, expectedText, skipUnlessDemo, streamOf } from './vectors.js';
 
 const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
 
@@ -44,7 +44,7 @@ const pipeCases = cases.filter((c) => c.pipe !== false);
 
 describe('main.js answers every pipe vector exactly', () => {
   for (const c of pipeCases) {
-    test(c.name, async () => {
+    test(c.name, { skip: skipUnlessDemo(c) }, async () => {
       const r = await run(cliArgsOf(c), streamOf(c));
       assert.equal(r.stdout.toString('utf8'), expectedText(c));
       assert.equal(r.stderr, '');
@@ -55,7 +55,7 @@ describe('main.js answers every pipe vector exactly', () => {
 
 describeWithAddon('main.js --engine native answers every pipe vector exactly', () => {
   for (const c of pipeCases) {
-    test(c.name, async () => {
+    test(c.name, { skip: skipUnlessDemo(c) }, async () => {
       const r = await run([...cliArgsOf(c), '--engine', 'native'], streamOf(c));
       assert.equal(r.stdout.toString('utf8'), expectedText(c));
       assert.equal(r.stderr, '');

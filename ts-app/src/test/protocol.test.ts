@@ -14,7 +14,7 @@ import {
   Responder,
   tooLongReply,
 } from '../protocol.js';
-import { cases, expectedText, isText, lineBytes, optionsOf, streamOf, type Case } from './vectors.js';
+import { cases, expectedText, isText, lineBytes, optionsOf, skipUnlessDemo, streamOf, type Case } from './vectors.js';
 
 /** Feeds `chunks` through a decoder into a fresh responder; returns all reply text. */
 function viaDecoder(c: Case, chunks: Iterable<Uint8Array>): { text: string; responder: Responder } {
@@ -43,7 +43,7 @@ function messageOf(line: string, c: Case): Message | undefined {
 
 describe('conformance: handleLine, one call per input line', () => {
   for (const c of cases.filter(isText)) {
-    test(c.name, () => {
+    test(c.name, { skip: skipUnlessDemo(c) }, () => {
       const r = new Responder(optionsOf(c));
       const text = c.input.map((line) => r.handleLine(line as string)).join('');
       assert.equal(text, expectedText(c));
@@ -54,7 +54,7 @@ describe('conformance: handleLine, one call per input line', () => {
 
 describe('conformance: handleLine with each line ending in \\n', () => {
   for (const c of cases.filter(isText)) {
-    test(c.name, () => {
+    test(c.name, { skip: skipUnlessDemo(c) }, () => {
       const r = new Responder(optionsOf(c));
       assert.equal(c.input.map((line) => r.handleLine(`${line as string}\n`)).join(''), expectedText(c));
       assert.equal(r.done, c.done);
@@ -64,7 +64,7 @@ describe('conformance: handleLine with each line ending in \\n', () => {
 
 describe('conformance: handleBuffer, one call per input line (raw bytes included)', () => {
   for (const c of cases) {
-    test(c.name, () => {
+    test(c.name, { skip: skipUnlessDemo(c) }, () => {
       const r = new Responder(optionsOf(c));
       const out = Buffer.concat(c.input.map((line) => r.handleBuffer(lineBytes(line))));
       assert.equal(out.toString('utf8'), expectedText(c));
@@ -75,7 +75,7 @@ describe('conformance: handleBuffer, one call per input line (raw bytes included
 
 describe('conformance: handleBuffer on a plain Uint8Array with its \\n', () => {
   for (const c of cases) {
-    test(c.name, () => {
+    test(c.name, { skip: skipUnlessDemo(c) }, () => {
       const r = new Responder(optionsOf(c));
       const out = c.input.map((line) => {
         const reply = r.handleBuffer(new Uint8Array(Buffer.concat([lineBytes(line), Buffer.from('\n')])));
@@ -89,17 +89,17 @@ describe('conformance: handleBuffer on a plain Uint8Array with its \\n', () => {
 
 describe('conformance: the byte stream through LineDecoder and handleFrame', () => {
   for (const c of cases) {
-    test(`${c.name} (whole)`, () => {
+    test(`${c.name} (whole)`, { skip: skipUnlessDemo(c) }, () => {
       const { text, responder } = viaDecoder(c, [streamOf(c)]);
       assert.equal(text, expectedText(c));
       assert.equal(responder.done, c.done);
     });
-    test(`${c.name} (one byte at a time)`, () => {
+    test(`${c.name} (one byte at a time)`, { skip: skipUnlessDemo(c) }, () => {
       const { text, responder } = viaDecoder(c, bytesOneByOne(streamOf(c)));
       assert.equal(text, expectedText(c));
       assert.equal(responder.done, c.done);
     });
-    test(`${c.name} (without the final newline)`, () => {
+    test(`${c.name} (without the final newline)`, { skip: skipUnlessDemo(c) }, () => {
       const stream = streamOf(c);
       assert.equal(viaDecoder(c, [stream.subarray(0, -1)]).text, expectedText(c));
     });
@@ -112,7 +112,7 @@ describe('conformance: the byte stream split into two chunks at every byte bound
   );
   test('picks a few cases', () => assert.ok(picked.length >= 6, `${picked.length}`));
   for (const c of picked) {
-    test(c.name, () => {
+    test(c.name, { skip: skipUnlessDemo(c) }, () => {
       const stream = streamOf(c);
       for (let cut = 0; cut <= stream.length; cut++) {
         const { text } = viaDecoder(c, [stream.subarray(0, cut), stream.subarray(cut)]);
@@ -126,7 +126,7 @@ describe('conformance: handle() for the cases whose every line is a valid messag
   const messageCases = cases.filter((c) => c.input.every((l) => typeof l === 'string' && messageOf(l, c)));
   test('covers the message cases', () => assert.ok(messageCases.length >= 10, `${messageCases.length}`));
   for (const c of messageCases) {
-    test(c.name, () => {
+    test(c.name, { skip: skipUnlessDemo(c) }, () => {
       const r = new Responder(optionsOf(c));
       const replies = c.input.flatMap((line) => r.handle(messageOf(line as string, c) as Message));
       assert.deepEqual(

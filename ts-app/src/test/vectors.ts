@@ -1,6 +1,6 @@
 // The shared conformance vectors (`tests/conformance.json`), read the way its `description`
-// says: each case feeds `input` to a fresh responder built with `options` and expects exactly
-// `replies` and `done`.
+// says: each case feeds `input` to a fresh responder built with `options` (answering its
+// `services`) and expects exactly `replies` and `done`.
 
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +21,8 @@ export interface Case {
   done: boolean;
   /** False for cases only in-process responders see (lines after the conversation ended). */
   pipe?: boolean;
+  /** The services the responder under test answers; absent = `['demo']`. */
+  services?: string[];
 }
 
 interface Vectors {
@@ -67,6 +69,18 @@ export function streamOf(c: Case): Buffer {
 /** Everything the responder writes for a case: every reply line, each ending in `\n`. */
 export function expectedText(c: Case): string {
   return c.replies.map((line) => `${line}\n`).join('');
+}
+
+/**
+ * Why a case is skipped here, or `false` to run it: the TypeScript responder, and the Node
+ * child with either engine, answer the demo service only (markdown-it's HTML is not
+ * pulldown-cmark's). The Rust core, `serve` and the addon run those cases.
+ */
+export function skipUnlessDemo(c: Case): string | false {
+  const services = c.services ?? ['demo'];
+  return services.length === 1 && services[0] === 'demo'
+    ? false
+    : `needs services [${services.join(', ')}]; the TypeScript responder serves demo only (markdown-it's HTML is not pulldown-cmark's)`;
 }
 
 /** True if every input line is text (a JS string can carry it). */

@@ -1,0 +1,110 @@
+//! The library's I/O loop for a child service: bytes from a reader through a
+//! [`crate::LineDecoder`] into a [`Service`], replies out to a writer. This and the process
+//! layer are the only places in the library that touch a pipe.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+
+use crate::codec::LineDecoder;
+use crate::service::Service;
+
+/// How much is read from the input at a time (the Linux pipe buffer size).
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why [`serve`] stopped before its input ended.
+#[derive(Debug)]
+pub enum ServeError {
+    /// Reading the input failed.
+    Read(io::Error),
+    /// Writing the replies failed, other than by the reader going away (which ends the loop
+    /// normally).
+    Write(io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::Read(e) => write!(f, "reading stdin: {e}"),
+            ServeError::Write(e) => write!(f, "writing stdout: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServeError::Read(e) | ServeError::Write(e) => Some(e),
+        }
+    }
+}
+
+/// Serves `service` on this process's stdin and stdout: what a Rust child service's `main`
+/// calls. See [`serve`] for when it returns.
+///
+/// ```no_run
+/// use rust_ts_ipc::{serve_stdio, Data, Handlers};
+///
+/// fn main() -> Result<(), rust_ts_ipc::ServeError> {
+///     serve_stdio(Handlers::new().on("upper", |req| match req.data.as_str() {
+///         Some(text) => Ok(Data::from(text.to_uppercase())),
+///         None => Err("upper: expected a string"),
+///     }))
+/// }
+/// ```
+///
+/// # Errors
+/// As [`serve`]; the texts name stdin and stdout.
+pub fn serve_stdio(service: impl Service) -> Result<(), ServeError> {
+    serve(service, io::stdin().lock(), io::stdout().lock())
+}
+
+/// Answers every line of `input` with `service`, writing the replies to `output`.
+///
+/// Reads in chunks of 64 KiB and writes the replies to everything one chunk held with one
+/// write and one flush, so pipelined messages cost no syscall each and a lone request is
+/// answered at once. Memory is bounded by the service's
+/// [`max_line_bytes`](Service::max_line_bytes): a longer line is dropped as it arrives.
+///
+/// Returns `Ok` when the input ends (after answering an unterminated last line), when the
+/// service [is done](Service::is_done) (the rest of the input is not read), or when the reader
+/// of `output` has gone away (`BrokenPipe`): each is a normal end of a conversation.
+///
+/// # Errors
+/// Reading `input` or writing `output` failed otherwise.
+pub fn serve(mut service: impl Service, mut input: impl Read, mut output: impl Write) -> Result<(), ServeError> {
+    let mut decoder = LineDecoder::new(service.max_line_bytes());
+    let mut buf = vec![0; READ_CHUNK];
+    let mut out = Vec::with_capacity(READ_CHUNK);
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ServeError::Read(e)),
+        };
+        if n == 0 {
+            while let Some(frame) = decoder.finish() {
+                service.answer(frame, &mut out);
+            }
+        } else {
+            decoder.feed(&buf[..n]);
+            while let Some(frame) = decoder.next_frame() {
+                service.answer(frame, &mut out);
+                if service.is_done() {
+                    break;
+                }
+            }
+        }
+        if !out.is_empty() {
+            match output.write_all(&out).and_then(|()| output.flush()) {
+                Ok(()) => {}
+                // The reader went away: a normal way for a conversation to end.
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(ServeError::Write(e)),
+            }
+            out.clear();
+        }
+        if n == 0 || service.is_done() {
+            return Ok(());
+        }
+    }
+}
