@@ -72,9 +72,9 @@ type Handler<'h> = Box<dyn FnMut(Envelope) -> Handled + 'h>;
 
 /// A [`Service`] made of functions, one per `msg_type`.
 ///
-/// Every message gets exactly one reply, carrying the request's `id` when it has one:
-/// - the handler's `Ok(data)` → `{"msg_type": <the request's msg_type>, "data": data}`;
-/// - its `Err(e)` → `{"msg_type": "error", "data": e.to_string()}`;
+/// Every request (a message with an `id`) gets exactly one reply, carrying its `id`:
+/// - the handler's `Ok(data)` → `{"msg_type": <the request's msg_type>, "data": data, "id": N}`;
+/// - its `Err(e)` → `{"msg_type": "error", "data": e.to_string(), "id": N}`;
 /// - a panic in the handler → an `error` reply `handler for `T` panicked: <message>` (the panic
 ///   hook still reports it on stderr), and the service goes on: the handler's own state may be
 ///   inconsistent afterwards, which is its business (a binary built with `panic = "abort"`
@@ -83,8 +83,11 @@ type Handler<'h> = Box<dyn FnMut(Envelope) -> Handled + 'h>;
 /// - a line that is not a message (not UTF-8, not JSON, too long, no `msg_type`...) → an `error`
 ///   naming the line, with the core's texts, as the built-in responder writes them.
 ///
-/// A message without an `id` (a notification) is answered too, without an id, as the
-/// built-in services answer: the protocol has one rule for every message.
+/// A message without an `id` is a notification (what a peer's `notify` sends): its handler
+/// runs and nothing is sent back, unless it fails; then, as nothing else could name it, the
+/// `error` (without id) names its line: `line N: <e>` (the same rule as Node's `serveStdio`).
+/// The built-in [`crate::Responder`] answers every message, as the seed protocol (which has
+/// no ids) requires.
 ///
 /// ```
 /// use rust_ts_ipc::{Data, Handlers};
@@ -184,19 +187,23 @@ impl<'h> Handlers<'h> {
         self.answer(frame, out);
     }
 
-    /// The reply to a decoded request.
-    fn call(&mut self, request: Envelope, number: u64) -> Envelope {
+    /// The reply to a decoded message: none for a notification that succeeded.
+    fn call(&mut self, request: Envelope, number: u64) -> Option<Envelope> {
         let id = request.id;
         let Some(index) = self.handlers.iter().position(|(t, _)| *t == request.msg_type) else {
             let expected = self.msg_types().map(str::to_owned).collect();
             let error = ProtocolError::UnknownMsgType { msg_type: excerpt(&request.msg_type), expected };
-            return error_reply(LineError { line: number, error }.to_string(), id);
+            return Some(error_reply(LineError { line: number, error }.to_string(), id));
         };
         let (msg_type, handler) = &mut self.handlers[index];
+        let failed = |text: String| match id {
+            Some(_) => Some(error_reply(text, id)),
+            None => Some(error_reply(format!("line {number}: {text}"), None)),
+        };
         match catch_unwind(AssertUnwindSafe(|| handler(request))) {
-            Ok(Ok(data)) => Envelope { msg_type: msg_type.clone(), data, id },
-            Ok(Err(text)) => error_reply(text, id),
-            Err(panic) => error_reply(format!("handler for `{msg_type}` panicked: {}", panic_message(&*panic)), id),
+            Ok(Ok(data)) => id.map(|id| Envelope { msg_type: msg_type.clone(), data, id: Some(id) }),
+            Ok(Err(text)) => failed(text),
+            Err(panic) => failed(format!("handler for `{msg_type}` panicked: {}", panic_message(&*panic))),
         }
     }
 }
@@ -214,7 +221,12 @@ impl Service for Handlers<'_> {
             Frame::Line { number, bytes } => match std::str::from_utf8(bytes) {
                 Err(e) => (number, ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None),
                 Ok(text) => match decode_envelope(text) {
-                    Ok(request) => return self.call(request, number).encode_into(out),
+                    Ok(request) => {
+                        if let Some(reply) = self.call(request, number) {
+                            reply.encode_into(out);
+                        }
+                        return;
+                    }
                     Err(EnvelopeError { error, id }) => (number, error, id),
                 },
             },
@@ -258,7 +270,7 @@ mod tests {
             &mut echo(),
             &[
                 r#"{"msg_type":"echo","data":{"a":[1,2.5,null,true]},"id":1}"#,
-                r#"{"msg_type":"echo","data":"x"}"#,
+                r#"{"msg_type":"echo","data":"x","id":0}"#,
                 r#"{"msg_type":"echo","data":-3,"id":9007199254740991}"#,
             ],
         );
@@ -266,7 +278,7 @@ mod tests {
             got,
             [
                 r#"{"msg_type":"echo","data":{"a":[1,2.5,null,true]},"id":1}"#,
-                r#"{"msg_type":"echo","data":"x"}"#,
+                r#"{"msg_type":"echo","data":"x","id":0}"#,
                 r#"{"msg_type":"echo","data":-3,"id":9007199254740991}"#,
             ]
         );
@@ -308,7 +320,7 @@ mod tests {
             br#"{"data":1,"id":8}"#,
             b"\xff",
             "x".repeat(61).as_bytes(),
-            br#"{"msg_type":"echo","data":"ok"}"#,
+            br#"{"msg_type":"echo","data":"ok","id":2}"#,
         ] {
             service.answer_line(line, &mut out);
         }
@@ -320,7 +332,7 @@ mod tests {
                 r#"{"msg_type":"error","data":"line 4: missing field `msg_type`: `{\"data\":1,\"id\":8}`","id":8}"#,
                 r#"{"msg_type":"error","data":"line 5: invalid UTF-8 at byte 0"}"#,
                 r#"{"msg_type":"error","data":"line 6: line of 61 bytes exceeds the 60-byte limit"}"#,
-                r#"{"msg_type":"echo","data":"ok"}"#,
+                r#"{"msg_type":"echo","data":"ok","id":2}"#,
             ]
         );
     }
@@ -335,10 +347,10 @@ mod tests {
         let mut three = echo().on("zeta", |_| Ok::<_, String>(Data::NULL)).on("echo", |_| Ok::<_, String>(Data::NULL));
         assert_eq!(three.msg_types().collect::<Vec<_>>(), ["echo", "fail", "zeta"]);
         assert_eq!(
-            answers(&mut three, &[r#"{"msg_type":"b","data":1}"#, r#"{"msg_type":"echo","data":1}"#]),
+            answers(&mut three, &[r#"{"msg_type":"b","data":1}"#, r#"{"msg_type":"echo","data":1,"id":1}"#]),
             [
                 r#"{"msg_type":"error","data":"line 1: unknown msg_type `b`; expected echo, fail or zeta"}"#,
-                r#"{"msg_type":"echo","data":null}"#,
+                r#"{"msg_type":"echo","data":null,"id":1}"#,
             ]
         );
     }

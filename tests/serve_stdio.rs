@@ -38,7 +38,7 @@ fn lines(out: &Output) -> Vec<String> {
 }
 
 #[test]
-fn a_handler_returns_data_with_the_requests_type_and_id() {
+fn a_handler_returns_data_with_the_requests_type_and_id_and_a_notification_gets_no_reply() {
     let out = run(concat!(
         r#"{"msg_type":"upper","data":"hello é","id":1}"#,
         "\n",
@@ -53,7 +53,6 @@ fn a_handler_returns_data_with_the_requests_type_and_id() {
         lines(&out),
         [
             r#"{"msg_type":"upper","data":"HELLO É","id":1}"#,
-            r#"{"msg_type":"upper","data":"NO ID"}"#,
             r#"{"msg_type":"count","data":1,"id":2}"#,
             r#"{"msg_type":"count","data":2,"id":3}"#,
         ]
@@ -116,6 +115,29 @@ fn an_error_or_a_panic_is_an_error_reply_with_the_id_and_the_service_keeps_servi
     );
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stderr).contains("asked to panic"), "the panic hook reports it on stderr");
+}
+
+#[test]
+fn a_failing_notification_is_an_error_naming_its_line_and_a_succeeding_one_sends_nothing() {
+    let out = run(concat!(
+        r#"{"msg_type":"upper","data":"quiet"}"#,
+        "\n",
+        r#"{"msg_type":"fail","data":1}"#,
+        "\n",
+        r#"{"msg_type":"panic","data":null}"#,
+        "\n",
+        r#"{"msg_type":"count","data":null,"id":4}"#,
+        "\n",
+    ));
+    assert_eq!(
+        lines(&out),
+        [
+            r#"{"msg_type":"error","data":"line 2: fail: asked to fail with 1"}"#,
+            r#"{"msg_type":"error","data":"line 3: handler for `panic` panicked: asked to panic"}"#,
+            r#"{"msg_type":"count","data":1,"id":4}"#,
+        ]
+    );
+    assert_eq!(out.status.code(), Some(0));
 }
 
 #[test]

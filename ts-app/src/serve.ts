@@ -145,7 +145,7 @@ function kindOf(value: unknown): string {
 
 /** `expected a`, `expected a or b`, `expected a, b or c`: the types this service answers. */
 function expectedTypes(types: readonly string[]): string {
-  if (types.length === 0) return 'this service has no handlers';
+  if (types.length === 0) return 'no msg_type is answered'; // as the Rust Handlers say it
   if (types.length === 1) return `expected ${types[0] ?? ''}`;
   return `expected ${types.slice(0, -1).join(', ')} or ${types[types.length - 1] ?? ''}`;
 }
