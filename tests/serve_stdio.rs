@@ -147,7 +147,7 @@ fn an_unknown_type_lists_the_handlers_and_bad_lines_are_named_and_skipped() {
     input.push('\n');
     input.push_str(r#"{"msg_type":"upper","data":"x","id":-1}"#);
     input.push_str("\r\n");
-    input.push_str(r#"{"msg_type":"upper","data":"still serving"}"#);
+    input.push_str(r#"{"msg_type":"upper","data":"still serving","id":5}"#);
     let out = run(&input);
     assert_eq!(
         lines(&out),
@@ -155,7 +155,7 @@ fn an_unknown_type_lists_the_handlers_and_bad_lines_are_named_and_skipped() {
             r#"{"msg_type":"error","data":"line 1: invalid JSON: `not json`"}"#,
             r#"{"msg_type":"error","data":"line 3: unknown msg_type `nope`; expected upper, echo, count, fail or panic","id":3}"#,
             r#"{"msg_type":"error","data":"line 4: field `id` must be an integer from 0 to 9007199254740991, got number: `{\"msg_type\":\"upper\",\"data\":\"x\",\"id\":-1}`"}"#,
-            r#"{"msg_type":"upper","data":"STILL SERVING"}"#,
+            r#"{"msg_type":"upper","data":"STILL SERVING","id":5}"#,
         ]
     );
     assert_eq!(out.status.code(), Some(0));
@@ -165,12 +165,14 @@ fn an_unknown_type_lists_the_handlers_and_bad_lines_are_named_and_skipped() {
 fn invalid_utf8_is_an_error_naming_the_line() {
     let mut child = Command::new(example()).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"{\"msg_type\":\"echo\",\"data\":\"\xff\"}\n{\"msg_type\":\"echo\",\"data\":1}\n").unwrap();
+    stdin
+        .write_all(b"{\"msg_type\":\"echo\",\"data\":\"\xff\"}\n{\"msg_type\":\"echo\",\"data\":1,\"id\":2}\n")
+        .unwrap();
     drop(stdin);
     let out = child.wait_with_output().unwrap();
     assert_eq!(
         lines(&out),
-        [r#"{"msg_type":"error","data":"line 1: invalid UTF-8 at byte 27"}"#, r#"{"msg_type":"echo","data":1}"#]
+        [r#"{"msg_type":"error","data":"line 1: invalid UTF-8 at byte 27"}"#, r#"{"msg_type":"echo","data":1,"id":2}"#]
     );
 }
 
