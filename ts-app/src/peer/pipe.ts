@@ -218,8 +218,10 @@ class PipePeerImpl implements PipePeer {
   }
 
   async #shutdown(graceMs: number): Promise<ExitStatus> {
-    // Requests not yet written never will be; those written may still be answered while the
-    // child drains its stdin, until it exits.
+    // What can be written now still goes (a request made just before close() is sent); what
+    // waits for a slot never will be. Requests written may still be answered while the child
+    // drains its stdin, until it exits.
+    this.#pump();
     this.#core.failQueued((msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id));
     const pid = this.#child.pid;
     if (pid !== undefined && this.#status === undefined) {
