@@ -35,7 +35,7 @@ export interface CloseOptions {
   graceMs?: number;
 }
 
-/** How the peer ended: the child's exit code, or the signal that ended it (one of the two is non-null). */
+/** How the peer ended: the child's exit code, or the signal that ended it (both null if it never started). */
 export interface ExitStatus {
   /** The exit code, or null if a signal ended the child. Always 0 for an in-process peer. */
   code: number | null;
