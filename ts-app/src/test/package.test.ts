@@ -4,7 +4,7 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { test } from 'node:test';
 
@@ -32,6 +32,12 @@ test('the package is importable as rust-ts-ipc from the repository root', () => 
     'DEFAULT_GRACE_MS DEFAULT_MAX_IN_FLIGHT DEFAULT_TIMEOUT_MS PeerError PeerErrorCode STDERR_TAIL_BYTES inProcess isPeerError spawnPeer\ntrue\n',
   );
   assert.equal(run.status, 0);
+});
+
+test("the package's types entry exists (tsc emits declarations)", () => {
+  const manifest = JSON.parse(readFileSync(path.join(REPO_ROOT, 'ts-app', 'package.json'), 'utf8')) as { types: string };
+  assert.equal(manifest.types, 'dist/index.d.ts');
+  assert.ok(existsSync(path.join(REPO_ROOT, 'ts-app', manifest.types)), 'ts-app/dist/index.d.ts is built');
 });
 
 const SERVE_BIN = path.join(REPO_ROOT, 'target', 'debug', 'rust-ts-ipc');
