@@ -1,0 +1,27 @@
+// rust-ts-ipc for Node: the public API. One `Peer` interface over a child process's pipes
+// (`spawnPeer`) and over the Rust core in this process (`inProcess`); failures are `PeerError`s.
+
+export { PeerError, PeerErrorCode, isPeerError, type PeerErrorDetails } from './peer/errors.js';
+export {
+  DEFAULT_GRACE_MS,
+  DEFAULT_MAX_IN_FLIGHT,
+  DEFAULT_TIMEOUT_MS,
+  STDERR_TAIL_BYTES,
+  spawnPeer,
+  type PipePeer,
+  type SpawnPeerOptions,
+  type StderrOption,
+} from './peer/pipe.js';
+export { inProcess, type InProcessOptions, type InProcessPeer } from './peer/in-process.js';
+export type {
+  CloseOptions,
+  ExitStatus,
+  JsonValue,
+  Message,
+  MessageListener,
+  Peer,
+  PeerStats,
+  RequestOptions,
+} from './peer/types.js';
+// MERGE: enable once ts-app/src/serve.ts (serveStdio, another branch of issue 9) is merged:
+// export * from './serve.js';

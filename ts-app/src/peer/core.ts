@@ -1,0 +1,276 @@
+// The bookkeeping both transports share, and the one place that owns the pending requests:
+// ids, the map from id to pending request, the queue of messages waiting to be written, the
+// timeouts and abort signals, the routing of every incoming message (a reply settles its
+// request; anything else goes to the `message` listeners), and the counters. Sans-IO: the
+// transport asks it for lines to write (`takeBatch`) and hands it the messages it read
+// (`receive`); it never touches a stream.
+
+import { abortedError, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
+import type { Message, MessageListener, PeerStats, RequestOptions } from './types.js';
+
+/** The largest id; after it ids start again at 1. */
+const MAX_ID = Number.MAX_SAFE_INTEGER;
+
+/**
+ * How many ids of timed-out or aborted requests are remembered, so their late replies are
+ * dropped and counted: a peer that never answers them must not grow our memory. A late reply
+ * to an id forgotten since is delivered as unsolicited, never dropped silently.
+ */
+const ABANDONED_IDS = 65_536;
+
+const QUEUED = 0;
+const SENT = 1;
+const SETTLED = 2;
+
+/** One request from `request()` until it settles. */
+interface Pending {
+  readonly id: number;
+  readonly msgType: string;
+  /** The encoded line, until written. */
+  line: string;
+  state: typeof QUEUED | typeof SENT | typeof SETTLED;
+  readonly resolve: (reply: Message) => void;
+  readonly reject: (error: PeerError) => void;
+  timer: NodeJS.Timeout | undefined;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** What `close` and exits do to every request not yet answered. */
+export type FailWith = (msgType: string, id: number | undefined) => PeerError;
+
+/** Checks a timeout option: a non-negative number (0 and Infinity mean none). */
+export function checkTimeout(value: unknown, name: string): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || Number.isNaN(value) || value < 0) {
+    throw new PeerError(
+      PeerErrorCode.INVALID_ARGUMENT,
+      `${name} must be a non-negative number of milliseconds (0 or Infinity: no timeout), got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/** The shared core of a peer; see the file's header. */
+export class PeerCore {
+  #lastId = 0;
+  readonly #pending = new Map<number, Pending>();
+  /** Messages waiting to be written, in call order: a request, or a notification's line. */
+  #queue: (Pending | string)[] = [];
+  #head = 0;
+  #queued = 0;
+  readonly #abandoned = new Set<number>();
+  #listeners: MessageListener[] = [];
+  #answered = 0;
+  #late = 0;
+  #unsolicited = 0;
+
+  /**
+   * `wake` is called (synchronously) whenever a message may have become writable: one was
+   * queued or a slot freed. The transport then calls `takeBatch`.
+   */
+  constructor(private readonly wake: () => void = () => {}) {}
+
+  /** A fresh id: 1, 2, 3, … up to 2^53 − 1, then 1 again. */
+  nextId(): number {
+    this.#lastId = this.#lastId === MAX_ID ? 1 : this.#lastId + 1;
+    return this.#lastId;
+  }
+
+  /** Counts a request answered outside the pending map (the in-process fast path). */
+  countAnswered(): void {
+    this.#answered++;
+  }
+
+  /**
+   * Queues a request whose line is already encoded, and arms its timeout (`timeoutMs`: 0 or
+   * Infinity for none) and abort signal. The promise settles exactly once.
+   */
+  request(msgType: string, id: number, line: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<Message> {
+    return new Promise<Message>((resolve, reject) => {
+      const p: Pending = { id, msgType, line, state: QUEUED, resolve, reject, timer: undefined, signal, onAbort: undefined };
+      if (timeoutMs > 0 && timeoutMs !== Infinity) {
+        // setTimeout's limit is 2^31 − 1 ms (24.8 days); anything longer is as good as forever.
+        if (timeoutMs <= 0x7fffffff) p.timer = setTimeout(() => this.#timeout(p, timeoutMs), timeoutMs);
+      }
+      if (signal !== undefined) {
+        p.onAbort = () => this.#abandon(p, abortedError(msgType, id, signal.reason));
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.#queue.push(p);
+      this.#queued++;
+      this.wake();
+    });
+  }
+
+  /** Queues a notification's line behind everything queued before it. */
+  notify(line: string): void {
+    this.#queue.push(line);
+    this.#queued++;
+    this.wake();
+  }
+
+  /**
+   * The queued lines that may be written now, joined, in call order (requests only while fewer
+   * than `maxInFlight` are in flight; they count as in flight from here), or "" if none.
+   */
+  takeBatch(maxInFlight: number, maxBytes = 1 << 20): string {
+    let out = '';
+    const queue = this.#queue;
+    while (this.#head < queue.length && out.length < maxBytes) {
+      const next = queue[this.#head];
+      if (next === undefined) break;
+      if (typeof next === 'string') {
+        out += next;
+      } else if (next.state === QUEUED) {
+        if (this.#pending.size >= maxInFlight) break;
+        out += next.line;
+        next.line = '';
+        next.state = SENT;
+        this.#pending.set(next.id, next);
+      } else {
+        // Settled while queued (timed out or aborted): already uncounted.
+        this.#head++;
+        continue;
+      }
+      this.#queued--;
+      this.#head++;
+    }
+    if (this.#head === queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
+      this.#queue = queue.slice(this.#head);
+      this.#head = 0;
+    }
+    return out;
+  }
+
+  /**
+   * Routes one message read from the peer: the reply to a pending request settles it (an
+   * `error` reply rejects it with `ERROR_REPLY`); a reply to a request that timed out or was
+   * aborted is dropped and counted; anything else goes to the listeners.
+   */
+  receive(message: Message): void {
+    const id = message.id;
+    if (id !== undefined) {
+      const p = this.#pending.get(id);
+      if (p !== undefined) {
+        this.#settle(p);
+        this.#answered++;
+        if (message.msg_type === 'error') p.reject(errorReply(p.msgType, id, message));
+        else p.resolve(message);
+        this.wake();
+        return;
+      }
+      if (this.#abandoned.delete(id)) {
+        this.#late++;
+        return;
+      }
+    }
+    this.emit(message);
+  }
+
+  /** Hands `message` to every listener; a throwing listener cannot break the caller's bookkeeping. */
+  emit(message: Message): void {
+    this.#unsolicited++;
+    const listeners = this.#listeners;
+    for (const listener of listeners) {
+      try {
+        listener(message);
+      } catch (e) {
+        // Reported as an uncaught exception, as an EventEmitter listener's would be, but only
+        // after the peer has finished routing what it read.
+        process.nextTick(() => {
+          throw e;
+        });
+      }
+    }
+  }
+
+  /** Adds a `message` listener. */
+  on(listener: MessageListener): void {
+    this.#listeners = [...this.#listeners, listener];
+  }
+
+  /** Removes a `message` listener (its last registration). */
+  off(listener: MessageListener): void {
+    const i = this.#listeners.lastIndexOf(listener);
+    if (i !== -1) this.#listeners = this.#listeners.filter((_, j) => j !== i);
+  }
+
+  /** Rejects every request not yet written with `fail`'s error and drops queued notifications. */
+  failQueued(fail: FailWith): void {
+    const queue = this.#queue.slice(this.#head);
+    this.#queue = [];
+    this.#head = 0;
+    for (const p of queue) {
+      if (typeof p === 'string') {
+        this.#queued--;
+      } else if (p.state === QUEUED) {
+        this.#settle(p);
+        p.reject(fail(p.msgType, p.id));
+      }
+    }
+  }
+
+  /** Rejects every request not yet answered, written or not, with `fail`'s error. */
+  failAll(fail: FailWith): void {
+    this.failQueued(fail);
+    const pending = [...this.#pending.values()];
+    for (const p of pending) {
+      this.#settle(p);
+      p.reject(fail(p.msgType, p.id));
+    }
+  }
+
+  /** A snapshot of the counters. */
+  stats(): PeerStats {
+    return {
+      inFlight: this.#pending.size,
+      queued: this.#queued,
+      answered: this.#answered,
+      lateRepliesDropped: this.#late,
+      unsolicited: this.#unsolicited,
+    };
+  }
+
+  #timeout(p: Pending, timeoutMs: number): void {
+    p.timer = undefined;
+    const message =
+      `${describeRequest(p.msgType, p.id)} got no reply within ${timeoutMs} ms` +
+      (p.state === QUEUED ? ' (it was still waiting for a maxInFlight slot)' : '') +
+      '; raise timeoutMs (per request or for the peer) if the work takes longer, or check that the peer is alive';
+    this.#abandon(p, new PeerError(PeerErrorCode.TIMEOUT, message, { msgType: p.msgType, id: p.id }));
+  }
+
+  /** Gives up on `p` (timeout, abort): a reply that still comes is dropped and counted. */
+  #abandon(p: Pending, error: PeerError): void {
+    if (p.state === SETTLED) return;
+    if (p.state === SENT) {
+      this.#abandoned.add(p.id);
+      if (this.#abandoned.size > ABANDONED_IDS) {
+        for (const oldest of this.#abandoned) {
+          this.#abandoned.delete(oldest);
+          break;
+        }
+      }
+    }
+    this.#settle(p);
+    p.reject(error);
+    this.wake();
+  }
+
+  /** Takes `p` out of every structure and disarms its timer and signal. */
+  #settle(p: Pending): void {
+    if (p.state === SENT) this.#pending.delete(p.id);
+    else if (p.state === QUEUED) this.#queued--;
+    p.state = SETTLED;
+    p.line = '';
+    if (p.timer !== undefined) clearTimeout(p.timer);
+    p.timer = undefined;
+    if (p.onAbort !== undefined) p.signal?.removeEventListener('abort', p.onAbort);
+    p.onAbort = undefined;
+    p.signal = undefined;
+  }
+}

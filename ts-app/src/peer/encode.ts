@@ -1,0 +1,94 @@
+// Encoding a message for the wire, refusing data the JSON encoding cannot carry faithfully
+// before anything is sent. Strings (the built-in services' data) take a fast path.
+
+import { PeerError, PeerErrorCode } from './errors.js';
+
+/** Why `value` at `path` cannot be encoded, or undefined if it can. */
+type Problem = { path: string; what: string; hint: string } | undefined;
+
+const BINARY_HINT =
+  "the JSON encoding has no bytes: send them as a string (e.g. base64), or use encoding: 'msgpack' once it lands (issue 10)";
+
+function keyPath(path: string, key: string): string {
+  return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
+}
+
+/**
+ * Walks `value` as `JSON.stringify` would (honouring `toJSON`), and returns the first thing it
+ * cannot encode faithfully: a BigInt, a symbol, a function, `undefined` (except as an object
+ * property, which JSON omits), a non-finite number, binary data, or a cycle.
+ */
+function findProblem(value: unknown, path: string, ancestors: Set<object>, inObject: boolean): Problem {
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return undefined;
+    case 'number':
+      return Number.isFinite(value)
+        ? undefined
+        : { path, what: `the number ${String(value)}`, hint: 'JSON has no NaN or Infinity; send null or a string' };
+    case 'bigint':
+      return { path, what: 'a BigInt', hint: 'convert it to a string (or a number if it is safe) first' };
+    case 'symbol':
+      return { path, what: 'a symbol', hint: 'send a string instead' };
+    case 'function':
+      return { path, what: 'a function', hint: 'only data can be sent' };
+    case 'undefined':
+      return inObject ? undefined : { path, what: 'undefined', hint: 'send null instead' };
+    default:
+      break;
+  }
+  if (value === null) return undefined;
+  const object = value as object;
+  if (ArrayBuffer.isView(object) || object instanceof ArrayBuffer || object instanceof SharedArrayBuffer) {
+    return { path, what: `binary data (a ${object.constructor.name})`, hint: BINARY_HINT };
+  }
+  const toJSON = (object as { toJSON?: unknown }).toJSON;
+  if (typeof toJSON === 'function') {
+    return findProblem((toJSON as (key: string) => unknown).call(object, ''), path, ancestors, inObject);
+  }
+  if (ancestors.has(object)) return { path, what: 'a cycle (a value that contains itself)', hint: 'send a tree' };
+  ancestors.add(object);
+  try {
+    if (Array.isArray(object)) {
+      for (let i = 0; i < object.length; i++) {
+        const problem = findProblem(object[i] as unknown, `${path}[${i}]`, ancestors, false);
+        if (problem !== undefined) return problem;
+      }
+    } else {
+      for (const key of Object.keys(object)) {
+        const problem = findProblem((object as Record<string, unknown>)[key], keyPath(path, key), ancestors, true);
+        if (problem !== undefined) return problem;
+      }
+    }
+  } finally {
+    ancestors.delete(object);
+  }
+  return undefined;
+}
+
+/**
+ * `data` as JSON text, or a `PeerError` (`INVALID_ARGUMENT`) saying what in it cannot be sent and
+ * what to send instead. Strings are made well-formed first (an unpaired surrogate becomes U+FFFD),
+ * as the addon does with every string it is given, so both transports see the same text.
+ */
+export function encodeData(data: unknown, msgType: string): string {
+  if (typeof data === 'string') return JSON.stringify(data.isWellFormed() ? data : data.toWellFormed());
+  const problem = findProblem(data, 'data', new Set(), false);
+  if (problem !== undefined) {
+    throw new PeerError(
+      PeerErrorCode.INVALID_ARGUMENT,
+      `cannot send \`${msgType}\`: ${problem.path} is ${problem.what}, which JSON cannot encode; ${problem.hint}`,
+      { msgType },
+    );
+  }
+  // Every value findProblem accepts is encodable: JSON.stringify returns a string for it.
+  return JSON.stringify(data);
+}
+
+/** One NDJSON line: `{"msg_type":…,"data":…[,"id":N]}\n`, the key order every implementation writes. */
+export function encodeLine(msgType: string, data: unknown, id: number | undefined): string {
+  const type = JSON.stringify(msgType.isWellFormed() ? msgType : msgType.toWellFormed());
+  const head = `{"msg_type":${type},"data":${encodeData(data, msgType)}`;
+  return id === undefined ? `${head}}\n` : `${head},"id":${id}}\n`;
+}

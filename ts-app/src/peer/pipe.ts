@@ -1,0 +1,399 @@
+// `spawnPeer`: a child process speaking the protocol over its stdin/stdout. This file owns the
+// child (spawn, stderr, shutdown) and the two pipes; the requests are PeerCore's.
+
+import { isUtf8 } from 'node:buffer';
+import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+
+import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder } from '../framing.js';
+import { decodeEnvelope, invalidUtf8Offset } from '../protocol.js';
+import { checkTimeout, type FailWith, PeerCore } from './core.js';
+import { encodeLine } from './encode.js';
+import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
+import type { CloseOptions, ExitStatus, Message, MessageListener, Peer, PeerStats, RequestOptions } from './types.js';
+
+/** Default `timeoutMs`: long enough for real work, short enough that a stuck child is noticed. */
+export const DEFAULT_TIMEOUT_MS = 30_000;
+/** Default `maxInFlight`: enough to keep a pipe busy, few enough to bound what the child buffers. */
+export const DEFAULT_MAX_IN_FLIGHT = 1024;
+/** Default `graceMs`: each shutdown step's wait, as the Rust host's `--grace-ms`. */
+export const DEFAULT_GRACE_MS = 2000;
+/** How much of the child's stderr is kept for `PEER_EXITED` errors. */
+export const STDERR_TAIL_BYTES = 4096;
+/**
+ * After the child's exit is seen, how long to wait for its stdout and stderr to be drained
+ * (replies already written are still delivered) before failing what is pending: well within
+ * the 100 ms the issue allows. A grandchild holding the pipes open cannot stretch it.
+ */
+const SETTLE_MS = 30;
+
+/** Where the child's stderr goes: forwarded to ours, dropped, or handed to a function. Its tail is always kept. */
+export type StderrOption = 'forward' | 'ignore' | ((chunk: Buffer) => void);
+
+/** Options of `spawnPeer`; every field is optional. */
+export interface SpawnPeerOptions {
+  /** Default per-request timeout in milliseconds (0 or Infinity: none). Default 30 000. */
+  timeoutMs?: number;
+  /** At most this many requests written and unanswered; `request` waits for a slot beyond. Default 1024. */
+  maxInFlight?: number;
+  /**
+   * Lines read from the child longer than this many bytes are dropped as they arrive (never
+   * buffered whole) and reported as an `error` message to the listeners. Default 16 MiB.
+   */
+  maxLineBytes?: number;
+  /** Default wait of each shutdown step of `close()`, in milliseconds. Default 2000. */
+  graceMs?: number;
+  /** The child's environment. Default: this process's. */
+  env?: NodeJS.ProcessEnv;
+  /** The child's working directory. Default: this process's. */
+  cwd?: string;
+  /** Where the child's stderr goes. Default `'forward'` (to `process.stderr`). */
+  stderr?: StderrOption;
+}
+
+/** A peer answered by a child process over its stdin/stdout. */
+export interface PipePeer extends Peer {
+  /** The child's process id (also its process group's), or undefined if it could not be started. */
+  readonly pid: number | undefined;
+  /** The last (at most 4 KiB) of what the child wrote to stderr so far, as text. */
+  stderrTail(): string;
+}
+
+function checkCount(value: unknown, name: string, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new PeerError(
+      PeerErrorCode.INVALID_ARGUMENT,
+      `spawnPeer: option \`${name}\` must be an integer of at least ${min}, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
+/** Resolves after `ms` or when `done` settles, whichever is first, without leaving a timer behind. */
+function within(done: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const elapsed = new Promise<boolean>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  return Promise.race([done.then(() => true), elapsed]).finally(() => clearTimeout(timer));
+}
+
+class PipePeerImpl implements PipePeer {
+  readonly #command: string;
+  readonly #child: ChildProcessWithoutNullStreams;
+  readonly #core: PeerCore;
+  readonly #decoder: LineDecoder;
+  readonly #timeoutMs: number;
+  readonly #maxInFlight: number;
+  readonly #graceMs: number;
+  #stderrTail: Buffer = Buffer.alloc(0);
+  #pumpScheduled = false;
+  #waitingForDrain = false;
+  #closing: Promise<ExitStatus> | undefined;
+  /** Set once the child is gone for us: requests then fail with this. */
+  #gone: FailWith | undefined;
+  #spawnError: Error | undefined;
+  #status: ExitStatus | undefined;
+  #settleTimer: NodeJS.Timeout | undefined;
+  readonly #exited: Promise<void>;
+  #markExited: () => void = () => {};
+  readonly #finished: Promise<void>;
+  #markFinished: () => void = () => {};
+
+  constructor(command: string, args: readonly string[], options: SpawnPeerOptions) {
+    this.#command = command;
+    this.#timeoutMs = checkTimeout(options.timeoutMs, 'spawnPeer: option `timeoutMs`') ?? DEFAULT_TIMEOUT_MS;
+    this.#maxInFlight = checkCount(options.maxInFlight, 'maxInFlight', 1) ?? DEFAULT_MAX_IN_FLIGHT;
+    const maxLineBytes = checkCount(options.maxLineBytes, 'maxLineBytes', 1) ?? DEFAULT_MAX_LINE_BYTES;
+    this.#graceMs = checkTimeout(options.graceMs, 'spawnPeer: option `graceMs`') ?? DEFAULT_GRACE_MS;
+    const stderr = options.stderr ?? 'forward';
+    if (stderr !== 'forward' && stderr !== 'ignore' && typeof stderr !== 'function') {
+      throw new PeerError(
+        PeerErrorCode.INVALID_ARGUMENT,
+        `spawnPeer: option \`stderr\` must be 'forward', 'ignore' or a function, got ${String(stderr)}`,
+      );
+    }
+    this.#decoder = new LineDecoder({ maxLineBytes });
+    this.#core = new PeerCore(() => this.#schedulePump());
+    this.#exited = new Promise((resolve) => {
+      this.#markExited = resolve;
+    });
+    this.#finished = new Promise((resolve) => {
+      this.#markFinished = resolve;
+    });
+
+    // Its own process group (detached), so that close() can signal everything it started.
+    this.#child = spawn(command, [...args], {
+      cwd: options.cwd,
+      env: options.env,
+      stdio: ['pipe', 'pipe', 'pipe'],
+      detached: true,
+    });
+    const child = this.#child;
+    child.on('error', (e) => this.#onError(e));
+    child.on('exit', (code, signal) => this.#onExit(code, signal));
+    child.on('close', () => this.#finish());
+    // A child that exits early makes our writes fail with EPIPE: its exit says more.
+    child.stdin.on('error', () => {});
+    child.stdout.on('data', (chunk: Buffer) => this.#read(this.#decoder.push(chunk)));
+    child.stdout.on('end', () => {
+      this.#read(this.#decoder.end());
+      this.#armSettle();
+    });
+    child.stdout.on('error', () => this.#armSettle());
+    child.stderr.on('data', (chunk: Buffer) => {
+      this.#keepStderr(chunk);
+      if (stderr === 'forward') process.stderr.write(chunk);
+      else if (typeof stderr === 'function') stderr(chunk);
+    });
+    child.stderr.on('error', () => {});
+  }
+
+  get pid(): number | undefined {
+    return this.#child.pid;
+  }
+
+  stderrTail(): string {
+    return this.#stderrTail.toString('utf8');
+  }
+
+  request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message> {
+    let line: string;
+    let id: number;
+    let timeoutMs: number;
+    try {
+      checkMsgType(msgType);
+      const refused = this.#refusal(msgType);
+      if (refused !== undefined) return Promise.reject(refused);
+      timeoutMs = checkTimeout(options?.timeoutMs, 'request: option `timeoutMs`') ?? this.#timeoutMs;
+      id = this.#core.nextId();
+      line = encodeLine(msgType, data, id);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    const signal = options?.signal;
+    if (signal?.aborted === true) {
+      return Promise.reject(
+        new PeerError(PeerErrorCode.ABORTED, `${describeRequest(msgType, id)} was aborted before it was sent`, {
+          msgType,
+          id,
+          cause: signal.reason,
+        }),
+      );
+    }
+    return this.#core.request(msgType, id, line, timeoutMs, signal);
+  }
+
+  notify(msgType: string, data: unknown): void {
+    checkMsgType(msgType);
+    const refused = this.#refusal(msgType);
+    if (refused !== undefined) throw refused;
+    this.#core.notify(encodeLine(msgType, data, undefined));
+  }
+
+  on(event: 'message', listener: MessageListener): this {
+    if (event === 'message') this.#core.on(listener);
+    return this;
+  }
+
+  off(event: 'message', listener: MessageListener): this {
+    if (event === 'message') this.#core.off(listener);
+    return this;
+  }
+
+  stats(): PeerStats {
+    return this.#core.stats();
+  }
+
+  close(options?: CloseOptions): Promise<ExitStatus> {
+    this.#closing ??= this.#shutdown(checkTimeout(options?.graceMs, 'close: option `graceMs`') ?? this.#graceMs);
+    return this.#closing;
+  }
+
+  /** Why a new request cannot be made now, or undefined if it can. */
+  #refusal(msgType: string): PeerError | undefined {
+    if (this.#closing !== undefined) return closedError(`the peer \`${this.#command}\``, msgType);
+    if (this.#gone !== undefined) return this.#gone(msgType, undefined);
+    return undefined;
+  }
+
+  async #shutdown(graceMs: number): Promise<ExitStatus> {
+    // What can be written now still goes (a request made just before close() is sent); what
+    // waits for a slot never will be. Requests written may still be answered while the child
+    // drains its stdin, until it exits.
+    this.#pump();
+    this.#core.failQueued((msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id));
+    const pid = this.#child.pid;
+    if (pid !== undefined && this.#status === undefined) {
+      this.#child.stdin.end();
+      if (!(await within(this.#exited, graceMs))) {
+        this.#signal(pid, 'SIGTERM');
+        if (!(await within(this.#exited, graceMs))) {
+          this.#signal(pid, 'SIGKILL');
+          await this.#exited;
+        }
+      }
+    }
+    await (pid === undefined ? Promise.resolve() : this.#finished);
+    this.#finish();
+    return this.#status ?? { code: null, signal: null };
+  }
+
+  /** Sends `signal` to the child's process group (to the child alone where groups do not exist). */
+  #signal(pid: number, signal: NodeJS.Signals): void {
+    try {
+      if (process.platform === 'win32') this.#child.kill(signal);
+      else process.kill(-pid, signal);
+    } catch {
+      // ESRCH: the group is already gone.
+    }
+  }
+
+  #onError(e: Error): void {
+    // A spawn failure (ENOENT, EACCES) has no pid and no exit; other errors (a failed kill)
+    // change nothing: the exit, when it comes, decides.
+    if (this.#child.pid !== undefined) return;
+    this.#spawnError = e;
+    this.#markExited();
+    this.#finish();
+  }
+
+  #onExit(code: number | null, signal: NodeJS.Signals | null): void {
+    this.#status = { code, signal };
+    this.#markExited();
+    this.#armSettle();
+  }
+
+  /** Waits briefly for the pipes to drain, then fails what is pending. */
+  #armSettle(): void {
+    if (this.#gone !== undefined || this.#settleTimer !== undefined) return;
+    this.#settleTimer = setTimeout(() => this.#finish(), SETTLE_MS);
+  }
+
+  /** The child is gone for us: every request not answered fails, and so will later ones. */
+  #finish(): void {
+    if (this.#settleTimer !== undefined) clearTimeout(this.#settleTimer);
+    this.#settleTimer = undefined;
+    if (this.#gone !== undefined) return;
+    const closing = this.#closing !== undefined;
+    const gone: FailWith = closing
+      ? (msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id)
+      : (msgType, id) => this.#exitedError(msgType, id);
+    this.#gone = gone;
+    this.#core.failAll(gone);
+    this.#markFinished();
+  }
+
+  #exitedError(msgType: string, id: number | undefined): PeerError {
+    const what = id === undefined ? `\`${msgType}\`` : describeRequest(msgType, id);
+    const stderrTail = this.stderrTail();
+    const tail = stderrTail.length > 0 ? `; its stderr ended with:\n${stderrTail}` : '; it wrote nothing to stderr';
+    if (this.#spawnError !== undefined) {
+      const e = this.#spawnError as NodeJS.ErrnoException;
+      const hint =
+        e.code === 'ENOENT'
+          ? 'check the path (or PATH) and that it is built'
+          : e.code === 'EACCES'
+            ? 'check that it is executable'
+            : 'check the command and its options';
+      return new PeerError(
+        PeerErrorCode.PEER_EXITED,
+        `cannot send ${what}: \`${this.#command}\` could not be started (${e.message}); ${hint}`,
+        { msgType, ...(id === undefined ? {} : { id }), exitCode: null, signal: null, stderrTail, cause: e },
+      );
+    }
+    const status = this.#status;
+    const how =
+      status === undefined
+        ? 'closed its stdout'
+        : status.signal !== null
+          ? `was killed by ${status.signal}`
+          : `exited with code ${String(status.code)}`;
+    return new PeerError(
+      PeerErrorCode.PEER_EXITED,
+      `${what} cannot be answered: the peer \`${this.#command}\` (pid ${String(this.pid)}) ${how}${tail}`,
+      { msgType, ...(id === undefined ? {} : { id }), exitCode: status?.code ?? null, signal: status?.signal ?? null, stderrTail },
+    );
+  }
+
+  #keepStderr(chunk: Buffer): void {
+    const total = this.#stderrTail.length + chunk.length;
+    if (chunk.length >= STDERR_TAIL_BYTES) {
+      this.#stderrTail = Buffer.from(chunk.subarray(chunk.length - STDERR_TAIL_BYTES));
+    } else if (total <= STDERR_TAIL_BYTES) {
+      this.#stderrTail = Buffer.concat([this.#stderrTail, chunk], total);
+    } else {
+      this.#stderrTail = Buffer.concat([this.#stderrTail.subarray(total - STDERR_TAIL_BYTES), chunk], STDERR_TAIL_BYTES);
+    }
+  }
+
+  /** Routes what the child wrote: valid messages to the core, anything else as an `error` message. */
+  #read(frames: Frame[]): void {
+    for (const frame of frames) {
+      if (frame.kind === 'too_long') {
+        const limit = this.#decoder.maxLineBytes;
+        this.#core.receive({
+          msg_type: 'error',
+          data: `line ${frame.line}: line of ${frame.length} bytes exceeds the ${limit}-byte limit`,
+        });
+        continue;
+      }
+      if (!isUtf8(frame.bytes)) {
+        const at = invalidUtf8Offset(frame.bytes);
+        this.#core.receive({ msg_type: 'error', data: `line ${frame.line}: invalid UTF-8 at byte ${at}` });
+        continue;
+      }
+      const decoded = decodeEnvelope(frame.bytes.toString('utf8'));
+      if (decoded.ok) {
+        this.#core.receive(decoded.message as Message);
+      } else {
+        // With a valid id that is pending, this answers that request (an error reply, as the
+        // Rust responder gives one); otherwise it is unsolicited.
+        const data = `line ${frame.line}: ${decoded.error}`;
+        this.#core.receive(
+          decoded.id === undefined ? { msg_type: 'error', data } : { msg_type: 'error', data, id: decoded.id },
+        );
+      }
+    }
+  }
+
+  #schedulePump(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    // Requests made in one tick go out in one write.
+    queueMicrotask(() => {
+      this.#pumpScheduled = false;
+      this.#pump();
+    });
+  }
+
+  #pump(): void {
+    if (this.#waitingForDrain || this.#gone !== undefined || this.#child.stdin.writableEnded) return;
+    for (;;) {
+      const batch = this.#core.takeBatch(this.#maxInFlight);
+      if (batch.length === 0) return;
+      if (!this.#child.stdin.write(batch)) {
+        this.#waitingForDrain = true;
+        this.#child.stdin.once('drain', () => {
+          this.#waitingForDrain = false;
+          this.#pump();
+        });
+        return;
+      }
+    }
+  }
+}
+
+/**
+ * Starts `command` with `args` as a child speaking the protocol on its stdin/stdout (the Rust
+ * `rust-ts-ipc serve`, `node ts-app/dist/main.js`, or any other), in its own process group, and
+ * returns the peer that talks to it. Throws a `PeerError` (`INVALID_ARGUMENT`) for bad options;
+ * a command that cannot be started makes every request reject with `PEER_EXITED` saying why.
+ * Keeps Node alive until `close()` (or the child's exit).
+ */
+export function spawnPeer(command: string, args: readonly string[] = [], options: SpawnPeerOptions = {}): PipePeer {
+  if (typeof command !== 'string' || command.length === 0) {
+    throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: command must be a non-empty string, got ${String(command)}`);
+  }
+  return new PipePeerImpl(command, args, options);
+}

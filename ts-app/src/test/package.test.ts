@@ -1,0 +1,70 @@
+// The package as a user gets it: `import … from 'rust-ts-ipc'` from the repository root (through
+// the npm workspace), and a program that uses a peer and closes it ends by itself: nothing the
+// peer made (timers, listeners, the child's pipes) keeps Node alive after `close()`.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { test } from 'node:test';
+
+import { REQUIRE_NATIVE } from './addon.js';
+import { REPO_ROOT } from './vectors.js';
+
+/** Runs an ES module given as text with the repository root as the working directory. */
+function runModule(source: string): { status: number | null; stdout: string; stderr: string } {
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', source], {
+    cwd: REPO_ROOT,
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  return { status: run.status, stdout: run.stdout, stderr: run.stderr };
+}
+
+test('the package is importable as rust-ts-ipc from the repository root', () => {
+  const run = runModule(`
+    import * as lib from 'rust-ts-ipc';
+    console.log(Object.keys(lib).sort().join(' '));
+    console.log(new lib.PeerError(lib.PeerErrorCode.TIMEOUT, 'x') instanceof Error);`);
+  assert.equal(run.stderr, '');
+  assert.equal(
+    run.stdout,
+    'DEFAULT_GRACE_MS DEFAULT_MAX_IN_FLIGHT DEFAULT_TIMEOUT_MS PeerError PeerErrorCode STDERR_TAIL_BYTES inProcess isPeerError spawnPeer\ntrue\n',
+  );
+  assert.equal(run.status, 0);
+});
+
+test("the package's types entry exists (tsc emits declarations)", () => {
+  const manifest = JSON.parse(readFileSync(path.join(REPO_ROOT, 'ts-app', 'package.json'), 'utf8')) as { types: string };
+  assert.equal(manifest.types, 'dist/index.d.ts');
+  assert.ok(existsSync(path.join(REPO_ROOT, 'ts-app', manifest.types)), 'ts-app/dist/index.d.ts is built');
+});
+
+const SERVE_BIN = path.join(REPO_ROOT, 'target', 'debug', 'rust-ts-ipc');
+
+test('a program ends by itself after close(), with a throwing listener reported, not fatal to the peer', (t) => {
+  if (!existsSync(SERVE_BIN)) {
+    if (process.env[REQUIRE_NATIVE] !== undefined) assert.fail(`${SERVE_BIN} is not built (${REQUIRE_NATIVE} is set)`);
+    t.skip(`${SERVE_BIN} is not built (cargo build)`);
+    return;
+  }
+  // No process.exit(): the run only ends if the peer left nothing behind. spawnSync's timeout
+  // turns a hang into a failure.
+  const run = runModule(`
+    import { spawnPeer } from 'rust-ts-ipc';
+    process.on('uncaughtException', (e) => console.log('reported:', e.message));
+    const peer = spawnPeer(${JSON.stringify(SERVE_BIN)}, ['serve', '--exit-after', '0'], { timeoutMs: 60_000 });
+    peer.on('message', () => { throw new Error('listener bug'); });
+    peer.on('message', (m) => console.log('unsolicited:', m.data));
+    peer.notify('data', 'n');
+    const controller = new AbortController();
+    const replies = await Promise.all([1, 2, 3].map((i) => peer.request('data', 'r' + i, { timeoutMs: 60_000, signal: controller.signal })));
+    console.log(replies.map((r) => r.data).join(', '));
+    console.log(JSON.stringify(await peer.close()));`);
+  assert.equal(run.stderr, '');
+  assert.equal(
+    run.stdout,
+    'unsolicited: Acknowledged: n\nreported: listener bug\nAcknowledged: r1, Acknowledged: r2, Acknowledged: r3\n{"code":0,"signal":null}\n',
+  );
+  assert.equal(run.status, 0);
+});
