@@ -23,5 +23,12 @@ export type {
   PeerStats,
   RequestOptions,
 } from './peer/types.js';
-// MERGE: enable once ts-app/src/serve.ts (serveStdio, another branch of issue 9) is merged:
-// export * from './serve.js';
+export {
+  DEFAULT_MAX_CONCURRENT,
+  Reply,
+  reply,
+  serveStdio,
+  type Handler,
+  type Handlers,
+  type ServeOptions,
+} from './serve.js';

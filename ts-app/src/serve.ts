@@ -8,27 +8,15 @@ import type { Readable, Writable } from 'node:stream';
 
 import { type LineService, serveLines } from './engine.js';
 import { DEFAULT_MAX_LINE_BYTES, type Frame } from './framing.js';
+import type { JsonValue, Message } from './peer/types.js';
 import { decodeEnvelope, excerpt, invalidUtf8Offset, MAX_SAFE_ID, tooLongReply } from './protocol.js';
-
-/** Any JSON value: what a request's `data` can be once parsed. */
-export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
-
-/** A request as a handler sees it: the wire's fields, `id` only when the request had one. */
-export interface JsonMessage {
-  /** The request's type, the key its handler was found under. */
-  msg_type: string;
-  /** The request's payload, any JSON value. */
-  data: Json;
-  /** Correlation id, echoed on the reply; absent for a notification (which gets no reply). */
-  id?: number;
-}
 
 /**
  * Answers one request. Returns (or resolves to) the reply's `data`: any value `JSON.stringify`
  * encodes (`undefined` is sent as `null`), or `reply(msgType, data)` to answer with another
  * `msg_type`. A throw or a rejection becomes an `error` reply carrying the error's message.
  */
-export type Handler = (data: Json, message: JsonMessage) => unknown;
+export type Handler = (data: JsonValue, message: Message) => unknown;
 
 /**
  * The handlers, by `msg_type`: an object (its own enumerable string keys only, so inherited
@@ -225,7 +213,7 @@ function handlerService(handlers: ReadonlyMap<string, Handler>, maxLineBytes: nu
       }
       const decoded = decodeEnvelope(frame.bytes.toString('utf8'));
       if (!decoded.ok) return errorReply(decoded.error, decoded.id, line);
-      const message = decoded.message as JsonMessage;
+      const message = decoded.message as Message;
       const { msg_type: msgType, id } = message;
       const handler = handlers.get(msgType);
       if (handler === undefined) return errorReply(`unknown msg_type \`${excerpt(msgType)}\`; ${expected}`, id, line);

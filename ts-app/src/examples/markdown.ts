@@ -10,7 +10,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-import { inProcess, type Peer, PeerError, spawnPeer } from '../index.js';
+import { inProcess, type Peer, PeerError, spawnPeer } from 'rust-ts-ipc';
 
 /** The Rust binary `cargo build` makes, found from this file: `<repo>/target/debug/rust-ts-ipc`. */
 const SERVE_BIN = fileURLToPath(new URL('../../../target/debug/rust-ts-ipc', import.meta.url));
@@ -66,7 +66,7 @@ async function main(): Promise<void> {
 main().catch((e: unknown) => {
   const hint =
     e instanceof PeerError && e.code === 'ERROR_REPLY' && /unknown msg_type/.test(e.message)
-      ? ' (this build does not serve `markdown` yet)'
+      ? ' (a build from before the markdown service: run `npm run build`)'
       : '';
   fail(1, `${e instanceof Error ? e.message : String(e)}${hint}`);
 });

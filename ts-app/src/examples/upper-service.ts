@@ -3,7 +3,7 @@
 // `node ts-app/dist/examples/upper-service.js`; `cargo run --example node_service` drives it
 // from Rust with 10 000 requests in flight.
 
-import { serveStdio } from '../serve.js';
+import { serveStdio } from 'rust-ts-ipc';
 
 await serveStdio({
   upper: (data) => String(data).toUpperCase(),

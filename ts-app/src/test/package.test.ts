@@ -29,7 +29,7 @@ test('the package is importable as rust-ts-ipc from the repository root', () => 
   assert.equal(run.stderr, '');
   assert.equal(
     run.stdout,
-    'DEFAULT_GRACE_MS DEFAULT_MAX_IN_FLIGHT DEFAULT_TIMEOUT_MS PeerError PeerErrorCode STDERR_TAIL_BYTES inProcess isPeerError spawnPeer\ntrue\n',
+    'DEFAULT_GRACE_MS DEFAULT_MAX_CONCURRENT DEFAULT_MAX_IN_FLIGHT DEFAULT_TIMEOUT_MS PeerError PeerErrorCode Reply STDERR_TAIL_BYTES inProcess isPeerError reply serveStdio spawnPeer\ntrue\n',
   );
   assert.equal(run.status, 0);
 });
