@@ -18,6 +18,48 @@
 //! `rust-ts-ipc serve` is the built-in [`Responder`] (the demo and markdown [`Services`])
 //! served that way.
 //!
+//! ```no_run
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::process::Command;
+//! use rust_ts_ipc::{Peer, PeerOptions};
+//!
+//! let mut node = Command::new("node");
+//! node.arg("ts-app/dist/examples/upper-service.js");
+//! let peer = Peer::spawn(&mut node, PeerOptions::default())?;     // own process group, stderr forwarded
+//! let reply = peer.request("upper", "abc")?;                       // Envelope { msg_type: "upper", data: "ABC", id: Some(1) }
+//! let pending = (0..100).map(|i| peer.send("upper", format!("item {i}"))).collect::<Result<Vec<_>, _>>()?;
+//! for p in pending {
+//!     println!("{}", p.wait()?.data);                              // "ITEM 0" … "ITEM 99" (data prints as JSON)
+//! }
+//! peer.close()?;                                                   // the shutdown sequence; Drop does it too
+//! # let _ = reply;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A child service (what `node ts-app/dist/examples/upper-service.js` is in Node):
+//!
+//! ```no_run
+//! use rust_ts_ipc::{serve_stdio, Data, Handlers};
+//!
+//! fn main() -> Result<(), rust_ts_ipc::ServeError> {
+//!     serve_stdio(
+//!         Handlers::new()
+//!             .on("upper", |req| match req.data.as_str() {
+//!                 Some(text) => Ok(Data::from(text.to_uppercase())),
+//!                 None => Err(format!("upper: expected a string, got {}", req.data)),
+//!             })
+//!             .on("sum", |req| {
+//!                 let numbers: Vec<f64> = req.data.parse().map_err(|e| format!("sum: {e}"))?;
+//!                 Data::to_json(&numbers.iter().sum::<f64>()).map_err(|e| e.to_string())
+//!             }),
+//!     )
+//! }
+//! ```
+//!
+//! These two are the README's "Use it in your program" for Rust; `tests/readme.rs` keeps them
+//! the same.
+//!
 //! The core (message, codec, responder, initiator, envelope, service, markdown) touches no
 //! pipe, socket, thread or clock (the "sans-IO" design of h11 and rust-analyzer's
 //! `lsp-server`). The I/O layer sits on top of it: [`serve`] and [`serve_stdio`] move a
