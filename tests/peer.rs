@@ -312,3 +312,15 @@ fn unsolicited_messages_over_the_queue_bound_are_dropped_and_counted() {
     let messages = peer.take_messages().unwrap();
     assert_eq!(messages.try_iter().count(), 2);
 }
+
+#[test]
+fn timeouts_and_grace_of_duration_max_mean_no_limit_not_a_panic() {
+    let script = r#"read l; echo '{"msg_type":"r","data":"ok","id":1}'; exec cat >/dev/null"#;
+    let forever = PeerOptions { timeout: Duration::MAX, grace: Duration::MAX, ..options() };
+    let peer = shell(script, forever);
+    assert_eq!(peer.send("q", "").unwrap().wait_timeout(Duration::MAX).unwrap(), reply("r", "ok", 1));
+    let pending = peer.send_timeout("q", "", Duration::MAX).unwrap();
+    // The child exits on EOF: the shutdown's unbounded first wait ends with it.
+    assert_eq!(peer.close().unwrap().code(), Some(0));
+    assert_eq!(pending.wait().unwrap_err().code(), ErrorCode::Closed);
+}

@@ -521,7 +521,7 @@ impl Peer {
         let data = data.into();
         check_encodable(msg_type, &data)?;
         let shared = &self.shared;
-        let deadline = Instant::now() + timeout;
+        let deadline = process::deadline_after(Instant::now(), timeout);
         let (reply, outcome) = mpsc::sync_channel(1);
         let mut state = shared.lock();
         let id = loop {
@@ -751,7 +751,7 @@ impl Pending {
     /// # Errors
     /// As [`wait`](Self::wait).
     pub fn wait_timeout(self, timeout: Duration) -> Result<Envelope, PeerError> {
-        let deadline = self.deadline.min(Instant::now() + timeout);
+        let deadline = self.deadline.min(process::deadline_after(Instant::now(), timeout));
         let timeout = timeout.min(self.timeout);
         self.wait_until(deadline, timeout)
     }

@@ -26,6 +26,13 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// How much of a child's stderr [`StderrTail`] keeps for error messages.
 pub const STDERR_TAIL_BYTES: usize = 4096;
 
+/// `wait` after `now`, for a user-given wait: `Instant + Duration` panics on overflow, and
+/// `Duration::MAX` (say) means "no limit", so a longer wait is cut to about a century.
+pub(crate) fn deadline_after(now: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(wait).unwrap_or_else(|| now + CENTURY)
+}
+
 /// The signals the shutdown sequence sends to the child's process group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopSignal {
@@ -234,13 +241,13 @@ impl ChildProcess {
     /// so (a first interrupt cuts the wait to the grace period, a second ends it).
     pub fn wait_for_exit(&mut self, limit: Duration) -> bool {
         let start = Instant::now();
-        let deadline = start + limit;
+        let deadline = deadline_after(start, limit);
         loop {
             if !self.running() {
                 return true;
             }
             let now = Instant::now();
-            let interrupted_past_grace = self.supervision.interrupted() && now >= start + self.grace;
+            let interrupted_past_grace = self.supervision.interrupted() && now >= deadline_after(start, self.grace);
             if now >= deadline || self.supervision.hurry() || interrupted_past_grace {
                 return false;
             }
