@@ -324,3 +324,26 @@ fn timeouts_and_grace_of_duration_max_mean_no_limit_not_a_panic() {
     assert_eq!(peer.close().unwrap().code(), Some(0));
     assert_eq!(pending.wait().unwrap_err().code(), ErrorCode::Closed);
 }
+
+#[test]
+fn close_while_other_threads_are_writing_still_ends_the_child_with_eof_not_sigterm() {
+    // Before the fix, close() could not close stdin while a writer held it, so a child that
+    // exits on EOF waited out the grace period and got SIGTERM (9 rounds out of 10).
+    for _ in 0..5 {
+        let peer = Arc::new(serve(&["--exit-after", "0"], options()));
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let peer = Arc::clone(&peer);
+                thread::spawn(move || while peer.notify("data", "x".repeat(1000)).is_ok() {})
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        let status = peer.close().unwrap();
+        assert_eq!(status.code(), Some(0), "{status}");
+        assert!(started.elapsed() < Duration::from_secs(1), "close took {:?}", started.elapsed());
+        for writer in writers {
+            writer.join().unwrap();
+        }
+    }
+}
