@@ -347,3 +347,14 @@ fn close_while_other_threads_are_writing_still_ends_the_child_with_eof_not_sigte
         }
     }
 }
+
+#[test]
+fn a_missing_working_directory_is_named_not_blamed_on_path() {
+    // The OS says "not found" (ENOENT) for a missing working directory too; the message
+    // used to send the user looking for `sh` on PATH.
+    let error = Peer::spawn(Command::new("sh").current_dir("/definitely/not/a/dir"), options()).unwrap_err();
+    assert_eq!(
+        (error.code(), error.to_string().as_str()),
+        (ErrorCode::Spawn, "cannot start `sh`: its working directory `/definitely/not/a/dir` does not exist")
+    );
+}

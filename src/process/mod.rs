@@ -103,6 +103,9 @@ pub struct SpawnError {
     pub command: String,
     /// The program that was to run.
     pub program: String,
+    /// The working directory it was to start in, if one was set and it is not a directory:
+    /// the OS reports that as "not found" too.
+    pub missing_dir: Option<String>,
     /// What the OS said.
     pub error: io::Error,
 }
@@ -110,6 +113,10 @@ pub struct SpawnError {
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.error.kind() {
+            io::ErrorKind::NotFound if self.missing_dir.is_some() => {
+                let dir = self.missing_dir.as_deref().unwrap_or_default();
+                write!(f, "cannot start `{}`: its working directory `{dir}` does not exist", self.command)
+            }
             io::ErrorKind::NotFound => {
                 write!(f, "cannot start `{}`: `{}` was not found on PATH", self.command, self.program)
             }
@@ -157,15 +164,18 @@ impl ChildProcess {
             .join(" ");
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         sys::own_process_group(command);
-        let mut child =
-            command.spawn().map_err(|error| SpawnError { command: shown.clone(), program: program.clone(), error })?;
+        let mut child = command.spawn().map_err(|error| {
+            let missing_dir =
+                command.get_current_dir().filter(|dir| !dir.is_dir()).map(|dir| dir.display().to_string());
+            SpawnError { command: shown.clone(), program: program.clone(), missing_dir, error }
+        })?;
         let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             // Unreachable with all three piped; reap the child rather than panic.
             let _ = child.kill();
             let _ = child.wait();
             let error = io::Error::other("its pipes were not created");
-            return Err(SpawnError { command: shown, program, error });
+            return Err(SpawnError { command: shown, program, missing_dir: None, error });
         };
         let process = ChildProcess { child, stdin: Some(stdin), status: None, shown, grace, supervision };
         Ok((process, stdout, stderr))
