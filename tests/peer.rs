@@ -312,3 +312,49 @@ fn unsolicited_messages_over_the_queue_bound_are_dropped_and_counted() {
     let messages = peer.take_messages().unwrap();
     assert_eq!(messages.try_iter().count(), 2);
 }
+
+#[test]
+fn timeouts_and_grace_of_duration_max_mean_no_limit_not_a_panic() {
+    let script = r#"read l; echo '{"msg_type":"r","data":"ok","id":1}'; exec cat >/dev/null"#;
+    let forever = PeerOptions { timeout: Duration::MAX, grace: Duration::MAX, ..options() };
+    let peer = shell(script, forever);
+    assert_eq!(peer.send("q", "").unwrap().wait_timeout(Duration::MAX).unwrap(), reply("r", "ok", 1));
+    let pending = peer.send_timeout("q", "", Duration::MAX).unwrap();
+    // The child exits on EOF: the shutdown's unbounded first wait ends with it.
+    assert_eq!(peer.close().unwrap().code(), Some(0));
+    assert_eq!(pending.wait().unwrap_err().code(), ErrorCode::Closed);
+}
+
+#[test]
+fn close_while_other_threads_are_writing_still_ends_the_child_with_eof_not_sigterm() {
+    // Before the fix, close() could not close stdin while a writer held it, so a child that
+    // exits on EOF waited out the grace period and got SIGTERM (9 rounds out of 10).
+    for _ in 0..5 {
+        let peer = Arc::new(serve(&["--exit-after", "0"], options()));
+        let writers: Vec<_> = (0..4)
+            .map(|_| {
+                let peer = Arc::clone(&peer);
+                thread::spawn(move || while peer.notify("data", "x".repeat(1000)).is_ok() {})
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(50));
+        let started = Instant::now();
+        let status = peer.close().unwrap();
+        assert_eq!(status.code(), Some(0), "{status}");
+        assert!(started.elapsed() < Duration::from_secs(1), "close took {:?}", started.elapsed());
+        for writer in writers {
+            writer.join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_missing_working_directory_is_named_not_blamed_on_path() {
+    // The OS says "not found" (ENOENT) for a missing working directory too; the message
+    // used to send the user looking for `sh` on PATH.
+    let error = Peer::spawn(Command::new("sh").current_dir("/definitely/not/a/dir"), options()).unwrap_err();
+    assert_eq!(
+        (error.code(), error.to_string().as_str()),
+        (ErrorCode::Spawn, "cannot start `sh`: its working directory `/definitely/not/a/dir` does not exist")
+    );
+}

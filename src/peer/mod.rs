@@ -16,7 +16,7 @@ use std::io::{self, Read, Write};
 use std::process::{ChildStdin, Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -304,6 +304,15 @@ impl Shared {
         }
     }
 
+    /// Closes the child's stdin unless a writer holds it (which then does, see `write_line`).
+    fn close_stdin(&self) {
+        match self.stdin.try_lock() {
+            Ok(mut stdin) => *stdin = None,
+            Err(TryLockError::Poisoned(poisoned)) => *poisoned.into_inner() = None,
+            Err(TryLockError::WouldBlock) => {}
+        }
+    }
+
     fn max_line_bytes(&self) -> usize {
         self.options.max_line_bytes
     }
@@ -521,7 +530,7 @@ impl Peer {
         let data = data.into();
         check_encodable(msg_type, &data)?;
         let shared = &self.shared;
-        let deadline = Instant::now() + timeout;
+        let deadline = process::deadline_after(Instant::now(), timeout);
         let (reply, outcome) = mpsc::sync_channel(1);
         let mut state = shared.lock();
         let id = loop {
@@ -596,6 +605,11 @@ impl Peer {
                 None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
             }
         };
+        // `close` could not close stdin while a writer held it: the last writer to let go
+        // of it after `close` closes it then, so the child still gets its EOF.
+        if self.shared.lock().closed {
+            self.shared.close_stdin();
+        }
         let Err(e) = written else { return Ok(()) };
         // Usually the child has exited, or is closing: say so rather than "broken pipe".
         let mut state = self.shared.lock();
@@ -665,10 +679,8 @@ impl Peer {
         }
         shared.changed.notify_all();
         // A write blocked on a child that does not read holds the lock: then the SIGTERM or
-        // SIGKILL below ends that write, and stdin closes with it.
-        if let Ok(mut stdin) = shared.stdin.try_lock() {
-            *stdin = None;
-        }
+        // SIGKILL below ends that write. A writer that holds it closes it as it lets go.
+        shared.close_stdin();
         let mut child = shared.child.lock().unwrap_or_else(PoisonError::into_inner);
         let stopped = child.shutdown(shared.options.grace);
         stopped
@@ -751,7 +763,7 @@ impl Pending {
     /// # Errors
     /// As [`wait`](Self::wait).
     pub fn wait_timeout(self, timeout: Duration) -> Result<Envelope, PeerError> {
-        let deadline = self.deadline.min(Instant::now() + timeout);
+        let deadline = self.deadline.min(process::deadline_after(Instant::now(), timeout));
         let timeout = timeout.min(self.timeout);
         self.wait_until(deadline, timeout)
     }

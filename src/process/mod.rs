@@ -26,6 +26,13 @@ pub const READ_CHUNK: usize = 64 * 1024;
 /// How much of a child's stderr [`StderrTail`] keeps for error messages.
 pub const STDERR_TAIL_BYTES: usize = 4096;
 
+/// `wait` after `now`, for a user-given wait: `Instant + Duration` panics on overflow, and
+/// `Duration::MAX` (say) means "no limit", so a longer wait is cut to about a century.
+pub(crate) fn deadline_after(now: Instant, wait: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(wait).unwrap_or_else(|| now + CENTURY)
+}
+
 /// The signals the shutdown sequence sends to the child's process group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopSignal {
@@ -96,6 +103,9 @@ pub struct SpawnError {
     pub command: String,
     /// The program that was to run.
     pub program: String,
+    /// The working directory it was to start in, if one was set and it is not a directory:
+    /// the OS reports that as "not found" too.
+    pub missing_dir: Option<String>,
     /// What the OS said.
     pub error: io::Error,
 }
@@ -103,6 +113,10 @@ pub struct SpawnError {
 impl fmt::Display for SpawnError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.error.kind() {
+            io::ErrorKind::NotFound if self.missing_dir.is_some() => {
+                let dir = self.missing_dir.as_deref().unwrap_or_default();
+                write!(f, "cannot start `{}`: its working directory `{dir}` does not exist", self.command)
+            }
             io::ErrorKind::NotFound => {
                 write!(f, "cannot start `{}`: `{}` was not found on PATH", self.command, self.program)
             }
@@ -150,15 +164,18 @@ impl ChildProcess {
             .join(" ");
         command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         sys::own_process_group(command);
-        let mut child =
-            command.spawn().map_err(|error| SpawnError { command: shown.clone(), program: program.clone(), error })?;
+        let mut child = command.spawn().map_err(|error| {
+            let missing_dir =
+                command.get_current_dir().filter(|dir| !dir.is_dir()).map(|dir| dir.display().to_string());
+            SpawnError { command: shown.clone(), program: program.clone(), missing_dir, error }
+        })?;
         let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
             // Unreachable with all three piped; reap the child rather than panic.
             let _ = child.kill();
             let _ = child.wait();
             let error = io::Error::other("its pipes were not created");
-            return Err(SpawnError { command: shown, program, error });
+            return Err(SpawnError { command: shown, program, missing_dir: None, error });
         };
         let process = ChildProcess { child, stdin: Some(stdin), status: None, shown, grace, supervision };
         Ok((process, stdout, stderr))
@@ -234,13 +251,13 @@ impl ChildProcess {
     /// so (a first interrupt cuts the wait to the grace period, a second ends it).
     pub fn wait_for_exit(&mut self, limit: Duration) -> bool {
         let start = Instant::now();
-        let deadline = start + limit;
+        let deadline = deadline_after(start, limit);
         loop {
             if !self.running() {
                 return true;
             }
             let now = Instant::now();
-            let interrupted_past_grace = self.supervision.interrupted() && now >= start + self.grace;
+            let interrupted_past_grace = self.supervision.interrupted() && now >= deadline_after(start, self.grace);
             if now >= deadline || self.supervision.hurry() || interrupted_past_grace {
                 return false;
             }
