@@ -16,7 +16,7 @@ const UPPER = fileURLToPath(new URL('../examples/upper-service.js', import.meta.
 /** The fixture service's handlers, in the order an unknown-type error lists them. */
 const SERVICE_TYPES =
   'echo, echo_async, fail, reject, throw_string, nothing, bigint, bytes, html, message, count, counted, hold, ' +
-  'release, sleep, track or most_running';
+  'release, sleep, track, most_running, odd_message, then_throws or long';
 
 interface Run {
   code: number | null;
@@ -171,6 +171,41 @@ describe('serveStdio turns a failing handler into an error reply and keeps servi
       assertServed(r, name === 'a rejected Promise' ? `${next}${reply}\n` : `${reply}\n${next}`);
     });
   }
+});
+
+describe('serveStdio survives whatever a handler throws or returns', () => {
+  const next = '{"msg_type":"echo","data":"next","id":9}\n';
+  for (const [what, data, reply] of [
+    ['an Error whose message is undefined', 'undefined', '{"msg_type":"error","data":"undefined","id":1}'],
+    ['an Error whose message is a number', 42, '{"msg_type":"error","data":"42","id":1}'],
+    ['an Error whose message is a BigInt', 'bigint', '{"msg_type":"error","data":"7","id":1}'],
+    [
+      'an Error whose message getter throws',
+      'getter',
+      '{"msg_type":"error","data":"a handler threw a value that has no string form","id":1}',
+    ],
+  ] as const) {
+    test(`${what}: a string error reply, thrown or rejected`, async () => {
+      const r = await run(SERVICE, req('odd_message', data, 1) + req('echo', 'next', 9));
+      assertServed(r, `${reply}\n${next}`);
+      const rejected = await run(SERVICE, req('odd_message', { async: data }, 1) + req('echo', 'next', 9));
+      assertServed(rejected, `${next}${reply}\n`);
+    });
+  }
+
+  test('a result whose `then` throws when read', async () => {
+    const r = await run(SERVICE, req('then_throws', null, 1) + req('echo', 'next', 9));
+    assertServed(r, `{"msg_type":"error","data":"no then","id":1}\n${next}`);
+  });
+
+  test('a result too long for one string once framed as a reply line', async () => {
+    // JSON.stringify still succeeds; the line around it exceeds V8's longest string.
+    const r = await run(SERVICE, req('long', 2 ** 29 - 24 - 10, 1) + req('echo', 'next', 9));
+    assertServed(
+      r,
+      '{"msg_type":"error","data":"the reply to `long` cannot be encoded as JSON: Invalid string length","id":1}\n' + next,
+    );
+  });
 });
 
 describe('serveStdio answers a line that is not a request with the protocol error, numbered', () => {
