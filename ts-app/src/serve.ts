@@ -166,7 +166,8 @@ function errorReply(text: string, id: number | undefined, line?: number): string
 function messageOf(e: unknown): string {
   try {
     const text: unknown = e instanceof Error ? e.message : e;
-    return typeof text === 'string' ? text : String(text);
+    // An unpaired surrogate becomes U+FFFD: an error text must reach the peer whatever it holds.
+    return (typeof text === 'string' ? text : String(text)).toWellFormed();
   } catch {
     return 'a handler threw a value that has no string form';
   }
@@ -191,6 +192,9 @@ function resultLine(msgType: string, result: unknown, id: number | undefined, li
   }
   const unencodable = (why: string): string =>
     failureLine(new Error(`the reply to \`${excerpt(msgType)}\` cannot be encoded as JSON: ${why}`), id, line);
+  // No Rust peer can read an unpaired surrogate (the protocol calls it invalid JSON), and
+  // replacing it would change the handler's data behind its back.
+  if (!type.isWellFormed()) return unencodable('it holds an unpaired surrogate');
   let json: string | undefined;
   try {
     json = data === undefined ? 'null' : (JSON.stringify(data) as string | undefined);
@@ -198,6 +202,9 @@ function resultLine(msgType: string, result: unknown, id: number | undefined, li
     return unencodable(messageOf(e));
   }
   if (json === undefined) return unencodable(`it is a ${typeof data}`);
+  // JSON.stringify escapes an unpaired surrogate as `\udXXX` (a pair stays raw): an
+  // escape not itself escaped (`\\udXXX` is a backslash and text) is one.
+  if (json.includes('\\ud') && UNPAIRED_ESCAPE.test(json)) return unencodable('it holds an unpaired surrogate');
   try {
     return replyLine(type, json, id);
   } catch (e) {
@@ -205,6 +212,9 @@ function resultLine(msgType: string, result: unknown, id: number | undefined, li
     return unencodable(messageOf(e));
   }
 }
+
+/** `\ud800`–`\udfff` after an even number of backslashes, in JSON.stringify's output. */
+const UNPAIRED_ESCAPE = /(?<!\\)(?:\\\\)*\\ud[89a-f]/;
 
 /** The `error` reply for a handler that failed: with its id, or numbered by line if none. */
 function failureLine(e: unknown, id: number | undefined, line: number): string {

@@ -7,6 +7,7 @@ import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { excerpt } from '../protocol.js';
 import { type Handlers, serveStdio } from '../serve.js';
 
 const SERVICE = fileURLToPath(new URL('./fixtures/service.js', import.meta.url));
@@ -16,7 +17,8 @@ const UPPER = fileURLToPath(new URL('../examples/upper-service.js', import.meta.
 /** The fixture service's handlers, in the order an unknown-type error lists them. */
 const SERVICE_TYPES =
   'echo, echo_async, fail, reject, throw_string, nothing, bigint, bytes, html, message, count, counted, hold, ' +
-  'release, sleep, track, most_running, odd_message, then_throws or long';
+  'release, sleep, track, most_running, odd_message, then_throws, long, ' +
+  'half, half_type or half_error';
 
 interface Run {
   code: number | null;
@@ -204,6 +206,28 @@ describe('serveStdio survives whatever a handler throws or returns', () => {
     assertServed(
       r,
       '{"msg_type":"error","data":"the reply to `long` cannot be encoded as JSON: Invalid string length","id":1}\n' + next,
+    );
+  });
+});
+
+describe('serveStdio never writes an unpaired surrogate, which no Rust peer can read', () => {
+  test('in data or a reply() type: an error reply; in an error text: U+FFFD', async () => {
+    const r = await run(SERVICE, req('half', null, 1) + req('half_type', null, 2) + req('half_error', null, 3));
+    assertServed(
+      r,
+      '{"msg_type":"error","data":"the reply to `half` cannot be encoded as JSON: it holds an unpaired surrogate","id":1}\n' +
+        '{"msg_type":"error","data":"the reply to `half_type` cannot be encoded as JSON: it holds an unpaired surrogate","id":2}\n' +
+        '{"msg_type":"error","data":"bad \uFFFD input","id":3}\n',
+    );
+  });
+
+  test('in a request: invalid JSON with the id, as Rust decode_envelope answers', async () => {
+    const line = '{"msg_type":"echo","data":["\\ud800"],"id":4}';
+    const r = await run(SERVICE, `${line}\n${req('echo', '\\ud800', 5)}`);
+    assertServed(
+      r,
+      `{"msg_type":"error","data":${JSON.stringify(`line 1: invalid JSON: \`${excerpt(line)}\``)},"id":4}\n` +
+        '{"msg_type":"echo","data":"\\\\ud800","id":5}\n',
     );
   });
 });
