@@ -153,7 +153,7 @@ const hasOwn = (object: object, key: string): boolean => Object.prototype.hasOwn
  * polluted `Object.prototype` change nothing.
  */
 export function decodeMessage(text: string): Decoded {
-  const decoded = decodeEnvelope(text);
+  const decoded = decodeFields(text);
   if (!decoded.ok) return decoded;
   const { msg_type: msgType, data, id } = decoded.message;
   if (typeof data !== 'string') {
@@ -181,10 +181,39 @@ export type DecodedEnvelope = { ok: true; message: Envelope } | { ok: false; err
  * (without the `line N: ` prefix) and the Rust core's `decode_envelope` rules: JSON, object,
  * `id`, `msg_type` (a string), `data` (present, any JSON value). Fields are read only if they
  * are own properties, so `"__proto__"` keys and a polluted `Object.prototype` change nothing.
- * An unpaired surrogate escape in `msg_type` is invalid JSON, as in Rust (where no string can
- * hold one); `decodeMessage` adds the same rule for the demo's string `data`.
+ * An unpaired surrogate escape in `msg_type`, or anywhere in `data` (a string or a key at any
+ * depth), is invalid JSON, as in Rust (where no string can hold one), with the `id`.
  */
 export function decodeEnvelope(text: string): DecodedEnvelope {
+  const decoded = decodeFields(text);
+  if (!decoded.ok || !SURROGATE_ESCAPE.test(text) || isWellFormedJson(decoded.message.data)) return decoded;
+  const error = `invalid JSON: \`${excerpt(text)}\``;
+  const { id } = decoded.message;
+  return id === undefined ? { ok: false, error } : { ok: false, error, id };
+}
+
+/** A `\uD800`–`\uDFFF` escape, maybe unpaired: only then is `data` walked. */
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+
+/** Whether every string and key in a parsed JSON value is well-formed; a loop, for any depth. */
+function isWellFormedJson(value: unknown): boolean {
+  const stack = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === 'string') {
+      if (!v.isWellFormed()) return false;
+    } else if (typeof v === 'object' && v !== null) {
+      for (const [key, item] of Object.entries(v)) {
+        if (!key.isWellFormed()) return false;
+        stack.push(item);
+      }
+    }
+  }
+  return true;
+}
+
+/** `decodeEnvelope` without its rule on `data`, which `decodeMessage` words its own way. */
+function decodeFields(text: string): DecodedEnvelope {
   let value: unknown;
   try {
     value = JSON.parse(text);

@@ -150,10 +150,12 @@ function errorReply(text: string, id: number | undefined, line?: number): string
   return replyLine('error', JSON.stringify(numbered), id);
 }
 
+/** What a handler threw, as text: always a string (an `Error`'s `message` may be anything). */
 function messageOf(e: unknown): string {
-  if (e instanceof Error) return e.message;
   try {
-    return String(e);
+    const text: unknown = e instanceof Error ? e.message : e;
+    // An unpaired surrogate becomes U+FFFD: an error text must reach the peer whatever it holds.
+    return (typeof text === 'string' ? text : String(text)).toWellFormed();
   } catch {
     return 'a handler threw a value that has no string form';
   }
@@ -178,6 +180,9 @@ function resultLine(msgType: string, result: unknown, id: number | undefined, li
   }
   const unencodable = (why: string): string =>
     failureLine(new Error(`the reply to \`${excerpt(msgType)}\` cannot be encoded as JSON: ${why}`), id, line);
+  // No Rust peer can read an unpaired surrogate (the protocol calls it invalid JSON), and
+  // replacing it would change the handler's data behind its back.
+  if (!type.isWellFormed()) return unencodable('it holds an unpaired surrogate');
   let json: string | undefined;
   try {
     json = data === undefined ? 'null' : (JSON.stringify(data) as string | undefined);
@@ -185,8 +190,19 @@ function resultLine(msgType: string, result: unknown, id: number | undefined, li
     return unencodable(messageOf(e));
   }
   if (json === undefined) return unencodable(`it is a ${typeof data}`);
-  return replyLine(type, json, id);
+  // JSON.stringify escapes an unpaired surrogate as `\udXXX` (a pair stays raw): an
+  // escape not itself escaped (`\\udXXX` is a backslash and text) is one.
+  if (json.includes('\\ud') && UNPAIRED_ESCAPE.test(json)) return unencodable('it holds an unpaired surrogate');
+  try {
+    return replyLine(type, json, id);
+  } catch (e) {
+    // The JSON fits in a string, the line around it does not (V8's longest string).
+    return unencodable(messageOf(e));
+  }
 }
+
+/** `\ud800`–`\udfff` after an even number of backslashes, in JSON.stringify's output. */
+const UNPAIRED_ESCAPE = /(?<!\\)(?:\\\\)*\\ud[89a-f]/;
 
 /** The `error` reply for a handler that failed: with its id, or numbered by line if none. */
 function failureLine(e: unknown, id: number | undefined, line: number): string {
@@ -217,17 +233,23 @@ function handlerService(handlers: ReadonlyMap<string, Handler>, maxLineBytes: nu
       const { msg_type: msgType, id } = message;
       const handler = handlers.get(msgType);
       if (handler === undefined) return errorReply(`unknown msg_type \`${excerpt(msgType)}\`; ${expected}`, id, line);
-      let result: unknown;
+      // Everything the handler's result is put through runs user code (getters, `then`,
+      // `toJSON`) or can outgrow a string, so it all sits inside the try: a failure there is
+      // this request's error reply, never the service's end.
+      const settled = (value: unknown): string => {
+        try {
+          return resultLine(msgType, value, id, line);
+        } catch (e) {
+          return failureLine(e, id, line);
+        }
+      };
       try {
-        result = handler(message.data, message);
+        const result = handler(message.data, message);
+        if (!isThenable(result)) return settled(result);
+        return Promise.resolve(result).then(settled, (e: unknown) => failureLine(e, id, line));
       } catch (e) {
         return failureLine(e, id, line);
       }
-      if (!isThenable(result)) return resultLine(msgType, result, id, line);
-      return Promise.resolve(result).then(
-        (value) => resultLine(msgType, value, id, line),
-        (e: unknown) => failureLine(e, id, line),
-      );
     },
   };
 }

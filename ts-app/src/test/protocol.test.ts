@@ -6,6 +6,7 @@ import { describe, test } from 'node:test';
 
 import { LineDecoder } from '../framing.js';
 import {
+  decodeEnvelope,
   decodeMessage,
   encodeMessage,
   excerpt,
@@ -196,6 +197,28 @@ describe('invalidUtf8Offset agrees with Rust valid_up_to()', () => {
         assert.equal(invalidUtf8Offset(bytes) === -1, valid(bytes), `${a} ${b}`);
       }
     }
+  });
+});
+
+describe('decodeEnvelope', () => {
+  test('an unpaired surrogate escape anywhere in data is invalid JSON with the id (as in Rust)', () => {
+    for (const data of ['"\\ud800"', '["a",{"b":"\\udfff"}]', '{"\\udc00":1}', '[[[["x\\ud83d"]]]]']) {
+      const line = `{"msg_type":"t","data":${data},"id":5}`;
+      assert.deepEqual(decodeEnvelope(line), { ok: false, error: `invalid JSON: \`${excerpt(line)}\``, id: 5 }, line);
+    }
+    // A pair is one character; unknown fields and a replaced value are not read.
+    assert.deepEqual(decodeEnvelope('{"msg_type":"t","data":{"\\ud83d\\ude00":"\\\\ud800"},"x":"\\ud800"}'), {
+      ok: true,
+      message: { msg_type: 't', data: { '\u{1f600}': '\\ud800' } },
+    });
+    assert.deepEqual(decodeEnvelope('{"msg_type":"t","data":"\\ud800","data":[1]}'), {
+      ok: true,
+      message: { msg_type: 't', data: [1] },
+    });
+  });
+  test('deep data is walked without recursion', () => {
+    const deep = `${'['.repeat(100_000)}"\\ud800"${']'.repeat(100_000)}`;
+    assert.equal(decodeEnvelope(`{"msg_type":"t","data":${deep}}`).ok, false);
   });
 });
 

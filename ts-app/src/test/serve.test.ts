@@ -7,6 +7,7 @@ import { PassThrough } from 'node:stream';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { excerpt } from '../protocol.js';
 import { type Handlers, serveStdio } from '../serve.js';
 
 const SERVICE = fileURLToPath(new URL('./fixtures/service.js', import.meta.url));
@@ -16,7 +17,8 @@ const UPPER = fileURLToPath(new URL('../examples/upper-service.js', import.meta.
 /** The fixture service's handlers, in the order an unknown-type error lists them. */
 const SERVICE_TYPES =
   'echo, echo_async, fail, reject, throw_string, nothing, bigint, bytes, html, message, count, counted, hold, ' +
-  'release, sleep, track or most_running';
+  'release, sleep, track, most_running, odd_message, then_throws, long, ' +
+  'half, half_type or half_error';
 
 interface Run {
   code: number | null;
@@ -171,6 +173,63 @@ describe('serveStdio turns a failing handler into an error reply and keeps servi
       assertServed(r, name === 'a rejected Promise' ? `${next}${reply}\n` : `${reply}\n${next}`);
     });
   }
+});
+
+describe('serveStdio survives whatever a handler throws or returns', () => {
+  const next = '{"msg_type":"echo","data":"next","id":9}\n';
+  for (const [what, data, reply] of [
+    ['an Error whose message is undefined', 'undefined', '{"msg_type":"error","data":"undefined","id":1}'],
+    ['an Error whose message is a number', 42, '{"msg_type":"error","data":"42","id":1}'],
+    ['an Error whose message is a BigInt', 'bigint', '{"msg_type":"error","data":"7","id":1}'],
+    [
+      'an Error whose message getter throws',
+      'getter',
+      '{"msg_type":"error","data":"a handler threw a value that has no string form","id":1}',
+    ],
+  ] as const) {
+    test(`${what}: a string error reply, thrown or rejected`, async () => {
+      const r = await run(SERVICE, req('odd_message', data, 1) + req('echo', 'next', 9));
+      assertServed(r, `${reply}\n${next}`);
+      const rejected = await run(SERVICE, req('odd_message', { async: data }, 1) + req('echo', 'next', 9));
+      assertServed(rejected, `${next}${reply}\n`);
+    });
+  }
+
+  test('a result whose `then` throws when read', async () => {
+    const r = await run(SERVICE, req('then_throws', null, 1) + req('echo', 'next', 9));
+    assertServed(r, `{"msg_type":"error","data":"no then","id":1}\n${next}`);
+  });
+
+  test('a result too long for one string once framed as a reply line', async () => {
+    // JSON.stringify still succeeds; the line around it exceeds V8's longest string.
+    const r = await run(SERVICE, req('long', 2 ** 29 - 24 - 10, 1) + req('echo', 'next', 9));
+    assertServed(
+      r,
+      '{"msg_type":"error","data":"the reply to `long` cannot be encoded as JSON: Invalid string length","id":1}\n' + next,
+    );
+  });
+});
+
+describe('serveStdio never writes an unpaired surrogate, which no Rust peer can read', () => {
+  test('in data or a reply() type: an error reply; in an error text: U+FFFD', async () => {
+    const r = await run(SERVICE, req('half', null, 1) + req('half_type', null, 2) + req('half_error', null, 3));
+    assertServed(
+      r,
+      '{"msg_type":"error","data":"the reply to `half` cannot be encoded as JSON: it holds an unpaired surrogate","id":1}\n' +
+        '{"msg_type":"error","data":"the reply to `half_type` cannot be encoded as JSON: it holds an unpaired surrogate","id":2}\n' +
+        '{"msg_type":"error","data":"bad \uFFFD input","id":3}\n',
+    );
+  });
+
+  test('in a request: invalid JSON with the id, as Rust decode_envelope answers', async () => {
+    const line = '{"msg_type":"echo","data":["\\ud800"],"id":4}';
+    const r = await run(SERVICE, `${line}\n${req('echo', '\\ud800', 5)}`);
+    assertServed(
+      r,
+      `{"msg_type":"error","data":${JSON.stringify(`line 1: invalid JSON: \`${excerpt(line)}\``)},"id":4}\n` +
+        '{"msg_type":"echo","data":"\\\\ud800","id":5}\n',
+    );
+  });
 });
 
 describe('serveStdio answers a line that is not a request with the protocol error, numbered', () => {
