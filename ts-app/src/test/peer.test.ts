@@ -188,6 +188,51 @@ function behaviour(name: string, make: MakePeer): void {
       assert.match(String(e.reply?.data), /^line 1: /);
     });
 
+    test('data whose encoding throws is INVALID_ARGUMENT with the cause, never a raw error', async () => {
+      const p = peer();
+      const boom = new Error('getter boom');
+      let deep: unknown = [];
+      for (let i = 0; i < 100_000; i++) deep = [deep];
+      const cases: [unknown, RegExp][] = [
+        [{ get x(): never { throw boom; } }, /cannot send `data`: encoding data threw: getter boom/],
+        [{ n: Object(1n) as object }, /cannot send `data`: encoding data threw: .*BigInt/],
+        [deep, /cannot send `data`: encoding data threw: Maximum call stack size exceeded/],
+      ];
+      for (const [data, message] of cases) {
+        const e = await rejectsWith(p.request('data', data), 'INVALID_ARGUMENT');
+        assert.match(e.message, message);
+        assert.ok(e.cause instanceof Error, 'the thrown error is the cause');
+        throwsWith(() => p.notify('data', data), 'INVALID_ARGUMENT');
+      }
+      assert.equal(((await rejectsWith(p.request('data', cases[0]?.[0]), 'INVALID_ARGUMENT')).cause), boom);
+    });
+
+    test('asks toJSON as JSON.stringify does: with its key, and never again of what it returned', async () => {
+      const p = peer();
+      // A toJSON returning its own object (or one holding such) used to recurse without end.
+      class Self {
+        a = 1;
+        toJSON(): unknown {
+          return this;
+        }
+      }
+      class Copy {
+        a = 1;
+        toJSON(): unknown {
+          return { ...this, x: new Self() };
+        }
+      }
+      const keys: string[] = [];
+      const keyed = { k: { toJSON: (key: string): string => (keys.push(key), key) } };
+      for (const data of [new Self(), new Copy(), keyed]) {
+        const e = await rejectsWith(p.request('data', data), 'ERROR_REPLY');
+        // The demo quotes the line it refused: its start shows the data as JSON.stringify gives it.
+        const line = `{"msg_type":"data","data":${JSON.stringify(data)},"id":${String(e.id)}}`;
+        assert.ok(String(e.reply?.data).includes(line.slice(0, 40)), `${String(e.reply?.data)} quotes ${line}`);
+      }
+      assert.ok(keys.length > 0 && keys.every((k) => k === 'k'), `toJSON gets its key, got ${JSON.stringify(keys)}`);
+    });
+
     test('omits undefined object properties, as JSON does', async () => {
       const p = peer();
       const e = await rejectsWith(p.request('data', { a: 1, b: undefined }), 'ERROR_REPLY');
