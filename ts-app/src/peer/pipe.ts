@@ -6,7 +6,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 
 import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder } from '../framing.js';
 import { decodeEnvelope, invalidUtf8Offset } from '../protocol.js';
-import { checkTimeout, type FailWith, PeerCore } from './core.js';
+import { checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
 import { encodeLine } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
 import type { CloseOptions, ExitStatus, Message, MessageListener, Peer, PeerStats, RequestOptions } from './types.js';
@@ -161,17 +161,18 @@ class PipePeerImpl implements PipePeer {
     let line: string;
     let id: number;
     let timeoutMs: number;
+    let signal: AbortSignal | undefined;
     try {
       checkMsgType(msgType);
       const refused = this.#refusal(msgType);
       if (refused !== undefined) return Promise.reject(refused);
       timeoutMs = checkTimeout(options?.timeoutMs, 'request: option `timeoutMs`') ?? this.#timeoutMs;
+      signal = checkSignal(options?.signal, 'request: option `signal`');
       id = this.#core.nextId();
       line = encodeLine(msgType, data, id);
     } catch (e) {
       return Promise.reject(e);
     }
-    const signal = options?.signal;
     if (signal?.aborted === true) {
       return Promise.reject(
         new PeerError(PeerErrorCode.ABORTED, `${describeRequest(msgType, id)} was aborted before it was sent`, {

@@ -233,6 +233,15 @@ function behaviour(name: string, make: MakePeer): void {
       assert.ok(keys.length > 0 && keys.every((k) => k === 'k'), `toJSON gets its key, got ${JSON.stringify(keys)}`);
     });
 
+    test('refuses a signal that is not an AbortSignal with INVALID_ARGUMENT, leaving nothing armed', async () => {
+      const p = peer();
+      const e = await rejectsWith(p.request('data', 'x', { signal: {} as AbortSignal, timeoutMs: 20 }), 'INVALID_ARGUMENT');
+      assert.match(e.message, /request: option `signal` must be an AbortSignal .*, got object$/);
+      await sleep(60); // a timer left armed would fire here and throw
+      assert.deepEqual(p.stats(), { inFlight: 0, queued: 0, answered: 0, lateRepliesDropped: 0, unsolicited: 0 });
+      assert.equal((await p.request('data', 'y')).data, 'Acknowledged: y');
+    });
+
     test('omits undefined object properties, as JSON does', async () => {
       const p = peer();
       const e = await rejectsWith(p.request('data', { a: 1, b: undefined }), 'ERROR_REPLY');
