@@ -154,7 +154,11 @@ class PipePeerImpl implements PipePeer {
   }
 
   stderrTail(): string {
-    return this.#stderrTail.toString('utf8');
+    // A character cut by the 4 KiB window is skipped, not shown as U+FFFD (as the Rust host does).
+    const tail = this.#stderrTail;
+    let start = 0;
+    if (tail.length === STDERR_TAIL_BYTES) while (start < 3 && ((tail[start] ?? 0) & 0xc0) === 0x80) start++;
+    return tail.toString('utf8', start);
   }
 
   request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message> {

@@ -576,6 +576,16 @@ describe('spawnPeer faults', () => {
     assert.deepEqual(await closed, { code: 0, signal: null });
   });
 
+  test('the stderr tail skips a character cut at its 4 KiB start, as the Rust host does', async () => {
+    // 3000 two-byte characters and a `!`: the last 4096 bytes start with the second byte of one.
+    const p = track(
+      spawnPeer(process.execPath, ['-e', `process.stderr.write('é'.repeat(3000) + '!', () => process.exit(2))`], { stderr: 'ignore' }),
+    );
+    const e = await rejectsWith(p.request('data', 'x'), 'PEER_EXITED');
+    assert.equal(e.stderrTail, `${'é'.repeat(2047)}!`);
+    assert.equal(p.stderrTail(), `${'é'.repeat(2047)}!`);
+  });
+
   test('rejects bad options with INVALID_ARGUMENT before starting anything', () => {
     throwsWith(() => spawnPeer(SERVE_BIN, [], { maxInFlight: 0 }), 'INVALID_ARGUMENT');
     throwsWith(() => spawnPeer(SERVE_BIN, [], { timeoutMs: -5 }), 'INVALID_ARGUMENT');
