@@ -71,6 +71,8 @@ function checkCount(value: unknown, name: string, min: number): number | undefin
 
 /** Resolves after `ms` or when `done` settles, whichever is first, without leaving a timer behind. */
 function within(done: Promise<unknown>, ms: number): Promise<boolean> {
+  // setTimeout fires at once (with a warning) beyond 2^31 − 1 ms: that long is forever.
+  if (ms > 0x7fffffff) return done.then(() => true);
   let timer: NodeJS.Timeout | undefined;
   const elapsed = new Promise<boolean>((resolve) => {
     timer = setTimeout(() => resolve(false), ms);

@@ -586,6 +586,26 @@ describe('spawnPeer faults', () => {
     assert.equal(p.stderrTail(), `${'é'.repeat(2047)}!`);
   });
 
+  test('close with graceMs Infinity (or beyond setTimeout\'s range) waits for the exit, never kills at once', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      for (const graceMs of [Infinity, 2 ** 31]) {
+        // Exits by itself 300 ms after its stdin closes.
+        const p = track(spawnPeer('sh', ['-c', 'read x; sleep 0.3'], { graceMs }));
+        await sleep(50);
+        assert.deepEqual(await p.close(), { code: 0, signal: null }, `graceMs ${graceMs}`);
+      }
+      const p = track(spawnPeer('sh', ['-c', 'read x; sleep 0.3']));
+      await sleep(50);
+      assert.deepEqual(await p.close({ graceMs: Infinity }), { code: 0, signal: null });
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.deepEqual(warnings.map((w) => w.name), [], 'no TimeoutOverflowWarning');
+  });
+
   test('rejects bad options with INVALID_ARGUMENT before starting anything', () => {
     throwsWith(() => spawnPeer(SERVE_BIN, [], { maxInFlight: 0 }), 'INVALID_ARGUMENT');
     throwsWith(() => spawnPeer(SERVE_BIN, [], { timeoutMs: -5 }), 'INVALID_ARGUMENT');
