@@ -82,7 +82,8 @@ function within(done: Promise<unknown>, ms: number): Promise<boolean> {
 
 class PipePeerImpl implements PipePeer {
   readonly #command: string;
-  readonly #child: ChildProcessWithoutNullStreams;
+  /** Undefined if spawn threw (ENOTDIR, E2BIG, …) instead of emitting 'error'. */
+  readonly #child: ChildProcessWithoutNullStreams | undefined;
   readonly #core: PeerCore;
   readonly #decoder: LineDecoder;
   readonly #timeoutMs: number;
@@ -125,13 +126,30 @@ class PipePeerImpl implements PipePeer {
     });
 
     // Its own process group (detached), so that close() can signal everything it started.
-    this.#child = spawn(command, [...args], {
-      cwd: options.cwd,
-      env: options.env,
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true,
-    });
-    const child = this.#child;
+    let child: ChildProcessWithoutNullStreams;
+    try {
+      child = spawn(command, [...args], {
+        cwd: options.cwd,
+        env: options.env,
+        stdio: ['pipe', 'pipe', 'pipe'],
+        detached: true,
+      });
+    } catch (e) {
+      // Node's own checks of the arguments (a null byte, a wrong type) are bad arguments;
+      // other failures (ENOTDIR, E2BIG) are thrown where ENOENT is emitted: the same to us.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (typeof code === 'string' && code.startsWith('ERR_')) {
+        throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: ${e instanceof Error ? e.message : String(e)}`, {
+          cause: e,
+        });
+      }
+      this.#child = undefined;
+      this.#spawnError = e instanceof Error ? e : new Error(String(e));
+      this.#markExited();
+      this.#finish();
+      return;
+    }
+    this.#child = child;
     child.on('error', (e) => this.#onError(e));
     child.on('exit', (code, signal) => this.#onExit(code, signal));
     child.on('close', () => this.#finish());
@@ -152,7 +170,7 @@ class PipePeerImpl implements PipePeer {
   }
 
   get pid(): number | undefined {
-    return this.#child.pid;
+    return this.#child?.pid;
   }
 
   stderrTail(): string {
@@ -230,9 +248,10 @@ class PipePeerImpl implements PipePeer {
     // drains its stdin, until it exits.
     this.#pump();
     this.#core.failQueued((msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id));
-    const pid = this.#child.pid;
-    if (pid !== undefined && this.#status === undefined) {
-      this.#child.stdin.end();
+    const child = this.#child;
+    const pid = child?.pid;
+    if (child !== undefined && pid !== undefined && this.#status === undefined) {
+      child.stdin.end();
       if (!(await within(this.#exited, graceMs))) {
         this.#signal(pid, 'SIGTERM');
         if (!(await within(this.#exited, graceMs))) {
@@ -249,7 +268,7 @@ class PipePeerImpl implements PipePeer {
   /** Sends `signal` to the child's process group (to the child alone where groups do not exist). */
   #signal(pid: number, signal: NodeJS.Signals): void {
     try {
-      if (process.platform === 'win32') this.#child.kill(signal);
+      if (process.platform === 'win32') this.#child?.kill(signal);
       else process.kill(-pid, signal);
     } catch {
       // ESRCH: the group is already gone.
@@ -259,7 +278,7 @@ class PipePeerImpl implements PipePeer {
   #onError(e: Error): void {
     // A spawn failure (ENOENT, EACCES) has no pid and no exit; other errors (a failed kill)
     // change nothing: the exit, when it comes, decides.
-    if (this.#child.pid !== undefined) return;
+    if (this.#child?.pid !== undefined) return;
     this.#spawnError = e;
     this.#markExited();
     this.#finish();
@@ -375,13 +394,14 @@ class PipePeerImpl implements PipePeer {
   }
 
   #pump(): void {
-    if (this.#waitingForDrain || this.#gone !== undefined || this.#child.stdin.writableEnded) return;
+    const stdin = this.#child?.stdin;
+    if (this.#waitingForDrain || this.#gone !== undefined || stdin === undefined || stdin.writableEnded) return;
     for (;;) {
       const batch = this.#core.takeBatch(this.#maxInFlight);
       if (batch.length === 0) return;
-      if (!this.#child.stdin.write(batch)) {
+      if (!stdin.write(batch)) {
         this.#waitingForDrain = true;
-        this.#child.stdin.once('drain', () => {
+        stdin.once('drain', () => {
           this.#waitingForDrain = false;
           this.#pump();
         });

@@ -606,9 +606,22 @@ describe('spawnPeer faults', () => {
     assert.deepEqual(warnings.map((w) => w.name), [], 'no TimeoutOverflowWarning');
   });
 
+  test('a command that cannot start synchronously (ENOTDIR) rejects with PEER_EXITED too', async () => {
+    const command = path.join(REPO_ROOT, 'Cargo.toml', 'not-a-dir');
+    const p = track(spawnPeer(command));
+    assert.equal(p.pid, undefined);
+    const e = await rejectsWith(p.request('data', 'x'), 'PEER_EXITED');
+    assert.match(e.message, /`.*not-a-dir` could not be started \(spawn ENOTDIR\); check the command/);
+    assert.equal((e.cause as NodeJS.ErrnoException).code, 'ENOTDIR');
+    throwsWith(() => p.notify('data', 'x'), 'PEER_EXITED');
+    assert.deepEqual(await p.close(), { code: null, signal: null });
+  });
+
   test('rejects bad options with INVALID_ARGUMENT before starting anything', () => {
     throwsWith(() => spawnPeer(SERVE_BIN, [], { maxInFlight: 0 }), 'INVALID_ARGUMENT');
     throwsWith(() => spawnPeer(SERVE_BIN, [], { timeoutMs: -5 }), 'INVALID_ARGUMENT');
     throwsWith(() => spawnPeer(''), 'INVALID_ARGUMENT');
+    const e = throwsWith(() => spawnPeer('sh', ['a\0b']), 'INVALID_ARGUMENT');
+    assert.match(e.message, /spawnPeer: .*null bytes/);
   });
 });
