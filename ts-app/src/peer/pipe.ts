@@ -98,6 +98,8 @@ class PipePeerImpl implements PipePeer {
   #spawnError: Error | undefined;
   #status: ExitStatus | undefined;
   #settleTimer: NodeJS.Timeout | undefined;
+  /** Set once the child's stdio have all closed (its 'close' event). */
+  #stdioClosed = false;
   readonly #exited: Promise<void>;
   #markExited: () => void = () => {};
   readonly #finished: Promise<void>;
@@ -152,7 +154,10 @@ class PipePeerImpl implements PipePeer {
     this.#child = child;
     child.on('error', (e) => this.#onError(e));
     child.on('exit', (code, signal) => this.#onExit(code, signal));
-    child.on('close', () => this.#finish());
+    child.on('close', () => {
+      this.#stdioClosed = true;
+      this.#finish();
+    });
     // A child that exits early makes our writes fail with EPIPE: its exit says more.
     child.stdin.on('error', () => {});
     child.stdout.on('data', (chunk: Buffer) => this.#read(this.#decoder.push(chunk)));
@@ -262,6 +267,7 @@ class PipePeerImpl implements PipePeer {
     }
     await (pid === undefined ? Promise.resolve() : this.#finished);
     this.#finish();
+    this.#stopLeftovers();
     return this.#status ?? { code: null, signal: null };
   }
 
@@ -288,6 +294,25 @@ class PipePeerImpl implements PipePeer {
     this.#status = { code, signal };
     this.#markExited();
     this.#armSettle();
+    // After the settle (same delay, armed after it): pipes still open by then are held by
+    // something the child left behind. Unref'd: when nothing holds them, it need not run.
+    setTimeout(() => this.#stopLeftovers(), SETTLE_MS).unref();
+  }
+
+  /**
+   * The child has exited but something it started still holds our pipes open: as the Rust
+   * host does, kill what is left in its process group (so soon after the exit that the group's
+   * id cannot be another's), and stop reading the pipes, so that a process out of the group's
+   * reach (in a session of its own) cannot keep Node alive either.
+   */
+  #stopLeftovers(): void {
+    const child = this.#child;
+    const pid = child?.pid;
+    if (child === undefined || pid === undefined || this.#status === undefined || this.#stdioClosed) return;
+    this.#signal(pid, 'SIGKILL');
+    child.stdin.destroy();
+    child.stdout.destroy();
+    child.stderr.destroy();
   }
 
   /** Waits briefly for the pipes to drain, then fails what is pending. */

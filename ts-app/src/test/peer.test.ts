@@ -3,6 +3,7 @@
 // `node -e` and `sh -c` children that misbehave on purpose.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -604,6 +605,45 @@ describe('spawnPeer faults', () => {
       process.off('warning', onWarning);
     }
     assert.deepEqual(warnings.map((w) => w.name), [], 'no TimeoutOverflowWarning');
+  });
+
+  test('close also stops what the child left in its group holding the pipes', async () => {
+    // The child exits at stdin's end; its background sleep keeps stdout and stderr open.
+    const p = track(spawnPeer('sh', ['-c', 'sleep 30 & echo $! >&2; read x'], { stderr: 'ignore', graceMs: 2000 }));
+    assert.ok(await until(() => p.stderrTail().trim().length > 0));
+    const grandchild = Number(p.stderrTail().trim());
+    assert.ok(grandchild > 0 && alive(grandchild), `grandchild ${grandchild}`);
+    const started = performance.now();
+    assert.deepEqual(await p.close(), { code: 1, signal: null });
+    assert.ok(performance.now() - started < 1000, 'no grace period waited: the child itself exited');
+    assert.ok(await gone(grandchild), 'the process left in its group is gone');
+  });
+
+  test('Node exits by itself after close(), or after the child exits, whatever holds the pipes', { timeout: 30_000 }, () => {
+    // A grandchild in its own session (out of reach of the group's signals) keeps the pipes
+    // open for 30 s; Node must not wait for it.
+    const index = path.join(REPO_ROOT, 'ts-app', 'dist', 'index.js');
+    for (const close of [true, false]) {
+      const script = `
+        import { spawnPeer } from ${JSON.stringify(index)};
+        const p = spawnPeer('sh', ['-c', 'setsid sleep 30 & echo $! >&2; read x; exit 3'], { stderr: 'ignore', graceMs: 200 });
+        while (p.stderrTail().trim() === '') await new Promise((r) => setTimeout(r, 10));
+        console.log(p.stderrTail().trim());
+        ${close ? 'await p.close();' : "p.notify('data', 'x'); await p.request('data', 'x').catch((e) => console.log(e.code));"}`;
+      const started = performance.now();
+      const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+      const elapsed = performance.now() - started;
+      const sleeper = Number(run.stdout.split('\n')[0]);
+      if (sleeper > 0) {
+        try {
+          process.kill(sleeper, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      assert.equal(run.status, 0, `close: ${close}; stdout ${run.stdout}; stderr ${run.stderr}`);
+      assert.ok(elapsed < 10_000, `close: ${close}: Node exited after ${Math.round(elapsed)} ms`);
+    }
   });
 
   test('a command that cannot start synchronously (ENOTDIR) rejects with PEER_EXITED too', async () => {
