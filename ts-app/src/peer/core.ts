@@ -51,6 +51,18 @@ export function checkTimeout(value: unknown, name: string): number | undefined {
   return value;
 }
 
+/**
+ * Checks a `signal` option: undefined or an `AbortSignal` (anything else would fail only once
+ * the request was queued, leaving its timer armed).
+ */
+export function checkSignal(value: unknown, name: string): AbortSignal | undefined {
+  if (value === undefined || value instanceof AbortSignal) return value;
+  throw new PeerError(
+    PeerErrorCode.INVALID_ARGUMENT,
+    `${name} must be an AbortSignal (e.g. \`AbortSignal.timeout(ms)\` or a controller's), got ${value === null ? 'null' : typeof value}`,
+  );
+}
+
 /** The shared core of a peer; see the file's header. */
 export class PeerCore {
   #lastId = 0;

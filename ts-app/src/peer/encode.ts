@@ -14,11 +14,12 @@ function keyPath(path: string, key: string): string {
 }
 
 /**
- * Walks `value` as `JSON.stringify` would (honouring `toJSON`), and returns the first thing it
- * cannot encode faithfully: a BigInt, a symbol, a function, `undefined` (except as an object
- * property, which JSON omits), a non-finite number, binary data, or a cycle.
+ * Walks `value` as `JSON.stringify` would (honouring `toJSON`, called with `key` and not again
+ * on what it returned), and returns the first thing it cannot encode faithfully: a BigInt, a
+ * symbol, a function, `undefined` (except as an object property, which JSON omits), a
+ * non-finite number, binary data, or a cycle.
  */
-function findProblem(value: unknown, path: string, ancestors: Set<object>, inObject: boolean): Problem {
+function findProblem(value: unknown, path: string, key: string, ancestors: Set<object>, inObject: boolean, askToJSON = true): Problem {
   switch (typeof value) {
     case 'string':
     case 'boolean':
@@ -43,21 +44,21 @@ function findProblem(value: unknown, path: string, ancestors: Set<object>, inObj
   if (ArrayBuffer.isView(object) || object instanceof ArrayBuffer || object instanceof SharedArrayBuffer) {
     return { path, what: `binary data (a ${object.constructor.name})`, hint: BINARY_HINT };
   }
-  const toJSON = (object as { toJSON?: unknown }).toJSON;
+  const toJSON = askToJSON ? (object as { toJSON?: unknown }).toJSON : undefined;
   if (typeof toJSON === 'function') {
-    return findProblem((toJSON as (key: string) => unknown).call(object, ''), path, ancestors, inObject);
+    return findProblem((toJSON as (key: string) => unknown).call(object, key), path, key, ancestors, inObject, false);
   }
   if (ancestors.has(object)) return { path, what: 'a cycle (a value that contains itself)', hint: 'send a tree' };
   ancestors.add(object);
   try {
     if (Array.isArray(object)) {
       for (let i = 0; i < object.length; i++) {
-        const problem = findProblem(object[i] as unknown, `${path}[${i}]`, ancestors, false);
+        const problem = findProblem(object[i] as unknown, `${path}[${i}]`, String(i), ancestors, false);
         if (problem !== undefined) return problem;
       }
     } else {
       for (const key of Object.keys(object)) {
-        const problem = findProblem((object as Record<string, unknown>)[key], keyPath(path, key), ancestors, true);
+        const problem = findProblem((object as Record<string, unknown>)[key], keyPath(path, key), key, ancestors, true);
         if (problem !== undefined) return problem;
       }
     }
@@ -74,7 +75,20 @@ function findProblem(value: unknown, path: string, ancestors: Set<object>, inObj
  */
 export function encodeData(data: unknown, msgType: string): string {
   if (typeof data === 'string') return JSON.stringify(data.isWellFormed() ? data : data.toWellFormed());
-  const problem = findProblem(data, 'data', new Set(), false);
+  let problem: Problem;
+  let text: string;
+  try {
+    problem = findProblem(data, 'data', '', new Set(), false);
+    // Every value findProblem accepts is plain data, but a getter, a toJSON or a boxed BigInt
+    // can still throw here, and nesting can be too deep for either walk.
+    text = problem === undefined ? JSON.stringify(data) : '';
+  } catch (e) {
+    throw new PeerError(
+      PeerErrorCode.INVALID_ARGUMENT,
+      `cannot send \`${msgType}\`: encoding data threw: ${e instanceof Error ? e.message : String(e)}`,
+      { msgType, cause: e },
+    );
+  }
   if (problem !== undefined) {
     throw new PeerError(
       PeerErrorCode.INVALID_ARGUMENT,
@@ -82,8 +96,7 @@ export function encodeData(data: unknown, msgType: string): string {
       { msgType },
     );
   }
-  // Every value findProblem accepts is encodable: JSON.stringify returns a string for it.
-  return JSON.stringify(data);
+  return text;
 }
 
 /** One NDJSON line: `{"msg_type":…,"data":…[,"id":N]}\n`, the key order every implementation writes. */

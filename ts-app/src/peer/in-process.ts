@@ -4,7 +4,7 @@
 
 import { loadNativeAddon, NATIVE_PATH } from '../engine.js';
 import { decodeEnvelope } from '../protocol.js';
-import { checkTimeout, PeerCore } from './core.js';
+import { checkSignal, checkTimeout, PeerCore } from './core.js';
 import { encodeLine } from './encode.js';
 import { abortedError, checkMsgType, closedError, errorReply, PeerError, PeerErrorCode } from './errors.js';
 import type { CloseOptions, ExitStatus, Message, MessageListener, Peer, PeerStats, RequestOptions } from './types.js';
@@ -78,9 +78,10 @@ class InProcessPeerImpl implements InProcessPeer {
   request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message> {
     try {
       if (options !== undefined) checkTimeout(options.timeoutMs, 'request: option `timeoutMs`');
-      if (options?.signal?.aborted === true) {
+      const signal = checkSignal(options?.signal, 'request: option `signal`');
+      if (signal?.aborted === true) {
         checkMsgType(msgType);
-        return Promise.reject(abortedError(msgType, this.#core.nextId(), options.signal.reason));
+        return Promise.reject(abortedError(msgType, this.#core.nextId(), signal.reason));
       }
       return Promise.resolve(this.requestSync(msgType, data));
     } catch (e) {

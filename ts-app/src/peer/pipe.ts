@@ -6,7 +6,7 @@ import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 
 import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder } from '../framing.js';
 import { decodeEnvelope, invalidUtf8Offset } from '../protocol.js';
-import { checkTimeout, type FailWith, PeerCore } from './core.js';
+import { checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
 import { encodeLine } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
 import type { CloseOptions, ExitStatus, Message, MessageListener, Peer, PeerStats, RequestOptions } from './types.js';
@@ -71,6 +71,8 @@ function checkCount(value: unknown, name: string, min: number): number | undefin
 
 /** Resolves after `ms` or when `done` settles, whichever is first, without leaving a timer behind. */
 function within(done: Promise<unknown>, ms: number): Promise<boolean> {
+  // setTimeout fires at once (with a warning) beyond 2^31 − 1 ms: that long is forever.
+  if (ms > 0x7fffffff) return done.then(() => true);
   let timer: NodeJS.Timeout | undefined;
   const elapsed = new Promise<boolean>((resolve) => {
     timer = setTimeout(() => resolve(false), ms);
@@ -80,7 +82,8 @@ function within(done: Promise<unknown>, ms: number): Promise<boolean> {
 
 class PipePeerImpl implements PipePeer {
   readonly #command: string;
-  readonly #child: ChildProcessWithoutNullStreams;
+  /** Undefined if spawn threw (ENOTDIR, E2BIG, …) instead of emitting 'error'. */
+  readonly #child: ChildProcessWithoutNullStreams | undefined;
   readonly #core: PeerCore;
   readonly #decoder: LineDecoder;
   readonly #timeoutMs: number;
@@ -95,6 +98,8 @@ class PipePeerImpl implements PipePeer {
   #spawnError: Error | undefined;
   #status: ExitStatus | undefined;
   #settleTimer: NodeJS.Timeout | undefined;
+  /** Set once the child's stdio have all closed (its 'close' event). */
+  #stdioClosed = false;
   readonly #exited: Promise<void>;
   #markExited: () => void = () => {};
   readonly #finished: Promise<void>;
@@ -123,16 +128,36 @@ class PipePeerImpl implements PipePeer {
     });
 
     // Its own process group (detached), so that close() can signal everything it started.
-    this.#child = spawn(command, [...args], {
-      cwd: options.cwd,
-      env: options.env,
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true,
-    });
-    const child = this.#child;
+    let child: ChildProcessWithoutNullStreams;
+    try {
+      child = spawn(command, [...args], {
+        cwd: options.cwd,
+        env: options.env,
+        stdio: ['pipe', 'pipe', 'pipe'],
+        detached: true,
+      });
+    } catch (e) {
+      // Node's own checks of the arguments (a null byte, a wrong type) are bad arguments;
+      // other failures (ENOTDIR, E2BIG) are thrown where ENOENT is emitted: the same to us.
+      const code = (e as NodeJS.ErrnoException).code;
+      if (typeof code === 'string' && code.startsWith('ERR_')) {
+        throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: ${e instanceof Error ? e.message : String(e)}`, {
+          cause: e,
+        });
+      }
+      this.#child = undefined;
+      this.#spawnError = e instanceof Error ? e : new Error(String(e));
+      this.#markExited();
+      this.#finish();
+      return;
+    }
+    this.#child = child;
     child.on('error', (e) => this.#onError(e));
     child.on('exit', (code, signal) => this.#onExit(code, signal));
-    child.on('close', () => this.#finish());
+    child.on('close', () => {
+      this.#stdioClosed = true;
+      this.#finish();
+    });
     // A child that exits early makes our writes fail with EPIPE: its exit says more.
     child.stdin.on('error', () => {});
     child.stdout.on('data', (chunk: Buffer) => this.#read(this.#decoder.push(chunk)));
@@ -150,28 +175,33 @@ class PipePeerImpl implements PipePeer {
   }
 
   get pid(): number | undefined {
-    return this.#child.pid;
+    return this.#child?.pid;
   }
 
   stderrTail(): string {
-    return this.#stderrTail.toString('utf8');
+    // A character cut by the 4 KiB window is skipped, not shown as U+FFFD (as the Rust host does).
+    const tail = this.#stderrTail;
+    let start = 0;
+    if (tail.length === STDERR_TAIL_BYTES) while (start < 3 && ((tail[start] ?? 0) & 0xc0) === 0x80) start++;
+    return tail.toString('utf8', start);
   }
 
   request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message> {
     let line: string;
     let id: number;
     let timeoutMs: number;
+    let signal: AbortSignal | undefined;
     try {
       checkMsgType(msgType);
       const refused = this.#refusal(msgType);
       if (refused !== undefined) return Promise.reject(refused);
       timeoutMs = checkTimeout(options?.timeoutMs, 'request: option `timeoutMs`') ?? this.#timeoutMs;
+      signal = checkSignal(options?.signal, 'request: option `signal`');
       id = this.#core.nextId();
       line = encodeLine(msgType, data, id);
     } catch (e) {
       return Promise.reject(e);
     }
-    const signal = options?.signal;
     if (signal?.aborted === true) {
       return Promise.reject(
         new PeerError(PeerErrorCode.ABORTED, `${describeRequest(msgType, id)} was aborted before it was sent`, {
@@ -223,9 +253,10 @@ class PipePeerImpl implements PipePeer {
     // drains its stdin, until it exits.
     this.#pump();
     this.#core.failQueued((msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id));
-    const pid = this.#child.pid;
-    if (pid !== undefined && this.#status === undefined) {
-      this.#child.stdin.end();
+    const child = this.#child;
+    const pid = child?.pid;
+    if (child !== undefined && pid !== undefined && this.#status === undefined) {
+      child.stdin.end();
       if (!(await within(this.#exited, graceMs))) {
         this.#signal(pid, 'SIGTERM');
         if (!(await within(this.#exited, graceMs))) {
@@ -236,13 +267,14 @@ class PipePeerImpl implements PipePeer {
     }
     await (pid === undefined ? Promise.resolve() : this.#finished);
     this.#finish();
+    this.#stopLeftovers();
     return this.#status ?? { code: null, signal: null };
   }
 
   /** Sends `signal` to the child's process group (to the child alone where groups do not exist). */
   #signal(pid: number, signal: NodeJS.Signals): void {
     try {
-      if (process.platform === 'win32') this.#child.kill(signal);
+      if (process.platform === 'win32') this.#child?.kill(signal);
       else process.kill(-pid, signal);
     } catch {
       // ESRCH: the group is already gone.
@@ -252,7 +284,7 @@ class PipePeerImpl implements PipePeer {
   #onError(e: Error): void {
     // A spawn failure (ENOENT, EACCES) has no pid and no exit; other errors (a failed kill)
     // change nothing: the exit, when it comes, decides.
-    if (this.#child.pid !== undefined) return;
+    if (this.#child?.pid !== undefined) return;
     this.#spawnError = e;
     this.#markExited();
     this.#finish();
@@ -262,6 +294,25 @@ class PipePeerImpl implements PipePeer {
     this.#status = { code, signal };
     this.#markExited();
     this.#armSettle();
+    // After the settle (same delay, armed after it): pipes still open by then are held by
+    // something the child left behind. Unref'd: when nothing holds them, it need not run.
+    setTimeout(() => this.#stopLeftovers(), SETTLE_MS).unref();
+  }
+
+  /**
+   * The child has exited but something it started still holds our pipes open: as the Rust
+   * host does, kill what is left in its process group (so soon after the exit that the group's
+   * id cannot be another's), and stop reading the pipes, so that a process out of the group's
+   * reach (in a session of its own) cannot keep Node alive either.
+   */
+  #stopLeftovers(): void {
+    const child = this.#child;
+    const pid = child?.pid;
+    if (child === undefined || pid === undefined || this.#status === undefined || this.#stdioClosed) return;
+    this.#signal(pid, 'SIGKILL');
+    child.stdin.destroy();
+    child.stdout.destroy();
+    child.stderr.destroy();
   }
 
   /** Waits briefly for the pipes to drain, then fails what is pending. */
@@ -368,13 +419,14 @@ class PipePeerImpl implements PipePeer {
   }
 
   #pump(): void {
-    if (this.#waitingForDrain || this.#gone !== undefined || this.#child.stdin.writableEnded) return;
+    const stdin = this.#child?.stdin;
+    if (this.#waitingForDrain || this.#gone !== undefined || stdin === undefined || stdin.writableEnded) return;
     for (;;) {
       const batch = this.#core.takeBatch(this.#maxInFlight);
       if (batch.length === 0) return;
-      if (!this.#child.stdin.write(batch)) {
+      if (!stdin.write(batch)) {
         this.#waitingForDrain = true;
-        this.#child.stdin.once('drain', () => {
+        stdin.once('drain', () => {
           this.#waitingForDrain = false;
           this.#pump();
         });

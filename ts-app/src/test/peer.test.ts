@@ -3,6 +3,7 @@
 // `node -e` and `sh -c` children that misbehave on purpose.
 
 import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -186,6 +187,60 @@ function behaviour(name: string, make: MakePeer): void {
       // Nothing was sent: the next message is the responder's line 1.
       const e = await rejectsWith(p.request('nope', 'x'), 'ERROR_REPLY');
       assert.match(String(e.reply?.data), /^line 1: /);
+    });
+
+    test('data whose encoding throws is INVALID_ARGUMENT with the cause, never a raw error', async () => {
+      const p = peer();
+      const boom = new Error('getter boom');
+      let deep: unknown = [];
+      for (let i = 0; i < 100_000; i++) deep = [deep];
+      const cases: [unknown, RegExp][] = [
+        [{ get x(): never { throw boom; } }, /cannot send `data`: encoding data threw: getter boom/],
+        [{ n: Object(1n) as object }, /cannot send `data`: encoding data threw: .*BigInt/],
+        [deep, /cannot send `data`: encoding data threw: Maximum call stack size exceeded/],
+      ];
+      for (const [data, message] of cases) {
+        const e = await rejectsWith(p.request('data', data), 'INVALID_ARGUMENT');
+        assert.match(e.message, message);
+        assert.ok(e.cause instanceof Error, 'the thrown error is the cause');
+        throwsWith(() => p.notify('data', data), 'INVALID_ARGUMENT');
+      }
+      assert.equal(((await rejectsWith(p.request('data', cases[0]?.[0]), 'INVALID_ARGUMENT')).cause), boom);
+    });
+
+    test('asks toJSON as JSON.stringify does: with its key, and never again of what it returned', async () => {
+      const p = peer();
+      // A toJSON returning its own object (or one holding such) used to recurse without end.
+      class Self {
+        a = 1;
+        toJSON(): unknown {
+          return this;
+        }
+      }
+      class Copy {
+        a = 1;
+        toJSON(): unknown {
+          return { ...this, x: new Self() };
+        }
+      }
+      const keys: string[] = [];
+      const keyed = { k: { toJSON: (key: string): string => (keys.push(key), key) } };
+      for (const data of [new Self(), new Copy(), keyed]) {
+        const e = await rejectsWith(p.request('data', data), 'ERROR_REPLY');
+        // The demo quotes the line it refused: its start shows the data as JSON.stringify gives it.
+        const line = `{"msg_type":"data","data":${JSON.stringify(data)},"id":${String(e.id)}}`;
+        assert.ok(String(e.reply?.data).includes(line.slice(0, 40)), `${String(e.reply?.data)} quotes ${line}`);
+      }
+      assert.ok(keys.length > 0 && keys.every((k) => k === 'k'), `toJSON gets its key, got ${JSON.stringify(keys)}`);
+    });
+
+    test('refuses a signal that is not an AbortSignal with INVALID_ARGUMENT, leaving nothing armed', async () => {
+      const p = peer();
+      const e = await rejectsWith(p.request('data', 'x', { signal: {} as AbortSignal, timeoutMs: 20 }), 'INVALID_ARGUMENT');
+      assert.match(e.message, /request: option `signal` must be an AbortSignal .*, got object$/);
+      await sleep(60); // a timer left armed would fire here and throw
+      assert.deepEqual(p.stats(), { inFlight: 0, queued: 0, answered: 0, lateRepliesDropped: 0, unsolicited: 0 });
+      assert.equal((await p.request('data', 'y')).data, 'Acknowledged: y');
     });
 
     test('omits undefined object properties, as JSON does', async () => {
@@ -522,9 +577,91 @@ describe('spawnPeer faults', () => {
     assert.deepEqual(await closed, { code: 0, signal: null });
   });
 
+  test('the stderr tail skips a character cut at its 4 KiB start, as the Rust host does', async () => {
+    // 3000 two-byte characters and a `!`: the last 4096 bytes start with the second byte of one.
+    const p = track(
+      spawnPeer(process.execPath, ['-e', `process.stderr.write('é'.repeat(3000) + '!', () => process.exit(2))`], { stderr: 'ignore' }),
+    );
+    const e = await rejectsWith(p.request('data', 'x'), 'PEER_EXITED');
+    assert.equal(e.stderrTail, `${'é'.repeat(2047)}!`);
+    assert.equal(p.stderrTail(), `${'é'.repeat(2047)}!`);
+  });
+
+  test('close with graceMs Infinity (or beyond setTimeout\'s range) waits for the exit, never kills at once', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => void warnings.push(w);
+    process.on('warning', onWarning);
+    try {
+      for (const graceMs of [Infinity, 2 ** 31]) {
+        // Exits by itself 300 ms after its stdin closes.
+        const p = track(spawnPeer('sh', ['-c', 'read x; sleep 0.3'], { graceMs }));
+        await sleep(50);
+        assert.deepEqual(await p.close(), { code: 0, signal: null }, `graceMs ${graceMs}`);
+      }
+      const p = track(spawnPeer('sh', ['-c', 'read x; sleep 0.3']));
+      await sleep(50);
+      assert.deepEqual(await p.close({ graceMs: Infinity }), { code: 0, signal: null });
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.deepEqual(warnings.map((w) => w.name), [], 'no TimeoutOverflowWarning');
+  });
+
+  test('close also stops what the child left in its group holding the pipes', async () => {
+    // The child exits at stdin's end; its background sleep keeps stdout and stderr open.
+    const p = track(spawnPeer('sh', ['-c', 'sleep 30 & echo $! >&2; read x'], { stderr: 'ignore', graceMs: 2000 }));
+    assert.ok(await until(() => p.stderrTail().trim().length > 0));
+    const grandchild = Number(p.stderrTail().trim());
+    assert.ok(grandchild > 0 && alive(grandchild), `grandchild ${grandchild}`);
+    const started = performance.now();
+    assert.deepEqual(await p.close(), { code: 1, signal: null });
+    assert.ok(performance.now() - started < 1000, 'no grace period waited: the child itself exited');
+    assert.ok(await gone(grandchild), 'the process left in its group is gone');
+  });
+
+  test('Node exits by itself after close(), or after the child exits, whatever holds the pipes', { timeout: 30_000 }, () => {
+    // A grandchild in its own session (out of reach of the group's signals) keeps the pipes
+    // open for 30 s; Node must not wait for it.
+    const index = path.join(REPO_ROOT, 'ts-app', 'dist', 'index.js');
+    for (const close of [true, false]) {
+      const script = `
+        import { spawnPeer } from ${JSON.stringify(index)};
+        const p = spawnPeer('sh', ['-c', 'setsid sleep 30 & echo $! >&2; read x; exit 3'], { stderr: 'ignore', graceMs: 200 });
+        while (p.stderrTail().trim() === '') await new Promise((r) => setTimeout(r, 10));
+        console.log(p.stderrTail().trim());
+        ${close ? 'await p.close();' : "p.notify('data', 'x'); await p.request('data', 'x').catch((e) => console.log(e.code));"}`;
+      const started = performance.now();
+      const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+      const elapsed = performance.now() - started;
+      const sleeper = Number(run.stdout.split('\n')[0]);
+      if (sleeper > 0) {
+        try {
+          process.kill(sleeper, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+      assert.equal(run.status, 0, `close: ${close}; stdout ${run.stdout}; stderr ${run.stderr}`);
+      assert.ok(elapsed < 10_000, `close: ${close}: Node exited after ${Math.round(elapsed)} ms`);
+    }
+  });
+
+  test('a command that cannot start synchronously (ENOTDIR) rejects with PEER_EXITED too', async () => {
+    const command = path.join(REPO_ROOT, 'Cargo.toml', 'not-a-dir');
+    const p = track(spawnPeer(command));
+    assert.equal(p.pid, undefined);
+    const e = await rejectsWith(p.request('data', 'x'), 'PEER_EXITED');
+    assert.match(e.message, /`.*not-a-dir` could not be started \(spawn ENOTDIR\); check the command/);
+    assert.equal((e.cause as NodeJS.ErrnoException).code, 'ENOTDIR');
+    throwsWith(() => p.notify('data', 'x'), 'PEER_EXITED');
+    assert.deepEqual(await p.close(), { code: null, signal: null });
+  });
+
   test('rejects bad options with INVALID_ARGUMENT before starting anything', () => {
     throwsWith(() => spawnPeer(SERVE_BIN, [], { maxInFlight: 0 }), 'INVALID_ARGUMENT');
     throwsWith(() => spawnPeer(SERVE_BIN, [], { timeoutMs: -5 }), 'INVALID_ARGUMENT');
     throwsWith(() => spawnPeer(''), 'INVALID_ARGUMENT');
+    const e = throwsWith(() => spawnPeer('sh', ['a\0b']), 'INVALID_ARGUMENT');
+    assert.match(e.message, /spawnPeer: .*null bytes/);
   });
 });
