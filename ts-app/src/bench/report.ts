@@ -389,7 +389,7 @@ function headline(v: View, L: string[], level = '##'): void {
   ];
   const size = 64;
   L.push(`${level} Headline: one ${fmtSize(size)} message at a time (window 1)`, '');
-  const head = ['path', ...v.passes.flatMap((p) => [`${p} p50`, `${p} p99`]), `vs floor (${v.main} p50)`];
+  const head = ['path', ...v.passes.flatMap((p) => [`${p} p50`, `${p} p99`]), `vs floor or the raw path (${v.main} p50)`];
   L.push(`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
   for (const [p, floor] of rows) {
     if (!v.passes.some((pass) => v.get(pass, p, size) !== undefined)) continue;
