@@ -155,8 +155,14 @@ async function spawnServe(serveBin: string): Promise<Counted<PipePeer>> {
   const peer = new Counted(spawnPeer(serveBin, ['serve', '--exit-after', '0']));
   const small = payload(64);
   const want = isAck(`Acknowledged: ${small}`);
-  await peer.run('data', small, want, 1, CHILD_WARMUP_MESSAGES / 2);
-  await peer.run('data', small, want, 16, CHILD_WARMUP_MESSAGES / 2);
+  try {
+    await peer.run('data', small, want, 1, CHILD_WARMUP_MESSAGES / 2);
+    await peer.run('data', small, want, 16, CHILD_WARMUP_MESSAGES / 2);
+  } catch (e) {
+    // A child that fails its warm-up is not left running (it would keep the driver alive).
+    await peer.peer.close();
+    throw e;
+  }
   return peer;
 }
 
