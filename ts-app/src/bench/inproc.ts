@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 
 import { Responder as JsResponder } from '../protocol.js';
 import { ackPrefix, type Ctx, FIXED_ID, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
-import { type RunOut, type SyncBody, timeSync, timeWindowed, windowedRecord } from './measure.js';
+import { promiseRun, type RunOut, type SyncBody, timeSync, timeWindowed, windowedRecord } from './measure.js';
 import type { TimingRecord } from './schema.js';
 import { summarize } from './stats.js';
 
@@ -393,38 +393,11 @@ export async function runAsync(ctx: Ctx, addon: NativeAddon, emit: (r: TimingRec
 
 /** `count` async calls, `window` in flight: each completion launches the next call. */
 function asyncRun(r: NativeResponder, line: string, reply: string, window: number, count: number): Promise<RunOut> {
-  return new Promise((resolve, reject) => {
-    const latencies = new Float64Array(count);
-    const sent = new Float64Array(count);
-    let next = 0;
-    let done = 0;
-    let failed = false;
-    const t0 = performance.now();
-    const launch = (): void => {
-      const i = next++;
-      sent[i] = performance.now();
-      r.handleLineAsync(line).then(
-        (x) => {
-          const t = performance.now();
-          if (failed) return;
-          if (x !== reply) {
-            failed = true;
-            reject(new Error(`handleLineAsync returned a wrong reply: ${showStr(x)}`));
-            return;
-          }
-          latencies[i] = (t - (sent[i] ?? t)) * 1e6;
-          done++;
-          if (next < count) launch();
-          else if (done === count) resolve({ latencies, elapsedNs: (t - t0) * 1e6 });
-        },
-        (e: unknown) => {
-          failed = true;
-          reject(e instanceof Error ? e : new Error(String(e)));
-        },
-      );
-    };
-    for (let k = 0; k < Math.min(window, count); k++) launch();
-  });
+  return promiseRun(
+    { call: () => r.handleLineAsync(line), check: (x) => x === reply, show: (x) => `handleLineAsync returned ${showStr(x)}` },
+    window,
+    count,
+  );
 }
 
 /** Rust → JS from Rust threads: `window` threads, each blocking on a ThreadsafeFunction call

@@ -2,7 +2,8 @@
 // pass (the pinned one re-executed under `taskset -c 0`, so every child inherits the
 // affinity), then merges their records into benches/results/latest.json and renders the
 // report. With --pass-run it measures one pass: in-process scenarios, Node-parent pipes, the
-// Rust bench (`cargo bench --bench ipc`), cold starts and peak RSS.
+// library (`lib.*`) and real work (`markdown.*`), the Rust bench (`cargo bench --bench ipc`),
+// cold starts and peak RSS.
 
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -15,6 +16,7 @@ import { coldTargets, runCold } from './cold.js';
 import { type Ctx, FULL, progressLine, QUICK } from './common.js';
 import { cpusAllowed, git, machine, versions } from './env.js';
 import { loadAddon, NATIVE_PATHS, runAsync, runRustJsThread, runSync, SYNC_PATHS } from './inproc.js';
+import { LIBRARY_NATIVE_PATHS, LIBRARY_SERVE_PATHS, runLibrary } from './library.js';
 import { pipePaths, runPipe } from './pipe.js';
 import { renderReport } from './report.js';
 import type { BenchError, BenchRecord, Pass, PassResult, Results } from './schema.js';
@@ -116,7 +118,7 @@ async function orchestrate(args: Args): Promise<number> {
   const re = args.filter !== null ? new RegExp(args.filter) : null;
   const wants = (ids: string[]): boolean => ids.some((id) => re === null || re.test(id));
   const needs: [string, string, string[]][] = [
-    [serveBin, 'cargo build --release', ['pipe.node-rust', 'pipe.rust-rust', 'cold.rust-serve']],
+    [serveBin, 'cargo build --release', ['pipe.node-rust', 'pipe.rust-rust', 'cold.rust-serve', ...LIBRARY_SERVE_PATHS]],
     [tsChild, 'npm run build -w ts-app', ['pipe.node-node', 'pipe.rust-node', 'cold.node-child', 'cold.js-module']],
   ];
   for (const [file, how, ids] of needs) {
@@ -241,7 +243,7 @@ async function runPass(args: Args, pass: Pass): Promise<number> {
   const loaded = loadAddon(root);
   const addon = 'addon' in loaded ? loaded.addon : undefined;
   if (!('addon' in loaded)) {
-    const wanted = NATIVE_PATHS.filter(ctx.selected);
+    const wanted = [...NATIVE_PATHS, ...LIBRARY_NATIVE_PATHS].filter(ctx.selected);
     if (wanted.length > 0) {
       console.log(`${pass.padEnd(9)}${'ffi.*'.padEnd(22)}skipped: ${loaded.why}`);
       for (const p of wanted) skip(p, loaded.why);
@@ -278,6 +280,7 @@ async function runPass(args: Args, pass: Pass): Promise<number> {
       fail(p.path, e);
     }
   }
+  await runLibrary(ctx, serveBin, addon, emit, fail);
   await runRustBench(ctx, tsChild, serveBin, result, fail);
   try {
     await runCold(ctx, coldTargets(root, serveBin, tsChild, addon !== undefined), emit, emit);

@@ -120,6 +120,56 @@ export async function timeWindowed(
   return { latencies: r.latencies, elapsedNs: r.elapsedNs, warmup, n };
 }
 
+/** A Promise-returning call kept `window` deep: `call(i)` starts call `i` (always in order
+ * 0, 1, 2, …); `check` says whether its result is right. */
+export interface WindowBody<R> {
+  call: (i: number) => Promise<R>;
+  check: (result: R, i: number) => boolean;
+  show: (result: R) => string;
+}
+
+/** `count` calls, `window` in flight: each completion (checked) launches the next call.
+ * Latency is call → its `then` callback. */
+export function promiseRun<R>(body: WindowBody<R>, window: number, count: number): Promise<RunOut> {
+  return new Promise((resolve, reject) => {
+    const latencies = new Float64Array(count);
+    const sent = new Float64Array(count);
+    let next = 0;
+    let done = 0;
+    let failed = false;
+    const fail = (e: unknown): void => {
+      if (failed) return;
+      failed = true;
+      reject(e instanceof Error ? e : new Error(String(e)));
+    };
+    const t0 = performance.now();
+    const launch = (): void => {
+      const i = next++;
+      sent[i] = performance.now();
+      let p: Promise<R>;
+      try {
+        p = body.call(i);
+      } catch (e) {
+        fail(e);
+        return;
+      }
+      p.then((x) => {
+        const t = performance.now();
+        if (failed) return;
+        if (!body.check(x, i)) {
+          fail(new Error(`wrong reply to call ${i}: ${body.show(x)}`));
+          return;
+        }
+        latencies[i] = (t - (sent[i] ?? t)) * 1e6;
+        done++;
+        if (next < count) launch();
+        else if (done === count) resolve({ latencies, elapsedNs: (t - t0) * 1e6 });
+      }, fail);
+    };
+    for (let k = 0; k < Math.min(window, count); k++) launch();
+  });
+}
+
 function clamp(x: number, lo: number, hi: number): number {
   return Math.min(Math.max(x, lo), hi);
 }

@@ -37,9 +37,18 @@ const STYLE: Record<string, PathStyle> = {
   'floor.rust-call': { name: 'floor: Rust loop → Rust responder', color: '#777', marker: 'none', dash: '2 2' },
   'rust-js.sync': { name: 'Rust → JS sync callback', color: '#7f7f7f', marker: 'circle' },
   'rust-js.thread': { name: 'Rust → JS from a thread (TSFN)', color: '#aec7e8', marker: 'triangle' },
+  'lib.pipe': { name: 'library: spawnPeer(serve).request', color: '#98df8a', marker: 'circle' },
+  'lib.inproc-sync': { name: 'library: inProcess().requestSync', color: '#c5b0d5', marker: 'square' },
+  'lib.inproc': { name: 'library: inProcess().request', color: '#c49c94', marker: 'diamond' },
+  // Real work: their payload axis is the documents' sizes, so they have their own table, not the charts.
+  'markdown.js': { name: 'markdown-it (JS)', color: '#1f77b4', marker: 'circle' },
+  'markdown.ffi': { name: 'pulldown-cmark, FFI handle', color: '#9467bd', marker: 'triangle' },
+  'markdown.inproc-sync': { name: 'pulldown-cmark, inProcess().requestSync', color: '#c5b0d5', marker: 'square' },
+  'markdown.inproc': { name: 'pulldown-cmark, inProcess().request', color: '#c49c94', marker: 'diamond' },
+  'markdown.pipe': { name: 'pulldown-cmark, spawnPeer(serve).request', color: '#98df8a', marker: 'circle' },
 };
 
-const LATENCY_PATHS = Object.keys(STYLE);
+const LATENCY_PATHS = Object.keys(STYLE).filter((p) => !p.startsWith('markdown.'));
 const THROUGHPUT_PATHS = [
   'floor.node-cat',
   'pipe.node-rust',
@@ -49,6 +58,8 @@ const THROUGHPUT_PATHS = [
   'pipe.rust-node',
   'ffi.handleLineAsync',
   'rust-js.thread',
+  'lib.pipe',
+  'lib.inproc',
 ];
 
 class View {
@@ -332,6 +343,7 @@ function markdown(v: View, charts: Record<Pass, string[]>): string {
   }
 
   breakdownTables(v, L);
+  markdownTables(v, L);
   fullTables(v, L);
   coldAndRss(v, L);
 
@@ -346,6 +358,7 @@ function markdown(v: View, charts: Record<Pass, string[]>): string {
     '- Latency is per message: from the moment the parent starts producing request *i* to the read that completes reply *i*. Percentiles are exact nearest-rank values over every sample (no histogram bucketing). Calls under ~4 µs are timed in batches (`batch` in the JSON) and each sample is a batch mean, so the clock read stays ~1% of a sample.',
     '- Pipe parents do no JSON themselves (requests are precomputed text, replies are compared as bytes), so a path minus its floor is the far side\'s cost; a JSON-using client adds `cost.js-json` (table below) on top, the same for the FFI string API.',
     '- Each measurement warms up first (runs of doubling length), then runs for a fixed time budget; window × payload above 64 MiB in flight is not run.',
+    '- The library paths (`lib.*`) send the same request through the `Peer` API and check each reply’s data and id; the raw paths send prebuilt text, so the library’s goals add the JSON work a client does anyway (`cost.js-json`). `markdown.*` renders deterministic README-like documents (the record’s payload is the document’s size): every Rust path is checked against one reference HTML (the addon’s), markdown-it against its own first result — its HTML differs from pulldown-cmark’s in details (both are CommonMark).',
     '- The pinned pass runs the driver, its children and the Rust bench under `taskset -c 0`: parent and child share one CPU, which removes cross-CPU wake-ups (large on small VMs) but serialises the two sides.',
     '',
   );
@@ -369,10 +382,14 @@ function headline(v: View, L: string[], level = '##'): void {
     ['floor.rust-call', null],
     ['rust-js.sync', 'floor.rust-call'],
     ['rust-js.thread', 'floor.rust-call'],
+    // The library, against the raw path it wraps.
+    ['lib.inproc-sync', 'ffi.handle'],
+    ['lib.inproc', 'ffi.handle'],
+    ['lib.pipe', 'pipe.node-rust'],
   ];
   const size = 64;
   L.push(`${level} Headline: one ${fmtSize(size)} message at a time (window 1)`, '');
-  const head = ['path', ...v.passes.flatMap((p) => [`${p} p50`, `${p} p99`]), `vs floor (${v.main} p50)`];
+  const head = ['path', ...v.passes.flatMap((p) => [`${p} p50`, `${p} p99`]), `vs floor or the raw path (${v.main} p50)`];
   L.push(`| ${head.join(' | ')} |`, `|${head.map((_, i) => (i === 0 ? '---' : '---:')).join('|')}|`);
   for (const [p, floor] of rows) {
     if (!v.passes.some((pass) => v.get(pass, p, size) !== undefined)) continue;
@@ -414,6 +431,7 @@ function goals(v: View, L: string[]): void {
       L.push(`| ≥ 1 M msgs/s pipelined small messages, Node → Rust | ${pass} | ${fmtCount(best)} msgs/s (best window, 64 B) | ${ok(best >= 1e6)} |`);
     }
     rustJsGoals(v, pass, L);
+    libraryGoals(v, pass, L);
   }
   L.push('');
 }
@@ -535,6 +553,8 @@ function advice(v: View, L: string[], level = '##'): void {
     );
   }
   rustJsAdvice(v, L);
+  libraryAdvice(v, L);
+  markdownAdvice(v, L);
   L.push(
     '- **Beyond speed.** A pipe child is isolated: a crash or leak in Rust cannot take Node down, each side has its own heap and GC, and the child can be any Rust binary built once (no Node ABI coupling). ' +
       'The addon shares the process: a panic is caught and becomes a JS error, but memory corruption or an abort would kill Node; it must be built for each platform and Node-API version you ship to, and it ships a native binary in your package.',
@@ -578,6 +598,7 @@ function breakdownTables(v: View, L: string[]): void {
     }
     L.push('');
   }
+  libraryBreakdown(v, L);
 }
 
 function fullTables(v: View, L: string[]): void {
@@ -590,7 +611,12 @@ function fullTables(v: View, L: string[]): void {
       (r) =>
         r.kind === 'roundtrip' &&
         r.window === 1 &&
-        (r.path.startsWith('ffi.') || r.path.startsWith('js.') || r.path === 'floor.ffi-noop' || r.path === 'rust-js.sync' || r.path === 'floor.rust-call') &&
+        (r.path.startsWith('ffi.') ||
+          r.path.startsWith('js.') ||
+          r.path === 'floor.ffi-noop' ||
+          r.path === 'rust-js.sync' ||
+          r.path === 'floor.rust-call' ||
+          r.path === 'lib.inproc-sync') &&
         r.path !== 'ffi.handleLineAsync',
     );
     if (calls.length > 0) {
@@ -604,10 +630,16 @@ function fullTables(v: View, L: string[]): void {
     const win = recs.filter(
       (r) =>
         r.kind === 'roundtrip' &&
-        (r.path.startsWith('pipe.') || r.path === 'floor.node-cat' || r.path === 'floor.rust-echo' || r.path === 'ffi.handleLineAsync' || r.path === 'rust-js.thread'),
+        (r.path.startsWith('pipe.') ||
+          r.path === 'floor.node-cat' ||
+          r.path === 'floor.rust-echo' ||
+          r.path === 'ffi.handleLineAsync' ||
+          r.path === 'rust-js.thread' ||
+          r.path === 'lib.pipe' ||
+          r.path === 'lib.inproc'),
     );
     if (win.length > 0) {
-      L.push(`### Pipes and async FFI, by window — ${PASS_TEXT[pass]}`, '');
+      L.push(`### Pipes, async FFI and the library, by window — ${PASS_TEXT[pass]}`, '');
       L.push('| path | payload | window | p50 | p90 | p99 | p99.9 | max | mean | msgs/s | MB/s | n |', '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
       for (const r of win) {
         L.push(`| ${r.label} | ${fmtSize(r.payload)} | ${r.window} | ${lat(r)} | ${fmtCount(r.throughput.msgs_per_s)} | ${r.throughput.mb_per_s.toFixed(1)} | ${r.n} |`);
@@ -643,6 +675,215 @@ function coldAndRss(v: View, L: string[]): void {
     L.push('| what | side | pass | peak RSS |', '|---|---|---|---:|');
     for (const r of v.rss) L.push(`| ${r.label} | ${r.side} | ${r.pass} | ${(r.kib / 1024).toFixed(1)} MiB |`);
     L.push('');
+  }
+}
+
+// ---------------------------------------------------------------- the library and real work (issue 9)
+
+/** Issue 9's goals: the library's cost over the raw paths it wraps. */
+function libraryGoals(v: View, pass: Pass, L: string[]): void {
+  const lib = v.p50(pass, 'lib.pipe', 64);
+  const raw = v.p50(pass, 'pipe.node-rust', 64);
+  const json = v.p50(pass, 'cost.js-json', 64);
+  if ([lib, raw, json].every(Number.isFinite)) {
+    const bound = 1.15 * (raw + json);
+    L.push(`| \`lib.pipe\` window 1, 64 B ≤ 1.15 × (\`pipe.node-rust\` + \`cost.js-json\`) | ${pass} | ${ns(lib)} vs 1.15 × (${ns(raw)} + ${ns(json)}) = ${ns(bound)} | ${ok(lib <= bound)} |`);
+  }
+  const libBest = v.bestMsgsPerS(pass, 'lib.pipe', 64);
+  const rawBest = v.bestMsgsPerS(pass, 'pipe.node-rust', 64);
+  if (libBest > 0 && rawBest > 0) {
+    const why = libBest >= 0.5 * rawBest ? '' : ' — see "The library over the pipe" under "Where the time goes"';
+    L.push(`| best pipelined \`lib.pipe\` msgs/s ≥ 0.5 × \`pipe.node-rust\`'s (64 B) | ${pass} | ${fmtCount(libBest)} vs ${fmtCount(rawBest)} msgs/s (best windows) = ${ratio(libBest, rawBest)} | ${ok(libBest >= 0.5 * rawBest)}${why} |`);
+  }
+  const ffi = v.p50(pass, 'ffi.handle', 64);
+  const sync = v.p50(pass, 'lib.inproc-sync', 64);
+  if (Number.isFinite(sync) && Number.isFinite(ffi)) {
+    L.push(`| \`inProcess().requestSync\` 64 B ≤ 1.3 × \`ffi.handle\` (object in, object out) | ${pass} | ${ns(sync)} vs ${ns(ffi)} = ${ratio(sync, ffi)} | ${ok(sync <= 1.3 * ffi)} |`);
+  }
+  const prom = v.p50(pass, 'lib.inproc', 64);
+  if (Number.isFinite(prom) && Number.isFinite(ffi)) {
+    L.push(`| \`inProcess().request\` (a Promise, window 1) 64 B ≤ 2 × \`ffi.handle\` | ${pass} | ${ns(prom)} vs ${ns(ffi)} = ${ratio(prom, ffi)} | ${ok(prom <= 2 * ffi)} |`);
+  }
+}
+
+/** Where the library's extra time goes, over the pipe and in-process. */
+function libraryBreakdown(v: View, L: string[]): void {
+  if (!v.timing.some((r) => r.path.startsWith('lib.'))) return;
+  L.push('### The library over the pipe (`lib.pipe` − `pipe.node-rust`)', '');
+  L.push(
+    'Both talk to the same `rust-ts-ipc serve`; the raw path writes prebuilt text and compares reply bytes, the library encodes each request, decodes each reply and settles a Promise. Its own steps are timed in-process: encode = `encodeLine` (`cost.lib-encode`); read = framing, UTF-8 check, `JSON.parse` and the envelope check (`cost.lib-decode`); bookkeeping = id, pending map, the default timeout’s timer, a Promise made and settled (`cost.lib-core`). The rest is the difference: the Promise reaction (a microtask per reply), the write path (one write per tick’s requests) and the stream events. `cost.js-json` is the JSON a client of the raw path would do anyway, the allowance in the goal. The last row of each pass is the best window at 64 B, per message (1 / throughput).',
+    '',
+  );
+  for (const pass of v.passes) {
+    L.push(`#### ${PASS_TEXT[pass]}`, '');
+    L.push('| payload | window | `lib.pipe` | `pipe.node-rust` | library extra | encode | read | bookkeeping | rest | `cost.js-json` |', '|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    const costs = (size: number): number[] => ['cost.lib-encode', 'cost.lib-decode', 'cost.lib-core'].map((c) => v.p50(pass, c, size));
+    const row = (size: number, window: string, lib: number, raw: number): void => {
+      const [enc = NaN, dec = NaN, core = NaN] = costs(size);
+      const extra = lib - raw;
+      L.push(`| ${fmtSize(size)} | ${window} | ${ns(lib)} | ${ns(raw)} | ${ns(extra)} | ${ns(enc)} | ${ns(dec)} | ${ns(core)} | ${ns(extra - enc - dec - core)} | ${ns(v.p50(pass, 'cost.js-json', size))} |`);
+    };
+    for (const size of PAYLOADS) {
+      const lib = v.p50(pass, 'lib.pipe', size);
+      const raw = v.p50(pass, 'pipe.node-rust', size);
+      if (Number.isFinite(lib) && Number.isFinite(raw)) row(size, '1 (p50)', lib, raw);
+    }
+    const libBest = v.bestMsgsPerS(pass, 'lib.pipe', 64);
+    const rawBest = v.bestMsgsPerS(pass, 'pipe.node-rust', 64);
+    if (libBest > 0 && rawBest > 0) row(64, 'best (per message)', 1e9 / libBest, 1e9 / rawBest);
+    L.push('');
+  }
+  L.push('### The in-process peer (`inProcess()` − `ffi.handle`)', '');
+  L.push(
+    '`requestSync` is `handle(object)` plus an id, the reply’s checks and the counters; `request` adds a Promise and its reaction (one microtask), window 1.',
+    '',
+  );
+  L.push('| pass | payload | `ffi.handle` | `requestSync` | `request` |', '|---|---:|---:|---:|---:|');
+  for (const pass of v.passes) {
+    for (const size of PAYLOADS) {
+      const ffi = v.p50(pass, 'ffi.handle', size);
+      const sync = v.p50(pass, 'lib.inproc-sync', size);
+      const prom = v.p50(pass, 'lib.inproc', size);
+      if (!Number.isFinite(ffi) || (!Number.isFinite(sync) && !Number.isFinite(prom))) continue;
+      const cell = (x: number): string => (Number.isFinite(x) ? `${ns(x)} (${x >= ffi ? '+' : ''}${ns(x - ffi)})` : '—');
+      L.push(`| ${pass} | ${fmtSize(size)} | ${ns(ffi)} | ${cell(sync)} | ${cell(prom)} |`);
+    }
+  }
+  L.push('');
+}
+
+/** The documents' sizes in a pass (the records' payloads), smallest first. */
+function markdownSizes(v: View, pass: Pass): number[] {
+  return [...new Set(v.timing.filter((r) => r.pass === pass && r.path.startsWith('markdown.')).map((r) => r.payload))].sort((a, b) => a - b);
+}
+
+/** `919 B (≈1 KiB)`: a document's exact size and the nominal one it was built for. */
+function fmtDoc(bytes: number): string {
+  const kib = Math.max(1, Math.round(bytes / 1024));
+  return `${bytes.toLocaleString('en-US')} B (≈${kib} KiB)`;
+}
+
+const MARKDOWN_ROWS: [string, number][] = [
+  ['markdown.js', 1],
+  ['markdown.ffi', 1],
+  ['markdown.inproc-sync', 1],
+  ['markdown.inproc', 1],
+  ['markdown.pipe', 1],
+  ['markdown.pipe', 16],
+];
+
+/** Real work: every path at each document size, with the issue's ratios (p50 and p99). */
+function markdownTables(v: View, L: string[]): void {
+  if (!v.passes.some((p) => markdownSizes(v, p).length > 0)) return;
+  L.push('## Real work: Markdown → HTML', '');
+  L.push(
+    'README-like documents (headings, emphasis, code, lists, quotes, links, text to escape) from a seeded generator, rendered by markdown-it (`commonmark` preset) in JS and by pulldown-cmark through the addon and through `rust-ts-ipc serve`. Each Rust path’s HTML is checked against the addon’s, markdown-it’s against its own: the two renderers differ in details (markdown-it escapes `"` in text, pulldown-cmark does not), by design. Ratios are of p50 / of p99, window 1; below 1× is faster. The pipe with 16 documents in flight is compared by documents per second.',
+    '',
+  );
+  for (const pass of v.passes) {
+    const sizes = markdownSizes(v, pass);
+    if (sizes.length === 0) continue;
+    L.push(`### ${PASS_TEXT[pass]}`, '');
+    L.push('| document | path | window | p50 | p99 | docs/s | ÷ `markdown.js` | ÷ `markdown.ffi` |', '|---|---|---:|---:|---:|---:|---:|---:|');
+    for (const size of sizes) {
+      const js = v.get(pass, 'markdown.js', size);
+      const ffi = v.get(pass, 'markdown.ffi', size);
+      // With 16 in flight a document's latency includes its wait in the queue: compare docs/s instead.
+      const vs = (r: TimingRecord, base: TimingRecord | undefined): string =>
+        base === undefined || base === r
+          ? ''
+          : r.window !== 1
+            ? '— (see docs/s)'
+            : `${ratio(r.latency_ns.p50, base.latency_ns.p50)} / ${ratio(r.latency_ns.p99, base.latency_ns.p99)}`;
+      for (const [p, w] of MARKDOWN_ROWS) {
+        const r = v.get(pass, p, size, w);
+        if (r === undefined) continue;
+        L.push(`| ${fmtDoc(size)} | ${STYLE[p]?.name ?? p} | ${w} | ${ns(r.latency_ns.p50)} | ${ns(r.latency_ns.p99)} | ${fmtCount(r.throughput.msgs_per_s)} | ${vs(r, js)} | ${vs(r, ffi)} |`);
+      }
+    }
+    L.push('');
+  }
+}
+
+/** The library's cost in "Which should I use". */
+function libraryAdvice(v: View, L: string[]): void {
+  const p = v.main;
+  const g = (path: string, size: number, w = 1): number => v.p50(p, path, size, w);
+  const lib = g('lib.pipe', 64);
+  const raw = g('pipe.node-rust', 64);
+  const json = g('cost.js-json', 64);
+  const sync = g('lib.inproc-sync', 64);
+  const prom = g('lib.inproc', 64);
+  const ffi = g('ffi.handle', 64);
+  const parts: string[] = [];
+  if ([lib, raw, json].every(Number.isFinite)) {
+    parts.push(
+      `Over the pipe a 64 B \`request\` takes ${ns(lib)} against ${ns(raw)} for the raw path (${ratio(lib, raw)}; a client that does its own JSON adds ${ns(json)} to the raw path anyway), ` +
+        `and pipelined it reaches ${fmtCount(v.bestMsgsPerS(p, 'lib.pipe', 64))} msgs/s against ${fmtCount(v.bestMsgsPerS(p, 'pipe.node-rust', 64))}`,
+    );
+  }
+  if ([sync, prom, ffi].every(Number.isFinite)) {
+    parts.push(`${parts.length === 0 ? 'In' : 'in'}-process \`requestSync\` takes ${ns(sync)} and \`request\` ${ns(prom)} against ${ns(ffi)} for the addon's \`handle(object)\``);
+  }
+  if (parts.length === 0) return;
+  L.push(
+    `- **The library's cost.** ${parts.join('; ')}. ` +
+      'Switching between the pipe and in-process is one line (`spawnPeer` ↔ `inProcess`); use `requestSync` where a Promise per call matters, and see "The library over the pipe" for where the difference goes.',
+  );
+}
+
+/** Real work in "Which should I use": is Rust in-process faster than JS, and when does the pipe stop mattering. */
+function markdownAdvice(v: View, L: string[]): void {
+  const p = v.main;
+  const sizes = markdownSizes(v, p);
+  const g = (path: string, size: number, w = 1): number => v.p50(p, path, size, w);
+  const vsJs = sizes.flatMap((size) => {
+    const js = g('markdown.js', size);
+    const ffi = g('markdown.ffi', size);
+    return Number.isFinite(js) && Number.isFinite(ffi) ? [{ size, js, ffi }] : [];
+  });
+  if (vsJs.length > 0) {
+    const faster = vsJs.filter((x) => x.ffi < x.js);
+    const verdict =
+      faster.length === vsJs.length
+        ? 'Rust in-process is faster than JS at every measured size, string crossing included'
+        : faster.length === 0
+          ? 'Rust in-process is not faster than JS at any measured size: the crossing costs more than the faster renderer saves'
+          : `Rust in-process is faster than JS from ${fmtDoc(faster[0]?.size ?? 0)} up`;
+    L.push(
+      `- **Real work: is Rust in-process faster than JS?** Rendering a README-like document: ` +
+        vsJs.map((x) => `${fmtDoc(x.size)}: markdown-it ${ns(x.js)}, pulldown-cmark through the addon ${ns(x.ffi)} (${ratio(x.ffi, x.js)})`).join('; ') +
+        `. ${verdict}. (The two renderers' HTML differs in details; both are CommonMark.)`,
+    );
+  }
+  const pipe = sizes.flatMap((size) => {
+    const a = g('markdown.pipe', size);
+    const b = g('markdown.ffi', size);
+    if (!Number.isFinite(a) || !Number.isFinite(b)) return [];
+    const extra = a - b;
+    return [{ size, pipe: a, ffi: b, extra, share: extra / a, best: v.bestMsgsPerS(p, 'markdown.pipe', size), ffiRate: v.get(p, 'markdown.ffi', size)?.throughput.msgs_per_s ?? 0 }];
+  });
+  if (pipe.length > 0) {
+    const flat = pipe.find((x) => x.share <= 0.1);
+    // The call rate at which the pipe's extra time per document adds up to a tenth of each second.
+    const rates = pipe.filter((x) => x.extra > 0).map((x) => `${fmtCount(0.1 / (x.extra / 1e9))} docs/s of ${fmtDoc(x.size)}`);
+    L.push(
+      `- **Real work: when does the pipe's overhead stop mattering?** ` +
+        pipe
+          .map(
+            (x) =>
+              `${fmtDoc(x.size)}: pipe ${ns(x.pipe)} vs addon ${ns(x.ffi)}, the pipe adds ${ns(x.extra)} per document (${Math.round(Math.max(x.share, 0) * 100)}% of its time); ` +
+              `at most ${fmtCount(x.best)} docs/s through the pipe (best window) vs ${fmtCount(x.ffiRate)} docs/s in-process`,
+          )
+          .join('; ') +
+        '. ' +
+        (flat !== undefined
+          ? `From ${fmtDoc(flat.size)} up the rendering dominates and the pipe adds at most a tenth to each call: its overhead stops mattering. `
+          : 'At every measured size the pipe adds more than a tenth to each call. ') +
+        (rates.length > 0
+          ? `Its extra time adds up to a tenth of every second at about ${rates.join(', ')}: below such rates it is noise, so choose by isolation; above them, or where each call's latency counts, use the addon.`
+          : ''),
+    );
   }
 }
 

@@ -10,7 +10,8 @@ export type Pass = 'unpinned' | 'pinned';
 export interface TimingRecord {
   kind: 'roundtrip' | 'cost';
   pass: Pass;
-  /** "1"…"7" for the issue's scenarios, "cost" for in-process encoding costs. */
+  /** "1"…"7" for the first issue's scenarios, "cost" for in-process encoding costs, "lib" and
+   * "markdown" for the library and its real work, "rust-js" for Rust calling JS. */
   scenario: string;
   /** Stable id, e.g. `ffi.handleLine`, `pipe.node-rust`, `floor.node-cat`, `cost.js-json`. */
   path: string;
