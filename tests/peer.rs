@@ -88,18 +88,18 @@ fn lines_that_are_not_protocol_are_unsolicited_errors_naming_the_line_and_the_pe
     );
     let peer = shell(&script, PeerOptions { max_line_bytes: 64, ..options() });
     let messages = peer.take_messages().unwrap();
-    assert_eq!(peer.request("q", "").unwrap(), reply("r", "ok", 1));
     let error = |text: &str, id: Option<u64>| Envelope { msg_type: "error".into(), data: Data::from(text), id };
+    // Line 3 is blank (skipped, still counted); line 4 keeps its id, so its error answers
+    // request 1, and line 5, the good reply that comes too late, is unsolicited.
+    let failed = peer.request("q", "").unwrap_err();
+    let broken = "line 4: missing field `data`: `{\"msg_type\":\"r\",\"id\":1}`";
+    assert_eq!((failed.code(), failed.reply()), (ErrorCode::ErrorReply, Some(&error(broken, Some(1)))));
     assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), error("line 1: invalid JSON: `not json`", None));
     assert_eq!(
         messages.recv_timeout(PATIENCE).unwrap(),
         error("line 2: line of 100 bytes exceeds the 64-byte limit", None)
     );
-    // Line 3 is blank (skipped, still counted); line 4 keeps its id.
-    assert_eq!(
-        messages.recv_timeout(PATIENCE).unwrap(),
-        error("line 4: missing field `data`: `{\"msg_type\":\"r\",\"id\":1}`", Some(1))
-    );
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), reply("r", "ok", 1));
     assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), error("line 6: invalid UTF-8 at byte 0", None));
     let stats = peer.stats();
     assert_eq!((stats.unsolicited, stats.lines_too_long, stats.replies), (4, 1, 1));
@@ -357,4 +357,25 @@ fn a_missing_working_directory_is_named_not_blamed_on_path() {
         (error.code(), error.to_string().as_str()),
         (ErrorCode::Spawn, "cannot start `sh`: its working directory `/definitely/not/a/dir` does not exist")
     );
+}
+
+#[test]
+fn a_malformed_reply_with_a_pending_id_fails_that_request_with_error_reply() {
+    // As the Node peer does: the line's error, carrying the id it could still read, answers
+    // the request (before the fix it was unsolicited and the request waited out its timeout).
+    // `cat` keeps stdout open (and echoes nothing: nothing more is sent).
+    let script = r#"read l; echo '{"id":1,"data":"x"}'; exec cat"#;
+    let peer = shell(script, options());
+    let messages = peer.take_messages().unwrap();
+    let error = peer.request_timeout("q", "", Duration::from_secs(10)).unwrap_err();
+    let text = "line 1: missing field `msg_type`: `{\"id\":1,\"data\":\"x\"}`";
+    assert_eq!(
+        (error.code(), error.to_string()),
+        (ErrorCode::ErrorReply, format!("the child answered request 1 with an error: {text}"))
+    );
+    assert_eq!(error.reply(), Some(&reply("error", text, 1)));
+    // Answered, so not also unsolicited.
+    assert_eq!(messages.try_recv(), Err(TryRecvError::Empty));
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.unsolicited), (1, 0));
 }

@@ -279,11 +279,10 @@ impl Shared {
                     }
                     other => other,
                 };
+                // Routed like any message, as the Node peer does: with the id of a pending
+                // request it answers that request (an `error` reply); otherwise unsolicited.
                 let text = LineError { line: number, error }.to_string();
-                return self.deliver_unsolicited(
-                    unsolicited,
-                    Envelope { msg_type: "error".to_owned(), data: Data::from(text), id },
-                );
+                Envelope { msg_type: "error".to_owned(), data: Data::from(text), id }
             }
         };
         let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message) };
@@ -402,9 +401,12 @@ impl Supervision for JoinWatcher {
 /// # Ok::<(), rust_ts_ipc::PeerError>(())
 /// ```
 ///
-/// Every reply answers exactly one request. Anything else the child sends (a message without
-/// an id, with an id never sent or already answered, or a line that is not valid protocol,
-/// which arrives as an `error` message naming the line) goes to [`take_messages`](Self::take_messages).
+/// Every reply answers exactly one request. A line that is not valid protocol becomes an
+/// `error` message naming the line (`line 3: invalid JSON: ...`), with the id the line still
+/// showed, if any; it is then routed like any message. So a broken reply to a pending request
+/// fails that request with [`ErrorCode::ErrorReply`], as in the Node peer. Anything else the
+/// child sends (a message without an id, with an id never sent or already answered)
+/// goes to [`take_messages`](Self::take_messages).
 /// The child runs in its own process group and is always stopped and reaped: by
 /// [`close`](Self::close), or on drop.
 pub struct Peer {
@@ -633,7 +635,8 @@ impl Peer {
 
     /// The child's unsolicited messages, in arrival order: those without an id, with an id
     /// never sent or already answered, and `error` messages for lines that are not valid
-    /// protocol (naming the line: `line 3: invalid JSON: ...`). At most
+    /// protocol (naming the line: `line 3: invalid JSON: ...`) unless the line carried the id
+    /// of a pending request, which that error then answers. At most
     /// [`PeerOptions::max_unsolicited`] wait; more are dropped and counted. The channel ends
     /// when the child's stdout closes. `None` after the first call.
     pub fn take_messages(&self) -> Option<Receiver<Envelope>> {
