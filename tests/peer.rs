@@ -57,7 +57,7 @@ fn an_error_reply_fails_its_request_with_error_reply_and_its_text() {
     let peer = serve(&["--exit-after", "0"], options());
     let error = peer.request("nope", "x").unwrap_err();
     assert_eq!(error.code(), ErrorCode::ErrorReply);
-    let text = "line 1: unknown msg_type `nope`; expected greeting, data or exit";
+    let text = "line 1: unknown msg_type `nope`; expected greeting, data, exit or markdown";
     assert_eq!(error.to_string(), format!("the child answered request 1 with an error: {text}"));
     assert_eq!(error.reply(), Some(&reply("error", text, 1)));
     // The peer goes on.
