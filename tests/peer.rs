@@ -314,6 +314,27 @@ fn unsolicited_messages_over_the_queue_bound_are_dropped_and_counted() {
 }
 
 #[test]
+fn unsolicited_messages_over_the_byte_budget_are_dropped_and_counted_until_taken() {
+    // Each line is 36 bytes: two fit in 100, the third would not.
+    let five = r#"for i in 1 2 3 4 5; do echo '{"msg_type":"n","data":"0123456789"}'; done"#;
+    let script = format!(
+        r#"read l; {five}; echo '{{"msg_type":"r","data":"ok","id":1}}'
+        read l; {five}; echo '{{"msg_type":"r","data":"ok","id":2}}'; exec cat >/dev/null"#
+    );
+    let peer = shell(&script, PeerOptions { max_unsolicited_bytes: 100, ..options() });
+    let messages = peer.take_messages().unwrap();
+    assert_eq!(peer.request("q", "").unwrap(), reply("r", "ok", 1));
+    let stats = peer.stats();
+    assert_eq!((stats.unsolicited, stats.unsolicited_dropped), (2, 3));
+    assert_eq!(messages.try_iter().count(), 2);
+    // Taking them gave their bytes back: two more fit.
+    assert_eq!(peer.request("q", "").unwrap(), reply("r", "ok", 2));
+    let stats = peer.stats();
+    assert_eq!((stats.unsolicited, stats.unsolicited_dropped), (4, 6));
+    assert_eq!(messages.try_iter().collect::<Vec<_>>(), vec![Envelope::new("n", "0123456789"); 2]);
+}
+
+#[test]
 fn timeouts_and_grace_of_duration_max_mean_no_limit_not_a_panic() {
     let script = r#"read l; echo '{"msg_type":"r","data":"ok","id":1}'; exec cat >/dev/null"#;
     let forever = PeerOptions { timeout: Duration::MAX, grace: Duration::MAX, ..options() };
@@ -378,4 +399,52 @@ fn a_malformed_reply_with_a_pending_id_fails_that_request_with_error_reply() {
     assert_eq!(messages.try_recv(), Err(TryRecvError::Empty));
     let stats = peer.stats();
     assert_eq!((stats.replies, stats.unsolicited), (1, 0));
+}
+
+/// Set in the environment of the child test process that `unsolicited_queue_is_bounded_in_bytes`
+/// starts, so that only there the flood runs (its memory is measured on its own).
+const FLOOD_HELPER: &str = "RUST_TS_IPC_TEST_FLOOD_HELPER";
+
+#[test]
+fn unsolicited_queue_is_bounded_in_bytes_not_only_in_messages() {
+    // The flood runs in a process of its own (this test binary, running the helper below) so
+    // that its peak memory is its own and not that of the tests running beside this one.
+    let exe = std::env::current_exe().unwrap();
+    let mut helper = Command::new(exe)
+        .args(["--exact", "unsolicited_flood_helper", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(FLOOD_HELPER, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let peak = support::watch_peak_rss_kib(i32::try_from(helper.id()).unwrap());
+    let out = std::io::read_to_string(helper.stdout.take().unwrap()).unwrap();
+    let err = std::io::read_to_string(helper.stderr.take().unwrap()).unwrap();
+    let status = helper.wait().unwrap();
+    let peak = peak.join().unwrap();
+    eprintln!("peer peak RSS through 64 unsolicited lines of 4 MiB: {peak} KiB");
+    // 64 lines of 4 MiB never taken grew the peak by 261 MiB before the fix. Now at most
+    // the default 32 MiB wait, plus one line being framed and decoded (41 MiB measured):
+    // bound generously.
+    assert!(peak < 96 * 1024, "peak RSS {peak} KiB through 64 unsolicited lines of 4 MiB\n{err}");
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("1 passed"), "the helper did not run:\n{out}");
+}
+
+#[test]
+#[ignore = "run by unsolicited_queue_is_bounded_in_bytes_not_only_in_messages in a process of its own"]
+fn unsolicited_flood_helper() {
+    if std::env::var_os(FLOOD_HELPER).is_none() {
+        return;
+    }
+    let script = r#"read l; i=0; while [ $i -lt 64 ]; do i=$((i+1))
+        printf '{"msg_type":"n","data":"'; head -c 4194304 /dev/zero | tr '\0' x; printf '"}\n'; done
+        echo '{"msg_type":"r","data":"ok","id":1}'; exec cat >/dev/null"#;
+    let peer = shell(script, options());
+    // The reply comes after the flood: once it is here, every flood line has been dispatched.
+    assert_eq!(peer.request_timeout("q", "", PATIENCE).unwrap(), reply("r", "ok", 1));
+    let stats = peer.stats();
+    eprintln!("{stats:?}");
+    assert_eq!(stats.unsolicited + stats.unsolicited_dropped, 64);
+    assert!(stats.unsolicited_dropped > 0);
 }

@@ -14,8 +14,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::process::{ChildStdin, Command, ExitStatus};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -38,6 +38,11 @@ const EOF_SETTLE: Duration = Duration::from_millis(500);
 /// replies are dropped and counted; beyond that the oldest are forgotten, and a late reply to
 /// one of them is delivered as an unsolicited message instead.
 const ABANDONED_MEMORY: usize = 65_536;
+/// What an `error` envelope adds to its text when encoded (`{"msg_type":"error","data":""}` and
+/// the newline), for the unsolicited queue's byte count.
+const ERROR_ENVELOPE_BYTES: usize = 32;
+/// [`PeerOptions::max_unsolicited_bytes`] by default.
+const DEFAULT_MAX_UNSOLICITED_BYTES: usize = 32 << 20;
 /// While `send` waits for room, how often it expires requests past their deadline.
 const SWEEP: Duration = Duration::from_millis(50);
 
@@ -68,7 +73,7 @@ impl fmt::Debug for StderrMode {
 }
 
 /// How a [`Peer`] behaves. The defaults are safe for an untrusted child: bounded lines,
-/// bounded requests in flight, bounded queue of unsolicited messages.
+/// bounded requests in flight, a queue of unsolicited messages bounded in count and bytes.
 #[derive(Debug)]
 pub struct PeerOptions {
     /// How long a request waits for its reply (and for room to be sent) by default: 30 s.
@@ -85,6 +90,12 @@ pub struct PeerOptions {
     /// Unsolicited messages queued for [`Peer::take_messages`]; more are dropped and counted
     /// ([`PeerStats::unsolicited_dropped`]): 1024.
     pub max_unsolicited: usize,
+    /// The most bytes of unsolicited messages queued for [`Peer::take_messages`], counted on
+    /// their encoded size (the line as the child sent it); a message that would go over is
+    /// dropped and counted ([`PeerStats::unsolicited_dropped`]): 32 MiB, two lines at the
+    /// default [`max_line_bytes`](Self::max_line_bytes). Keep it at least that, or a line
+    /// longer than it is always dropped.
+    pub max_unsolicited_bytes: usize,
 }
 
 impl Default for PeerOptions {
@@ -96,6 +107,7 @@ impl Default for PeerOptions {
             grace: DEFAULT_GRACE,
             stderr: StderrMode::Forward,
             max_unsolicited: 1024,
+            max_unsolicited_bytes: DEFAULT_MAX_UNSOLICITED_BYTES,
         }
     }
 }
@@ -115,7 +127,8 @@ pub struct PeerStats {
     pub late_replies_dropped: u64,
     /// Messages that answered no pending request, queued for [`Peer::take_messages`].
     pub unsolicited: u64,
-    /// Unsolicited messages dropped because their queue was full (or its receiver gone).
+    /// Unsolicited messages dropped because their queue was full, in count or in bytes (or
+    /// its receiver was gone).
     pub unsolicited_dropped: u64,
     /// Lines from the child over [`PeerOptions::max_line_bytes`], skipped.
     pub lines_too_long: u64,
@@ -237,6 +250,7 @@ struct Limits {
     max_in_flight: usize,
     max_line_bytes: usize,
     grace: Duration,
+    max_unsolicited_bytes: usize,
 }
 
 impl Shared {
@@ -249,22 +263,38 @@ impl Shared {
         self.changed.wait_timeout(state, limit).unwrap_or_else(PoisonError::into_inner).0
     }
 
-    fn deliver_unsolicited(&self, to: &SyncSender<Envelope>, message: Envelope) {
+    /// Queues `message` (`size` bytes encoded) for [`Peer::take_messages`], or drops and
+    /// counts it when the queue is full in count or in bytes.
+    fn deliver_unsolicited(&self, to: &Outbound, message: Envelope, size: usize) {
+        // The reader is the only sender: nothing else adds to `queued` between check and add.
+        let queued = to.queued.load(Ordering::Acquire);
+        if queued.saturating_add(size) > self.options.max_unsolicited_bytes {
+            bump(&self.counters.unsolicited_dropped);
+            return;
+        }
         // Counted before it is sent, so whoever receives it sees it counted.
         bump(&self.counters.unsolicited);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = to.try_send(message) {
+        to.queued.fetch_add(size, Ordering::AcqRel);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = to.sender.try_send((message, size)) {
+            to.queued.fetch_sub(size, Ordering::AcqRel);
             self.counters.unsolicited.fetch_sub(1, Ordering::Relaxed);
             bump(&self.counters.unsolicited_dropped);
         }
     }
 
     /// One line (or over-long line) from the child's stdout.
-    fn dispatch(&self, frame: Frame<'_>, unsolicited: &SyncSender<Envelope>) {
+    fn dispatch(&self, frame: Frame<'_>, unsolicited: &Outbound) {
+        // What a message costs the unsolicited queue: the line as the child sent it, or for a
+        // line that is not protocol, the error text that stands for it.
+        let mut size = 0;
         let (number, result) = match frame {
-            Frame::Line { number, bytes } => match std::str::from_utf8(bytes) {
-                Ok(text) => (number, decode_envelope(text).map_err(|e| (e.error, e.id))),
-                Err(e) => (number, Err((ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None))),
-            },
+            Frame::Line { number, bytes } => {
+                size = bytes.len();
+                match std::str::from_utf8(bytes) {
+                    Ok(text) => (number, decode_envelope(text).map_err(|e| (e.error, e.id))),
+                    Err(e) => (number, Err((ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None))),
+                }
+            }
             Frame::TooLong { number, length } => {
                 bump(&self.counters.lines_too_long);
                 (number, Err((ProtocolError::LineTooLong { length, limit: 0 }, None)))
@@ -282,10 +312,11 @@ impl Shared {
                 // Routed like any message, as the Node peer does: with the id of a pending
                 // request it answers that request (an `error` reply); otherwise unsolicited.
                 let text = LineError { line: number, error }.to_string();
+                size = text.len() + ERROR_ENVELOPE_BYTES;
                 Envelope { msg_type: "error".to_owned(), data: Data::from(text), id }
             }
         };
-        let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message) };
+        let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message, size) };
         let mut state = self.lock();
         if let Some(waiting) = state.pending.remove(&id) {
             drop(state);
@@ -299,7 +330,7 @@ impl Shared {
             bump(&self.counters.late_replies_dropped);
         } else {
             drop(state);
-            self.deliver_unsolicited(unsolicited, message);
+            self.deliver_unsolicited(unsolicited, message, size);
         }
     }
 
@@ -411,7 +442,7 @@ impl Supervision for JoinWatcher {
 /// [`close`](Self::close), or on drop.
 pub struct Peer {
     shared: Arc<Shared>,
-    messages: Mutex<Option<Receiver<Envelope>>>,
+    messages: Mutex<Option<Unsolicited>>,
 }
 
 impl fmt::Debug for Peer {
@@ -426,12 +457,14 @@ impl Peer {
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for options out of range (zero `max_in_flight`,
-    /// `max_line_bytes` or `max_unsolicited`); [`ErrorCode::Spawn`] when it cannot start.
+    /// `max_line_bytes`, `max_unsolicited` or `max_unsolicited_bytes`); [`ErrorCode::Spawn`]
+    /// when it cannot start.
     pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
         for (name, value) in [
             ("max_in_flight", options.max_in_flight),
             ("max_line_bytes", options.max_line_bytes),
             ("max_unsolicited", options.max_unsolicited),
+            ("max_unsolicited_bytes", options.max_unsolicited_bytes),
         ] {
             if value == 0 {
                 return Err(PeerError::new(
@@ -445,7 +478,10 @@ impl Peer {
             ChildProcess::spawn(command, options.grace, Box::new(JoinWatcher(Arc::clone(&watcher))))
                 .map_err(|e| PeerError::new(ErrorCode::Spawn, e.to_string()))?;
         let stdin = child.take_stdin();
-        let (unsolicited, messages) = mpsc::sync_channel(options.max_unsolicited);
+        let (sender, receiver) = mpsc::sync_channel(options.max_unsolicited);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let unsolicited = Outbound { sender, queued: Arc::clone(&queued) };
+        let messages = Unsolicited { receiver, queued };
         let shared = Arc::new(Shared {
             state: Mutex::new(State { next_id: 1, ..State::default() }),
             changed: Condvar::new(),
@@ -460,6 +496,7 @@ impl Peer {
                 max_in_flight: options.max_in_flight,
                 max_line_bytes: options.max_line_bytes,
                 grace: options.grace,
+                max_unsolicited_bytes: options.max_unsolicited_bytes,
             },
         });
 
@@ -637,9 +674,10 @@ impl Peer {
     /// never sent or already answered, and `error` messages for lines that are not valid
     /// protocol (naming the line: `line 3: invalid JSON: ...`) unless the line carried the id
     /// of a pending request, which that error then answers. At most
-    /// [`PeerOptions::max_unsolicited`] wait; more are dropped and counted. The channel ends
-    /// when the child's stdout closes. `None` after the first call.
-    pub fn take_messages(&self) -> Option<Receiver<Envelope>> {
+    /// [`PeerOptions::max_unsolicited`] messages and [`PeerOptions::max_unsolicited_bytes`]
+    /// wait; more are dropped and counted. The channel ends when the child's stdout closes.
+    /// `None` after the first call.
+    pub fn take_messages(&self) -> Option<Unsolicited> {
         self.messages.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
@@ -821,7 +859,7 @@ impl Drop for Pending {
 }
 
 /// The reader thread: the child's stdout, framed by the core, dispatched line by line.
-fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &SyncSender<Envelope>) {
+fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &Outbound) {
     let mut decoder = LineDecoder::new(shared.options.max_line_bytes);
     let mut buf = vec![0; READ_CHUNK];
     loop {
@@ -842,6 +880,69 @@ fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &SyncSender<
         shared.dispatch(frame, unsolicited);
     }
     shared.on_stdout_closed();
+}
+
+/// The reader's end of the unsolicited queue: the channel bounds the count, `queued` the bytes.
+struct Outbound {
+    sender: SyncSender<(Envelope, usize)>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The child's unsolicited messages, from [`Peer::take_messages`]: a channel receiver (the
+/// methods of [`std::sync::mpsc::Receiver`], with its error types) that also gives back each
+/// message's bytes to the queue's budget ([`PeerOptions::max_unsolicited_bytes`]) as it is
+/// taken. Ends (`Disconnected`) once the child's stdout has closed and all are taken.
+pub struct Unsolicited {
+    receiver: Receiver<(Envelope, usize)>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl fmt::Debug for Unsolicited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unsolicited").field("queued_bytes", &self.queued.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl Unsolicited {
+    fn taken(&self, (message, size): (Envelope, usize)) -> Envelope {
+        self.queued.fetch_sub(size, Ordering::AcqRel);
+        message
+    }
+
+    /// Waits for the next message; `Err` once the channel has ended.
+    ///
+    /// # Errors
+    /// [`RecvError`] once the child's stdout has closed and every message was taken.
+    pub fn recv(&self) -> Result<Envelope, RecvError> {
+        self.receiver.recv().map(|m| self.taken(m))
+    }
+
+    /// Waits at most `timeout` for the next message.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] when none came in time; `Disconnected` once the channel
+    /// has ended.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Envelope, RecvTimeoutError> {
+        self.receiver.recv_timeout(timeout).map(|m| self.taken(m))
+    }
+
+    /// The next message if one is waiting.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] when none is waiting; `Disconnected` once the channel has ended.
+    pub fn try_recv(&self) -> Result<Envelope, TryRecvError> {
+        self.receiver.try_recv().map(|m| self.taken(m))
+    }
+
+    /// Every message, waiting for each, until the channel ends.
+    pub fn iter(&self) -> impl Iterator<Item = Envelope> + '_ {
+        std::iter::from_fn(|| self.recv().ok())
+    }
+
+    /// The messages waiting now, without blocking.
+    pub fn try_iter(&self) -> impl Iterator<Item = Envelope> + '_ {
+        std::iter::from_fn(|| self.try_recv().ok())
+    }
 }
 
 /// The stderr thread's sink: [`StderrMode`], then tells the peer when stderr closed.
