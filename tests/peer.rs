@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -377,6 +378,104 @@ fn a_missing_working_directory_is_named_not_blamed_on_path() {
     assert_eq!(
         (error.code(), error.to_string().as_str()),
         (ErrorCode::Spawn, "cannot start `sh`: its working directory `/definitely/not/a/dir` does not exist")
+    );
+}
+
+#[test]
+fn a_child_that_does_not_read_its_stdin_holds_no_caller_past_its_deadline() {
+    // `sleep` never reads its stdin: a 1 MiB line fills the pipe (64 KiB) and the write of
+    // the rest blocks for as long as the child lives. Before the fix the first request sat
+    // in that write (ignoring its 200 ms) and every other caller waited for the stdin lock.
+    let patient = PeerOptions { timeout: Duration::from_millis(200), grace: Duration::from_millis(100), ..options() };
+    let peer = Arc::new(shell("exec sleep 30", patient));
+    let big = "x".repeat(1 << 20);
+    let (done, results) = std::sync::mpsc::channel();
+    let call = |name: &'static str, pause: u64, f: Box<dyn FnOnce(&Peer) -> ErrorCode + Send>| {
+        let (peer, done) = (Arc::clone(&peer), done.clone());
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(pause));
+            let started = Instant::now();
+            let code = f(&peer);
+            let _ = done.send((name, code, started.elapsed()));
+        })
+    };
+    let first = big.clone();
+    call(
+        "big request",
+        0,
+        Box::new(move |p| p.request_timeout("q", first, Duration::from_millis(200)).unwrap_err().code()),
+    );
+    call("small request", 50, Box::new(|p| p.request_timeout("q", "", Duration::from_millis(200)).unwrap_err().code()));
+    call(
+        "wait_timeout",
+        50,
+        Box::new(|p| p.send("q", "").unwrap().wait_timeout(Duration::from_millis(200)).unwrap_err().code()),
+    );
+    // Notifications queue until the write queue is full, then wait the peer's timeout for room.
+    let line = big.clone();
+    call(
+        "notify",
+        50,
+        Box::new(move |p| loop {
+            if let Err(e) = p.notify("n", line.as_str()) {
+                break e.code();
+            }
+        }),
+    );
+    // Each deadline is 200 ms; 3 s leaves room for a slow, shared machine.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match results.recv_timeout(left) {
+            Ok(result) => seen.push(result),
+            Err(_) => panic!("after 3 s only these calls had returned: {seen:?}"),
+        }
+    }
+    for (name, code, took) in &seen {
+        assert_eq!(*code, ErrorCode::Timeout, "{name}");
+        assert!(*took < Duration::from_secs(3), "{name} took {took:?}");
+    }
+    // The writer is still stuck in the child's full pipe: close must not wait for it longer
+    // than the shutdown's grace periods (100 ms + SIGTERM + 100 ms).
+    let started = Instant::now();
+    let status = peer.close().unwrap();
+    assert_eq!(status.signal(), Some(15), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(3), "close took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_request_that_times_out_before_it_is_written_is_never_sent_and_the_rest_keep_their_order() {
+    // The child reads nothing for 2 s, then echoes every line back (an echoed request is its
+    // own reply). The 1 MiB request is being written when it times out: its line is finished
+    // (its echo is a late reply, dropped). The small one behind it times out still queued
+    // and is never written. The notification behind that goes out, in order.
+    let peer = shell("sleep 2; exec cat", options());
+    let messages = peer.take_messages().unwrap();
+    let big = "x".repeat(1 << 20);
+    let first = peer.send_timeout("big", big.as_str(), Duration::from_millis(200)).unwrap();
+    let second = peer.send_timeout("small", "", Duration::from_millis(200)).unwrap();
+    peer.notify("note", "after").unwrap();
+    let error = first.wait().unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Timeout);
+    assert!(error.to_string().ends_with("a late reply will be dropped. If the child is only slow, raise PeerOptions::timeout or use request_timeout"), "{error}");
+    let error = second.wait().unwrap_err();
+    assert_eq!(
+        (error.code(), error.to_string().as_str()),
+        (
+            ErrorCode::Timeout,
+            "no reply to `small` request 2 within 200 ms: it was never written (it is not sent now), as the child \
+             was not taking what was written before it; is the child reading its stdin?"
+        )
+    );
+    // Echoed once the child reads, after the notification's echo.
+    assert_eq!(peer.request("last", "").unwrap(), reply("last", "", 3));
+    assert_eq!(messages.try_recv(), Ok(Envelope::new("note", "after")));
+    assert_eq!(messages.try_recv(), Err(TryRecvError::Empty));
+    let stats = peer.stats();
+    assert_eq!(
+        (stats.requests, stats.notifications, stats.timeouts, stats.late_replies_dropped, stats.replies),
+        (2, 1, 2, 1, 1)
     );
 }
 
