@@ -480,6 +480,38 @@ fn a_request_that_times_out_before_it_is_written_is_never_sent_and_the_rest_keep
 }
 
 #[test]
+fn a_child_that_closes_its_stdin_and_runs_on_fails_the_unwritten_requests_with_io() {
+    // Our writes meet a pipe nobody reads (EPIPE) while the child lives on with its stdout
+    // open: after a moment to see whether it exits, the request fails with the write's
+    // error, and so does every later call.
+    let script = "exec 0<&-; echo closed >&2; exec sleep 30";
+    let (tx, closed) = std::sync::mpsc::channel();
+    let stderr = StderrMode::Sink(Box::new(move |_: &[u8]| {
+        let _ = tx.send(());
+    }));
+    let peer = shell(script, PeerOptions { grace: Duration::from_millis(100), stderr, ..options() });
+    // Written before the child closed its stdin, a line would sit in the pipe, unread.
+    closed.recv_timeout(PATIENCE).unwrap();
+    let error = peer.request("q", "").unwrap_err();
+    let text = format!(
+        "cannot write to child `sh -c {script}`: Broken pipe (os error 32); close this Peer and start a new one"
+    );
+    assert_eq!((error.code(), error.to_string()), (ErrorCode::Io, text.clone()));
+    let later = peer.notify("n", "").unwrap_err();
+    assert_eq!((later.code(), later.to_string()), (ErrorCode::Io, text));
+    assert_eq!(peer.close().unwrap().signal(), Some(15));
+}
+
+#[test]
+fn a_peer_and_its_handles_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Peer>();
+    fn sendable<T: Send>() {}
+    sendable::<rust_ts_ipc::Pending>();
+    sendable::<rust_ts_ipc::Unsolicited>();
+}
+
+#[test]
 fn a_malformed_reply_with_a_pending_id_fails_that_request_with_error_reply() {
     // As the Node peer does: the line's error, carrying the id it could still read, answers
     // the request (before the fix it was unsolicited and the request waited out its timeout).
