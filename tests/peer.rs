@@ -6,6 +6,7 @@
 mod support;
 
 use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
 use std::process::Command;
 use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -88,18 +89,18 @@ fn lines_that_are_not_protocol_are_unsolicited_errors_naming_the_line_and_the_pe
     );
     let peer = shell(&script, PeerOptions { max_line_bytes: 64, ..options() });
     let messages = peer.take_messages().unwrap();
-    assert_eq!(peer.request("q", "").unwrap(), reply("r", "ok", 1));
     let error = |text: &str, id: Option<u64>| Envelope { msg_type: "error".into(), data: Data::from(text), id };
+    // Line 3 is blank (skipped, still counted); line 4 keeps its id, so its error answers
+    // request 1, and line 5, the good reply that comes too late, is unsolicited.
+    let failed = peer.request("q", "").unwrap_err();
+    let broken = "line 4: missing field `data`: `{\"msg_type\":\"r\",\"id\":1}`";
+    assert_eq!((failed.code(), failed.reply()), (ErrorCode::ErrorReply, Some(&error(broken, Some(1)))));
     assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), error("line 1: invalid JSON: `not json`", None));
     assert_eq!(
         messages.recv_timeout(PATIENCE).unwrap(),
         error("line 2: line of 100 bytes exceeds the 64-byte limit", None)
     );
-    // Line 3 is blank (skipped, still counted); line 4 keeps its id.
-    assert_eq!(
-        messages.recv_timeout(PATIENCE).unwrap(),
-        error("line 4: missing field `data`: `{\"msg_type\":\"r\",\"id\":1}`", Some(1))
-    );
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), reply("r", "ok", 1));
     assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), error("line 6: invalid UTF-8 at byte 0", None));
     let stats = peer.stats();
     assert_eq!((stats.unsolicited, stats.lines_too_long, stats.replies), (4, 1, 1));
@@ -314,6 +315,27 @@ fn unsolicited_messages_over_the_queue_bound_are_dropped_and_counted() {
 }
 
 #[test]
+fn unsolicited_messages_over_the_byte_budget_are_dropped_and_counted_until_taken() {
+    // Each line is 36 bytes: two fit in 100, the third would not.
+    let five = r#"for i in 1 2 3 4 5; do echo '{"msg_type":"n","data":"0123456789"}'; done"#;
+    let script = format!(
+        r#"read l; {five}; echo '{{"msg_type":"r","data":"ok","id":1}}'
+        read l; {five}; echo '{{"msg_type":"r","data":"ok","id":2}}'; exec cat >/dev/null"#
+    );
+    let peer = shell(&script, PeerOptions { max_unsolicited_bytes: 100, ..options() });
+    let messages = peer.take_messages().unwrap();
+    assert_eq!(peer.request("q", "").unwrap(), reply("r", "ok", 1));
+    let stats = peer.stats();
+    assert_eq!((stats.unsolicited, stats.unsolicited_dropped), (2, 3));
+    assert_eq!(messages.try_iter().count(), 2);
+    // Taking them gave their bytes back: two more fit.
+    assert_eq!(peer.request("q", "").unwrap(), reply("r", "ok", 2));
+    let stats = peer.stats();
+    assert_eq!((stats.unsolicited, stats.unsolicited_dropped), (4, 6));
+    assert_eq!(messages.try_iter().collect::<Vec<_>>(), vec![Envelope::new("n", "0123456789"); 2]);
+}
+
+#[test]
 fn timeouts_and_grace_of_duration_max_mean_no_limit_not_a_panic() {
     let script = r#"read l; echo '{"msg_type":"r","data":"ok","id":1}'; exec cat >/dev/null"#;
     let forever = PeerOptions { timeout: Duration::MAX, grace: Duration::MAX, ..options() };
@@ -357,4 +379,203 @@ fn a_missing_working_directory_is_named_not_blamed_on_path() {
         (error.code(), error.to_string().as_str()),
         (ErrorCode::Spawn, "cannot start `sh`: its working directory `/definitely/not/a/dir` does not exist")
     );
+}
+
+#[test]
+fn a_child_that_does_not_read_its_stdin_holds_no_caller_past_its_deadline() {
+    // `sleep` never reads its stdin: a 1 MiB line fills the pipe (64 KiB) and the write of
+    // the rest blocks for as long as the child lives. Before the fix the first request sat
+    // in that write (ignoring its 200 ms) and every other caller waited for the stdin lock.
+    let patient = PeerOptions { timeout: Duration::from_millis(200), grace: Duration::from_millis(100), ..options() };
+    let peer = Arc::new(shell("exec sleep 30", patient));
+    let big = "x".repeat(1 << 20);
+    let (done, results) = std::sync::mpsc::channel();
+    let call = |name: &'static str, pause: u64, f: Box<dyn FnOnce(&Peer) -> ErrorCode + Send>| {
+        let (peer, done) = (Arc::clone(&peer), done.clone());
+        thread::spawn(move || {
+            thread::sleep(Duration::from_millis(pause));
+            let started = Instant::now();
+            let code = f(&peer);
+            let _ = done.send((name, code, started.elapsed()));
+        })
+    };
+    let first = big.clone();
+    call(
+        "big request",
+        0,
+        Box::new(move |p| p.request_timeout("q", first, Duration::from_millis(200)).unwrap_err().code()),
+    );
+    call("small request", 50, Box::new(|p| p.request_timeout("q", "", Duration::from_millis(200)).unwrap_err().code()));
+    call(
+        "wait_timeout",
+        50,
+        Box::new(|p| p.send("q", "").unwrap().wait_timeout(Duration::from_millis(200)).unwrap_err().code()),
+    );
+    // Notifications queue until the write queue is full, then wait the peer's timeout for room.
+    let line = big.clone();
+    call(
+        "notify",
+        50,
+        Box::new(move |p| loop {
+            if let Err(e) = p.notify("n", line.as_str()) {
+                break e.code();
+            }
+        }),
+    );
+    // Each deadline is 200 ms; 3 s leaves room for a slow, shared machine.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match results.recv_timeout(left) {
+            Ok(result) => seen.push(result),
+            Err(_) => panic!("after 3 s only these calls had returned: {seen:?}"),
+        }
+    }
+    for (name, code, took) in &seen {
+        assert_eq!(*code, ErrorCode::Timeout, "{name}");
+        assert!(*took < Duration::from_secs(3), "{name} took {took:?}");
+    }
+    // The writer is still stuck in the child's full pipe: close must not wait for it longer
+    // than the shutdown's grace periods (100 ms + SIGTERM + 100 ms).
+    let started = Instant::now();
+    let status = peer.close().unwrap();
+    assert_eq!(status.signal(), Some(15), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(3), "close took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_request_that_times_out_before_it_is_written_is_never_sent_and_the_rest_keep_their_order() {
+    // The child reads nothing for 2 s, then echoes every line back (an echoed request is its
+    // own reply). The 1 MiB request is being written when it times out: its line is finished
+    // (its echo is a late reply, dropped). The small one behind it times out still queued
+    // and is never written. The notification behind that goes out, in order.
+    let peer = shell("sleep 2; exec cat", options());
+    let messages = peer.take_messages().unwrap();
+    let big = "x".repeat(1 << 20);
+    let first = peer.send_timeout("big", big.as_str(), Duration::from_millis(200)).unwrap();
+    let second = peer.send_timeout("small", "", Duration::from_millis(200)).unwrap();
+    peer.notify("note", "after").unwrap();
+    let error = first.wait().unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Timeout);
+    assert!(error.to_string().ends_with("a late reply will be dropped. If the child is only slow, raise PeerOptions::timeout or use request_timeout"), "{error}");
+    let error = second.wait().unwrap_err();
+    assert_eq!(
+        (error.code(), error.to_string().as_str()),
+        (
+            ErrorCode::Timeout,
+            "no reply to `small` request 2 within 200 ms: it was never written (it is not sent now), as the child \
+             was not taking what was written before it; is the child reading its stdin?"
+        )
+    );
+    // Echoed once the child reads, after the notification's echo.
+    assert_eq!(peer.request("last", "").unwrap(), reply("last", "", 3));
+    assert_eq!(messages.try_recv(), Ok(Envelope::new("note", "after")));
+    assert_eq!(messages.try_recv(), Err(TryRecvError::Empty));
+    let stats = peer.stats();
+    assert_eq!(
+        (stats.requests, stats.notifications, stats.timeouts, stats.late_replies_dropped, stats.replies),
+        (2, 1, 2, 1, 1)
+    );
+}
+
+#[test]
+fn a_child_that_closes_its_stdin_and_runs_on_fails_the_unwritten_requests_with_io() {
+    // Our writes meet a pipe nobody reads (EPIPE) while the child lives on with its stdout
+    // open: after a moment to see whether it exits, the request fails with the write's
+    // error, and so does every later call.
+    let script = "exec 0<&-; echo closed >&2; exec sleep 30";
+    let (tx, closed) = std::sync::mpsc::channel();
+    let stderr = StderrMode::Sink(Box::new(move |_: &[u8]| {
+        let _ = tx.send(());
+    }));
+    let peer = shell(script, PeerOptions { grace: Duration::from_millis(100), stderr, ..options() });
+    // Written before the child closed its stdin, a line would sit in the pipe, unread.
+    closed.recv_timeout(PATIENCE).unwrap();
+    let error = peer.request("q", "").unwrap_err();
+    let text = format!(
+        "cannot write to child `sh -c {script}`: Broken pipe (os error 32); close this Peer and start a new one"
+    );
+    assert_eq!((error.code(), error.to_string()), (ErrorCode::Io, text.clone()));
+    let later = peer.notify("n", "").unwrap_err();
+    assert_eq!((later.code(), later.to_string()), (ErrorCode::Io, text));
+    assert_eq!(peer.close().unwrap().signal(), Some(15));
+}
+
+#[test]
+fn a_peer_and_its_handles_can_be_shared_between_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<Peer>();
+    fn sendable<T: Send>() {}
+    sendable::<rust_ts_ipc::Pending>();
+    sendable::<rust_ts_ipc::Unsolicited>();
+}
+
+#[test]
+fn a_malformed_reply_with_a_pending_id_fails_that_request_with_error_reply() {
+    // As the Node peer does: the line's error, carrying the id it could still read, answers
+    // the request (before the fix it was unsolicited and the request waited out its timeout).
+    // `cat` keeps stdout open (and echoes nothing: nothing more is sent).
+    let script = r#"read l; echo '{"id":1,"data":"x"}'; exec cat"#;
+    let peer = shell(script, options());
+    let messages = peer.take_messages().unwrap();
+    let error = peer.request_timeout("q", "", Duration::from_secs(10)).unwrap_err();
+    let text = "line 1: missing field `msg_type`: `{\"id\":1,\"data\":\"x\"}`";
+    assert_eq!(
+        (error.code(), error.to_string()),
+        (ErrorCode::ErrorReply, format!("the child answered request 1 with an error: {text}"))
+    );
+    assert_eq!(error.reply(), Some(&reply("error", text, 1)));
+    // Answered, so not also unsolicited.
+    assert_eq!(messages.try_recv(), Err(TryRecvError::Empty));
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.unsolicited), (1, 0));
+}
+
+/// Set in the environment of the child test process that `unsolicited_queue_is_bounded_in_bytes`
+/// starts, so that only there the flood runs (its memory is measured on its own).
+const FLOOD_HELPER: &str = "RUST_TS_IPC_TEST_FLOOD_HELPER";
+
+#[test]
+fn unsolicited_queue_is_bounded_in_bytes_not_only_in_messages() {
+    // The flood runs in a process of its own (this test binary, running the helper below) so
+    // that its peak memory is its own and not that of the tests running beside this one.
+    let exe = std::env::current_exe().unwrap();
+    let mut helper = Command::new(exe)
+        .args(["--exact", "unsolicited_flood_helper", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(FLOOD_HELPER, "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let peak = support::watch_peak_rss_kib(i32::try_from(helper.id()).unwrap());
+    let out = std::io::read_to_string(helper.stdout.take().unwrap()).unwrap();
+    let err = std::io::read_to_string(helper.stderr.take().unwrap()).unwrap();
+    let status = helper.wait().unwrap();
+    let peak = peak.join().unwrap();
+    eprintln!("peer peak RSS through 64 unsolicited lines of 4 MiB: {peak} KiB");
+    // 64 lines of 4 MiB never taken grew the peak by 261 MiB before the fix. Now at most
+    // the default 32 MiB wait, plus one line being framed and decoded (41 MiB measured):
+    // bound generously.
+    assert!(peak < 96 * 1024, "peak RSS {peak} KiB through 64 unsolicited lines of 4 MiB\n{err}");
+    assert!(status.success(), "{out}\n{err}");
+    assert!(out.contains("1 passed"), "the helper did not run:\n{out}");
+}
+
+#[test]
+#[ignore = "run by unsolicited_queue_is_bounded_in_bytes_not_only_in_messages in a process of its own"]
+fn unsolicited_flood_helper() {
+    if std::env::var_os(FLOOD_HELPER).is_none() {
+        return;
+    }
+    let script = r#"read l; i=0; while [ $i -lt 64 ]; do i=$((i+1))
+        printf '{"msg_type":"n","data":"'; head -c 4194304 /dev/zero | tr '\0' x; printf '"}\n'; done
+        echo '{"msg_type":"r","data":"ok","id":1}'; exec cat >/dev/null"#;
+    let peer = shell(script, options());
+    // The reply comes after the flood: once it is here, every flood line has been dispatched.
+    assert_eq!(peer.request_timeout("q", "", PATIENCE).unwrap(), reply("r", "ok", 1));
+    let stats = peer.stats();
+    eprintln!("{stats:?}");
+    assert_eq!(stats.unsolicited + stats.unsolicited_dropped, 64);
+    assert!(stats.unsolicited_dropped > 0);
 }

@@ -3,20 +3,35 @@
 //! [`Envelope`]s, framed by the core's [`LineDecoder`] and decoded by [`decode_envelope`].
 //!
 //! One place owns each piece of state: the pending-request map (and what it remembers of
-//! abandoned requests) is [`State`], behind one lock; the child is a [`ChildProcess`], behind
-//! another; the child's stdin is a third, so a slow write never blocks replies or `close`.
-//! Three threads per peer: the reader (stdout → replies and unsolicited messages), the stderr
-//! reader, and the exit watcher (blocks until the child exits, without reaping it).
+//! abandoned requests), the write queue and how the conversation stands are [`State`], behind
+//! one lock; the child is a [`ChildProcess`], behind another. Four threads per peer: the
+//! writer (the only one that writes to the child's stdin, see [`writer`]), the reader (stdout
+//! → replies and unsolicited messages), the stderr reader, and the exit watcher (blocks until
+//! the child exits, without reaping it).
+//!
+//! The write path (the design of lsp-server's and esbuild's service's writer threads). A call
+//! takes its id and its turn under the lock, encodes its line outside it, then waits (until
+//! its own deadline) for its turn, for a slot among `max_in_flight` if it is a request, and
+//! for room in the write queue (`max_unsent_bytes`), and queues the line. The writer thread
+//! takes lines in queue order, so requests and notifications reach the wire in call order,
+//! and writes them, flushing after each batch. Callers never touch the pipe: a child that
+//! stops reading blocks the writer alone, and each request still times out at its deadline.
+//! A request given up (timeout, close, exit) before the writer took its line leaves the
+//! queue, never sent; once taken, its line is written whole, never cut, and a late reply is
+//! dropped and counted. `close` lets the writer write the notifications still queued and close
+//! the child's stdin, within the grace period; a writer stuck in a full pipe is freed by the
+//! shutdown's signals (its write fails once the child is gone).
 
 mod error;
+mod writer;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::process::{ChildStdin, Command, ExitStatus};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, TryLockError};
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -38,7 +53,14 @@ const EOF_SETTLE: Duration = Duration::from_millis(500);
 /// replies are dropped and counted; beyond that the oldest are forgotten, and a late reply to
 /// one of them is delivered as an unsolicited message instead.
 const ABANDONED_MEMORY: usize = 65_536;
-/// While `send` waits for room, how often it expires requests past their deadline.
+/// What an `error` envelope adds to its text when encoded (`{"msg_type":"error","data":""}` and
+/// the newline), for the unsolicited queue's byte count.
+const ERROR_ENVELOPE_BYTES: usize = 32;
+/// [`PeerOptions::max_unsent_bytes`] by default.
+const DEFAULT_MAX_UNSENT_BYTES: usize = 16 << 20;
+/// [`PeerOptions::max_unsolicited_bytes`] by default.
+const DEFAULT_MAX_UNSOLICITED_BYTES: usize = 32 << 20;
+/// While a call waits for room, how often it expires requests past their deadline.
 const SWEEP: Duration = Duration::from_millis(50);
 
 /// Where the child's stderr goes. The last 4 KiB are kept in any case, for
@@ -68,13 +90,18 @@ impl fmt::Debug for StderrMode {
 }
 
 /// How a [`Peer`] behaves. The defaults are safe for an untrusted child: bounded lines,
-/// bounded requests in flight, bounded queue of unsolicited messages.
+/// bounded requests in flight, a queue of unsolicited messages bounded in count and bytes.
 #[derive(Debug)]
 pub struct PeerOptions {
-    /// How long a request waits for its reply (and for room to be sent) by default: 30 s.
+    /// How long a request waits for its reply (and for room to be sent) by default, and how
+    /// long [`Peer::notify`] waits for room in the write queue: 30 s.
     pub timeout: Duration,
     /// Requests awaiting a reply at once; [`Peer::send`] blocks when this many are: 256.
     pub max_in_flight: usize,
+    /// The most bytes of requests and notifications waiting to be written to the child's
+    /// stdin (the write queue, see [`Peer`]); a call waits for room until its deadline, then
+    /// fails with [`ErrorCode::Timeout`]. A single longer line is still sent, on its own: 16 MiB.
+    pub max_unsent_bytes: usize,
     /// The longest line read from the child, in bytes; longer ones are skipped as they
     /// arrive and reported as unsolicited `error` messages: 16 MiB.
     pub max_line_bytes: usize,
@@ -85,6 +112,12 @@ pub struct PeerOptions {
     /// Unsolicited messages queued for [`Peer::take_messages`]; more are dropped and counted
     /// ([`PeerStats::unsolicited_dropped`]): 1024.
     pub max_unsolicited: usize,
+    /// The most bytes of unsolicited messages queued for [`Peer::take_messages`], counted on
+    /// their encoded size (the line as the child sent it); a message that would go over is
+    /// dropped and counted ([`PeerStats::unsolicited_dropped`]): 32 MiB, two lines at the
+    /// default [`max_line_bytes`](Self::max_line_bytes). Keep it at least that, or a line
+    /// longer than it is always dropped.
+    pub max_unsolicited_bytes: usize,
 }
 
 impl Default for PeerOptions {
@@ -92,10 +125,12 @@ impl Default for PeerOptions {
         PeerOptions {
             timeout: Duration::from_secs(30),
             max_in_flight: 256,
+            max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
             grace: DEFAULT_GRACE,
             stderr: StderrMode::Forward,
             max_unsolicited: 1024,
+            max_unsolicited_bytes: DEFAULT_MAX_UNSOLICITED_BYTES,
         }
     }
 }
@@ -103,19 +138,20 @@ impl Default for PeerOptions {
 /// Counters of what a [`Peer`] did, including what it dropped.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PeerStats {
-    /// Requests written to the child.
+    /// Requests written to the child (counted as the writer thread takes them).
     pub requests: u64,
-    /// Notifications written to the child.
+    /// Notifications written to the child (counted as the writer thread takes them).
     pub notifications: u64,
     /// Replies matched to a waiting request (error replies included).
     pub replies: u64,
-    /// Requests that timed out.
+    /// Requests that timed out, sent or not.
     pub timeouts: u64,
     /// Replies to requests that had timed out or been dropped unawaited: dropped, never delivered.
     pub late_replies_dropped: u64,
     /// Messages that answered no pending request, queued for [`Peer::take_messages`].
     pub unsolicited: u64,
-    /// Unsolicited messages dropped because their queue was full (or its receiver gone).
+    /// Unsolicited messages dropped because their queue was full, in count or in bytes (or
+    /// its receiver was gone).
     pub unsolicited_dropped: u64,
     /// Lines from the child over [`PeerOptions::max_line_bytes`], skipped.
     pub lines_too_long: u64,
@@ -149,23 +185,37 @@ struct Waiting {
     deadline: Instant,
     msg_type: String,
     timeout: Duration,
+    /// The writer has taken its line (written, or being written): a reply may come. Until
+    /// then its line is in the write queue, and leaves it if the request is given up.
+    sent: bool,
 }
 
 impl Waiting {
     fn timed_out(&self, id: u64) -> PeerError {
-        timeout_error(&self.msg_type, id, self.timeout)
+        timeout_error(&self.msg_type, id, self.timeout, self.sent)
     }
 }
 
-fn timeout_error(msg_type: &str, id: u64, timeout: Duration) -> PeerError {
-    PeerError::new(
-        ErrorCode::Timeout,
+fn timeout_error(msg_type: &str, id: u64, timeout: Duration, sent: bool) -> PeerError {
+    let ms = timeout.as_millis();
+    let message = if sent {
         format!(
-            "no reply to `{msg_type}` request {id} within {} ms; a late reply will be dropped. If the child is \
-             only slow, raise PeerOptions::timeout or use request_timeout",
-            timeout.as_millis()
-        ),
-    )
+            "no reply to `{msg_type}` request {id} within {ms} ms; a late reply will be dropped. If the child is only \
+             slow, raise PeerOptions::timeout or use request_timeout"
+        )
+    } else {
+        format!(
+            "no reply to `{msg_type}` request {id} within {ms} ms: it was never written (it is not sent now), as the \
+             child was not taking what was written before it; is the child reading its stdin?"
+        )
+    };
+    PeerError::new(ErrorCode::Timeout, message)
+}
+
+/// An encoded line in the write queue, with its request's id (`None`: a notification).
+struct Line {
+    bytes: Vec<u8>,
+    id: Option<u64>,
 }
 
 /// The pending-request map and how the conversation stands: the one place that owns them.
@@ -184,6 +234,20 @@ struct State {
     exit: Option<Option<ExitStatus>>,
     stdout_closed: bool,
     stderr_closed: bool,
+    /// The write queue: lines waiting for the writer thread, in call order.
+    outbox: VecDeque<Line>,
+    /// Bytes of the lines in `outbox`.
+    outbox_bytes: usize,
+    /// Bytes of the lines the writer has taken and not finished writing.
+    writing_bytes: usize,
+    /// Calls waiting for their turn to queue a line, first first: queued in call order, so a
+    /// long line waiting for room is not overtaken by shorter ones forever.
+    turns: VecDeque<u64>,
+    next_turn: u64,
+    /// The writer is done and has closed the child's stdin.
+    stdin_closed: bool,
+    /// A write failed while the child was not seen to end: later calls fail with this.
+    broken: Option<PeerError>,
 }
 
 impl State {
@@ -194,6 +258,19 @@ impl State {
         }
     }
 
+    /// Request `id` left the pending map unanswered. If its line went out, a reply may still
+    /// come: it will be dropped and counted. If not, its line leaves the queue, never sent.
+    fn forget(&mut self, id: u64, sent: bool) {
+        if sent {
+            return self.abandon(id);
+        }
+        if let Some(at) = self.outbox.iter().position(|line| line.id == Some(id)) {
+            if let Some(line) = self.outbox.remove(at) {
+                self.outbox_bytes -= line.bytes.len();
+            }
+        }
+    }
+
     /// Fails every request past its deadline.
     fn expire(&mut self, now: Instant, counters: &Counters) {
         let overdue: Vec<u64> = self.pending.iter().filter(|(_, w)| w.deadline <= now).map(|(&id, _)| id).collect();
@@ -201,27 +278,58 @@ impl State {
             if let Some(w) = self.pending.remove(&id) {
                 let _ = w.reply.try_send(Err(w.timed_out(id)));
                 bump(&counters.timeouts);
-                self.abandon(id);
+                self.forget(id, w.sent);
             }
         }
     }
 
-    /// Fails every pending request with `error`.
+    /// Fails every pending request with `error`; their lines not yet taken by the writer
+    /// leave the queue (notifications stay).
     fn fail_all(&mut self, error: &PeerError) {
         for (id, w) in std::mem::take(&mut self.pending) {
             let _ = w.reply.try_send(Err(error.clone()));
-            self.abandon(id);
+            if w.sent {
+                self.abandon(id);
+            }
         }
+        self.outbox.retain(|line| line.id.is_none());
+        self.outbox_bytes = self.outbox.iter().map(|line| line.bytes.len()).sum();
+    }
+
+    /// Empties the write queue: nothing more will be written.
+    fn drop_outbox(&mut self) {
+        self.outbox.clear();
+        self.outbox_bytes = 0;
+    }
+
+    /// A place in the line for queueing a line; leave it with [`leave_turn`](Self::leave_turn)
+    /// or by queueing.
+    fn take_turn(&mut self) -> u64 {
+        let turn = self.next_turn;
+        self.next_turn += 1;
+        self.turns.push_back(turn);
+        turn
+    }
+
+    fn leave_turn(&mut self, turn: u64) {
+        self.turns.retain(|&t| t != turn);
+    }
+
+    /// Bytes queued or being written.
+    fn unsent_bytes(&self) -> usize {
+        self.outbox_bytes + self.writing_bytes
     }
 }
 
 /// What the peer's threads share.
 struct Shared {
     state: Mutex<State>,
-    /// Signalled when a request leaves the pending map and when the conversation's
-    /// standing changes (stdout or stderr closed, exit seen, ended).
+    /// Signalled when a request leaves the pending map, when room frees in the write queue,
+    /// when a turn to queue passes, and when the conversation's standing changes (stdout or
+    /// stderr closed, exit seen, ended, stdin closed).
     changed: Condvar,
-    stdin: Mutex<Option<ChildStdin>>,
+    /// Signalled for the writer thread: a line was queued, or the peer closed or ended.
+    wake_writer: Condvar,
     child: Mutex<ChildProcess>,
     pid: u32,
     command: String,
@@ -235,8 +343,10 @@ struct Shared {
 struct Limits {
     timeout: Duration,
     max_in_flight: usize,
+    max_unsent_bytes: usize,
     max_line_bytes: usize,
     grace: Duration,
+    max_unsolicited_bytes: usize,
 }
 
 impl Shared {
@@ -249,22 +359,38 @@ impl Shared {
         self.changed.wait_timeout(state, limit).unwrap_or_else(PoisonError::into_inner).0
     }
 
-    fn deliver_unsolicited(&self, to: &SyncSender<Envelope>, message: Envelope) {
+    /// Queues `message` (`size` bytes encoded) for [`Peer::take_messages`], or drops and
+    /// counts it when the queue is full in count or in bytes.
+    fn deliver_unsolicited(&self, to: &Outbound, message: Envelope, size: usize) {
+        // The reader is the only sender: nothing else adds to `queued` between check and add.
+        let queued = to.queued.load(Ordering::Acquire);
+        if queued.saturating_add(size) > self.options.max_unsolicited_bytes {
+            bump(&self.counters.unsolicited_dropped);
+            return;
+        }
         // Counted before it is sent, so whoever receives it sees it counted.
         bump(&self.counters.unsolicited);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = to.try_send(message) {
+        to.queued.fetch_add(size, Ordering::AcqRel);
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = to.sender.try_send((message, size)) {
+            to.queued.fetch_sub(size, Ordering::AcqRel);
             self.counters.unsolicited.fetch_sub(1, Ordering::Relaxed);
             bump(&self.counters.unsolicited_dropped);
         }
     }
 
     /// One line (or over-long line) from the child's stdout.
-    fn dispatch(&self, frame: Frame<'_>, unsolicited: &SyncSender<Envelope>) {
+    fn dispatch(&self, frame: Frame<'_>, unsolicited: &Outbound) {
+        // What a message costs the unsolicited queue: the line as the child sent it, or for a
+        // line that is not protocol, the error text that stands for it.
+        let mut size = 0;
         let (number, result) = match frame {
-            Frame::Line { number, bytes } => match std::str::from_utf8(bytes) {
-                Ok(text) => (number, decode_envelope(text).map_err(|e| (e.error, e.id))),
-                Err(e) => (number, Err((ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None))),
-            },
+            Frame::Line { number, bytes } => {
+                size = bytes.len();
+                match std::str::from_utf8(bytes) {
+                    Ok(text) => (number, decode_envelope(text).map_err(|e| (e.error, e.id))),
+                    Err(e) => (number, Err((ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None))),
+                }
+            }
             Frame::TooLong { number, length } => {
                 bump(&self.counters.lines_too_long);
                 (number, Err((ProtocolError::LineTooLong { length, limit: 0 }, None)))
@@ -279,16 +405,20 @@ impl Shared {
                     }
                     other => other,
                 };
+                // Routed like any message, as the Node peer does: with the id of a pending
+                // request it answers that request (an `error` reply); otherwise unsolicited.
                 let text = LineError { line: number, error }.to_string();
-                return self.deliver_unsolicited(
-                    unsolicited,
-                    Envelope { msg_type: "error".to_owned(), data: Data::from(text), id },
-                );
+                size = text.len() + ERROR_ENVELOPE_BYTES;
+                Envelope { msg_type: "error".to_owned(), data: Data::from(text), id }
             }
         };
-        let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message) };
+        let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message, size) };
         let mut state = self.lock();
         if let Some(waiting) = state.pending.remove(&id) {
+            if !waiting.sent {
+                // Answered before it was written (a child guessing ids): it is not written now.
+                state.forget(id, false);
+            }
             drop(state);
             self.changed.notify_all();
             bump(&self.counters.replies);
@@ -300,16 +430,7 @@ impl Shared {
             bump(&self.counters.late_replies_dropped);
         } else {
             drop(state);
-            self.deliver_unsolicited(unsolicited, message);
-        }
-    }
-
-    /// Closes the child's stdin unless a writer holds it (which then does, see `write_line`).
-    fn close_stdin(&self) {
-        match self.stdin.try_lock() {
-            Ok(mut stdin) => *stdin = None,
-            Err(TryLockError::Poisoned(poisoned)) => *poisoned.into_inner() = None,
-            Err(TryLockError::WouldBlock) => {}
+            self.deliver_unsolicited(unsolicited, message, size);
         }
     }
 
@@ -326,9 +447,11 @@ impl Shared {
         let status = state.exit.flatten();
         let error = PeerError::exited(&self.command, status, self.tail.text());
         state.fail_all(&error);
+        state.drop_outbox();
         state.ended = Some(error);
         drop(state);
         self.changed.notify_all();
+        self.wake_writer.notify_one();
     }
 
     /// The exit watcher saw the child exit: give its last replies and stderr a moment, then
@@ -368,6 +491,72 @@ impl Shared {
         }
     }
 
+    /// Queues `line` for the writer thread once it is `turn`'s turn and there is room (in the
+    /// write queue, and for a request a slot among [`PeerOptions::max_in_flight`]); waits for
+    /// that until `deadline`. Leaves the turn whatever the outcome.
+    fn queue_line(&self, turn: u64, line: Line, waiting: Option<Waiting>, msg_type: &str) -> Result<(), PeerError> {
+        let (deadline, timeout) = match &waiting {
+            Some(w) => (w.deadline, w.timeout),
+            None => {
+                let timeout = self.options.timeout;
+                (process::deadline_after(Instant::now(), timeout), timeout)
+            }
+        };
+        let mut state = self.lock();
+        loop {
+            let slot = waiting.is_none() || state.pending.len() < self.options.max_in_flight;
+            let unsent = state.unsent_bytes();
+            let room = unsent == 0 || unsent.saturating_add(line.bytes.len()) <= self.options.max_unsent_bytes;
+            let first = state.turns.front() == Some(&turn);
+            let refused = refuse_if_over(&state, msg_type).err();
+            let now = Instant::now();
+            if refused.is_some() || (first && slot && room) || now >= deadline {
+                state.leave_turn(turn);
+                let outcome = if let Some(error) = refused {
+                    Err(error)
+                } else if first && slot && room {
+                    state.outbox_bytes += line.bytes.len();
+                    if let (Some(id), Some(waiting)) = (line.id, waiting) {
+                        state.pending.insert(id, waiting);
+                        self.counters.peak_in_flight.fetch_max(state.pending.len() as u64, Ordering::Relaxed);
+                    }
+                    state.outbox.push_back(line);
+                    self.wake_writer.notify_one();
+                    Ok(())
+                } else {
+                    if waiting.is_some() {
+                        bump(&self.counters.timeouts);
+                    }
+                    let ms = timeout.as_millis();
+                    let why = if !slot {
+                        format!(
+                            "{} requests were still awaiting replies after {ms} ms (PeerOptions::max_in_flight); is \
+                             the child answering?",
+                            self.options.max_in_flight
+                        )
+                    } else if !room {
+                        format!(
+                            "{unsent} bytes were still waiting to be written to the child's stdin after {ms} ms \
+                             (PeerOptions::max_unsent_bytes); is the child reading its stdin?"
+                        )
+                    } else {
+                        format!(
+                            "calls made before it were still waiting to be queued after {ms} ms; is the child \
+                             reading its stdin and answering?"
+                        )
+                    };
+                    Err(PeerError::new(ErrorCode::Timeout, format!("`{msg_type}` was not sent: {why}")))
+                };
+                drop(state);
+                // The next turn may go now.
+                self.changed.notify_all();
+                return outcome;
+            }
+            state.expire(now, &self.counters);
+            state = self.wait(state, SWEEP.min(deadline - now));
+        }
+    }
+
     fn on_stderr_closed(&self) {
         self.lock().stderr_closed = true;
         self.changed.notify_all();
@@ -402,14 +591,24 @@ impl Supervision for JoinWatcher {
 /// # Ok::<(), rust_ts_ipc::PeerError>(())
 /// ```
 ///
-/// Every reply answers exactly one request. Anything else the child sends (a message without
-/// an id, with an id never sent or already answered, or a line that is not valid protocol,
-/// which arrives as an `error` message naming the line) goes to [`take_messages`](Self::take_messages).
+/// Every reply answers exactly one request. A line that is not valid protocol becomes an
+/// `error` message naming the line (`line 3: invalid JSON: ...`), with the id the line still
+/// showed, if any; it is then routed like any message. So a broken reply to a pending request
+/// fails that request with [`ErrorCode::ErrorReply`], as in the Node peer. Anything else the
+/// child sends (a message without an id, with an id never sent or already answered)
+/// goes to [`take_messages`](Self::take_messages).
+///
+/// Requests and notifications are queued for a writer thread of the peer's own, which writes
+/// them in call order; a caller waits only for its turn, room in the queue
+/// ([`PeerOptions::max_unsent_bytes`]) and its reply, each bounded by its deadline, so a
+/// child that stops reading its stdin cannot hold a caller past it. A request that times out
+/// before its line was written is never written.
+///
 /// The child runs in its own process group and is always stopped and reaped: by
 /// [`close`](Self::close), or on drop.
 pub struct Peer {
     shared: Arc<Shared>,
-    messages: Mutex<Option<Receiver<Envelope>>>,
+    messages: Mutex<Option<Unsolicited>>,
 }
 
 impl fmt::Debug for Peer {
@@ -424,12 +623,15 @@ impl Peer {
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for options out of range (zero `max_in_flight`,
-    /// `max_line_bytes` or `max_unsolicited`); [`ErrorCode::Spawn`] when it cannot start.
+    /// `max_unsent_bytes`, `max_line_bytes`, `max_unsolicited` or `max_unsolicited_bytes`);
+    /// [`ErrorCode::Spawn`] when it cannot start.
     pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
         for (name, value) in [
             ("max_in_flight", options.max_in_flight),
+            ("max_unsent_bytes", options.max_unsent_bytes),
             ("max_line_bytes", options.max_line_bytes),
             ("max_unsolicited", options.max_unsolicited),
+            ("max_unsolicited_bytes", options.max_unsolicited_bytes),
         ] {
             if value == 0 {
                 return Err(PeerError::new(
@@ -442,12 +644,18 @@ impl Peer {
         let (mut child, stdout, stderr) =
             ChildProcess::spawn(command, options.grace, Box::new(JoinWatcher(Arc::clone(&watcher))))
                 .map_err(|e| PeerError::new(ErrorCode::Spawn, e.to_string()))?;
-        let stdin = child.take_stdin();
-        let (unsolicited, messages) = mpsc::sync_channel(options.max_unsolicited);
+        let Some(stdin) = child.take_stdin() else {
+            // Unreachable: spawn pipes stdin. Without it nothing can be sent.
+            return Err(PeerError::new(ErrorCode::Spawn, format!("child `{}` has no stdin", child.command_line())));
+        };
+        let (sender, receiver) = mpsc::sync_channel(options.max_unsolicited);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let unsolicited = Outbound { sender, queued: Arc::clone(&queued) };
+        let messages = Unsolicited { receiver, queued };
         let shared = Arc::new(Shared {
             state: Mutex::new(State { next_id: 1, ..State::default() }),
             changed: Condvar::new(),
-            stdin: Mutex::new(stdin),
+            wake_writer: Condvar::new(),
             pid: child.id(),
             command: child.command_line().to_owned(),
             child: Mutex::new(child),
@@ -456,8 +664,10 @@ impl Peer {
             options: Limits {
                 timeout: options.timeout,
                 max_in_flight: options.max_in_flight,
+                max_unsent_bytes: options.max_unsent_bytes,
                 max_line_bytes: options.max_line_bytes,
                 grace: options.grace,
+                max_unsolicited_bytes: options.max_unsolicited_bytes,
             },
         });
 
@@ -469,6 +679,9 @@ impl Peer {
                 on_exit.on_exit(Some(status));
             }
         }));
+
+        let writer = Arc::clone(&shared);
+        thread::spawn(move || writer::write_stdin(&writer, stdin));
 
         let reader = Arc::clone(&shared);
         // The reader owns the sender, so the channel ends when the child's stdout closes.
@@ -510,14 +723,16 @@ impl Peer {
     }
 
     /// Sends a request without waiting for its reply: wait on the returned handle, from any
-    /// thread. Blocks while [`PeerOptions::max_in_flight`] requests await replies. The
-    /// request times out [`PeerOptions::timeout`] from now.
+    /// thread. Returns once the request is queued for the writer thread (see [`Peer`]); blocks
+    /// while [`PeerOptions::max_in_flight`] requests await replies or the write queue is full
+    /// ([`PeerOptions::max_unsent_bytes`]). The request times out [`PeerOptions::timeout`]
+    /// from now, however long it waited to be queued or written.
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for data that cannot be encoded (nothing is sent);
     /// [`ErrorCode::Closed`] after [`close`](Self::close); [`ErrorCode::PeerExited`] once the
-    /// child exited; [`ErrorCode::Timeout`] when no room came in time; [`ErrorCode::Io`] when
-    /// the write fails otherwise.
+    /// child exited; [`ErrorCode::Timeout`] when no room came in time; [`ErrorCode::Io`] once
+    /// a write to the child failed otherwise.
     pub fn send(&self, msg_type: &str, data: impl Into<Data>) -> Result<Pending, PeerError> {
         self.send_timeout(msg_type, data, self.shared.options.timeout)
     }
@@ -531,42 +746,27 @@ impl Peer {
         check_encodable(msg_type, &data)?;
         let shared = &self.shared;
         let deadline = process::deadline_after(Instant::now(), timeout);
-        let (reply, outcome) = mpsc::sync_channel(1);
-        let mut state = shared.lock();
-        let id = loop {
+        // The id and the turn are taken together, so ids go out in order; the line is
+        // encoded outside the lock.
+        let (id, turn) = {
+            let mut state = shared.lock();
             refuse_if_over(&state, msg_type)?;
-            if state.pending.len() < shared.options.max_in_flight {
-                let id = state.next_id;
-                if id > MAX_SAFE_ID {
-                    return Err(PeerError::new(
-                        ErrorCode::InvalidArgument,
-                        "this peer has used up its request ids (2^53 - 1); start a new Peer",
-                    ));
-                }
-                state.next_id += 1;
-                let msg_type = msg_type.to_owned();
-                state.pending.insert(id, Waiting { reply, deadline, msg_type, timeout });
-                shared.counters.peak_in_flight.fetch_max(state.pending.len() as u64, Ordering::Relaxed);
-                break id;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                bump(&shared.counters.timeouts);
+            let id = state.next_id;
+            if id > MAX_SAFE_ID {
                 return Err(PeerError::new(
-                    ErrorCode::Timeout,
-                    format!(
-                        "`{msg_type}` was not sent: {} requests were still awaiting replies after {} ms \
-                         (PeerOptions::max_in_flight); is the child answering?",
-                        shared.options.max_in_flight,
-                        timeout.as_millis()
-                    ),
+                    ErrorCode::InvalidArgument,
+                    "this peer has used up its request ids (2^53 - 1); start a new Peer",
                 ));
             }
-            state.expire(now, &shared.counters);
-            state = shared.wait(state, SWEEP.min(deadline - now));
+            state.next_id += 1;
+            (id, state.take_turn())
         };
-        drop(state);
-        let pending = Pending {
+        let mut bytes = Vec::with_capacity(msg_type.len() + 48);
+        Envelope { msg_type: msg_type.to_owned(), data, id: Some(id) }.encode_into(&mut bytes);
+        let (reply, outcome) = mpsc::sync_channel(1);
+        let waiting = Waiting { reply, deadline, msg_type: msg_type.to_owned(), timeout, sent: false };
+        shared.queue_line(turn, Line { bytes, id: Some(id) }, Some(waiting), msg_type)?;
+        Ok(Pending {
             shared: Arc::clone(shared),
             id,
             msg_type: msg_type.to_owned(),
@@ -574,69 +774,41 @@ impl Peer {
             timeout,
             outcome,
             done: false,
-        };
-        let mut line = Vec::with_capacity(msg_type.len() + 48);
-        Envelope { msg_type: msg_type.to_owned(), data, id: Some(id) }.encode_into(&mut line);
-        self.write_line(&line, msg_type)?;
-        bump(&shared.counters.requests);
-        Ok(pending)
+        })
     }
 
-    /// Sends a message that expects no reply (no id).
+    /// Sends a message that expects no reply (no id): queues it for the writer thread behind
+    /// every call made before it, and returns. `Ok` means queued, not yet written: the
+    /// notifications still queued when [`close`](Self::close) is called are written before
+    /// the child's stdin is closed (within [`PeerOptions::grace`]); those still queued when
+    /// the child exits are dropped. Waits for room in the write queue at most
+    /// [`PeerOptions::timeout`], so a child that stops reading its stdin cannot block it
+    /// forever.
     ///
     /// # Errors
-    /// As [`send`](Self::send), less the timeout.
+    /// As [`send`](Self::send); [`ErrorCode::Timeout`] when the write queue had no room
+    /// within [`PeerOptions::timeout`].
     pub fn notify(&self, msg_type: &str, data: impl Into<Data>) -> Result<(), PeerError> {
         let data = data.into();
         check_encodable(msg_type, &data)?;
-        refuse_if_over(&self.shared.lock(), msg_type)?;
-        let mut line = Vec::new();
-        Envelope { msg_type: msg_type.to_owned(), data, id: None }.encode_into(&mut line);
-        self.write_line(&line, msg_type)?;
-        bump(&self.shared.counters.notifications);
-        Ok(())
-    }
-
-    fn write_line(&self, line: &[u8], msg_type: &str) -> Result<(), PeerError> {
-        let written = {
-            let mut stdin = self.shared.stdin.lock().unwrap_or_else(PoisonError::into_inner);
-            match stdin.as_mut() {
-                Some(pipe) => pipe.write_all(line).and_then(|()| pipe.flush()),
-                None => Err(io::Error::from(io::ErrorKind::BrokenPipe)),
-            }
+        let turn = {
+            let mut state = self.shared.lock();
+            refuse_if_over(&state, msg_type)?;
+            state.take_turn()
         };
-        // `close` could not close stdin while a writer held it: the last writer to let go
-        // of it after `close` closes it then, so the child still gets its EOF.
-        if self.shared.lock().closed {
-            self.shared.close_stdin();
-        }
-        let Err(e) = written else { return Ok(()) };
-        // Usually the child has exited, or is closing: say so rather than "broken pipe".
-        let mut state = self.shared.lock();
-        let deadline = Instant::now() + EOF_SETTLE;
-        while !state.closed && state.ended.is_none() && e.kind() == io::ErrorKind::BrokenPipe {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            state = self.shared.wait(state, left);
-        }
-        refuse_if_over(&state, msg_type)?;
-        Err(PeerError::new(
-            ErrorCode::Io,
-            format!(
-                "cannot write `{msg_type}` to child `{}`: {e}; close this Peer and start a new one",
-                self.shared.command
-            ),
-        ))
+        let mut bytes = Vec::new();
+        Envelope { msg_type: msg_type.to_owned(), data, id: None }.encode_into(&mut bytes);
+        self.shared.queue_line(turn, Line { bytes, id: None }, None, msg_type)
     }
 
     /// The child's unsolicited messages, in arrival order: those without an id, with an id
     /// never sent or already answered, and `error` messages for lines that are not valid
-    /// protocol (naming the line: `line 3: invalid JSON: ...`). At most
-    /// [`PeerOptions::max_unsolicited`] wait; more are dropped and counted. The channel ends
-    /// when the child's stdout closes. `None` after the first call.
-    pub fn take_messages(&self) -> Option<Receiver<Envelope>> {
+    /// protocol (naming the line: `line 3: invalid JSON: ...`) unless the line carried the id
+    /// of a pending request, which that error then answers. At most
+    /// [`PeerOptions::max_unsolicited`] messages and [`PeerOptions::max_unsolicited_bytes`]
+    /// wait; more are dropped and counted. The channel ends when the child's stdout closes.
+    /// `None` after the first call.
+    pub fn take_messages(&self) -> Option<Unsolicited> {
         self.messages.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
@@ -658,7 +830,9 @@ impl Peer {
     }
 
     /// Stops the child and returns how it ended: fails pending requests with
-    /// [`ErrorCode::Closed`], then closes its stdin, waits up to [`PeerOptions::grace`],
+    /// [`ErrorCode::Closed`] (those still queued are not written), lets the writer thread
+    /// write the notifications still queued and close the child's stdin, all within
+    /// [`PeerOptions::grace`], waits for the child's exit up to the rest of that grace,
     /// sends SIGTERM to its process group, waits up to the grace again, sends SIGKILL, and
     /// reaps it. Idempotent: later calls return the same status at once. Requests after it
     /// fail with [`ErrorCode::Closed`].
@@ -667,22 +841,31 @@ impl Peer {
     /// [`ErrorCode::Io`] if the child could not be waited for.
     pub fn close(&self) -> Result<ExitStatus, PeerError> {
         let shared = &self.shared;
-        {
-            let mut state = shared.lock();
-            if !state.closed {
-                state.closed = true;
-                state.fail_all(&PeerError::new(
-                    ErrorCode::Closed,
-                    "the peer was closed while this request was pending; no reply will be delivered",
-                ));
+        let grace = shared.options.grace;
+        let started = Instant::now();
+        let mut state = shared.lock();
+        if !state.closed {
+            state.closed = true;
+            state.fail_all(&PeerError::new(
+                ErrorCode::Closed,
+                "the peer was closed while this request was pending; no reply will be delivered",
+            ));
+            shared.changed.notify_all();
+            shared.wake_writer.notify_one();
+            // The writer writes the notifications still queued, then closes the child's stdin
+            // (its EOF). One stuck in a child that does not read is ended by the signals below.
+            let deadline = process::deadline_after(started, grace);
+            while !state.stdin_closed {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                state = shared.wait(state, left);
             }
         }
-        shared.changed.notify_all();
-        // A write blocked on a child that does not read holds the lock: then the SIGTERM or
-        // SIGKILL below ends that write. A writer that holds it closes it as it lets go.
-        shared.close_stdin();
+        drop(state);
         let mut child = shared.child.lock().unwrap_or_else(PoisonError::into_inner);
-        let stopped = child.shutdown(shared.options.grace);
+        let stopped = child.shutdown(grace.saturating_sub(started.elapsed()));
         stopped
             .status
             .ok_or_else(|| PeerError::new(ErrorCode::Io, format!("child `{}` could not be waited for", shared.command)))
@@ -696,7 +879,8 @@ impl Drop for Peer {
     }
 }
 
-/// Fails a call once the peer is closed or the child can no longer answer.
+/// Fails a call once the peer is closed, the child can no longer answer, or nothing more
+/// can be written to it.
 fn refuse_if_over(state: &State, msg_type: &str) -> Result<(), PeerError> {
     if state.closed {
         return Err(PeerError::new(
@@ -704,7 +888,7 @@ fn refuse_if_over(state: &State, msg_type: &str) -> Result<(), PeerError> {
             format!("cannot send `{msg_type}`: the peer is closed; start a new Peer to send more"),
         ));
     }
-    match &state.ended {
+    match state.ended.as_ref().or(state.broken.as_ref()) {
         Some(error) => Err(error.clone()),
         None => Ok(()),
     }
@@ -723,7 +907,9 @@ fn check_encodable(msg_type: &str, data: &Data) -> Result<(), PeerError> {
 }
 
 /// A request sent and not yet answered. [`wait`](Self::wait) for its reply from any thread;
-/// dropping it unawaited abandons the request (its reply, if it comes, is dropped and counted).
+/// dropping it unawaited abandons the request: it is still written if it was queued, and its
+/// reply, if it comes, is dropped and counted. A request that times out before the writer
+/// took its line is never written.
 pub struct Pending {
     shared: Arc<Shared>,
     id: u64,
@@ -775,31 +961,34 @@ impl Pending {
                 self.done = true;
                 outcome
             }
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => {
-                match self.abandon() {
-                    // Answered (or failed) just as the time ran out.
-                    Some(outcome) => outcome,
-                    None => Err(timeout_error(&self.msg_type, self.id, timeout)),
-                }
-            }
+            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => match self.abandon() {
+                // Answered (or failed) just as the time ran out.
+                Err(outcome) => outcome,
+                Ok(sent) => Err(timeout_error(&self.msg_type, self.id, timeout, sent)),
+            },
         }
     }
 
-    /// Takes the request out of the pending map; if it had already left it, its outcome is
-    /// on its way: returns that.
-    fn abandon(&mut self) -> Option<Outcome> {
+    /// Takes the request out of the pending map (and its line out of the write queue if it
+    /// is still there) and says whether its line had gone out. If it had already left the
+    /// map, its outcome is on its way: `Err` with that.
+    fn abandon(&mut self) -> Result<bool, Outcome> {
         self.done = true;
         let mut state = self.shared.lock();
-        if state.pending.remove(&self.id).is_some() {
-            state.abandon(self.id);
+        if let Some(waiting) = state.pending.remove(&self.id) {
+            state.forget(self.id, waiting.sent);
             drop(state);
             self.shared.changed.notify_all();
             bump(&self.shared.counters.timeouts);
-            return None;
+            return Ok(waiting.sent);
         }
         drop(state);
         // Whoever removed it sends its outcome right after (or has sent it).
-        self.outcome.recv().ok()
+        match self.outcome.recv() {
+            Ok(outcome) => Err(outcome),
+            // Unreachable (the sender sends before it lets go); count it as timed out.
+            Err(_) => Ok(true),
+        }
     }
 }
 
@@ -809,6 +998,8 @@ impl Drop for Pending {
             return;
         }
         let mut state = self.shared.lock();
+        // Its line stays queued if not yet written: dropping the handle gives up the reply,
+        // not the request.
         if state.pending.remove(&self.id).is_some() {
             state.abandon(self.id);
             drop(state);
@@ -818,7 +1009,7 @@ impl Drop for Pending {
 }
 
 /// The reader thread: the child's stdout, framed by the core, dispatched line by line.
-fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &SyncSender<Envelope>) {
+fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &Outbound) {
     let mut decoder = LineDecoder::new(shared.options.max_line_bytes);
     let mut buf = vec![0; READ_CHUNK];
     loop {
@@ -839,6 +1030,69 @@ fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &SyncSender<
         shared.dispatch(frame, unsolicited);
     }
     shared.on_stdout_closed();
+}
+
+/// The reader's end of the unsolicited queue: the channel bounds the count, `queued` the bytes.
+struct Outbound {
+    sender: SyncSender<(Envelope, usize)>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The child's unsolicited messages, from [`Peer::take_messages`]: a channel receiver (the
+/// methods of [`std::sync::mpsc::Receiver`], with its error types) that also gives back each
+/// message's bytes to the queue's budget ([`PeerOptions::max_unsolicited_bytes`]) as it is
+/// taken. Ends (`Disconnected`) once the child's stdout has closed and all are taken.
+pub struct Unsolicited {
+    receiver: Receiver<(Envelope, usize)>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl fmt::Debug for Unsolicited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unsolicited").field("queued_bytes", &self.queued.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl Unsolicited {
+    fn taken(&self, (message, size): (Envelope, usize)) -> Envelope {
+        self.queued.fetch_sub(size, Ordering::AcqRel);
+        message
+    }
+
+    /// Waits for the next message; `Err` once the channel has ended.
+    ///
+    /// # Errors
+    /// [`RecvError`] once the child's stdout has closed and every message was taken.
+    pub fn recv(&self) -> Result<Envelope, RecvError> {
+        self.receiver.recv().map(|m| self.taken(m))
+    }
+
+    /// Waits at most `timeout` for the next message.
+    ///
+    /// # Errors
+    /// [`RecvTimeoutError::Timeout`] when none came in time; `Disconnected` once the channel
+    /// has ended.
+    pub fn recv_timeout(&self, timeout: Duration) -> Result<Envelope, RecvTimeoutError> {
+        self.receiver.recv_timeout(timeout).map(|m| self.taken(m))
+    }
+
+    /// The next message if one is waiting.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] when none is waiting; `Disconnected` once the channel has ended.
+    pub fn try_recv(&self) -> Result<Envelope, TryRecvError> {
+        self.receiver.try_recv().map(|m| self.taken(m))
+    }
+
+    /// Every message, waiting for each, until the channel ends.
+    pub fn iter(&self) -> impl Iterator<Item = Envelope> + '_ {
+        std::iter::from_fn(|| self.recv().ok())
+    }
+
+    /// The messages waiting now, without blocking.
+    pub fn try_iter(&self) -> impl Iterator<Item = Envelope> + '_ {
+        std::iter::from_fn(|| self.try_recv().ok())
+    }
 }
 
 /// The stderr thread's sink: [`StderrMode`], then tells the peer when stderr closed.
