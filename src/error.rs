@@ -254,7 +254,8 @@ impl fmt::Display for ProtocolError {
             ProtocolError::InvalidMsgpack { excerpt } => write!(f, "invalid MessagePack: `{excerpt}`"),
             ProtocolError::NotAMap { excerpt } => write!(f, "not a map: `{excerpt}`"),
             ProtocolError::BytesLeftOver { count, excerpt } => {
-                write!(f, "{count} bytes left over after the map: `{excerpt}`")
+                let bytes = if *count == 1 { "byte" } else { "bytes" };
+                write!(f, "{count} {bytes} left over after the map: `{excerpt}`")
             }
             ProtocolError::InvalidUtf8InString { offset, excerpt } => {
                 write!(f, "invalid UTF-8 in a string at byte {offset}: `{excerpt}`")

@@ -745,7 +745,7 @@ mod tests {
         assert_eq!(err(b"\xc1"), "invalid MessagePack: `c1` (id None)");
         assert_eq!(err(b"\x91\xa1"), "invalid MessagePack: `91a1` (id None)");
         assert_eq!(err(b"\x91\xa1x"), "not a map: `91a178` (id None)");
-        assert_eq!(err(b"\x81\xa2id\x01\xc0"), "1 bytes left over after the map: `81a2696401c0` (id None)");
+        assert_eq!(err(b"\x81\xa2id\x01\xc0"), "1 byte left over after the map: `81a2696401c0` (id None)");
         assert_eq!(
             err(b"\x81\xa2id\xff"),
             "field `id` must be an integer from 0 to 9007199254740991, got number: `81a26964ff` (id None)"
