@@ -22,6 +22,10 @@ use crate::message::{write_escaped, Rejected};
 pub enum Data {
     /// Any JSON value: what every NDJSON message carries.
     Json(Value),
+    /// Raw bytes: a MessagePack `bin`. Only the `msgpack` encoding carries them; under `json`
+    /// a [`crate::Peer`] refuses them before sending (`INVALID_ARGUMENT`) and a
+    /// [`crate::Handlers`] reply holding them becomes an `error` reply.
+    Bytes(Vec<u8>),
 }
 
 impl Data {
@@ -41,9 +45,13 @@ impl Data {
     ///
     /// # Errors
     /// When the value does not have the shape of `T`; the error says where.
+    /// Bytes deserialize as a sequence of numbers (serde's form of `Vec<u8>`).
     pub fn parse<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         match self {
             Data::Json(value) => T::deserialize(value),
+            Data::Bytes(bytes) => {
+                T::deserialize(serde::de::value::SeqDeserializer::<_, serde_json::Error>::new(bytes.iter().copied()))
+            }
         }
     }
 
@@ -51,6 +59,7 @@ impl Data {
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Data::Json(value) => value.as_str(),
+            Data::Bytes(_) => None,
         }
     }
 
@@ -58,12 +67,41 @@ impl Data {
     pub fn as_json(&self) -> Option<&Value> {
         match self {
             Data::Json(value) => Some(value),
+            Data::Bytes(_) => None,
         }
     }
 
+    /// The bytes, if the data is bytes.
+    pub fn as_bytes(&self) -> Option<&[u8]> {
+        match self {
+            Data::Bytes(bytes) => Some(bytes),
+            Data::Json(_) => None,
+        }
+    }
+
+    /// Whether the data is bytes, which only the `msgpack` encoding carries.
+    pub fn is_bytes(&self) -> bool {
+        matches!(self, Data::Bytes(_))
+    }
+
     /// Appends the data's JSON text to `out`. Strings are escaped as `JSON.stringify` does.
+    ///
+    /// Bytes have no JSON form in the protocol (the library refuses to send them as JSON);
+    /// here, for logs and [`Display`](fmt::Display), they are written as an array of numbers
+    /// (`[0,1,255]`, serde_json's form of `Vec<u8>`), never as a panic.
     pub fn write_json(&self, out: &mut Vec<u8>) {
         match self {
+            Data::Bytes(bytes) => {
+                out.push(b'[');
+                for (i, b) in bytes.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    let written = write!(out, "{b}");
+                    debug_assert!(written.is_ok());
+                }
+                out.push(b']');
+            }
             Data::Json(Value::String(s)) => {
                 out.push(b'"');
                 write_escaped(out, s);
@@ -90,6 +128,18 @@ impl From<Value> for Data {
     }
 }
 
+impl From<Vec<u8>> for Data {
+    fn from(bytes: Vec<u8>) -> Self {
+        Data::Bytes(bytes)
+    }
+}
+
+impl From<&[u8]> for Data {
+    fn from(bytes: &[u8]) -> Self {
+        Data::Bytes(bytes.to_vec())
+    }
+}
+
 impl From<String> for Data {
     fn from(s: String) -> Self {
         Data::Json(Value::String(s))
@@ -103,7 +153,7 @@ impl From<&str> for Data {
 }
 
 impl fmt::Display for Data {
-    /// The data's JSON text.
+    /// The data's JSON text (bytes as an array of numbers, see [`Data::write_json`]).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = Vec::new();
         self.write_json(&mut out);
@@ -135,7 +185,9 @@ impl Envelope {
     }
 
     /// Appends the NDJSON line for this message (ending in `\n`) to `out`. Keys in the
-    /// protocol's order: `msg_type`, `data`, `id` (only when present).
+    /// protocol's order: `msg_type`, `data`, `id` (only when present). Bytes, which JSON
+    /// cannot carry, are written as [`Data::write_json`] says; check [`Data::is_bytes`] first
+    /// (the library's peers and services do), or use [`Envelope::encode_frame_into`].
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(b"{\"msg_type\":\"");
         write_escaped(out, &self.msg_type);

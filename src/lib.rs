@@ -8,7 +8,10 @@
 //!   lines or messages out. The pipe child (`rust-ts-ipc serve`), the TypeScript child and
 //!   the napi addon all give byte-identical answers; `tests/conformance.json` pins them.
 //! - [`Initiator`] is the asking side of the demo conversation (`cargo run`).
-//! - [`Envelope`] is the library's message, whose [`Data`] is any JSON value.
+//! - [`Envelope`] is the library's message, whose [`Data`] is any JSON value or raw bytes.
+//! - Two wire [`Encoding`]s: NDJSON lines (the default) and MessagePack frames (a 4-byte
+//!   little-endian length, then one map), framed by [`FrameDecoder`] into [`Packet`]s; the
+//!   `msgpack` module's documentation (on [`decode_msgpack_envelope`]) gives the exact forms.
 //!
 //! To talk to a child process of your own, use [`Peer`]: spawn it from a
 //! `std::process::Command`, then `request`, `send` (many in flight), `notify` and `close`;
@@ -60,19 +63,22 @@
 //! These two are the README's "Use it in your program" for Rust; `tests/readme.rs` keeps them
 //! the same.
 //!
-//! The core (message, codec, responder, initiator, envelope, service, markdown) touches no
-//! pipe, socket, thread or clock (the "sans-IO" design of h11 and rust-analyzer's
-//! `lsp-server`). The I/O layer sits on top of it: [`serve`] and [`serve_stdio`] move a
+//! The core (message, codec, frame, msgpack, responder, initiator, envelope, service, markdown)
+//! touches no pipe, socket, thread or clock (the "sans-IO" design of h11 and
+//! rust-analyzer's `lsp-server`). The I/O layer sits on top of it: [`serve`] and [`serve_stdio`] move a
 //! service's bytes, [`process`] spawns, stops and always reaps children (shared by [`Peer`]
 //! and the binary's demo), [`Peer`] moves envelopes over a child's stdin/stdout, and the addon
 //! in `native/` converts types. That is why one core can sit behind a pipe and behind napi.
 
 mod codec;
+mod encoding;
 mod envelope;
 mod error;
+mod frame;
 mod initiator;
 mod markdown;
 mod message;
+mod msgpack;
 mod peer;
 pub mod process;
 mod responder;
@@ -80,14 +86,17 @@ mod serve;
 mod service;
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
+pub use encoding::{Encoding, UnknownEncoding};
 pub use envelope::{Data, Envelope, EnvelopeError};
-pub use error::{excerpt, JsonKind, LineError, ProtocolError};
+pub use error::{excerpt, hex_excerpt, FrameError, JsonKind, LineError, ProtocolError};
+pub use frame::{write_frame, FrameDecoder, Packet, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES};
 pub use initiator::{DemoError, Initiator, InitiatorStep};
 pub use markdown::markdown_to_html;
 pub use message::{decode_envelope, decode_message, Message, MAX_SAFE_ID};
+pub use msgpack::decode_msgpack_envelope;
 pub use peer::{ErrorCode, Peer, PeerError, PeerOptions, PeerStats, Pending, StderrCallback, StderrMode, Unsolicited};
 pub use responder::{
     BuiltinService, Checkpoint, Responder, ResponderOptions, Services, ServicesError, DEFAULT_EXIT_AFTER, DEFAULT_NAME,
 };
-pub use serve::{serve, serve_stdio, ServeError};
+pub use serve::{serve, serve_stdio, serve_stdio_with, serve_with, ServeError};
 pub use service::{Handlers, Service};

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use host::{DemoConfig, HostError};
-use rust_ts_ipc::{Responder, ResponderOptions};
+use rust_ts_ipc::{Encoding, Responder, ResponderOptions, Services};
 
 const USAGE: &str = "\
 Usage:
@@ -24,12 +24,17 @@ Usage:
       its stdin is closed, then after --grace-ms (default 2000) SIGTERM, then after another
       --grace-ms SIGKILL; it is always reaped. Ctrl-C, SIGTERM and SIGHUP run that sequence
       too (a second Ctrl-C skips the waits).
-  rust-ts-ipc serve [--exit-after N] [--name NAME] [--max-line-bytes N] [--services LIST]
+  rust-ts-ipc serve [--encoding json|msgpack] [--exit-after N] [--name NAME]
+                    [--max-line-bytes N] [--max-frame-bytes N] [--services LIST]
       Answer the protocol on this process's stdin/stdout (the Rust responder, for a Node
       parent). Exits 0 on stdin EOF, after the exit reply, or when stdout's reader is gone.
-      --services is a comma-separated list of the services answered: demo (greeting, data,
-      exit) and markdown (markdown -> html, CommonMark; not counted by --exit-after).
-      Defaults: 5, TypeScript, 16777216, demo,markdown.
+      --encoding: json (NDJSON lines, the default) or msgpack (frames: a 4-byte little-endian
+      length, then one MessagePack map; data may be bytes). --max-line-bytes bounds a line
+      (json), --max-frame-bytes a frame (msgpack). --services is a comma-separated list of
+      the services answered: demo (greeting, data, exit), markdown (markdown -> html,
+      CommonMark) and bytes (bytes -> the same bytes; msgpack only); markdown and bytes are
+      not counted by --exit-after. Defaults: json, 5, TypeScript, 16777216, 16777216,
+      demo,markdown under json and demo,markdown,bytes under msgpack.
 
 Exit codes: 0 ok, 1 protocol or I/O error, 2 usage, 3 child could not be started,
 4 child exited or closed its stdout early, 5 child timed out, 128+N stopped by signal N
@@ -120,9 +125,16 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
 
 fn serve(args: Vec<OsString>) -> Result<(), HostError> {
     let mut options = ResponderOptions::default();
+    let mut encoding = Encoding::Json;
+    let mut services: Option<Services> = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.to_str() {
+            Some("--encoding") => encoding = encoding_flag(&mut args)?,
+            Some("--max-frame-bytes") => {
+                options.max_frame_bytes = usize::try_from(number(&mut args, "--max-frame-bytes")?)
+                    .map_err(|_| HostError::Usage("--max-frame-bytes is too large".to_owned()))?;
+            }
             Some("--exit-after") => options.exit_after = number(&mut args, "--exit-after")?,
             Some("--max-line-bytes") => {
                 options.max_line_bytes = usize::try_from(number(&mut args, "--max-line-bytes")?)
@@ -130,8 +142,8 @@ fn serve(args: Vec<OsString>) -> Result<(), HostError> {
             }
             Some("--services") => {
                 let list = args.next().ok_or_else(|| HostError::Usage("--services needs a value".to_owned()))?;
-                options.services =
-                    list.to_string_lossy().parse().map_err(|e| HostError::Usage(format!("--services: {e}")))?;
+                services =
+                    Some(list.to_string_lossy().parse().map_err(|e| HostError::Usage(format!("--services: {e}")))?);
             }
             Some("--name") => {
                 options.name = args
@@ -142,7 +154,17 @@ fn serve(args: Vec<OsString>) -> Result<(), HostError> {
             _ => return Err(HostError::Usage(format!("unexpected argument `{}` for serve", arg.to_string_lossy()))),
         }
     }
-    rust_ts_ipc::serve_stdio(Responder::new(options)).map_err(|e| HostError::Io(e.to_string()))
+    // Under json the bytes service could only answer errors, so it is not a default there.
+    options.services = services.unwrap_or(match encoding {
+        Encoding::Json => Services::DEFAULT,
+        Encoding::Msgpack => Services::ALL,
+    });
+    rust_ts_ipc::serve_stdio_with(Responder::new(options), encoding).map_err(|e| HostError::Io(e.to_string()))
+}
+
+fn encoding_flag(args: &mut impl Iterator<Item = OsString>) -> Result<Encoding, HostError> {
+    let value = args.next().ok_or_else(|| HostError::Usage("--encoding needs a value".to_owned()))?;
+    value.to_string_lossy().parse().map_err(|e| HostError::Usage(format!("--encoding: {e}")))
 }
 
 fn number(args: &mut impl Iterator<Item = OsString>, flag: &str) -> Result<u64, HostError> {

@@ -4,9 +4,12 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::codec::{is_blank, Frame, DEFAULT_MAX_LINE_BYTES};
-use crate::error::{excerpt, LineError, ProtocolError};
+use crate::encoding::Encoding;
+use crate::error::{excerpt, hex_excerpt, ProtocolError};
+use crate::frame::{Packet, DEFAULT_MAX_FRAME_BYTES};
 use crate::markdown::write_html;
 use crate::message::{decode, write_message, Message, Rejected};
+use crate::msgpack::{decode_fields, payload, write_reply, Payload, ReplyData};
 
 /// After this many `data` messages the responder says goodbye (the seed's five).
 pub const DEFAULT_EXIT_AFTER: u64 = 5;
@@ -22,8 +25,11 @@ pub struct ResponderOptions {
     pub name: String,
     /// Lines longer than this (in bytes, without the line ending) get an error reply.
     pub max_line_bytes: usize,
+    /// MessagePack frames longer than this (in bytes, without the length header) are skipped
+    /// and get an error reply.
+    pub max_frame_bytes: usize,
     /// The services answered; any other `msg_type` gets an error reply listing theirs.
-    /// Default: all of them ([`Services::ALL`]).
+    /// Default: demo and markdown ([`Services::DEFAULT`]).
     pub services: Services,
 }
 
@@ -33,7 +39,8 @@ impl Default for ResponderOptions {
             exit_after: DEFAULT_EXIT_AFTER,
             name: DEFAULT_NAME.to_owned(),
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
-            services: Services::ALL,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            services: Services::DEFAULT,
         }
     }
 }
@@ -49,17 +56,22 @@ pub enum BuiltinService {
     /// extensions). Does not count toward `exit_after`; after the conversation has ended it
     /// gets the same error reply as every other message.
     Markdown,
+    /// `bytes` → `bytes`: echoes its data, which must be bytes (a MessagePack `bin`). Only the
+    /// `msgpack` encoding carries bytes, so under `json` every `bytes` message gets an error
+    /// reply. Does not count toward `exit_after`; refused once the conversation has ended.
+    Bytes,
 }
 
 impl BuiltinService {
     /// Every built-in service, in the order error messages list their types.
-    pub const ALL: [BuiltinService; 2] = [BuiltinService::Demo, BuiltinService::Markdown];
+    pub const ALL: [BuiltinService; 3] = [BuiltinService::Demo, BuiltinService::Markdown, BuiltinService::Bytes];
 
     /// Its name, as `--services` and the addon's `services` option spell it.
     pub fn name(self) -> &'static str {
         match self {
             BuiltinService::Demo => "demo",
             BuiltinService::Markdown => "markdown",
+            BuiltinService::Bytes => "bytes",
         }
     }
 
@@ -68,6 +80,7 @@ impl BuiltinService {
         match self {
             BuiltinService::Demo => &["greeting", "data", "exit"],
             BuiltinService::Markdown => &["markdown"],
+            BuiltinService::Bytes => &["bytes"],
         }
     }
 
@@ -75,6 +88,7 @@ impl BuiltinService {
         match self {
             BuiltinService::Demo => 1,
             BuiltinService::Markdown => 2,
+            BuiltinService::Bytes => 4,
         }
     }
 }
@@ -88,7 +102,7 @@ impl fmt::Display for BuiltinService {
 impl FromStr for BuiltinService {
     type Err = ServicesError;
 
-    /// `demo` or `markdown`.
+    /// `demo`, `markdown` or `bytes`.
     fn from_str(name: &str) -> Result<Self, ServicesError> {
         BuiltinService::ALL
             .into_iter()
@@ -108,8 +122,13 @@ impl Services {
     pub const DEMO: Services = Services::only(BuiltinService::Demo);
     /// The markdown service only.
     pub const MARKDOWN: Services = Services::only(BuiltinService::Markdown);
-    /// Every built-in service (the default).
-    pub const ALL: Services = Services::DEMO.with(BuiltinService::Markdown);
+    /// The bytes service only.
+    pub const BYTES: Services = Services::only(BuiltinService::Bytes);
+    /// Demo and markdown: the default, and what `rust-ts-ipc serve` answers under `json`
+    /// (where the bytes service could only answer errors).
+    pub const DEFAULT: Services = Services::DEMO.with(BuiltinService::Markdown);
+    /// Every built-in service: what `rust-ts-ipc serve` answers under `msgpack`.
+    pub const ALL: Services = Services::DEFAULT.with(BuiltinService::Bytes);
 
     /// The set holding `service` alone.
     pub const fn only(service: BuiltinService) -> Services {
@@ -155,7 +174,7 @@ impl Services {
 
 impl Default for Services {
     fn default() -> Self {
-        Services::ALL
+        Services::DEFAULT
     }
 }
 
@@ -213,9 +232,19 @@ impl std::error::Error for ServicesError {}
 
 /// One conversation's state: `greeting` → `response`, `data` X → `ack` "Acknowledged: X"
 /// (after the `exit_after`th also `exit`, and done), `exit` → `exit` (done), `markdown` →
-/// `html`, for the [`Services`] it was built with; anything it cannot answer gets an `error`
-/// reply and the conversation goes on. Once done, every message (markdown too) gets an
-/// `error` reply saying so.
+/// `html`, `bytes` → `bytes` (the same bytes), for the [`Services`] it was built with; anything
+/// it cannot answer gets an `error` reply and the conversation goes on. Once done, every
+/// message (markdown too) gets an `error` reply saying so.
+///
+/// It answers either encoding with the same semantics: NDJSON lines ([`handle_line`],
+/// [`handle_frame`]) and MessagePack frames ([`handle_packet`], [`handle_frame_body`]), whose
+/// replies are frames and whose error texts say `frame N` and quote the frame in hex. `data`
+/// must be a string (MessagePack: a `str`, or a `bin`, which only the bytes service accepts).
+///
+/// [`handle_line`]: Self::handle_line
+/// [`handle_frame`]: Self::handle_frame
+/// [`handle_packet`]: Self::handle_packet
+/// [`handle_frame_body`]: Self::handle_frame_body
 #[derive(Debug, Clone)]
 pub struct Responder {
     options: ResponderOptions,
@@ -240,7 +269,8 @@ enum Text<'a> {
     Goodbye(&'a str),
     Ack(&'a str),
     Html(&'a str),
-    Error(LineError),
+    /// What was wrong, in the numbering of the stream's encoding: `line N` or `frame N`.
+    Error(Encoding, u64, ProtocolError),
 }
 
 impl fmt::Display for Text<'_> {
@@ -250,15 +280,50 @@ impl fmt::Display for Text<'_> {
             Text::Goodbye(name) => write!(f, "Goodbye from {name}!"),
             Text::Ack(data) => write!(f, "Acknowledged: {data}"),
             Text::Html(markdown) => write_html(markdown, f),
-            Text::Error(e) => e.fmt(f),
+            Text::Error(Encoding::Json, n, e) => write!(f, "line {n}: {e}"),
+            Text::Error(Encoding::Msgpack, n, e) => write!(f, "frame {n}: {e}"),
+        }
+    }
+}
+
+/// What a reply carries: text, or (the bytes service's echo) bytes.
+enum Body<'a> {
+    Text(Text<'a>),
+    Bytes(&'a [u8]),
+}
+
+impl Body<'_> {
+    /// The text as JSON writes it. Bytes never reach a JSON reply (only the `msgpack`
+    /// encoding carries them); were they to, they are shown as UTF-8, lossily.
+    fn text(&self) -> String {
+        match self {
+            Body::Text(text) => text.to_string(),
+            Body::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
         }
     }
 }
 
 struct Reply<'a> {
     msg_type: &'static str,
-    text: Text<'a>,
+    body: Body<'a>,
     id: Option<u64>,
+}
+
+impl Reply<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match &self.body {
+            Body::Text(text) => write_message(out, self.msg_type, text, self.id),
+            Body::Bytes(_) => write_message(out, self.msg_type, &self.body.text(), self.id),
+        }
+    }
+
+    fn write_frame(&self, out: &mut Vec<u8>) {
+        let data = match &self.body {
+            Body::Text(text) => ReplyData::Text(text),
+            Body::Bytes(bytes) => ReplyData::Bytes(bytes),
+        };
+        write_reply(out, self.msg_type, data, self.id);
+    }
 }
 
 /// At most two replies answer one message (the last `ack` and the `exit`).
@@ -361,10 +426,62 @@ impl Responder {
     /// Answers a message that is already decoded (the addon's object path); counts as one line.
     pub fn handle_message(&mut self, msg: &Message) -> Vec<Message> {
         self.line += 1;
-        self.respond(&msg.msg_type, &msg.data, msg.id)
+        let quote = || excerpt(msg.to_line().trim_end());
+        self.respond(Encoding::Json, &msg.msg_type, Payload::Str(&msg.data), msg.id, &quote)
             .into_iter()
-            .map(|r| Message { msg_type: r.msg_type.to_owned(), data: r.text.to_string(), id: r.id })
+            .map(|r| Message { msg_type: r.msg_type.to_owned(), data: r.body.text(), id: r.id })
             .collect()
+    }
+
+    /// Answers one MessagePack frame from a [`crate::FrameDecoder`], appending the reply
+    /// frames to `out` and numbering errors by its frame number.
+    pub fn handle_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) {
+        match packet {
+            Packet::Frame { number, bytes } => {
+                self.line = number;
+                self.answer_frame(bytes, out);
+            }
+            Packet::TooLong { number, length } => {
+                self.line = number;
+                let error = ProtocolError::FrameTooLong { length, limit: self.options.max_frame_bytes };
+                self.write_frame_error(error, None, out);
+            }
+            Packet::Cut { number, received, length } => {
+                self.line = number;
+                self.write_frame_error(ProtocolError::FrameCut { received, length }, None, out);
+            }
+        }
+    }
+
+    /// Answers one MessagePack frame's body (without its length header), numbering it after
+    /// the last one given: the in-process way (the addon's), without a decoder. Appends the
+    /// reply frames, each with its length header, to `out`.
+    pub fn handle_frame_body(&mut self, body: &[u8], out: &mut Vec<u8>) {
+        self.line += 1;
+        if body.len() > self.options.max_frame_bytes {
+            let error = ProtocolError::FrameTooLong { length: body.len(), limit: self.options.max_frame_bytes };
+            return self.write_frame_error(error, None, out);
+        }
+        self.answer_frame(body, out);
+    }
+
+    fn answer_frame(&mut self, frame: &[u8], out: &mut Vec<u8>) {
+        let fields = match decode_fields(frame) {
+            Ok(fields) => fields,
+            Err(Rejected { error, id }) => return self.write_frame_error(error, id, out),
+        };
+        let data = match payload(frame, fields.data.0) {
+            Ok(data) => data,
+            Err(error) => return self.write_frame_error(error, fields.id, out),
+        };
+        let quote = || hex_excerpt(frame);
+        for reply in self.respond(Encoding::Msgpack, fields.msg_type, data, fields.id, &quote) {
+            reply.write_frame(out);
+        }
+    }
+
+    fn write_frame_error(&self, error: ProtocolError, id: Option<u64>, out: &mut Vec<u8>) {
+        write_reply(out, "error", ReplyData::Text(&self.error_text(Encoding::Msgpack, error)), id);
     }
 
     fn answer_bytes(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
@@ -374,8 +491,9 @@ impl Responder {
         };
         match decode(text) {
             Ok(msg) => {
-                for reply in self.respond(&msg.msg_type, &msg.data, msg.id) {
-                    write_message(out, reply.msg_type, &reply.text, reply.id);
+                let quote = || excerpt(text);
+                for reply in self.respond(Encoding::Json, &msg.msg_type, Payload::Str(&msg.data), msg.id, &quote) {
+                    reply.write_json(out);
                 }
             }
             Err(Rejected { error, id }) => self.write_error(error, id, out),
@@ -383,40 +501,64 @@ impl Responder {
     }
 
     fn write_error(&self, error: ProtocolError, id: Option<u64>, out: &mut Vec<u8>) {
-        write_message(out, "error", &self.error_text(error), id);
+        write_message(out, "error", &self.error_text(Encoding::Json, error), id);
     }
 
-    fn error_text(&self, error: ProtocolError) -> Text<'static> {
-        Text::Error(LineError { line: self.line, error })
+    fn error_text(&self, encoding: Encoding, error: ProtocolError) -> Text<'static> {
+        Text::Error(encoding, self.line, error)
     }
 
-    fn respond<'a>(&'a mut self, msg_type: &str, data: &'a str, id: Option<u64>) -> Replies<'a> {
-        let one = |msg_type, text| Replies(Reply { msg_type, text, id }, None);
+    /// The replies to one message. `quote` renders the message for an error about its
+    /// `data`'s type: an excerpt of the line, or the frame's first bytes in hex.
+    fn respond<'a>(
+        &'a mut self,
+        encoding: Encoding,
+        msg_type: &str,
+        data: Payload<'a>,
+        id: Option<u64>,
+        quote: &dyn Fn() -> String,
+    ) -> Replies<'a> {
+        let one = |msg_type, body| Replies(Reply { msg_type, body, id }, None);
+        let error = |this: &Self, error| one("error", Body::Text(this.error_text(encoding, error)));
+        let mistyped = |this: &Self, expected, kind| {
+            error(this, ProtocolError::MistypedField { field: "data", expected, kind, excerpt: quote() })
+        };
         if self.done {
-            return one("error", self.error_text(ProtocolError::Ended));
+            return error(self, ProtocolError::Ended);
         }
         let services = self.options.services;
         let demo = services.contains(BuiltinService::Demo);
-        match msg_type {
-            "greeting" if demo => one("response", Text::Hello(&self.options.name)),
-            "data" if demo => {
+        match (msg_type, data) {
+            ("greeting", _) if demo => one("response", Body::Text(Text::Hello(&self.options.name))),
+            ("data", Payload::Str(data)) if demo => {
                 self.data_seen += 1;
-                let ack = Reply { msg_type: "ack", text: Text::Ack(data), id };
+                let ack = Reply { msg_type: "ack", body: Body::Text(Text::Ack(data)), id };
                 if self.options.exit_after != 0 && self.data_seen >= self.options.exit_after {
                     self.done = true;
-                    Replies(ack, Some(Reply { msg_type: "exit", text: Text::Goodbye(&self.options.name), id }))
+                    let goodbye = Body::Text(Text::Goodbye(&self.options.name));
+                    Replies(ack, Some(Reply { msg_type: "exit", body: goodbye, id }))
                 } else {
                     Replies(ack, None)
                 }
             }
-            "exit" if demo => {
+            ("exit", _) if demo => {
                 self.done = true;
-                one("exit", Text::Goodbye(&self.options.name))
+                one("exit", Body::Text(Text::Goodbye(&self.options.name)))
             }
-            "markdown" if services.contains(BuiltinService::Markdown) => one("html", Text::Html(data)),
-            other => {
+            ("markdown", Payload::Str(data)) if services.contains(BuiltinService::Markdown) => {
+                one("html", Body::Text(Text::Html(data)))
+            }
+            ("bytes", Payload::Bytes(data)) if services.contains(BuiltinService::Bytes) => {
+                one("bytes", Body::Bytes(data))
+            }
+            ("data", Payload::Bytes(_)) if demo => mistyped(self, "a string", "bytes"),
+            ("markdown", Payload::Bytes(_)) if services.contains(BuiltinService::Markdown) => {
+                mistyped(self, "a string", "bytes")
+            }
+            ("bytes", Payload::Str(_)) if services.contains(BuiltinService::Bytes) => mistyped(self, "bytes", "string"),
+            (other, _) => {
                 let expected = services.msg_types().map(str::to_owned).collect();
-                one("error", self.error_text(ProtocolError::UnknownMsgType { msg_type: excerpt(other), expected }))
+                error(self, ProtocolError::UnknownMsgType { msg_type: excerpt(other), expected })
             }
         }
     }
@@ -555,7 +697,8 @@ mod tests {
         for (services, want) in [
             (Services::DEMO, "expected greeting, data or exit"),
             (Services::MARKDOWN, "expected markdown"),
-            (Services::ALL, "expected greeting, data, exit or markdown"),
+            (Services::DEFAULT, "expected greeting, data, exit or markdown"),
+            (Services::ALL, "expected greeting, data, exit, markdown or bytes"),
         ] {
             let mut r = Responder::new(ResponderOptions { services, ..Default::default() });
             let bogus = answer(&mut r, r#"{"msg_type":"bogus","data":""}"#);
@@ -592,19 +735,21 @@ mod tests {
     #[test]
     fn services_parse_from_names_and_print_back() {
         assert_eq!("demo".parse(), Ok(Services::DEMO));
-        assert_eq!("markdown,demo,demo".parse(), Ok(Services::ALL));
-        assert_eq!(Services::ALL.to_string(), "demo,markdown");
+        assert_eq!("markdown,demo,demo".parse(), Ok(Services::DEFAULT));
+        assert_eq!("bytes,markdown,demo".parse(), Ok(Services::ALL));
+        assert_eq!(Services::DEFAULT.to_string(), "demo,markdown");
+        assert_eq!(Services::ALL.to_string(), "demo,markdown,bytes");
         assert_eq!(Services::from_names(["markdown"]), Ok(Services::MARKDOWN));
         assert_eq!(
             "".parse::<Services>().map_err(|e| e.to_string()),
-            Err("expected at least one service of demo, markdown".to_owned())
+            Err("expected at least one service of demo, markdown, bytes".to_owned())
         );
         assert_eq!(
             "demo,Markdown".parse::<Services>().map_err(|e| e.to_string()),
-            Err("unknown service `Markdown`; expected one of demo, markdown".to_owned())
+            Err("unknown service `Markdown`; expected one of demo, markdown, bytes".to_owned())
         );
-        assert_eq!(Services::default(), Services::ALL);
-        assert_eq!(format!("{:?}", Services::ALL), "{Demo, Markdown}");
+        assert_eq!(Services::default(), Services::DEFAULT);
+        assert_eq!(format!("{:?}", Services::ALL), "{Demo, Markdown, Bytes}");
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! The library's I/O loop for a child service: bytes from a reader through a
-//! [`crate::LineDecoder`] into a [`Service`], replies out to a writer. This and the process
+//! [`crate::LineDecoder`] (or, for MessagePack, a [`crate::FrameDecoder`]) into a [`Service`],
+//! replies out to a writer. This and the process
 //! layer are the only places in the library that touch a pipe.
 
 use std::fmt;
 use std::io::{self, Read, Write};
 
 use crate::codec::LineDecoder;
+use crate::encoding::Encoding;
+use crate::frame::FrameDecoder;
 use crate::service::Service;
 
 /// How much is read from the input at a time (the Linux pipe buffer size).
@@ -58,6 +61,15 @@ pub fn serve_stdio(service: impl Service) -> Result<(), ServeError> {
     serve(service, io::stdin().lock(), io::stdout().lock())
 }
 
+/// [`serve_stdio`] in the given encoding: `Encoding::Msgpack` reads and writes MessagePack
+/// frames. Both ends must have chosen the same.
+///
+/// # Errors
+/// As [`serve`].
+pub fn serve_stdio_with(service: impl Service, encoding: Encoding) -> Result<(), ServeError> {
+    serve_with(service, encoding, io::stdin().lock(), io::stdout().lock())
+}
+
 /// Answers every line of `input` with `service`, writing the replies to `output`.
 ///
 /// Reads in chunks of 64 KiB and writes the replies to everything one chunk held with one
@@ -71,8 +83,66 @@ pub fn serve_stdio(service: impl Service) -> Result<(), ServeError> {
 ///
 /// # Errors
 /// Reading `input` or writing `output` failed otherwise.
-pub fn serve(mut service: impl Service, mut input: impl Read, mut output: impl Write) -> Result<(), ServeError> {
-    let mut decoder = LineDecoder::new(service.max_line_bytes());
+pub fn serve(service: impl Service, input: impl Read, output: impl Write) -> Result<(), ServeError> {
+    serve_with(service, Encoding::Json, input, output)
+}
+
+/// The stream's decoder, by encoding.
+enum Decoder {
+    Lines(LineDecoder),
+    Frames(FrameDecoder),
+}
+
+impl Decoder {
+    fn feed(&mut self, chunk: &[u8]) {
+        match self {
+            Decoder::Lines(d) => d.feed(chunk),
+            Decoder::Frames(d) => d.feed(chunk),
+        }
+    }
+
+    /// Answers what the decoder holds (at the end of input, `finish`es it first); stops early
+    /// once the service is done.
+    fn answer(&mut self, service: &mut impl Service, out: &mut Vec<u8>, at_end: bool) {
+        match self {
+            Decoder::Lines(d) => loop {
+                let frame = if at_end { d.finish() } else { d.next_frame() };
+                let Some(frame) = frame else { break };
+                service.answer(frame, out);
+                if service.is_done() {
+                    break;
+                }
+            },
+            Decoder::Frames(d) => loop {
+                let packet = if at_end { d.finish() } else { d.next_packet() };
+                let Some(packet) = packet else { break };
+                service.answer_packet(packet, out);
+                if service.is_done() {
+                    break;
+                }
+            },
+        }
+    }
+}
+
+/// [`serve`] in the given encoding: lines bounded by the service's
+/// [`max_line_bytes`](Service::max_line_bytes), or MessagePack frames bounded by its
+/// [`max_frame_bytes`](Service::max_frame_bytes) and answered by
+/// [`answer_packet`](Service::answer_packet). A stream that ends inside a frame gets an
+/// `error` reply saying so before the loop returns.
+///
+/// # Errors
+/// As [`serve`].
+pub fn serve_with(
+    mut service: impl Service,
+    encoding: Encoding,
+    mut input: impl Read,
+    mut output: impl Write,
+) -> Result<(), ServeError> {
+    let mut decoder = match encoding {
+        Encoding::Json => Decoder::Lines(LineDecoder::new(service.max_line_bytes())),
+        Encoding::Msgpack => Decoder::Frames(FrameDecoder::new(service.max_frame_bytes())),
+    };
     let mut buf = vec![0; READ_CHUNK];
     let mut out = Vec::with_capacity(READ_CHUNK);
     loop {
@@ -81,19 +151,10 @@ pub fn serve(mut service: impl Service, mut input: impl Read, mut output: impl W
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ServeError::Read(e)),
         };
-        if n == 0 {
-            while let Some(frame) = decoder.finish() {
-                service.answer(frame, &mut out);
-            }
-        } else {
+        if n > 0 {
             decoder.feed(&buf[..n]);
-            while let Some(frame) = decoder.next_frame() {
-                service.answer(frame, &mut out);
-                if service.is_done() {
-                    break;
-                }
-            }
         }
+        decoder.answer(&mut service, &mut out, n == 0);
         if !out.is_empty() {
             match output.write_all(&out).and_then(|()| output.flush()) {
                 Ok(()) => {}

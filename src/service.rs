@@ -7,9 +7,12 @@ use std::fmt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::codec::{is_blank, Frame, DEFAULT_MAX_LINE_BYTES};
+use crate::encoding::Encoding;
 use crate::envelope::{Data, Envelope, EnvelopeError};
-use crate::error::{excerpt, LineError, ProtocolError};
+use crate::error::{excerpt, numbered, FrameError, ProtocolError};
+use crate::frame::{Packet, DEFAULT_MAX_FRAME_BYTES};
 use crate::message::{decode_envelope, write_message};
+use crate::msgpack::{decode_msgpack_envelope, write_reply, ReplyData};
 use crate::responder::Responder;
 
 /// Something that answers the lines of a byte stream: what [`crate::serve`] and
@@ -29,6 +32,24 @@ pub trait Service {
     /// Answers one frame, appending zero or more reply lines (each ending in `\n`) to `out`.
     fn answer(&mut self, frame: Frame<'_>, out: &mut Vec<u8>);
 
+    /// The longest MessagePack frame body that is read whole (the `msgpack` encoding); a
+    /// longer one is skipped as it arrives and given to [`answer_packet`](Self::answer_packet)
+    /// as [`Packet::TooLong`].
+    fn max_frame_bytes(&self) -> usize {
+        DEFAULT_MAX_FRAME_BYTES
+    }
+
+    /// Answers one MessagePack frame (the `msgpack` encoding), appending zero or more reply
+    /// frames to `out`. The default, for a service written before the encoding existed,
+    /// answers every frame with an `error` frame saying that it answers JSON lines only.
+    fn answer_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) {
+        let number = match packet {
+            Packet::Frame { number, .. } | Packet::TooLong { number, .. } | Packet::Cut { number, .. } => number,
+        };
+        let text = format!("frame {number}: this service answers JSON lines only (the json encoding)");
+        write_reply(out, "error", ReplyData::Text(&text), None);
+    }
+
     /// True once nothing more will be answered: the loop writes the replies it has and returns
     /// without reading further.
     fn is_done(&self) -> bool {
@@ -45,6 +66,14 @@ impl Service for Responder {
         self.handle_frame(frame, out);
     }
 
+    fn max_frame_bytes(&self) -> usize {
+        self.options().max_frame_bytes
+    }
+
+    fn answer_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) {
+        self.handle_packet(packet, out);
+    }
+
     fn is_done(&self) -> bool {
         Responder::is_done(self)
     }
@@ -57,6 +86,14 @@ impl<S: Service + ?Sized> Service for &mut S {
 
     fn answer(&mut self, frame: Frame<'_>, out: &mut Vec<u8>) {
         (**self).answer(frame, out);
+    }
+
+    fn max_frame_bytes(&self) -> usize {
+        (**self).max_frame_bytes()
+    }
+
+    fn answer_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) {
+        (**self).answer_packet(packet, out);
     }
 
     fn is_done(&self) -> bool {
@@ -82,6 +119,11 @@ type Handler<'h> = Box<dyn FnMut(Envelope) -> Handled + 'h>;
 /// - a `msg_type` without a handler → `line N: unknown msg_type `T`; expected a, b or c`;
 /// - a line that is not a message (not UTF-8, not JSON, too long, no `msg_type`...) → an `error`
 ///   naming the line, with the core's texts, as the built-in responder writes them.
+///
+/// It answers MessagePack frames too (served with [`crate::Encoding::Msgpack`]): the same
+/// rules, with replies as frames, `frame N` in the error texts, and [`Data::Bytes`] for `bin`
+/// data. Under JSON a handler's bytes cannot be sent: the reply is the `error` `handler for
+/// `T` returned bytes, which the json encoding cannot carry; use the msgpack encoding`.
 ///
 /// A message without an `id` is a notification (what a peer's `notify` sends): its handler
 /// runs and nothing is sent back, unless it fails; then, as nothing else could name it, the
@@ -114,6 +156,7 @@ pub struct Handlers<'h> {
     /// In registration order, which is the order the unknown-`msg_type` error lists them.
     handlers: Vec<(String, Handler<'h>)>,
     max_line_bytes: usize,
+    max_frame_bytes: usize,
     /// Lines numbered by [`Handlers::answer_line`] (the decoder numbers the others).
     line: u64,
 }
@@ -136,7 +179,12 @@ impl fmt::Debug for Handlers<'_> {
 impl<'h> Handlers<'h> {
     /// No handlers yet; lines of up to 16 MiB.
     pub fn new() -> Self {
-        Handlers { handlers: Vec::new(), max_line_bytes: DEFAULT_MAX_LINE_BYTES, line: 0 }
+        Handlers {
+            handlers: Vec::new(),
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            line: 0,
+        }
     }
 
     /// Answers `msg_type` with `handler`, which gets the whole request (its `data`, `msg_type`
@@ -165,6 +213,14 @@ impl<'h> Handlers<'h> {
         self
     }
 
+    /// MessagePack frames longer than `bytes` are skipped as they arrive and get an `error`
+    /// reply; the default is 16 MiB.
+    #[must_use]
+    pub fn max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.max_frame_bytes = bytes;
+        self
+    }
+
     /// The `msg_type`s answered, in registration order.
     pub fn msg_types(&self) -> impl Iterator<Item = &str> {
         self.handlers.iter().map(|(t, _)| t.as_str())
@@ -187,20 +243,40 @@ impl<'h> Handlers<'h> {
         self.answer(frame, out);
     }
 
+    /// Answers one MessagePack frame's body (without its length header), numbering it after
+    /// the last one given: the in-process way, as [`answer_line`](Self::answer_line) for lines.
+    /// Appends the reply frames, each with its length header, to `out`.
+    pub fn answer_frame_body(&mut self, body: &[u8], out: &mut Vec<u8>) {
+        self.line += 1;
+        let packet = if body.len() > self.max_frame_bytes {
+            Packet::TooLong { number: self.line, length: body.len() }
+        } else {
+            Packet::Frame { number: self.line, bytes: body }
+        };
+        self.answer_packet(packet, out);
+    }
+
     /// The reply to a decoded message: none for a notification that succeeded.
-    fn call(&mut self, request: Envelope, number: u64) -> Option<Envelope> {
+    fn call(&mut self, request: Envelope, number: u64, encoding: Encoding) -> Option<Envelope> {
         let id = request.id;
         let Some(index) = self.handlers.iter().position(|(t, _)| *t == request.msg_type) else {
             let expected = self.msg_types().map(str::to_owned).collect();
             let error = ProtocolError::UnknownMsgType { msg_type: excerpt(&request.msg_type), expected };
-            return Some(error_reply(LineError { line: number, error }.to_string(), id));
+            return Some(error_reply(numbered(encoding, number, error), id));
         };
         let (msg_type, handler) = &mut self.handlers[index];
+        let unit = match encoding {
+            Encoding::Json => "line",
+            Encoding::Msgpack => "frame",
+        };
         let failed = |text: String| match id {
             Some(_) => Some(error_reply(text, id)),
-            None => Some(error_reply(format!("line {number}: {text}"), None)),
+            None => Some(error_reply(format!("{unit} {number}: {text}"), None)),
         };
         match catch_unwind(AssertUnwindSafe(|| handler(request))) {
+            Ok(Ok(data)) if encoding == Encoding::Json && data.is_bytes() => failed(format!(
+                "handler for `{msg_type}` returned bytes, which the json encoding cannot carry; use the msgpack encoding"
+            )),
             Ok(Ok(data)) => id.map(|id| Envelope { msg_type: msg_type.clone(), data, id: Some(id) }),
             Ok(Err(text)) => failed(text),
             Err(panic) => failed(format!("handler for `{msg_type}` panicked: {}", panic_message(&*panic))),
@@ -222,7 +298,7 @@ impl Service for Handlers<'_> {
                 Err(e) => (number, ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None),
                 Ok(text) => match decode_envelope(text) {
                     Ok(request) => {
-                        if let Some(reply) = self.call(request, number) {
+                        if let Some(reply) = self.call(request, number, Encoding::Json) {
                             reply.encode_into(out);
                         }
                         return;
@@ -231,7 +307,33 @@ impl Service for Handlers<'_> {
                 },
             },
         };
-        write_message(out, "error", &LineError { line: number, error }, id);
+        write_message(out, "error", &numbered(Encoding::Json, number, error), id);
+    }
+
+    fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+
+    fn answer_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) {
+        let (frame, error, id) = match packet {
+            Packet::TooLong { number, length } => {
+                (number, ProtocolError::FrameTooLong { length, limit: self.max_frame_bytes }, None)
+            }
+            Packet::Cut { number, received, length } => (number, ProtocolError::FrameCut { received, length }, None),
+            Packet::Frame { number, bytes } => match decode_msgpack_envelope(bytes) {
+                Ok(request) => {
+                    if let Some(reply) = self.call(request, number, Encoding::Msgpack) {
+                        if let Err(error) = reply.encode_frame_into(out) {
+                            let text = FrameError { frame: number, error }.to_string();
+                            write_reply(out, "error", ReplyData::Text(&text), reply.id);
+                        }
+                    }
+                    return;
+                }
+                Err(EnvelopeError { error, id }) => (number, error, id),
+            },
+        };
+        write_reply(out, "error", ReplyData::Text(&FrameError { frame, error }), id);
     }
 }
 

@@ -106,13 +106,47 @@ fn serve_answers_demo_and_markdown_by_default_and_services_narrows_it() {
         )
     );
     for (list, complaint) in [
-        ("demo,html", "--services: unknown service `html`; expected one of demo, markdown"),
-        ("", "--services: expected at least one service of demo, markdown"),
+        ("demo,html", "--services: unknown service `html`; expected one of demo, markdown, bytes"),
+        ("", "--services: expected at least one service of demo, markdown, bytes"),
     ] {
         let out = run(&["serve", "--services", list], b"");
         assert_eq!(out.status.code(), Some(2), "{list}");
         assert!(text(&out.stderr).starts_with(&format!("rust-ts-ipc: {complaint}\n")), "{}", text(&out.stderr));
     }
+}
+
+/// `serve --encoding msgpack` over real pipes answers every stored MessagePack vector with
+/// its exact bytes (it stops reading after the goodbye, so a done case's later frames are not
+/// answered).
+#[test]
+fn serve_answers_every_msgpack_vector_exactly() {
+    for case in common::msgpack_vectors().cases {
+        let args = case.serve_args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = run(&args, &case.stream());
+        let want = case.expected_output();
+        if case.done {
+            assert!(!out.stdout.is_empty() && want.starts_with(&out.stdout), "case {:?}", case.name);
+        } else {
+            assert_eq!(common::hex(&out.stdout), common::hex(&want), "case {:?}", case.name);
+        }
+        assert!(out.status.success(), "case {:?}: {:?} {}", case.name, out.status, text(&out.stderr));
+    }
+}
+
+#[test]
+fn serve_answers_bytes_under_msgpack_by_default_and_refuses_a_bad_encoding() {
+    let request = rust_ts_ipc::Envelope::new("bytes", vec![1u8, 2, 3]).with_id(1).to_frame().unwrap();
+    let out = run(&["serve", "--encoding", "msgpack"], &request);
+    assert_eq!(out.stdout, rust_ts_ipc::Envelope::new("bytes", vec![1u8, 2, 3]).with_id(1).to_frame().unwrap());
+    let out = run(&["serve", "--encoding", "cbor"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("--encoding: unknown encoding `cbor`; expected json or msgpack"));
+    let out = run(&["serve"], b"{\"msg_type\":\"bytes\",\"data\":\"x\",\"id\":1}\n");
+    assert_eq!(
+        text(&out.stdout),
+        "{\"msg_type\":\"error\",\"data\":\"line 1: unknown msg_type `bytes`; expected greeting, data, exit or markdown\",\"id\":1}\n"
+    );
 }
 
 #[test]

@@ -376,3 +376,99 @@ proptest! {
         }
     }
 }
+
+// --- The msgpack encoding's frame decoder and envelope ------------------------------------------
+
+/// A model of the frame decoder: walk the headers; a body over `max` is too long; a stream that
+/// ends inside a header or body is cut.
+fn model_packets(input: &[u8], max: usize) -> Vec<String> {
+    let (mut out, mut at, mut n) = (Vec::new(), 0, 0u64);
+    while at < input.len() {
+        n += 1;
+        let Some(header) = input.get(at..at + 4) else {
+            out.push(format!("{n}:cut header {}", input.len() - at));
+            break;
+        };
+        let len = u32::from_le_bytes(header.try_into().unwrap()) as usize;
+        let body = at + 4;
+        if input.len() - body < len {
+            out.push(format!("{n}:cut {} of {len}", input.len() - body));
+            break;
+        }
+        out.push(if len > max { format!("{n}:too long {len}") } else { format!("{n}:{:?}", &input[body..body + len]) });
+        at = body + len;
+    }
+    out
+}
+
+fn decode_packets(max: usize, chunks: &[&[u8]]) -> Vec<String> {
+    let mut d = rust_ts_ipc::FrameDecoder::new(max);
+    let mut out = Vec::new();
+    let show = |p: rust_ts_ipc::Packet<'_>| match p {
+        rust_ts_ipc::Packet::Frame { number, bytes } => format!("{number}:{bytes:?}"),
+        rust_ts_ipc::Packet::TooLong { number, length } => format!("{number}:too long {length}"),
+        rust_ts_ipc::Packet::Cut { number, received, length: None } => format!("{number}:cut header {received}"),
+        rust_ts_ipc::Packet::Cut { number, received, length: Some(l) } => format!("{number}:cut {received} of {l}"),
+    };
+    for chunk in chunks {
+        d.feed(chunk);
+        while let Some(p) = d.next_packet() {
+            out.push(show(p));
+        }
+        assert!(d.buffered() <= max + 4, "holds {} bytes over the limit {max}", d.buffered());
+    }
+    while let Some(p) = d.finish() {
+        out.push(show(p));
+    }
+    out
+}
+
+/// Streams of frames with small lengths, some over the limit, and arbitrary tails.
+fn frame_stream() -> impl Strategy<Value = Vec<u8>> {
+    (vec(vec(any::<u8>(), 0..40), 0..6), vec(any::<u8>(), 0..6)).prop_map(|(bodies, tail)| {
+        let mut out = Vec::new();
+        for b in bodies {
+            out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            out.extend_from_slice(&b);
+        }
+        out.extend_from_slice(&tail);
+        out
+    })
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn frame_decoding_matches_the_model_however_the_bytes_are_chunked(
+        input in frame_stream(), max in 0usize..48, cuts in vec(any::<Index>(), 0..8)
+    ) {
+        let want = model_packets(&input, max);
+        prop_assert_eq!(decode_packets(max, &[&input]), want.clone());
+        prop_assert_eq!(decode_packets(max, &chunks(&input, &cuts)), want);
+    }
+
+    #[test]
+    fn the_msgpack_responder_answers_any_bytes_with_whole_frames_and_never_panics(
+        input in prop_oneof![frame_stream(), vec(any::<u8>(), 0..200)], max in 0usize..64
+    ) {
+        let mut out = Vec::new();
+        let options = ResponderOptions { max_frame_bytes: max, exit_after: 0, ..Default::default() };
+        rust_ts_ipc::serve_with(Responder::new(options), rust_ts_ipc::Encoding::Msgpack, &input[..], &mut out).unwrap();
+        let mut d = rust_ts_ipc::FrameDecoder::new(usize::MAX);
+        d.feed(&out);
+        while let Some(p) = d.next_packet() {
+            let rust_ts_ipc::Packet::Frame { bytes, .. } = p else { panic!("not a whole frame: {p:?}") };
+            prop_assert!(rust_ts_ipc::decode_msgpack_envelope(bytes).is_ok());
+        }
+        prop_assert!(d.finish().is_none());
+    }
+
+    #[test]
+    fn envelopes_round_trip_through_frames(m in message(), bytes in proptest::option::of(vec(any::<u8>(), 0..300))) {
+        let data = match bytes { Some(b) => rust_ts_ipc::Data::from(b), None => rust_ts_ipc::Data::from(m.data.clone()) };
+        let e = rust_ts_ipc::Envelope { msg_type: m.msg_type, data, id: m.id };
+        let frame = e.to_frame().unwrap();
+        prop_assert_eq!(rust_ts_ipc::decode_msgpack_envelope(&frame[4..]), Ok(e));
+    }
+}

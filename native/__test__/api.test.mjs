@@ -186,11 +186,11 @@ describe('bad arguments are TypeErrors that name what is wrong', () => {
     );
     throwsTypeError(
       () => new Responder({ services: ['demo', 'html'] }),
-      'Responder: option `services`: unknown service `html`; expected one of demo, markdown',
+      'Responder: option `services`: unknown service `html`; expected one of demo, markdown, bytes',
     );
     throwsTypeError(
       () => new Responder({ services: [] }),
-      'Responder: option `services`: expected at least one service of demo, markdown',
+      'Responder: option `services`: expected at least one service of demo, markdown, bytes',
     );
     assert.equal(new Responder(null).handleLine(data('x')), ack('x'));
     assert.equal(new Responder({}).done, false);

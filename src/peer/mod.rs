@@ -898,11 +898,16 @@ fn refuse_if_over(state: &State, msg_type: &str) -> Result<(), PeerError> {
 /// before anything is written (raw bytes, when they come, are refused here).
 fn check_encodable(msg_type: &str, data: &Data) -> Result<(), PeerError> {
     match data {
-        // Every JSON value encodes; `msg_type` is for the message bytes will need.
-        Data::Json(_) => {
-            let _ = msg_type;
-            Ok(())
-        }
+        // Every JSON value encodes.
+        Data::Json(_) => Ok(()),
+        // The peer speaks NDJSON, which has no bytes; the MessagePack encoding carries them.
+        _ => Err(PeerError::new(
+            ErrorCode::InvalidArgument,
+            format!(
+                "`{msg_type}`: data is bytes, which the json encoding cannot carry; use the msgpack encoding \
+                 (`encoding msgpack`, a MessagePack `bin`)"
+            ),
+        )),
     }
 }
 

@@ -1,0 +1,294 @@
+//! Incremental length-prefixed framing for the `msgpack` encoding: byte chunks in, bounded
+//! frames out. The analogue of [`crate::LineDecoder`] for a stream of frames, each a 4-byte
+//! little-endian unsigned length N followed by N bytes.
+//!
+//! Its items are [`Packet`]s, not [`crate::Frame`]s: a [`crate::Frame`] is one line of the
+//! NDJSON stream, a [`Packet`] one length-prefixed frame of the MessagePack stream, and the two
+//! are told apart by type so that a service cannot answer one stream with the other's rules.
+
+/// The default bound on one frame's body: 16 MiB (the same as a line's).
+pub const DEFAULT_MAX_FRAME_BYTES: usize = 16 * 1024 * 1024;
+
+/// The length header in front of every frame: a little-endian `u32`.
+pub const FRAME_HEADER_BYTES: usize = 4;
+
+/// One frame of input, as the [`FrameDecoder`] yields it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Packet<'a> {
+    /// A whole frame within the limit, without its length header (possibly empty).
+    Frame {
+        /// 1-based frame number (every frame counts, empty and over-long ones too).
+        number: u64,
+        /// The frame's body: what its header announced.
+        bytes: &'a [u8],
+    },
+    /// A frame over the limit: its body was skipped as it arrived, never held.
+    TooLong {
+        /// 1-based frame number.
+        number: u64,
+        /// The length its header announced.
+        length: usize,
+    },
+    /// The stream ended in the middle of a frame (only from [`FrameDecoder::finish`]).
+    Cut {
+        /// 1-based frame number.
+        number: u64,
+        /// Bytes of the header that arrived (when `length` is `None`), else of the body.
+        received: usize,
+        /// The body's length, if the whole header arrived.
+        length: Option<usize>,
+    },
+}
+
+/// Splits a byte stream into length-prefixed frames, never holding more than the header plus
+/// `max_frame_bytes` of an unfinished frame once drained: a frame whose header announces more
+/// is skipped as its bytes arrive and reported (with its length) once its last byte has gone
+/// by, so memory stays bounded whatever the peer sends.
+///
+/// Feed chunks with [`feed`](Self::feed), drain packets with [`next_packet`](Self::next_packet)
+/// until `None`, and at end of input call [`finish`](Self::finish): it reports a frame the
+/// stream ended inside of as [`Packet::Cut`].
+#[derive(Debug)]
+pub struct FrameDecoder {
+    buf: Vec<u8>,
+    /// Start of the unconsumed part of `buf`.
+    start: usize,
+    max_frame_bytes: usize,
+    /// Frames seen so far (the number of the last one yielded or being skipped).
+    frame: u64,
+    /// Inside an over-long frame: its number, its length and the body bytes still to skip.
+    skipping: Option<(u64, usize, usize)>,
+    /// An over-long frame whose end arrived in `feed`, to be yielded before anything else.
+    pending_too_long: Option<(u64, usize)>,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME_BYTES)
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder bounding every frame's body to `max_frame_bytes`.
+    pub fn new(max_frame_bytes: usize) -> Self {
+        FrameDecoder { buf: Vec::new(), start: 0, max_frame_bytes, frame: 0, skipping: None, pending_too_long: None }
+    }
+
+    /// The configured bound.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+
+    /// Bytes currently held for an unfinished frame (for tests and memory accounting).
+    pub fn buffered(&self) -> usize {
+        self.buf.len() - self.start
+    }
+
+    /// Adds a chunk of input. Drain [`next_packet`](Self::next_packet) before feeding again
+    /// if you want memory bounded by the chunk size.
+    pub fn feed(&mut self, mut chunk: &[u8]) {
+        if let Some((number, length, left)) = self.skipping {
+            if chunk.len() < left {
+                self.skipping = Some((number, length, left - chunk.len()));
+                return;
+            }
+            self.skipping = None;
+            self.pending_too_long = Some((number, length));
+            chunk = &chunk[left..];
+        }
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
+            // Compact only when at least half the buffer is consumed (as the line decoder).
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(chunk);
+    }
+
+    /// The next complete frame (or over-long one), or `None` when more input is needed.
+    pub fn next_packet(&mut self) -> Option<Packet<'_>> {
+        if let Some((number, length)) = self.pending_too_long.take() {
+            return Some(Packet::TooLong { number, length });
+        }
+        if self.skipping.is_some() {
+            return None;
+        }
+        let length = self.announced()?;
+        let have = self.buffered() - FRAME_HEADER_BYTES;
+        if length > self.max_frame_bytes {
+            self.frame += 1;
+            let number = self.frame;
+            if have >= length {
+                self.start += FRAME_HEADER_BYTES + length;
+                return Some(Packet::TooLong { number, length });
+            }
+            // Drop what arrived of it and skip the rest as it comes.
+            self.skipping = Some((number, length, length - have));
+            self.buf.clear();
+            self.start = 0;
+            return None;
+        }
+        if have < length {
+            return None;
+        }
+        self.frame += 1;
+        let body = self.start + FRAME_HEADER_BYTES;
+        self.start = body + length;
+        Some(Packet::Frame { number: self.frame, bytes: &self.buf[body..body + length] })
+    }
+
+    /// At end of input: what is left, if anything: a frame still to be drained, or the frame
+    /// the stream ended inside of ([`Packet::Cut`]). The decoder is empty afterwards.
+    pub fn finish(&mut self) -> Option<Packet<'_>> {
+        let complete = self.pending_too_long.is_some()
+            || (self.skipping.is_none()
+                && self
+                    .announced()
+                    .is_some_and(|n| n > self.max_frame_bytes || self.buffered() - FRAME_HEADER_BYTES >= n));
+        if complete {
+            return self.next_packet();
+        }
+        if let Some((number, length, left)) = self.skipping.take() {
+            return Some(Packet::Cut { number, received: length - left, length: Some(length) });
+        }
+        let held = self.buffered();
+        if held == 0 {
+            return None;
+        }
+        let length = self.announced();
+        self.buf.clear();
+        self.start = 0;
+        self.frame += 1;
+        let received = if length.is_some() { held - FRAME_HEADER_BYTES } else { held };
+        Some(Packet::Cut { number: self.frame, received, length })
+    }
+
+    /// The length in the header at the start of the unconsumed bytes, once all of it arrived.
+    fn announced(&self) -> Option<usize> {
+        let header = self.buf.get(self.start..self.start + FRAME_HEADER_BYTES)?;
+        let header: [u8; FRAME_HEADER_BYTES] = header.try_into().ok()?;
+        // A u32 always fits the usize of the platforms this builds for (32 and 64 bits).
+        usize::try_from(u32::from_le_bytes(header)).ok()
+    }
+}
+
+/// `body` with its 4-byte little-endian length header in front: one frame of the stream.
+///
+/// # Errors
+/// The body is longer than a header can announce (`u32::MAX` bytes); nothing is written.
+pub fn write_frame(out: &mut Vec<u8>, body: &[u8]) -> Result<(), crate::ProtocolError> {
+    let length = u32::try_from(body.len())
+        .map_err(|_| crate::ProtocolError::FrameTooLong { length: body.len(), limit: u32::MAX as usize })?;
+    out.extend_from_slice(&length.to_le_bytes());
+    out.extend_from_slice(body);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_frame(&mut out, body).unwrap_or_default();
+        out
+    }
+
+    fn show(p: Packet<'_>) -> String {
+        match p {
+            Packet::Frame { number, bytes } => format!("{number}:{}", String::from_utf8_lossy(bytes)),
+            Packet::TooLong { number, length } => format!("{number}:too long ({length})"),
+            Packet::Cut { number, received, length: None } => format!("{number}:cut in header ({received})"),
+            Packet::Cut { number, received, length: Some(l) } => format!("{number}:cut ({received} of {l})"),
+        }
+    }
+
+    /// Feeds `chunks`, then finishes; returns each packet as a readable string.
+    fn decode(max: usize, chunks: &[&[u8]]) -> Vec<String> {
+        let mut d = FrameDecoder::new(max);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            d.feed(chunk);
+            while let Some(p) = d.next_packet() {
+                out.push(show(p));
+            }
+            assert!(d.buffered() <= max + FRAME_HEADER_BYTES, "buffer grew past the bound: {}", d.buffered());
+        }
+        while let Some(p) = d.finish() {
+            out.push(show(p));
+        }
+        out
+    }
+
+    #[test]
+    fn splits_frames_and_numbers_them_empty_ones_included() {
+        let input = [frame(b"a"), frame(b""), frame(b"ccc")].concat();
+        assert_eq!(decode(100, &[&input]), ["1:a", "2:", "3:ccc"]);
+    }
+
+    #[test]
+    fn splits_frames_across_chunks_at_every_byte() {
+        let input = [frame(b"hello"), frame(b""), frame(&[b'x'; 300]), frame(b"last")].concat();
+        let want = ["1:hello".to_owned(), "2:".to_owned(), format!("3:{}", "x".repeat(300)), "4:last".to_owned()];
+        for cut in 0..=input.len() {
+            let (a, b) = input.split_at(cut);
+            assert_eq!(decode(1000, &[a, b]), want, "cut at {cut}");
+        }
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(decode(1000, &bytes), want);
+    }
+
+    #[test]
+    fn reports_over_long_frame_with_its_length_and_goes_on() {
+        let input = [frame(b"12345"), frame(b"ok"), frame(b"1234")].concat();
+        assert_eq!(decode(4, &[&input]), ["1:too long (5)", "2:ok", "3:1234"]);
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        assert_eq!(decode(4, &bytes), ["1:too long (5)", "2:ok", "3:1234"]);
+    }
+
+    #[test]
+    fn over_long_frame_is_skipped_as_it_arrives() {
+        let mut d = FrameDecoder::new(8);
+        let length = 10 + 1024 * 1000 + 2;
+        d.feed(&[frame(b"ok"), (length as u32).to_le_bytes().to_vec(), b"0123456789".to_vec()].concat());
+        assert_eq!(d.next_packet(), Some(Packet::Frame { number: 1, bytes: b"ok" }));
+        assert_eq!(d.next_packet(), None);
+        assert_eq!(d.buffered(), 0, "an over-long frame is dropped, not kept");
+        for _ in 0..1000 {
+            d.feed(&[b'x'; 1024]);
+            assert_eq!(d.next_packet(), None);
+            assert_eq!(d.buffered(), 0);
+        }
+        d.feed(&[b"yz".to_vec(), frame(b"next")].concat());
+        assert_eq!(d.next_packet(), Some(Packet::TooLong { number: 2, length }));
+        assert_eq!(d.next_packet(), Some(Packet::Frame { number: 3, bytes: b"next" }));
+        assert_eq!(d.next_packet(), None);
+    }
+
+    #[test]
+    fn a_stream_ending_inside_a_frame_is_reported_as_cut() {
+        assert_eq!(decode(100, &[&[frame(b"a"), vec![3, 0]].concat()]), ["1:a", "2:cut in header (2)"]);
+        assert_eq!(decode(100, &[&[frame(b"a"), frame(b"abc")[..5].to_vec()].concat()]), ["1:a", "2:cut (1 of 3)"]);
+        assert_eq!(decode(100, &[&[3, 0, 0, 0]]), ["1:cut (0 of 3)"]);
+        assert_eq!(decode(2, &[&frame(b"abcdef")[..7]]), ["1:cut (3 of 6)"]);
+        assert_eq!(decode(2, &[&frame(b"abcdef")[..4]]), ["1:cut (0 of 6)"]);
+    }
+
+    #[test]
+    fn empty_input_yields_nothing() {
+        assert!(decode(100, &[]).is_empty());
+        assert!(decode(100, &[b""]).is_empty());
+    }
+
+    #[test]
+    fn zero_limit_answers_only_empty_frames() {
+        assert_eq!(decode(0, &[&[frame(b""), frame(b"a")].concat()]), ["1:", "2:too long (1)"]);
+    }
+
+    #[test]
+    fn the_largest_header_is_a_length_not_an_overflow() {
+        assert_eq!(decode(8, &[&[0xff, 0xff, 0xff, 0xff, 1, 2]]), ["1:cut (2 of 4294967295)"]);
+    }
+}

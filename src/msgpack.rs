@@ -1,0 +1,788 @@
+//! The `msgpack` encoding's envelope: one MessagePack map per frame, read and written by hand
+//! over `rmp`'s marker table, so that every error names what is wrong, strings and bytes are
+//! borrowed from the frame, ignored values are skipped with a loop (no depth limit), and every
+//! reply is written in one canonical form that other implementations reproduce byte for byte.
+//!
+//! Reading (lenient: any valid encoding of a value is accepted):
+//! - the frame holds exactly one map; keys are compared as bytes: `"msg_type"`, `"data"`,
+//!   `"id"` (as `str`); every other key (any type) and its value is skipped unread; a repeated
+//!   key takes its last value, as in `JSON.parse`;
+//! - `id`: absent or `nil` = none; else an integer (any int format) or a float whose value is an
+//!   integer (as JSON accepts `1.0`), from 0 to 2^53 − 1;
+//! - `msg_type`: a `str`, valid UTF-8;
+//! - `data`: for the built-in services a `str` (valid UTF-8) or a `bin`; for the library's
+//!   [`Envelope`] any value: `bin` → [`Data::Bytes`], anything else → [`Data::Json`] (`nil` →
+//!   null, ints and floats → numbers, `str` → string, array, map with `str` keys), refused when
+//!   JSON cannot hold it (a `bin` below the top, an `ext`, a non-`str` key, NaN or ±∞, more than
+//!   128 levels of nesting).
+//!
+//! Writing (canonical: the smallest form, as msgpackr writes it with `useRecords: false`):
+//! a map of 2 or 3 entries in the order `msg_type`, `data`, `id` (only when present), keys as
+//! fixstr; strings as fixstr/str8/str16/str32 by UTF-8 length; bytes as bin8/bin16/bin32;
+//! arrays and maps as fix/16/32 by count; integers (and floats whose value is an integer in
+//! −2^63..2^64) as the smallest of positive fixint, uint8/16/32/64, negative fixint,
+//! int8/16/32/64 (non-negative values always unsigned); other numbers as float64; `nil`,
+//! `true`, `false`. Object keys in [`serde_json::Map`]'s order.
+
+use std::fmt;
+use std::ops::Range;
+
+use rmp::Marker;
+use serde_json::{Map, Number, Value};
+
+use crate::envelope::{Data, Envelope, EnvelopeError};
+use crate::error::{hex_excerpt, ProtocolError};
+use crate::frame::FRAME_HEADER_BYTES;
+use crate::message::{Rejected, MAX_SAFE_ID};
+
+/// What `id` must be, as its error says (the same words as the JSON error's).
+const ID_EXPECTED: &str = "an integer from 0 to 9007199254740991";
+
+/// How deep `data` may nest when it is read into a [`Value`] (serde_json's own limit).
+const MAX_DEPTH: usize = 128;
+
+/// The first piece of one MessagePack value: a scalar whole, or a container's header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Item<'a> {
+    Nil,
+    Bool(bool),
+    Uint(u64),
+    Int(i64),
+    Float(f64),
+    /// A `str`'s bytes (not yet checked to be UTF-8) and their offset in the frame.
+    Str(&'a [u8], usize),
+    Bin(&'a [u8]),
+    Array(u32),
+    Map(u32),
+    Ext,
+}
+
+impl Item<'_> {
+    /// Its kind, as error messages name it (JSON's words, plus `bytes` and `extension`).
+    pub(crate) fn kind(self) -> &'static str {
+        match self {
+            Item::Nil => "null",
+            Item::Bool(_) => "boolean",
+            Item::Uint(_) | Item::Int(_) | Item::Float(_) => "number",
+            Item::Str(..) => "string",
+            Item::Bin(_) => "bytes",
+            Item::Array(_) => "array",
+            Item::Map(_) => "map",
+            Item::Ext => "extension",
+        }
+    }
+
+    /// How many values follow as its children.
+    fn children(self) -> u64 {
+        match self {
+            Item::Array(n) => u64::from(n),
+            Item::Map(n) => 2 * u64::from(n),
+            _ => 0,
+        }
+    }
+}
+
+/// The bytes end before the value does, or hold the reserved byte `c1`.
+#[derive(Debug)]
+pub(crate) struct Invalid;
+
+/// A cursor over one frame.
+pub(crate) struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn new(buf: &'a [u8], pos: usize) -> Self {
+        Reader { buf, pos }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Invalid> {
+        let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len()).ok_or(Invalid)?;
+        let bytes = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Invalid> {
+        self.take(N)?.try_into().map_err(|_| Invalid)
+    }
+
+    fn len(&mut self, width: usize) -> Result<usize, Invalid> {
+        let n = match width {
+            1 => u32::from(self.array::<1>()?[0]),
+            2 => u32::from(u16::from_be_bytes(self.array()?)),
+            _ => u32::from_be_bytes(self.array()?),
+        };
+        usize::try_from(n).map_err(|_| Invalid)
+    }
+
+    fn str(&mut self, n: usize) -> Result<Item<'a>, Invalid> {
+        let at = self.pos;
+        Ok(Item::Str(self.take(n)?, at))
+    }
+
+    fn ext(&mut self, n: usize) -> Result<Item<'a>, Invalid> {
+        self.take(n + 1)?;
+        Ok(Item::Ext)
+    }
+
+    /// The next item: a scalar whole, or a container's header (its children follow).
+    pub(crate) fn next(&mut self) -> Result<Item<'a>, Invalid> {
+        let marker = Marker::from_u8(self.array::<1>()?[0]);
+        Ok(match marker {
+            Marker::FixPos(v) => Item::Uint(u64::from(v)),
+            Marker::FixNeg(v) => Item::Int(i64::from(v)),
+            Marker::Null => Item::Nil,
+            Marker::True => Item::Bool(true),
+            Marker::False => Item::Bool(false),
+            Marker::U8 => Item::Uint(u64::from(self.array::<1>()?[0])),
+            Marker::U16 => Item::Uint(u64::from(u16::from_be_bytes(self.array()?))),
+            Marker::U32 => Item::Uint(u64::from(u32::from_be_bytes(self.array()?))),
+            Marker::U64 => Item::Uint(u64::from_be_bytes(self.array()?)),
+            Marker::I8 => Item::Int(i64::from(i8::from_be_bytes(self.array()?))),
+            Marker::I16 => Item::Int(i64::from(i16::from_be_bytes(self.array()?))),
+            Marker::I32 => Item::Int(i64::from(i32::from_be_bytes(self.array()?))),
+            Marker::I64 => Item::Int(i64::from_be_bytes(self.array()?)),
+            Marker::F32 => Item::Float(f64::from(f32::from_be_bytes(self.array()?))),
+            Marker::F64 => Item::Float(f64::from_be_bytes(self.array()?)),
+            Marker::FixStr(n) => self.str(usize::from(n))?,
+            Marker::Str8 => {
+                let n = self.len(1)?;
+                self.str(n)?
+            }
+            Marker::Str16 => {
+                let n = self.len(2)?;
+                self.str(n)?
+            }
+            Marker::Str32 => {
+                let n = self.len(4)?;
+                self.str(n)?
+            }
+            Marker::Bin8 => {
+                let n = self.len(1)?;
+                Item::Bin(self.take(n)?)
+            }
+            Marker::Bin16 => {
+                let n = self.len(2)?;
+                Item::Bin(self.take(n)?)
+            }
+            Marker::Bin32 => {
+                let n = self.len(4)?;
+                Item::Bin(self.take(n)?)
+            }
+            Marker::FixArray(n) => Item::Array(u32::from(n)),
+            Marker::Array16 => Item::Array(u32::from(u16::from_be_bytes(self.array()?))),
+            Marker::Array32 => Item::Array(u32::from_be_bytes(self.array()?)),
+            Marker::FixMap(n) => Item::Map(u32::from(n)),
+            Marker::Map16 => Item::Map(u32::from(u16::from_be_bytes(self.array()?))),
+            Marker::Map32 => Item::Map(u32::from_be_bytes(self.array()?)),
+            Marker::FixExt1 => self.ext(1)?,
+            Marker::FixExt2 => self.ext(2)?,
+            Marker::FixExt4 => self.ext(4)?,
+            Marker::FixExt8 => self.ext(8)?,
+            Marker::FixExt16 => self.ext(16)?,
+            Marker::Ext8 => {
+                let n = self.len(1)?;
+                self.ext(n)?
+            }
+            Marker::Ext16 => {
+                let n = self.len(2)?;
+                self.ext(n)?
+            }
+            Marker::Ext32 => {
+                let n = self.len(4)?;
+                self.ext(n)?
+            }
+            Marker::Reserved => return Err(Invalid),
+        })
+    }
+
+    /// Skips the rest of a value whose first item was `first`, with a counter, not recursion:
+    /// every child costs at least one byte, so this ends within the frame's length.
+    fn skip_children(&mut self, first: Item<'a>) -> Result<(), Invalid> {
+        let mut pending = first.children();
+        while pending > 0 {
+            pending = pending - 1 + self.next()?.children();
+        }
+        Ok(())
+    }
+
+    /// One whole value, skipped; its first item.
+    fn value(&mut self) -> Result<Item<'a>, Invalid> {
+        let first = self.next()?;
+        self.skip_children(first)?;
+        Ok(first)
+    }
+}
+
+/// The envelope of one frame: `msg_type` checked, `data` located (its first item and its bytes).
+pub(crate) struct Fields<'a> {
+    pub msg_type: &'a str,
+    pub data: (Item<'a>, Range<usize>),
+    pub id: Option<u64>,
+}
+
+/// `bytes` as UTF-8, or the error naming the offset in the frame of the first bad byte.
+fn utf8<'a>(frame: &[u8], bytes: &'a [u8], at: usize) -> Result<&'a str, ProtocolError> {
+    std::str::from_utf8(bytes)
+        .map_err(|e| ProtocolError::InvalidUtf8InString { offset: at + e.valid_up_to(), excerpt: hex_excerpt(frame) })
+}
+
+/// The id an item holds, if it is a valid one.
+fn safe_id(item: Item<'_>) -> Option<u64> {
+    match item {
+        Item::Uint(u) => (u <= MAX_SAFE_ID).then_some(u),
+        Item::Int(i) => u64::try_from(i).ok().filter(|&u| u <= MAX_SAFE_ID),
+        // -0.0 passes and converts to 0, as in JavaScript; NaN and ±inf fail the range check.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        Item::Float(f) => (f.fract() == 0.0 && (0.0..=MAX_SAFE_ID as f64).contains(&f)).then_some(f as u64),
+        _ => None,
+    }
+}
+
+/// Reads a frame's envelope, in the order of the checks (the first that fails is reported):
+/// empty; not one whole MessagePack value; not a map; bytes after the map; a bad `id`; a
+/// missing or mistyped (or not UTF-8) `msg_type`; a missing `data`. The id is carried by the
+/// errors found after it was read, so that they can still be matched to their request.
+pub(crate) fn decode_fields(frame: &[u8]) -> Result<Fields<'_>, Rejected> {
+    let hex = || hex_excerpt(frame);
+    let reject = |error| Rejected { error, id: None };
+    if frame.is_empty() {
+        return Err(reject(ProtocolError::EmptyFrame));
+    }
+    let invalid = |_| reject(ProtocolError::InvalidMsgpack { excerpt: hex() });
+    let mut r = Reader::new(frame, 0);
+    let first = r.next().map_err(invalid)?;
+    let Item::Map(pairs) = first else {
+        r.skip_children(first).map_err(invalid)?;
+        return Err(reject(ProtocolError::NotAMap { excerpt: hex() }));
+    };
+    let (mut msg_type, mut data, mut id) = (None, None, None);
+    for _ in 0..pairs {
+        let key = r.value().map_err(invalid)?;
+        let start = r.pos;
+        let value = (r.value().map_err(invalid)?, start..r.pos);
+        match key {
+            Item::Str(b"msg_type", _) => msg_type = Some(value),
+            Item::Str(b"data", _) => data = Some(value),
+            Item::Str(b"id", _) => id = Some(value.0),
+            _ => {}
+        }
+    }
+    if r.pos < frame.len() {
+        return Err(reject(ProtocolError::BytesLeftOver { count: frame.len() - r.pos, excerpt: hex() }));
+    }
+    let id = match id {
+        None | Some(Item::Nil) => None,
+        Some(item) => Some(safe_id(item).ok_or_else(|| {
+            reject(ProtocolError::MistypedField {
+                field: "id",
+                expected: ID_EXPECTED,
+                kind: item.kind(),
+                excerpt: hex(),
+            })
+        })?),
+    };
+    let with_id = |error| Rejected { error, id };
+    let msg_type = match msg_type {
+        None => return Err(with_id(ProtocolError::MissingField { field: "msg_type", excerpt: hex() })),
+        Some((Item::Str(bytes, at), _)) => utf8(frame, bytes, at).map_err(with_id)?,
+        Some((item, _)) => {
+            return Err(with_id(ProtocolError::MistypedField {
+                field: "msg_type",
+                expected: "a string",
+                kind: item.kind(),
+                excerpt: hex(),
+            }))
+        }
+    };
+    let data = data.ok_or_else(|| with_id(ProtocolError::MissingField { field: "data", excerpt: hex() }))?;
+    Ok(Fields { msg_type, data, id })
+}
+
+/// The data the built-in services read: a string or bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Payload<'a> {
+    Str(&'a str),
+    Bytes(&'a [u8]),
+}
+
+/// `data` as the built-in services take it: a `str` (valid UTF-8) or a `bin`; anything else
+/// is the demo's `field `data` must be a string` error.
+pub(crate) fn payload<'a>(frame: &'a [u8], data: Item<'a>) -> Result<Payload<'a>, ProtocolError> {
+    match data {
+        Item::Str(bytes, at) => utf8(frame, bytes, at).map(Payload::Str),
+        Item::Bin(bytes) => Ok(Payload::Bytes(bytes)),
+        other => Err(ProtocolError::MistypedField {
+            field: "data",
+            expected: "a string",
+            kind: other.kind(),
+            excerpt: hex_excerpt(frame),
+        }),
+    }
+}
+
+/// Decodes one MessagePack frame's body into an [`Envelope`]: `data` that is `bin` becomes
+/// [`Data::Bytes`], any other value [`Data::Json`].
+///
+/// # Errors
+/// As the module documentation lists, with the protocol's texts; the id is carried when it
+/// was read before the error was found.
+pub fn decode_msgpack_envelope(frame: &[u8]) -> Result<Envelope, EnvelopeError> {
+    let fields = decode_fields(frame)?;
+    let id = fields.id;
+    let data = match fields.data.0 {
+        Item::Bin(bytes) => Data::Bytes(bytes.to_vec()),
+        _ => {
+            let mut r = Reader::new(frame, fields.data.1.start);
+            Data::Json(to_value(&mut r, frame, 0).map_err(|error| EnvelopeError { error, id })?)
+        }
+    };
+    Ok(Envelope { msg_type: fields.msg_type.to_owned(), data, id })
+}
+
+/// The value at the reader (known to be whole) as JSON; recursion bounded by [`MAX_DEPTH`].
+fn to_value(r: &mut Reader<'_>, frame: &[u8], depth: usize) -> Result<Value, ProtocolError> {
+    let unrepresentable = |what| ProtocolError::Unrepresentable { what, excerpt: hex_excerpt(frame) };
+    let item = r.next().map_err(|_| ProtocolError::InvalidMsgpack { excerpt: hex_excerpt(frame) })?;
+    if item.children() > 0 && depth >= MAX_DEPTH {
+        return Err(unrepresentable("nesting deeper than 128 levels"));
+    }
+    // No more entries are reserved than bytes are left: a header may claim 2^32 of them.
+    let room = |n: u32| usize::try_from(n).unwrap_or(usize::MAX).min(frame.len() - r.pos);
+    Ok(match item {
+        Item::Nil => Value::Null,
+        Item::Bool(b) => Value::Bool(b),
+        Item::Uint(u) => Value::from(u),
+        Item::Int(i) => Value::from(i),
+        Item::Float(f) => {
+            Number::from_f64(f).map(Value::Number).ok_or_else(|| unrepresentable("NaN or an infinite number"))?
+        }
+        Item::Str(bytes, at) => Value::String(utf8(frame, bytes, at)?.to_owned()),
+        Item::Bin(_) => return Err(unrepresentable("bytes inside an array or map")),
+        Item::Ext => return Err(unrepresentable("an extension")),
+        Item::Array(n) => {
+            let mut items = Vec::with_capacity(room(n));
+            for _ in 0..n {
+                items.push(to_value(r, frame, depth + 1)?);
+            }
+            Value::Array(items)
+        }
+        Item::Map(n) => {
+            let mut map = Map::new();
+            for _ in 0..n {
+                let key = match r.next() {
+                    Ok(Item::Str(bytes, at)) => utf8(frame, bytes, at)?.to_owned(),
+                    _ => return Err(unrepresentable("a map key that is not a string")),
+                };
+                let value = to_value(r, frame, depth + 1)?;
+                map.insert(key, value);
+            }
+            Value::Object(map)
+        }
+    })
+}
+
+// --- Writing -------------------------------------------------------------------------------
+
+/// Starts a frame: a placeholder length, patched by [`end_frame`]. Returns where it starts.
+pub(crate) fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_BYTES]);
+    start
+}
+
+/// Ends the frame begun at `start`: writes its length, or, for a body longer than a header can
+/// announce, removes it and says so.
+pub(crate) fn end_frame(out: &mut Vec<u8>, start: usize) -> Result<(), ProtocolError> {
+    let length = out.len() - start - FRAME_HEADER_BYTES;
+    let Ok(header) = u32::try_from(length) else {
+        out.truncate(start);
+        return Err(ProtocolError::FrameTooLong { length, limit: u32::MAX as usize });
+    };
+    out[start..start + FRAME_HEADER_BYTES].copy_from_slice(&header.to_le_bytes());
+    Ok(())
+}
+
+/// A non-negative integer in its smallest form.
+pub(crate) fn write_uint(out: &mut Vec<u8>, u: u64) {
+    match u {
+        0..=0x7f => out.push(u as u8),
+        0x80..=0xff => out.extend_from_slice(&[0xcc, u as u8]),
+        0x100..=0xffff => {
+            out.push(0xcd);
+            out.extend_from_slice(&(u as u16).to_be_bytes());
+        }
+        0x1_0000..=0xffff_ffff => {
+            out.push(0xce);
+            out.extend_from_slice(&(u as u32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xcf);
+            out.extend_from_slice(&u.to_be_bytes());
+        }
+    }
+}
+
+/// An integer in its smallest form (non-negative ones unsigned).
+fn write_int(out: &mut Vec<u8>, i: i64) {
+    if let Ok(u) = u64::try_from(i) {
+        return write_uint(out, u);
+    }
+    match i {
+        -32..=-1 => out.push(i as u8),
+        -128..=-33 => out.extend_from_slice(&[0xd0, i as u8]),
+        -32768..=-129 => {
+            out.push(0xd1);
+            out.extend_from_slice(&(i as i16).to_be_bytes());
+        }
+        -2_147_483_648..=-32769 => {
+            out.push(0xd2);
+            out.extend_from_slice(&(i as i32).to_be_bytes());
+        }
+        _ => {
+            out.push(0xd3);
+            out.extend_from_slice(&i.to_be_bytes());
+        }
+    }
+}
+
+/// A header of a family with a fix form (`fix_base`, below `fix_limit`) and 8/16/32-bit forms
+/// (`wide` = the 8-bit form's marker, or `None` where the family has none).
+fn write_header(out: &mut Vec<u8>, len: usize, fix: Option<(u8, usize)>, markers: [Option<u8>; 3]) {
+    if let Some((base, limit)) = fix {
+        if len < limit {
+            out.push(base | len as u8);
+            return;
+        }
+    }
+    match (markers, len) {
+        ([Some(m8), _, _], 0..=0xff) => out.extend_from_slice(&[m8, len as u8]),
+        ([_, Some(m16), _], 0..=0xffff) => {
+            out.push(m16);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        ([_, _, Some(m32)], _) => {
+            out.push(m32);
+            // Callers bound what they write to u32 lengths (a frame cannot hold more).
+            out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+        }
+        _ => {}
+    }
+}
+
+fn str_header(len: usize) -> ([u8; 5], usize) {
+    let mut h = Vec::with_capacity(5);
+    write_header(&mut h, len, Some((0xa0, 32)), [Some(0xd9), Some(0xda), Some(0xdb)]);
+    let mut out = [0; 5];
+    out[..h.len()].copy_from_slice(&h);
+    (out, h.len())
+}
+
+/// A `str`.
+pub(crate) fn write_str(out: &mut Vec<u8>, s: &str) {
+    let (h, n) = str_header(s.len());
+    out.extend_from_slice(&h[..n]);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// A `bin`.
+pub(crate) fn write_bin(out: &mut Vec<u8>, bytes: &[u8]) {
+    write_header(out, bytes.len(), None, [Some(0xc4), Some(0xc5), Some(0xc6)]);
+    out.extend_from_slice(bytes);
+}
+
+/// A `str` holding `text` rendered straight into `out` (no intermediate `String`): a 5-byte
+/// header is reserved, then shrunk to the smallest that fits by moving the text down.
+pub(crate) fn write_display_str(out: &mut Vec<u8>, text: &dyn fmt::Display) {
+    struct Append<'a>(&'a mut Vec<u8>);
+    impl fmt::Write for Append<'_> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            self.0.extend_from_slice(s.as_bytes());
+            Ok(())
+        }
+    }
+    let at = out.len();
+    out.extend_from_slice(&[0; 5]);
+    // Writing into a Vec cannot fail, and our `Display` impls never fail.
+    let written = fmt::Write::write_fmt(&mut Append(out), format_args!("{text}"));
+    debug_assert!(written.is_ok());
+    let len = out.len() - at - 5;
+    let (h, n) = str_header(len);
+    out.copy_within(at + 5.., at + n);
+    out.truncate(at + n + len);
+    out[at..at + n].copy_from_slice(&h[..n]);
+}
+
+/// A number: integral values (within −2^63..2^64) as integers, others as float64.
+fn write_number(out: &mut Vec<u8>, n: &Number) {
+    if let Some(u) = n.as_u64() {
+        write_uint(out, u);
+    } else if let Some(i) = n.as_i64() {
+        write_int(out, i);
+    } else {
+        let f = n.as_f64().unwrap_or(f64::NAN);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        if f.fract() == 0.0 && f >= 0.0 && f < u64::MAX as f64 {
+            write_uint(out, f as u64);
+        } else if f.fract() == 0.0 && f < 0.0 && f >= i64::MIN as f64 {
+            write_int(out, f as i64);
+        } else {
+            out.push(0xcb);
+            out.extend_from_slice(&f.to_be_bytes());
+        }
+    }
+}
+
+/// Any JSON value, in the canonical forms.
+pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.push(0xc0),
+        Value::Bool(false) => out.push(0xc2),
+        Value::Bool(true) => out.push(0xc3),
+        Value::Number(n) => write_number(out, n),
+        Value::String(s) => write_str(out, s),
+        Value::Array(items) => {
+            write_header(out, items.len(), Some((0x90, 16)), [None, Some(0xdc), Some(0xdd)]);
+            for item in items {
+                write_value(out, item);
+            }
+        }
+        Value::Object(map) => {
+            write_header(out, map.len(), Some((0x80, 16)), [None, Some(0xde), Some(0xdf)]);
+            for (key, item) in map {
+                write_str(out, key);
+                write_value(out, item);
+            }
+        }
+    }
+}
+
+/// The map header and `msg_type` entry of an envelope, then the `data` key.
+fn write_head(out: &mut Vec<u8>, msg_type: &str, id: Option<u64>) {
+    out.push(if id.is_some() { 0x83 } else { 0x82 });
+    out.extend_from_slice(b"\xa8msg_type");
+    write_str(out, msg_type);
+    out.extend_from_slice(b"\xa4data");
+}
+
+fn write_id(out: &mut Vec<u8>, id: Option<u64>) {
+    if let Some(id) = id {
+        out.extend_from_slice(b"\xa2id");
+        write_uint(out, id);
+    }
+}
+
+/// What a built-in reply carries.
+pub(crate) enum ReplyData<'a> {
+    /// A string, rendered as it is written.
+    Text(&'a dyn fmt::Display),
+    /// Bytes (the `bytes` service's echo).
+    Bytes(&'a [u8]),
+}
+
+/// Appends one reply frame: `{msg_type, data, id?}`.
+pub(crate) fn write_reply(out: &mut Vec<u8>, msg_type: &str, data: ReplyData<'_>, id: Option<u64>) {
+    let start = begin_frame(out);
+    write_head(out, msg_type, id);
+    match data {
+        ReplyData::Text(text) => write_display_str(out, text),
+        ReplyData::Bytes(bytes) => write_bin(out, bytes),
+    }
+    write_id(out, id);
+    if end_frame(out, start).is_err() {
+        // Over 4 GiB: say so in a frame that fits (the text is short).
+        let start = begin_frame(out);
+        write_head(out, "error", id);
+        write_str(out, "reply too long for a frame (over 4294967295 bytes)");
+        write_id(out, id);
+        let _ = end_frame(out, start);
+    }
+}
+
+impl Envelope {
+    /// Appends this message as one MessagePack frame (4-byte little-endian length, then the
+    /// map) to `out`, in the canonical forms listed in the module documentation.
+    ///
+    /// # Errors
+    /// [`ProtocolError::FrameTooLong`] when the map is longer than a frame can be (4 GiB − 1);
+    /// nothing is written then.
+    pub fn encode_frame_into(&self, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        let start = begin_frame(out);
+        write_head(out, &self.msg_type, self.id);
+        match &self.data {
+            Data::Json(value) => write_value(out, value),
+            Data::Bytes(bytes) => write_bin(out, bytes),
+        }
+        write_id(out, self.id);
+        end_frame(out, start)
+    }
+
+    /// This message as one MessagePack frame, length header included.
+    ///
+    /// # Errors
+    /// As [`encode_frame_into`](Self::encode_frame_into).
+    pub fn to_frame(&self) -> Result<Vec<u8>, ProtocolError> {
+        let mut out = Vec::new();
+        self.encode_frame_into(&mut out)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        hex_excerpt(bytes).trim_end_matches('…').to_owned()
+    }
+
+    fn body(e: &Envelope) -> Vec<u8> {
+        e.to_frame().map(|f| f[4..].to_vec()).unwrap_or_default()
+    }
+
+    #[test]
+    fn integers_take_their_smallest_form() {
+        for (n, want) in [
+            (0i64, "00"),
+            (127, "7f"),
+            (128, "cc80"),
+            (255, "ccff"),
+            (256, "cd0100"),
+            (65535, "cdffff"),
+            (65536, "ce00010000"),
+            (4_294_967_295, "ceffffffff"),
+            (4_294_967_296, "cf0000000100000000"),
+            (-1, "ff"),
+            (-32, "e0"),
+            (-33, "d0df"),
+            (-128, "d080"),
+            (-129, "d1ff7f"),
+            (-32768, "d18000"),
+            (-32769, "d2ffff7fff"),
+            (-2_147_483_649, "d3ffffffff7fffffff"),
+        ] {
+            let mut out = Vec::new();
+            write_int(&mut out, n);
+            assert_eq!(hex_excerpt(&out), want, "{n}");
+        }
+    }
+
+    #[test]
+    fn integral_floats_are_written_as_integers_and_others_as_float64() {
+        let mut out = Vec::new();
+        for v in [serde_json::json!(1.0), serde_json::json!(-0.0), serde_json::json!(-33.0), serde_json::json!(0.5)] {
+            write_value(&mut out, &v);
+        }
+        assert_eq!(hex_excerpt(&out), "0100d0dfcb3fe0000000000000");
+    }
+
+    #[test]
+    fn strings_bins_arrays_and_maps_change_form_at_their_bounds() {
+        let len_of = |v: &Value| {
+            let mut out = Vec::new();
+            write_value(&mut out, v);
+            hex(&out[..out.len().min(5)])
+        };
+        assert_eq!(len_of(&Value::from("a".repeat(31))), "bf61616161");
+        assert_eq!(len_of(&Value::from("a".repeat(32))), "d920616161");
+        assert_eq!(len_of(&Value::from("a".repeat(256))), "da01006161");
+        assert_eq!(len_of(&Value::from("a".repeat(65536))), "db00010000");
+        assert_eq!(len_of(&Value::Array(vec![Value::Null; 15])), "9fc0c0c0c0");
+        assert_eq!(len_of(&Value::Array(vec![Value::Null; 16])), "dc0010c0c0");
+        let mut out = Vec::new();
+        write_bin(&mut out, &[7; 256]);
+        assert_eq!(hex(&out[..4]), "c5010007");
+        for (len, want) in [(0, "a0"), (31, "bf"), (32, "d920"), (255, "d9ff"), (256, "da0100"), (70000, "db00011170")]
+        {
+            let mut out = Vec::new();
+            write_display_str(
+                &mut out,
+                &"é".repeat(len / 2).chars().chain("x".repeat(len % 2).chars()).collect::<String>(),
+            );
+            assert_eq!(out.len() - len, want.len() / 2, "{len}");
+            assert_eq!(hex(&out[..want.len() / 2]), want, "{len}");
+        }
+    }
+
+    #[test]
+    fn envelopes_round_trip_and_agree_with_rmp_serde() {
+        let cases = [
+            Envelope::new("greeting", "Hello from Rust!"),
+            Envelope::new("bytes", vec![0u8, 1, 255]).with_id(7),
+            Envelope::new("sum", serde_json::json!({"a": [1, -2, 2.5, null, true, "x"]})).with_id(MAX_SAFE_ID),
+        ];
+        for e in cases {
+            let b = body(&e);
+            assert_eq!(decode_msgpack_envelope(&b), Ok(e.clone()));
+            let via_serde: rmpv_like::Any = rmp_serde::from_slice(&b).unwrap_or_default();
+            assert_eq!(via_serde.msg_type, e.msg_type);
+            assert_eq!(via_serde.id, e.id);
+        }
+        assert_eq!(hex_excerpt(&body(&Envelope::new("a", "b"))), "82a86d73675f74797065a161a4646174…");
+    }
+
+    /// What rmp-serde reads from our frames (it knows nothing of our reader).
+    mod rmpv_like {
+        #[derive(serde::Deserialize, Default)]
+        pub struct Any {
+            pub msg_type: String,
+            pub id: Option<u64>,
+        }
+    }
+
+    fn err(frame: &[u8]) -> String {
+        match decode_msgpack_envelope(frame) {
+            Ok(e) => format!("ok {e:?}"),
+            Err(e) => format!("{e} (id {:?})", e.id),
+        }
+    }
+
+    #[test]
+    fn every_bad_frame_gets_its_text() {
+        assert_eq!(err(b""), "empty frame (id None)");
+        assert_eq!(err(b"\xc1"), "invalid MessagePack: `c1` (id None)");
+        assert_eq!(err(b"\x91\xa1"), "invalid MessagePack: `91a1` (id None)");
+        assert_eq!(err(b"\x91\xa1x"), "not a map: `91a178` (id None)");
+        assert_eq!(err(b"\x81\xa2id\x01\xc0"), "1 byte left over after the map: `81a2696401c0` (id None)");
+        assert_eq!(
+            err(b"\x81\xa2id\xff"),
+            "field `id` must be an integer from 0 to 9007199254740991, got number: `81a26964ff` (id None)"
+        );
+        assert_eq!(err(b"\x81\xa2id\x01"), "missing field `msg_type`: `81a2696401` (id Some(1))");
+        assert_eq!(
+            err(b"\x82\xa8msg_type\x01\xa4data\xc0"),
+            "field `msg_type` must be a string, got number: `82a86d73675f7479706501a464617461…` (id None)"
+        );
+        assert_eq!(
+            err(b"\x81\xa8msg_type\xa1\xff"),
+            "invalid UTF-8 in a string at byte 11: `81a86d73675f74797065a1ff` (id None)"
+        );
+        assert_eq!(err(b"\x81\xa8msg_type\xa1x"), "missing field `data`: `81a86d73675f74797065a178` (id None)");
+        assert_eq!(err(b"\x82\xa8msg_type\xa1x\xa4data\xc7\x00\x01"), "field `data` holds an extension, which JSON data cannot hold: `82a86d73675f74797065a178a4646174…` (id None)");
+        assert_eq!(err(b"\x82\xa8msg_type\xa1x\xa4data\x91\xc4\x00"), "field `data` holds bytes inside an array or map, which JSON data cannot hold: `82a86d73675f74797065a178a4646174…` (id None)");
+    }
+
+    #[test]
+    fn ids_are_read_from_any_integer_or_integral_float_form_and_repeated_keys_take_the_last() {
+        for (id, want) in [
+            (&b"\x07"[..], Some(7)),
+            (b"\xcd\x00\x07", Some(7)),
+            (b"\xd3\x00\x00\x00\x00\x00\x00\x00\x07", Some(7)),
+            (b"\xcb\x40\x1c\x00\x00\x00\x00\x00\x00", Some(7)),
+            (b"\xc0", None),
+            (b"\xcf\x00\x1f\xff\xff\xff\xff\xff\xff", Some(MAX_SAFE_ID)),
+        ] {
+            let frame = [&b"\x83\xa8msg_type\xa1x\xa4data\xc0\xa2id"[..], id].concat();
+            assert_eq!(decode_msgpack_envelope(&frame).map(|e| e.id), Ok(want), "{}", hex_excerpt(id));
+        }
+        let frame = b"\x83\xa4data\x01\xa8msg_type\xa1x\xa4data\x02";
+        assert_eq!(decode_msgpack_envelope(frame).map(|e| e.data), Ok(Data::from(serde_json::json!(2))));
+        let deep = [vec![0x91; 200], vec![0xc0]].concat();
+        let frame = [&b"\x82\xa8msg_type\xa1x\xa4data"[..], &deep].concat();
+        assert!(err(&frame).starts_with("field `data` holds nesting deeper than 128 levels"));
+        let frame = [&b"\x83\xa8msg_type\xa1x\xa1z"[..], &deep, b"\xa4data\xc0"].concat();
+        assert_eq!(decode_msgpack_envelope(&frame).map(|e| e.data), Ok(Data::NULL), "ignored values nest freely");
+    }
+}
