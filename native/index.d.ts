@@ -37,6 +37,18 @@ export declare class Responder {
    */
   handleBuffer(bytes: Uint8Array): string
   /**
+   * Answers one MessagePack frame: `frame` is the frame's **body**, the bytes after its
+   * 4-byte length header (one MessagePack map, as `msgpackr`'s `pack` returns it), without
+   * the header: the call already delimits it. Returns the reply frames exactly as the pipe
+   * child would write them, each **with** its 4-byte little-endian length header,
+   * concatenated: zero, one or two frames (`[ack, exit]` after the `exitAfter`th `data`),
+   * in a new `Buffer` the caller owns. A bad body gets an `error` reply frame naming it
+   * `frame N`, N counting the calls on this responder (`handleLine` and `handle` calls count
+   * too: give one responder one kind of call). The bytes are copied once before they are
+   * read, as by `handleBuffer`; a body longer than `maxFrameBytes` is not copied.
+   */
+  handleFrame(frame: Uint8Array): Buffer
+  /**
    * `handleLine` off the JS thread, on the libuv pool. Calls on one responder are answered
    * in call order, also when sync and async calls are mixed, and their promises settle in
    * call order.
@@ -148,10 +160,17 @@ export interface ResponderOptions {
   /** Lines longer than this many bytes get an `error` reply. Default 16 MiB. */
   maxLineBytes?: number
   /**
-   * The services answered: `demo` (greeting, data, exit) and `markdown` (markdown → html,
-   * CommonMark). Any other `msg_type` gets an `error` reply listing theirs. Default both.
+   * `handleFrame` bodies longer than this many bytes get an `error` reply (and are not
+   * copied). Default 16 MiB.
    */
-  services?: Array<'demo' | 'markdown'>
+  maxFrameBytes?: number
+  /**
+   * The services answered: `demo` (greeting, data, exit), `markdown` (markdown → html,
+   * CommonMark) and `bytes` (bytes → the same bytes; `handleFrame` only, as only MessagePack
+   * carries bytes). Any other `msg_type` gets an `error` reply listing theirs. Default demo
+   * and markdown.
+   */
+  services?: Array<'demo' | 'markdown' | 'bytes'>
 }
 
 /** What `timeJsThread` measured. */

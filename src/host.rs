@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::diag;
 use rust_ts_ipc::process::{spawn_stderr_reader, ChildProcess, StderrSink, StderrTail, Supervision};
-use rust_ts_ipc::{excerpt, DemoError, Frame, Initiator, InitiatorStep, LineDecoder};
+use rust_ts_ipc::{excerpt, DemoError, Encoding, Frame, FrameDecoder, Initiator, InitiatorStep, LineDecoder, Packet};
 
 pub use rust_ts_ipc::process::DEFAULT_GRACE;
 /// Reads from a pipe in chunks of this size (the Linux pipe buffer size).
@@ -154,33 +154,51 @@ enum Event {
     Interrupt(i32),
 }
 
-/// A line the child started but never ended with a newline.
-struct Cut {
-    number: u64,
-    length: usize,
-    start: String,
+/// A line the child started but never ended with a newline, or a frame it never finished.
+enum Cut {
+    Line { number: u64, length: usize, start: String },
+    Frame { number: u64, received: usize, length: Option<usize> },
 }
 
 impl Cut {
-    /// What the decoder still holds at the end of the child's output, if anything.
+    /// What the line decoder still holds at the end of the child's output, if anything.
     fn of(frame: Frame<'_>) -> Cut {
         match frame {
             Frame::Line { number, bytes } => {
                 let head = &bytes[..bytes.len().min(4 * 40)];
-                Cut { number, length: bytes.len(), start: excerpt(&String::from_utf8_lossy(head)) }
+                Cut::Line { number, length: bytes.len(), start: excerpt(&String::from_utf8_lossy(head)) }
             }
-            Frame::TooLong { number, length } => Cut { number, length, start: String::new() },
+            Frame::TooLong { number, length } => Cut::Line { number, length, start: String::new() },
+        }
+    }
+
+    /// What the frame decoder still holds at the end of the child's output: the frame the
+    /// stream ended inside of (the demo drains every whole frame as it arrives).
+    fn of_packet(packet: Packet<'_>) -> Option<Cut> {
+        match packet {
+            Packet::Cut { number, received, length } => Some(Cut::Frame { number, received, length }),
+            Packet::Frame { .. } | Packet::TooLong { .. } => None,
         }
     }
 }
 
 impl fmt::Display for Cut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "; its output ends inside line {} ({} bytes, no newline)", self.number, self.length)?;
-        if !self.start.is_empty() {
-            write!(f, ": `{}`", self.start)?;
+        match self {
+            Cut::Line { number, length, start } => {
+                write!(f, "; its output ends inside line {number} ({length} bytes, no newline)")?;
+                if !start.is_empty() {
+                    write!(f, ": `{start}`")?;
+                }
+                Ok(())
+            }
+            Cut::Frame { number, received, length: None } => {
+                write!(f, "; its output ends inside the 4-byte length header of frame {number}, after {received} bytes")
+            }
+            Cut::Frame { number, received, length: Some(length) } => {
+                write!(f, "; its output ends inside frame {number}, after {received} of its {length} bytes")
+            }
         }
-        Ok(())
     }
 }
 
@@ -242,7 +260,45 @@ impl Drop for Held {
 struct Inbox {
     events: Receiver<Event>,
     budget: Arc<Budget>,
-    decoder: LineDecoder,
+    decoder: Decoder,
+}
+
+/// The demo's one decoder of the child's output, by encoding.
+enum Decoder {
+    Lines(LineDecoder),
+    Frames(FrameDecoder),
+}
+
+impl Decoder {
+    fn new(initiator: &Initiator) -> Decoder {
+        match initiator.encoding() {
+            Encoding::Json => Decoder::Lines(LineDecoder::new(initiator.max_line_bytes())),
+            Encoding::Msgpack => Decoder::Frames(FrameDecoder::new(initiator.max_frame_bytes())),
+        }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) {
+        match self {
+            Decoder::Lines(d) => d.feed(chunk),
+            Decoder::Frames(d) => d.feed(chunk),
+        }
+    }
+
+    /// The initiator's answer to the next whole line or frame, if one has arrived.
+    fn next_step(&mut self, initiator: &mut Initiator) -> Option<Result<InitiatorStep, DemoError>> {
+        match self {
+            Decoder::Lines(d) => d.next_frame().map(|frame| initiator.on_frame(frame)),
+            Decoder::Frames(d) => d.next_packet().map(|packet| initiator.on_packet(packet)),
+        }
+    }
+
+    /// At the end of the child's output: the line or frame it left unfinished, if any.
+    fn finish(&mut self) -> Option<Cut> {
+        match self {
+            Decoder::Lines(d) => d.finish().map(Cut::of),
+            Decoder::Frames(d) => d.finish().and_then(Cut::of_packet),
+        }
+    }
 }
 
 impl Drop for Inbox {
@@ -297,9 +353,9 @@ impl StderrSink for ToDiag {
 
 /// Forwards the child's stderr on its own thread (see [`ToDiag`]); the receiver is
 /// signalled when the child's stderr closes.
-fn spawn_stderr_forwarder(stderr: impl Read + Send + 'static) -> Receiver<()> {
+fn spawn_stderr_forwarder(stderr: impl Read + Send + 'static, tail: Arc<StderrTail>) -> Receiver<()> {
     diag::child_stderr_opened();
-    spawn_stderr_reader(stderr, Arc::new(StderrTail::default()), ToDiag)
+    spawn_stderr_reader(stderr, tail, ToDiag)
 }
 
 /// What `demo` runs and how patiently.
@@ -312,6 +368,13 @@ pub struct DemoConfig {
     pub timeout: Duration,
     /// How long the child gets to exit after its stdin is closed, and again after SIGTERM.
     pub grace: Duration,
+    /// How the conversation travels: NDJSON lines or MessagePack frames.
+    pub encoding: Encoding,
+    /// The longest frame the demo reads from the child (msgpack).
+    pub max_frame_bytes: usize,
+    /// Said after the error when the child exits with a failure before answering anything
+    /// (for the default child: it may not know `--encoding` yet).
+    pub refusal_hint: Option<String>,
 }
 
 /// Why the conversation stopped early.
@@ -348,10 +411,12 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         config.timeout.max(config.grace) + config.grace + Duration::from_secs(5),
     );
     let (mut child, stdout, stderr) = spawn_child(&config.program, &config.args, config.grace)?;
-    let stderr_done = spawn_stderr_forwarder(stderr);
-    let mut initiator = Initiator::default();
-    let mut inbox =
-        Inbox { events, budget: spawn_reader(stdout, tx), decoder: LineDecoder::new(initiator.max_line_bytes()) };
+    let tail = Arc::new(StderrTail::default());
+    let stderr_done = spawn_stderr_forwarder(stderr, Arc::clone(&tail));
+    let mut initiator =
+        Initiator::default().with_encoding(config.encoding).with_max_frame_bytes(config.max_frame_bytes);
+    let decoder = Decoder::new(&initiator);
+    let mut inbox = Inbox { events, budget: spawn_reader(stdout, tx), decoder };
 
     let fault = converse(&mut child, &mut initiator, &mut inbox, config.timeout, out).err();
     // Stop queueing the child's output: from here a child that floods its stdout meets a
@@ -380,8 +445,18 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
                 (false, true) => format!("{stopped} but left its stdout open (held by a process it started),"),
                 (false, false) => stopped.to_string(),
             };
+            // A child that refused to start the conversation (bad arguments, say: it exited by
+            // itself with a failure code, having written nothing) has said why on its stderr:
+            // quote it, so the reason is in the error, not only above it.
+            let refused = stopped.sent.is_none()
+                && stopped.status.and_then(|s| s.code()).is_some_and(|code| code != 0)
+                && cut.is_none()
+                && initiator.awaiting_first_reply();
             let cut = cut.map(|c| c.to_string()).unwrap_or_default();
-            Err(HostError::ChildEnded(format!("child `{shown}` {how} while the demo was waiting for {waiting}{cut}")))
+            let why = if refused { refusal(&tail, config.refusal_hint.as_deref()) } else { String::new() };
+            Err(HostError::ChildEnded(format!(
+                "child `{shown}` {how} while the demo was waiting for {waiting}{cut}{why}"
+            )))
         }
         Some(Fault::Interrupt(signal)) => Err(interrupted(signal, &waiting, &mut child)),
         Some(Fault::StdoutClosed) => {
@@ -410,6 +485,27 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         Err(e) if e.kind() != io::ErrorKind::BrokenPipe => Err(HostError::Io(format!("writing stdout: {e}"))),
         _ => Ok(()),
     }
+}
+
+/// What a child that exited with a failure before its first reply said on its stderr: its
+/// first non-blank line (or, if more than the 4 KiB tail was written, the last), and `hint`.
+fn refusal(tail: &StderrTail, hint: Option<&str>) -> String {
+    let text = tail.text();
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let line = if text.len() < rust_ts_ipc::process::STDERR_TAIL_BYTES { lines.next() } else { lines.next_back() };
+    let mut out = String::new();
+    if let Some(line) = line {
+        let mut quoted: String = line.chars().take(200).collect();
+        if quoted.len() < line.len() {
+            quoted.push('…');
+        }
+        out = format!("; its stderr says: `{quoted}`");
+    }
+    if let Some(hint) = hint {
+        out.push_str("; ");
+        out.push_str(hint);
+    }
+    out
 }
 
 fn interrupted(signal: i32, waiting: &str, child: &mut ChildProcess) -> HostError {
@@ -481,15 +577,15 @@ fn converse(
         match event {
             Event::Chunk { bytes, .. } => inbox.decoder.feed(&bytes),
             Event::Eof => {
-                // Whatever the decoder still holds is a line the child did not finish.
-                let cut = inbox.decoder.finish().map(Cut::of);
+                // Whatever the decoder still holds is a line (or frame) the child did not finish.
+                let cut = inbox.decoder.finish();
                 return Err(Fault::Ended { cut, stdout_open: false });
             }
             Event::ReadError(e) => return Err(HostError::Io(format!("reading the child's stdout: {e}")).into()),
             Event::Interrupt(signal) => return Err(Fault::Interrupt(signal)),
         }
-        while let Some(frame) = inbox.decoder.next_frame() {
-            let step = initiator.on_frame(frame).map_err(HostError::Protocol)?;
+        while let Some(step) = inbox.decoder.next_step(initiator) {
+            let step = step.map_err(HostError::Protocol)?;
             if apply(child, step)? {
                 return Ok(());
             }

@@ -1,16 +1,22 @@
 //! The asking side of the demo conversation: greeting, `data_messages` data messages, then
 //! wait for the peer's goodbye. The host only moves bytes and prints what this returns.
+//! Under [`Encoding::Msgpack`] it writes frames and reads [`Packet`]s
+//! ([`Initiator::on_packet`]); what it prints and its errors are the same, naming "frame N"
+//! where JSON says "line N".
 
 use std::fmt;
 
 use crate::codec::{Frame, DEFAULT_MAX_LINE_BYTES};
-use crate::error::{clip, excerpt, LineError, ProtocolError};
-use crate::message::{decode, Message};
+use crate::error::{clip, excerpt, FrameError, LineError, ProtocolError};
+use crate::frame::{Packet, DEFAULT_MAX_FRAME_BYTES};
+use crate::message::{decode, Message, Rejected};
+use crate::msgpack::{decode_fields, payload, write_reply, Payload, ReplyData};
+use crate::Encoding;
 
 /// What the host should do after feeding the initiator.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct InitiatorStep {
-    /// Bytes to write to the peer (NDJSON lines), possibly empty.
+    /// Bytes to write to the peer (NDJSON lines, or MessagePack frames), possibly empty.
     pub send: Vec<u8>,
     /// Lines for the demo's stdout, in order (without newlines).
     pub print: Vec<String>,
@@ -23,6 +29,9 @@ pub struct InitiatorStep {
 pub enum DemoError {
     /// The peer wrote a line that is not a protocol message.
     Garbage(LineError),
+    /// The peer wrote a MessagePack frame that is not a protocol message (or one the demo
+    /// cannot read: `data` must be a string).
+    GarbageFrame(FrameError),
     /// The peer answered with an `error` message.
     PeerError {
         /// The error's text.
@@ -48,6 +57,7 @@ impl fmt::Display for DemoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             DemoError::Garbage(e) => write!(f, "child wrote non-protocol output: {e}"),
+            DemoError::GarbageFrame(e) => write!(f, "child wrote non-protocol output: {e}"),
             DemoError::PeerError { data } => write!(f, "child answered with an error: {data}"),
             DemoError::Unexpected { expected, got } => write!(f, "expected {expected} from the child, got {got}"),
             DemoError::UnknownId { id, got } => {
@@ -74,7 +84,9 @@ enum State {
 #[derive(Debug, Clone)]
 pub struct Initiator {
     data_messages: u32,
+    encoding: Encoding,
     max_line_bytes: usize,
+    max_frame_bytes: usize,
     state: State,
 }
 
@@ -94,7 +106,34 @@ impl Initiator {
 
     /// A conversation that sends `data_messages` data messages after the greeting.
     pub fn new(data_messages: u32) -> Self {
-        Initiator { data_messages, max_line_bytes: DEFAULT_MAX_LINE_BYTES, state: State::NotStarted }
+        Initiator {
+            data_messages,
+            encoding: Encoding::Json,
+            max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
+            state: State::NotStarted,
+        }
+    }
+
+    /// The same conversation in `encoding`: under [`Encoding::Msgpack`] what it sends is
+    /// MessagePack frames, and the host feeds it [`Packet`]s ([`on_packet`](Self::on_packet)).
+    #[must_use]
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// Bounds the peer's frames to `bytes` (default 16 MiB): the host's [`crate::FrameDecoder`]
+    /// should use [`max_frame_bytes`](Self::max_frame_bytes), and a longer frame is an error.
+    #[must_use]
+    pub fn with_max_frame_bytes(mut self, bytes: usize) -> Self {
+        self.max_frame_bytes = bytes;
+        self
+    }
+
+    /// The encoding of the conversation.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// The bound the host's decoder should use for the peer's lines.
@@ -102,9 +141,19 @@ impl Initiator {
         self.max_line_bytes
     }
 
+    /// The bound the host's decoder should use for the peer's frames.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_frame_bytes
+    }
+
     /// True once the peer has said goodbye.
     pub fn is_finished(&self) -> bool {
         self.state == State::Finished
+    }
+
+    /// True until the peer's first reply has been accepted (nothing or only the greeting sent).
+    pub fn awaiting_first_reply(&self) -> bool {
+        matches!(self.state, State::NotStarted | State::AwaitingHello)
     }
 
     /// What the conversation waits for now, for timeout and early-exit messages.
@@ -121,10 +170,17 @@ impl Initiator {
     /// Starts the conversation: the greeting to send.
     pub fn start(&mut self) -> InitiatorStep {
         self.state = State::AwaitingHello;
-        InitiatorStep {
-            send: Message::new("greeting", "Hello from Rust!").to_line().into_bytes(),
-            print: vec![Self::START.to_owned()],
-            finished: false,
+        let mut send = Vec::new();
+        self.write(&mut send, "greeting", "Hello from Rust!");
+        InitiatorStep { send, print: vec![Self::START.to_owned()], finished: false }
+    }
+
+    /// Appends one message (no id) in the conversation's encoding.
+    fn write(&self, out: &mut Vec<u8>, msg_type: &str, data: &str) {
+        match self.encoding {
+            Encoding::Json => Message::new(msg_type, data).encode_into(out),
+            // The demo's messages are short: a frame always holds them.
+            Encoding::Msgpack => write_reply(out, msg_type, ReplyData::Text(&data), None),
         }
     }
 
@@ -143,6 +199,38 @@ impl Initiator {
         // Borrowed, not copied: a line may be as long as the limit.
         let msg = decode(text).map_err(|r| garbage(r.error))?;
         self.on_parts(&msg.msg_type, &msg.data, msg.id)
+    }
+
+    /// Feeds one MessagePack frame the peer wrote (from a [`crate::FrameDecoder`]). A frame
+    /// that is not a protocol message, over the limit, or cut by the end of the stream is
+    /// [`DemoError::GarbageFrame`], naming the frame.
+    pub fn on_packet(&mut self, packet: Packet<'_>) -> Result<InitiatorStep, DemoError> {
+        let (number, bytes) = match packet {
+            Packet::Frame { number, bytes } => (number, bytes),
+            Packet::TooLong { number, length } => {
+                let error = ProtocolError::FrameTooLong { length, limit: self.max_frame_bytes };
+                return Err(DemoError::GarbageFrame(FrameError { frame: number, error }));
+            }
+            Packet::Cut { number, received, length } => {
+                let error = ProtocolError::FrameCut { received, length };
+                return Err(DemoError::GarbageFrame(FrameError { frame: number, error }));
+            }
+        };
+        let garbage = |error| DemoError::GarbageFrame(FrameError { frame: number, error });
+        let fields = decode_fields(bytes).map_err(|Rejected { error, .. }| garbage(error))?;
+        let data = match payload(bytes, fields.data.0).map_err(garbage)? {
+            Payload::Str(text) => text,
+            Payload::Bytes(_) => {
+                let error = ProtocolError::MistypedField {
+                    field: "data",
+                    expected: "a string",
+                    kind: "bytes",
+                    excerpt: crate::hex_excerpt(bytes),
+                };
+                return Err(garbage(error));
+            }
+        };
+        self.on_parts(fields.msg_type, data, fields.id)
     }
 
     /// Feeds one decoded message from the peer.
@@ -194,7 +282,7 @@ impl Initiator {
             self.state = State::AwaitingExit;
             return;
         }
-        Message::new("data", data_text(n)).encode_into(&mut step.send);
+        self.write(&mut step.send, "data", &data_text(n));
         self.state = State::AwaitingAck(n);
     }
 }
@@ -270,6 +358,83 @@ mod tests {
         );
         assert_eq!(printed[8], "Received exit signal from TypeScript");
         assert!(Initiator::default().waiting_for().contains("start"));
+    }
+
+    /// [`converse`] over MessagePack frames: the same lines come out.
+    fn converse_frames(mut responder: Responder) -> Result<Vec<String>, DemoError> {
+        let mut initiator = Initiator::default().with_encoding(Encoding::Msgpack);
+        let mut step = initiator.start();
+        let mut printed = step.print.clone();
+        while !step.finished {
+            let mut replies = Vec::new();
+            let mut decoder = crate::FrameDecoder::default();
+            decoder.feed(&step.send);
+            while let Some(packet) = decoder.next_packet() {
+                responder.handle_packet(packet, &mut replies);
+            }
+            assert!(!replies.is_empty(), "the responder went quiet after {printed:?}");
+            let mut decoder = crate::FrameDecoder::default();
+            decoder.feed(&replies);
+            let mut next = InitiatorStep::default();
+            while let Some(packet) = decoder.next_packet() {
+                let s = initiator.on_packet(packet)?;
+                next.send.extend(s.send);
+                next.print.extend(s.print);
+                next.finished |= s.finished;
+            }
+            printed.extend(next.print.iter().cloned());
+            step = next;
+        }
+        Ok(printed)
+    }
+
+    #[test]
+    fn plays_the_same_conversation_over_frames() {
+        assert_eq!(converse_frames(Responder::default()), converse(Responder::default()));
+        assert_eq!(converse_frames(Responder::default()).map(|p| p.len()), Ok(9));
+        let early = || Responder::new(crate::ResponderOptions { exit_after: 2, ..Default::default() });
+        assert_eq!(converse_frames(early()).err(), converse(early()).err());
+    }
+
+    #[test]
+    fn frames_write_the_canonical_greeting() {
+        let step = Initiator::default().with_encoding(Encoding::Msgpack).start();
+        let mut want = Vec::new();
+        crate::Envelope::new("greeting", "Hello from Rust!").encode_frame_into(&mut want).unwrap_or_default();
+        assert_eq!(step.send, want);
+    }
+
+    #[test]
+    fn garbage_frames_are_named_with_their_number() {
+        let mut initiator = Initiator::default().with_encoding(Encoding::Msgpack).with_max_frame_bytes(8);
+        initiator.start();
+        let shown = |r: Result<InitiatorStep, DemoError>| r.err().map(|e| e.to_string());
+        assert_eq!(
+            shown(initiator.on_packet(Packet::Frame { number: 3, bytes: &[0x91, 0xa1, 0x78] })),
+            Some("child wrote non-protocol output: frame 3: not a map: `91a178`".to_owned())
+        );
+        assert_eq!(
+            shown(initiator.on_packet(Packet::TooLong { number: 4, length: 9 })),
+            Some("child wrote non-protocol output: frame 4: frame of 9 bytes exceeds the 8-byte limit".to_owned())
+        );
+        assert_eq!(
+            shown(initiator.on_packet(Packet::Cut { number: 5, received: 2, length: None })),
+            Some(
+                "child wrote non-protocol output: frame 5: the stream ended inside the frame's 4-byte length \
+                 header, after 2 bytes"
+                    .to_owned()
+            )
+        );
+        let bytes_reply = crate::Envelope::new("response", vec![1_u8]).to_frame().unwrap_or_default();
+        assert_eq!(
+            shown(initiator.on_packet(Packet::Frame { number: 6, bytes: &bytes_reply[4..] })),
+            Some(
+                "child wrote non-protocol output: frame 6: field `data` must be a string, got bytes: \
+                 `82a86d73675f74797065a8726573706f…`"
+                    .to_owned()
+            )
+        );
+        assert_eq!(initiator.waiting_for(), "the reply to the greeting", "the conversation did not advance");
     }
 
     #[test]

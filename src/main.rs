@@ -15,10 +15,14 @@ use rust_ts_ipc::{Encoding, Responder, ResponderOptions, Services};
 
 const USAGE: &str = "\
 Usage:
-  rust-ts-ipc [demo] [--timeout-ms N] [--grace-ms N] [-- PROGRAM [ARGS...]]
+  rust-ts-ipc [demo] [--encoding json|msgpack] [--max-frame-bytes N] [--timeout-ms N]
+                   [--grace-ms N] [-- PROGRAM [ARGS...]]
       Spawn a child (default: node ts-app/dist/main.js, built on first use) and play the
       demo conversation: greeting, five data messages, goodbye. Stdout carries the
-      conversation; progress and the child's stderr go to stderr. --timeout-ms bounds the
+      conversation; progress and the child's stderr go to stderr. --encoding: json (NDJSON
+      lines, the default) or msgpack (length-prefixed MessagePack frames; the default child
+      is given --encoding msgpack, a PROGRAM of your own must be told itself);
+      --max-frame-bytes bounds a frame read from the child (default 16777216). --timeout-ms bounds the
       wait for each reply and for the child's exit after the goodbye (default 10000).
       However the demo ends, the child (in its own process group) is stopped the same way:
       its stdin is closed, then after --grace-ms (default 2000) SIGTERM, then after another
@@ -98,6 +102,8 @@ fn print(text: &str) -> Result<(), HostError> {
 fn demo(args: Vec<OsString>) -> Result<(), HostError> {
     let mut timeout = Duration::from_secs(10);
     let mut grace = host::DEFAULT_GRACE;
+    let mut encoding = Encoding::Json;
+    let mut max_frame_bytes = rust_ts_ipc::DEFAULT_MAX_FRAME_BYTES;
     let mut args = args.into_iter();
     let mut child: Vec<OsString> = Vec::new();
     while let Some(arg) = args.next() {
@@ -108,15 +114,39 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
             }
             Some("--timeout-ms") => timeout = Duration::from_millis(number(&mut args, "--timeout-ms")?),
             Some("--grace-ms") => grace = Duration::from_millis(number(&mut args, "--grace-ms")?),
+            Some("--encoding") => encoding = encoding_flag(&mut args)?,
+            Some("--max-frame-bytes") => {
+                max_frame_bytes = usize::try_from(number(&mut args, "--max-frame-bytes")?)
+                    .map_err(|_| HostError::Usage("--max-frame-bytes is too large".to_owned()))?;
+            }
             _ => return Err(HostError::Usage(format!("unexpected argument `{}` for demo", arg.to_string_lossy()))),
         }
     }
     let mut child = child.into_iter();
+    let base = DemoConfig {
+        program: OsString::new(),
+        args: Vec::new(),
+        timeout,
+        grace,
+        encoding,
+        max_frame_bytes,
+        refusal_hint: None,
+    };
     let config = match child.next() {
-        Some(program) => DemoConfig { program, args: child.collect(), timeout, grace },
+        Some(program) => DemoConfig { program, args: child.collect(), ..base },
         None => {
             let script = host::ensure_ts_app_built(Path::new(env!("CARGO_MANIFEST_DIR")))?;
-            DemoConfig { program: "node".into(), args: vec![script.into_os_string()], timeout, grace }
+            let mut args = vec![script.into_os_string()];
+            let mut refusal_hint = None;
+            if encoding == Encoding::Msgpack {
+                args.extend(["--encoding".into(), "msgpack".into()]);
+                refusal_hint = Some(
+                    "does this ts-app/dist/main.js support --encoding msgpack? Rebuild it (`npm run build -w \
+                     ts-app`), or run the demo with --encoding json"
+                        .to_owned(),
+                );
+            }
+            DemoConfig { program: "node".into(), args, refusal_hint, ..base }
         }
     };
     let stdout = std::io::stdout();

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rust_ts_ipc::{Data, Envelope, ErrorCode, Peer, PeerOptions, PeerStats, StderrMode};
+use rust_ts_ipc::{Data, Encoding, Envelope, ErrorCode, Peer, PeerOptions, PeerStats, StderrMode};
 use serde_json::json;
 use support::{group_is_dead, is_reaped, BIN, PATIENCE};
 
@@ -578,4 +578,145 @@ fn unsolicited_flood_helper() {
     eprintln!("{stats:?}");
     assert_eq!(stats.unsolicited + stats.unsolicited_dropped, 64);
     assert!(stats.unsolicited_dropped > 0);
+}
+
+// --- The msgpack encoding ----------------------------------------------------------------
+
+fn msgpack() -> PeerOptions {
+    PeerOptions { encoding: Encoding::Msgpack, ..options() }
+}
+
+/// `bytes` as a `printf` format: every byte as an octal escape.
+fn printf_bytes(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("\\{b:03o}")).collect()
+}
+
+/// One frame of `body` (its 4-byte little-endian length, then the body).
+fn frame(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    rust_ts_ipc::write_frame(&mut out, body).unwrap();
+    out
+}
+
+#[test]
+fn msgpack_answers_requests_with_bytes_and_strings_alike_and_delivers_the_exit_as_unsolicited() {
+    let peer = serve(&["--encoding", "msgpack"], msgpack());
+    let messages = peer.take_messages().unwrap();
+    assert_eq!(peer.request("greeting", "hi").unwrap(), reply("response", "Hello from TypeScript!", 1));
+    // 1 MiB of every byte value, echoed by the bytes service without any text conversion.
+    let big: Vec<u8> = (0..1_048_576_u32).map(|i| (i % 256) as u8).collect();
+    let echoed = peer.request("bytes", big.clone()).unwrap();
+    assert_eq!(echoed, Envelope::new("bytes", Data::Bytes(big)).with_id(2));
+    assert_eq!(peer.request("bytes", Data::Bytes(Vec::new())).unwrap().data, Data::Bytes(Vec::new()));
+    assert_eq!(peer.request("markdown", "# Hi").unwrap(), reply("html", "<h1>Hi</h1>\n", 4));
+    for i in 1..=5u64 {
+        let text = format!("m{i}");
+        assert_eq!(peer.request("data", text.as_str()).unwrap(), reply("ack", &format!("Acknowledged: {text}"), i + 4));
+    }
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), reply("exit", "Goodbye from TypeScript!", 9));
+    assert_eq!(messages.recv_timeout(PATIENCE), Err(RecvTimeoutError::Disconnected));
+    assert_eq!(peer.close().unwrap().code(), Some(0));
+    assert_eq!(
+        peer.stats(),
+        PeerStats { requests: 9, replies: 9, unsolicited: 1, peak_in_flight: 1, ..PeerStats::default() }
+    );
+}
+
+#[test]
+fn msgpack_error_replies_name_the_frame_and_pipelined_requests_match_their_ids() {
+    let peer = serve(&["--encoding", "msgpack", "--exit-after", "0"], msgpack());
+    let error = peer.request("nope", "x").unwrap_err();
+    let text = "frame 1: unknown msg_type `nope`; expected greeting, data, exit, markdown or bytes";
+    assert_eq!((error.code(), error.reply()), (ErrorCode::ErrorReply, Some(&reply("error", text, 1))));
+    let error = peer.request("bytes", "not bytes").unwrap_err();
+    assert_eq!(
+        error.reply().and_then(|r| r.data.as_str()),
+        Some("frame 2: field `data` must be bytes, got string: `83a86d73675f74797065a56279746573…`")
+    );
+    let pending: Vec<_> = (0..200u32).map(|i| peer.send("bytes", i.to_le_bytes().to_vec()).unwrap()).collect();
+    for (i, p) in (0..200u32).zip(pending) {
+        assert_eq!(p.wait().unwrap().data, Data::Bytes(i.to_le_bytes().to_vec()));
+    }
+}
+
+#[test]
+fn bytes_are_invalid_argument_under_json_and_nothing_is_sent() {
+    let peer = serve(&[], options());
+    for error in [peer.request("bytes", vec![1_u8, 2]).unwrap_err(), peer.notify("bytes", vec![1_u8]).unwrap_err()] {
+        assert_eq!(
+            (error.code(), error.to_string()),
+            (
+                ErrorCode::InvalidArgument,
+                "`bytes`: data is bytes, which the json encoding cannot carry; use the msgpack encoding (`encoding \
+                 msgpack`, a MessagePack `bin`)"
+                    .to_owned()
+            )
+        );
+    }
+    // Nothing went out: the next request takes id 1.
+    assert_eq!(peer.request("greeting", "hi").unwrap(), reply("response", "Hello from TypeScript!", 1));
+    assert_eq!(peer.stats().requests, 1);
+}
+
+#[test]
+fn msgpack_notifications_are_frames_without_an_id() {
+    // The child echoes the first frame it reads (its length is known here) back as it came.
+    let note = Envelope::new("note", Data::Bytes(vec![0, 255, 10])).to_frame().unwrap();
+    let script = format!("head -c {} ; exec cat >/dev/null", note.len());
+    let peer = shell(&script, msgpack());
+    let messages = peer.take_messages().unwrap();
+    peer.notify("note", vec![0_u8, 255, 10]).unwrap();
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("note", Data::Bytes(vec![0, 255, 10])));
+    assert_eq!(peer.stats().notifications, 1);
+}
+
+#[test]
+fn frames_that_are_not_protocol_are_unsolicited_errors_naming_the_frame_and_the_peer_keeps_going() {
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    // Frame 1: not a map; 2: empty; 3: over the 64-byte limit; 4: a reply without data that
+    // still shows id 1 (it answers request 1); 5: the good reply, now too late; 6: a map with
+    // a byte left over.
+    let no_data = [&[0x82, 0xa8][..], b"msg_type", &[0xa1, b'r', 0xa2, b'i', b'd', 0x01]].concat();
+    let good = Envelope::new("r", "ok").with_id(1).to_frame().unwrap();
+    let output =
+        [frame(&[0x91, 0xa1, 0x78]), frame(&[]), frame(&[0xc0; 100]), frame(&no_data), good, frame(&[0x80, 0xc0])]
+            .concat();
+    let script =
+        format!("head -c {} >/dev/null; printf '{}'; exec cat >/dev/null", request.len(), printf_bytes(&output));
+    let peer = shell(&script, PeerOptions { max_frame_bytes: 64, ..msgpack() });
+    let messages = peer.take_messages().unwrap();
+    let error = |text: &str, id: Option<u64>| Envelope { msg_type: "error".into(), data: Data::from(text), id };
+    let failed = peer.request("q", "").unwrap_err();
+    let broken = "frame 4: missing field `data`: `82a86d73675f74797065a172a2696401`";
+    assert_eq!((failed.code(), failed.reply()), (ErrorCode::ErrorReply, Some(&error(broken, Some(1)))));
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), error("frame 1: not a map: `91a178`", None));
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), error("frame 2: empty frame", None));
+    assert_eq!(
+        messages.recv_timeout(PATIENCE).unwrap(),
+        error("frame 3: frame of 100 bytes exceeds the 64-byte limit", None)
+    );
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), reply("r", "ok", 1));
+    assert_eq!(
+        messages.recv_timeout(PATIENCE).unwrap(),
+        error("frame 6: 1 byte left over after the map: `80c0`", None)
+    );
+    let stats = peer.stats();
+    assert_eq!((stats.unsolicited, stats.lines_too_long, stats.replies), (5, 1, 1));
+}
+
+#[test]
+fn a_child_that_exits_inside_a_frame_fails_the_pending_request_and_the_cut_frame_is_named() {
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    // A header announcing 5 bytes, then 2 of them, then exit.
+    let script = format!("head -c {} >/dev/null; printf '\\005\\000\\000\\000ab'; exit 7", request.len());
+    let peer = shell(&script, msgpack());
+    let messages = peer.take_messages().unwrap();
+    let failed = peer.request("q", "").unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::PeerExited);
+    assert_eq!(failed.exit_status().and_then(|s| s.code()), Some(7));
+    assert_eq!(
+        messages.recv_timeout(PATIENCE).unwrap(),
+        Envelope::new("error", "frame 1: the stream ended inside the frame, after 2 of its 5 bytes")
+    );
+    assert_eq!(messages.recv_timeout(PATIENCE), Err(RecvTimeoutError::Disconnected));
 }

@@ -8,6 +8,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use rust_ts_ipc::{decode_msgpack_envelope, Data, Envelope, FrameDecoder, Packet};
+
 /// The example's binary, beside the test binaries' `deps/` folder.
 fn example() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
@@ -21,10 +23,18 @@ fn example() -> PathBuf {
 }
 
 fn run(input: &str) -> Output {
-    let mut child =
-        Command::new(example()).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    run_with(&[], input.as_bytes().to_vec())
+}
+
+fn run_with(args: &[&str], input: Vec<u8>) -> Output {
+    let mut child = Command::new(example())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    let input = input.as_bytes().to_vec();
     let writer = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
     });
@@ -207,4 +217,65 @@ fn a_closed_stdout_ends_the_service_normally() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+}
+
+/// Every reply frame of `out`, decoded; panics on anything that is not a whole frame.
+fn frames(out: &Output) -> Vec<Envelope> {
+    let mut decoder = FrameDecoder::new(usize::MAX);
+    decoder.feed(&out.stdout);
+    let mut got = Vec::new();
+    while let Some(packet) = decoder.next_packet() {
+        match packet {
+            Packet::Frame { bytes, .. } => got.push(decode_msgpack_envelope(bytes).unwrap()),
+            other => panic!("not a whole frame: {other:?}"),
+        }
+    }
+    assert_eq!(decoder.finish(), None, "output ends inside a frame");
+    got
+}
+
+#[test]
+fn under_msgpack_bytes_round_trip_as_bytes_and_json_data_and_errors_name_the_frame() {
+    let big: Vec<u8> = (0..1_048_576_u32).map(|i| (i % 251) as u8).collect();
+    let mut input = Vec::new();
+    for request in [
+        Envelope::new("echo", Data::Bytes(big.clone())).with_id(1),
+        Envelope::new("echo", Data::Bytes(Vec::new())).with_id(2),
+        Envelope::new("upper", "hé").with_id(3),
+        Envelope::new("echo", serde_json::json!({"a": [1, null]})).with_id(4),
+        Envelope::new("nope", serde_json::json!(1)).with_id(5),
+    ] {
+        request.encode_frame_into(&mut input).unwrap();
+    }
+    // Not a map (a fixarray), then a last request that must still be answered.
+    input.extend_from_slice(&[3, 0, 0, 0, 0x91, 0xa1, 0x78]);
+    Envelope::new("count", Data::NULL).with_id(7).encode_frame_into(&mut input).unwrap();
+    let out = run_with(&["--encoding", "msgpack"], input);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let got = frames(&out);
+    assert_eq!(
+        got,
+        [
+            Envelope::new("echo", Data::Bytes(big)).with_id(1),
+            Envelope::new("echo", Data::Bytes(Vec::new())).with_id(2),
+            Envelope::new("upper", "HÉ").with_id(3),
+            Envelope::new("echo", serde_json::json!({"a": [1, null]})).with_id(4),
+            Envelope::new("error", "frame 5: unknown msg_type `nope`; expected upper, echo, count, fail or panic")
+                .with_id(5),
+            Envelope::new("error", "frame 6: not a map: `91a178`"),
+            Envelope::new("count", serde_json::json!(1)).with_id(7),
+        ]
+    );
+}
+
+#[test]
+fn encoding_json_is_the_line_protocol_and_an_unknown_encoding_is_refused() {
+    let out = run_with(&["--encoding", "json"], br#"{"msg_type":"upper","data":"json","id":1}"#.to_vec());
+    assert_eq!(lines(&out), [r#"{"msg_type":"upper","data":"JSON","id":1}"#]);
+    let out = run_with(&["--encoding", "cbor"], Vec::new());
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "handlers_service: --encoding: unknown encoding `cbor`; expected json or msgpack\n"
+    );
 }

@@ -341,7 +341,9 @@ describe('packaging', () => {
       'id?: number',
       'exitAfter?: number',
       'maxLineBytes?: number',
-      "services?: Array<'demo' | 'markdown'>",
+      'handleFrame(frame: Uint8Array): Buffer',
+      'maxFrameBytes?: number',
+      "services?: Array<'demo' | 'markdown' | 'bytes'>",
     ]) {
       assert.ok(dts.includes(signature), `index.d.ts lacks \`${signature}\``);
     }
@@ -350,7 +352,7 @@ describe('packaging', () => {
 
 describe('the receiver of a method', () => {
   const line = data('x');
-  for (const name of ['handleLine', 'handleBuffer', 'handle', 'handleLineAsync']) {
+  for (const name of ['handleLine', 'handleBuffer', 'handle', 'handleLineAsync', 'handleFrame']) {
     test(`${name} called on something that is not a Responder throws a TypeError`, () => {
       const method = Responder.prototype[name];
       for (const receiver of [undefined, null, 42, {}, Object.create(Responder.prototype)]) {

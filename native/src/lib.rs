@@ -2,11 +2,12 @@
 //!
 //! This crate only converts types and maps errors; every protocol decision is made by
 //! [`rust_ts_ipc::Responder`]. Start at [`Responder`]: it wraps one core responder and
-//! answers lines (`handleLine`, `handleBuffer`, `handleLineAsync`) and message objects
-//! (`handle`) with exactly the bytes the pipe child would write.
+//! answers lines (`handleLine`, `handleBuffer`, `handleLineAsync`), message objects
+//! (`handle`) and MessagePack frames (`handleFrame`) with exactly the bytes the pipe child
+//! would write.
 //!
-//! The three synchronous calls (`handleLine`, `handleBuffer`, `handle`) are the hot path, so
-//! [`install_fast_methods`] puts them (and `handleLineAsync`, for the same receiver check) on
+//! The synchronous calls (`handleLine`, `handleBuffer`, `handle`, `handleFrame`) are the hot
+//! path, so [`install_fast_methods`] puts them (and `handleLineAsync`, for the same receiver check) on
 //! `Responder.prototype` as plain functions that skip napi-rs's per-call borrow tracking (see
 //! there). The `#[napi]` methods of the same names declare them for `index.d.ts` and run the
 //! same bodies.
@@ -17,6 +18,8 @@
 //! - a line the protocol rejects is not an exception but an `error` reply, as on the pipe;
 //! - a reply longer than Node-API can make a JS string of (more than 2^29 - 24 bytes of UTF-8 on
 //!   64-bit Node, even if it would be fewer UTF-16 units) is an `Error` (code `ReplyTooLong`);
+//!   so are `handleFrame` reply frames of more than 2^32 - 1 bytes in all (a `Buffer`'s limit on
+//!   64-bit Node 20);
 //! - a Rust panic (a bug) is an `Error` or a rejected Promise, never an abort of Node.
 //!
 //! A call that throws or rejects does not count: the conversation moves on only for replies
@@ -38,7 +41,7 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use napi::bindgen_prelude::{
-    panic_to_error, AsyncTask, ClassInstance, Env, FromNapiValue, FunctionCallContext, JavaScriptClassExt,
+    panic_to_error, AsyncTask, BufferSlice, ClassInstance, Env, FromNapiValue, FunctionCallContext, JavaScriptClassExt,
     JsObjectValue, Object, ObjectRef, PromiseRaw, Result, Status, This, ToNapiValue, Unknown, ValueType,
 };
 use napi::{sys, Error, JsString, JsValue, Property, PropertyAttributes, Task};
@@ -78,9 +81,14 @@ pub struct ResponderOptions {
     pub name: Option<String>,
     /// Lines longer than this many bytes get an `error` reply. Default 16 MiB.
     pub max_line_bytes: Option<f64>,
-    /// The services answered: `demo` (greeting, data, exit) and `markdown` (markdown → html,
-    /// CommonMark). Any other `msg_type` gets an `error` reply listing theirs. Default both.
-    #[napi(ts_type = "Array<'demo' | 'markdown'>")]
+    /// `handleFrame` bodies longer than this many bytes get an `error` reply (and are not
+    /// copied). Default 16 MiB.
+    pub max_frame_bytes: Option<f64>,
+    /// The services answered: `demo` (greeting, data, exit), `markdown` (markdown → html,
+    /// CommonMark) and `bytes` (bytes → the same bytes; `handleFrame` only, as only MessagePack
+    /// carries bytes). Any other `msg_type` gets an `error` reply listing theirs. Default demo
+    /// and markdown.
+    #[napi(ts_type = "Array<'demo' | 'markdown' | 'bytes'>")]
     pub services: Option<Vec<String>>,
 }
 
@@ -182,6 +190,27 @@ impl State {
         reply
     }
 
+    /// Answers the frame body in `view` after every queued line, as a `Buffer` of reply frames.
+    /// A body over `maxFrameBytes` is answered from its length alone, never copied.
+    fn reply_to_frame<'env>(&mut self, env: &'env Env, view: &View<'_>) -> Outcome<BufferSlice<'env>> {
+        self.catch_up();
+        if view.len > self.core.options().max_frame_bytes {
+            return self.run(|core, out| {
+                let number = core.lines_seen() + 1;
+                core.handle_packet(ipc::Packet::TooLong { number, length: view.len }, out);
+                js_frames(env, out)
+            });
+        }
+        let mut copy = std::mem::take(&mut self.line);
+        view.copy_to(&mut copy)?;
+        let reply = self.run(|core, out| {
+            core.handle_frame_body(&copy, out);
+            js_frames(env, out)
+        });
+        self.keep_line_buffer(copy);
+        reply
+    }
+
     /// Keeps `line`'s buffer for the next call, unless a huge line made it huge.
     fn keep_line_buffer(&mut self, line: Vec<u8>) {
         if line.capacity() <= KEEP_LINE_BUFFER_BYTES {
@@ -255,6 +284,28 @@ fn cannot_create(method: &str, bytes: usize, error: &Error) -> Failure {
 fn js_reply<'env>(env: &'env Env, method: &str, out: &[u8]) -> Outcome<JsString<'env>> {
     check_fits(&format_args!("{method}: the reply"), "line", out)?;
     to_js_string(env, out).map_err(|e| cannot_create(method, out.len(), &e))
+}
+
+/// The longest `Buffer` `handleFrame` returns: `buffer.constants.MAX_LENGTH` on 64-bit Node 20
+/// is 2^32 (later versions allow more), and one byte less keeps the check simple on 32 bits too.
+const MAX_JS_BUFFER: usize = u32::MAX as usize;
+
+/// The reply frames in `out` as a new `Buffer` (a copy: `out` is reused by the next call), or
+/// a `ReplyTooLong` failure when they are longer than [`MAX_JS_BUFFER`].
+fn js_frames<'env>(env: &'env Env, out: &[u8]) -> Outcome<BufferSlice<'env>> {
+    if out.len() > MAX_JS_BUFFER {
+        return Err(Failure {
+            code: "ReplyTooLong",
+            message: format!(
+                "handleFrame: the reply frames are {} bytes, more than the {MAX_JS_BUFFER} bytes a Buffer can \
+                 hold here; the frame was not answered and does not count",
+                out.len()
+            ),
+        });
+    }
+    BufferSlice::copy_from(env, out).map_err(|e| {
+        Failure::generic(format!("handleFrame: could not make the {}-byte reply a Buffer ({})", out.len(), e.status))
+    })
 }
 
 /// The longest string Node-API can make, both in UTF-16 units and in the UTF-8 (or Latin-1)
@@ -357,6 +408,24 @@ impl Responder {
         self.answer_bytes(env, bytes)
     }
 
+    /// Answers one MessagePack frame: `frame` is the frame's **body**, the bytes after its
+    /// 4-byte length header (one MessagePack map, as `msgpackr`'s `pack` returns it), without
+    /// the header: the call already delimits it. Returns the reply frames exactly as the pipe
+    /// child would write them, each **with** its 4-byte little-endian length header,
+    /// concatenated: zero, one or two frames (`[ack, exit]` after the `exitAfter`th `data`),
+    /// in a new `Buffer` the caller owns. A bad body gets an `error` reply frame naming it
+    /// `frame N`, N counting the calls on this responder (`handleLine` and `handle` calls count
+    /// too: give one responder one kind of call). The bytes are copied once before they are
+    /// read, as by `handleBuffer`; a body longer than `maxFrameBytes` is not copied.
+    #[napi(catch_unwind)]
+    pub fn handle_frame<'env>(
+        &self,
+        env: &'env Env,
+        #[napi(ts_arg_type = "Uint8Array")] frame: Unknown<'_>,
+    ) -> Result<BufferSlice<'env>> {
+        self.answer_frame(env, frame)
+    }
+
     /// `handleLine` off the JS thread, on the libuv pool. Calls on one responder are answered
     /// in call order, also when sync and async calls are mixed, and their promises settle in
     /// call order.
@@ -421,6 +490,14 @@ impl Responder {
         reply.map_err(|failure| failure.throw(env))
     }
 
+    fn answer_frame<'env>(&self, env: &'env Env, frame: Unknown<'_>) -> Result<BufferSlice<'env>> {
+        let reply = match View::of(&frame) {
+            Some(view) => lock(&self.state).reply_to_frame(env, &view),
+            None => Err(Failure::invalid_arg(format!("handleFrame: expected a Uint8Array, got {}", kind_of(&frame)))),
+        };
+        reply.map_err(|failure| failure.throw(env))
+    }
+
     fn answer_async<'env>(&self, env: &'env Env, line: Unknown<'_>) -> Result<PromiseRaw<'env, String>> {
         let line = read_string(env, line, "handleLineAsync: expected a string")?;
         // Made and scheduled outside the lock: both fire `async_hooks` hooks, which may call this responder.
@@ -471,6 +548,7 @@ pub fn install_fast_methods(exports: Object<'_>, env: Env) -> Result<()> {
     install(&env, &mut prototype, "handleLine", |r, env, line| r.answer_line(env, line).map(|s| s.to_unknown()))?;
     install(&env, &mut prototype, "handleBuffer", |r, env, bytes| r.answer_bytes(env, bytes).map(|s| s.to_unknown()))?;
     install(&env, &mut prototype, "handle", |r, env, msg| r.answer_message(env, msg)?.into_unknown(env))?;
+    install(&env, &mut prototype, "handleFrame", |r, env, frame| r.answer_frame(env, frame).map(|b| b.to_unknown()))?;
     install(&env, &mut prototype, "handleLineAsync", |r, env, line| r.answer_async(env, line).map(|p| p.to_unknown()))?;
     let ours: ObjectRef<false> = prototype.create_ref()?;
     let done = Property::new()
@@ -1050,6 +1128,9 @@ fn read_options(env: &Env, value: Option<Unknown<'_>>) -> Result<ipc::ResponderO
     }
     if let Some(n) = count("maxLineBytes", field(&object, c"maxLineBytes")?)? {
         options.max_line_bytes = usize::try_from(n).unwrap_or(usize::MAX);
+    }
+    if let Some(n) = count("maxFrameBytes", field(&object, c"maxFrameBytes")?)? {
+        options.max_frame_bytes = usize::try_from(n).unwrap_or(usize::MAX);
     }
     if let Some(v) = field(&object, c"name")? {
         options.name = read_string(env, v, "Responder: option `name` must be a string")?;

@@ -1,6 +1,8 @@
 //! [`Peer`]: request/reply with any child process that speaks the protocol, over its
 //! stdin/stdout. The library's I/O layer on top of [`crate::process`]; what travels is
-//! [`Envelope`]s, framed by the core's [`LineDecoder`] and decoded by [`decode_envelope`].
+//! [`Envelope`]s, in the [`Encoding`] of [`PeerOptions::encoding`]: NDJSON lines framed by the
+//! core's [`LineDecoder`] and decoded by [`decode_envelope`], or MessagePack frames framed by
+//! its [`FrameDecoder`] and decoded by [`decode_msgpack_envelope`].
 //!
 //! One place owns each piece of state: the pending-request map (and what it remembers of
 //! abandoned requests), the write queue and how the conversation stands are [`State`], behind
@@ -37,9 +39,11 @@ use std::time::{Duration, Instant};
 
 pub use error::{ErrorCode, PeerError};
 
+use crate::error::numbered;
 use crate::process::{self, ChildProcess, StderrTail, Supervision, DEFAULT_GRACE, READ_CHUNK};
 use crate::{
-    decode_envelope, Data, Envelope, Frame, LineDecoder, LineError, ProtocolError, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
+    decode_envelope, decode_msgpack_envelope, Data, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
+    ProtocolError, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
 };
 
 /// After the child exits, how long the peer waits for the rest of its stdout (replies it
@@ -93,6 +97,10 @@ impl fmt::Debug for StderrMode {
 /// bounded requests in flight, a queue of unsolicited messages bounded in count and bytes.
 #[derive(Debug)]
 pub struct PeerOptions {
+    /// How messages travel both ways: [`Encoding::Json`] (NDJSON lines, the default) or
+    /// [`Encoding::Msgpack`] (length-prefixed MessagePack frames, where [`Data::Bytes`] may be
+    /// sent). The child must have been told the same (`--encoding msgpack`).
+    pub encoding: Encoding,
     /// How long a request waits for its reply (and for room to be sent) by default, and how
     /// long [`Peer::notify`] waits for room in the write queue: 30 s.
     pub timeout: Duration,
@@ -102,9 +110,12 @@ pub struct PeerOptions {
     /// stdin (the write queue, see [`Peer`]); a call waits for room until its deadline, then
     /// fails with [`ErrorCode::Timeout`]. A single longer line is still sent, on its own: 16 MiB.
     pub max_unsent_bytes: usize,
-    /// The longest line read from the child, in bytes; longer ones are skipped as they
-    /// arrive and reported as unsolicited `error` messages: 16 MiB.
+    /// The longest line read from the child, in bytes ([`Encoding::Json`]); longer ones are
+    /// skipped as they arrive and reported as unsolicited `error` messages: 16 MiB.
     pub max_line_bytes: usize,
+    /// The longest frame body read from the child, in bytes ([`Encoding::Msgpack`]); longer
+    /// ones are skipped as they arrive and reported as unsolicited `error` messages: 16 MiB.
+    pub max_frame_bytes: usize,
     /// How long the child gets to exit once its stdin is closed, and again after SIGTERM: 2 s.
     pub grace: Duration,
     /// Where the child's stderr goes: [`StderrMode::Forward`].
@@ -123,10 +134,12 @@ pub struct PeerOptions {
 impl Default for PeerOptions {
     fn default() -> Self {
         PeerOptions {
+            encoding: Encoding::Json,
             timeout: Duration::from_secs(30),
             max_in_flight: 256,
             max_unsent_bytes: DEFAULT_MAX_UNSENT_BYTES,
             max_line_bytes: DEFAULT_MAX_LINE_BYTES,
+            max_frame_bytes: DEFAULT_MAX_FRAME_BYTES,
             grace: DEFAULT_GRACE,
             stderr: StderrMode::Forward,
             max_unsolicited: 1024,
@@ -153,7 +166,8 @@ pub struct PeerStats {
     /// Unsolicited messages dropped because their queue was full, in count or in bytes (or
     /// its receiver was gone).
     pub unsolicited_dropped: u64,
-    /// Lines from the child over [`PeerOptions::max_line_bytes`], skipped.
+    /// Lines from the child over [`PeerOptions::max_line_bytes`] (or, under
+    /// [`Encoding::Msgpack`], frames over [`PeerOptions::max_frame_bytes`]), skipped.
     pub lines_too_long: u64,
     /// The most requests that were awaiting replies at once (never above
     /// [`PeerOptions::max_in_flight`]).
@@ -341,10 +355,12 @@ struct Shared {
 /// The options the threads need after spawning.
 #[derive(Clone, Copy)]
 struct Limits {
+    encoding: Encoding,
     timeout: Duration,
     max_in_flight: usize,
     max_unsent_bytes: usize,
     max_line_bytes: usize,
+    max_frame_bytes: usize,
     grace: Duration,
     max_unsolicited_bytes: usize,
 }
@@ -378,38 +394,63 @@ impl Shared {
         }
     }
 
-    /// One line (or over-long line) from the child's stdout.
-    fn dispatch(&self, frame: Frame<'_>, unsolicited: &Outbound) {
+    /// One line (or over-long line) from the child's stdout ([`Encoding::Json`]).
+    fn dispatch_line(&self, frame: Frame<'_>, unsolicited: &Outbound) {
         // What a message costs the unsolicited queue: the line as the child sent it, or for a
         // line that is not protocol, the error text that stands for it.
-        let mut size = 0;
-        let (number, result) = match frame {
+        let (number, size, result) = match frame {
             Frame::Line { number, bytes } => {
-                size = bytes.len();
-                match std::str::from_utf8(bytes) {
-                    Ok(text) => (number, decode_envelope(text).map_err(|e| (e.error, e.id))),
-                    Err(e) => (number, Err((ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None))),
-                }
+                let result = match std::str::from_utf8(bytes) {
+                    Ok(text) => decode_envelope(text).map_err(|e| (e.error, e.id)),
+                    Err(e) => Err((ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None)),
+                };
+                (number, bytes.len(), result)
             }
             Frame::TooLong { number, length } => {
                 bump(&self.counters.lines_too_long);
-                (number, Err((ProtocolError::LineTooLong { length, limit: 0 }, None)))
+                let error = ProtocolError::LineTooLong { length, limit: self.options.max_line_bytes };
+                (number, 0, Err((error, None)))
             }
         };
-        let message = match result {
-            Ok(message) => message,
+        self.dispatch(number, size, result, unsolicited);
+    }
+
+    /// One frame (or over-long or cut frame) from the child's stdout ([`Encoding::Msgpack`]).
+    fn dispatch_packet(&self, packet: Packet<'_>, unsolicited: &Outbound) {
+        let (number, size, result) = match packet {
+            Packet::Frame { number, bytes } => {
+                let result = decode_msgpack_envelope(bytes).map_err(|e| (e.error, e.id));
+                (number, bytes.len() + crate::FRAME_HEADER_BYTES, result)
+            }
+            Packet::TooLong { number, length } => {
+                bump(&self.counters.lines_too_long);
+                let error = ProtocolError::FrameTooLong { length, limit: self.options.max_frame_bytes };
+                (number, 0, Err((error, None)))
+            }
+            Packet::Cut { number, received, length } => {
+                (number, 0, Err((ProtocolError::FrameCut { received, length }, None)))
+            }
+        };
+        self.dispatch(number, size, result, unsolicited);
+    }
+
+    /// One message from the child, or why line or frame `number` is not one, to its request or
+    /// to the unsolicited queue (`size`: what it costs that queue).
+    fn dispatch(
+        &self,
+        number: u64,
+        size: usize,
+        result: Result<Envelope, (ProtocolError, Option<u64>)>,
+        unsolicited: &Outbound,
+    ) {
+        let (message, size) = match result {
+            Ok(message) => (message, size),
             Err((error, id)) => {
-                let error = match error {
-                    ProtocolError::LineTooLong { length, .. } => {
-                        ProtocolError::LineTooLong { length, limit: self.max_line_bytes() }
-                    }
-                    other => other,
-                };
                 // Routed like any message, as the Node peer does: with the id of a pending
                 // request it answers that request (an `error` reply); otherwise unsolicited.
-                let text = LineError { line: number, error }.to_string();
-                size = text.len() + ERROR_ENVELOPE_BYTES;
-                Envelope { msg_type: "error".to_owned(), data: Data::from(text), id }
+                let text = numbered(self.options.encoding, number, error);
+                let size = text.len() + ERROR_ENVELOPE_BYTES;
+                (Envelope { msg_type: "error".to_owned(), data: Data::from(text), id }, size)
             }
         };
         let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message, size) };
@@ -432,10 +473,6 @@ impl Shared {
             drop(state);
             self.deliver_unsolicited(unsolicited, message, size);
         }
-    }
-
-    fn max_line_bytes(&self) -> usize {
-        self.options.max_line_bytes
     }
 
     /// The child can answer no more: fail what is pending, and everything sent from now on.
@@ -591,9 +628,9 @@ impl Supervision for JoinWatcher {
 /// # Ok::<(), rust_ts_ipc::PeerError>(())
 /// ```
 ///
-/// Every reply answers exactly one request. A line that is not valid protocol becomes an
-/// `error` message naming the line (`line 3: invalid JSON: ...`), with the id the line still
-/// showed, if any; it is then routed like any message. So a broken reply to a pending request
+/// Every reply answers exactly one request. A line (or, under [`Encoding::Msgpack`], a frame)
+/// that is not valid protocol becomes an `error` message naming it (`line 3: invalid JSON:
+/// ...`, `frame 3: not a map: `91a178``), with the id it still showed, if any; it is then routed like any message. So a broken reply to a pending request
 /// fails that request with [`ErrorCode::ErrorReply`], as in the Node peer. Anything else the
 /// child sends (a message without an id, with an id never sent or already answered)
 /// goes to [`take_messages`](Self::take_messages).
@@ -623,13 +660,15 @@ impl Peer {
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for options out of range (zero `max_in_flight`,
-    /// `max_unsent_bytes`, `max_line_bytes`, `max_unsolicited` or `max_unsolicited_bytes`);
+    /// `max_unsent_bytes`, `max_line_bytes`, `max_frame_bytes`, `max_unsolicited` or
+    /// `max_unsolicited_bytes`);
     /// [`ErrorCode::Spawn`] when it cannot start.
     pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
         for (name, value) in [
             ("max_in_flight", options.max_in_flight),
             ("max_unsent_bytes", options.max_unsent_bytes),
             ("max_line_bytes", options.max_line_bytes),
+            ("max_frame_bytes", options.max_frame_bytes),
             ("max_unsolicited", options.max_unsolicited),
             ("max_unsolicited_bytes", options.max_unsolicited_bytes),
         ] {
@@ -662,10 +701,12 @@ impl Peer {
             tail: Arc::new(StderrTail::default()),
             counters: Counters::default(),
             options: Limits {
+                encoding: options.encoding,
                 timeout: options.timeout,
                 max_in_flight: options.max_in_flight,
                 max_unsent_bytes: options.max_unsent_bytes,
                 max_line_bytes: options.max_line_bytes,
+                max_frame_bytes: options.max_frame_bytes,
                 grace: options.grace,
                 max_unsolicited_bytes: options.max_unsolicited_bytes,
             },
@@ -743,8 +784,8 @@ impl Peer {
     /// As [`send`](Self::send).
     pub fn send_timeout(&self, msg_type: &str, data: impl Into<Data>, timeout: Duration) -> Result<Pending, PeerError> {
         let data = data.into();
-        check_encodable(msg_type, &data)?;
         let shared = &self.shared;
+        check_encodable(shared.options.encoding, msg_type, &data)?;
         let deadline = process::deadline_after(Instant::now(), timeout);
         // The id and the turn are taken together, so ids go out in order; the line is
         // encoded outside the lock.
@@ -761,8 +802,15 @@ impl Peer {
             state.next_id += 1;
             (id, state.take_turn())
         };
-        let mut bytes = Vec::with_capacity(msg_type.len() + 48);
-        Envelope { msg_type: msg_type.to_owned(), data, id: Some(id) }.encode_into(&mut bytes);
+        let envelope = Envelope { msg_type: msg_type.to_owned(), data, id: Some(id) };
+        let bytes = match encode(shared.options.encoding, &envelope) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                shared.lock().leave_turn(turn);
+                shared.changed.notify_all();
+                return Err(error);
+            }
+        };
         let (reply, outcome) = mpsc::sync_channel(1);
         let waiting = Waiting { reply, deadline, msg_type: msg_type.to_owned(), timeout, sent: false };
         shared.queue_line(turn, Line { bytes, id: Some(id) }, Some(waiting), msg_type)?;
@@ -790,20 +838,22 @@ impl Peer {
     /// within [`PeerOptions::timeout`].
     pub fn notify(&self, msg_type: &str, data: impl Into<Data>) -> Result<(), PeerError> {
         let data = data.into();
-        check_encodable(msg_type, &data)?;
+        let encoding = self.shared.options.encoding;
+        check_encodable(encoding, msg_type, &data)?;
+        // Encoded before the turn is taken: a message too long for a frame takes no turn.
+        let bytes = encode(encoding, &Envelope { msg_type: msg_type.to_owned(), data, id: None })?;
         let turn = {
             let mut state = self.shared.lock();
             refuse_if_over(&state, msg_type)?;
             state.take_turn()
         };
-        let mut bytes = Vec::new();
-        Envelope { msg_type: msg_type.to_owned(), data, id: None }.encode_into(&mut bytes);
         self.shared.queue_line(turn, Line { bytes, id: None }, None, msg_type)
     }
 
     /// The child's unsolicited messages, in arrival order: those without an id, with an id
-    /// never sent or already answered, and `error` messages for lines that are not valid
-    /// protocol (naming the line: `line 3: invalid JSON: ...`) unless the line carried the id
+    /// never sent or already answered, and `error` messages for lines or frames that are not
+    /// valid protocol (naming them: `line 3: invalid JSON: ...`, `frame 3: empty frame`, a
+    /// stream that ends inside a frame) unless the line or frame carried the id
     /// of a pending request, which that error then answers. At most
     /// [`PeerOptions::max_unsolicited`] messages and [`PeerOptions::max_unsolicited_bytes`]
     /// wait; more are dropped and counted. The channel ends when the child's stdout closes.
@@ -894,14 +944,14 @@ fn refuse_if_over(state: &State, msg_type: &str) -> Result<(), PeerError> {
     }
 }
 
-/// Whether `data` can be sent under the JSON encoding; the one check every message passes
-/// before anything is written (raw bytes, when they come, are refused here).
-fn check_encodable(msg_type: &str, data: &Data) -> Result<(), PeerError> {
-    match data {
-        // Every JSON value encodes.
-        Data::Json(_) => Ok(()),
+/// Whether `data` can be sent in `encoding`; the one check every message passes before
+/// anything is written: raw bytes are refused under JSON.
+fn check_encodable(encoding: Encoding, msg_type: &str, data: &Data) -> Result<(), PeerError> {
+    match (encoding, data) {
+        // Every JSON value encodes, and MessagePack carries bytes too.
+        (_, Data::Json(_)) | (Encoding::Msgpack, _) => Ok(()),
         // The peer speaks NDJSON, which has no bytes; the MessagePack encoding carries them.
-        _ => Err(PeerError::new(
+        (Encoding::Json, _) => Err(PeerError::new(
             ErrorCode::InvalidArgument,
             format!(
                 "`{msg_type}`: data is bytes, which the json encoding cannot carry; use the msgpack encoding \
@@ -909,6 +959,18 @@ fn check_encodable(msg_type: &str, data: &Data) -> Result<(), PeerError> {
             ),
         )),
     }
+}
+
+/// `envelope` as the peer writes it: one NDJSON line, or one length-prefixed frame.
+fn encode(encoding: Encoding, envelope: &Envelope) -> Result<Vec<u8>, PeerError> {
+    let mut bytes = Vec::with_capacity(envelope.msg_type.len() + 48);
+    match encoding {
+        Encoding::Json => envelope.encode_into(&mut bytes),
+        Encoding::Msgpack => envelope.encode_frame_into(&mut bytes).map_err(|e| {
+            PeerError::new(ErrorCode::InvalidArgument, format!("`{}` cannot be sent: {e}", envelope.msg_type))
+        })?,
+    }
+    Ok(bytes)
 }
 
 /// A request sent and not yet answered. [`wait`](Self::wait) for its reply from any thread;
@@ -1013,28 +1075,67 @@ impl Drop for Pending {
     }
 }
 
-/// The reader thread: the child's stdout, framed by the core, dispatched line by line.
+/// The reader thread: the child's stdout, framed by the core, dispatched line by line (or
+/// frame by frame).
 fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &Outbound) {
-    let mut decoder = LineDecoder::new(shared.options.max_line_bytes);
+    let mut decoder = match shared.options.encoding {
+        Encoding::Json => Incoming::Lines(LineDecoder::new(shared.options.max_line_bytes)),
+        Encoding::Msgpack => Incoming::Frames(FrameDecoder::new(shared.options.max_frame_bytes)),
+    };
     let mut buf = vec![0; READ_CHUNK];
     loop {
         match stdout.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => {
-                decoder.feed(&buf[..n]);
-                while let Some(frame) = decoder.next_frame() {
-                    shared.dispatch(frame, unsolicited);
-                }
-            }
+            Ok(n) => decoder.feed(&buf[..n], shared, unsolicited),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    // A last line without its newline is still a line.
-    if let Some(frame) = decoder.finish() {
-        shared.dispatch(frame, unsolicited);
-    }
+    decoder.finish(shared, unsolicited);
     shared.on_stdout_closed();
+}
+
+/// The reader's decoder, by encoding.
+enum Incoming {
+    Lines(LineDecoder),
+    Frames(FrameDecoder),
+}
+
+impl Incoming {
+    /// Frames `chunk` and dispatches every whole line or frame.
+    fn feed(&mut self, chunk: &[u8], shared: &Shared, unsolicited: &Outbound) {
+        match self {
+            Incoming::Lines(decoder) => {
+                decoder.feed(chunk);
+                while let Some(frame) = decoder.next_frame() {
+                    shared.dispatch_line(frame, unsolicited);
+                }
+            }
+            Incoming::Frames(decoder) => {
+                decoder.feed(chunk);
+                while let Some(packet) = decoder.next_packet() {
+                    shared.dispatch_packet(packet, unsolicited);
+                }
+            }
+        }
+    }
+
+    /// At the end of the child's stdout: a last line without its newline is still a line; a
+    /// frame the stream ended inside of is an `error` naming it.
+    fn finish(&mut self, shared: &Shared, unsolicited: &Outbound) {
+        match self {
+            Incoming::Lines(decoder) => {
+                while let Some(frame) = decoder.finish() {
+                    shared.dispatch_line(frame, unsolicited);
+                }
+            }
+            Incoming::Frames(decoder) => {
+                while let Some(packet) = decoder.finish() {
+                    shared.dispatch_packet(packet, unsolicited);
+                }
+            }
+        }
+    }
 }
 
 /// The reader's end of the unsolicited queue: the channel bounds the count, `queued` the bytes.
