@@ -2,28 +2,44 @@
 // core in-process), both pure so that they are testable without a pipe; and `serveLines`, the
 // one stdin/stdout loop that feeds any line-level service (these engines, or `serveStdio`'s
 // handlers) and writes its answers. The loop lives here, not in its own module, because the
-// child is exactly main.js, engine.js, framing.js and protocol.js (a test copies those four).
+// child is exactly main.js, engine.js, frame.js, framing.js, msgpack.js and protocol.js (a test
+// copies those six).
 
 import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
+import type { Packet } from './frame.js';
 import { type Frame, LineDecoder } from './framing.js';
 import { type Message, Responder, type ResponderOptions, tooLongReply } from './protocol.js';
 
-/** Answers the decoder's frames in order; the host stops reading once `done`. */
-export interface Engine {
-  /** The reply lines for one frame, each ending in `\n` (empty for none). */
-  answer(frame: Frame): string | Uint8Array;
+/**
+ * Answers the decoder's frames in order (lines of a `LineDecoder`, or packets of a
+ * `FrameDecoder` for `--encoding msgpack`); the host stops reading once `done`.
+ */
+export interface Engine<F = Frame> {
+  /** The reply lines (or reply frames) for one frame (empty for none). */
+  answer(frame: F): string | Uint8Array;
   /** True once the conversation has ended (the `exit` reply has been produced). */
   readonly done: boolean;
 }
 
 /** The TypeScript responder: frames go straight to `handleFrame`. */
-export function tsEngine(options: Required<ResponderOptions>): Engine {
+export function tsEngine(options: ResponderOptions): Engine {
   const responder = new Responder(options);
   return {
     answer: (frame) => responder.handleFrame(frame),
+    get done() {
+      return responder.done;
+    },
+  };
+}
+
+/** The TypeScript responder over MessagePack frames: packets go straight to `handlePacket`. */
+export function tsFrameEngine(options: ResponderOptions): Engine<Packet> {
+  const responder = new Responder(options);
+  return {
+    answer: (packet) => responder.handlePacket(packet),
     get done() {
       return responder.done;
     },
@@ -122,17 +138,27 @@ export function loadNativeAddon(path: string = NATIVE_PATH): { addon: NativeAddo
  * What `serveLines` answers frames with: an `Engine`, or a service whose answers may come
  * later (a Promise of the reply lines, which must not reject: errors are replies too).
  */
-export interface LineService {
-  /** The reply lines for one frame, each ending in `\n` (empty for none), now or later. */
-  answer(frame: Frame): string | Uint8Array | Promise<string>;
+export interface LineService<F = Frame> {
+  /** The reply lines (or frames) for one frame, now or later (empty for none). */
+  answer(frame: F): string | Uint8Array | Promise<string | Uint8Array>;
   /** True once nothing more is to be answered: the loop stops reading. */
   readonly done: boolean;
 }
 
+/** What splits the input into frames: a `LineDecoder`, or a `FrameDecoder`. */
+export interface StreamDecoder<F> {
+  /** The frames a chunk completed. */
+  push(chunk: Buffer): F[];
+  /** At end of input: what is left (a last line without `\n`, a cut frame). */
+  end(): F[];
+}
+
 /** Options of `serveLines`. */
-export interface LineLoopOptions {
+export interface LineLoopOptions<F = Frame> {
   /** Longer lines are framed as `too_long` and never buffered. */
   maxLineBytes: number;
+  /** The decoder of the input. Default a `LineDecoder` bounded by `maxLineBytes` (then F is `Frame`). */
+  decoder?: StreamDecoder<F>;
   /** At most this many answers pending (Promises) at once; stdin is paused meanwhile. Default unbounded. */
   maxConcurrent?: number;
   /** Where requests come from. Default `process.stdin`. */
@@ -158,15 +184,16 @@ export interface LineLoopOptions {
  * pipe is asynchronous, so a process ends by itself once input is closed and the last write
  * has been flushed.
  */
-export function serveLines(service: LineService, options: LineLoopOptions): Promise<void> {
+export function serveLines<F = Frame>(service: LineService<F>, options: LineLoopOptions<F>): Promise<void> {
   const input = options.input ?? process.stdin;
   const output = options.output ?? process.stdout;
   const maxConcurrent = options.maxConcurrent ?? Number.POSITIVE_INFINITY;
-  const decoder = new LineDecoder({ maxLineBytes: options.maxLineBytes });
+  const decoder =
+    options.decoder ?? (new LineDecoder({ maxLineBytes: options.maxLineBytes }) as unknown as StreamDecoder<F>);
 
   return new Promise<void>((resolve, reject) => {
     /** Frames read but not yet answered: `frames[next..]`. */
-    let frames: Frame[] = [];
+    let frames: F[] = [];
     let next = 0;
     /** Answers started and not yet settled. */
     let pending = 0;
@@ -245,7 +272,7 @@ export function serveLines(service: LineService, options: LineLoopOptions): Prom
       if (drained && pending === 0 && parts.length === 0 && writing === 0) finish();
     };
 
-    const settle = (reply: string): void => {
+    const settle = (reply: string | Uint8Array): void => {
       pending--;
       if (!closed && !stopped && reply.length > 0) parts.push(reply);
       if (!pumpScheduled) {
@@ -260,7 +287,7 @@ export function serveLines(service: LineService, options: LineLoopOptions): Prom
       if (finished) return;
       try {
         while (next < frames.length && !stopped && !service.done && !waitingForDrain && pending < maxConcurrent) {
-          const reply = service.answer(frames[next++] as Frame);
+          const reply = service.answer(frames[next++] as F);
           if (reply instanceof Promise) {
             pending++;
             reply.then(settle, (e: unknown) => fail(`internal error: ${describeError(e)}`, e));
@@ -289,7 +316,7 @@ export function serveLines(service: LineService, options: LineLoopOptions): Prom
       maybeFinish();
     }
 
-    const take = (got: Frame[]): void => {
+    const take = (got: F[]): void => {
       if (stopped) return;
       if (next >= frames.length) {
         frames = got;

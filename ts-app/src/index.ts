@@ -15,6 +15,7 @@ export {
 export { inProcess, type InProcessOptions, type InProcessPeer } from './peer/in-process.js';
 export type {
   CloseOptions,
+  Encoding,
   ExitStatus,
   JsonValue,
   Message,
@@ -22,6 +23,7 @@ export type {
   Peer,
   PeerStats,
   RequestOptions,
+  WireData,
 } from './peer/types.js';
 export {
   DEFAULT_MAX_CONCURRENT,

@@ -1,26 +1,42 @@
-// The TypeScript child: reads NDJSON on stdin, answers on stdout. Stdout carries protocol
+// The TypeScript child: reads NDJSON (or, with `--encoding msgpack`, MessagePack frames) on
+// stdin, answers on stdout. Stdout carries protocol
 // only; everything else goes to stderr, prefixed `ts-app: `. The protocol itself lives in
 // protocol.ts, the framing in framing.ts and the I/O loop in engine.ts (`serveLines`, which
 // `serveStdio` uses too); this file parses arguments and picks the engine.
 
-import { type Engine, loadNativeAddon, NATIVE_PATH, nativeEngine, serveLines, tsEngine } from './engine.js';
+import {
+  type Engine,
+  loadNativeAddon,
+  NATIVE_PATH,
+  nativeEngine,
+  serveLines,
+  tsEngine,
+  tsFrameEngine,
+} from './engine.js';
+import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder } from './frame.js';
 import { DEFAULT_MAX_LINE_BYTES } from './framing.js';
 import { DEFAULT_EXIT_AFTER, DEFAULT_NAME, MAX_SAFE_ID } from './protocol.js';
 
 const USAGE = `\
 Usage: node ts-app/dist/main.js [--exit-after N] [--name NAME] [--max-line-bytes N] [--engine ts|native]
+                                [--encoding json|msgpack] [--max-frame-bytes N]
   Answer the rust-ts-ipc protocol on stdin/stdout. Exits 0 on stdin EOF, after the exit
   reply, or when stdout's reader is gone; 2 on bad arguments or a missing native addon.
   --exit-after N      end the conversation after N data messages; 0 = never (default ${DEFAULT_EXIT_AFTER})
   --name NAME         who says hello and goodbye (default ${DEFAULT_NAME})
   --max-line-bytes N  longer lines get an error reply and are never buffered (default ${DEFAULT_MAX_LINE_BYTES})
-  --engine ts|native  answer with the TypeScript responder (default) or the napi addon`;
+  --engine ts|native  answer with the TypeScript responder (default) or the napi addon
+  --encoding json|msgpack  NDJSON lines (default) or MessagePack frames (a 4-byte little-endian
+                      length, then one map); the native engine answers json only, for now
+  --max-frame-bytes N longer frames get an error reply and are never buffered (default ${DEFAULT_MAX_FRAME_BYTES})`;
 
 interface Args {
   exitAfter: number;
   name: string;
   maxLineBytes: number;
+  maxFrameBytes: number;
   engine: 'ts' | 'native';
+  encoding: 'json' | 'msgpack';
 }
 
 function log(text: string): void {
@@ -33,12 +49,15 @@ function parseArgs(argv: readonly string[]): Args | 'help' | { error: string } {
     exitAfter: DEFAULT_EXIT_AFTER,
     name: DEFAULT_NAME,
     maxLineBytes: DEFAULT_MAX_LINE_BYTES,
+    maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
     engine: 'ts',
+    encoding: 'json',
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i] ?? '';
     if (flag === '-h' || flag === '--help') return 'help';
-    if (!['--exit-after', '--name', '--max-line-bytes', '--engine'].includes(flag)) {
+    const flags = ['--exit-after', '--name', '--max-line-bytes', '--engine', '--encoding', '--max-frame-bytes'];
+    if (!flags.includes(flag)) {
       return { error: `unexpected argument \`${flag}\`` };
     }
     const value = argv[++i];
@@ -51,15 +70,29 @@ function parseArgs(argv: readonly string[]): Args | 'help' | { error: string } {
         if (value !== 'ts' && value !== 'native') return { error: `--engine expects ts or native, got \`${value}\`` };
         args.engine = value;
         break;
+      case '--encoding':
+        // The same wording as `rust-ts-ipc serve`.
+        if (value !== 'json' && value !== 'msgpack') {
+          return { error: `--encoding: unknown encoding \`${value}\`; expected json or msgpack` };
+        }
+        args.encoding = value;
+        break;
       default: {
         // The same wording as `rust-ts-ipc serve`.
         if (!/^[0-9]+$/.test(value)) return { error: `${flag} expects a non-negative integer, got \`${value}\`` };
         const n = Number(value);
         if (n > MAX_SAFE_ID) return { error: `${flag} must be at most ${MAX_SAFE_ID}, got \`${value}\`` };
         if (flag === '--exit-after') args.exitAfter = n;
+        else if (flag === '--max-frame-bytes') args.maxFrameBytes = n;
         else args.maxLineBytes = n;
       }
     }
+  }
+  if (args.engine === 'native' && args.encoding === 'msgpack') {
+    return {
+      error:
+        '--engine native answers --encoding json only: the addon has no MessagePack frame entry point yet (issue 10); use --engine ts',
+    };
   }
   return args;
 }
@@ -94,17 +127,24 @@ function main(): void {
     process.exitCode = 2;
     return;
   }
+  // The loop (engine.ts's `serveLines`, shared with `serveStdio`) owns the pipes; only its
+  // failures are ours to report.
+  const failed = (e: unknown): void => {
+    log(e instanceof Error ? e.message : String(e));
+    process.exitCode = 1;
+  };
+  if (args.encoding === 'msgpack') {
+    const frames = tsFrameEngine({ exitAfter: args.exitAfter, name: args.name, maxFrameBytes: args.maxFrameBytes });
+    const decoder = new FrameDecoder({ maxFrameBytes: args.maxFrameBytes });
+    serveLines(frames, { maxLineBytes: args.maxLineBytes, decoder }).catch(failed);
+    return;
+  }
   const engine = makeEngine(args);
   if (engine === undefined) {
     process.exitCode = 2;
     return;
   }
-  // The loop (engine.ts's `serveLines`, shared with `serveStdio`) owns the pipes; only its
-  // failures are ours to report.
-  serveLines(engine, { maxLineBytes: args.maxLineBytes }).catch((e: unknown) => {
-    log(e instanceof Error ? e.message : String(e));
-    process.exitCode = 1;
-  });
+  serveLines(engine, { maxLineBytes: args.maxLineBytes }).catch(failed);
 }
 
 main();

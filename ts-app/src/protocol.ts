@@ -5,7 +5,9 @@
 
 import { isUtf8 } from 'node:buffer';
 
+import { DEFAULT_MAX_FRAME_BYTES, frameCutText, frameTooLongText, type Packet } from './frame.js';
 import { DEFAULT_MAX_LINE_BYTES, type Frame, isBlank } from './framing.js';
+import { decodePayload, hexExcerpt, textFrame, Writer, writeFrame } from './msgpack.js';
 
 /** One protocol message, with the wire's field names. */
 export interface Message {
@@ -25,6 +27,8 @@ export interface ResponderOptions {
   name?: string;
   /** Lines longer than this many bytes get an `error` reply. Default 16 MiB. */
   maxLineBytes?: number;
+  /** MessagePack frames longer than this many bytes get an `error` reply. Default 16 MiB. */
+  maxFrameBytes?: number;
 }
 
 /** The largest `id` a JavaScript peer can represent exactly. */
@@ -270,13 +274,19 @@ const isSafeCount = (value: unknown): value is number =>
 const wellFormed = (s: string): string => (s.isWellFormed() ? s : s.toWellFormed());
 
 function readOptions(options: unknown): Required<ResponderOptions> {
-  const read = { exitAfter: DEFAULT_EXIT_AFTER, name: DEFAULT_NAME, maxLineBytes: DEFAULT_MAX_LINE_BYTES };
+  const read = {
+    exitAfter: DEFAULT_EXIT_AFTER,
+    name: DEFAULT_NAME,
+    maxLineBytes: DEFAULT_MAX_LINE_BYTES,
+    maxFrameBytes: DEFAULT_MAX_FRAME_BYTES,
+  };
   if (options === undefined || options === null) return read;
   if (typeof options !== 'object') throw invalidArg(`Responder: expected an options object, got ${kindOf(options)}`);
-  const { exitAfter, name, maxLineBytes } = options as Record<string, unknown>;
+  const { exitAfter, name, maxLineBytes, maxFrameBytes } = options as Record<string, unknown>;
   for (const [key, value] of [
     ['exitAfter', exitAfter],
     ['maxLineBytes', maxLineBytes],
+    ['maxFrameBytes', maxFrameBytes],
   ] as const) {
     if (value !== undefined && !isSafeCount(value)) {
       throw invalidArg(
@@ -291,6 +301,7 @@ function readOptions(options: unknown): Required<ResponderOptions> {
     exitAfter: (exitAfter as number | undefined) ?? read.exitAfter,
     name: name === undefined ? read.name : wellFormed(name),
     maxLineBytes: (maxLineBytes as number | undefined) ?? read.maxLineBytes,
+    maxFrameBytes: (maxFrameBytes as number | undefined) ?? read.maxFrameBytes,
   };
 }
 
@@ -340,6 +351,7 @@ export class Responder {
   readonly #exitAfter: number;
   readonly #name: string;
   readonly #maxLineBytes: number;
+  readonly #maxFrameBytes: number;
   #dataSeen = 0;
   #done = false;
   /** Physical lines (or messages) handled so far: the number errors are reported against. */
@@ -351,6 +363,7 @@ export class Responder {
     this.#exitAfter = read.exitAfter;
     this.#name = read.name;
     this.#maxLineBytes = read.maxLineBytes;
+    this.#maxFrameBytes = read.maxFrameBytes;
   }
 
   /** True once the conversation has ended (`exit` sent); later messages get an `error` reply. */
@@ -419,6 +432,43 @@ export class Responder {
     return this.#respond(msgType, data, id);
   }
 
+  /**
+   * Answers one MessagePack packet from a `FrameDecoder` with the reply frames (each with its
+   * length header), numbering errors by its frame number (`frame 3: not a map: \`91a178\``).
+   */
+  handlePacket(packet: Packet): Buffer {
+    this.#line = packet.frame;
+    if (packet.kind === 'frame') return this.#answerFrame(packet.bytes);
+    const text =
+      packet.kind === 'too_long'
+        ? frameTooLongText(packet.length, this.#maxFrameBytes)
+        : frameCutText(packet.received, packet.length);
+    return textFrame('error', `frame ${packet.frame}: ${text}`, undefined);
+  }
+
+  /**
+   * Answers one MessagePack frame's body (without its length header), numbered after the last
+   * one given: the in-process way, without a decoder. Returns the reply frames.
+   */
+  handleFrameBody(body: Uint8Array): Buffer {
+    this.#line++;
+    if (body.length > this.#maxFrameBytes) {
+      return textFrame('error', `frame ${this.#line}: ${frameTooLongText(body.length, this.#maxFrameBytes)}`, undefined);
+    }
+    return this.#answerFrame(asBuffer(body));
+  }
+
+  #answerFrame(frame: Buffer): Buffer {
+    const decoded = decodePayload(frame);
+    if (!decoded.ok) return textFrame('error', `frame ${this.#line}: ${decoded.error}`, decoded.id);
+    const replies = this.#respond(decoded.msgType, decoded.data, decoded.id, 'frame', () => hexExcerpt(frame));
+    const first = replies[0];
+    if (replies.length === 1 && first !== undefined) return textFrame(first.msg_type, first.data, first.id);
+    const w = new Writer();
+    for (const reply of replies) writeFrame(w, reply.msg_type, reply.id, (w) => w.str(reply.data));
+    return w.view();
+  }
+
   #answerBytes(bytes: Buffer): string {
     if (!isUtf8(bytes)) return errorLine(this.#line, `invalid UTF-8 at byte ${invalidUtf8Offset(bytes)}`);
     // `toString`, not a TextDecoder: it keeps a leading BOM, which then makes the JSON invalid,
@@ -435,12 +485,26 @@ export class Responder {
     return out;
   }
 
-  #respond(msgType: string, data: string, id: number | undefined): Message[] {
-    if (this.#done) return [message('error', `line ${this.#line}: conversation has ended; message ignored`, id)];
+  /**
+   * The replies to one message. `data` is bytes only from a frame (`bin`); `quote` renders the
+   * message for an error about its data's type (the frame's first bytes in hex).
+   */
+  #respond(
+    msgType: string,
+    data: string | Buffer,
+    id: number | undefined,
+    unit: 'line' | 'frame' = 'line',
+    quote: () => string = () => '',
+  ): Message[] {
+    const where = `${unit} ${this.#line}`;
+    if (this.#done) return [message('error', `${where}: conversation has ended; message ignored`, id)];
     switch (msgType) {
       case 'greeting':
         return [message('response', `Hello from ${this.#name}!`, id)];
       case 'data': {
+        if (typeof data !== 'string') {
+          return [message('error', `${where}: field \`data\` must be a string, got bytes: \`${quote()}\``, id)];
+        }
         this.#dataSeen++;
         const ack = message('ack', `Acknowledged: ${data}`, id);
         if (this.#exitAfter === 0 || this.#dataSeen < this.#exitAfter) return [ack];
@@ -452,7 +516,7 @@ export class Responder {
         return [message('exit', `Goodbye from ${this.#name}!`, id)];
       default: {
         const text = `unknown msg_type \`${excerpt(msgType)}\`; expected greeting, data or exit`;
-        return [message('error', `line ${this.#line}: ${text}`, id)];
+        return [message('error', `${where}: ${text}`, id)];
       }
     }
   }

@@ -1,13 +1,14 @@
 // Encoding a message for the wire, refusing data the JSON encoding cannot carry faithfully
 // before anything is sent. Strings (the built-in services' data) take a fast path.
 
+import { EncodeProblem, Writer, writeFrame } from '../msgpack.js';
 import { PeerError, PeerErrorCode } from './errors.js';
 
 /** Why `value` at `path` cannot be encoded, or undefined if it can. */
 type Problem = { path: string; what: string; hint: string } | undefined;
 
 const BINARY_HINT =
-  "the JSON encoding has no bytes: send them as a string (e.g. base64), or use encoding: 'msgpack' once it lands (issue 10)";
+  "the JSON encoding has no bytes: send them as a string (e.g. base64), or use spawnPeer with encoding: 'msgpack', which carries them as bytes";
 
 function keyPath(path: string, key: string): string {
   return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
@@ -104,4 +105,32 @@ export function encodeLine(msgType: string, data: unknown, id: number | undefine
   const type = JSON.stringify(msgType.isWellFormed() ? msgType : msgType.toWellFormed());
   const head = `{"msg_type":${type},"data":${encodeData(data, msgType)}`;
   return id === undefined ? `${head}}\n` : `${head},"id":${id}}\n`;
+}
+
+/**
+ * One MessagePack frame (length header included) holding `{msg_type, data, id?}` in the
+ * canonical forms, as a latin1 string (one character per byte), so that the core, which
+ * queues wire text, carries frames and lines alike. `data` may be bytes (a `Uint8Array` or
+ * `Buffer`, sent as `bin`) or anything `encodeData` takes; a `PeerError` (`INVALID_ARGUMENT`)
+ * says what in it cannot be sent.
+ */
+export function encodeFrameText(msgType: string, data: unknown, id: number | undefined): string {
+  const w = new Writer(typeof data === 'string' ? 32 + msgType.length + 3 * data.length : 256);
+  try {
+    writeFrame(w, msgType, id, (w) => w.value(data));
+  } catch (e) {
+    if (e instanceof EncodeProblem) {
+      throw new PeerError(
+        PeerErrorCode.INVALID_ARGUMENT,
+        `cannot send \`${msgType}\`: ${e.path} is ${e.what}, which the msgpack envelope cannot hold; ${e.hint}`,
+        { msgType },
+      );
+    }
+    throw new PeerError(
+      PeerErrorCode.INVALID_ARGUMENT,
+      `cannot send \`${msgType}\`: encoding data threw: ${e instanceof Error ? e.message : String(e)}`,
+      { msgType, cause: e },
+    );
+  }
+  return w.view().toString('latin1');
 }

@@ -4,12 +4,24 @@
 import { isUtf8 } from 'node:buffer';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 
+import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, type Packet } from '../frame.js';
 import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder } from '../framing.js';
+import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope, invalidUtf8Offset } from '../protocol.js';
 import { checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
-import { encodeLine } from './encode.js';
+import { encodeFrameText, encodeLine } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
-import type { CloseOptions, ExitStatus, Message, MessageListener, Peer, PeerStats, RequestOptions } from './types.js';
+import type {
+  CloseOptions,
+  Encoding,
+  ExitStatus,
+  JsonValue,
+  Message,
+  MessageListener,
+  Peer,
+  PeerStats,
+  RequestOptions,
+} from './types.js';
 
 /** Default `timeoutMs`: long enough for real work, short enough that a stuck child is noticed. */
 export const DEFAULT_TIMEOUT_MS = 30_000;
@@ -31,6 +43,14 @@ export type StderrOption = 'forward' | 'ignore' | ((chunk: Buffer) => void);
 
 /** Options of `spawnPeer`; every field is optional. */
 export interface SpawnPeerOptions {
+  /**
+   * How messages travel: `'json'` (NDJSON lines, the default) or `'msgpack'` (MessagePack
+   * frames; `data` may then be a `Buffer`/`Uint8Array`, and `bin` replies arrive as a `Buffer`).
+   * The child must be started in the same encoding (e.g. `serve --encoding msgpack`).
+   */
+  encoding?: Encoding;
+  /** Under msgpack: frames read from the child longer than this are skipped and reported. Default 16 MiB. */
+  maxFrameBytes?: number;
   /** Default per-request timeout in milliseconds (0 or Infinity: none). Default 30 000. */
   timeoutMs?: number;
   /** At most this many requests written and unanswered; `request` waits for a slot beyond. Default 1024. */
@@ -50,8 +70,8 @@ export interface SpawnPeerOptions {
   stderr?: StderrOption;
 }
 
-/** A peer answered by a child process over its stdin/stdout. */
-export interface PipePeer extends Peer {
+/** A peer answered by a child process over its stdin/stdout (`D`: what reply data may be). */
+export interface PipePeer<D = JsonValue> extends Peer<D> {
   /** The child's process id (also its process group's), or undefined if it could not be started. */
   readonly pid: number | undefined;
   /** The last (at most 4 KiB) of what the child wrote to stderr so far, as text. */
@@ -86,6 +106,11 @@ class PipePeerImpl implements PipePeer {
   readonly #child: ChildProcessWithoutNullStreams | undefined;
   readonly #core: PeerCore;
   readonly #decoder: LineDecoder;
+  /** Under msgpack, the decoder of the child's stdout (the line decoder is then unused). */
+  readonly #frames: FrameDecoder | undefined;
+  /** How a message becomes wire text (latin1 frames under msgpack), and how that text is written. */
+  readonly #encode: (msgType: string, data: unknown, id: number | undefined) => string;
+  readonly #wireText: 'utf8' | 'latin1';
   readonly #timeoutMs: number;
   readonly #maxInFlight: number;
   readonly #graceMs: number;
@@ -119,6 +144,17 @@ class PipePeerImpl implements PipePeer {
       );
     }
     this.#decoder = new LineDecoder({ maxLineBytes });
+    const encoding: unknown = options.encoding ?? 'json';
+    if (encoding !== 'json' && encoding !== 'msgpack') {
+      throw new PeerError(
+        PeerErrorCode.INVALID_ARGUMENT,
+        `spawnPeer: option \`encoding\` must be 'json' or 'msgpack', got ${String(encoding)}`,
+      );
+    }
+    const maxFrameBytes = checkCount(options.maxFrameBytes, 'maxFrameBytes', 1) ?? DEFAULT_MAX_FRAME_BYTES;
+    this.#frames = encoding === 'msgpack' ? new FrameDecoder({ maxFrameBytes }) : undefined;
+    this.#encode = encoding === 'msgpack' ? encodeFrameText : encodeLine;
+    this.#wireText = encoding === 'msgpack' ? 'latin1' : 'utf8';
     this.#core = new PeerCore(() => this.#schedulePump());
     this.#exited = new Promise((resolve) => {
       this.#markExited = resolve;
@@ -160,9 +196,15 @@ class PipePeerImpl implements PipePeer {
     });
     // A child that exits early makes our writes fail with EPIPE: its exit says more.
     child.stdin.on('error', () => {});
-    child.stdout.on('data', (chunk: Buffer) => this.#read(this.#decoder.push(chunk)));
+    const frames = this.#frames;
+    if (frames === undefined) {
+      child.stdout.on('data', (chunk: Buffer) => this.#read(this.#decoder.push(chunk)));
+    } else {
+      child.stdout.on('data', (chunk: Buffer) => this.#readFrames(frames.push(chunk)));
+    }
     child.stdout.on('end', () => {
-      this.#read(this.#decoder.end());
+      if (frames === undefined) this.#read(this.#decoder.end());
+      else this.#readFrames(frames.end());
       this.#armSettle();
     });
     child.stdout.on('error', () => this.#armSettle());
@@ -198,7 +240,7 @@ class PipePeerImpl implements PipePeer {
       timeoutMs = checkTimeout(options?.timeoutMs, 'request: option `timeoutMs`') ?? this.#timeoutMs;
       signal = checkSignal(options?.signal, 'request: option `signal`');
       id = this.#core.nextId();
-      line = encodeLine(msgType, data, id);
+      line = this.#encode(msgType, data, id);
     } catch (e) {
       return Promise.reject(e);
     }
@@ -218,7 +260,7 @@ class PipePeerImpl implements PipePeer {
     checkMsgType(msgType);
     const refused = this.#refusal(msgType);
     if (refused !== undefined) throw refused;
-    this.#core.notify(encodeLine(msgType, data, undefined));
+    this.#core.notify(this.#encode(msgType, data, undefined));
   }
 
   on(event: 'message', listener: MessageListener): this {
@@ -408,6 +450,27 @@ class PipePeerImpl implements PipePeer {
     }
   }
 
+  /** Routes what the child wrote under msgpack, as `#read` does for lines (errors say `frame N`). */
+  #readFrames(packets: Packet[]): void {
+    for (const p of packets) {
+      if (p.kind !== 'frame') {
+        const limit = this.#frames?.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+        const text = p.kind === 'too_long' ? frameTooLongText(p.length, limit) : frameCutText(p.received, p.length);
+        this.#core.receive({ msg_type: 'error', data: `frame ${p.frame}: ${text}` });
+        continue;
+      }
+      const decoded = decodeMsgpackEnvelope(p.bytes);
+      if (decoded.ok) {
+        this.#core.receive(decoded.message as Message);
+      } else {
+        const data = `frame ${p.frame}: ${decoded.error}`;
+        this.#core.receive(
+          decoded.id === undefined ? { msg_type: 'error', data } : { msg_type: 'error', data, id: decoded.id },
+        );
+      }
+    }
+  }
+
   #schedulePump(): void {
     if (this.#pumpScheduled) return;
     this.#pumpScheduled = true;
@@ -424,7 +487,7 @@ class PipePeerImpl implements PipePeer {
     for (;;) {
       const batch = this.#core.takeBatch(this.#maxInFlight);
       if (batch.length === 0) return;
-      if (!stdin.write(batch)) {
+      if (!stdin.write(batch, this.#wireText)) {
         this.#waitingForDrain = true;
         stdin.once('drain', () => {
           this.#waitingForDrain = false;
@@ -441,8 +504,16 @@ class PipePeerImpl implements PipePeer {
  * `rust-ts-ipc serve`, `node ts-app/dist/main.js`, or any other), in its own process group, and
  * returns the peer that talks to it. Throws a `PeerError` (`INVALID_ARGUMENT`) for bad options;
  * a command that cannot be started makes every request reject with `PEER_EXITED` saying why.
- * Keeps Node alive until `close()` (or the child's exit).
+ * Keeps Node alive until `close()` (or the child's exit). With `encoding: 'msgpack'` requests go
+ * as MessagePack frames (the child must speak them: `serve --encoding msgpack`), `data` may be
+ * a `Buffer`/`Uint8Array`, and `bin` reply data arrives as a `Buffer`.
  */
+export function spawnPeer(
+  command: string,
+  args: readonly string[],
+  options: SpawnPeerOptions & { encoding: 'msgpack' },
+): PipePeer<JsonValue | Buffer>;
+export function spawnPeer(command: string, args?: readonly string[], options?: SpawnPeerOptions): PipePeer;
 export function spawnPeer(command: string, args: readonly string[] = [], options: SpawnPeerOptions = {}): PipePeer {
   if (typeof command !== 'string' || command.length === 0) {
     throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: command must be a non-empty string, got ${String(command)}`);

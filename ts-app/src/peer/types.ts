@@ -4,12 +4,21 @@
 /** A JSON value: what a message's `data` holds once it has crossed the wire. */
 export type JsonValue = null | boolean | number | string | JsonValue[] | { [key: string]: JsonValue };
 
-/** One message of the protocol, as the library hands it out: `{ msg_type, data, id }`. */
-export interface Message {
+/** How messages travel on a pipe: NDJSON lines (the default) or MessagePack frames. */
+export type Encoding = 'json' | 'msgpack';
+
+/** What `data` may be once it has crossed the wire in `encoding`: under msgpack, bytes too (a `Buffer`). */
+export type WireData<E extends Encoding = 'json'> = E extends 'msgpack' ? JsonValue | Buffer : JsonValue;
+
+/**
+ * One message of the protocol, as the library hands it out: `{ msg_type, data, id }`. `D` is
+ * `JsonValue | Buffer` for a peer speaking msgpack (`bin` data arrives as a `Buffer`).
+ */
+export interface Message<D = JsonValue> {
   /** What the message is: for requests the service's name (`data`, `markdown`, …), for replies its kind. */
   msg_type: string;
-  /** The payload: any JSON value (the built-in services take and give strings). */
-  data: JsonValue;
+  /** The payload: any JSON value (the built-in services take and give strings), or bytes under msgpack. */
+  data: D;
   /** The id of the request this answers; absent on notifications and on some unsolicited messages. */
   id?: number;
 }
@@ -58,20 +67,21 @@ export interface PeerStats {
 }
 
 /** A listener for messages that answer no pending request. */
-export type MessageListener = (message: Message) => void;
+export type MessageListener<D = JsonValue> = (message: Message<D>) => void;
 
 /**
  * The one interface of both transports: a child speaking the protocol over its stdin/stdout
  * (`spawnPeer`) or the Rust core in this process (`inProcess`). Switching is one line.
  */
-export interface Peer {
+export interface Peer<D = JsonValue> {
   /**
    * Sends `{ msg_type: msgType, data, id }` with a fresh id and resolves to the reply with that
    * id. Rejects with a `PeerError`: `ERROR_REPLY` (the reply's `msg_type` was `error`), `TIMEOUT`,
    * `ABORTED`, `PEER_EXITED`, `CLOSED` (after `close()`), `INVALID_ARGUMENT` (`data` is not
-   * JSON-encodable; nothing is sent). Waits for a slot when `maxInFlight` requests are in flight.
+   * JSON-encodable, or is bytes, a `Buffer`/`Uint8Array`, which only `encoding: 'msgpack'`
+   * carries; nothing is sent). Waits for a slot when `maxInFlight` requests are in flight.
    */
-  request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message>;
+  request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message<D>>;
   /**
    * Sends `{ msg_type: msgType, data }` without an id; whatever the peer answers goes to the
    * `message` listeners. Throws a `PeerError` (`INVALID_ARGUMENT`, `CLOSED`, `PEER_EXITED`).
@@ -83,9 +93,9 @@ export interface Peer {
    * valid protocol (as an `error` message naming the line). Listeners run synchronously; one that
    * throws is reported as an uncaught exception after the peer's own bookkeeping is done.
    */
-  on(event: 'message', listener: MessageListener): this;
+  on(event: 'message', listener: MessageListener<D>): this;
   /** Removes a listener added with `on`. */
-  off(event: 'message', listener: MessageListener): this;
+  off(event: 'message', listener: MessageListener<D>): this;
   /**
    * Ends the peer; idempotent (every call returns the same promise). New requests reject with
    * `CLOSED`. A pipe peer runs the shutdown sequence: close the child's stdin, wait `graceMs`,

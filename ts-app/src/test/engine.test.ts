@@ -31,6 +31,7 @@ const full = (o: ResponderOptions): Required<ResponderOptions> => ({
   exitAfter: o.exitAfter ?? 5,
   name: o.name ?? 'TypeScript',
   maxLineBytes: o.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES,
+  maxFrameBytes: o.maxFrameBytes ?? 16 * 1024 * 1024,
 });
 
 /**

@@ -1,0 +1,293 @@
+// The MessagePack encoding in TypeScript: the codec against the Rust core's texts and forms,
+// the responder against every stored msgpack vector (whole, byte by byte, split at every
+// byte, frame body by frame body), every semantic JSON vector re-run as frames, the child
+// `main.js --encoding msgpack`, and msgpackr (which knows nothing of our codec) reading every
+// reply frame as we wrote it.
+
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+import { Packr, Unpackr } from 'msgpackr';
+
+import { FrameDecoder } from '../frame.js';
+import { decodeMsgpackEnvelope, EncodeProblem, hexExcerpt, textFrame, Writer, writeFrame } from '../msgpack.js';
+import { decodeEnvelope, Responder } from '../protocol.js';
+import {
+  bodiesOf,
+  expectedHex,
+  framed,
+  msgpackCases,
+  msgpackCliArgsOf,
+  msgpackOptionsOf,
+  msgpackStreamOf,
+  type MsgpackCase,
+} from './vectors-msgpack.js';
+import { cases, lineBytes, optionsOf } from './vectors.js';
+
+const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
+
+/** Why a stored case is skipped here, or false: the TypeScript responder serves demo only. */
+function skipUnlessDemo(c: MsgpackCase): string | false {
+  const services = c.services ?? ['demo'];
+  return services.length === 1 && services[0] === 'demo'
+    ? false
+    : `needs services [${services.join(', ')}]; the TypeScript responder serves demo only (the Rust serve runs it: peer-msgpack.test.ts)`;
+}
+
+/** Feeds `chunks` through a FrameDecoder into a fresh responder; all reply bytes as hex. */
+function viaDecoder(c: MsgpackCase, chunks: Iterable<Buffer>): { hex: string; done: boolean } {
+  const options = msgpackOptionsOf(c);
+  const responder = new Responder(options);
+  const decoder = new FrameDecoder(options);
+  const out: Buffer[] = [];
+  for (const chunk of chunks) for (const p of decoder.push(chunk)) out.push(responder.handlePacket(p));
+  for (const p of decoder.end()) out.push(responder.handlePacket(p));
+  return { hex: Buffer.concat(out).toString('hex'), done: responder.done };
+}
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+describe('the responder answers every stored msgpack vector byte for byte', () => {
+  for (const c of msgpackCases) {
+    test(c.name, { skip: skipUnlessDemo(c) }, () => {
+      const stream = msgpackStreamOf(c);
+      const want = expectedHex(c);
+      assert.deepEqual(viaDecoder(c, [stream]), { hex: want, done: c.done });
+      const bytes = Array.from({ length: stream.length }, (_, i) => stream.subarray(i, i + 1));
+      assert.equal(viaDecoder(c, bytes).hex, want, 'byte by byte');
+      for (let cut = 0; cut <= stream.length; cut++) {
+        assert.equal(viaDecoder(c, [stream.subarray(0, cut), stream.subarray(cut)]).hex, want, `cut at ${cut}`);
+      }
+      if ((c.tail ?? '') === '') {
+        const responder = new Responder(msgpackOptionsOf(c));
+        const out = bodiesOf(c).map((b) => responder.handleFrameBody(b));
+        assert.equal(hex(Buffer.concat(out)), want, 'frame body by frame body');
+      }
+    });
+  }
+
+  test('at least 19 of the 22 stored cases run here', () => {
+    assert.equal(msgpackCases.length, 22);
+    assert.ok(msgpackCases.filter((c) => skipUnlessDemo(c) === false).length >= 19);
+  });
+});
+
+describe('every semantic JSON vector runs as frames, saying frame where JSON says line', () => {
+  // As tests/conformance_msgpack.rs picks them: no line limit, every line a message whose
+  // data is a string, and no blank line (blank lines count as lines but are not frames).
+  let ran = 0;
+  for (const c of cases) {
+    if (c.options?.max_line_bytes !== undefined || c.pipe === false) continue;
+    const services = c.services ?? ['demo'];
+    if (services.length !== 1 || services[0] !== 'demo') continue;
+    const messages = c.input.map((line) => {
+      const bytes = lineBytes(line);
+      if (/^[ \t\r]*$/.test(bytes.toString('latin1')) || !Buffer.from(bytes.toString('utf8')).equals(bytes)) return undefined;
+      const d = decodeEnvelope(bytes.toString('utf8').replace(/\r$/, ''));
+      return d.ok && typeof d.message.data === 'string' ? d.message : undefined;
+    });
+    if (messages.some((m) => m === undefined)) continue;
+    ran++;
+    test(c.name, () => {
+      const responder = new Responder(optionsOf(c));
+      const out: Buffer[] = [];
+      for (const m of messages) {
+        const w = new Writer();
+        if (m === undefined) continue;
+        writeFrame(w, m.msg_type, m.id, (w) => w.str(m.data as string));
+        out.push(responder.handleFrameBody(w.view().subarray(4)));
+      }
+      const want = c.replies.map((line) => {
+        const d = decodeEnvelope(line);
+        assert.ok(d.ok);
+        const { msg_type: t, id } = d.message;
+        let data = d.message.data as string;
+        if (t === 'error') data = data.replace(/^line /, 'frame ');
+        return textFrame(t, data, id);
+      });
+      assert.equal(hex(Buffer.concat(out)), hex(Buffer.concat(want)));
+      assert.equal(responder.done, c.done);
+    });
+  }
+  test('enough of them ran', () => assert.ok(ran >= 15, `only ${ran}`));
+});
+
+function runChild(args: string[], input: Buffer): { stdout: Buffer; stderr: string; status: number | null } {
+  const r = spawnSync(process.execPath, [MAIN, ...args], { input, maxBuffer: 1 << 26 });
+  return { stdout: r.stdout, stderr: r.stderr.toString(), status: r.status };
+}
+
+describe('main.js --encoding msgpack answers every stored vector', () => {
+  for (const c of msgpackCases) {
+    test(c.name, { skip: skipUnlessDemo(c) }, () => {
+      const r = runChild(msgpackCliArgsOf(c), msgpackStreamOf(c));
+      assert.equal(r.stderr, '');
+      assert.equal(r.status, 0);
+      // Like the Rust hosts, the child stops reading once the conversation is done.
+      if (c.done) assert.ok(r.stdout.length > 0 && expectedHex(c).startsWith(hex(r.stdout)), hex(r.stdout));
+      else assert.equal(hex(r.stdout), expectedHex(c));
+    });
+  }
+
+  test('--engine native with msgpack is a usage error until the addon has a frame entry point', () => {
+    const r = runChild(['--engine', 'native', '--encoding', 'msgpack'], Buffer.alloc(0));
+    assert.equal(r.status, 2);
+    assert.equal(r.stdout.length, 0);
+    assert.match(r.stderr, /^ts-app: --engine native answers --encoding json only: the addon has no MessagePack frame entry point yet/);
+  });
+
+  test('an unknown encoding is refused with serve\'s words', () => {
+    const r = runChild(['--encoding', 'cbor'], Buffer.alloc(0));
+    assert.equal(r.status, 2);
+    assert.match(r.stderr, /^ts-app: --encoding: unknown encoding `cbor`; expected json or msgpack\n/);
+  });
+});
+
+describe('msgpackr reads every reply frame as the stored rendering says', () => {
+  const unpackr = new Unpackr({ useRecords: false, mapsAsObjects: true, int64AsType: 'number' });
+  test('all replies of all stored cases', () => {
+    let n = 0;
+    for (const c of msgpackCases) {
+      for (const reply of c.replies) {
+        const frame = Buffer.from(reply.hex, 'hex');
+        assert.equal(frame.readUInt32LE(0), frame.length - 4);
+        const read = unpackr.unpack(frame.subarray(4)) as Record<string, unknown>;
+        const data = read['data'];
+        const rendered = data instanceof Uint8Array ? { ...read, data: { bin: hex(data) } } : read;
+        assert.deepEqual(rendered, reply.json);
+        n++;
+      }
+    }
+    assert.ok(n >= 60, `only ${n}`);
+  });
+});
+
+describe('the canonical writer', () => {
+  const body = (v: unknown): string => {
+    const w = new Writer();
+    w.value(v);
+    return hex(w.view());
+  };
+
+  test('integers take their smallest form, non-negative ones unsigned (as the Rust core)', () => {
+    const want: [number, string][] = [
+      [0, '00'], [127, '7f'], [128, 'cc80'], [255, 'ccff'], [256, 'cd0100'], [65535, 'cdffff'],
+      [65536, 'ce00010000'], [4294967295, 'ceffffffff'], [4294967296, 'cf0000000100000000'],
+      [2 ** 53 - 1, 'cf001fffffffffffff'], [-1, 'ff'], [-32, 'e0'], [-33, 'd0df'], [-128, 'd080'],
+      [-129, 'd1ff7f'], [-32768, 'd18000'], [-32769, 'd2ffff7fff'], [-2147483649, 'd3ffffffff7fffffff'],
+    ];
+    for (const [n, h] of want) assert.equal(body(n), h, String(n));
+  });
+
+  test('integral floats are integers, others float64; -0 is 0', () => {
+    assert.equal([1.0, -0, -33.0, 0.5].map(body).join(''), '0100d0dfcb3fe0000000000000');
+    assert.equal(body(1e19), 'cf8ac7230489e80000');
+    assert.equal(body(2 ** 64), 'cb43f0000000000000');
+    assert.equal(body(-(2 ** 63)), 'd38000000000000000');
+  });
+
+  test('strings, bins, arrays and maps change form at their bounds', () => {
+    assert.equal(body('a'.repeat(31)).slice(0, 2), 'bf');
+    assert.equal(body('a'.repeat(32)).slice(0, 4), 'd920');
+    assert.equal(body('é'.repeat(16)).slice(0, 4), 'd920');
+    assert.equal(body('é'.repeat(5)).slice(0, 2), 'aa');
+    assert.equal(body('a'.repeat(256)).slice(0, 6), 'da0100');
+    assert.equal(body('a'.repeat(65536)).slice(0, 10), 'db00010000');
+    assert.equal(body(new Array(15).fill(null)).slice(0, 4), '9fc0');
+    assert.equal(body(new Array(16).fill(null)).slice(0, 6), 'dc0010');
+    assert.equal(body(Buffer.alloc(256, 7)).slice(0, 8), 'c5010007');
+    assert.equal(body(new Uint8Array([1, 2])), 'c4020102');
+  });
+
+  test('agrees with msgpackr wherever msgpackr is canonical (32-bit integers, no undefined)', () => {
+    const packr = new Packr({ useRecords: false, variableMapSize: true });
+    const values: unknown[] = [
+      { a: [1, -2, 2.5, null, true, 'x'], b: { c: 'é'.repeat(40) } },
+      Array.from({ length: 20 }, (_, i) => i * 1000 - 5000),
+      { s: 'y'.repeat(300), n: 4294967295, m: -2147483648 },
+    ];
+    for (const v of values) assert.equal(body(v), hex(packr.pack(v)));
+    // Where msgpackr is not: it writes these as float64; the Rust core, as integers.
+    assert.equal(hex(packr.pack(4294967296)), 'cb41f0000000000000');
+    assert.equal(body(4294967296), 'cf0000000100000000');
+  });
+
+  test('JSON semantics: toJSON with its key, undefined properties omitted, boxed values unboxed', () => {
+    const keys: string[] = [];
+    const v = { a: undefined, b: { toJSON: (k: string) => (keys.push(k), 1) }, c: Object('s') as object };
+    assert.equal(body(v), '82a16201a163a173');
+    assert.deepEqual(keys, ['b']);
+  });
+
+  test('refuses what the envelope cannot hold, naming where', () => {
+    const cycle: Record<string, unknown> = {};
+    cycle['self'] = cycle;
+    for (const [v, text] of [
+      [10n, 'data is a BigInt'],
+      [[1, undefined], 'data[1] is undefined'],
+      [{ x: [Number.NaN] }, 'data.x[0] is the number NaN'],
+      [[Buffer.from('x')], 'data[0] is binary data (a Buffer)'],
+      [new Float32Array(1), 'data is binary data (a Float32Array)'],
+      [cycle, 'data.self is a cycle (a value that contains itself)'],
+    ] as const) {
+      assert.throws(() => body(v), (e: unknown) => e instanceof EncodeProblem && e.message === text, text);
+    }
+  });
+});
+
+describe('the envelope reader', () => {
+  const read = (h: string): string => {
+    const d = decodeMsgpackEnvelope(Buffer.from(h, 'hex'));
+    if (!d.ok) return `${d.error} (id ${String(d.id)})`;
+    const { data } = d.message;
+    return `ok ${JSON.stringify(data instanceof Uint8Array ? { ...d.message, data: { bin: hex(data) } } : d.message)}`;
+  };
+  const frame = (dataHex: string): string => `82a86d73675f74797065a178a464617461${dataHex}`;
+
+  test('every bad frame gets the Rust core\'s text, in its order of checks', () => {
+    assert.equal(read(''), 'empty frame (id undefined)');
+    assert.equal(read('c1'), 'invalid MessagePack: `c1` (id undefined)');
+    assert.equal(read('91a1'), 'invalid MessagePack: `91a1` (id undefined)');
+    assert.equal(read('91a178'), 'not a map: `91a178` (id undefined)');
+    assert.equal(read('81a2696401c0'), '1 byte left over after the map: `81a2696401c0` (id undefined)');
+    assert.equal(read('81a26964ff'), 'field `id` must be an integer from 0 to 9007199254740991, got number: `81a26964ff` (id undefined)');
+    assert.equal(read('81a2696401'), 'missing field `msg_type`: `81a2696401` (id 1)');
+    assert.equal(read('81a86d73675f74797065a1ff'), 'invalid UTF-8 in a string at byte 11: `81a86d73675f74797065a1ff` (id undefined)');
+    assert.equal(read(frame('c70001')), 'field `data` holds an extension, which JSON data cannot hold: `82a86d73675f74797065a178a4646174…` (id undefined)');
+    assert.equal(read(frame('91c400')), 'field `data` holds bytes inside an array or map, which JSON data cannot hold: `82a86d73675f74797065a178a4646174…` (id undefined)');
+    assert.equal(read(frame('810102')), 'field `data` holds a map key that is not a string, which JSON data cannot hold: `82a86d73675f74797065a178a4646174…` (id undefined)');
+    assert.equal(read(frame('cb7ff8000000000000')), 'field `data` holds NaN or an infinite number, which JSON data cannot hold: `82a86d73675f74797065a178a4646174…` (id undefined)');
+    assert.match(read(frame('91'.repeat(200) + 'c0')), /^field `data` holds nesting deeper than 128 levels, which JSON data cannot hold: `/);
+  });
+
+  test('reads any JSON value, bytes at the top as a Buffer, and __proto__ as an own key', () => {
+    assert.equal(read(frame('c403000102')), 'ok {"msg_type":"x","data":{"bin":"000102"}}');
+    assert.equal(read(frame('82a161920102a162c0')), 'ok {"msg_type":"x","data":{"a":[1,2],"b":null}}');
+    const d = decodeMsgpackEnvelope(Buffer.from(frame('81a95f5f70726f746f5f5f01'), 'hex'));
+    assert.ok(d.ok);
+    const data = d.message.data as Record<string, unknown>;
+    assert.equal(Object.getPrototypeOf(data), Object.prototype);
+    assert.deepEqual(Object.keys(data), ['__proto__']);
+    // ids in any integer or integral float form; a repeated key takes its last value
+    for (const [id, want] of [['07', 7], ['cd0007', 7], ['d30000000000000007', 7], ['cb401c000000000000', 7], ['cf001fffffffffffff', 2 ** 53 - 1]] as const) {
+      const e = decodeMsgpackEnvelope(Buffer.from(`83a86d73675f74797065a178a464617461c0a26964${id}`, 'hex'));
+      assert.ok(e.ok && e.message.id === want, id);
+    }
+  });
+
+  test('the hex excerpt is 16 bytes, then an ellipsis', () => {
+    assert.equal(hexExcerpt(Buffer.alloc(16, 0xab)), 'ab'.repeat(16));
+    assert.equal(hexExcerpt(Buffer.alloc(17, 0xab)), `${'ab'.repeat(16)}…`);
+  });
+
+  test('a frame written by writeFrame reads back', () => {
+    const w = new Writer();
+    writeFrame(w, 'sum', 9007199254740991, (w) => w.value({ a: [1, -2, 2.5, null, true, 'x'] }));
+    const f = w.view();
+    assert.equal(f.readUInt32LE(0), f.length - 4);
+    assert.equal(read(hex(f.subarray(4))), 'ok {"msg_type":"sum","data":{"a":[1,-2,2.5,null,true,"x"]},"id":9007199254740991}');
+    assert.equal(hex(framed(Buffer.from('c0', 'hex'))), '01000000c0');
+  });
+});
