@@ -4,8 +4,8 @@
 import { isUtf8 } from 'node:buffer';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 
-import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder } from '../framing.js';
-import { decodeEnvelope, invalidUtf8Offset } from '../protocol.js';
+import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder, type LineSink } from '../framing.js';
+import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js';
 import { checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
 import { encodeLine } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
@@ -86,6 +86,10 @@ class PipePeerImpl implements PipePeer {
   readonly #child: ChildProcessWithoutNullStreams | undefined;
   readonly #core: PeerCore;
   readonly #decoder: LineDecoder;
+  readonly #sink: LineSink = {
+    text: (line, text) => this.#readText(line, text),
+    frame: (frame) => this.#readFrame(frame),
+  };
   readonly #timeoutMs: number;
   readonly #maxInFlight: number;
   readonly #graceMs: number;
@@ -160,9 +164,9 @@ class PipePeerImpl implements PipePeer {
     });
     // A child that exits early makes our writes fail with EPIPE: its exit says more.
     child.stdin.on('error', () => {});
-    child.stdout.on('data', (chunk: Buffer) => this.#read(this.#decoder.push(chunk)));
+    child.stdout.on('data', (chunk: Buffer) => this.#decoder.feed(chunk, this.#sink));
     child.stdout.on('end', () => {
-      this.#read(this.#decoder.end());
+      for (const frame of this.#decoder.end()) this.#readFrame(frame);
       this.#armSettle();
     });
     child.stdout.on('error', () => this.#armSettle());
@@ -378,33 +382,37 @@ class PipePeerImpl implements PipePeer {
     }
   }
 
-  /** Routes what the child wrote: valid messages to the core, anything else as an `error` message. */
-  #read(frames: Frame[]): void {
-    for (const frame of frames) {
-      if (frame.kind === 'too_long') {
-        const limit = this.#decoder.maxLineBytes;
-        this.#core.receive({
-          msg_type: 'error',
-          data: `line ${frame.line}: line of ${frame.length} bytes exceeds the ${limit}-byte limit`,
-        });
-        continue;
-      }
-      if (!isUtf8(frame.bytes)) {
-        const at = invalidUtf8Offset(frame.bytes);
-        this.#core.receive({ msg_type: 'error', data: `line ${frame.line}: invalid UTF-8 at byte ${at}` });
-        continue;
-      }
-      const decoded = decodeEnvelope(frame.bytes.toString('utf8'));
-      if (decoded.ok) {
-        this.#core.receive(decoded.message as Message);
-      } else {
-        // With a valid id that is pending, this answers that request (an error reply, as the
-        // Rust responder gives one); otherwise it is unsolicited.
-        const data = `line ${frame.line}: ${decoded.error}`;
-        this.#core.receive(
-          decoded.id === undefined ? { msg_type: 'error', data } : { msg_type: 'error', data, id: decoded.id },
-        );
-      }
+  /** Routes a line the child wrote: a valid message to the core, anything else as an `error` message. */
+  #readText(line: number, text: string): void {
+    const message = parseEnvelope(text);
+    if (message !== undefined) {
+      this.#core.receive(message as Message);
+      return;
+    }
+    const decoded = decodeEnvelope(text);
+    if (decoded.ok) {
+      this.#core.receive(decoded.message as Message);
+    } else {
+      // With a valid id that is pending, this answers that request (an error reply, as the
+      // Rust responder gives one); otherwise it is unsolicited.
+      const data = `line ${line}: ${decoded.error}`;
+      this.#core.receive(decoded.id === undefined ? { msg_type: 'error', data } : { msg_type: 'error', data, id: decoded.id });
+    }
+  }
+
+  /** `#readText` for a frame: its length and UTF-8 checked first. */
+  #readFrame(frame: Frame): void {
+    if (frame.kind === 'too_long') {
+      const limit = this.#decoder.maxLineBytes;
+      this.#core.receive({
+        msg_type: 'error',
+        data: `line ${frame.line}: line of ${frame.length} bytes exceeds the ${limit}-byte limit`,
+      });
+    } else if (!isUtf8(frame.bytes)) {
+      const at = invalidUtf8Offset(frame.bytes);
+      this.#core.receive({ msg_type: 'error', data: `line ${frame.line}: invalid UTF-8 at byte ${at}` });
+    } else {
+      this.#readText(frame.line, frame.bytes.toString('utf8'));
     }
   }
 
