@@ -2,6 +2,8 @@
 // Rust core's `codec.rs`, sans-IO like it (and like the MCP SDK's `ReadBuffer`): it never
 // touches a stream, so it is tested on its own with split, joined and broken input.
 
+import { isUtf8 } from 'node:buffer';
+
 /** The default bound on one line: 16 MiB. */
 export const DEFAULT_MAX_LINE_BYTES = 16 * 1024 * 1024;
 
@@ -17,10 +19,30 @@ export type Frame =
   /** A line over the limit: its bytes were discarded as they arrived. */
   | { kind: 'too_long'; line: number; length: number };
 
+/** Where `LineDecoder.feed` hands what it reads. */
+export interface LineSink {
+  /**
+   * A complete, non-blank line within the limit and known to be valid UTF-8, as text
+   * (without its `\n` / `\r\n`), numbered as a frame would be.
+   */
+  text(line: number, text: string): void;
+  /** Any other frame: a line whose bytes still need their UTF-8 check, or one too long. */
+  frame(frame: Frame): void;
+}
+
 /** Only spaces, tabs and carriage returns (JSON whitespace other than `\n`). */
 export function isBlank(bytes: Uint8Array): boolean {
   for (const b of bytes) {
     if (b !== SPACE && b !== TAB && b !== CR) return false;
+  }
+  return true;
+}
+
+/** `isBlank` for the characters of `text` from `start` to `end`. */
+function isBlankText(text: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    const c = text.charCodeAt(i);
+    if (c !== SPACE && c !== TAB && c !== CR) return false;
   }
   return true;
 }
@@ -131,6 +153,59 @@ export class LineDecoder {
     }
     this.hold(buf.subarray(pos));
     return frames;
+  }
+
+  /**
+   * `push` for a reader that wants text: the same lines, numbers and limits, but the whole
+   * lines of a chunk are checked for UTF-8 and decoded in one go (one native call each,
+   * instead of a Buffer view, a check and a decode per line) when none of them can be over the
+   * limit and all are valid; otherwise, and for a line begun in an earlier chunk, lines go to
+   * `sink.frame` as `push` would return them.
+   */
+  feed(chunk: Uint8Array, sink: LineSink): void {
+    const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    let pos = 0;
+    if (this.pending.length > 0 || this.dropped !== undefined) {
+      const nl = buf.indexOf(LF);
+      if (nl === -1) {
+        this.hold(buf);
+        return;
+      }
+      const frame = this.complete(buf, 0, nl);
+      if (frame !== undefined) sink.frame(frame);
+      pos = nl + 1;
+    }
+    const last = buf.lastIndexOf(LF);
+    if (last >= pos) {
+      // No line of a region within the limit can be over it.
+      // The usual chunk is whole lines: checked as it is, without a view (the final `\n` is ASCII).
+      const region = pos === 0 && last === buf.length - 1 ? buf : buf.subarray(pos, last);
+      if (last - pos <= this.maxLineBytes && isUtf8(region)) {
+        this.texts(buf.toString('utf8', pos, last), sink);
+      } else {
+        for (let nl = buf.indexOf(LF, pos); nl !== -1 && nl <= last; nl = buf.indexOf(LF, pos)) {
+          const frame = this.complete(buf, pos, nl);
+          if (frame !== undefined) sink.frame(frame);
+          pos = nl + 1;
+        }
+      }
+      pos = last + 1;
+    }
+    this.hold(buf.subarray(pos));
+  }
+
+  /** Hands out the lines of `text` (whole lines, the last without its `\n`), skipping blank ones. */
+  private texts(text: string, sink: LineSink): void {
+    let start = 0;
+    for (;;) {
+      const nl = text.indexOf('\n', start);
+      const end = nl === -1 ? text.length : nl;
+      this.lines++;
+      const stop = end > start && text.charCodeAt(end - 1) === CR ? end - 1 : end;
+      if (!isBlankText(text, start, stop)) sink.text(this.lines, start === 0 && stop === text.length ? text : text.slice(start, stop));
+      if (nl === -1) return;
+      start = nl + 1;
+    }
   }
 
   /**

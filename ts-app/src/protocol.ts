@@ -196,6 +196,32 @@ export function decodeEnvelope(text: string): DecodedEnvelope {
   return id === undefined ? { ok: false, error } : { ok: false, error, id };
 }
 
+/**
+ * `decodeEnvelope`'s message for a line it accepts, without its error texts: undefined for
+ * anything it might refuse (then `decodeEnvelope` gives the verdict). The reader's fast path:
+ * one `JSON.parse` and a few checks, no result wrapper.
+ */
+export function parseEnvelope(text: string): Envelope | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return undefined;
+  const object = value as Record<string, unknown>;
+  // Own properties only, as `decodeFields` reads them.
+  if (!hasOwn(object, 'msg_type') || !hasOwn(object, 'data')) return undefined;
+  const msgType = object['msg_type'];
+  const data = object['data'];
+  if (typeof msgType !== 'string' || !msgType.isWellFormed()) return undefined;
+  if (typeof data === 'string' ? !data.isWellFormed() : SURROGATE_ESCAPE.test(text) && !isWellFormedJson(data)) return undefined;
+  const rawId = hasOwn(object, 'id') ? object['id'] : null;
+  if (rawId === null) return { msg_type: msgType, data };
+  if (typeof rawId !== 'number' || !Number.isInteger(rawId) || rawId < 0 || rawId > MAX_SAFE_ID) return undefined;
+  return { msg_type: msgType, data, id: rawId === 0 ? 0 : rawId };
+}
+
 /** A `\uD800`–`\uDFFF` escape, maybe unpaired: only then is `data` walked. */
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
 

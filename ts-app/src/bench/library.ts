@@ -5,19 +5,18 @@
 // `cost.lib-*`: the library's own steps, timed in-process, that "where the time goes" splits
 // the library's extra time into.
 
-import { isUtf8 } from 'node:buffer';
 import path from 'node:path';
 
 import MarkdownIt from 'markdown-it';
 
 import { loadNativeAddon, NATIVE_PATH } from '../engine.js';
-import { LineDecoder } from '../framing.js';
+import { LineDecoder, type LineSink } from '../framing.js';
 import { PeerCore } from '../peer/core.js';
 import { encodeLine } from '../peer/encode.js';
 import { inProcess, type InProcessPeer } from '../peer/in-process.js';
 import { DEFAULT_TIMEOUT_MS, type PipePeer, spawnPeer } from '../peer/pipe.js';
 import type { Message, Peer } from '../peer/types.js';
-import { decodeEnvelope } from '../protocol.js';
+import { parseEnvelope } from '../protocol.js';
 import { ackPrefix, type Ctx, FIXED_ID, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
 import { markdownDocument } from './docs.js';
 import type { NativeAddon, NativeResponder } from './inproc.js';
@@ -356,20 +355,27 @@ const LIB_COSTS: (Label & { make: (size: number) => SyncBody<unknown> })[] = [
   {
     scenario: 'cost',
     path: 'cost.lib-decode',
-    label: 'library: read the reply (framing, UTF-8 check, JSON.parse, envelope check)',
+    label: 'library: read the reply (framing, UTF-8 check, JSON.parse, envelope check: LineDecoder.feed + parseEnvelope)',
     make: (size) => {
       const data = payload(size);
       const chunk = Buffer.from(`${ackPrefix(data)}${FIXED_ID}}\n`);
       const replyData = `Acknowledged: ${data}`;
       const decoder = new LineDecoder();
+      let got: Message | string = '';
+      // What the pipe peer does with each chunk it reads (peer/pipe.ts, `#readText`).
+      const sink: LineSink = {
+        text: (_line, text) => {
+          got = (parseEnvelope(text) as Message | undefined) ?? 'parseEnvelope declined the reply';
+        },
+        frame: () => {
+          got = 'the decoder took the slow path';
+        },
+      };
       return {
-        // What the pipe peer does with each chunk it reads (peer/pipe.ts, `#read`).
         run: (b, out) => {
           for (let j = 0; j < b; j++) {
-            const frame = decoder.push(chunk)[0];
-            if (frame?.kind !== 'line' || !isUtf8(frame.bytes)) throw new Error('the decoder lost the reply line');
-            const decoded = decodeEnvelope(frame.bytes.toString('utf8'));
-            out[j] = decoded.ok ? decoded.message : decoded.error;
+            decoder.feed(chunk, sink);
+            out[j] = got;
           }
         },
         check: (x) => {
@@ -383,7 +389,7 @@ const LIB_COSTS: (Label & { make: (size: number) => SyncBody<unknown> })[] = [
   {
     scenario: 'cost',
     path: 'cost.lib-core',
-    label: 'library: id, pending map, timeout timer, Promise made and settled (PeerCore)',
+    label: 'library: id, pending map, timeout deadline, Promise made and settled (PeerCore)',
     make: (size) => {
       const data = payload(size);
       const line = `${requestPrefix(data)}${FIXED_ID}}\n`;
@@ -391,8 +397,8 @@ const LIB_COSTS: (Label & { make: (size: number) => SyncBody<unknown> })[] = [
       const core = new PeerCore();
       let answered = 0;
       return {
-        // One request at a time, as at window 1, with spawnPeer's default timeout (one timer
-        // armed and cleared per request). The Promise's reaction (an `await` or `then`) is not
+        // One request at a time, as at window 1, with spawnPeer's default timeout (a deadline
+        // filed and marked settled per request under the core's one timer). The Promise's reaction (an `await` or `then`) is not
         // included: it runs later, as a microtask, and is part of the rest.
         run: (b, out) => {
           for (let j = 0; j < b; j++) {

@@ -5,6 +5,8 @@
 // transport asks it for lines to write (`takeBatch`) and hands it the messages it read
 // (`receive`); it never touches a stream.
 
+import { performance } from 'node:perf_hooks';
+
 import { abortedError, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
 import type { Message, MessageListener, PeerStats, RequestOptions } from './types.js';
 
@@ -18,22 +20,106 @@ const MAX_ID = Number.MAX_SAFE_INTEGER;
  */
 const ABANDONED_IDS = 65_536;
 
+/** setTimeout's limit: 2^31 − 1 ms (24.8 days); a longer timeout is as good as none. */
+const MAX_TIMER_MS = 0x7fffffff;
+
 const QUEUED = 0;
 const SENT = 1;
 const SETTLED = 2;
 
 /** One request from `request()` until it settles. */
-interface Pending {
-  readonly id: number;
-  readonly msgType: string;
+class Pending {
   /** The encoded line, until written. */
   line: string;
-  state: typeof QUEUED | typeof SENT | typeof SETTLED;
-  readonly resolve: (reply: Message) => void;
-  readonly reject: (error: PeerError) => void;
-  timer: NodeJS.Timeout | undefined;
+  state: typeof QUEUED | typeof SENT | typeof SETTLED = QUEUED;
+  /** When it times out (`performance.now()` time), or Infinity for never; never changes (a heap key). */
+  readonly deadline: number;
   signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
+  onAbort: (() => void) | undefined = undefined;
+
+  constructor(
+    readonly id: number,
+    readonly msgType: string,
+    line: string,
+    readonly timeoutMs: number,
+    deadline: number,
+    readonly resolve: (reply: Message) => void,
+    readonly reject: (error: PeerError) => void,
+    signal: AbortSignal | undefined,
+  ) {
+    this.line = line;
+    this.deadline = deadline;
+    this.signal = signal;
+  }
+}
+
+/**
+ * The requests with a deadline, as a binary min-heap on it. Requests with the same timeout
+ * arrive in deadline order, so a push usually stays where it lands (one comparison). Settled
+ * requests are marked, not searched for: they are dropped when they reach the top, or swept
+ * out when they are over half the heap, so it never holds more than about twice its live
+ * entries.
+ */
+class DeadlineHeap {
+  #items: Pending[] = [];
+  /** Entries not settled. */
+  live = 0;
+
+  push(p: Pending): void {
+    const items = this.#items;
+    let i = items.length;
+    items.push(p);
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      const above = items[parent] as Pending;
+      if (above.deadline <= p.deadline) break;
+      items[i] = above;
+      i = parent;
+    }
+    items[i] = p;
+    this.live++;
+  }
+
+  /** The live request with the earliest deadline (settled ones above it are dropped), or undefined. */
+  first(): Pending | undefined {
+    const items = this.#items;
+    for (;;) {
+      const top = items[0];
+      if (top === undefined || top.state !== SETTLED) return top;
+      const last = items.pop() as Pending;
+      if (items.length > 0) this.#siftDown(last, 0);
+    }
+  }
+
+  /** Takes note that one of its requests settled (its deadline is now Infinity). */
+  settled(): void {
+    this.live--;
+    const items = this.#items;
+    if (this.live === 0) {
+      items.length = 0;
+    } else if (items.length > 2 * this.live + 64) {
+      const kept = items.filter((p) => p.state !== SETTLED);
+      this.#items = kept;
+      for (let i = (kept.length >> 1) - 1; i >= 0; i--) this.#siftDown(kept[i] as Pending, i);
+    }
+  }
+
+  #siftDown(p: Pending, from: number): void {
+    const items = this.#items;
+    const n = items.length;
+    let i = from;
+    for (;;) {
+      let child = 2 * i + 1;
+      if (child >= n) break;
+      const right = child + 1;
+      if (right < n && (items[right] as Pending).deadline < (items[child] as Pending).deadline) child = right;
+      const below = items[child] as Pending;
+      if (below.deadline >= p.deadline) break;
+      items[i] = below;
+      i = child;
+    }
+    items[i] = p;
+  }
 }
 
 /** What `close` and exits do to every request not yet answered. */
@@ -76,6 +162,14 @@ export class PeerCore {
   #answered = 0;
   #late = 0;
   #unsolicited = 0;
+  /**
+   * Timeouts: the deadlines in a heap and one timer, for the earliest, instead of a timer per
+   * request (arming and clearing one costs more than the rest of the bookkeeping).
+   */
+  readonly #deadlines = new DeadlineHeap();
+  #timer: NodeJS.Timeout | undefined;
+  /** When `#timer` fires (`performance.now()` time), or Infinity if none is armed. */
+  #timerAt = Infinity;
 
   /**
    * `wake` is called (synchronously) whenever a message may have become writable: one was
@@ -100,11 +194,10 @@ export class PeerCore {
    */
   request(msgType: string, id: number, line: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<Message> {
     return new Promise<Message>((resolve, reject) => {
-      const p: Pending = { id, msgType, line, state: QUEUED, resolve, reject, timer: undefined, signal, onAbort: undefined };
-      if (timeoutMs > 0 && timeoutMs !== Infinity) {
-        // setTimeout's limit is 2^31 − 1 ms (24.8 days); anything longer is as good as forever.
-        if (timeoutMs <= 0x7fffffff) p.timer = setTimeout(() => this.#timeout(p, timeoutMs), timeoutMs);
-      }
+      const timed = timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS;
+      const deadline = timed ? performance.now() + timeoutMs : Infinity;
+      const p = new Pending(id, msgType, line, timeoutMs, deadline, resolve, reject, signal);
+      if (timed) this.#addDeadline(p);
       if (signal !== undefined) {
         p.onAbort = () => this.#abandon(p, abortedError(msgType, id, signal.reason));
         signal.addEventListener('abort', p.onAbort, { once: true });
@@ -247,10 +340,40 @@ export class PeerCore {
     };
   }
 
-  #timeout(p: Pending, timeoutMs: number): void {
-    p.timer = undefined;
+  /** Files `p`'s deadline, and makes sure the timer fires by then. */
+  #addDeadline(p: Pending): void {
+    this.#deadlines.push(p);
+    // Ref'd again while a request waits on it, as a timer per request would be.
+    if (this.#deadlines.live === 1) this.#timer?.ref();
+    if (p.deadline < this.#timerAt) this.#arm(p.deadline);
+  }
+
+  #arm(at: number): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timerAt = at;
+    // At least 1 ms: what setTimeout makes of less anyway.
+    this.#timer = setTimeout(() => this.#expire(), Math.max(1, Math.ceil(at - performance.now())));
+  }
+
+  /** The timer fired: times out every request whose deadline has passed, earliest first. */
+  #expire(): void {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    for (;;) {
+      const next = this.#deadlines.first();
+      if (next === undefined) return;
+      // A timer may fire a little before its time (libuv's clock is coarser): wait the rest.
+      if (next.deadline > performance.now()) {
+        this.#arm(next.deadline);
+        return;
+      }
+      this.#timeout(next);
+    }
+  }
+
+  #timeout(p: Pending): void {
     const message =
-      `${describeRequest(p.msgType, p.id)} got no reply within ${timeoutMs} ms` +
+      `${describeRequest(p.msgType, p.id)} got no reply within ${p.timeoutMs} ms` +
       (p.state === QUEUED ? ' (it was still waiting for a maxInFlight slot)' : '') +
       '; raise timeoutMs (per request or for the peer) if the work takes longer, or check that the peer is alive';
     this.#abandon(p, new PeerError(PeerErrorCode.TIMEOUT, message, { msgType: p.msgType, id: p.id }));
@@ -273,16 +396,25 @@ export class PeerCore {
     this.wake();
   }
 
-  /** Takes `p` out of every structure and disarms its timer and signal. */
+  /** Takes `p` out of every structure and disarms its timeout and signal. */
   #settle(p: Pending): void {
     if (p.state === SENT) this.#pending.delete(p.id);
     else if (p.state === QUEUED) this.#queued--;
     p.state = SETTLED;
     p.line = '';
-    if (p.timer !== undefined) clearTimeout(p.timer);
-    p.timer = undefined;
+    if (p.deadline !== Infinity) {
+      this.#settledDeadline();
+    }
     if (p.onAbort !== undefined) p.signal?.removeEventListener('abort', p.onAbort);
     p.onAbort = undefined;
     p.signal = undefined;
+  }
+
+  /** A request with a deadline settled: its entry is skipped from now on. */
+  #settledDeadline(): void {
+    this.#deadlines.settled();
+    // Nothing left to time out: the timer stays armed (re-arming per request would cost what a
+    // timer per request did) but no longer keeps Node alive; it fires once, finds nothing, stops.
+    if (this.#deadlines.live === 0) this.#timer?.unref();
   }
 }

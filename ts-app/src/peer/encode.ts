@@ -102,10 +102,18 @@ export function encodeData(data: unknown, msgType: string): string {
 
 /** One NDJSON line: `{"msg_type":…,"data":…[,"id":N]}\n`, the key order every implementation writes. */
 export function encodeLine(msgType: string, data: unknown, id: number | undefined): string {
-  const type = JSON.stringify(msgType.isWellFormed() ? msgType : msgType.toWellFormed());
-  const head = `{"msg_type":${type},"data":${encodeData(data, msgType)}`;
-  return id === undefined ? `${head}}\n` : `${head},"id":${id}}\n`;
+  // A caller sends the same few types over and over: the last one's line head is kept.
+  if (msgType !== lastType) {
+    lastHead = `{"msg_type":${JSON.stringify(msgType.isWellFormed() ? msgType : msgType.toWellFormed())},"data":`;
+    lastType = msgType;
+  }
+  const head = lastHead;
+  const json = encodeData(data, msgType);
+  return id === undefined ? `${head}${json}}\n` : `${head}${json},"id":${id}}\n`;
 }
+
+let lastType: string | undefined;
+let lastHead = '';
 
 /**
  * One MessagePack frame (length header included) holding `{msg_type, data, id?}` in the

@@ -5,9 +5,9 @@ import { isUtf8 } from 'node:buffer';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
 
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, type Packet } from '../frame.js';
-import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder } from '../framing.js';
+import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder, type LineSink } from '../framing.js';
 import { decodeMsgpackEnvelope } from '../msgpack.js';
-import { decodeEnvelope, invalidUtf8Offset } from '../protocol.js';
+import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js';
 import { checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
 import { encodeFrameText, encodeLine } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
@@ -111,6 +111,10 @@ class PipePeerImpl implements PipePeer {
   /** How a message becomes wire text (latin1 frames under msgpack), and how that text is written. */
   readonly #encode: (msgType: string, data: unknown, id: number | undefined) => string;
   readonly #wireText: 'utf8' | 'latin1';
+  readonly #sink: LineSink = {
+    text: (line, text) => this.#readText(line, text),
+    frame: (frame) => this.#readFrame(frame),
+  };
   readonly #timeoutMs: number;
   readonly #maxInFlight: number;
   readonly #graceMs: number;
@@ -198,12 +202,12 @@ class PipePeerImpl implements PipePeer {
     child.stdin.on('error', () => {});
     const frames = this.#frames;
     if (frames === undefined) {
-      child.stdout.on('data', (chunk: Buffer) => this.#read(this.#decoder.push(chunk)));
+      child.stdout.on('data', (chunk: Buffer) => this.#decoder.feed(chunk, this.#sink));
     } else {
       child.stdout.on('data', (chunk: Buffer) => this.#readFrames(frames.push(chunk)));
     }
     child.stdout.on('end', () => {
-      if (frames === undefined) this.#read(this.#decoder.end());
+      if (frames === undefined) for (const frame of this.#decoder.end()) this.#readFrame(frame);
       else this.#readFrames(frames.end());
       this.#armSettle();
     });
@@ -420,37 +424,41 @@ class PipePeerImpl implements PipePeer {
     }
   }
 
-  /** Routes what the child wrote: valid messages to the core, anything else as an `error` message. */
-  #read(frames: Frame[]): void {
-    for (const frame of frames) {
-      if (frame.kind === 'too_long') {
-        const limit = this.#decoder.maxLineBytes;
-        this.#core.receive({
-          msg_type: 'error',
-          data: `line ${frame.line}: line of ${frame.length} bytes exceeds the ${limit}-byte limit`,
-        });
-        continue;
-      }
-      if (!isUtf8(frame.bytes)) {
-        const at = invalidUtf8Offset(frame.bytes);
-        this.#core.receive({ msg_type: 'error', data: `line ${frame.line}: invalid UTF-8 at byte ${at}` });
-        continue;
-      }
-      const decoded = decodeEnvelope(frame.bytes.toString('utf8'));
-      if (decoded.ok) {
-        this.#core.receive(decoded.message as Message);
-      } else {
-        // With a valid id that is pending, this answers that request (an error reply, as the
-        // Rust responder gives one); otherwise it is unsolicited.
-        const data = `line ${frame.line}: ${decoded.error}`;
-        this.#core.receive(
-          decoded.id === undefined ? { msg_type: 'error', data } : { msg_type: 'error', data, id: decoded.id },
-        );
-      }
+  /** Routes a line the child wrote: a valid message to the core, anything else as an `error` message. */
+  #readText(line: number, text: string): void {
+    const message = parseEnvelope(text);
+    if (message !== undefined) {
+      this.#core.receive(message as Message);
+      return;
+    }
+    const decoded = decodeEnvelope(text);
+    if (decoded.ok) {
+      this.#core.receive(decoded.message as Message);
+    } else {
+      // With a valid id that is pending, this answers that request (an error reply, as the
+      // Rust responder gives one); otherwise it is unsolicited.
+      const data = `line ${line}: ${decoded.error}`;
+      this.#core.receive(decoded.id === undefined ? { msg_type: 'error', data } : { msg_type: 'error', data, id: decoded.id });
     }
   }
 
-  /** Routes what the child wrote under msgpack, as `#read` does for lines (errors say `frame N`). */
+  /** `#readText` for a frame: its length and UTF-8 checked first. */
+  #readFrame(frame: Frame): void {
+    if (frame.kind === 'too_long') {
+      const limit = this.#decoder.maxLineBytes;
+      this.#core.receive({
+        msg_type: 'error',
+        data: `line ${frame.line}: line of ${frame.length} bytes exceeds the ${limit}-byte limit`,
+      });
+    } else if (!isUtf8(frame.bytes)) {
+      const at = invalidUtf8Offset(frame.bytes);
+      this.#core.receive({ msg_type: 'error', data: `line ${frame.line}: invalid UTF-8 at byte ${at}` });
+    } else {
+      this.#readText(frame.line, frame.bytes.toString('utf8'));
+    }
+  }
+
+  /** Routes what the child wrote under msgpack, as `#readFrame` does for lines (errors say `frame N`). */
   #readFrames(packets: Packet[]): void {
     for (const p of packets) {
       if (p.kind !== 'frame') {

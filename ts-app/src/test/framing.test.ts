@@ -3,6 +3,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
+import { isUtf8 } from 'node:buffer';
+
 import { type Frame, isBlank, LineDecoder } from '../framing.js';
 
 const show = (f: Frame): string =>
@@ -130,6 +132,122 @@ describe('LineDecoder', () => {
     const [frame] = new LineDecoder().push(chunk);
     assert.ok(frame?.kind === 'line');
     assert.equal(frame.bytes.buffer, chunk.buffer);
+  });
+});
+
+/** A frame or a text line as one comparable string: valid lines as their text, others as hex. */
+function normal(f: Frame): string {
+  if (f.kind === 'too_long') return `${f.line}:too long (${f.length})`;
+  return isUtf8(f.bytes) ? `${f.line}:${f.bytes.toString('utf8')}` : `${f.line}:bytes ${f.bytes.toString('hex')}`;
+}
+
+/** `feed` over `chunks`, then `end`: every line normalized, and which way each came (text or frame). */
+function feedAll(maxLineBytes: number, chunks: Uint8Array[]): { lines: string[]; via: string[] } {
+  const d = new LineDecoder({ maxLineBytes });
+  const lines: string[] = [];
+  const via: string[] = [];
+  const sink = {
+    text: (line: number, text: string): void => {
+      lines.push(`${line}:${text}`);
+      via.push('text');
+    },
+    frame: (f: Frame): void => {
+      lines.push(normal(f));
+      via.push('frame');
+    },
+  };
+  for (const chunk of chunks) {
+    d.feed(chunk, sink);
+    assert.ok(d.buffered <= maxLineBytes + 1, `buffered ${d.buffered} past the bound`);
+  }
+  for (const f of d.end()) sink.frame(f);
+  return { lines, via };
+}
+
+/** `push` over `chunks`, then `end`, normalized as `feedAll` does. */
+function pushAll(maxLineBytes: number, chunks: Uint8Array[]): string[] {
+  const d = new LineDecoder({ maxLineBytes });
+  const out: string[] = [];
+  for (const chunk of chunks) out.push(...d.push(chunk).map(normal));
+  out.push(...d.end().map(normal));
+  return out;
+}
+
+/** A deterministic pseudo-random generator (xorshift32), so a failure can be replayed. */
+function rng(seed: number): (n: number) => number {
+  let x = seed >>> 0 || 1;
+  return (n) => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x % n;
+  };
+}
+
+describe('LineDecoder.feed', () => {
+  test('a chunk of whole valid lines comes out as text, numbered, blank lines skipped', () => {
+    const chunk = Buffer.from('{"a":"é"}\n \t\r\n{"b":2}\r\n\n{"c":"😀"}\npartial');
+    assert.deepEqual(feedAll(100, [chunk]), {
+      lines: ['1:{"a":"é"}', '3:{"b":2}', '5:{"c":"😀"}', '6:partial'],
+      via: ['text', 'text', 'text', 'frame'],
+    });
+  });
+
+  test('one line of invalid UTF-8 among valid ones: that line goes to frame with its bytes, the rest is read', () => {
+    const chunk = Buffer.concat([Buffer.from('{"a":1}\n{'), Buffer.from([0xff, 0xe9]), Buffer.from('}\n\n{"c":3}\n')]);
+    const { lines } = feedAll(100, [chunk]);
+    assert.deepEqual(lines, ['1:{"a":1}', '2:bytes 7bffe97d', '4:{"c":3}']);
+  });
+
+  test('an over-long line among short ones in one chunk is reported, the others read', () => {
+    const { lines } = feedAll(10, [Buffer.from('{"a":1}\n' + 'x'.repeat(50) + '\r\n{"b":2}\n')]);
+    assert.deepEqual(lines, ['1:{"a":1}', '2:too long (50)', '3:{"b":2}']);
+  });
+
+  test('a character split across chunks completes the held line, then the rest is text', () => {
+    const whole = Buffer.from('{"a":"é😀"}\n{"b":"ü"}\n');
+    for (let cut = 1; cut < whole.length; cut++) {
+      const { lines } = feedAll(100, [whole.subarray(0, cut), whole.subarray(cut)]);
+      assert.deepEqual(lines, ['1:{"a":"é😀"}', '2:{"b":"ü"}'], `cut at ${cut}`);
+    }
+  });
+
+  test('gives the same lines as push, however the input is chunked and whatever the limit', () => {
+    const pieces = [
+      '{"msg_type":"ack","data":"x","id":1}',
+      '{"a":"é😀"}',
+      '',
+      ' ',
+      '\t \r',
+      '\r',
+      'x'.repeat(40),
+      ' '.repeat(12),
+      'ü'.repeat(9),
+    ].map((t) => Buffer.from(t));
+    pieces.push(Buffer.from([0xff]), Buffer.from([0xf0, 0x9f]), Buffer.from([0xc3, 0xa9]));
+    for (let seed = 1; seed <= 400; seed++) {
+      const next = rng(seed);
+      const parts: Buffer[] = [];
+      for (let i = next(12); i >= 0; i--) {
+        parts.push(pieces[next(pieces.length)] as Buffer);
+        const end = next(4);
+        if (end > 0) parts.push(Buffer.from(end === 1 ? '\n' : end === 2 ? '\r\n' : '\n\n'));
+      }
+      const input = Buffer.concat(parts);
+      const chunks: Buffer[] = [];
+      for (let at = 0; at < input.length; ) {
+        const len = 1 + next(next(2) === 0 ? 4 : 64);
+        chunks.push(input.subarray(at, at + len));
+        at += len;
+      }
+      for (const limit of [0, 3, 12, 40, 1000]) {
+        const want = pushAll(limit, chunks);
+        assert.deepEqual(feedAll(limit, chunks).lines, want, `seed ${seed}, limit ${limit}, input ${input.toString('hex')}`);
+        assert.deepEqual(feedAll(limit, [input]).lines, want, `seed ${seed}, limit ${limit}, whole`);
+      }
+    }
   });
 });
 

@@ -409,6 +409,24 @@ describe('spawnPeer faults', () => {
     assert.deepEqual(await p.request('data', 'y'), ack('y', 2));
   });
 
+  test('one write mixing replies, invalid UTF-8, blank, CRLF and broken lines: each read on its own', async () => {
+    // All in one write, so the reader sees them in one chunk (the whole-chunk path and its fallback).
+    const p = track(
+      nodeChild(`if (state.n === 2) raw(Buffer.concat([
+        Buffer.from('{"msg_type":"ack","data":"a","id":1}\\n \\r\\n'),
+        Buffer.from([0x7b, 0xc3, 0x28, 0x7d, 0x0a]),
+        Buffer.from('{"msg_type":"note","data":"é"}\\r\\nnope\\n{"msg_type":"ack","data":"b","id":2}\\n'),
+      ]));`),
+    );
+    const seen = collect(p);
+    assert.deepEqual(await Promise.all([p.request('data', 'a'), p.request('data', 'b')]), [ack('a', 1), ack('b', 2)]);
+    assert.deepEqual(seen, [
+      { msg_type: 'error', data: 'line 3: invalid UTF-8 at byte 1' },
+      { msg_type: 'note', data: 'é' },
+      { msg_type: 'error', data: 'line 5: invalid JSON: `nope`' },
+    ]);
+  });
+
   test('a broken reply carrying a pending id answers that request with ERROR_REPLY', async () => {
     const p = track(nodeChild(`raw('{"id":' + m.id + ',"data":"x"}\\n');`));
     const e = await rejectsWith(p.request('data', 'x'), 'ERROR_REPLY');

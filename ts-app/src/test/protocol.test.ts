@@ -12,6 +12,7 @@ import {
   excerpt,
   invalidUtf8Offset,
   type Message,
+  parseEnvelope,
   Responder,
   tooLongReply,
 } from '../protocol.js';
@@ -219,6 +220,70 @@ describe('decodeEnvelope', () => {
   test('deep data is walked without recursion', () => {
     const deep = `${'['.repeat(100_000)}"\\ud800"${']'.repeat(100_000)}`;
     assert.equal(decodeEnvelope(`{"msg_type":"t","data":${deep}}`).ok, false);
+  });
+});
+
+describe('parseEnvelope (the reader\'s fast path)', () => {
+  const lines = [
+    '{"msg_type":"ack","data":"Acknowledged: x","id":1}',
+    '{"msg_type":"ack","data":"x"}',
+    '{"msg_type":"ack","data":"x","id":null}',
+    '{"msg_type":"ack","data":"x","id":-0}',
+    '{"msg_type":"ack","data":"x","id":0}',
+    '{"msg_type":"ack","data":"x","id":9007199254740991}',
+    '{"msg_type":"ack","data":"x","id":9007199254740992}',
+    '{"msg_type":"ack","data":"x","id":1.5}',
+    '{"msg_type":"ack","data":"x","id":-1}',
+    '{"msg_type":"ack","data":"x","id":"1"}',
+    '{"msg_type":"ack","data":"x","id":1e3}',
+    '{"id":3,"data":"x","msg_type":"t","extra":[1]}',
+    '{"msg_type":"t","data":null,"id":2}',
+    '{"msg_type":"t","data":{"n":[1,2,{"k":"v"}]},"id":2}',
+    '{"msg_type":"t","data":"\\ud800","id":5}',
+    '{"msg_type":"t","data":"\\ud83d\\ude00","id":5}',
+    '{"msg_type":"t","data":["a",{"b":"\\udfff"}],"id":5}',
+    '{"msg_type":"t","data":{"\\udc00":1},"id":5}',
+    '{"msg_type":"\\ud800","data":"x","id":5}',
+    '{"msg_type":"t","data":"\\ud800","data":[1]}',
+    '{"msg_type":7,"data":"x","id":1}',
+    '{"data":"x","id":1}',
+    '{"msg_type":"t","id":1}',
+    '{"__proto__":{"msg_type":"t","data":"x"},"id":1}',
+    '{"__proto__":{"id":"x"},"msg_type":"t","data":"x"}',
+    '\ufeff{"msg_type":"t","data":"x"}',
+    '[1]',
+    '"x"',
+    'null',
+    'not json',
+    '',
+  ];
+
+  test('accepts what decodeEnvelope accepts, with the same message, and nothing it refuses', () => {
+    for (const line of lines) {
+      const fast = parseEnvelope(line);
+      const full = decodeEnvelope(line);
+      if (full.ok) assert.deepEqual(fast, full.message, line);
+      else assert.equal(fast, undefined, line);
+    }
+  });
+
+  test('a polluted Object.prototype is not read', () => {
+    const proto = Object.prototype as Record<string, unknown>;
+    proto['msg_type'] = 'polluted';
+    proto['data'] = 'polluted';
+    proto['id'] = 7;
+    try {
+      for (const line of ['{"data":"x"}', '{"msg_type":"t"}', '{"msg_type":"t","data":"x"}']) {
+        const full = decodeEnvelope(line);
+        if (full.ok) assert.deepEqual(parseEnvelope(line), full.message, line);
+        else assert.equal(parseEnvelope(line), undefined, line);
+      }
+      assert.deepEqual(parseEnvelope('{"msg_type":"t","data":"x"}'), { msg_type: 't', data: 'x' });
+    } finally {
+      delete proto['msg_type'];
+      delete proto['data'];
+      delete proto['id'];
+    }
   });
 });
 
