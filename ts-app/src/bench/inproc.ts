@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 
 import { Responder as JsResponder } from '../protocol.js';
 import { ackPrefix, type Ctx, FIXED_ID, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
-import { promiseRun, type RunOut, type SyncBody, timeSync, timeWindowed, windowedRecord } from './measure.js';
+import { promiseRun, type RunOut, type SyncBody, syncRecord, timeSync, timeWindowed, windowedRecord } from './measure.js';
 import type { TimingRecord } from './schema.js';
 import { summarize } from './stats.js';
 
@@ -352,23 +352,7 @@ export function runSync(ctx: Ctx, addon: NativeAddon | undefined, emit: (r: Timi
     if (!ctx.selected(s.path) || (s.native && addon === undefined)) continue;
     for (const size of s.once === true ? [0] : PAYLOADS) {
       const timed = timeSync(ctx.budget, s.make(size, addon));
-      emit({
-        kind: s.kind,
-        pass: ctx.pass,
-        scenario: s.scenario,
-        path: s.path,
-        label: s.label,
-        driver: 'node',
-        payload: size,
-        window: 1,
-        n: timed.checked,
-        samples: timed.samples.length,
-        warmup: timed.warmup,
-        batch: timed.batch,
-        latency_ns: summarize(timed.samples),
-        throughput: throughput(timed.checked, timed.elapsedNs, size),
-        checked: timed.checked,
-      });
+      emit(syncRecord(ctx, s, s.kind, size, timed));
     }
   }
 }

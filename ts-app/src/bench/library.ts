@@ -20,7 +20,7 @@ import { parseEnvelope } from '../protocol.js';
 import { ackPrefix, type Ctx, FIXED_ID, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
 import { markdownDocument } from './docs.js';
 import type { NativeAddon, NativeResponder } from './inproc.js';
-import { promiseRun, type RunOut, type SyncBody, timeSync, timeWindowed, windowedRecord } from './measure.js';
+import { promiseRun, type RunOut, type SyncBody, syncRecord, timeSync, timeWindowed, windowedRecord } from './measure.js';
 import { CHILD_WARMUP_MESSAGES } from './pipe.js';
 import type { TimingRecord } from './schema.js';
 import { summarize } from './stats.js';
@@ -56,26 +56,6 @@ interface Label {
 
 const show = (x: unknown): string => JSON.stringify(JSON.stringify(x)?.slice(0, 120) ?? String(x));
 
-/** The record of a synchronous timing. */
-function syncRecord(ctx: Ctx, p: Label, kind: TimingRecord['kind'], size: number, timed: ReturnType<typeof timeSync>): TimingRecord {
-  return {
-    kind,
-    pass: ctx.pass,
-    scenario: p.scenario,
-    path: p.path,
-    label: p.label,
-    driver: 'node',
-    payload: size,
-    window: 1,
-    n: timed.checked,
-    samples: timed.samples.length,
-    warmup: timed.warmup,
-    batch: timed.batch,
-    latency_ns: summarize(timed.samples),
-    throughput: throughput(timed.checked, timed.elapsedNs, size),
-    checked: timed.checked,
-  };
-}
 
 const withNote = (r: TimingRecord, note: string | undefined): TimingRecord => (note === undefined ? r : { ...r, note });
 

@@ -200,3 +200,30 @@ export function windowedRecord(
     checked: timed.n,
   };
 }
+
+/** The record of a synchronous timing. */
+export function syncRecord(
+  ctx: Ctx,
+  p: { scenario: string; path: string; label: string },
+  kind: TimingRecord['kind'],
+  size: number,
+  timed: SyncTimed,
+): TimingRecord {
+  return {
+    kind,
+    pass: ctx.pass,
+    scenario: p.scenario,
+    path: p.path,
+    label: p.label,
+    driver: 'node',
+    payload: size,
+    window: 1,
+    n: timed.checked,
+    samples: timed.samples.length,
+    warmup: timed.warmup,
+    batch: timed.batch,
+    latency_ns: summarize(timed.samples),
+    throughput: throughput(timed.checked, timed.elapsedNs, size),
+    checked: timed.checked,
+  };
+}
