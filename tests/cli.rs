@@ -530,6 +530,20 @@ fn a_child_that_refuses_to_start_is_reported_with_what_its_stderr_says() {
     );
 }
 
+/// The reason is quoted even when it reaches the stderr pipe after the child has exited: the
+/// demo waits for stderr to close before reading its tail. (It read the tail as soon as the
+/// child had exited, racing the stderr reader thread: under load the quote was sometimes
+/// missing.) Here a grandchild that holds stderr only, not stdout, writes the reason late; it
+/// is in a session of its own, so that stopping the child's process group leaves it be.
+#[test]
+fn a_refusal_written_to_stderr_just_after_the_exit_is_still_quoted() {
+    let script = "setsid sh -c \"sleep 0.2; echo 'child: late reason' >&2\" </dev/null >/dev/null & exit 2";
+    let (code, stdout, stderr) = msgpack_demo_with_shell(&[], script);
+    assert_eq!(code, Some(4), "{stderr}");
+    assert_eq!(stdout, "Rust: Sending initial message\n");
+    assert!(stderr.ends_with("its stderr says: `child: late reason`\n"), "{stderr}");
+}
+
 #[test]
 fn demo_rejects_an_unknown_encoding_with_usage() {
     let out = run(&["demo", "--encoding", "cbor"], b"");
