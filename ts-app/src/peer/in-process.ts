@@ -220,7 +220,9 @@ class InProcessPeerImpl implements InProcessPeer {
  * options the addon refuses.
  */
 export function inProcess(options: InProcessOptions & { encoding: 'msgpack' }): InProcessPeer<JsonValue | Buffer>;
-export function inProcess(options?: InProcessOptions): InProcessPeer;
+export function inProcess(options?: InProcessOptions & { encoding?: 'json' }): InProcessPeer;
+/** An encoding known only at run time: reply data may be a `Buffer`. */
+export function inProcess(options?: InProcessOptions): InProcessPeer<JsonValue | Buffer>;
 export function inProcess(options: InProcessOptions = {}): InProcessPeer<JsonValue | Buffer> {
   const { encoding = 'json', ...addonOptions } = options;
   if (encoding !== 'json' && encoding !== 'msgpack') {

@@ -9,7 +9,7 @@ import path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
-import { inProcess, type InProcessPeer, type JsonValue, type Message, type Peer, PeerError, spawnPeer } from '../index.js';
+import { type Encoding, inProcess, type InProcessPeer, type JsonValue, type Message, type Peer, PeerError, spawnPeer } from '../index.js';
 import { describeWithAddon, REQUIRE_NATIVE } from './addon.js';
 import { REPO_ROOT } from './vectors.js';
 
@@ -173,7 +173,9 @@ describeWithAddon("inProcess({ encoding: 'msgpack' })", () => {
     const mpSync: Buffer extends ReturnType<typeof mp.requestSync>['data'] ? true : false = true;
     const mpAsync: Buffer extends Awaited<ReturnType<typeof mp.request>>['data'] ? true : false = true;
     const jsonSync: Buffer extends ReturnType<typeof json.requestSync>['data'] ? true : false = false;
-    assert.deepEqual([mpSync, mpAsync, jsonSync], [true, true, false]);
+    const chosen = inProcess({ encoding: (process.env['NO_SUCH_VARIABLE'] ?? 'json') as Encoding });
+    const chosenSync: Buffer extends ReturnType<typeof chosen.requestSync>['data'] ? true : false = true;
+    assert.deepEqual([mpSync, mpAsync, jsonSync, chosenSync], [true, true, false, true]);
   });
 });
 
