@@ -358,6 +358,10 @@ fn spawn_stderr_forwarder(stderr: impl Read + Send + 'static, tail: Arc<StderrTa
     spawn_stderr_reader(stderr, tail, ToDiag)
 }
 
+/// How long the demo waits for the child's stderr to close (so that all of it has been read
+/// and forwarded) before giving its verdict; a grandchild holding it open cannot stretch it.
+const STDERR_SETTLE: Duration = Duration::from_millis(500);
+
 /// What `demo` runs and how patiently.
 pub struct DemoConfig {
     /// The child program (`node` by default).
@@ -423,6 +427,7 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
     // closed pipe, not our memory.
     drop(inbox);
     let mut stdout_closed = false;
+    let mut stderr_closed = false;
     let shown = child.command_line().to_owned();
     let waiting = initiator.waiting_for();
     let result = match fault {
@@ -453,7 +458,15 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
                 && cut.is_none()
                 && initiator.awaiting_first_reply();
             let cut = cut.map(|c| c.to_string()).unwrap_or_default();
-            let why = if refused { refusal(&tail, config.refusal_hint.as_deref()) } else { String::new() };
+            let why = if refused {
+                // The child has exited, but its stderr is read on another thread, which may not
+                // have read the reason yet (under load it often had not): wait for the pipe to
+                // close first, as the Peer does, or the quote would be missing.
+                stderr_closed = stderr_done.recv_timeout(STDERR_SETTLE).is_ok();
+                refusal(&tail, config.refusal_hint.as_deref())
+            } else {
+                String::new()
+            };
             Err(HostError::ChildEnded(format!(
                 "child `{shown}` {how} while the demo was waiting for {waiting}{cut}{why}"
             )))
@@ -470,7 +483,9 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         }
     };
     // Let the last of the child's stderr through before our own verdict.
-    let _ = stderr_done.recv_timeout(Duration::from_millis(500));
+    if !stderr_closed {
+        let _ = stderr_done.recv_timeout(STDERR_SETTLE);
+    }
     // A signal that came while we were finishing still means "stopped by a signal".
     let result = match (result, sys::interrupted()) {
         (Err(e @ HostError::Interrupted { .. }), _) => Err(e),

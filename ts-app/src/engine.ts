@@ -9,8 +9,9 @@ import { createRequire } from 'node:module';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
-import type { Packet } from './frame.js';
+import { frameCutText, frameTooLongText, type Packet } from './frame.js';
 import { type Frame, LineDecoder } from './framing.js';
+import { textFrame } from './msgpack.js';
 import { type Message, Responder, type ResponderOptions, tooLongReply } from './protocol.js';
 
 /**
@@ -46,17 +47,22 @@ export function tsFrameEngine(options: ResponderOptions): Engine<Packet> {
   };
 }
 
-/** The part of the addon's `Responder` the native engine uses. */
+/** The part of the addon's `Responder` the native engines use (see `native/index.d.ts`). */
 export interface NativeResponder {
   handleBuffer(bytes: Uint8Array): string | Uint8Array;
   handle(msg: Message): Message[];
+  /** One MessagePack frame body in, the reply frames (with their length headers) out. */
+  handleFrame(body: Uint8Array): Uint8Array;
   readonly done: boolean;
 }
 
 /** `new Responder(options)` of the addon: the TypeScript options plus the services answered. */
 export interface NativeResponderOptions extends ResponderOptions {
-  /** The addon answers `demo` and `markdown` by default; the TypeScript responder, `demo` only. */
-  services?: ('demo' | 'markdown')[];
+  /**
+   * The addon answers `demo` and `markdown` by default; the TypeScript responder, `demo` only.
+   * `bytes` (an echo of bytes) is answered by `handleFrame` only.
+   */
+  services?: ('demo' | 'markdown' | 'bytes')[];
 }
 
 /** The part of the addon's exports the native engine uses. */
@@ -108,6 +114,31 @@ export function nativeEngine(responder: NativeResponder, maxLineBytes: number): 
       if (frame.kind === 'line') return responder.handleBuffer(frame.bytes);
       responder.handleBuffer(NO_BYTES);
       return tooLongReply(frame.line, frame.length, maxLineBytes);
+    },
+    get done() {
+      return responder.done;
+    },
+  };
+}
+
+/**
+ * The addon's responder behind the TypeScript `FrameDecoder`, for `--encoding msgpack`. The
+ * addon numbers error replies by counting its `handleFrame` calls, and the decoder numbers
+ * every frame it meets, so one call per packet keeps the two in step: a whole frame is
+ * answered by the addon; an over-long one (skipped, never held) or a cut one is counted with an
+ * empty body (whose own error reply is dropped: an empty frame changes no state) and answered
+ * with the same text, encoded in TypeScript, as the core would give it.
+ */
+export function nativeFrameEngine(responder: NativeResponder, maxFrameBytes: number): Engine<Packet> {
+  return {
+    answer(packet) {
+      if (packet.kind === 'frame') return responder.handleFrame(packet.bytes);
+      responder.handleFrame(NO_BYTES);
+      const text =
+        packet.kind === 'too_long'
+          ? frameTooLongText(packet.length, maxFrameBytes)
+          : frameCutText(packet.received, packet.length);
+      return textFrame('error', `frame ${packet.frame}: ${text}`, undefined);
     },
     get done() {
       return responder.done;

@@ -5,10 +5,11 @@
 // `serveStdio` uses too); this file parses arguments and picks the engine.
 
 import {
-  type Engine,
   loadNativeAddon,
   NATIVE_PATH,
   nativeEngine,
+  nativeFrameEngine,
+  type NativeResponder,
   serveLines,
   tsEngine,
   tsFrameEngine,
@@ -27,7 +28,7 @@ Usage: node ts-app/dist/main.js [--exit-after N] [--name NAME] [--max-line-bytes
   --max-line-bytes N  longer lines get an error reply and are never buffered (default ${DEFAULT_MAX_LINE_BYTES})
   --engine ts|native  answer with the TypeScript responder (default) or the napi addon
   --encoding json|msgpack  NDJSON lines (default) or MessagePack frames (a 4-byte little-endian
-                      length, then one map); the native engine answers json only, for now
+                      length, then one map); both engines answer both
   --max-frame-bytes N longer frames get an error reply and are never buffered (default ${DEFAULT_MAX_FRAME_BYTES})`;
 
 interface Args {
@@ -88,27 +89,20 @@ function parseArgs(argv: readonly string[]): Args | 'help' | { error: string } {
       }
     }
   }
-  if (args.engine === 'native' && args.encoding === 'msgpack') {
-    return {
-      error:
-        '--engine native answers --encoding json only: the addon has no MessagePack frame entry point yet (issue 10); use --engine ts',
-    };
-  }
   return args;
 }
 
-/** The engine the arguments ask for, or undefined after saying on stderr why there is none. */
-function makeEngine(args: Args): Engine | undefined {
-  const options = { exitAfter: args.exitAfter, name: args.name, maxLineBytes: args.maxLineBytes };
-  if (args.engine === 'ts') return tsEngine(options);
+/** The addon's responder for `--engine native`, or undefined after saying on stderr why there is none. */
+function nativeResponder(args: Args): NativeResponder | undefined {
   const loaded = loadNativeAddon();
   if ('why' in loaded) {
     log(`cannot load the native addon from ${NATIVE_PATH}: ${loaded.why}; build it with \`npm run build -w native\``);
     return undefined;
   }
+  const { exitAfter, name, maxLineBytes, maxFrameBytes } = args;
   try {
     // The demo only, as the TypeScript engine answers: both engines give every input the same bytes.
-    return nativeEngine(new loaded.addon.Responder({ ...options, services: ['demo'] }), args.maxLineBytes);
+    return new loaded.addon.Responder({ exitAfter, name, maxLineBytes, maxFrameBytes, services: ['demo'] });
   } catch (e) {
     log(`the native addon refused its options: ${e instanceof Error ? e.message : String(e)}`);
     return undefined;
@@ -133,18 +127,26 @@ function main(): void {
     log(e instanceof Error ? e.message : String(e));
     process.exitCode = 1;
   };
+  const { exitAfter, name, maxLineBytes, maxFrameBytes } = args;
+  let native: NativeResponder | undefined;
+  if (args.engine === 'native') {
+    native = nativeResponder(args);
+    if (native === undefined) {
+      process.exitCode = 2;
+      return;
+    }
+  }
   if (args.encoding === 'msgpack') {
-    const frames = tsFrameEngine({ exitAfter: args.exitAfter, name: args.name, maxFrameBytes: args.maxFrameBytes });
-    const decoder = new FrameDecoder({ maxFrameBytes: args.maxFrameBytes });
-    serveLines(frames, { maxLineBytes: args.maxLineBytes, decoder }).catch(failed);
+    const frames =
+      native === undefined
+        ? tsFrameEngine({ exitAfter, name, maxFrameBytes })
+        : nativeFrameEngine(native, maxFrameBytes);
+    const decoder = new FrameDecoder({ maxFrameBytes });
+    serveLines(frames, { maxLineBytes, decoder }).catch(failed);
     return;
   }
-  const engine = makeEngine(args);
-  if (engine === undefined) {
-    process.exitCode = 2;
-    return;
-  }
-  serveLines(engine, { maxLineBytes: args.maxLineBytes }).catch(failed);
+  const lines = native === undefined ? tsEngine({ exitAfter, name, maxLineBytes }) : nativeEngine(native, maxLineBytes);
+  serveLines(lines, { maxLineBytes }).catch(failed);
 }
 
 main();

@@ -384,9 +384,26 @@ export class EncodeProblem extends Error {
 export class Writer {
   #buf: Buffer;
   #pos = 0;
+  /** Whether `value` refuses a string holding an unpaired surrogate instead of writing U+FFFD. */
+  readonly #refuseLoneSurrogates: boolean;
 
-  constructor(capacity = 256) {
+  /**
+   * `refuseLoneSurrogates`: `value` throws an `EncodeProblem` for a string (or key) holding an
+   * unpaired surrogate instead of writing it with U+FFFD (which changes the data behind its
+   * sender's back: a service's replies refuse, as under JSON).
+   */
+  constructor(capacity = 256, refuseLoneSurrogates = false) {
     this.#buf = Buffer.allocUnsafe(capacity);
+    this.#refuseLoneSurrogates = refuseLoneSurrogates;
+  }
+
+  /** `s` well-formed: as it is, U+FFFD for an unpaired surrogate, or refused (see the constructor). */
+  #wellFormed(s: string, path: string): string {
+    if (s.isWellFormed()) return s;
+    if (this.#refuseLoneSurrogates) {
+      throw new EncodeProblem(path, 'a string holding an unpaired surrogate', 'no peer can read one: fix the text, or send bytes');
+    }
+    return s.toWellFormed();
   }
 
   /** Bytes written so far. */
@@ -524,7 +541,7 @@ export class Writer {
   #value(value: unknown, path: string, key: string, ancestors: Set<object>, top: boolean, askToJSON: boolean): void {
     switch (typeof value) {
       case 'string':
-        return this.str(value.isWellFormed() ? value : value.toWellFormed());
+        return this.str(this.#wellFormed(value, path));
       case 'boolean':
         return this.byte(value ? 0xc3 : 0xc2);
       case 'number':
@@ -578,7 +595,7 @@ export class Writer {
       }
       this.container('map', entries.length);
       for (const [k, v] of entries) {
-        this.str(k.isWellFormed() ? k : k.toWellFormed());
+        this.str(this.#wellFormed(k, `${keyPath(path, k)} (its key)`));
         this.#value(v, keyPath(path, k), k, ancestors, false, true);
       }
     }

@@ -1,34 +1,46 @@
 // `serveStdio`: write a Node child service. Handlers map a `msg_type` to a function of the
-// request's data; this module turns each line into a handler call and each result into a
-// reply line, and engine.ts's `serveLines` (the loop the demo child uses too) owns the pipes:
-// framing, batching, backpressure, EPIPE and EOF.
+// request's data; this module turns each line (or MessagePack frame) into a handler call and
+// each result into a reply line (or frame), and engine.ts's `serveLines` (the loop the demo
+// child uses too) owns the pipes: framing, batching, backpressure, EPIPE and EOF.
 
 import { isUtf8 } from 'node:buffer';
 import type { Readable, Writable } from 'node:stream';
 
 import { type LineService, serveLines } from './engine.js';
+import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, type Packet } from './frame.js';
 import { DEFAULT_MAX_LINE_BYTES, type Frame } from './framing.js';
-import type { JsonValue, Message } from './peer/types.js';
+import { decodeMsgpackEnvelope, EncodeProblem, textFrame, Writer, writeFrame } from './msgpack.js';
+import type { Encoding, JsonValue, Message } from './peer/types.js';
 import { decodeEnvelope, excerpt, invalidUtf8Offset, MAX_SAFE_ID, tooLongReply } from './protocol.js';
 
 /**
  * Answers one request. Returns (or resolves to) the reply's `data`: any value `JSON.stringify`
  * encodes (`undefined` is sent as `null`), or `reply(msgType, data)` to answer with another
- * `msg_type`. A throw or a rejection becomes an `error` reply carrying the error's message.
+ * `msg_type`; under msgpack also bytes (a `Buffer`/`Uint8Array`, sent as `bin`). A throw or a
+ * rejection becomes an `error` reply carrying the error's message. `D` is what `data` may be:
+ * under msgpack, `bin` data arrives as a `Buffer` (a view of the input, not a copy).
  */
-export type Handler = (data: JsonValue, message: Message) => unknown;
+export type Handler<D = JsonValue> = (data: D, message: Message<D>) => unknown;
 
 /**
  * The handlers, by `msg_type`: an object (its own enumerable string keys only, so inherited
  * names like `constructor` or `__proto__` are unknown types) or a `Map`. Read once, when
  * `serveStdio` is called; its key order is the order unknown-type errors list them in.
  */
-export type Handlers = Readonly<Record<string, Handler>> | ReadonlyMap<string, Handler>;
+export type Handlers<D = JsonValue> = Readonly<Record<string, Handler<D>>> | ReadonlyMap<string, Handler<D>>;
 
 /** Options of `serveStdio`; every field is optional. */
 export interface ServeOptions {
-  /** Longer lines get an `error` reply and are never buffered. Default 16 MiB. */
+  /**
+   * How messages travel: `'json'` (NDJSON lines, the default) or `'msgpack'` (MessagePack
+   * frames: a 4-byte little-endian length, then one map; `data` may be bytes both ways). The
+   * parent must use the same (`spawnPeer(..., { encoding })`).
+   */
+  encoding?: Encoding;
+  /** Under json: longer lines get an `error` reply and are never buffered. Default 16 MiB. */
   maxLineBytes?: number;
+  /** Under msgpack: longer frames get an `error` reply and are never buffered. Default 16 MiB. */
+  maxFrameBytes?: number;
   /**
    * At most this many handlers' Promises pending at once; reading stops until one settles.
    * Synchronous handlers finish before the next line is read and never count. Default 1024.
@@ -74,27 +86,52 @@ export function reply(msgType: string, data: unknown): Reply {
  *
  * - `{"msg_type":T,"data":D,"id":N}` calls `handlers[T](D, message)`; its result R is sent as
  *   `{"msg_type":T,"data":R,"id":N}` (another type with `reply()`).
- * - A throw, a rejection, or a result JSON cannot encode: `{"msg_type":"error","data":"<the
- *   error's message>","id":N}`. The service keeps serving.
+ * - A throw, a rejection, or a result the encoding cannot carry: `{"msg_type":"error","data":
+ *   "<the error's message>","id":N}`. The service keeps serving.
  * - Without `id` (a notification) the handler runs and nothing is sent, except if it fails:
  *   then `{"msg_type":"error","data":"line L: <message>"}` names its input line L.
  * - A line that is not a request (bad JSON or UTF-8, not an object, a bad `id`, a missing
  *   field, an over-long line, an unknown `msg_type`) gets the protocol's `error` reply,
  *   `line L: …`, with the request's `id` when that much was valid; the next line is answered.
  *
+ * With `encoding: 'msgpack'` the same holds frame by frame, errors saying `frame F` (counting
+ * frames from 1) where JSON says `line L`; `bin` data reaches the handler as a `Buffer`, and a
+ * handler may return bytes (a `Buffer`/`Uint8Array`, sent as `bin`). A frame over
+ * `maxFrameBytes` is skipped as it arrives and answered with an error, as is a stream that ends
+ * inside a frame.
+ *
  * Synchronous handlers' replies are written in input order; a Promise's when it settles
  * (match replies by id). Stdin is paused while stdout is full or `maxConcurrent` Promises
  * are pending. The process is not exited: it ends by itself when nothing else keeps it alive.
  */
-export function serveStdio(handlers: Handlers, options: ServeOptions = {}): Promise<void> {
+export function serveStdio(
+  handlers: Handlers<JsonValue | Buffer>,
+  options: ServeOptions & { encoding: 'msgpack' },
+): Promise<void>;
+export function serveStdio(handlers: Handlers, options?: ServeOptions & { encoding?: 'json' }): Promise<void>;
+export function serveStdio(handlers: Handlers<JsonValue | Buffer>, options?: ServeOptions): Promise<void>;
+export function serveStdio(handlers: unknown, options: ServeOptions = {}): Promise<void> {
   const table = readHandlers(handlers);
+  const encoding: unknown = options.encoding ?? 'json';
+  if (encoding !== 'json' && encoding !== 'msgpack') {
+    const got = typeof encoding === 'string' ? `\`${excerpt(encoding)}\`` : kindOf(encoding);
+    throw new TypeError(`serveStdio: option \`encoding\` must be 'json' or 'msgpack', got ${got}`);
+  }
   const maxLineBytes = readCount(options.maxLineBytes, 'maxLineBytes', 0) ?? DEFAULT_MAX_LINE_BYTES;
+  const maxFrameBytes = readCount(options.maxFrameBytes, 'maxFrameBytes', 0) ?? DEFAULT_MAX_FRAME_BYTES;
   const maxConcurrent = readCount(options.maxConcurrent, 'maxConcurrent', 1) ?? DEFAULT_MAX_CONCURRENT;
   const { input, output } = options;
+  if (encoding === 'msgpack') {
+    const decoder = new FrameDecoder({ maxFrameBytes });
+    return serveLines(frameService(table, maxFrameBytes), { maxLineBytes, maxConcurrent, input, output, decoder });
+  }
   return serveLines(handlerService(table, maxLineBytes), { maxLineBytes, maxConcurrent, input, output });
 }
 
-function readHandlers(handlers: unknown): Map<string, Handler> {
+/** Any handler, as the table holds it (what `data` may be depends on the encoding). */
+type AnyHandler = Handler<JsonValue | Buffer>;
+
+function readHandlers(handlers: unknown): Map<string, AnyHandler> {
   let entries: [unknown, unknown][];
   if (handlers instanceof Map) entries = [...(handlers as Map<unknown, unknown>)];
   else if (typeof handlers === 'object' && handlers !== null && !Array.isArray(handlers)) {
@@ -102,7 +139,7 @@ function readHandlers(handlers: unknown): Map<string, Handler> {
   } else {
     throw new TypeError(`serveStdio: expected an object or a Map of handlers, got ${kindOf(handlers)}`);
   }
-  const table = new Map<string, Handler>();
+  const table = new Map<string, AnyHandler>();
   for (const [msgType, handler] of entries) {
     if (typeof msgType !== 'string') {
       throw new TypeError(`serveStdio: a msg_type must be a string, got ${kindOf(msgType)}`);
@@ -110,7 +147,7 @@ function readHandlers(handlers: unknown): Map<string, Handler> {
     if (typeof handler !== 'function') {
       throw new TypeError(`serveStdio: the handler for \`${msgType}\` must be a function, got ${kindOf(handler)}`);
     }
-    table.set(msgType, handler as Handler);
+    table.set(msgType, handler as AnyHandler);
   }
   return table;
 }
@@ -214,8 +251,36 @@ const isThenable = (value: unknown): value is PromiseLike<unknown> =>
   value !== null &&
   typeof (value as { then?: unknown }).then === 'function';
 
+/**
+ * Calls `handler` and puts its result through `settled`, or its failure through `failed`; a
+ * Promise of that if the handler returned one. Everything the result is put through runs user
+ * code (getters, `then`, `toJSON`) or can outgrow a string, so it all sits inside a try: a
+ * failure there is this request's error reply, never the service's end.
+ */
+function callHandler<T>(
+  handler: AnyHandler,
+  message: Message<JsonValue | Buffer>,
+  settled: (value: unknown) => T,
+  failed: (e: unknown) => T,
+): T | Promise<T> {
+  const settle = (value: unknown): T => {
+    try {
+      return settled(value);
+    } catch (e) {
+      return failed(e);
+    }
+  };
+  try {
+    const result = handler(message.data, message);
+    if (!isThenable(result)) return settle(result);
+    return Promise.resolve(result).then(settle, failed);
+  } catch (e) {
+    return failed(e);
+  }
+}
+
 /** The handlers as a line-level service for `serveLines`. Never done: it serves until EOF. */
-function handlerService(handlers: ReadonlyMap<string, Handler>, maxLineBytes: number): LineService {
+function handlerService(handlers: ReadonlyMap<string, AnyHandler>, maxLineBytes: number): LineService {
   const expected = expectedTypes([...handlers.keys()]);
   return {
     done: false,
@@ -229,27 +294,75 @@ function handlerService(handlers: ReadonlyMap<string, Handler>, maxLineBytes: nu
       }
       const decoded = decodeEnvelope(frame.bytes.toString('utf8'));
       if (!decoded.ok) return errorReply(decoded.error, decoded.id, line);
-      const message = decoded.message as Message;
+      const message = decoded.message as Message<JsonValue | Buffer>;
       const { msg_type: msgType, id } = message;
       const handler = handlers.get(msgType);
       if (handler === undefined) return errorReply(`unknown msg_type \`${excerpt(msgType)}\`; ${expected}`, id, line);
-      // Everything the handler's result is put through runs user code (getters, `then`,
-      // `toJSON`) or can outgrow a string, so it all sits inside the try: a failure there is
-      // this request's error reply, never the service's end.
-      const settled = (value: unknown): string => {
-        try {
-          return resultLine(msgType, value, id, line);
-        } catch (e) {
-          return failureLine(e, id, line);
-        }
-      };
-      try {
-        const result = handler(message.data, message);
-        if (!isThenable(result)) return settled(result);
-        return Promise.resolve(result).then(settled, (e: unknown) => failureLine(e, id, line));
-      } catch (e) {
-        return failureLine(e, id, line);
-      }
+      return callHandler(
+        handler,
+        message,
+        (value) => resultLine(msgType, value, id, line),
+        (e) => failureLine(e, id, line),
+      );
+    },
+  };
+}
+
+const NO_FRAMES = Buffer.alloc(0);
+
+/** An `error` frame; numbered by frame when it has no id (nothing else names the request). */
+function errorFrame(text: string, id: number | undefined, frame?: number): Buffer {
+  return textFrame('error', frame === undefined ? text : `frame ${frame}: ${text}`, id);
+}
+
+/** The `error` frame for a handler that failed: with its id, or numbered by frame if none. */
+function failureFrame(e: unknown, id: number | undefined, frame: number): Buffer {
+  return id === undefined ? errorFrame(messageOf(e), undefined, frame) : errorFrame(messageOf(e), id);
+}
+
+/** The reply frame for a handler's result (or its error), empty for a notification that succeeded. */
+function resultFrame(msgType: string, result: unknown, id: number | undefined, frame: number): Buffer {
+  if (id === undefined) return NO_FRAMES;
+  let type = msgType;
+  let data = result;
+  if (result instanceof Reply) {
+    type = result.msgType;
+    data = result.data;
+  }
+  const unencodable = (why: string): Buffer =>
+    failureFrame(new Error(`the reply to \`${excerpt(msgType)}\` cannot be encoded as MessagePack: ${why}`), id, frame);
+  if (!type.isWellFormed()) return unencodable('its msg_type holds an unpaired surrogate');
+  // Refusing, not replacing, a lone surrogate: as under JSON, the handler's data is sent as it is or not at all.
+  const w = new Writer(256, true);
+  try {
+    writeFrame(w, type, id, (w) => w.value(data === undefined ? null : data));
+  } catch (e) {
+    return unencodable(e instanceof EncodeProblem ? e.message : messageOf(e));
+  }
+  return w.view();
+}
+
+/** The handlers as a frame-level service for `serveLines` (`encoding: 'msgpack'`). Never done. */
+function frameService(handlers: ReadonlyMap<string, AnyHandler>, maxFrameBytes: number): LineService<Packet> {
+  const expected = expectedTypes([...handlers.keys()]);
+  return {
+    done: false,
+    answer(packet: Packet): Buffer | Promise<Buffer> {
+      const n = packet.frame;
+      if (packet.kind === 'too_long') return errorFrame(frameTooLongText(packet.length, maxFrameBytes), undefined, n);
+      if (packet.kind === 'cut') return errorFrame(frameCutText(packet.received, packet.length), undefined, n);
+      const decoded = decodeMsgpackEnvelope(packet.bytes);
+      if (!decoded.ok) return errorFrame(decoded.error, decoded.id, n);
+      const message = decoded.message as Message<JsonValue | Buffer>;
+      const { msg_type: msgType, id } = message;
+      const handler = handlers.get(msgType);
+      if (handler === undefined) return errorFrame(`unknown msg_type \`${excerpt(msgType)}\`; ${expected}`, id, n);
+      return callHandler(
+        handler,
+        message,
+        (value) => resultFrame(msgType, value, id, n),
+        (e) => failureFrame(e, id, n),
+      );
     },
   };
 }

@@ -8,7 +8,7 @@ import { PeerError, PeerErrorCode } from './errors.js';
 type Problem = { path: string; what: string; hint: string } | undefined;
 
 const BINARY_HINT =
-  "the JSON encoding has no bytes: send them as a string (e.g. base64), or use spawnPeer with encoding: 'msgpack', which carries them as bytes";
+  "the JSON encoding has no bytes: send them as a string (e.g. base64), or use encoding: 'msgpack' (spawnPeer or inProcess), which carries them as bytes";
 
 function keyPath(path: string, key: string): string {
   return /^[A-Za-z_$][\w$]*$/.test(key) ? `${path}.${key}` : `${path}[${JSON.stringify(key)}]`;
@@ -116,13 +116,12 @@ let lastType: string | undefined;
 let lastHead = '';
 
 /**
- * One MessagePack frame (length header included) holding `{msg_type, data, id?}` in the
- * canonical forms, as a latin1 string (one character per byte), so that the core, which
- * queues wire text, carries frames and lines alike. `data` may be bytes (a `Uint8Array` or
- * `Buffer`, sent as `bin`) or anything `encodeData` takes; a `PeerError` (`INVALID_ARGUMENT`)
- * says what in it cannot be sent.
+ * One MessagePack frame holding `{msg_type, data, id?}` in the canonical forms: its 4-byte
+ * little-endian length header, then the map, in a new `Buffer`. `data` may be bytes (a
+ * `Uint8Array` or `Buffer`, sent as `bin`) or anything `encodeData` takes; a `PeerError`
+ * (`INVALID_ARGUMENT`) says what in it cannot be sent.
  */
-export function encodeFrameText(msgType: string, data: unknown, id: number | undefined): string {
+export function encodeFrame(msgType: string, data: unknown, id: number | undefined): Buffer {
   const w = new Writer(typeof data === 'string' ? 32 + msgType.length + 3 * data.length : 256);
   try {
     writeFrame(w, msgType, id, (w) => w.value(data));
@@ -140,5 +139,13 @@ export function encodeFrameText(msgType: string, data: unknown, id: number | und
       { msgType, cause: e },
     );
   }
-  return w.view().toString('latin1');
+  return w.view();
+}
+
+/**
+ * `encodeFrame` as a latin1 string (one character per byte), so that the core, which queues
+ * wire text, carries frames and lines alike.
+ */
+export function encodeFrameText(msgType: string, data: unknown, id: number | undefined): string {
+  return encodeFrame(msgType, data, id).toString('latin1');
 }

@@ -1,49 +1,76 @@
 // `inProcess`: the same `Peer`, answered by the napi addon's `Responder` (the Rust core) in this
 // process. The addon answers within the call, so there is nothing in flight and no timer: the
-// fast path is one `handle(object)` call plus an id and a check of the reply.
+// fast path is one `handle(object)` call (json) or one `handleFrame(body)` call (msgpack) plus
+// an id and a check of the reply.
 
 import { loadNativeAddon, NATIVE_PATH } from '../engine.js';
+import { FRAME_HEADER_BYTES } from '../frame.js';
+import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope } from '../protocol.js';
 import { checkSignal, checkTimeout, PeerCore } from './core.js';
-import { encodeLine } from './encode.js';
+import { encodeFrame, encodeLine } from './encode.js';
 import { abortedError, checkMsgType, closedError, errorReply, PeerError, PeerErrorCode } from './errors.js';
-import type { CloseOptions, ExitStatus, Message, MessageListener, Peer, PeerStats, RequestOptions } from './types.js';
+import type {
+  CloseOptions,
+  Encoding,
+  ExitStatus,
+  JsonValue,
+  Message,
+  MessageListener,
+  Peer,
+  PeerStats,
+  RequestOptions,
+} from './types.js';
 
 /**
- * Options of `inProcess`: those of the addon's `new Responder(options)`. Every field is passed to
- * it as given, so options the addon gains are usable before this type names them.
+ * Options of `inProcess`: `encoding`, and those of the addon's `new Responder(options)`. Every
+ * other field is passed to the addon as given, so options it gains are usable before this type
+ * names them.
  */
 export interface InProcessOptions {
   /**
-   * Only `'json'` for now: `'msgpack'` needs the addon's MessagePack frame entry point (issue
-   * 10), which this build does not have, and is refused with `INVALID_ARGUMENT`.
+   * How each message is handed to the addon: `'json'` (the default; a message object, or an
+   * NDJSON line for data that is not a string) or `'msgpack'` (a MessagePack frame body through
+   * `handleFrame`, exactly as `spawnPeer(..., { encoding: 'msgpack' })` writes it: `data` may be a
+   * `Buffer`/`Uint8Array`, sent as `bin`, and `bin` replies arrive as a `Buffer`).
    */
-  encoding?: 'json';
+  encoding?: Encoding;
   /** End the conversation after this many `data` messages; 0 = never. Default 5. */
   exitAfter?: number;
   /** Who says hello and goodbye (`Hello from {name}!`). Default `TypeScript`. */
   name?: string;
-  /** Lines longer than this many bytes get an `error` reply. Default 16 MiB. */
+  /** Under json: lines longer than this many bytes get an `error` reply. Default 16 MiB. */
   maxLineBytes?: number;
+  /** Under msgpack: frame bodies longer than this many bytes get an `error` reply. Default 16 MiB. */
+  maxFrameBytes?: number;
+  /**
+   * The services answered: `demo`, `markdown` and `bytes` (an echo of bytes; msgpack only).
+   * Default: demo and markdown under json, all three under msgpack (as `rust-ts-ipc serve`).
+   */
+  services?: ('demo' | 'markdown' | 'bytes')[];
   /** Any other option of the addon's `Responder`, passed through. */
   [option: string]: unknown;
 }
 
-/** A peer answered in this process by the Rust core, through the napi addon. */
-export interface InProcessPeer extends Peer {
+/** A peer answered in this process by the Rust core, through the napi addon (`D`: what reply data may be). */
+export interface InProcessPeer<D = JsonValue> extends Peer<D> {
   /**
    * `request` without the Promise: returns the reply, or throws the `PeerError` `request` would
    * reject with. Other messages the call produced (the demo's `exit` after the fifth `ack`) go to
    * the `message` listeners before it returns.
    */
-  requestSync(msgType: string, data: unknown): Message;
+  requestSync(msgType: string, data: unknown): Message<D>;
 }
 
 /** The part of the addon's `Responder` this peer uses (see `native/index.d.ts`). */
 interface AddonResponder {
   handle(msg: { msg_type: string; data: string; id?: number }): Message[];
   handleLine(line: string): string;
+  handleFrame(body: Uint8Array): Buffer;
 }
+
+/** How one message reaches the addon and its replies come back: one call, its replies in order. */
+type Exchange = (msgType: unknown, data: unknown, id: number | undefined) => Message[];
 
 /** The replies of a `handleLine` call, one message per line. */
 function parseLines(text: string): Message[] {
@@ -57,22 +84,65 @@ function parseLines(text: string): Message[] {
   return replies;
 }
 
+/**
+ * The replies of a `handleFrame` call: frames, each behind its 4-byte little-endian length,
+ * decoded with the TypeScript codec (`bin` data as a `Buffer`, a view of `out`, which the
+ * caller owns).
+ */
+function parseFrames(out: Buffer): Message[] {
+  const replies: Message[] = [];
+  let pos = 0;
+  while (pos < out.length) {
+    const length = out.length - pos >= FRAME_HEADER_BYTES ? out.readUInt32LE(pos) : undefined;
+    if (length === undefined || length > out.length - pos - FRAME_HEADER_BYTES) {
+      // The addon writes whole frames only; a broken reply is shown as what it is.
+      const data = `the addon's reply ends inside a frame, at byte ${pos} of ${out.length}`;
+      replies.push({ msg_type: 'error', data });
+      break;
+    }
+    const start = pos + FRAME_HEADER_BYTES;
+    pos = start + length;
+    const decoded = decodeMsgpackEnvelope(out.subarray(start, pos));
+    replies.push(decoded.ok ? (decoded.message as Message) : { msg_type: 'error', data: decoded.error });
+  }
+  return replies;
+}
+
+/** Json: strings take the addon's object fast path; other data goes as a line, as over the pipe. */
+function jsonExchange(responder: AddonResponder): Exchange {
+  return (msgType, data, id) => {
+    if (typeof data === 'string' && typeof msgType === 'string') {
+      return responder.handle(id === undefined ? { msg_type: msgType, data } : { msg_type: msgType, data, id });
+    }
+    // Data the addon's `handle` cannot take goes as a line, exactly as it would over the pipe,
+    // so both transports give the same reply (an `error` for the demo).
+    checkMsgType(msgType);
+    return parseLines(responder.handleLine(encodeLine(msgType, data, id)));
+  };
+}
+
+/** Msgpack: every message as the frame body the pipe peer would write, through `handleFrame`. */
+function msgpackExchange(responder: AddonResponder): Exchange {
+  return (msgType, data, id) => {
+    checkMsgType(msgType);
+    const frame = encodeFrame(msgType, data, id);
+    return parseFrames(responder.handleFrame(frame.subarray(FRAME_HEADER_BYTES)));
+  };
+}
+
 class InProcessPeerImpl implements InProcessPeer {
   readonly #core = new PeerCore();
-  readonly #responder: AddonResponder;
+  readonly #exchange: Exchange;
   #closed: Promise<ExitStatus> | undefined;
 
-  constructor(responder: AddonResponder) {
-    this.#responder = responder;
+  constructor(exchange: Exchange) {
+    this.#exchange = exchange;
   }
 
   requestSync(msgType: string, data: unknown): Message {
     if (this.#closed !== undefined) throw closedError('this in-process peer', msgType);
     const id = this.#core.nextId();
-    const replies =
-      typeof data === 'string' && typeof msgType === 'string'
-        ? this.#responder.handle({ msg_type: msgType, data, id })
-        : this.#viaLine(msgType, data, id);
+    const replies = this.#exchange(msgType, data, id);
     const reply = replies[0];
     if (replies.length !== 1 || reply === undefined || reply.id !== id) return this.#sort(msgType, id, replies);
     this.#core.countAnswered();
@@ -96,11 +166,7 @@ class InProcessPeerImpl implements InProcessPeer {
 
   notify(msgType: string, data: unknown): void {
     if (this.#closed !== undefined) throw closedError('this in-process peer', String(msgType));
-    const replies =
-      typeof data === 'string' && typeof msgType === 'string'
-        ? this.#responder.handle({ msg_type: msgType, data })
-        : this.#viaLine(msgType, data, undefined);
-    for (const reply of replies) this.#core.emit(reply);
+    for (const reply of this.#exchange(msgType, data, undefined)) this.#core.emit(reply);
   }
 
   on(event: 'message', listener: MessageListener): this {
@@ -123,17 +189,13 @@ class InProcessPeerImpl implements InProcessPeer {
   }
 
   /**
-   * Data the addon's `handle` cannot take (anything but a string) goes as a line, exactly as it
-   * would over the pipe, so both transports give the same reply (an `error` for the demo).
+   * Several replies, or one with another id: the first with `id` answers, the rest are
+   * unsolicited. One call carries one message, so an `error` without an id is about it (the
+   * responder could not read its id: a frame or line over the limit, say) and answers it too.
    */
-  #viaLine(msgType: unknown, data: unknown, id: number | undefined): Message[] {
-    checkMsgType(msgType);
-    return parseLines(this.#responder.handleLine(encodeLine(msgType, data, id)));
-  }
-
-  /** Several replies, or one with another id: the first with `id` answers, the rest are unsolicited. */
   #sort(msgType: string, id: number, replies: readonly Message[]): Message {
-    const answer = replies.find((r) => r.id === id);
+    const answer =
+      replies.find((r) => r.id === id) ?? replies.find((r) => r.msg_type === 'error' && r.id === undefined);
     for (const reply of replies) if (reply !== answer) this.#core.emit(reply);
     if (answer === undefined) {
       throw new PeerError(
@@ -150,18 +212,27 @@ class InProcessPeerImpl implements InProcessPeer {
 
 /**
  * A peer answered in this process by the Rust core through the napi addon (`native/`): the same
- * interface as `spawnPeer`'s, plus `requestSync`. Throws an `Error` if the addon cannot be
- * loaded (build it with `npm run build -w native`) and a `PeerError` (`INVALID_ARGUMENT`) if the
- * addon refuses the options.
+ * interface as `spawnPeer`'s, plus `requestSync`. With `encoding: 'msgpack'` each message goes
+ * to the addon as the MessagePack frame the pipe would carry (`handleFrame`), `data` may be
+ * bytes, and `bin` replies arrive as a `Buffer`; errors then say `frame N`, N counting this
+ * peer's messages. Throws an `Error` if the addon cannot be loaded (build it with
+ * `npm run build -w native`) and a `PeerError` (`INVALID_ARGUMENT`) for an unknown encoding or
+ * options the addon refuses.
  */
-export function inProcess(options: InProcessOptions = {}): InProcessPeer {
-  const { encoding, ...addonOptions } = options;
-  if (encoding !== undefined && encoding !== 'json') {
+export function inProcess(options: InProcessOptions & { encoding: 'msgpack' }): InProcessPeer<JsonValue | Buffer>;
+export function inProcess(options?: InProcessOptions & { encoding?: 'json' }): InProcessPeer;
+/** An encoding known only at run time: reply data may be a `Buffer`. */
+export function inProcess(options?: InProcessOptions): InProcessPeer<JsonValue | Buffer>;
+export function inProcess(options: InProcessOptions = {}): InProcessPeer<JsonValue | Buffer> {
+  const { encoding = 'json', ...addonOptions } = options;
+  if (encoding !== 'json' && encoding !== 'msgpack') {
     throw new PeerError(
       PeerErrorCode.INVALID_ARGUMENT,
-      `inProcess: encoding ${JSON.stringify(encoding) ?? String(encoding)} is not available in process: msgpack needs the addon's frame entry point (issue 10), which this build lacks; use spawnPeer(..., { encoding: 'msgpack' }) or encoding 'json'`,
+      `inProcess: option \`encoding\` must be 'json' or 'msgpack', got ${String(encoding)}`,
     );
   }
+  // As `rust-ts-ipc serve`: bytes is a default service only where bytes can travel.
+  if (encoding === 'msgpack' && addonOptions.services === undefined) addonOptions.services = ['demo', 'markdown', 'bytes'];
   const loaded = loadNativeAddon();
   if ('why' in loaded) {
     throw new Error(
@@ -178,5 +249,7 @@ export function inProcess(options: InProcessOptions = {}): InProcessPeer {
       { cause: e },
     );
   }
-  return new InProcessPeerImpl(responder);
+  const peer = new InProcessPeerImpl(encoding === 'msgpack' ? msgpackExchange(responder) : jsonExchange(responder));
+  // Reply data is a `Buffer` only under msgpack, which the overloads tell the caller.
+  return peer as InProcessPeer<JsonValue | Buffer>;
 }

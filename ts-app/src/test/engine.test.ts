@@ -6,10 +6,28 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { describe, test } from 'node:test';
 
-import { type Engine, loadNativeAddon, NATIVE_PATH, type NativeResponder, nativeEngine, tsEngine } from '../engine.js';
+import {
+  type Engine,
+  loadNativeAddon,
+  NATIVE_PATH,
+  type NativeResponder,
+  nativeEngine,
+  nativeFrameEngine,
+  tsEngine,
+  tsFrameEngine,
+} from '../engine.js';
+import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, type Packet } from '../frame.js';
 import { DEFAULT_MAX_LINE_BYTES, LineDecoder } from '../framing.js';
 import { Responder, type ResponderOptions } from '../protocol.js';
 import { describeWithAddon } from './addon.js';
+import {
+  expectedHex,
+  msgpackCases,
+  type MsgpackCase,
+  msgpackOptionsOf,
+  msgpackStreamOf,
+  semanticMsgpackCases,
+} from './vectors-msgpack.js';
 import { cases, expectedText, optionsOf, REPO_ROOT, skipUnlessDemo, streamOf, type Case } from './vectors.js';
 
 /** What main.ts does with a stream: decode, answer until done, ignore the rest. */
@@ -34,9 +52,24 @@ const full = (o: ResponderOptions): Required<ResponderOptions> => ({
   maxFrameBytes: o.maxFrameBytes ?? 16 * 1024 * 1024,
 });
 
+/** What main.ts does with a msgpack stream: decode frames, answer until done, ignore the rest. */
+function runFrameEngine(engine: Engine<Packet>, maxFrameBytes: number, chunks: Iterable<Uint8Array>): string {
+  const decoder = new FrameDecoder({ maxFrameBytes });
+  const out: Buffer[] = [];
+  const answer = (packets: Packet[]): void => {
+    for (const packet of packets) {
+      if (engine.done) return;
+      out.push(Buffer.from(engine.answer(packet)));
+    }
+  };
+  for (const chunk of chunks) answer(decoder.push(chunk));
+  answer(decoder.end());
+  return Buffer.concat(out).toString('hex');
+}
+
 /**
- * A stand-in with the addon's line-counting API and no `handleFrame`: a TypeScript responder
- * behind `handleBuffer`, returning a string as the addon does.
+ * A stand-in with the addon's call-counting API: a TypeScript responder behind `handleBuffer`
+ * (returning a string as the addon does) and `handleFrame`.
  */
 class FakeNative implements NativeResponder {
   readonly calls: number[] = [];
@@ -47,6 +80,10 @@ class FakeNative implements NativeResponder {
   handleBuffer(bytes: Uint8Array): string {
     this.calls.push(bytes.length);
     return this.#inner.handleBuffer(bytes).toString('utf8');
+  }
+  handleFrame(body: Uint8Array): Buffer {
+    this.calls.push(body.length);
+    return this.#inner.handleFrameBody(body);
   }
   handle = (): never => assert.fail('not used');
   get done(): boolean {
@@ -89,11 +126,80 @@ describe('nativeEngine', () => {
   });
 });
 
+/** The stored msgpack vectors the demo answers, and the semantic JSON ones as frames. */
+const demoFrameCases = [...msgpackCases, ...semanticMsgpackCases].filter((c) => {
+  const services = c.services ?? ['demo'];
+  return services.length === 1 && services[0] === 'demo';
+});
+
+/**
+ * `make` answers every demo msgpack vector as main.ts would run it, whole and one byte at a
+ * time: every reply until the conversation is done (then the host stops reading), byte for byte.
+ */
+function frameEngineSuite(name: string, make: (c: MsgpackCase) => Engine<Packet>): void {
+  describe(name, () => {
+    for (const c of demoFrameCases) {
+      test(c.name, () => {
+        const max = msgpackOptionsOf(c).maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
+        const stream = msgpackStreamOf(c);
+        const got = runFrameEngine(make(c), max, [stream]);
+        // After the exit reply the host reads no more, so later frames are not answered.
+        if (c.done) assert.ok(got.length > 0 && expectedHex(c).startsWith(got), got);
+        else assert.equal(got, expectedHex(c), 'whole');
+        const bytes = Array.from({ length: stream.length }, (_, i) => stream.subarray(i, i + 1));
+        assert.equal(runFrameEngine(make(c), max, bytes), got, 'one byte at a time');
+      });
+    }
+    test('runs enough vectors', () => assert.ok(demoFrameCases.length >= 34, `only ${demoFrameCases.length}`));
+  });
+}
+
+const frameOptions = (c: MsgpackCase): Required<ResponderOptions> => full(msgpackOptionsOf(c));
+
+frameEngineSuite('tsFrameEngine answers every demo msgpack vector', (c) => tsFrameEngine(frameOptions(c)));
+frameEngineSuite('nativeFrameEngine keeps a call-counting responder in step (stand-in addon)', (c) =>
+  nativeFrameEngine(new FakeNative(frameOptions(c)), frameOptions(c).maxFrameBytes),
+);
+
+describe('nativeFrameEngine', () => {
+  test('counts an over-long and a cut frame with one empty call each, answering them itself', () => {
+    const fake = new FakeNative({ maxFrameBytes: 4, exitAfter: 0 });
+    const engine = nativeFrameEngine(fake, 4);
+    // frame 1: over the limit; frame 2: not a map (`91a178`); frame 3: cut after 1 of its 5 bytes.
+    const stream = Buffer.from('05000000' + '0102030405' + '03000000' + '91a178' + '05000000' + '01', 'hex');
+    const replies = runFrameEngine(engine, 4, [stream]);
+    const texts = [
+      'frame 1: frame of 5 bytes exceeds the 4-byte limit',
+      'frame 2: not a map: `91a178`',
+      'frame 3: the stream ended inside the frame, after 1 of its 5 bytes',
+    ];
+    const want = Buffer.concat(texts.map(frameOf));
+    assert.equal(replies, want.toString('hex'));
+    assert.deepEqual(fake.calls, [0, 3, 0]);
+  });
+});
+
+/** An `error` frame without an id, as the core writes it. */
+function frameOf(text: string): Buffer {
+  const body = Buffer.concat([
+    Buffer.from('82a86d73675f74797065a56572726f72a464617461', 'hex'),
+    text.length < 32 ? Buffer.from([0xa0 | text.length]) : Buffer.from([0xd9, Buffer.byteLength(text)]),
+    Buffer.from(text),
+  ]);
+  const header = Buffer.alloc(4);
+  header.writeUInt32LE(body.length);
+  return Buffer.concat([header, body]);
+}
+
 describeWithAddon('the real addon behind nativeEngine', (addon) => {
   engineSuite('answers every pipe vector', (c) => {
     const options = full(optionsOf(c));
     // The demo only, as main.ts builds it (the addon's own default is demo and markdown).
     return nativeEngine(new addon.Responder({ ...options, services: ['demo'] }), options.maxLineBytes);
+  });
+  frameEngineSuite('behind nativeFrameEngine answers every demo msgpack vector', (c) => {
+    const options = frameOptions(c);
+    return nativeFrameEngine(new addon.Responder({ ...options, services: ['demo'] }), options.maxFrameBytes);
   });
 });
 

@@ -6,14 +6,17 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { Packr, Unpackr } from 'msgpackr';
 
 import { FrameDecoder } from '../frame.js';
-import { decodeMsgpackEnvelope, EncodeProblem, hexExcerpt, textFrame, Writer, writeFrame } from '../msgpack.js';
-import { decodeEnvelope, Responder } from '../protocol.js';
+import { decodeMsgpackEnvelope, EncodeProblem, hexExcerpt, Writer, writeFrame } from '../msgpack.js';
+import { Responder } from '../protocol.js';
+import { describeWithAddon, loaded } from './addon.js';
 import {
   bodiesOf,
   expectedHex,
@@ -23,10 +26,13 @@ import {
   msgpackOptionsOf,
   msgpackStreamOf,
   type MsgpackCase,
+  semanticMsgpackCases,
 } from './vectors-msgpack.js';
-import { cases, lineBytes, optionsOf } from './vectors.js';
+import { REPO_ROOT } from './vectors.js';
 
 const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
+/** The Rust binary `npm run build` makes (`cargo build`). */
+const SERVE_BIN = path.join(REPO_ROOT, 'target', 'debug', 'rust-ts-ipc');
 
 /** Why a stored case is skipped here, or false: the TypeScript responder serves demo only. */
 function skipUnlessDemo(c: MsgpackCase): string | false {
@@ -75,69 +81,72 @@ describe('the responder answers every stored msgpack vector byte for byte', () =
 });
 
 describe('every semantic JSON vector runs as frames, saying frame where JSON says line', () => {
-  // As tests/conformance_msgpack.rs picks them: no line limit, every line a message whose
-  // data is a string, and no blank line (blank lines count as lines but are not frames).
-  let ran = 0;
-  for (const c of cases) {
-    if (c.options?.max_line_bytes !== undefined || c.pipe === false) continue;
-    const services = c.services ?? ['demo'];
-    if (services.length !== 1 || services[0] !== 'demo') continue;
-    const messages = c.input.map((line) => {
-      const bytes = lineBytes(line);
-      if (/^[ \t\r]*$/.test(bytes.toString('latin1')) || !Buffer.from(bytes.toString('utf8')).equals(bytes)) return undefined;
-      const d = decodeEnvelope(bytes.toString('utf8').replace(/\r$/, ''));
-      return d.ok && typeof d.message.data === 'string' ? d.message : undefined;
-    });
-    if (messages.some((m) => m === undefined)) continue;
-    ran++;
+  for (const c of semanticMsgpackCases) {
     test(c.name, () => {
-      const responder = new Responder(optionsOf(c));
-      const out: Buffer[] = [];
-      for (const m of messages) {
-        const w = new Writer();
-        if (m === undefined) continue;
-        writeFrame(w, m.msg_type, m.id, (w) => w.str(m.data as string));
-        out.push(responder.handleFrameBody(w.view().subarray(4)));
-      }
-      const want = c.replies.map((line) => {
-        const d = decodeEnvelope(line);
-        assert.ok(d.ok);
-        const { msg_type: t, id } = d.message;
-        let data = d.message.data as string;
-        if (t === 'error') data = data.replace(/^line /, 'frame ');
-        return textFrame(t, data, id);
-      });
-      assert.equal(hex(Buffer.concat(out)), hex(Buffer.concat(want)));
+      const responder = new Responder(msgpackOptionsOf(c));
+      const out = bodiesOf(c).map((b) => responder.handleFrameBody(b));
+      assert.equal(hex(Buffer.concat(out)), expectedHex(c));
       assert.equal(responder.done, c.done);
     });
   }
-  test('enough of them ran', () => assert.ok(ran >= 15, `only ${ran}`));
+  test('enough of them ran', () => assert.ok(semanticMsgpackCases.length >= 15, `only ${semanticMsgpackCases.length}`));
 });
 
-function runChild(args: string[], input: Buffer): { stdout: Buffer; stderr: string; status: number | null } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { input, maxBuffer: 1 << 26 });
+function runChild(args: string[], input: Buffer, command = process.execPath): { stdout: Buffer; stderr: string; status: number | null } {
+  const r = spawnSync(command, command === process.execPath ? [MAIN, ...args] : args, { input, maxBuffer: 1 << 26 });
   return { stdout: r.stdout, stderr: r.stderr.toString(), status: r.status };
 }
 
-describe('main.js --encoding msgpack answers every stored vector', () => {
-  for (const c of msgpackCases) {
-    test(c.name, { skip: skipUnlessDemo(c) }, () => {
-      const r = runChild(msgpackCliArgsOf(c), msgpackStreamOf(c));
-      assert.equal(r.stderr, '');
-      assert.equal(r.status, 0);
-      // Like the Rust hosts, the child stops reading once the conversation is done.
-      if (c.done) assert.ok(r.stdout.length > 0 && expectedHex(c).startsWith(hex(r.stdout)), hex(r.stdout));
-      else assert.equal(hex(r.stdout), expectedHex(c));
+/** The stored vectors the demo answers, and the semantic JSON ones as frames. */
+const demoCases = [...msgpackCases, ...semanticMsgpackCases].filter((c) => skipUnlessDemo(c) === false);
+
+/**
+ * A child run with `argsOf(c)` answers every demo vector over a real pipe with exactly the
+ * expected bytes (up to the exit reply when the conversation ends: like every host, the child
+ * then stops reading).
+ */
+function childSuite(name: string, argsOf: (c: MsgpackCase) => string[], command?: string): void {
+  describe(name, () => {
+    for (const c of demoCases) {
+      test(c.name, () => {
+        const r = runChild(argsOf(c), msgpackStreamOf(c), command);
+        assert.equal(r.stderr, '');
+        assert.equal(r.status, 0);
+        if (c.done) assert.ok(r.stdout.length > 0 && expectedHex(c).startsWith(hex(r.stdout)), hex(r.stdout));
+        else assert.equal(hex(r.stdout), expectedHex(c));
+      });
+    }
+    test('runs enough vectors', () => assert.ok(demoCases.length >= 34, `only ${demoCases.length}`));
+  });
+}
+
+childSuite('main.js --encoding msgpack answers every demo vector', msgpackCliArgsOf);
+describeWithAddon('main.js --encoding msgpack --engine native', () => {
+  childSuite('answers every demo vector, as the TypeScript engine does', (c) => [...msgpackCliArgsOf(c), '--engine', 'native']);
+});
+describe('serve --encoding msgpack --services demo', { skip: existsSync(SERVE_BIN) ? false : `${SERVE_BIN} is not built` }, () => {
+  childSuite('answers every demo vector, as main.js does', (c) => ['serve', ...msgpackCliArgsOf(c), '--services', 'demo'], SERVE_BIN);
+});
+
+describe('the hosts stop at the same reply when the conversation ends', () => {
+  const hosts: [string, string, string[]][] = [
+    ['ts', process.execPath, [MAIN]],
+    ['native', process.execPath, [MAIN, '--engine', 'native']],
+    ['serve', SERVE_BIN, ['serve', '--services', 'demo']],
+  ];
+  for (const c of demoCases.filter((c) => c.done)) {
+    test(c.name, { skip: existsSync(SERVE_BIN) && 'addon' in loaded ? false : 'needs the addon and the Rust binary' }, () => {
+      const outs = hosts.map(([, command, args]) => {
+        const r = spawnSync(command, [...args, ...msgpackCliArgsOf(c)], { input: msgpackStreamOf(c) });
+        return hex(r.stdout);
+      });
+      assert.equal(outs[1], outs[0], 'native = ts');
+      assert.equal(outs[2], outs[0], 'serve = ts');
     });
   }
+});
 
-  test('--engine native with msgpack is a usage error until the addon has a frame entry point', () => {
-    const r = runChild(['--engine', 'native', '--encoding', 'msgpack'], Buffer.alloc(0));
-    assert.equal(r.status, 2);
-    assert.equal(r.stdout.length, 0);
-    assert.match(r.stderr, /^ts-app: --engine native answers --encoding json only: the addon has no MessagePack frame entry point yet/);
-  });
-
+describe('main.js --encoding msgpack', () => {
   test('an unknown encoding is refused with serve\'s words', () => {
     const r = runChild(['--encoding', 'cbor'], Buffer.alloc(0));
     assert.equal(r.status, 2);

@@ -5,7 +5,9 @@
 
 import { readFileSync } from 'node:fs';
 
-import type { ResponderOptions } from '../protocol.js';
+import { textFrame, Writer, writeFrame } from '../msgpack.js';
+import { decodeEnvelope, type ResponderOptions } from '../protocol.js';
+import { cases, lineBytes } from './vectors.js';
 
 export interface MsgpackCase {
   name: string;
@@ -60,3 +62,40 @@ export function msgpackCliArgsOf(c: MsgpackCase): string[] {
   if (o.max_frame_bytes !== undefined) args.push('--max-frame-bytes', String(o.max_frame_bytes));
   return args;
 }
+
+/**
+ * The semantic JSON vectors (`tests/conformance.json`) as msgpack cases, picked as
+ * tests/conformance_msgpack.rs picks them: the demo only, no line limit, every line a message
+ * whose data is a string, and no blank line (blank lines count as lines but are not frames).
+ * Each line becomes the canonical frame of its message; each reply the frame of the same
+ * message, its error text saying `frame` where JSON says `line`.
+ */
+export const semanticMsgpackCases: readonly MsgpackCase[] = cases.flatMap((c): MsgpackCase[] => {
+  if (c.options?.max_line_bytes !== undefined || c.pipe === false) return [];
+  const services = c.services ?? ['demo'];
+  if (services.length !== 1 || services[0] !== 'demo') return [];
+  const bodies: string[] = [];
+  for (const line of c.input) {
+    const bytes = lineBytes(line);
+    if (/^[ \t\r]*$/.test(bytes.toString('latin1')) || !Buffer.from(bytes.toString('utf8')).equals(bytes)) return [];
+    const d = decodeEnvelope(bytes.toString('utf8').replace(/\r$/, ''));
+    if (!d.ok || typeof d.message.data !== 'string') return [];
+    const w = new Writer();
+    const { msg_type: msgType, id, data } = d.message;
+    writeFrame(w, msgType, id, (w) => w.str(data as string));
+    bodies.push(w.view().subarray(4).toString('hex'));
+  }
+  const replies = c.replies.map((line) => {
+    const d = decodeEnvelope(line);
+    if (!d.ok) throw new Error(`case ${c.name}: a stored reply is not a message: ${line}`);
+    const { msg_type: msgType, id } = d.message;
+    let data = d.message.data as string;
+    if (msgType === 'error') data = data.replace(/^line /, 'frame ');
+    const json: Record<string, unknown> = id === undefined ? { msg_type: msgType, data } : { msg_type: msgType, data, id };
+    return { hex: textFrame(msgType, data, id).toString('hex'), json };
+  });
+  const options: MsgpackCase['options'] = {};
+  if (c.options?.exit_after !== undefined) options.exit_after = c.options.exit_after;
+  if (c.options?.name !== undefined) options.name = c.options.name;
+  return [{ name: `${c.name} (as frames)`, options, input: bodies, replies, done: c.done }];
+});
