@@ -455,11 +455,6 @@ fn demo_over_msgpack_frames_against_the_node_child_prints_the_seed_output() {
         &["demo", "--encoding", "msgpack", "--", "node", script, "--encoding", "msgpack", "--engine", "native"],
         b"",
     );
-    if text(&out.stderr).contains("the addon has no MessagePack frame entry point yet") {
-        // The Node child's native engine answers frames in the next change (issue 10).
-        skip("the Node child's --engine native does not answer --encoding msgpack yet");
-        return;
-    }
     assert_eq!(text(&out.stdout), SEED_OUTPUT, "stderr: {}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
 }
