@@ -27,7 +27,15 @@ const QUEUED = 0;
 const SENT = 1;
 const SETTLED = 2;
 
-/** One request from `request()` until it settles. */
+const settledAlready = (): void => {};
+
+/**
+ * One request from `request()` until it settles. Settling drops what it holds (its line, its
+ * promise's functions, its signal): a settled `Pending` may still be referenced from old
+ * structures (a replaced hash table, the deadline heap) until they are collected, and must not
+ * keep the promise and its reply alive meanwhile. Through such references every reply that
+ * survived one scavenge was kept, and promoted, by the next (≈300 B promoted per request).
+ */
 class Pending {
   /** The encoded line, until written. */
   line: string;
@@ -43,8 +51,8 @@ class Pending {
     line: string,
     readonly timeoutMs: number,
     deadline: number,
-    readonly resolve: (reply: Message) => void,
-    readonly reject: (error: PeerError) => void,
+    public resolve: (reply: Message) => void,
+    public reject: (error: PeerError) => void,
     signal: AbortSignal | undefined,
   ) {
     this.line = line;
@@ -122,6 +130,53 @@ class DeadlineHeap {
   }
 }
 
+/** Slots of the in-flight ring: a power of two, twice the default `maxInFlight`. */
+const RING_SLOTS = 2048;
+
+/**
+ * The requests in flight, by id. Ids are handed out in sending order, so a ring indexed by
+ * their low bits holds them with no hashing and, unlike a Map, with no table replaced as they
+ * come and go: a Map under steady set/delete rehashes into a new table every few hundred
+ * requests (in old space, once its table has been promoted), and each table it drops keeps the
+ * requests it held alive through the next scavenge. A request whose slot is still held by an
+ * older one (a straggler `RING_SLOTS` ids behind) goes to an overflow Map.
+ */
+class InFlight {
+  #slots: (Pending | undefined)[] | undefined;
+  readonly #overflow = new Map<number, Pending>();
+  size = 0;
+
+  add(p: Pending): void {
+    // Allocated on first use: the in-process peer never sends through the core.
+    const slots = (this.#slots ??= new Array<Pending | undefined>(RING_SLOTS).fill(undefined));
+    const i = p.id & (RING_SLOTS - 1);
+    if (slots[i] === undefined) slots[i] = p;
+    else this.#overflow.set(p.id, p);
+    this.size++;
+  }
+
+  get(id: number): Pending | undefined {
+    const p = this.#slots?.[id & (RING_SLOTS - 1)];
+    if (p !== undefined && p.id === id) return p;
+    return this.#overflow.size === 0 ? undefined : this.#overflow.get(id);
+  }
+
+  delete(p: Pending): void {
+    const slots = this.#slots;
+    const i = p.id & (RING_SLOTS - 1);
+    if (slots !== undefined && slots[i] === p) slots[i] = undefined;
+    else this.#overflow.delete(p.id);
+    this.size--;
+  }
+
+  /** Every request in flight, in the order they were sent (the order of their ids). */
+  values(): Pending[] {
+    const all = [...this.#overflow.values()];
+    for (const p of this.#slots ?? []) if (p !== undefined) all.push(p);
+    return all.sort((a, b) => a.id - b.id);
+  }
+}
+
 /** What `close` and exits do to every request not yet answered. */
 export type FailWith = (msgType: string, id: number | undefined) => PeerError;
 
@@ -152,7 +207,7 @@ export function checkSignal(value: unknown, name: string): AbortSignal | undefin
 /** The shared core of a peer; see the file's header. */
 export class PeerCore {
   #lastId = 0;
-  readonly #pending = new Map<number, Pending>();
+  readonly #pending = new InFlight();
   /** Messages waiting to be written, in call order: a request, or a notification's line. */
   #queue: (Pending | string)[] = [];
   #head = 0;
@@ -232,7 +287,7 @@ export class PeerCore {
         out += next.line;
         next.line = '';
         next.state = SENT;
-        this.#pending.set(next.id, next);
+        this.#pending.add(next);
       } else {
         // Settled while queued (timed out or aborted): already uncounted.
         this.#head++;
@@ -261,10 +316,11 @@ export class PeerCore {
     if (id !== undefined) {
       const p = this.#pending.get(id);
       if (p !== undefined) {
+        const { resolve, reject } = p;
         this.#settle(p);
         this.#answered++;
-        if (message.msg_type === 'error') p.reject(errorReply(p.msgType, id, message));
-        else p.resolve(message);
+        if (message.msg_type === 'error') reject(errorReply(p.msgType, id, message));
+        else resolve(message);
         this.wake();
         return;
       }
@@ -313,8 +369,9 @@ export class PeerCore {
       if (typeof p === 'string') {
         this.#queued--;
       } else if (p.state === QUEUED) {
+        const reject = p.reject;
         this.#settle(p);
-        p.reject(fail(p.msgType, p.id));
+        reject(fail(p.msgType, p.id));
       }
     }
   }
@@ -322,10 +379,11 @@ export class PeerCore {
   /** Rejects every request not yet answered, written or not, with `fail`'s error. */
   failAll(fail: FailWith): void {
     this.failQueued(fail);
-    const pending = [...this.#pending.values()];
+    const pending = this.#pending.values();
     for (const p of pending) {
+      const reject = p.reject;
       this.#settle(p);
-      p.reject(fail(p.msgType, p.id));
+      reject(fail(p.msgType, p.id));
     }
   }
 
@@ -391,17 +449,20 @@ export class PeerCore {
         }
       }
     }
+    const reject = p.reject;
     this.#settle(p);
-    p.reject(error);
+    reject(error);
     this.wake();
   }
 
   /** Takes `p` out of every structure and disarms its timeout and signal. */
   #settle(p: Pending): void {
-    if (p.state === SENT) this.#pending.delete(p.id);
+    if (p.state === SENT) this.#pending.delete(p);
     else if (p.state === QUEUED) this.#queued--;
     p.state = SETTLED;
     p.line = '';
+    p.resolve = settledAlready;
+    p.reject = settledAlready;
     if (p.deadline !== Infinity) {
       this.#settledDeadline();
     }

@@ -120,6 +120,9 @@ class PipePeerImpl implements PipePeer {
   readonly #graceMs: number;
   #stderrTail: Buffer = Buffer.alloc(0);
   #pumpScheduled = false;
+  /** Inside a read: wakes only note that a pump is wanted (see `#read`). */
+  #reading = false;
+  #pumpWanted = false;
   #waitingForDrain = false;
   #closing: Promise<ExitStatus> | undefined;
   /** Set once the child is gone for us: requests then fail with this. */
@@ -202,9 +205,9 @@ class PipePeerImpl implements PipePeer {
     child.stdin.on('error', () => {});
     const frames = this.#frames;
     if (frames === undefined) {
-      child.stdout.on('data', (chunk: Buffer) => this.#decoder.feed(chunk, this.#sink));
+      child.stdout.on('data', (chunk: Buffer) => this.#read(() => this.#decoder.feed(chunk, this.#sink)));
     } else {
-      child.stdout.on('data', (chunk: Buffer) => this.#readFrames(frames.push(chunk)));
+      child.stdout.on('data', (chunk: Buffer) => this.#read(() => this.#readFrames(frames.push(chunk))));
     }
     child.stdout.on('end', () => {
       if (frames === undefined) for (const frame of this.#decoder.end()) this.#readFrame(frame);
@@ -479,7 +482,30 @@ class PipePeerImpl implements PipePeer {
     }
   }
 
+  /**
+   * Routes what one chunk holds. The pump it makes wanted (slots freed, requests made by
+   * listeners) is scheduled once, after it: behind the promise reactions of every reply in the
+   * chunk, so that the requests those make go out in one write, not one for the first
+   * reaction's request and another for the rest.
+   */
+  #read(route: () => void): void {
+    this.#reading = true;
+    try {
+      route();
+    } finally {
+      this.#reading = false;
+      if (this.#pumpWanted) {
+        this.#pumpWanted = false;
+        this.#schedulePump();
+      }
+    }
+  }
+
   #schedulePump(): void {
+    if (this.#reading) {
+      this.#pumpWanted = true;
+      return;
+    }
     if (this.#pumpScheduled) return;
     this.#pumpScheduled = true;
     // Requests made in one tick go out in one write.

@@ -153,3 +153,81 @@ describe('PeerCore timeouts', () => {
     assert.ok(answered.ms < 10_000, `exited after ${Math.round(answered.ms)} ms: the idle timer kept Node alive`);
   });
 });
+
+describe('PeerCore requests in flight', () => {
+  test('stragglers thousands of ids behind (sharing ring slots with later requests) are each answered once', async () => {
+    const core = new PeerCore();
+    const seen: Message[] = [];
+    core.on((m) => seen.push(m));
+    // Every 1000th request stays unanswered while the others are answered in order: the later
+    // requests whose ring slot a straggler still holds go to the overflow.
+    const made = Array.from({ length: 10_000 }, () => send(core, 0));
+    for (const r of made) if (r.id % 1000 !== 1) core.receive(ack(r.id));
+    assert.equal(core.stats().inFlight, 10);
+    // A reply to an id already answered, and to one never sent, is unsolicited.
+    core.receive(ack(2));
+    core.receive(ack(2050));
+    core.receive(ack(10_001));
+    assert.deepEqual(seen, [ack(2), ack(2050), ack(10_001)]);
+    // The stragglers, last first.
+    for (const r of [...made].reverse()) if (r.id % 1000 === 1) core.receive(ack(r.id));
+    const results = await Promise.all(made.map((r) => r.done));
+    assert.deepEqual(results, made.map((r) => ack(r.id)));
+    assert.deepEqual(core.stats(), { inFlight: 0, queued: 0, answered: 10_000, lateRepliesDropped: 0, unsolicited: 3 });
+  });
+
+  test('many requests sharing ring slots: every one answered once, whatever the order', async () => {
+    const core = new PeerCore();
+    const made = Array.from({ length: 5000 }, () => send(core, 0));
+    // A fixed shuffle: odd ids descending, then even ids ascending.
+    const order = [...made.filter((r) => r.id % 2 === 1).reverse(), ...made.filter((r) => r.id % 2 === 0)];
+    for (const r of order) {
+      core.receive(ack(r.id));
+      core.receive(ack(r.id)); // a second reply: unsolicited, never a second outcome
+    }
+    assert.deepEqual(await Promise.all(made.map((r) => r.done)), made.map((r) => ack(r.id)));
+    assert.deepEqual(core.stats(), { inFlight: 0, queued: 0, answered: 5000, lateRepliesDropped: 0, unsolicited: 5000 });
+  });
+
+  test('failAll rejects the requests in flight in the order they were sent, stragglers included', async () => {
+    const core = new PeerCore();
+    const made = Array.from({ length: 5000 }, () => send(core, 0));
+    // Leave ids 1, 2, 2049 (2049 shares its slot with 1: it is in the overflow) and 4097 in flight.
+    const left = new Set([1, 2, 2049, 4097]);
+    for (const r of made) if (!left.has(r.id)) core.receive(ack(r.id));
+    const order: number[] = [];
+    const settled = made.filter((r) => left.has(r.id)).map((r) => r.done.catch(() => order.push(r.id)));
+    core.failAll((msgType, id) => new PeerError('CLOSED', `${msgType} #${String(id)} closed`));
+    await Promise.all(settled);
+    assert.deepEqual(order, [1, 2, 2049, 4097]);
+    assert.equal(core.stats().inFlight, 0);
+  });
+
+  test('a settled request lets go of its promise: what still holds it does not keep the reply alive', () => {
+    // The deadline heap keeps a settled request until it is swept; it must not reach the
+    // request's promise and reply through it (nor may a replaced table: they are old-space
+    // roots to a scavenge, and every reply that survived one would be promoted).
+    const core = path.join(REPO_ROOT, 'ts-app', 'dist', 'peer', 'core.js');
+    const script = `import { PeerCore } from ${JSON.stringify(core)};
+      const core = new PeerCore();
+      let reply = { msg_type: 'ack', data: 'x'.repeat(100), id: 1 };
+      const held = new WeakRef(reply);
+      let p = core.request('data', 1, 'x', 60_000, undefined);
+      // Still waiting: keeps the heap (and the settled request in it) from being emptied.
+      const other = core.request('data', 2, 'x', 60_000, undefined);
+      other.catch(() => {});
+      core.takeBatch(2);
+      core.receive(reply);
+      await p;
+      p = undefined;
+      reply = undefined;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      globalThis.gc();
+      console.log(held.deref() === undefined ? 'collected' : 'kept', core.stats().inFlight);
+      core.failAll(() => new Error('done'));
+      process.exit(0);`;
+    const r = spawnSync(process.execPath, ['--expose-gc', '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(r.status, 0, r.stderr);
+    assert.equal(r.stdout, 'collected 1\n');
+  });
+});

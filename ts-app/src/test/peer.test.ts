@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { Socket } from 'node:net';
 import path from 'node:path';
 import { after, describe, test } from 'node:test';
 
@@ -425,6 +426,31 @@ describe('spawnPeer faults', () => {
       { msg_type: 'note', data: 'é' },
       { msg_type: 'error', data: 'line 5: invalid JSON: `nope`' },
     ]);
+  });
+
+  test('the requests made by the reactions to one read of replies go out in one write', async () => {
+    // Answers the first four requests in one write once it has them all, then every later one.
+    const p = track(
+      nodeChild(`state.held = (state.held || []).concat([m]);
+        if (state.n === 4) raw(state.held.map((h) => JSON.stringify({ msg_type: 'ack', data: h.data, id: h.id }) + '\\n').join(''));
+        if (state.n > 4) write({ msg_type: 'ack', data: m.data, id: m.id });`),
+    );
+    // Counts the writes to the child's stdin (the only socket written to meanwhile).
+    const writes: string[] = [];
+    const write = Socket.prototype.write;
+    Socket.prototype.write = function (this: Socket, chunk: unknown, ...rest: unknown[]) {
+      if (this !== process.stdout && this !== process.stderr) writes.push(String(chunk));
+      return (write as (...a: unknown[]) => boolean).call(this, chunk, ...rest);
+    } as typeof write;
+    try {
+      const first = ['a', 'b', 'c', 'd'].map((d) => p.request('data', d));
+      const follow = await Promise.all(first.map((r, i) => r.then(() => p.request('data', `${i}`))));
+      assert.deepEqual(follow, [ack('0', 5), ack('1', 6), ack('2', 7), ack('3', 8)]);
+    } finally {
+      Socket.prototype.write = write;
+    }
+    // One write for the first four, one for the four their replies' reactions made.
+    assert.equal(writes.length, 2, JSON.stringify(writes));
   });
 
   test('a broken reply carrying a pending id answers that request with ERROR_REPLY', async () => {
