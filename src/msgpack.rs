@@ -22,7 +22,8 @@
 //! arrays and maps as fix/16/32 by count; integers (and floats whose value is an integer in
 //! −2^63..2^64) as the smallest of positive fixint, uint8/16/32/64, negative fixint,
 //! int8/16/32/64 (non-negative values always unsigned); other numbers as float64; `nil`,
-//! `true`, `false`. Object keys in [`serde_json::Map`]'s order.
+//! `true`, `false`. Object keys in the order of their UTF-8 bytes (whatever the order of the
+//! [`serde_json::Map`]: its `preserve_order` feature may be on).
 
 use std::fmt;
 use std::ops::Range;
@@ -551,7 +552,13 @@ pub(crate) fn write_value(out: &mut Vec<u8>, value: &Value) {
         }
         Value::Object(map) => {
             write_header(out, map.len(), Some((0x80, 16)), [None, Some(0xde), Some(0xdf)]);
-            for (key, item) in map {
+            // Keys in the order of their UTF-8 bytes: `Map` iterates so unless serde_json's
+            // `preserve_order` feature is on (any crate in a build may turn it on).
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            if !entries.is_sorted_by(|a, b| a.0 <= b.0) {
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            }
+            for (key, item) in entries {
                 write_str(out, key);
                 write_value(out, item);
             }
@@ -676,6 +683,19 @@ mod tests {
             write_value(&mut out, &v);
         }
         assert_eq!(hex_excerpt(&out), "0100d0dfcb3fe0000000000000");
+    }
+
+    #[test]
+    fn map_keys_are_written_in_the_order_of_their_utf8_bytes() {
+        // The TypeScript writer's test gives the same bytes for the same object.
+        let v = serde_json::json!({"b": 1, "a": 2, "10": 3, "9": 4, "\u{ffff}": 5, "😀": 6, "ab": 7});
+        let mut out = Vec::new();
+        write_value(&mut out, &v);
+        let hex = |b: &[u8]| b.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(hex(&out), "87a2313003a13904a16102a2616207a16201a3efbfbf05a4f09f988006");
+        let mut out = Vec::new();
+        write_value(&mut out, &serde_json::json!({"z": {"y": 1, "x": 2}}));
+        assert_eq!(hex(&out), "81a17a82a17802a17901");
     }
 
     #[test]

@@ -530,7 +530,7 @@ export class Writer {
   /**
    * Any value `JSON.stringify` encodes, with its semantics (`toJSON` asked with its key and not
    * again of what it returned; `undefined`, functions and symbols omitted as object properties;
-   * boxed primitives unboxed), written canonically; object keys in `Object.keys` order. Throws
+   * boxed primitives unboxed), written canonically; object keys in the order of their UTF-8 bytes. Throws
    * an `EncodeProblem` for what JSON data cannot hold: a BigInt, a symbol, a function,
    * `undefined` elsewhere, NaN or ±∞, a cycle, or binary data (except at the top: `bin`).
    */
@@ -585,22 +585,50 @@ export class Writer {
         this.#value(object[i] as unknown, `${path}[${i}]`, String(i), ancestors, false, true);
       }
     } else {
-      const entries: [string, unknown][] = [];
+      // [key as written, key, value]
+      const entries: [string, string, unknown][] = [];
+      let sorted = true;
       for (const k of Object.keys(object)) {
         const v = (object as Record<string, unknown>)[k];
         const t = typeof v;
         // JSON omits these as properties (after `toJSON`, which may turn one into something).
         if (t === 'undefined' || t === 'function' || t === 'symbol') continue;
-        entries.push([k, v]);
+        const written = this.#wellFormed(k, `${keyPath(path, k)} (its key)`);
+        const last = entries[entries.length - 1];
+        if (last !== undefined && compareUtf8(last[0], written) > 0) sorted = false;
+        entries.push([written, k, v]);
       }
+      // Canonical key order: by the keys' UTF-8 bytes, as the Rust core's map writes them
+      // (`Object.keys` order is insertion order, with integer-like keys first).
+      if (!sorted) entries.sort((a, b) => compareUtf8(a[0], b[0]));
       this.container('map', entries.length);
-      for (const [k, v] of entries) {
-        this.str(this.#wellFormed(k, `${keyPath(path, k)} (its key)`));
+      for (const [written, k, v] of entries) {
+        this.str(written);
         this.#value(v, keyPath(path, k), k, ancestors, false, true);
       }
     }
     ancestors.delete(object);
   }
+}
+
+/**
+ * Orders two well-formed strings as their UTF-8 bytes compare (code point order). UTF-16 code
+ * unit order differs only where a surrogate meets a unit from U+E000 to U+FFFF: the surrogate's
+ * code point (U+10000 and up) is the greater, so surrogates are moved above that range.
+ */
+export function compareUtf8(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    let x = a.charCodeAt(i);
+    let y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (x >= 0xd800 && y >= 0xd800) {
+      x = x >= 0xe000 ? x - 0x800 : x + 0x2000;
+      y = y >= 0xe000 ? y - 0x800 : y + 0x2000;
+    }
+    return x - y;
+  }
+  return a.length - b.length;
 }
 
 function keyPath(path: string, key: string): string {

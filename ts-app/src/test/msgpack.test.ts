@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url';
 import { Packr, Unpackr } from 'msgpackr';
 
 import { FrameDecoder } from '../frame.js';
-import { decodeMsgpackEnvelope, EncodeProblem, hexExcerpt, Writer, writeFrame } from '../msgpack.js';
+import { compareUtf8, decodeMsgpackEnvelope, EncodeProblem, hexExcerpt, Writer, writeFrame } from '../msgpack.js';
 import { Responder } from '../protocol.js';
 import { describeWithAddon, loaded } from './addon.js';
 import {
@@ -210,17 +210,26 @@ describe('the canonical writer', () => {
     assert.equal(body(new Uint8Array([1, 2])), 'c4020102');
   });
 
-  test('agrees with msgpackr wherever msgpackr is canonical (32-bit integers, no undefined)', () => {
+  test('agrees with msgpackr wherever msgpackr is canonical (32-bit integers, no undefined, keys in order)', () => {
     const packr = new Packr({ useRecords: false, variableMapSize: true });
     const values: unknown[] = [
       { a: [1, -2, 2.5, null, true, 'x'], b: { c: 'é'.repeat(40) } },
       Array.from({ length: 20 }, (_, i) => i * 1000 - 5000),
-      { s: 'y'.repeat(300), n: 4294967295, m: -2147483648 },
+      { m: -2147483648, n: 4294967295, s: 'y'.repeat(300) },
     ];
     for (const v of values) assert.equal(body(v), hex(packr.pack(v)));
     // Where msgpackr is not: it writes these as float64; the Rust core, as integers.
     assert.equal(hex(packr.pack(4294967296)), 'cb41f0000000000000');
     assert.equal(body(4294967296), 'cf0000000100000000');
+  });
+
+  test('map keys are written in the order of their UTF-8 bytes, as the Rust core writes them', () => {
+    // Object.keys gives 9, 10, b, a, …: integer-like keys first, then insertion order; and
+    // UTF-16 order would put the astral 😀 (a surrogate pair) before U+FFFF.
+    const v = { b: 1, a: 2, 10: 3, 9: 4, '\uffff': 5, '😀': 6, ab: 7 };
+    assert.equal(body(v), '87a2313003a13904a16102a2616207a16201a3efbfbf05a4f09f988006');
+    assert.equal(body({ z: { y: 1, x: 2 } }), '81a17a82a17802a17901');
+    assert.ok(compareUtf8('\uffff', '😀') < 0 && compareUtf8('😀', '\uffff') > 0 && compareUtf8('a', 'ab') < 0);
   });
 
   test('JSON semantics: toJSON with its key, undefined properties omitted, boxed values unboxed', () => {
