@@ -537,8 +537,16 @@ fn a_child_that_refuses_to_start_is_reported_with_what_its_stderr_says() {
 /// is in a session of its own, so that stopping the child's process group leaves it be.
 #[test]
 fn a_refusal_written_to_stderr_just_after_the_exit_is_still_quoted() {
-    let script = "setsid sh -c \"sleep 0.2; echo 'child: late reason' >&2\" </dev/null >/dev/null & exit 2";
-    let (code, stdout, stderr) = msgpack_demo_with_shell(&[], script);
+    // The child exits only once the grandchild has left its process group (the marker file),
+    // or the demo's sweep of that group could kill the grandchild before it writes.
+    let marker = std::env::temp_dir().join(format!("rust-ts-ipc-late-reason-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let marker = marker.display();
+    let script = format!(
+        "setsid sh -c \"touch '{marker}'; sleep 0.2; echo 'child: late reason' >&2\" </dev/null >/dev/null & \
+         while [ ! -e '{marker}' ]; do sleep 0.01; done; rm -f '{marker}'; exit 2"
+    );
+    let (code, stdout, stderr) = msgpack_demo_with_shell(&[], &script);
     assert_eq!(code, Some(4), "{stderr}");
     assert_eq!(stdout, "Rust: Sending initial message\n");
     assert!(stderr.ends_with("its stderr says: `child: late reason`\n"), "{stderr}");
