@@ -12,6 +12,7 @@
 mod cost;
 mod pipe;
 mod stats;
+mod stream;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -28,6 +29,8 @@ const PATHS: &[(&str, &str, &str)] = &[
     ("floor.rust-echo", "7", "floor: Rust ↔ Rust echo (pipe)"),
     ("cost.rust-core", "cost", "Rust core handle_line (serde)"),
     ("cost.rust-serde", "cost", "Rust typed serde round trip"),
+    ("stream.rust-node", "stream", "stream Rust → Node: Peer(msgpack).send(\"bytes\", 1 MiB) to serveStdio"),
+    ("floor.stream-rust-cat", "stream", "floor: stream Rust ↔ cat (the same frames, raw echo)"),
 ];
 
 const PAYLOADS: &[usize] = &[64, 1024, 64 * 1024, 1024 * 1024];
@@ -55,6 +58,7 @@ const SMOKE: Budget =
 
 struct Options {
     bench: bool,
+    quick: bool,
     out: Option<String>,
     budget: Budget,
     pass: String,
@@ -94,6 +98,7 @@ fn main() -> ExitCode {
 fn parse(args: Vec<String>) -> Result<Options, String> {
     let mut o = Options {
         bench: false,
+        quick: false,
         out: None,
         budget: FULL,
         pass: "unpinned".to_owned(),
@@ -118,6 +123,7 @@ fn parse(args: Vec<String>) -> Result<Options, String> {
             other => return Err(format!("unexpected argument `{other}`")),
         }
     }
+    o.quick = quick;
     o.budget = match (o.bench, quick) {
         (false, _) => SMOKE,
         (true, true) => QUICK,
@@ -147,13 +153,29 @@ fn run(o: &Options) -> ExitCode {
         }
     };
     let have_ts_child = std::path::Path::new(&o.ts_child).exists();
+    let (mut ran_stream, mut ran_other) = (false, false);
 
     for &(id, scenario, label) in PATHS {
         if !selected(id) {
             continue;
         }
+        if scenario == "stream" {
+            ran_stream = true;
+        } else {
+            ran_other = true;
+        }
         let result = if let Some(kind) = id.strip_prefix("cost.") {
             run_cost(o, kind, id, scenario, label, payloads, &mut records)
+        } else if scenario == "stream" {
+            if id == "stream.rust-node" && !have_ts_child {
+                let why = format!("{} is not built (npm run build -w ts-app)", o.ts_child);
+                println!("{:<9}{id:<22}skipped: {why}", o.pass);
+                if o.bench {
+                    errors.push(json!({"pass": o.pass, "path": id, "error": why}));
+                }
+                continue;
+            }
+            run_stream(o, (id, scenario, label), &mut records)
         } else {
             let (program, args, expect, rss_path): (&str, Vec<&str>, Expect, &str) = match id {
                 "pipe.rust-node" => {
@@ -179,7 +201,8 @@ fn run(o: &Options) -> ExitCode {
             errors.push(json!({"pass": o.pass, "path": id, "error": e}));
         }
     }
-    if let Some(kib) = pipe::vm_hwm_kib("/proc/self/status") {
+    // A stream path's parent RSS is its own record; this one is the other paths' parent's.
+    if let Some(kib) = pipe::vm_hwm_kib("/proc/self/status").filter(|_| ran_other || !ran_stream) {
         records.push(json!({"kind": "rss", "pass": o.pass, "scenario": "rss", "path": "rss.rust-parent",
             "label": "Rust bench parent (peak RSS)", "driver": "rust", "side": "parent", "kib": kib}));
     }
@@ -268,6 +291,41 @@ fn run_pipe(
     if let Some(kib) = kib {
         records.push(json!({"kind": "rss", "pass": o.pass, "scenario": "rss", "path": rss_path,
             "label": format!("{label}: child peak RSS"), "driver": "rust", "side": "child", "kib": kib}));
+    }
+    Ok(())
+}
+
+/// One stream path: its record, and the peak RSS of both sides.
+fn run_stream(o: &Options, (id, scenario, label): (&str, &str, &str), records: &mut Vec<Value>) -> Result<(), String> {
+    let total: usize = match (o.bench, o.quick) {
+        (false, _) => 4 << 20,
+        (true, true) => 64 << 20,
+        (true, false) => 1 << 30,
+    };
+    let n = total / stream::MESSAGE_BYTES;
+    let mut out = if id == "stream.rust-node" {
+        let script = std::path::Path::new(&o.ts_child).with_file_name("bench").join("bytes-echo.js");
+        stream::rust_to_node(&o.node, &script.to_string_lossy(), n)?
+    } else {
+        stream::rust_to_cat(n)?
+    };
+    let key = Key { pass: &o.pass, scenario, path: id, label, payload: stream::MESSAGE_BYTES, window: stream::WINDOW };
+    let summary = summarize(&mut out.latencies).ok_or("no samples")?;
+    #[allow(clippy::cast_precision_loss)]
+    let note = format!("{n} × 1 MiB = {} GiB each way, in its own process", n as f64 / 1024.0);
+    let rec = timing_record("roundtrip", &key, summary, stream::WARMUP, 1, out.elapsed_ns, n, &note);
+    let mps = rec["throughput"]["msgs_per_s"].as_f64().unwrap_or(0.0);
+    println!("{}", progress_line(&key, &summary, 1, mps));
+    records.push(rec);
+    let side = |side: &str, kib: u64, what: &str| {
+        json!({"kind": "rss", "pass": o.pass, "scenario": "rss", "path": format!("rss.{id}.{side}"),
+            "label": format!("{id}: {what}"), "driver": "rust", "side": side, "kib": kib})
+    };
+    if let Some(kib) = pipe::vm_hwm_kib("/proc/self/status") {
+        records.push(side("parent", kib, "the Rust parent (its own process)"));
+    }
+    if let Some(kib) = out.child_kib {
+        records.push(side("child", kib, if id == "stream.rust-node" { "the Node serveStdio child" } else { "cat" }));
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ import { PeerCore } from '../peer/core.js';
 import { encodeLine } from '../peer/encode.js';
 import { inProcess, type InProcessPeer } from '../peer/in-process.js';
 import { DEFAULT_TIMEOUT_MS, type PipePeer, spawnPeer } from '../peer/pipe.js';
-import type { Message, Peer } from '../peer/types.js';
+import type { Encoding, Message, Peer } from '../peer/types.js';
 import { parseEnvelope } from '../protocol.js';
 import { ackPrefix, type Ctx, FIXED_ID, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
 import { markdownDocument } from './docs.js';
@@ -64,14 +64,14 @@ const withNote = (r: TimingRecord, note: string | undefined): TimingRecord => (n
  * order, so the reply to the k-th request must carry id k: that checks the library's id
  * matching end to end, not only the reply's contents.
  */
-class Counted<P extends Peer> {
+export class Counted<P extends Peer<unknown>> {
   issued = 0;
   constructor(readonly peer: P) {}
 
   /** `count` requests, `window` in flight, every reply checked for its id and by `want`. */
-  async run(msgType: string, data: string, want: (m: Message) => boolean, window: number, count: number): Promise<RunOut> {
+  async run(msgType: string, data: unknown, want: (m: Message<unknown>) => boolean, window: number, count: number): Promise<RunOut> {
     const base = this.issued;
-    const r = await promiseRun<Message>(
+    const r = await promiseRun<Message<unknown>>(
       {
         call: () => {
           this.issued++;
@@ -97,12 +97,12 @@ class Counted<P extends Peer> {
 }
 
 /** A `requestSync` body: every reply must carry its request's id and pass `want`. */
-function syncRequests(
-  counted: Counted<InProcessPeer>,
+export function syncRequests(
+  counted: Counted<InProcessPeer<unknown>>,
   msgType: string,
-  data: string,
-  want: (m: Message) => boolean,
-): SyncBody<Message> {
+  data: unknown,
+  want: (m: Message<unknown>) => boolean,
+): SyncBody<Message<unknown>> {
   const peer = counted.peer;
   let seen = counted.issued;
   return {
@@ -116,8 +116,8 @@ function syncRequests(
   };
 }
 
-const isAck = (replyData: string) => (m: Message) => m.msg_type === 'ack' && m.data === replyData;
-const isHtml = (html: string) => (m: Message) => m.msg_type === 'html' && m.data === html;
+export const isAck = (replyData: string) => (m: Message<unknown>) => m.msg_type === 'ack' && m.data === replyData;
+const isHtml = (html: string) => (m: Message<unknown>) => m.msg_type === 'html' && m.data === html;
 
 /** Says whether `inProcess()` loads the very addon the bench loaded; a note for the records if not. */
 function inProcessNote(root: string, addon: NativeAddon): string | undefined {
@@ -129,9 +129,12 @@ function inProcessNote(root: string, addon: NativeAddon): string | undefined {
   );
 }
 
-/** A spawned `serve` child, warmed up like the raw pipe paths' children. */
-async function spawnServe(serveBin: string): Promise<Counted<PipePeer>> {
-  const peer = new Counted(spawnPeer(serveBin, ['serve', '--exit-after', '0']));
+/** A spawned `serve` child (in `encoding`), warmed up like the raw pipe paths' children. */
+export async function spawnServe(serveBin: string, encoding: Encoding = 'json'): Promise<Counted<PipePeer<unknown>>> {
+  const peer = new Counted<PipePeer<unknown>>(spawnPeer(serveBin, encoding === 'json' ? ['serve', '--exit-after', '0'] : ['serve', '--encoding', encoding, '--exit-after', '0'], {
+      encoding,
+    }),
+  );
   const small = payload(64);
   const want = isAck(`Acknowledged: ${small}`);
   try {

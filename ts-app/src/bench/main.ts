@@ -16,8 +16,10 @@ import { coldTargets, runCold } from './cold.js';
 import { type Ctx, FULL, progressLine, QUICK } from './common.js';
 import { cpusAllowed, git, machine, versions } from './env.js';
 import { loadAddon, NATIVE_PATHS, runAsync, runRustJsThread, runSync, SYNC_PATHS } from './inproc.js';
+import { ENCODING_NATIVE_PATHS, ENCODING_SERVE_PATHS, runEncoding } from './encoding.js';
 import { LIBRARY_NATIVE_PATHS, LIBRARY_SERVE_PATHS, runLibrary } from './library.js';
 import { pipePaths, runPipe } from './pipe.js';
+import { runStream } from './stream.js';
 import { renderReport } from './report.js';
 import type { BenchError, BenchRecord, Pass, PassResult, Results } from './schema.js';
 import { fmtNs } from './stats.js';
@@ -118,8 +120,8 @@ async function orchestrate(args: Args): Promise<number> {
   const re = args.filter !== null ? new RegExp(args.filter) : null;
   const wants = (ids: string[]): boolean => ids.some((id) => re === null || re.test(id));
   const needs: [string, string, string[]][] = [
-    [serveBin, 'cargo build --release', ['pipe.node-rust', 'pipe.rust-rust', 'cold.rust-serve', ...LIBRARY_SERVE_PATHS]],
-    [tsChild, 'npm run build -w ts-app', ['pipe.node-node', 'pipe.rust-node', 'cold.node-child', 'cold.js-module']],
+    [serveBin, 'cargo build --release', ['pipe.node-rust', 'pipe.rust-rust', 'cold.rust-serve', ...LIBRARY_SERVE_PATHS, ...ENCODING_SERVE_PATHS, 'stream.node-rust']],
+    [tsChild, 'npm run build -w ts-app', ['pipe.node-node', 'pipe.rust-node', 'stream.rust-node', 'cold.node-child', 'cold.js-module']],
   ];
   for (const [file, how, ids] of needs) {
     if (wants(ids) && !existsSync(file)) {
@@ -243,7 +245,7 @@ async function runPass(args: Args, pass: Pass): Promise<number> {
   const loaded = loadAddon(root);
   const addon = 'addon' in loaded ? loaded.addon : undefined;
   if (!('addon' in loaded)) {
-    const wanted = [...NATIVE_PATHS, ...LIBRARY_NATIVE_PATHS].filter(ctx.selected);
+    const wanted = [...NATIVE_PATHS, ...LIBRARY_NATIVE_PATHS, ...ENCODING_NATIVE_PATHS].filter(ctx.selected);
     if (wanted.length > 0) {
       console.log(`${pass.padEnd(9)}${'ffi.*'.padEnd(22)}skipped: ${loaded.why}`);
       for (const p of wanted) skip(p, loaded.why);
@@ -281,6 +283,8 @@ async function runPass(args: Args, pass: Pass): Promise<number> {
     }
   }
   await runLibrary(ctx, serveBin, addon, emit, fail);
+  await runEncoding(ctx, serveBin, addon !== undefined, emit, emit, fail);
+  await runStream(ctx, serveBin, emit, emit, fail);
   await runRustBench(ctx, tsChild, serveBin, result, fail);
   try {
     await runCold(ctx, coldTargets(root, serveBin, tsChild, addon !== undefined), emit, emit);
@@ -325,6 +329,23 @@ async function runRustBench(
     return;
   }
   if (ids.length === 0) return;
+  // Each stream path runs in a `cargo bench` process of its own, so its parent's peak RSS is
+  // the stream's alone; the other paths share one.
+  const isStream = (id: string): boolean => id.startsWith('stream.') || id.startsWith('floor.stream-');
+  const groups = [ids.filter((id) => !isStream(id)), ...ids.filter(isStream).map((id) => [id])];
+  for (const group of groups) {
+    if (group.length > 0) await runRustGroup(ctx, tsChild, serveBin, group, result, fail);
+  }
+}
+
+async function runRustGroup(
+  ctx: Ctx,
+  tsChild: string,
+  serveBin: string,
+  ids: string[],
+  result: PassResult,
+  fail: (p: string, e: unknown) => void,
+): Promise<void> {
   const out = path.join(os.tmpdir(), `rust-ts-ipc-bench-rust-${process.pid}.json`);
   const benchArgs = ['bench', '-q', '--bench', 'ipc', '--', '--out', out, '--pass', ctx.pass, '--only', ids.join(',')];
   benchArgs.push('--node', process.execPath, '--ts-child', tsChild, '--serve', serveBin);
@@ -344,7 +365,7 @@ async function runRustBench(
     result.errors.push(...r.errors);
     rmSync(out, { force: true });
   } catch {
-    fail('rust.*', `cargo bench --bench ipc exited with ${code} and wrote no results`);
+    fail(ids.length === 1 ? (ids[0] ?? 'rust.*') : 'rust.*', `cargo bench --bench ipc exited with ${code} and wrote no results`);
   }
 }
 

@@ -40,6 +40,12 @@ const STYLE: Record<string, PathStyle> = {
   'lib.pipe': { name: 'library: spawnPeer(serve).request', color: '#98df8a', marker: 'circle' },
   'lib.inproc-sync': { name: 'library: inProcess().requestSync', color: '#c5b0d5', marker: 'square' },
   'lib.inproc': { name: 'library: inProcess().request', color: '#c49c94', marker: 'diamond' },
+  // The encoding axis (issue 10): msgpack beside lib.pipe / lib.inproc-sync (the JSON side), bytes beside their raw frame floor.
+  'enc.pipe-msgpack': { name: 'library msgpack: spawnPeer(serve).request', color: '#2ca02c', marker: 'triangle', dash: '6 2' },
+  'enc.ffi-msgpack': { name: 'library msgpack: inProcess().requestSync', color: '#9467bd', marker: 'diamond', dash: '6 2' },
+  'bytes.pipe': { name: 'library bytes: spawnPeer(serve).request', color: '#d62728', marker: 'square', dash: '6 2' },
+  'bytes.inproc-sync': { name: 'library bytes: inProcess().requestSync', color: '#ff7f0e', marker: 'circle', dash: '6 2' },
+  'floor.node-cat-frame': { name: 'floor: Node ↔ cat, bytes frames', color: '#333', marker: 'none', dash: '1 3' },
   // Real work: their payload axis is the documents' sizes, so they have their own table, not the charts.
   'markdown.js': { name: 'markdown-it (JS)', color: '#1f77b4', marker: 'circle' },
   'markdown.ffi': { name: 'pulldown-cmark, FFI handle', color: '#9467bd', marker: 'triangle' },
@@ -60,6 +66,9 @@ const THROUGHPUT_PATHS = [
   'rust-js.thread',
   'lib.pipe',
   'lib.inproc',
+  'enc.pipe-msgpack',
+  'bytes.pipe',
+  'floor.node-cat-frame',
 ];
 
 class View {
@@ -343,6 +352,7 @@ function markdown(v: View, charts: Record<Pass, string[]>): string {
   }
 
   breakdownTables(v, L);
+  streamTables(v, L);
   markdownTables(v, L);
   fullTables(v, L);
   coldAndRss(v, L);
@@ -432,6 +442,7 @@ function goals(v: View, L: string[]): void {
     }
     rustJsGoals(v, pass, L);
     libraryGoals(v, pass, L);
+    encodingGoals(v, pass, L);
   }
   L.push('');
 }
@@ -554,6 +565,7 @@ function advice(v: View, L: string[], level = '##'): void {
   }
   rustJsAdvice(v, L);
   libraryAdvice(v, L);
+  encodingAdvice(v, L);
   markdownAdvice(v, L);
   L.push(
     '- **Beyond speed.** A pipe child is isolated: a crash or leak in Rust cannot take Node down, each side has its own heap and GC, and the child can be any Rust binary built once (no Node ABI coupling). ' +
@@ -616,7 +628,9 @@ function fullTables(v: View, L: string[]): void {
           r.path === 'floor.ffi-noop' ||
           r.path === 'rust-js.sync' ||
           r.path === 'floor.rust-call' ||
-          r.path === 'lib.inproc-sync') &&
+          r.path === 'lib.inproc-sync' ||
+          r.path === 'enc.ffi-msgpack' ||
+          r.path === 'bytes.inproc-sync') &&
         r.path !== 'ffi.handleLineAsync',
     );
     if (calls.length > 0) {
@@ -636,7 +650,10 @@ function fullTables(v: View, L: string[]): void {
           r.path === 'ffi.handleLineAsync' ||
           r.path === 'rust-js.thread' ||
           r.path === 'lib.pipe' ||
-          r.path === 'lib.inproc'),
+          r.path === 'lib.inproc' ||
+          r.path === 'enc.pipe-msgpack' ||
+          r.path === 'bytes.pipe' ||
+          r.path === 'floor.node-cat-frame'),
     );
     if (win.length > 0) {
       L.push(`### Pipes, async FFI and the library, by window — ${PASS_TEXT[pass]}`, '');
@@ -887,6 +904,128 @@ function markdownAdvice(v: View, L: string[]): void {
   }
 }
 
+// ---------------------------------------------------------------- encodings, bytes and streams (issue 10)
+
+/** The JSON path each msgpack path is compared with: the same request through the same API. */
+const ENCODING_PAIRS: { msgpack: string; json: string; where: string }[] = [
+  { msgpack: 'enc.pipe-msgpack', json: 'lib.pipe', where: 'Node → Rust pipe (`spawnPeer`)' },
+  { msgpack: 'enc.ffi-msgpack', json: 'lib.inproc-sync', where: 'in-process (`inProcess().requestSync`)' },
+];
+/** Each stream path and its floor. */
+const STREAM_PAIRS: { path: string; floor: string; dir: string }[] = [
+  { path: 'stream.node-rust', floor: 'floor.stream-node-cat', dir: 'Node → Rust' },
+  { path: 'stream.rust-node', floor: 'floor.stream-rust-cat', dir: 'Rust → Node' },
+];
+const streamRecord = (v: View, pass: Pass, p: string): TimingRecord | undefined =>
+  v.timing.find((r) => r.pass === pass && r.path === p && r.scenario === 'stream');
+
+/** Issue 10's goals, each from this run's records of one pass. */
+function encodingGoals(v: View, pass: Pass, L: string[]): void {
+  for (const size of [64 * 1024, 1024 * 1024]) {
+    const mp = v.p50(pass, 'enc.pipe-msgpack', size);
+    const js = v.p50(pass, 'lib.pipe', size);
+    if (Number.isFinite(mp) && Number.isFinite(js)) {
+      L.push(`| ${fmtSize(size)} string, Node → Rust pipe end to end (window 1): msgpack ≤ 0.5 × json | ${pass} | \`enc.pipe-msgpack\` ${ns(mp)} vs \`lib.pipe\` ${ns(js)} = ${ratio(mp, js)} | ${ok(mp <= 0.5 * js)} |`);
+    }
+  }
+  const size = 1024 * 1024;
+  const bytes = v.p50(pass, 'bytes.pipe', size);
+  const cat = v.p50(pass, 'floor.node-cat-frame', size);
+  if (Number.isFinite(bytes) && Number.isFinite(cat)) {
+    L.push(`| 1 MiB bytes, Node → Rust pipe end to end (window 1) ≤ 1.3 × the same frame through cat | ${pass} | \`bytes.pipe\` ${ns(bytes)} vs \`floor.node-cat-frame\` ${ns(cat)} = ${ratio(bytes, cat)} | ${ok(bytes <= 1.3 * cat)} |`);
+  }
+  for (const e of ENCODING_PAIRS) {
+    const mp = v.p50(pass, e.msgpack, 64);
+    const js = v.p50(pass, e.json, 64);
+    if (Number.isFinite(mp) && Number.isFinite(js)) {
+      L.push(`| 64 B, ${e.where}: msgpack ≤ 1.1 × json | ${pass} | \`${e.msgpack}\` ${ns(mp)} vs \`${e.json}\` ${ns(js)} = ${ratio(mp, js)} | ${ok(mp <= 1.1 * js)} |`);
+    }
+  }
+  for (const s of STREAM_PAIRS) {
+    const a = streamRecord(v, pass, s.path);
+    const f = streamRecord(v, pass, s.floor);
+    if (a !== undefined && f !== undefined) {
+      const x = a.throughput.mb_per_s;
+      const y = f.throughput.mb_per_s;
+      L.push(`| streaming ${s.dir} (${fmtStreamBytes(a)}, 1 MiB bytes, window ${a.window}) ≥ 70 % of cat's MB/s | ${pass} | \`${s.path}\` ${x.toFixed(0)} MB/s vs \`${s.floor}\` ${y.toFixed(0)} MB/s = ${((100 * x) / y).toFixed(0)} % | ${ok(x >= 0.7 * y)} |`);
+    }
+  }
+}
+
+function fmtStreamBytes(r: TimingRecord): string {
+  const mib = (r.n * r.payload) / (1024 * 1024);
+  return mib >= 1024 ? `${(mib / 1024).toFixed(mib % 1024 === 0 ? 0 : 2)} GiB` : `${mib.toFixed(0)} MiB`;
+}
+
+/** The smallest payload from which msgpack's p50 beats json's at every larger measured size. */
+function crossover(v: View, pass: Pass, msgpack: string, json: string): { from: number | null; rows: string[] } {
+  const rows: string[] = [];
+  const faster: { size: number; yes: boolean }[] = [];
+  for (const size of PAYLOADS) {
+    const a = v.p50(pass, msgpack, size);
+    const b = v.p50(pass, json, size);
+    if (!Number.isFinite(a) || !Number.isFinite(b)) continue;
+    rows.push(`${fmtSize(size)} ${ns(a)} vs ${ns(b)} (${ratio(a, b)})`);
+    faster.push({ size, yes: a < b });
+  }
+  let from: number | null = null;
+  for (let i = faster.length - 1; i >= 0 && faster[i]?.yes === true; i--) from = faster[i]?.size ?? null;
+  return { from, rows };
+}
+
+/** The encoding advice in "Which should I use", with the crossover sizes of this run. */
+function encodingAdvice(v: View, L: string[]): void {
+  const p = v.main;
+  const parts: string[] = [];
+  for (const e of ENCODING_PAIRS) {
+    const c = crossover(v, p, e.msgpack, e.json);
+    if (c.rows.length === 0) continue;
+    const verdict =
+      c.from === null
+        ? 'msgpack is not faster at the largest measured size: keep json here'
+        : c.from === PAYLOADS[0]
+          ? 'msgpack is faster at every measured size'
+          : `msgpack is faster from ${fmtSize(c.from)} up (the crossover of this run), json below`;
+    parts.push(`${e.where}, msgpack vs json p50: ${c.rows.join('; ')} — ${verdict}`);
+  }
+  const b = v.p50(p, 'bytes.pipe', 1024 * 1024);
+  const s = v.p50(p, 'enc.pipe-msgpack', 1024 * 1024);
+  const f = v.p50(p, 'floor.node-cat-frame', 1024 * 1024);
+  if ([b, s, f].every(Number.isFinite)) {
+    parts.push(`binary data should travel as bytes (a \`Buffer\`, msgpack only): 1 MiB as bytes takes ${ns(b)} over the pipe against ${ns(s)} as a msgpack string, ${ns(f)} for the raw frame through cat`);
+  }
+  if (parts.length === 0) return;
+  L.push(`- **JSON or MessagePack?** ${parts.join('. ')}. Both ends must be told the same \`encoding\` (\`serve --encoding msgpack\`, \`spawnPeer(..., { encoding: 'msgpack' })\`).`);
+}
+
+/** The stream scenario: MB/s beside its cat floor, and peak RSS of both sides. */
+function streamTables(v: View, L: string[]): void {
+  if (!v.timing.some((r) => r.scenario === 'stream')) return;
+  L.push('## Streaming: 1 MiB bytes messages, pipelined', '');
+  L.push(
+    'Each message is a `bytes` request echoed back (every byte crosses the pipe both ways; MB/s counts it one way). Node → Rust: `spawnPeer(serve, { encoding: \'msgpack\' }).request(\'bytes\', buf)` in a fresh `node`; Rust → Node: the Rust `Peer` (`Encoding::Msgpack`, `send(\"bytes\", Data::Bytes(buf.clone()))`) driving `node ts-app/dist/bench/bytes-echo.js` (`serveStdio` echoing bytes) from its own `cargo bench` process. Floors: the same frames through `cat`, written from one buffer and compared byte for byte. Peak RSS: each parent its own process (`maxRSS` / `VmHWM`), each child its `VmHWM` before it is closed.',
+    '',
+  );
+  L.push('| path | pass | streamed | window | MB/s | vs cat | p50 | p99 | max | parent peak RSS | child peak RSS |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  const rss = (pass: Pass, p: string, side: string): string => {
+    const r = v.rss.find((x) => x.pass === pass && x.path === `rss.${p}.${side}`);
+    return r === undefined ? '—' : `${(r.kib / 1024).toFixed(1)} MiB`;
+  };
+  for (const pass of v.passes) {
+    for (const s of STREAM_PAIRS) {
+      const f = streamRecord(v, pass, s.floor);
+      for (const p of [s.path, s.floor]) {
+        const r = streamRecord(v, pass, p);
+        if (r === undefined) continue;
+        const vs = p === s.path && f !== undefined ? `${((100 * r.throughput.mb_per_s) / f.throughput.mb_per_s).toFixed(0)} %` : '—';
+        L.push(`| ${r.label} | ${pass} | ${fmtStreamBytes(r)} | ${r.window} | ${r.throughput.mb_per_s.toFixed(0)} | ${vs} | ${ns(r.latency_ns.p50)} | ${ns(r.latency_ns.p99)} | ${ns(r.latency_ns.max)} | ${rss(pass, p, 'parent')} | ${rss(pass, p, 'child')} |`);
+      }
+    }
+  }
+  L.push('');
+}
+
+
 function mainCli(): void {
   const args = process.argv.slice(2);
   const here = path.dirname(fileURLToPath(import.meta.url));
@@ -907,3 +1046,4 @@ function mainCli(): void {
 }
 
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) mainCli();
+
