@@ -7,7 +7,7 @@ import { loadNativeAddon, NATIVE_PATH } from '../engine.js';
 import { FRAME_HEADER_BYTES } from '../frame.js';
 import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope } from '../protocol.js';
-import { checkSignal, checkTimeout, PeerCore } from './core.js';
+import { checkGraceMs, checkSignal, checkTimeout, PeerCore } from './core.js';
 import { encodeFrame, encodeLine } from './encode.js';
 import { abortedError, checkMsgType, closedError, errorReply, PeerError, PeerErrorCode } from './errors.js';
 import type {
@@ -179,7 +179,13 @@ class InProcessPeerImpl implements InProcessPeer {
     return this;
   }
 
-  close(_options?: CloseOptions): Promise<ExitStatus> {
+  close(options?: CloseOptions): Promise<ExitStatus> {
+    // Nothing to wait for here, but a bad option is refused as the pipe peer refuses it.
+    try {
+      checkGraceMs(options?.graceMs, 'close: option `graceMs`');
+    } catch (e) {
+      return Promise.reject(e);
+    }
     this.#closed ??= Promise.resolve({ code: 0, signal: null });
     return this.#closed;
   }

@@ -8,7 +8,7 @@ import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, 
 import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder, type LineSink } from '../framing.js';
 import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js';
-import { checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
+import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
 import { encodeFrameText, encodeLine } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
 import type {
@@ -60,7 +60,7 @@ export interface SpawnPeerOptions {
    * buffered whole) and reported as an `error` message to the listeners. Default 16 MiB.
    */
   maxLineBytes?: number;
-  /** Default wait of each shutdown step of `close()`, in milliseconds. Default 2000. */
+  /** Default wait of each shutdown step of `close()`, in milliseconds (0: escalate at once; Infinity: never escalate). Default 2000. */
   graceMs?: number;
   /** The child's environment. Default: this process's. */
   env?: NodeJS.ProcessEnv;
@@ -142,7 +142,7 @@ class PipePeerImpl implements PipePeer {
     this.#timeoutMs = checkTimeout(options.timeoutMs, 'spawnPeer: option `timeoutMs`') ?? DEFAULT_TIMEOUT_MS;
     this.#maxInFlight = checkCount(options.maxInFlight, 'maxInFlight', 1) ?? DEFAULT_MAX_IN_FLIGHT;
     const maxLineBytes = checkCount(options.maxLineBytes, 'maxLineBytes', 1) ?? DEFAULT_MAX_LINE_BYTES;
-    this.#graceMs = checkTimeout(options.graceMs, 'spawnPeer: option `graceMs`') ?? DEFAULT_GRACE_MS;
+    this.#graceMs = checkGraceMs(options.graceMs, 'spawnPeer: option `graceMs`') ?? DEFAULT_GRACE_MS;
     const stderr = options.stderr ?? 'forward';
     if (stderr !== 'forward' && stderr !== 'ignore' && typeof stderr !== 'function') {
       throw new PeerError(
@@ -285,7 +285,14 @@ class PipePeerImpl implements PipePeer {
   }
 
   close(options?: CloseOptions): Promise<ExitStatus> {
-    this.#closing ??= this.#shutdown(checkTimeout(options?.graceMs, 'close: option `graceMs`') ?? this.#graceMs);
+    let graceMs: number | undefined;
+    try {
+      graceMs = checkGraceMs(options?.graceMs, 'close: option `graceMs`');
+    } catch (e) {
+      // close() returns a Promise: a bad option rejects it (and closes nothing), never throws.
+      return Promise.reject(e);
+    }
+    this.#closing ??= this.#shutdown(graceMs ?? this.#graceMs);
     return this.#closing;
   }
 

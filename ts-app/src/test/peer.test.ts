@@ -287,6 +287,24 @@ function behaviour(name: string, make: MakePeer): void {
       assert.equal(p.stats().answered, 5);
     });
 
+    test('close with a bad graceMs returns a rejected INVALID_ARGUMENT promise and closes nothing', async () => {
+      const p = peer();
+      for (const graceMs of ['x', -1, Number.NaN]) {
+        let closing: Promise<unknown> | undefined;
+        assert.doesNotThrow(() => {
+          closing = p.close({ graceMs: graceMs as number });
+        }, `graceMs ${String(graceMs)}`);
+        assert.ok(closing instanceof Promise, 'a Promise, as close() always returns');
+        const e = await rejectsWith(closing, 'INVALID_ARGUMENT');
+        assert.equal(
+          e.message,
+          `close: option \`graceMs\` must be a non-negative number of milliseconds (0: do not wait, escalate at once; Infinity: wait for the exit, never escalate), got ${String(graceMs)}`,
+        );
+      }
+      assert.equal((await p.request('data', 'still open')).data, 'Acknowledged: still open');
+      assert.deepEqual(await p.close({ graceMs: 500 }), { code: 0, signal: null });
+    });
+
     test('close is idempotent and CLOSED follows it', async () => {
       const p = peer();
       await p.request('data', 'x');
@@ -704,6 +722,11 @@ describe('spawnPeer faults', () => {
   test('rejects bad options with INVALID_ARGUMENT before starting anything', () => {
     throwsWith(() => spawnPeer(SERVE_BIN, [], { maxInFlight: 0 }), 'INVALID_ARGUMENT');
     throwsWith(() => spawnPeer(SERVE_BIN, [], { timeoutMs: -5 }), 'INVALID_ARGUMENT');
+    const grace = throwsWith(() => spawnPeer(SERVE_BIN, [], { graceMs: -1 }), 'INVALID_ARGUMENT');
+    assert.equal(
+      grace.message,
+      'spawnPeer: option `graceMs` must be a non-negative number of milliseconds (0: do not wait, escalate at once; Infinity: wait for the exit, never escalate), got -1',
+    );
     throwsWith(() => spawnPeer(''), 'INVALID_ARGUMENT');
     const e = throwsWith(() => spawnPeer('sh', ['a\0b']), 'INVALID_ARGUMENT');
     assert.match(e.message, /spawnPeer: .*null bytes/);
