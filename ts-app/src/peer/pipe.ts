@@ -554,7 +554,9 @@ export function spawnPeer(
   args: readonly string[],
   options: SpawnPeerOptions & { encoding: 'msgpack' },
 ): PipePeer<JsonValue | Buffer>;
-export function spawnPeer(command: string, args?: readonly string[], options?: SpawnPeerOptions): PipePeer;
+export function spawnPeer(command: string, args?: readonly string[], options?: SpawnPeerOptions & { encoding?: 'json' }): PipePeer;
+/** An encoding known only at run time: reply data may be a `Buffer`. */
+export function spawnPeer(command: string, args: readonly string[], options: SpawnPeerOptions): PipePeer<JsonValue | Buffer>;
 export function spawnPeer(command: string, args: readonly string[] = [], options: SpawnPeerOptions = {}): PipePeer {
   if (typeof command !== 'string' || command.length === 0) {
     throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: command must be a non-empty string, got ${String(command)}`);

@@ -362,7 +362,7 @@ describeWithAddon('inProcess', () => {
  * A `node -e` child reading requests line by line; `onMessage(m, write, state)` runs for each.
  * `write(obj)` writes one line of JSON, `raw(text)` writes text as is.
  */
-function nodeChild(body: string, options: SpawnPeerOptions = {}): PipePeer {
+function nodeChild(body: string, options: SpawnPeerOptions & { encoding?: 'json' } = {}): PipePeer {
   const script = `
     const readline = require('node:readline');
     const write = (m) => process.stdout.write(JSON.stringify(m) + '\\n');
