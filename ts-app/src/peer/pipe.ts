@@ -129,6 +129,11 @@ class PipePeerImpl implements PipePeer {
   #gone: FailWith | undefined;
   #spawnError: Error | undefined;
   #status: ExitStatus | undefined;
+  /**
+   * Set if the child's exit was seen before close() was called: what is still pending then
+   * fails because the child died (`PEER_EXITED`), even while the pipes are drained after it.
+   */
+  #exitedFirst = false;
   #settleTimer: NodeJS.Timeout | undefined;
   /** Set once the child's stdio have all closed (its 'close' event). */
   #stdioClosed = false;
@@ -308,7 +313,8 @@ class PipePeerImpl implements PipePeer {
     // waits for a slot never will be. Requests written may still be answered while the child
     // drains its stdin, until it exits.
     this.#pump();
-    this.#core.failQueued((msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id));
+    // `true`: close() is running (`#closing` is set only once this returns).
+    this.#core.failQueued(this.#failWith(true));
     const child = this.#child;
     const pid = child?.pid;
     if (child !== undefined && pid !== undefined && this.#status === undefined) {
@@ -348,6 +354,7 @@ class PipePeerImpl implements PipePeer {
 
   #onExit(code: number | null, signal: NodeJS.Signals | null): void {
     this.#status = { code, signal };
+    this.#exitedFirst = this.#closing === undefined;
     this.#markExited();
     this.#armSettle();
     // After the settle (same delay, armed after it): pipes still open by then are held by
@@ -382,13 +389,17 @@ class PipePeerImpl implements PipePeer {
     if (this.#settleTimer !== undefined) clearTimeout(this.#settleTimer);
     this.#settleTimer = undefined;
     if (this.#gone !== undefined) return;
-    const closing = this.#closing !== undefined;
-    const gone: FailWith = closing
-      ? (msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id)
-      : (msgType, id) => this.#exitedError(msgType, id);
+    const gone = this.#failWith(this.#closing !== undefined);
     this.#gone = gone;
     this.#core.failAll(gone);
     this.#markFinished();
+  }
+
+  /** What fails the requests left: `CLOSED` if close() was called before the exit was seen, else `PEER_EXITED`. */
+  #failWith(closing: boolean): FailWith {
+    return closing && !this.#exitedFirst
+      ? (msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id)
+      : (msgType, id) => this.#exitedError(msgType, id);
   }
 
   #exitedError(msgType: string, id: number | undefined): PeerError {

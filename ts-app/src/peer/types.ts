@@ -99,7 +99,8 @@ export interface Peer<D = JsonValue> {
   off(event: 'message', listener: MessageListener<D>): this;
   /**
    * Ends the peer; idempotent (every call returns the same promise). New requests reject with
-   * `CLOSED`. A pipe peer runs the shutdown sequence: close the child's stdin, wait `graceMs`,
+   * `CLOSED`, and so do pending ones it ends, unless the child's exit was seen first: those
+   * reject with `PEER_EXITED` and its exit details. A pipe peer runs the shutdown sequence: close the child's stdin, wait `graceMs`,
    * SIGTERM its process group, wait `graceMs`, SIGKILL, and resolve once it has exited. A bad
    * `graceMs` returns a Promise rejected with `INVALID_ARGUMENT` (never throws) and closes nothing.
    */

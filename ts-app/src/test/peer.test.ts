@@ -3,7 +3,7 @@
 // `node -e` and `sh -c` children that misbehave on purpose.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { ChildProcess, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import path from 'node:path';
@@ -511,6 +511,33 @@ describe('spawnPeer faults', () => {
     assert.equal(later.exitCode, 3);
     throwsWith(() => p.notify('data', 'x'), 'PEER_EXITED');
     assert.deepEqual(await p.close(), { code: 3, signal: null });
+  });
+
+  test('a close() in the same tick as the exit event still rejects pending requests with PEER_EXITED', async () => {
+    // The exit is seen first: the requests fail because the child died, not because of close().
+    const p = track(nodeChild(`process.stderr.write('dying on purpose\\n', () => process.exit(3));`, { stderr: 'ignore' }));
+    let closing: Promise<unknown> | undefined;
+    // close() from inside the child's 'exit' event, right after the peer's own listener ran.
+    const emit = ChildProcess.prototype.emit;
+    ChildProcess.prototype.emit = function (this: ChildProcess, event: string | symbol, ...args: unknown[]): boolean {
+      const listened = (emit as (...a: unknown[]) => boolean).call(this, event, ...args);
+      if (event === 'exit' && this.pid === p.pid) closing = p.close();
+      return listened;
+    } as typeof emit;
+    let e: PeerError;
+    try {
+      e = await rejectsWith(p.request('data', 'x'), 'PEER_EXITED');
+    } finally {
+      ChildProcess.prototype.emit = emit;
+    }
+    assert.ok(closing !== undefined, 'close() was called in the exit event');
+    assert.equal(e.exitCode, 3);
+    assert.equal(e.signal, null);
+    assert.equal(e.stderrTail, 'dying on purpose\n');
+    assert.match(e.message, /^request `data` #1 cannot be answered: the peer `.*` \(pid \d+\) exited with code 3; its stderr ended with:/);
+    assert.deepEqual(await closing, { code: 3, signal: null });
+    // Made after close(): that is what refuses them now.
+    await rejectsWith(p.request('data', 'y'), 'CLOSED');
   });
 
   test('a timed-out request rejects with TIMEOUT; its late reply is dropped and counted', async () => {
