@@ -331,10 +331,77 @@ if (haveServe()) {
     spawnPeer(SERVE_BIN, ['serve', '--exit-after', String(exitAfter ?? 0)], { graceMs: 500 }),
   );
 }
-describeWithAddon('inProcess', () => {
+describeWithAddon('inProcess', (addon) => {
   behaviour('inProcess()', ({ exitAfter }) => inProcess({ exitAfter: exitAfter ?? 0 }));
 
   describe('inProcess only', () => {
+    /** Runs `body` with the addon's `method` replaced by `fake` (given the real one), then restores it. */
+    async function withFake(
+      method: 'handle' | 'handleFrame',
+      fake: (real: (arg: unknown) => unknown, arg: unknown) => unknown,
+      body: () => Promise<void>,
+    ): Promise<void> {
+      const proto = addon.Responder.prototype as unknown as Record<string, (this: unknown, arg: unknown) => unknown>;
+      const real = proto[method];
+      assert.ok(real !== undefined, `the addon has ${method}`);
+      proto[method] = function (this: unknown, arg: unknown): unknown {
+        return fake((a) => real.call(this, a), arg);
+      };
+      try {
+        await body();
+      } finally {
+        proto[method] = real;
+      }
+    }
+
+    test('an argument the addon refuses is INVALID_ARGUMENT with its TypeError as the cause', async () => {
+      // The real addon, made to see an id it refuses (json) and a string for a frame (msgpack).
+      const cases = [
+        {
+          encoding: 'json',
+          method: 'handle',
+          bad: (m: unknown) => ({ ...(m as object), id: -1 }),
+          says: 'handle: field `id` must be an integer from 0 to 9007199254740991, got number -1',
+        },
+        { encoding: 'msgpack', method: 'handleFrame', bad: () => 'not bytes', says: 'handleFrame: expected a Uint8Array, got string' },
+      ] as const;
+      for (const { encoding, method, bad, says } of cases) {
+        await withFake(method, (real, arg) => real(bad(arg)), async () => {
+          const p = inProcess({ encoding, exitAfter: 0 });
+          const sync = throwsWith(() => p.requestSync('data', 'x'), 'INVALID_ARGUMENT');
+          assert.equal(sync.message, `cannot send request \`data\` #1: the in-process addon refused it: ${says}`);
+          assert.equal(sync.msgType, 'data');
+          assert.equal(sync.id, 1);
+          assert.ok(sync.cause instanceof TypeError, encoding);
+          assert.equal((sync.cause as NodeJS.ErrnoException).code, 'InvalidArg');
+          const async = await rejectsWith(p.request('data', 'x'), 'INVALID_ARGUMENT');
+          assert.equal(async.message, `cannot send request \`data\` #2: the in-process addon refused it: ${says}`);
+          const note = throwsWith(() => p.notify('data', 'x'), 'INVALID_ARGUMENT');
+          assert.equal(note.message, `cannot send \`data\`: the in-process addon refused it: ${says}`);
+          assert.equal(p.stats().answered, 0);
+        });
+      }
+    });
+
+    test("the addon's other failures (ReplyTooLong) are its own Error, not a PeerError: no code fits", async () => {
+      // A reply over Node-API's string limit takes more than 512 MiB to make: this fake throws
+      // what the addon throws then.
+      const text =
+        'handle: the reply is 536870889 bytes of UTF-8, more than the 536870888 bytes (or UTF-16 units) ' +
+        'Node-API can make a JavaScript string of; the line was not answered and does not count';
+      const tooLong = Object.assign(new Error(text), { code: 'ReplyTooLong' });
+      const fake = (): never => {
+        throw tooLong;
+      };
+      await withFake('handle', fake, async () => {
+        const p = inProcess({ exitAfter: 0 });
+        assert.throws(() => p.requestSync('markdown', 'x'), (e: unknown) => e === tooLong);
+        await assert.rejects(p.request('markdown', 'x'), (e: unknown) => e === tooLong);
+        assert.equal(p.stats().answered, 0);
+      });
+    });
+
+
     test('requestSync returns the reply and throws ERROR_REPLY', () => {
       const p = inProcess({ exitAfter: 0, name: 'Rust' });
       assert.deepEqual(p.requestSync('greeting', 'x'), { msg_type: 'response', data: 'Hello from Rust!', id: 1 });
