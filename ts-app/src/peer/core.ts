@@ -180,16 +180,29 @@ class InFlight {
 /** What `close` and exits do to every request not yet answered. */
 export type FailWith = (msgType: string, id: number | undefined) => PeerError;
 
-/** Checks a timeout option: a non-negative number (0 and Infinity mean none). */
-export function checkTimeout(value: unknown, name: string): number | undefined {
+/** Checks a duration option: a non-negative number; `meaning` says what 0 and Infinity do. */
+function checkMs(value: unknown, name: string, meaning: string): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'number' || Number.isNaN(value) || value < 0) {
     throw new PeerError(
       PeerErrorCode.INVALID_ARGUMENT,
-      `${name} must be a non-negative number of milliseconds (0 or Infinity: no timeout), got ${String(value)}`,
+      `${name} must be a non-negative number of milliseconds (${meaning}), got ${String(value)}`,
     );
   }
   return value;
+}
+
+/** Checks a timeout option: a non-negative number (0 and Infinity mean none). */
+export function checkTimeout(value: unknown, name: string): number | undefined {
+  return checkMs(value, name, '0 or Infinity: no timeout');
+}
+
+/**
+ * Checks a `graceMs` option: a non-negative number. Unlike a timeout, 0 is no wait at all (each
+ * shutdown step escalates at once), and only Infinity waits for the exit forever.
+ */
+export function checkGraceMs(value: unknown, name: string): number | undefined {
+  return checkMs(value, name, '0: do not wait, escalate at once; Infinity: wait for the exit, never escalate');
 }
 
 /**

@@ -7,9 +7,9 @@ import { loadNativeAddon, NATIVE_PATH } from '../engine.js';
 import { FRAME_HEADER_BYTES } from '../frame.js';
 import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope } from '../protocol.js';
-import { checkSignal, checkTimeout, PeerCore } from './core.js';
+import { checkGraceMs, checkSignal, checkTimeout, PeerCore } from './core.js';
 import { encodeFrame, encodeLine } from './encode.js';
-import { abortedError, checkMsgType, closedError, errorReply, PeerError, PeerErrorCode } from './errors.js';
+import { abortedError, checkMsgType, closedError, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
 import type {
   CloseOptions,
   Encoding,
@@ -57,7 +57,11 @@ export interface InProcessPeer<D = JsonValue> extends Peer<D> {
   /**
    * `request` without the Promise: returns the reply, or throws the `PeerError` `request` would
    * reject with. Other messages the call produced (the demo's `exit` after the fifth `ack`) go to
-   * the `message` listeners before it returns.
+   * the `message` listeners before it returns. An argument the addon refuses (its `TypeError`,
+   * code `InvalidArg`) is `INVALID_ARGUMENT`, as in `request` and `notify`; the addon's other
+   * failures are no reply and fit no `PeerError` code, so all three throw (or reject with) the
+   * addon's own `Error`: code `ReplyTooLong` for a reply longer than Node can hold (the message
+   * is then not counted), `GenericFailure` for a panic in the addon (a bug).
    */
   requestSync(msgType: string, data: unknown): Message<D>;
 }
@@ -142,7 +146,7 @@ class InProcessPeerImpl implements InProcessPeer {
   requestSync(msgType: string, data: unknown): Message {
     if (this.#closed !== undefined) throw closedError('this in-process peer', msgType);
     const id = this.#core.nextId();
-    const replies = this.#exchange(msgType, data, id);
+    const replies = this.#call(msgType, data, id);
     const reply = replies[0];
     if (replies.length !== 1 || reply === undefined || reply.id !== id) return this.#sort(msgType, id, replies);
     this.#core.countAnswered();
@@ -166,7 +170,7 @@ class InProcessPeerImpl implements InProcessPeer {
 
   notify(msgType: string, data: unknown): void {
     if (this.#closed !== undefined) throw closedError('this in-process peer', String(msgType));
-    for (const reply of this.#exchange(msgType, data, undefined)) this.#core.emit(reply);
+    for (const reply of this.#call(msgType, data, undefined)) this.#core.emit(reply);
   }
 
   on(event: 'message', listener: MessageListener): this {
@@ -179,13 +183,38 @@ class InProcessPeerImpl implements InProcessPeer {
     return this;
   }
 
-  close(_options?: CloseOptions): Promise<ExitStatus> {
+  close(options?: CloseOptions): Promise<ExitStatus> {
+    // Nothing to wait for here, but a bad option is refused as the pipe peer refuses it.
+    try {
+      checkGraceMs(options?.graceMs, 'close: option `graceMs`');
+    } catch (e) {
+      return Promise.reject(e);
+    }
     this.#closed ??= Promise.resolve({ code: 0, signal: null });
     return this.#closed;
   }
 
   stats(): PeerStats {
     return this.#core.stats();
+  }
+
+  /**
+   * One exchange with the addon. An argument it refuses (its `TypeError`, code `InvalidArg`)
+   * is `INVALID_ARGUMENT`. Its other failures (`ReplyTooLong`, a panic's `GenericFailure`) are
+   * not replies, and no `PeerError` code fits them: they are thrown as the addon's own `Error`.
+   */
+  #call(msgType: string, data: unknown, id: number | undefined): Message[] {
+    try {
+      return this.#exchange(msgType, data, id);
+    } catch (e) {
+      if (e instanceof PeerError || (e as { code?: unknown } | null | undefined)?.code !== 'InvalidArg') throw e;
+      const what = id === undefined ? `\`${msgType}\`` : describeRequest(msgType, id);
+      throw new PeerError(
+        PeerErrorCode.INVALID_ARGUMENT,
+        `cannot send ${what}: the in-process addon refused it: ${e instanceof Error ? e.message : String(e)}`,
+        { msgType, ...(id === undefined ? {} : { id }), cause: e },
+      );
+    }
   }
 
   /**

@@ -8,7 +8,7 @@ import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, 
 import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder, type LineSink } from '../framing.js';
 import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js';
-import { checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
+import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
 import { encodeFrameText, encodeLine } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
 import type {
@@ -60,7 +60,7 @@ export interface SpawnPeerOptions {
    * buffered whole) and reported as an `error` message to the listeners. Default 16 MiB.
    */
   maxLineBytes?: number;
-  /** Default wait of each shutdown step of `close()`, in milliseconds. Default 2000. */
+  /** Default wait of each shutdown step of `close()`, in milliseconds (0: escalate at once; Infinity: never escalate). Default 2000. */
   graceMs?: number;
   /** The child's environment. Default: this process's. */
   env?: NodeJS.ProcessEnv;
@@ -129,6 +129,11 @@ class PipePeerImpl implements PipePeer {
   #gone: FailWith | undefined;
   #spawnError: Error | undefined;
   #status: ExitStatus | undefined;
+  /**
+   * Set if the child's exit was seen before close() was called: what is still pending then
+   * fails because the child died (`PEER_EXITED`), even while the pipes are drained after it.
+   */
+  #exitedFirst = false;
   #settleTimer: NodeJS.Timeout | undefined;
   /** Set once the child's stdio have all closed (its 'close' event). */
   #stdioClosed = false;
@@ -142,7 +147,7 @@ class PipePeerImpl implements PipePeer {
     this.#timeoutMs = checkTimeout(options.timeoutMs, 'spawnPeer: option `timeoutMs`') ?? DEFAULT_TIMEOUT_MS;
     this.#maxInFlight = checkCount(options.maxInFlight, 'maxInFlight', 1) ?? DEFAULT_MAX_IN_FLIGHT;
     const maxLineBytes = checkCount(options.maxLineBytes, 'maxLineBytes', 1) ?? DEFAULT_MAX_LINE_BYTES;
-    this.#graceMs = checkTimeout(options.graceMs, 'spawnPeer: option `graceMs`') ?? DEFAULT_GRACE_MS;
+    this.#graceMs = checkGraceMs(options.graceMs, 'spawnPeer: option `graceMs`') ?? DEFAULT_GRACE_MS;
     const stderr = options.stderr ?? 'forward';
     if (stderr !== 'forward' && stderr !== 'ignore' && typeof stderr !== 'function') {
       throw new PeerError(
@@ -285,7 +290,14 @@ class PipePeerImpl implements PipePeer {
   }
 
   close(options?: CloseOptions): Promise<ExitStatus> {
-    this.#closing ??= this.#shutdown(checkTimeout(options?.graceMs, 'close: option `graceMs`') ?? this.#graceMs);
+    let graceMs: number | undefined;
+    try {
+      graceMs = checkGraceMs(options?.graceMs, 'close: option `graceMs`');
+    } catch (e) {
+      // close() returns a Promise: a bad option rejects it (and closes nothing), never throws.
+      return Promise.reject(e);
+    }
+    this.#closing ??= this.#shutdown(graceMs ?? this.#graceMs);
     return this.#closing;
   }
 
@@ -301,7 +313,8 @@ class PipePeerImpl implements PipePeer {
     // waits for a slot never will be. Requests written may still be answered while the child
     // drains its stdin, until it exits.
     this.#pump();
-    this.#core.failQueued((msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id));
+    // `true`: close() is running (`#closing` is set only once this returns).
+    this.#core.failQueued(this.#failWith(true));
     const child = this.#child;
     const pid = child?.pid;
     if (child !== undefined && pid !== undefined && this.#status === undefined) {
@@ -341,6 +354,7 @@ class PipePeerImpl implements PipePeer {
 
   #onExit(code: number | null, signal: NodeJS.Signals | null): void {
     this.#status = { code, signal };
+    this.#exitedFirst = this.#closing === undefined;
     this.#markExited();
     this.#armSettle();
     // After the settle (same delay, armed after it): pipes still open by then are held by
@@ -375,13 +389,17 @@ class PipePeerImpl implements PipePeer {
     if (this.#settleTimer !== undefined) clearTimeout(this.#settleTimer);
     this.#settleTimer = undefined;
     if (this.#gone !== undefined) return;
-    const closing = this.#closing !== undefined;
-    const gone: FailWith = closing
-      ? (msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id)
-      : (msgType, id) => this.#exitedError(msgType, id);
+    const gone = this.#failWith(this.#closing !== undefined);
     this.#gone = gone;
     this.#core.failAll(gone);
     this.#markFinished();
+  }
+
+  /** What fails the requests left: `CLOSED` if close() was called before the exit was seen, else `PEER_EXITED`. */
+  #failWith(closing: boolean): FailWith {
+    return closing && !this.#exitedFirst
+      ? (msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id)
+      : (msgType, id) => this.#exitedError(msgType, id);
   }
 
   #exitedError(msgType: string, id: number | undefined): PeerError {
@@ -547,7 +565,9 @@ export function spawnPeer(
   args: readonly string[],
   options: SpawnPeerOptions & { encoding: 'msgpack' },
 ): PipePeer<JsonValue | Buffer>;
-export function spawnPeer(command: string, args?: readonly string[], options?: SpawnPeerOptions): PipePeer;
+export function spawnPeer(command: string, args?: readonly string[], options?: SpawnPeerOptions & { encoding?: 'json' }): PipePeer;
+/** An encoding known only at run time: reply data may be a `Buffer`. */
+export function spawnPeer(command: string, args: readonly string[], options: SpawnPeerOptions): PipePeer<JsonValue | Buffer>;
 export function spawnPeer(command: string, args: readonly string[] = [], options: SpawnPeerOptions = {}): PipePeer {
   if (typeof command !== 'string' || command.length === 0) {
     throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: command must be a non-empty string, got ${String(command)}`);

@@ -39,7 +39,8 @@ export interface RequestOptions {
 export interface CloseOptions {
   /**
    * How long each step of the shutdown waits for the child to exit: after stdin is closed, and
-   * again after SIGTERM, before SIGKILL. Default: the peer's `graceMs`.
+   * again after SIGTERM, before SIGKILL. Default: the peer's `graceMs`. `0`: do not wait,
+   * escalate at once; `Infinity`: wait for the exit, never escalate.
    */
   graceMs?: number;
 }
@@ -98,8 +99,10 @@ export interface Peer<D = JsonValue> {
   off(event: 'message', listener: MessageListener<D>): this;
   /**
    * Ends the peer; idempotent (every call returns the same promise). New requests reject with
-   * `CLOSED`. A pipe peer runs the shutdown sequence: close the child's stdin, wait `graceMs`,
-   * SIGTERM its process group, wait `graceMs`, SIGKILL, and resolve once it has exited.
+   * `CLOSED`, and so do pending ones it ends, unless the child's exit was seen first: those
+   * reject with `PEER_EXITED` and its exit details. A pipe peer runs the shutdown sequence: close the child's stdin, wait `graceMs`,
+   * SIGTERM its process group, wait `graceMs`, SIGKILL, and resolve once it has exited. A bad
+   * `graceMs` returns a Promise rejected with `INVALID_ARGUMENT` (never throws) and closes nothing.
    */
   close(options?: CloseOptions): Promise<ExitStatus>;
   /** A snapshot of the peer's counters. */

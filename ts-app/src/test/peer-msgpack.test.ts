@@ -202,6 +202,22 @@ describe('spawnPeer over msgpack: node main.js --encoding msgpack', () => {
     }
   });
 
+  test('the types say a spawnPeer may hand out a Buffer under msgpack or an encoding chosen at run time, not under json', () => {
+    const encoding = (process.env['NO_SUCH_VARIABLE'] ?? 'json') as Encoding;
+    // Never called, so no child starts: only their return types are looked at. Each line below
+    // fails to compile if the overloads lose precision.
+    const mp = () => spawnPeer(process.execPath, [], { encoding: 'msgpack' });
+    const json = () => spawnPeer(process.execPath, [], { encoding: 'json' });
+    const plain = () => spawnPeer(process.execPath, []);
+    const chosen = () => spawnPeer(process.execPath, [], { encoding, graceMs: 100 });
+    type Data<F extends () => Peer<unknown>> = Awaited<ReturnType<ReturnType<F>['request']>>['data'];
+    const mpData: Buffer extends Data<typeof mp> ? true : false = true;
+    const jsonData: Buffer extends Data<typeof json> ? true : false = false;
+    const plainData: Buffer extends Data<typeof plain> ? true : false = false;
+    const chosenData: Buffer extends Data<typeof chosen> ? true : false = true;
+    assert.deepEqual([mpData, jsonData, plainData, chosenData], [true, false, false, true]);
+  });
+
   test('a bad encoding option is INVALID_ARGUMENT', () => {
     assert.throws(
       () => spawnPeer(process.execPath, [], { encoding: 'cbor' as 'json' }),

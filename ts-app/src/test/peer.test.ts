@@ -3,7 +3,7 @@
 // `node -e` and `sh -c` children that misbehave on purpose.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { ChildProcess, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { Socket } from 'node:net';
 import path from 'node:path';
@@ -287,6 +287,24 @@ function behaviour(name: string, make: MakePeer): void {
       assert.equal(p.stats().answered, 5);
     });
 
+    test('close with a bad graceMs returns a rejected INVALID_ARGUMENT promise and closes nothing', async () => {
+      const p = peer();
+      for (const graceMs of ['x', -1, Number.NaN]) {
+        let closing: Promise<unknown> | undefined;
+        assert.doesNotThrow(() => {
+          closing = p.close({ graceMs: graceMs as number });
+        }, `graceMs ${String(graceMs)}`);
+        assert.ok(closing instanceof Promise, 'a Promise, as close() always returns');
+        const e = await rejectsWith(closing, 'INVALID_ARGUMENT');
+        assert.equal(
+          e.message,
+          `close: option \`graceMs\` must be a non-negative number of milliseconds (0: do not wait, escalate at once; Infinity: wait for the exit, never escalate), got ${String(graceMs)}`,
+        );
+      }
+      assert.equal((await p.request('data', 'still open')).data, 'Acknowledged: still open');
+      assert.deepEqual(await p.close({ graceMs: 500 }), { code: 0, signal: null });
+    });
+
     test('close is idempotent and CLOSED follows it', async () => {
       const p = peer();
       await p.request('data', 'x');
@@ -313,10 +331,77 @@ if (haveServe()) {
     spawnPeer(SERVE_BIN, ['serve', '--exit-after', String(exitAfter ?? 0)], { graceMs: 500 }),
   );
 }
-describeWithAddon('inProcess', () => {
+describeWithAddon('inProcess', (addon) => {
   behaviour('inProcess()', ({ exitAfter }) => inProcess({ exitAfter: exitAfter ?? 0 }));
 
   describe('inProcess only', () => {
+    /** Runs `body` with the addon's `method` replaced by `fake` (given the real one), then restores it. */
+    async function withFake(
+      method: 'handle' | 'handleFrame',
+      fake: (real: (arg: unknown) => unknown, arg: unknown) => unknown,
+      body: () => Promise<void>,
+    ): Promise<void> {
+      const proto = addon.Responder.prototype as unknown as Record<string, (this: unknown, arg: unknown) => unknown>;
+      const real = proto[method];
+      assert.ok(real !== undefined, `the addon has ${method}`);
+      proto[method] = function (this: unknown, arg: unknown): unknown {
+        return fake((a) => real.call(this, a), arg);
+      };
+      try {
+        await body();
+      } finally {
+        proto[method] = real;
+      }
+    }
+
+    test('an argument the addon refuses is INVALID_ARGUMENT with its TypeError as the cause', async () => {
+      // The real addon, made to see an id it refuses (json) and a string for a frame (msgpack).
+      const cases = [
+        {
+          encoding: 'json',
+          method: 'handle',
+          bad: (m: unknown) => ({ ...(m as object), id: -1 }),
+          says: 'handle: field `id` must be an integer from 0 to 9007199254740991, got number -1',
+        },
+        { encoding: 'msgpack', method: 'handleFrame', bad: () => 'not bytes', says: 'handleFrame: expected a Uint8Array, got string' },
+      ] as const;
+      for (const { encoding, method, bad, says } of cases) {
+        await withFake(method, (real, arg) => real(bad(arg)), async () => {
+          const p = inProcess({ encoding, exitAfter: 0 });
+          const sync = throwsWith(() => p.requestSync('data', 'x'), 'INVALID_ARGUMENT');
+          assert.equal(sync.message, `cannot send request \`data\` #1: the in-process addon refused it: ${says}`);
+          assert.equal(sync.msgType, 'data');
+          assert.equal(sync.id, 1);
+          assert.ok(sync.cause instanceof TypeError, encoding);
+          assert.equal((sync.cause as NodeJS.ErrnoException).code, 'InvalidArg');
+          const async = await rejectsWith(p.request('data', 'x'), 'INVALID_ARGUMENT');
+          assert.equal(async.message, `cannot send request \`data\` #2: the in-process addon refused it: ${says}`);
+          const note = throwsWith(() => p.notify('data', 'x'), 'INVALID_ARGUMENT');
+          assert.equal(note.message, `cannot send \`data\`: the in-process addon refused it: ${says}`);
+          assert.equal(p.stats().answered, 0);
+        });
+      }
+    });
+
+    test("the addon's other failures (ReplyTooLong) are its own Error, not a PeerError: no code fits", async () => {
+      // A reply over Node-API's string limit takes more than 512 MiB to make: this fake throws
+      // what the addon throws then.
+      const text =
+        'handle: the reply is 536870889 bytes of UTF-8, more than the 536870888 bytes (or UTF-16 units) ' +
+        'Node-API can make a JavaScript string of; the line was not answered and does not count';
+      const tooLong = Object.assign(new Error(text), { code: 'ReplyTooLong' });
+      const fake = (): never => {
+        throw tooLong;
+      };
+      await withFake('handle', fake, async () => {
+        const p = inProcess({ exitAfter: 0 });
+        assert.throws(() => p.requestSync('markdown', 'x'), (e: unknown) => e === tooLong);
+        await assert.rejects(p.request('markdown', 'x'), (e: unknown) => e === tooLong);
+        assert.equal(p.stats().answered, 0);
+      });
+    });
+
+
     test('requestSync returns the reply and throws ERROR_REPLY', () => {
       const p = inProcess({ exitAfter: 0, name: 'Rust' });
       assert.deepEqual(p.requestSync('greeting', 'x'), { msg_type: 'response', data: 'Hello from Rust!', id: 1 });
@@ -344,7 +429,7 @@ describeWithAddon('inProcess', () => {
  * A `node -e` child reading requests line by line; `onMessage(m, write, state)` runs for each.
  * `write(obj)` writes one line of JSON, `raw(text)` writes text as is.
  */
-function nodeChild(body: string, options: SpawnPeerOptions = {}): PipePeer {
+function nodeChild(body: string, options: SpawnPeerOptions & { encoding?: 'json' } = {}): PipePeer {
   const script = `
     const readline = require('node:readline');
     const write = (m) => process.stdout.write(JSON.stringify(m) + '\\n');
@@ -493,6 +578,33 @@ describe('spawnPeer faults', () => {
     assert.equal(later.exitCode, 3);
     throwsWith(() => p.notify('data', 'x'), 'PEER_EXITED');
     assert.deepEqual(await p.close(), { code: 3, signal: null });
+  });
+
+  test('a close() in the same tick as the exit event still rejects pending requests with PEER_EXITED', async () => {
+    // The exit is seen first: the requests fail because the child died, not because of close().
+    const p = track(nodeChild(`process.stderr.write('dying on purpose\\n', () => process.exit(3));`, { stderr: 'ignore' }));
+    let closing: Promise<unknown> | undefined;
+    // close() from inside the child's 'exit' event, right after the peer's own listener ran.
+    const emit = ChildProcess.prototype.emit;
+    ChildProcess.prototype.emit = function (this: ChildProcess, event: string | symbol, ...args: unknown[]): boolean {
+      const listened = (emit as (...a: unknown[]) => boolean).call(this, event, ...args);
+      if (event === 'exit' && this.pid === p.pid) closing = p.close();
+      return listened;
+    } as typeof emit;
+    let e: PeerError;
+    try {
+      e = await rejectsWith(p.request('data', 'x'), 'PEER_EXITED');
+    } finally {
+      ChildProcess.prototype.emit = emit;
+    }
+    assert.ok(closing !== undefined, 'close() was called in the exit event');
+    assert.equal(e.exitCode, 3);
+    assert.equal(e.signal, null);
+    assert.equal(e.stderrTail, 'dying on purpose\n');
+    assert.match(e.message, /^request `data` #1 cannot be answered: the peer `.*` \(pid \d+\) exited with code 3; its stderr ended with:/);
+    assert.deepEqual(await closing, { code: 3, signal: null });
+    // Made after close(): that is what refuses them now.
+    await rejectsWith(p.request('data', 'y'), 'CLOSED');
   });
 
   test('a timed-out request rejects with TIMEOUT; its late reply is dropped and counted', async () => {
@@ -704,6 +816,11 @@ describe('spawnPeer faults', () => {
   test('rejects bad options with INVALID_ARGUMENT before starting anything', () => {
     throwsWith(() => spawnPeer(SERVE_BIN, [], { maxInFlight: 0 }), 'INVALID_ARGUMENT');
     throwsWith(() => spawnPeer(SERVE_BIN, [], { timeoutMs: -5 }), 'INVALID_ARGUMENT');
+    const grace = throwsWith(() => spawnPeer(SERVE_BIN, [], { graceMs: -1 }), 'INVALID_ARGUMENT');
+    assert.equal(
+      grace.message,
+      'spawnPeer: option `graceMs` must be a non-negative number of milliseconds (0: do not wait, escalate at once; Infinity: wait for the exit, never escalate), got -1',
+    );
     throwsWith(() => spawnPeer(''), 'INVALID_ARGUMENT');
     const e = throwsWith(() => spawnPeer('sh', ['a\0b']), 'INVALID_ARGUMENT');
     assert.match(e.message, /spawnPeer: .*null bytes/);
