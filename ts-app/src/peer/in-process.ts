@@ -8,7 +8,7 @@ import { FRAME_HEADER_BYTES } from '../frame.js';
 import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope } from '../protocol.js';
 import { checkSignal, checkTimeout, PeerCore } from './core.js';
-import { encodeFrame, encodeLine } from './encode.js';
+import { encodeFrameBody, encodeLine } from './encode.js';
 import { abortedError, checkMsgType, closedError, errorReply, PeerError, PeerErrorCode } from './errors.js';
 import type {
   CloseOptions,
@@ -125,8 +125,8 @@ function jsonExchange(responder: AddonResponder): Exchange {
 function msgpackExchange(responder: AddonResponder): Exchange {
   return (msgType, data, id) => {
     checkMsgType(msgType);
-    const frame = encodeFrame(msgType, data, id);
-    return parseFrames(responder.handleFrame(frame.subarray(FRAME_HEADER_BYTES)));
+    // A view of a scratch buffer, which `handleFrame` copies before it reads.
+    return parseFrames(responder.handleFrame(encodeFrameBody(msgType, data, id)));
   };
 }
 
