@@ -5,7 +5,7 @@
 
 import { loadNativeAddon, NATIVE_PATH } from '../engine.js';
 import { FRAME_HEADER_BYTES } from '../frame.js';
-import { decodeMsgpackEnvelope } from '../msgpack.js';
+import { decodeCommonEnvelope, decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope } from '../protocol.js';
 import { checkSignal, checkTimeout, PeerCore } from './core.js';
 import { encodeFrameBody, encodeLine } from './encode.js';
@@ -102,6 +102,12 @@ function parseFrames(out: Buffer): Message[] {
     }
     const start = pos + FRAME_HEADER_BYTES;
     pos = start + length;
+    // The usual reply, read in place; any other frame by the general reader.
+    const common = decodeCommonEnvelope(out, start, pos);
+    if (common !== undefined) {
+      replies.push(common as Message);
+      continue;
+    }
     const decoded = decodeMsgpackEnvelope(out.subarray(start, pos));
     replies.push(decoded.ok ? (decoded.message as Message) : { msg_type: 'error', data: decoded.error });
   }
