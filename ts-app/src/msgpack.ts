@@ -290,6 +290,124 @@ export function decodePayload(frame: Buffer): DecodedPayload {
   return { ok: true, msgType: fields.msgType, data: text, id };
 }
 
+/** A decoded envelope's message: the same object `decodeMsgpackEnvelope` returns. */
+export interface EnvelopeMessage {
+  msg_type: string;
+  data: unknown;
+  id?: number;
+}
+
+/** `str` bytes this short are checked and decoded by a loop, not by Node's calls. */
+const SHORT_STR_BYTES = 64;
+/** The last `msg_type` read on the fast path, as bytes and as text (replies repeat a few types). */
+let lastTypeBytes = Buffer.alloc(0);
+let lastTypeText = '';
+
+/** Whether the bytes at `start` (before `end`) begin with `key`. */
+function bytesAre(buf: Buffer, start: number, end: number, key: Uint8Array): boolean {
+  if (end - start < key.length) return false;
+  for (let i = 0; i < key.length; i++) if (buf[start + i] !== key[i]) return false;
+  return true;
+}
+
+/** The text of `buf[start..end]` if it is valid UTF-8, else undefined. */
+function fastUtf8(buf: Buffer, start: number, end: number): string | undefined {
+  if (end - start <= SHORT_STR_BYTES) {
+    let any = 0;
+    for (let i = start; i < end; i++) any |= buf[i] as number;
+    // ASCII: Latin-1 is the same text, made without a UTF-8 decoder.
+    if (any < 0x80) return buf.toString('latin1', start, end);
+  }
+  return isUtf8(buf.subarray(start, end)) ? buf.toString('utf8', start, end) : undefined;
+}
+
+/**
+ * The common envelope read without the general reader: the frame `buf[start..end]` is a map of
+ * 2 or 3 keys in the canonical order every writer uses (`msg_type`: a `str` of up to 255
+ * bytes; `data`: a `str` or `bin`; `id`: an unsigned integer of up to 32 bits), and nothing
+ * after it. Its message exactly as `decodeMsgpackEnvelope` makes it (`bin` data a view of
+ * `buf`); undefined for any other frame, valid or not, which the general reader then decides.
+ */
+export function decodeCommonEnvelope(buf: Buffer, start: number, end: number): EnvelopeMessage | undefined {
+  if (end > buf.length || start >= end) return undefined;
+  const count = buf[start];
+  if (count !== 0x82 && count !== 0x83) return undefined;
+  let p = start + 1;
+  if (!bytesAre(buf, p, end, MSG_TYPE_KEY)) return undefined;
+  p += MSG_TYPE_KEY.length;
+  // msg_type
+  if (end - p < 2) return undefined;
+  let b = buf[p] as number;
+  let n: number;
+  if ((b & 0xe0) === 0xa0) {
+    n = b & 0x1f;
+    p += 1;
+  } else if (b === 0xd9) {
+    n = buf[p + 1] as number;
+    p += 2;
+  } else return undefined;
+  if (p + n > end) return undefined;
+  let msgType: string | undefined;
+  if (n === lastTypeBytes.length && bytesAre(buf, p, end, lastTypeBytes)) msgType = lastTypeText;
+  else {
+    msgType = fastUtf8(buf, p, p + n);
+    if (msgType === undefined) return undefined;
+    lastTypeBytes = Buffer.from(buf.subarray(p, p + n));
+    lastTypeText = msgType;
+  }
+  p += n;
+  if (!bytesAre(buf, p, end, DATA_KEY)) return undefined;
+  p += DATA_KEY.length;
+  // data
+  if (p >= end) return undefined;
+  b = buf[p] as number;
+  let bin = false;
+  if ((b & 0xe0) === 0xa0) {
+    n = b & 0x1f;
+    p += 1;
+  } else if (b === 0xd9 || b === 0xc4) {
+    if (end - p < 2) return undefined;
+    n = buf[p + 1] as number;
+    p += 2;
+    bin = b === 0xc4;
+  } else if (b === 0xda || b === 0xc5) {
+    if (end - p < 3) return undefined;
+    n = buf.readUInt16BE(p + 1);
+    p += 3;
+    bin = b === 0xc5;
+  } else if (b === 0xdb || b === 0xc6) {
+    if (end - p < 5) return undefined;
+    n = buf.readUInt32BE(p + 1);
+    p += 5;
+    bin = b === 0xc6;
+  } else return undefined;
+  if (n > end - p) return undefined;
+  const data = bin ? buf.subarray(p, p + n) : fastUtf8(buf, p, p + n);
+  if (data === undefined) return undefined;
+  p += n;
+  if (count === 0x82) return p === end ? { msg_type: msgType, data } : undefined;
+  // id
+  if (!bytesAre(buf, p, end, ID_KEY)) return undefined;
+  p += ID_KEY.length;
+  if (p >= end) return undefined;
+  b = buf[p] as number;
+  let id: number;
+  if (b <= 0x7f) {
+    id = b;
+    p += 1;
+  } else if (b === 0xcc && end - p >= 2) {
+    id = buf[p + 1] as number;
+    p += 2;
+  } else if (b === 0xcd && end - p >= 3) {
+    id = buf.readUInt16BE(p + 1);
+    p += 3;
+  } else if (b === 0xce && end - p >= 5) {
+    id = buf.readUInt32BE(p + 1);
+    p += 5;
+  } else return undefined;
+  return p === end ? { msg_type: msgType, data, id } : undefined;
+}
+
 /** A frame read as the library's envelope: `data` any JSON value, or bytes (a `Buffer`). */
 export type DecodedMsgpackEnvelope =
   | { ok: true; message: { msg_type: string; data: unknown; id?: number } }
@@ -302,6 +420,13 @@ export type DecodedMsgpackEnvelope =
  * is not a string, NaN or ±∞, more than 128 levels of nesting).
  */
 export function decodeMsgpackEnvelope(frame: Buffer): DecodedMsgpackEnvelope {
+  const common = decodeCommonEnvelope(frame, 0, frame.length);
+  if (common !== undefined) return { ok: true, message: common };
+  return readMsgpackEnvelope(frame);
+}
+
+/** `decodeMsgpackEnvelope` by the general reader alone, without the common envelope's fast path (for the tests). */
+export function readMsgpackEnvelope(frame: Buffer): DecodedMsgpackEnvelope {
   const fields = decodeFields(frame);
   if (!fields.ok) return fields;
   const { data, id, msgType } = fields;

@@ -1,6 +1,7 @@
 // Encoding a message for the wire, refusing data the JSON encoding cannot carry faithfully
 // before anything is sent. Strings (the built-in services' data) take a fast path.
 
+import { FRAME_HEADER_BYTES } from '../frame.js';
 import { EncodeProblem, Writer, writeFrame } from '../msgpack.js';
 import { PeerError, PeerErrorCode } from './errors.js';
 
@@ -156,4 +157,113 @@ export function encodeFrame(msgType: string, data: unknown, id: number | undefin
  */
 export function encodeFrameText(msgType: string, data: unknown, id: number | undefined): string {
   return encodeFrame(msgType, data, id).toString('latin1');
+}
+
+/** `encodeFrameBody`'s scratch buffer is kept while at most this big; bigger bodies get their own. */
+const SCRATCH_BYTES = 64 * 1024;
+/** Room for `data`'s header (5 bytes), the id key and the largest id (`cf` and 8 bytes), with margin. */
+const ENVELOPE_SLACK = 32;
+let scratch = Buffer.allocUnsafeSlow(1024);
+/** The last `msg_type` seen and its body head: `a8 "msg_type"`, its `str`, `a4 "data"`. */
+let headType: string | undefined;
+let head: Buffer = Buffer.alloc(0);
+
+/** The head of a body for `msgType`, written by `writeFrame` itself (so canonical by construction). */
+function bodyHead(msgType: string): Buffer {
+  if (msgType !== headType) {
+    const w = new Writer(64 + 3 * msgType.length);
+    writeFrame(w, msgType, undefined, () => {});
+    // Skip the 4-byte length and the map header: what is left is the same for any data and id.
+    head = Buffer.from(w.view().subarray(5));
+    headType = msgType;
+  }
+  return head;
+}
+
+/** A `str` or `bin` header's size for `n` bytes. */
+const strHeaderSize = (n: number): number => (n < 32 ? 1 : n <= 0xff ? 2 : n <= 0xffff ? 3 : 5);
+const binHeaderSize = (n: number): number => (n <= 0xff ? 2 : n <= 0xffff ? 3 : 5);
+
+/**
+ * The body of the frame `encodeFrame(msgType, data, id)` makes (the bytes after its 4-byte
+ * length header), byte for byte, with its errors. A `str` or `bin` `data` of a small frame is
+ * written into a scratch buffer that the next call overwrites: the result is valid until then
+ * (the addon's `handleFrame` copies it before it reads it). Other bodies are `encodeFrame`'s.
+ */
+export function encodeFrameBody(msgType: string, data: unknown, id: number | undefined): Buffer {
+  // Bytes as `Writer.value` tells them (a proxy of a `Uint8Array` is not a view, say).
+  const bin = ArrayBuffer.isView(data) && data instanceof Uint8Array;
+  const str = typeof data === 'string';
+  const size = str ? 3 * data.length : bin ? data.length : -1;
+  if (size < 0 || typeof msgType !== 'string' || (id !== undefined && !(Number.isInteger(id) && id >= 0 && id <= 0xffffffff))) {
+    return encodeFrame(msgType, data, id).subarray(FRAME_HEADER_BYTES);
+  }
+  const h = bodyHead(msgType);
+  const need = 1 + h.length + size + ENVELOPE_SLACK;
+  if (need > SCRATCH_BYTES) return encodeFrame(msgType, data, id).subarray(FRAME_HEADER_BYTES);
+  if (need > scratch.length) scratch = Buffer.allocUnsafeSlow(Math.min(Math.max(2 * scratch.length, need), SCRATCH_BYTES));
+  const buf = scratch;
+  buf[0] = id === undefined ? 0x82 : 0x83;
+  for (let i = 0; i < h.length; i++) buf[1 + i] = h[i] as number;
+  let at = 1 + h.length;
+  if (str) {
+    const s = data.isWellFormed() ? data : data.toWellFormed();
+    // The header is sized for the fewest bytes the string can take (one a unit) and moved
+    // up if its UTF-8 takes more, so the length need not be counted first.
+    const guess = strHeaderSize(s.length);
+    const n = buf.write(s, at + guess, 'utf8');
+    const hs = strHeaderSize(n);
+    if (hs !== guess) buf.copyWithin(at + hs, at + guess, at + guess + n);
+    if (hs === 1) buf[at] = 0xa0 | n;
+    else if (hs === 2) {
+      buf[at] = 0xd9;
+      buf[at + 1] = n;
+    } else if (hs === 3) {
+      buf[at] = 0xda;
+      buf.writeUInt16BE(n, at + 1);
+    } else {
+      buf[at] = 0xdb;
+      buf.writeUInt32BE(n, at + 1);
+    }
+    at += hs + n;
+  } else {
+    const bytes = data as Uint8Array;
+    const n = bytes.length;
+    const hs = binHeaderSize(n);
+    if (hs === 2) {
+      buf[at] = 0xc4;
+      buf[at + 1] = n;
+    } else if (hs === 3) {
+      buf[at] = 0xc5;
+      buf.writeUInt16BE(n, at + 1);
+    } else {
+      buf[at] = 0xc6;
+      buf.writeUInt32BE(n, at + 1);
+    }
+    at += hs;
+    if (n <= 64) for (let i = 0; i < n; i++) buf[at + i] = bytes[i] as number;
+    else buf.set(bytes, at);
+    at += n;
+  }
+  if (id !== undefined) {
+    buf[at] = 0xa2;
+    buf[at + 1] = 0x69; // i
+    buf[at + 2] = 0x64; // d
+    at += 3;
+    if (id <= 0x7f) buf[at++] = id;
+    else if (id <= 0xff) {
+      buf[at] = 0xcc;
+      buf[at + 1] = id;
+      at += 2;
+    } else if (id <= 0xffff) {
+      buf[at] = 0xcd;
+      buf.writeUInt16BE(id, at + 1);
+      at += 3;
+    } else {
+      buf[at] = 0xce;
+      buf.writeUInt32BE(id, at + 1);
+      at += 5;
+    }
+  }
+  return buf.subarray(0, at);
 }

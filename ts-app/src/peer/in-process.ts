@@ -5,10 +5,10 @@
 
 import { loadNativeAddon, NATIVE_PATH } from '../engine.js';
 import { FRAME_HEADER_BYTES } from '../frame.js';
-import { decodeMsgpackEnvelope } from '../msgpack.js';
+import { decodeCommonEnvelope, decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope } from '../protocol.js';
 import { checkGraceMs, checkSignal, checkTimeout, PeerCore } from './core.js';
-import { encodeFrame, encodeLine } from './encode.js';
+import { encodeFrameBody, encodeLine } from './encode.js';
 import { abortedError, checkMsgType, closedError, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
 import type {
   CloseOptions,
@@ -106,6 +106,12 @@ function parseFrames(out: Buffer): Message[] {
     }
     const start = pos + FRAME_HEADER_BYTES;
     pos = start + length;
+    // The usual reply, read in place; any other frame by the general reader.
+    const common = decodeCommonEnvelope(out, start, pos);
+    if (common !== undefined) {
+      replies.push(common as Message);
+      continue;
+    }
     const decoded = decodeMsgpackEnvelope(out.subarray(start, pos));
     replies.push(decoded.ok ? (decoded.message as Message) : { msg_type: 'error', data: decoded.error });
   }
@@ -129,8 +135,8 @@ function jsonExchange(responder: AddonResponder): Exchange {
 function msgpackExchange(responder: AddonResponder): Exchange {
   return (msgType, data, id) => {
     checkMsgType(msgType);
-    const frame = encodeFrame(msgType, data, id);
-    return parseFrames(responder.handleFrame(frame.subarray(FRAME_HEADER_BYTES)));
+    // A view of a scratch buffer, which `handleFrame` copies before it reads.
+    return parseFrames(responder.handleFrame(encodeFrameBody(msgType, data, id)));
   };
 }
 

@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { encodeData, encodeLine } from '../peer/encode.js';
+import { encodeData, encodeFrame, encodeFrameBody, encodeLine } from '../peer/encode.js';
 
 test('encodeLine writes each type\'s own head, however types alternate, and makes types well-formed', () => {
   const cases: [string, unknown, number | undefined, string][] = [
@@ -37,5 +37,47 @@ test('encodeData writes a string exactly as JSON.stringify writes it made well-f
   for (const s of strings) {
     assert.equal(encodeData(s, 't'), JSON.stringify(s.toWellFormed()), JSON.stringify(s));
     assert.equal(encodeLine('t', s, 1), `{"msg_type":"t","data":${JSON.stringify(s.toWellFormed())},"id":1}\n`);
+  }
+});
+
+test('encodeFrameBody is the body of encodeFrame, byte for byte, whatever the sizes, ids and types', () => {
+  let seed = 1;
+  const rnd = (n: number): number => {
+    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+    return seed % n;
+  };
+  const pieces = ['a', 'é', '€', '😀', '\ud800', '\udc00', '\u0000', '\u07ff', '\uffff'];
+  const text = (length: number): string => {
+    let s = '';
+    while (s.length < length) s += pieces[rnd(pieces.length)];
+    return s;
+  };
+  // Around every header boundary, in units and in bytes, and past the scratch buffer's size.
+  const lengths = [0, 1, 10, 11, 12, 20, 31, 32, 33, 85, 86, 254, 255, 256, 21845, 21846, 22000, 65535, 65536, 70000];
+  const ids = [undefined, 0, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1];
+  const others: unknown[] = [null, 1.5, -3, { b: 1, a: [true] }, new Uint16Array(2), [new Uint8Array(1)]];
+  for (let k = 0; k < 3000; k++) {
+    const msgType = rnd(4) === 0 ? text(rnd(40)) : (['data', 'bytes', 'x'][rnd(3)] as string);
+    const length = lengths[rnd(lengths.length)] as number;
+    const pick = rnd(7);
+    const data =
+      pick === 0
+        ? Buffer.from(Array.from({ length }, () => rnd(256)))
+        : pick === 1
+          ? new Uint8Array(length).fill(7)
+          : pick === 2
+            ? others[rnd(others.length)]
+            : pick === 3
+              ? 'q'.repeat(length)
+              : text(length);
+    const id = ids[rnd(ids.length)];
+    let want: Buffer | Error;
+    try {
+      want = encodeFrame(msgType, data, id).subarray(4);
+    } catch (e) {
+      want = e as Error;
+    }
+    if (want instanceof Error) assert.throws(() => encodeFrameBody(msgType, data, id), { message: want.message });
+    else assert.deepEqual(encodeFrameBody(msgType, data, id), want, `${JSON.stringify(msgType)} ${length} ${String(id)}`);
   }
 });

@@ -14,7 +14,16 @@ import { fileURLToPath } from 'node:url';
 import { Packr, Unpackr } from 'msgpackr';
 
 import { FrameDecoder } from '../frame.js';
-import { compareUtf8, decodeMsgpackEnvelope, EncodeProblem, hexExcerpt, Writer, writeFrame } from '../msgpack.js';
+import {
+  compareUtf8,
+  decodeCommonEnvelope,
+  decodeMsgpackEnvelope,
+  EncodeProblem,
+  hexExcerpt,
+  readMsgpackEnvelope,
+  Writer,
+  writeFrame,
+} from '../msgpack.js';
 import { Responder } from '../protocol.js';
 import { describeWithAddon, loaded } from './addon.js';
 import {
@@ -308,4 +317,53 @@ describe('the envelope reader', () => {
     assert.equal(read(hex(f.subarray(4))), 'ok {"msg_type":"sum","data":{"a":[1,-2,2.5,null,true,"x"]},"id":9007199254740991}');
     assert.equal(hex(framed(Buffer.from('c0', 'hex'))), '01000000c0');
   });
+});
+
+test('the common envelope fast path reads exactly what the general reader reads, or leaves the frame to it', () => {
+  const frames: Buffer[] = [];
+  const body = (msgType: string, id: number | undefined, data: (w: Writer) => void): Buffer => {
+    const w = new Writer();
+    writeFrame(w, msgType, id, data);
+    return Buffer.from(w.view().subarray(4));
+  };
+  for (const msgType of ['ack', 'error', 'é', 'x'.repeat(31), 'y'.repeat(32), 'z'.repeat(300)]) {
+    for (const id of [undefined, 0, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32]) {
+      for (const n of [0, 1, 31, 32, 64, 65, 255, 256, 70000]) {
+        frames.push(body(msgType, id, (w) => w.str('a'.repeat(n))));
+        frames.push(body(msgType, id, (w) => w.str('é'.repeat(n))));
+        frames.push(body(msgType, id, (w) => w.bin(Buffer.alloc(n, 3))));
+      }
+      frames.push(body(msgType, id, (w) => w.value({ a: 1 })));
+      frames.push(body(msgType, id, (w) => w.byte(0xc0)));
+    }
+  }
+  // Every truncation, extension and single-byte change of some small ones.
+  const small = [body('ack', 7, (w) => w.str('Acknowledged: hi')), body('bytes', 300, (w) => w.bin(Buffer.from([1, 2, 0xff]))), body('ack', undefined, (w) => w.str('é'))];
+  for (const f of small) {
+    for (let n = 0; n <= f.length; n++) frames.push(f.subarray(0, n));
+    frames.push(Buffer.concat([f, Buffer.from([0])]));
+    for (let i = 0; i < f.length; i++) {
+      for (const v of [0x00, 0x7f, 0x80, 0x82, 0x83, 0xa0, 0xa2, 0xc0, 0xc4, 0xcc, 0xce, 0xcf, 0xd9, 0xdb, 0xff, (f[i] as number) + 1]) {
+        const g = Buffer.from(f);
+        g[i] = v & 0xff;
+        frames.push(g);
+      }
+    }
+  }
+  let fast = 0;
+  for (const frame of frames) {
+    const want = readMsgpackEnvelope(frame);
+    // Alone, and inside a larger buffer whose bytes around it must not be read.
+    const padded = Buffer.concat([Buffer.from([0x83, 0xa8]), frame, Buffer.from('a8msg_type', 'hex')]);
+    for (const [buf, start] of [[frame, 0], [padded, 2]] as const) {
+      const got = decodeCommonEnvelope(buf, start, start + frame.length);
+      if (got === undefined) continue;
+      fast++;
+      assert.ok(want.ok, `fast path accepted ${frame.toString('hex').slice(0, 80)}`);
+      assert.deepEqual(got, want.message);
+      assert.deepEqual(Object.keys(got), Object.keys(want.message));
+    }
+    assert.deepEqual(decodeMsgpackEnvelope(frame), want);
+  }
+  assert.ok(fast > 1000, `the fast path took ${fast} frames`);
 });
