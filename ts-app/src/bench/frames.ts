@@ -7,11 +7,10 @@
 // out in one corked writev); the reply is framed by its length header and compared byte for
 // byte with the frame sent for its id.
 
-import { spawn, type ChildProcessByStdio } from 'node:child_process';
 import { performance } from 'node:perf_hooks';
-import type { Readable, Writable } from 'node:stream';
 
 import type { RunOut } from './measure.js';
+import { BenchChild } from './pipe.js';
 
 /** `header + {msg_type: "bytes", data: bin(len)` — the part of a frame before the payload. */
 export function framePrefix(len: number): Buffer {
@@ -36,37 +35,17 @@ export function frameSuffix(id: number): Buffer {
 }
 
 /** A raw frame echo child (`cat`), reused for every payload and window of one path. */
-export class FrameEcho {
-  readonly child: ChildProcessByStdio<Writable, Readable, null>;
+export class FrameEcho extends BenchChild {
   private chunks: Buffer[] = [];
   private buffered = 0;
   private onFrame: ((frame: Buffer, now: number) => void) | null = null;
-  private failure: Error | null = null;
-  private onFailure: ((e: Error) => void) | null = null;
-  private nextId = 1;
-  readonly exited: Promise<number | null>;
 
-  constructor(readonly shown: string, command: string, args: string[]) {
-    this.child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'] });
-    this.exited = new Promise((resolve) => {
-      this.child.on('exit', (code) => {
-        this.fail(new Error(`\`${shown}\` exited (code ${code}) while frames were still expected`));
-        resolve(code);
-      });
-    });
-    this.child.on('error', (e) => this.fail(new Error(`cannot run \`${shown}\`: ${e.message}`)));
-    this.child.stdin.on('error', (e) => this.fail(new Error(`writing to \`${shown}\`: ${e.message}`)));
-    this.child.stdout.on('data', (chunk: Buffer) => this.data(chunk));
-  }
-
-  private fail(e: Error): void {
-    if (this.failure !== null) return;
-    this.failure = e;
-    this.onFailure?.(e);
+  constructor(shown: string, command: string, args: string[]) {
+    super(shown, command, args, 'frames');
   }
 
   /** Splits the stream into frames (header included) by their length headers. */
-  private data(chunk: Buffer): void {
+  protected data(chunk: Buffer): void {
     const now = performance.now();
     this.chunks.push(chunk);
     this.buffered += chunk.length;
@@ -146,16 +125,6 @@ export class FrameEcho {
       };
       send(Math.min(window, count));
     });
-  }
-
-  /** Closes stdin and waits (2 s at most, then kills) for the child to exit. */
-  async close(): Promise<void> {
-    this.onFailure = null;
-    this.failure = this.failure ?? new Error('closed');
-    this.child.stdin.end();
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 2000);
-    await this.exited;
-    clearTimeout(timer);
   }
 }
 

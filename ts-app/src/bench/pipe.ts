@@ -38,21 +38,24 @@ export interface PipePath {
   rssLabel: string;
 }
 
-/** A child with its pipes, reused for every payload and window of one path. */
-class Peer {
+/**
+ * A raw bench child, spawned once and reused for every payload and window of one path: the
+ * first failure (its exit, a spawn error, a write error) is kept and handed to the run waiting
+ * for it. Subclasses frame what it writes (`data`) and run the timed exchanges.
+ */
+export abstract class BenchChild {
   readonly child: ChildProcessByStdio<Writable, Readable, null>;
-  private pending: Buffer[] = [];
-  private onLines: ((lines: Buffer[], now: number) => void) | null = null;
-  private failure: Error | null = null;
-  private onFailure: ((e: Error) => void) | null = null;
-  private nextId = 1;
+  protected failure: Error | null = null;
+  protected onFailure: ((e: Error) => void) | null = null;
+  protected nextId = 1;
   readonly exited: Promise<number | null>;
 
-  constructor(readonly shown: string, command: string, args: string[]) {
+  /** `expecting` names what the child still owed when it exited (`replies`, `frames`). */
+  constructor(readonly shown: string, command: string, args: string[], expecting: string) {
     this.child = spawn(command, args, { stdio: ['pipe', 'pipe', 'inherit'] });
     this.exited = new Promise((resolve) => {
       this.child.on('exit', (code) => {
-        this.fail(new Error(`\`${shown}\` exited (code ${code}) while replies were still expected`));
+        this.fail(new Error(`\`${shown}\` exited (code ${code}) while ${expecting} were still expected`));
         resolve(code);
       });
     });
@@ -61,14 +64,37 @@ class Peer {
     this.child.stdout.on('data', (chunk: Buffer) => this.data(chunk));
   }
 
-  private fail(e: Error): void {
+  protected fail(e: Error): void {
     if (this.failure !== null) return;
     this.failure = e;
     this.onFailure?.(e);
   }
 
+  /** Takes one chunk of the child's stdout. */
+  protected abstract data(chunk: Buffer): void;
+
+  /** Closes stdin and waits (2 s at most, then kills) for the child to exit. */
+  async close(): Promise<void> {
+    this.onFailure = null;
+    this.failure = this.failure ?? new Error('closed');
+    this.child.stdin.end();
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 2000);
+    await this.exited;
+    clearTimeout(timer);
+  }
+}
+
+/** A child with its pipes, reused for every payload and window of one path. */
+class Peer extends BenchChild {
+  private pending: Buffer[] = [];
+  private onLines: ((lines: Buffer[], now: number) => void) | null = null;
+
+  constructor(shown: string, command: string, args: string[]) {
+    super(shown, command, args, 'replies');
+  }
+
   /** Frames a chunk into complete lines (without '\n') and hands them over in one call. */
-  private data(chunk: Buffer): void {
+  protected data(chunk: Buffer): void {
     const now = performance.now();
     let start = 0;
     let nl = chunk.indexOf(10, start);
@@ -142,16 +168,6 @@ class Peer {
       };
       send(Math.min(window, count));
     });
-  }
-
-  /** Closes stdin and waits (2 s at most, then kills) for the child to exit. */
-  async close(): Promise<void> {
-    this.onFailure = null;
-    this.failure = this.failure ?? new Error('closed');
-    this.child.stdin.end();
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 2000);
-    await this.exited;
-    clearTimeout(timer);
   }
 }
 
