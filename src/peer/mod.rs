@@ -40,6 +40,7 @@ use std::time::{Duration, Instant};
 pub use error::{ErrorCode, PeerError};
 
 use crate::error::numbered;
+use crate::process::sandbox::{ChildLimits, Sandbox};
 use crate::process::{self, ChildProcess, StderrTail, Supervision, DEFAULT_GRACE, READ_CHUNK};
 use crate::{
     decode_envelope, decode_msgpack_envelope, Data, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
@@ -129,6 +130,12 @@ pub struct PeerOptions {
     /// default [`max_line_bytes`](Self::max_line_bytes). Keep it at least that, or a line
     /// longer than it is always dropped.
     pub max_unsolicited_bytes: usize,
+    /// How the child is started: its environment, working directory and resource limits
+    /// ([`Sandbox`]), applied to the `Command` before every spawn. A child killed by one of
+    /// those limits fails its requests with [`ErrorCode::PeerExited`] naming the limit, where
+    /// the evidence proves it ([`ChildLimits::explain`]). Default: unrestricted. For Node's
+    /// permission model, build the command with [`crate::process::sandbox::NodePermission`].
+    pub sandbox: Sandbox,
 }
 
 impl Default for PeerOptions {
@@ -144,6 +151,7 @@ impl Default for PeerOptions {
             stderr: StderrMode::Forward,
             max_unsolicited: 1024,
             max_unsolicited_bytes: DEFAULT_MAX_UNSOLICITED_BYTES,
+            sandbox: Sandbox::default(),
         }
     }
 }
@@ -246,6 +254,8 @@ struct State {
     ended: Option<PeerError>,
     /// The child's exit, once seen (it stays unreaped until `close`).
     exit: Option<Option<ExitStatus>>,
+    /// The CPU time the child had used when its exit was seen, if the OS said.
+    exit_cpu_time: Option<std::time::Duration>,
     stdout_closed: bool,
     stderr_closed: bool,
     /// The write queue: lines waiting for the writer thread, in call order.
@@ -363,6 +373,8 @@ struct Limits {
     max_frame_bytes: usize,
     grace: Duration,
     max_unsolicited_bytes: usize,
+    /// The child's resource limits, to name the one that killed it.
+    child_limits: ChildLimits,
 }
 
 impl Shared {
@@ -482,7 +494,9 @@ impl Shared {
             return;
         }
         let status = state.exit.flatten();
-        let error = PeerError::exited(&self.command, status, self.tail.text());
+        let tail = self.tail.text();
+        let limit = self.options.child_limits.explain(status, state.exit_cpu_time, &tail);
+        let error = PeerError::exited(&self.command, status, tail, limit);
         state.fail_all(&error);
         state.drop_outbox();
         state.ended = Some(error);
@@ -494,8 +508,11 @@ impl Shared {
     /// The exit watcher saw the child exit: give its last replies and stderr a moment, then
     /// fail what is still pending.
     fn on_exit(&self, status: Option<ExitStatus>) {
+        // Read while the child is a zombie: evidence for a CPU limit's SIGKILL.
+        let cpu_time = process::sandbox::cpu_time_unreaped(self.pid);
         let mut state = self.lock();
         state.exit = Some(status);
+        state.exit_cpu_time = cpu_time;
         self.changed.notify_all();
         let deadline = Instant::now() + EXIT_SETTLE;
         while !(state.stdout_closed && state.stderr_closed) {
@@ -662,6 +679,8 @@ impl Peer {
     /// [`ErrorCode::InvalidArgument`] for options out of range (zero `max_in_flight`,
     /// `max_unsent_bytes`, `max_line_bytes`, `max_frame_bytes`, `max_unsolicited` or
     /// `max_unsolicited_bytes`);
+    /// [`ErrorCode::InvalidArgument`] too for a [`PeerOptions::sandbox`] that cannot be
+    /// applied (a limit of 0, a working directory that is not one, ...);
     /// [`ErrorCode::Spawn`] when it cannot start.
     pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
         for (name, value) in [
@@ -679,6 +698,7 @@ impl Peer {
                 ));
             }
         }
+        options.sandbox.apply(command).map_err(|e| PeerError::new(ErrorCode::InvalidArgument, e.to_string()))?;
         let watcher = Arc::new(Mutex::new(None));
         let (mut child, stdout, stderr) =
             ChildProcess::spawn(command, options.grace, Box::new(JoinWatcher(Arc::clone(&watcher))))
@@ -709,6 +729,7 @@ impl Peer {
                 max_frame_bytes: options.max_frame_bytes,
                 grace: options.grace,
                 max_unsolicited_bytes: options.max_unsolicited_bytes,
+                child_limits: options.sandbox.limits,
             },
         });
 

@@ -98,10 +98,8 @@ impl Sandbox {
     /// a directory; a limit of 0, or above what this process may grant (its own hard limit).
     pub fn apply(&self, command: &mut Command) -> Result<(), SandboxError> {
         if self.clear_env {
-            let kept: Vec<(OsString, OsString)> = command
-                .get_envs()
-                .filter_map(|(name, value)| Some((name.to_owned(), value?.to_owned())))
-                .collect();
+            let kept: Vec<(OsString, OsString)> =
+                command.get_envs().filter_map(|(name, value)| Some((name.to_owned(), value?.to_owned()))).collect();
             command.env_clear();
             for name in std::iter::once("PATH").chain(self.env_allow.iter().map(String::as_str)) {
                 if name.is_empty() || name.contains(['=', '\0']) {
@@ -223,7 +221,10 @@ impl NodePermission {
     /// When the script's absolute path cannot be found (it does not exist).
     pub fn default_reads(script: &Path) -> Result<Vec<PathBuf>, SandboxError> {
         let script = std::fs::canonicalize(script).map_err(|e| {
-            SandboxError::new(format!("cannot find the child script `{}` to allow its directory: {e}", script.display()))
+            SandboxError::new(format!(
+                "cannot find the child script `{}` to allow its directory: {e}",
+                script.display()
+            ))
         })?;
         let Some(dir) = script.parent() else {
             return Err(SandboxError::new(format!("the child script `{}` has no directory", script.display())));
@@ -291,10 +292,7 @@ pub fn permission_flag(node: &OsStr) -> Result<&'static str, SandboxError> {
             .stderr(Stdio::null())
             .status()
             .map_err(|e| {
-                SandboxError::new(format!(
-                    "cannot run `{}` to find its permission flag: {e}",
-                    node.to_string_lossy()
-                ))
+                SandboxError::new(format!("cannot run `{}` to find its permission flag: {e}", node.to_string_lossy()))
             })?;
         if status.success() {
             known.lock().unwrap_or_else(PoisonError::into_inner).insert(node.to_owned(), flag);
@@ -337,9 +335,9 @@ mod sys {
             if value == 0 {
                 return Err(SandboxError::new(format!("ChildLimits::{name} must be at least 1 (got 0)")));
             }
-            let soft = value.checked_mul(unit).ok_or_else(|| {
-                SandboxError::new(format!("ChildLimits::{name} {value} is too large"))
-            })?;
+            let soft = value
+                .checked_mul(unit)
+                .ok_or_else(|| SandboxError::new(format!("ChildLimits::{name} {value} is too large")))?;
             let hard = soft.saturating_add(extra);
             // Raising a hard limit needs privilege: say so here rather than fail in the child.
             if let Ok((_, ours)) = getrlimit(resource) {
@@ -500,7 +498,8 @@ mod tests {
 
     #[test]
     fn bad_settings_are_refused_with_the_value() {
-        let zero = Sandbox { limits: ChildLimits { max_cpu_s: Some(0), ..ChildLimits::default() }, ..Sandbox::default() };
+        let zero =
+            Sandbox { limits: ChildLimits { max_cpu_s: Some(0), ..ChildLimits::default() }, ..Sandbox::default() };
         assert_eq!(
             zero.apply(&mut Command::new("true")).unwrap_err().to_string(),
             "ChildLimits::max_cpu_s (--max-cpu-s) must be at least 1 (got 0)"
@@ -536,7 +535,8 @@ mod tests {
 
     #[test]
     fn cpu_time_is_read_from_a_running_child() {
-        let mut child = Command::new("sh").args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]).spawn().unwrap();
+        let mut child =
+            Command::new("sh").args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"]).spawn().unwrap();
         let pid = child.id();
         let used = loop {
             let used = cpu_time_unreaped(pid).unwrap();
