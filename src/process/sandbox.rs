@@ -339,12 +339,13 @@ mod sys {
                 .checked_mul(unit)
                 .ok_or_else(|| SandboxError::new(format!("ChildLimits::{name} {value} is too large")))?;
             let hard = soft.saturating_add(extra);
-            // Raising a hard limit needs privilege: say so here rather than fail in the child.
+            // Raising a hard limit needs CAP_SYS_RESOURCE (which even root may lack in a
+            // container): refuse here, naming the limit, rather than fail in the child.
             if let Ok((_, ours)) = getrlimit(resource) {
-                if hard > ours && !nix::unistd::geteuid().is_root() {
+                if hard > ours {
                     return Err(SandboxError::new(format!(
                         "ChildLimits::{name} {value} is above this process's own hard limit ({ours} in the \
-                         resource's units), which only a privileged process may raise; choose a lower value"
+                         resource's units, which only a privileged process may raise); choose a lower value"
                     )));
                 }
             }
