@@ -336,3 +336,27 @@ fn the_demo_refuses_sandbox_flags_it_cannot_honour() {
     assert!(String::from_utf8_lossy(&no_dir.stderr)
         .contains("cannot start the child in `/no/such/dir`: it is not a directory"));
 }
+
+#[test]
+fn the_demo_runs_its_child_under_bubblewrap_as_the_readme_shows() {
+    let Some(script) = ts_child() else { return };
+    let usable =
+        Command::new("bwrap").args(["--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "true"]).output();
+    if !usable.is_ok_and(|out| out.status.success()) {
+        return skip("bubblewrap (`bwrap`) is not installed, or cannot create namespaces here");
+    }
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let (app, modules) = (format!("{repo}/ts-app"), format!("{repo}/node_modules"));
+    #[rustfmt::skip]
+    let out = demo(&[
+        "--clear-env", "--max-cpu-s", "60", "--",
+        "bwrap", "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+        "--symlink", "usr/bin", "/bin", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
+        "--ro-bind", &app, &app, "--ro-bind", &modules, &modules,
+        "--unshare-all", "--die-with-parent", "--new-session",
+        "node", script.to_str().unwrap(),
+    ]);
+    let expected = std::fs::read_to_string(Path::new(repo).join("tests/seed-output.txt")).unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success());
+}
