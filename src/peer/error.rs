@@ -104,7 +104,14 @@ impl PeerError {
     }
 
     /// The child was declared hung ([`crate::PeerOptions::hang`]) and is being stopped.
-    pub(crate) fn hung(command: &str, pid: u32, quiet: Duration, pending: usize, stderr_tail: String, restarting: bool) -> Self {
+    pub(crate) fn hung(
+        command: &str,
+        pid: u32,
+        quiet: Duration,
+        pending: usize,
+        stderr_tail: String,
+        restarting: bool,
+    ) -> Self {
         let ms = quiet.as_millis();
         let stderr = if stderr_tail.is_empty() {
             "; it wrote nothing to stderr".to_owned()
@@ -117,7 +124,13 @@ impl PeerError {
              replies (PeerOptions::hang); it is being stopped (stdin closed, then SIGTERM, then SIGKILL) and no reply \
              can come; {next}{stderr}"
         );
-        PeerError { code: ErrorCode::PeerExited, message, reply: None, exit_status: None, stderr_tail: Some(stderr_tail) }
+        PeerError {
+            code: ErrorCode::PeerExited,
+            message,
+            reply: None,
+            exit_status: None,
+            stderr_tail: Some(stderr_tail),
+        }
     }
 
     /// The circuit is open: `last` is how the last child ended.

@@ -804,7 +804,10 @@ impl Peer {
     /// # Errors
     /// As [`spawn`](Self::spawn) (the restart policy is checked too: see
     /// [`RestartPolicy::check`]).
-    pub fn spawn_with(mut make: impl FnMut() -> Command + Send + 'static, options: PeerOptions) -> Result<Peer, PeerError> {
+    pub fn spawn_with(
+        mut make: impl FnMut() -> Command + Send + 'static,
+        options: PeerOptions,
+    ) -> Result<Peer, PeerError> {
         let mut first = make();
         Peer::start(&mut first, options, Some(Box::new(make)))
     }
@@ -830,7 +833,9 @@ impl Peer {
             }
         }
         if let Some(policy) = &options.restart {
-            policy.check().map_err(|e| PeerError::new(ErrorCode::InvalidArgument, format!("PeerOptions::restart: {e}")))?;
+            policy
+                .check()
+                .map_err(|e| PeerError::new(ErrorCode::InvalidArgument, format!("PeerOptions::restart: {e}")))?;
         }
         if options.hang.is_some_and(|hang| hang.is_zero()) {
             return Err(PeerError::new(

@@ -148,7 +148,8 @@ impl Keeper {
     /// Generation `dead` can answer no more (`error`): called by it when it sees that.
     pub(super) fn on_ended(&self, dead: &Shared, error: &PeerError) {
         let mut keep = self.lock();
-        if keep.closed || !std::ptr::eq(Arc::as_ptr(&keep.current), dead) {
+        let current = Arc::as_ptr(&keep.current);
+        if keep.closed || !std::ptr::eq(current, dead) || keep.reported == Some(current as usize) {
             return;
         }
         let event = report(&mut keep, error.clone(), Instant::now());
@@ -231,6 +232,9 @@ impl Keeper {
         match (keep.start)() {
             Ok(fresh) => {
                 fresh.set_keeper_from(&keep.current);
+                // Ids go on from the dead child's: a request's id is unique in the peer's life.
+                let next_id = keep.current.lock().next_id;
+                fresh.lock().next_id = next_id;
                 let dead = std::mem::replace(&mut keep.current, fresh);
                 let restarts_in_window = keep.restarts.as_mut().map_or(0, |r| {
                     r.started(now);
