@@ -758,6 +758,37 @@ impl Supervision for JoinWatcher {
 ///
 /// The child runs in its own process group and is always stopped and reaped: by
 /// [`close`](Self::close), or on drop.
+///
+/// # Supervision
+/// Off by default. With [`PeerOptions::restart`] (and [`Peer::spawn_with`]), a child that dies
+/// unexpectedly fails its pending requests with [`ErrorCode::PeerExited`], and the next call
+/// after a backoff (exponential, with jitter: see [`crate::supervise`]) starts a fresh child;
+/// more restarts than the policy allows within its window fail calls with
+/// [`ErrorCode::RestartLimit`] until the window passes. With [`PeerOptions::hang`], a child
+/// silent on stdout for that long while requests are pending is stopped as dead. Each death
+/// and restart is reported to [`PeerOptions::on_supervision`]. Ids go on across children;
+/// [`pid`](Self::pid) is the current child's; [`stats`](Self::stats) counts them all.
+///
+/// ```no_run
+/// use std::process::Command;
+/// use std::time::Duration;
+/// use rust_ts_ipc::supervise::RestartPolicy;
+/// use rust_ts_ipc::{Peer, PeerOptions, SupervisionCallback};
+///
+/// let options = PeerOptions {
+///     restart: Some(RestartPolicy::default()),
+///     hang: Some(Duration::from_secs(10)),
+///     on_supervision: Some(SupervisionCallback::new(|event| eprintln!("supervision: {event:?}"))),
+///     ..PeerOptions::default()
+/// };
+/// let peer = Peer::spawn_with(|| {
+///     let mut node = Command::new("node");
+///     node.arg("ts-app/dist/examples/upper-service.js");
+///     node
+/// }, options)?;
+/// let reply = peer.request("upper", "abc")?;
+/// # Ok::<(), rust_ts_ipc::PeerError>(())
+/// ```
 pub struct Peer {
     /// The current child and the restart state.
     keeper: Arc<Keeper>,
@@ -881,7 +912,7 @@ impl Peer {
         Ok(Peer { keeper, counters, options: limits, messages: Mutex::new(Some(messages)) })
     }
 
-    /// The child's pid (also its process group's id).
+    /// The current child's pid (also its process group's id).
     pub fn pid(&self) -> u32 {
         self.keeper.current().pid
     }
@@ -917,8 +948,10 @@ impl Peer {
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for data that cannot be encoded (nothing is sent);
     /// [`ErrorCode::Closed`] after [`close`](Self::close); [`ErrorCode::PeerExited`] once the
-    /// child exited; [`ErrorCode::Timeout`] when no room came in time; [`ErrorCode::Io`] once
-    /// a write to the child failed otherwise.
+    /// child exited (or was declared hung); [`ErrorCode::Timeout`] when no room came in time
+    /// (or a restart's backoff ends after the deadline); [`ErrorCode::RestartLimit`] while the
+    /// restart circuit is open; [`ErrorCode::Spawn`] when a fresh child could not start;
+    /// [`ErrorCode::Io`] once a write to the child failed otherwise.
     pub fn send(&self, msg_type: &str, data: impl Into<Data>) -> Result<Pending, PeerError> {
         self.send_timeout(msg_type, data, self.options.timeout)
     }
@@ -1003,8 +1036,9 @@ impl Peer {
     /// stream that ends inside a frame) unless the line or frame carried the id
     /// of a pending request, which that error then answers. At most
     /// [`PeerOptions::max_unsolicited`] messages and [`PeerOptions::max_unsolicited_bytes`]
-    /// wait; more are dropped and counted. The channel ends when the child's stdout closes.
-    /// `None` after the first call.
+    /// wait; more are dropped and counted. The channel ends when the child's stdout closes
+    /// (with [`PeerOptions::restart`]: once the peer is closed and its last child's stdout
+    /// has closed; messages of every child come through it). `None` after the first call.
     pub fn take_messages(&self) -> Option<Unsolicited> {
         self.messages.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
@@ -1032,7 +1066,10 @@ impl Peer {
     /// [`PeerOptions::grace`], waits for the child's exit up to the rest of that grace,
     /// sends SIGTERM to its process group, waits up to the grace again, sends SIGKILL, and
     /// reaps it. Idempotent: later calls return the same status at once. Requests after it
-    /// fail with [`ErrorCode::Closed`].
+    /// fail with [`ErrorCode::Closed`]. Under supervision: the current child (a dead one's
+    /// status, during a backoff) is the one returned; calls waiting out a backoff fail with
+    /// [`ErrorCode::Closed`], no child starts after it, and it waits for the dead children
+    /// still being reaped.
     ///
     /// # Errors
     /// [`ErrorCode::Io`] if the child could not be waited for.
