@@ -15,6 +15,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use rust_ts_ipc::process::sandbox::{ChildLimits, NodePermission, Sandbox};
+use rust_ts_ipc::supervise::RestartPolicy;
 use rust_ts_ipc::{Envelope, ErrorCode, Peer, PeerError, PeerOptions, StderrMode};
 use serde_json::{json, Value};
 use support::{group_is_dead, is_dead, is_reaped, skip, ts_child, BIN};
@@ -99,6 +100,42 @@ fn a_plugin_spinning_the_cpu_is_killed_by_sigxcpu_and_the_error_names_the_cpu_li
     );
     close_and_check_gone(peer);
     fresh_plugin_answers(sandbox);
+}
+
+/// The soft and hard limits a process runs under, from the kernel's own account.
+fn limits_of(pid: u32, name: &str) -> String {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits.lines().find(|l| l.starts_with(name)).unwrap();
+    line[name.len()..].split_whitespace().take(2).collect::<Vec<_>>().join(" ")
+}
+
+#[test]
+fn a_restarting_peer_replaces_a_plugin_its_cpu_limit_killed_under_the_same_limits() {
+    let sandbox = limited(ChildLimits { max_cpu_s: Some(1), ..ChildLimits::default() });
+    let restart =
+        RestartPolicy { base: Duration::from_millis(10), cap: Duration::from_millis(50), ..Default::default() };
+    let options = PeerOptions { restart: Some(restart), ..options(sandbox) };
+    let peer = Peer::spawn_with(
+        || {
+            let mut command = Command::new("node");
+            command.arg(hostile());
+            command
+        },
+        options,
+    )
+    .unwrap();
+    let first = peer.pid();
+    assert_eq!(limits_of(first, "Max cpu time"), "1 2");
+    let error = request(&peer, "spin", Value::Null).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::PeerExited, "{error}");
+    assert!(error.message().contains("(SIGXCPU): it exceeded its CPU time limit of 1 s"), "{error}");
+    // The next request starts a fresh child, under the same limit.
+    assert_eq!(request(&peer, "echo", json!("again")).unwrap().data.as_str(), Some("again"));
+    let second = peer.pid();
+    assert_ne!(second, first);
+    assert_eq!(limits_of(second, "Max cpu time"), "1 2");
+    assert!(is_reaped(first as i32));
+    close_and_check_gone(peer);
 }
 
 /// SIGXCPU's number on Linux.
