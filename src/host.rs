@@ -379,6 +379,8 @@ pub struct DemoConfig {
     pub encoding: Encoding,
     /// The longest frame the demo reads from the child (msgpack).
     pub max_frame_bytes: usize,
+    /// The longest line the demo reads from the child (json).
+    pub max_line_bytes: usize,
     /// Said after the error when the child exits with a failure before answering anything
     /// (for the default child: it may not know `--encoding` yet).
     pub refusal_hint: Option<String>,
@@ -422,8 +424,10 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
     let (mut child, stdout, stderr) = spawn_child(&config.program, &config.args, config.grace, &config.sandbox)?;
     let tail = Arc::new(StderrTail::default());
     let stderr_done = spawn_stderr_forwarder(stderr, Arc::clone(&tail));
-    let mut initiator =
-        Initiator::default().with_encoding(config.encoding).with_max_frame_bytes(config.max_frame_bytes);
+    let mut initiator = Initiator::default()
+        .with_encoding(config.encoding)
+        .with_max_frame_bytes(config.max_frame_bytes)
+        .with_max_line_bytes(config.max_line_bytes);
     let decoder = Decoder::new(&initiator);
     let mut inbox = Inbox { events, budget: spawn_reader(stdout, tx), decoder };
 

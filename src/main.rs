@@ -16,8 +16,8 @@ use rust_ts_ipc::{Encoding, Responder, ResponderOptions, Services};
 
 const USAGE: &str = "\
 Usage:
-  rust-ts-ipc [demo] [--encoding json|msgpack] [--max-frame-bytes N] [--timeout-ms N]
-                   [--grace-ms N] [--clear-env] [--env-allow NAME]... [--cwd DIR]
+  rust-ts-ipc [demo] [--encoding json|msgpack] [--max-frame-bytes N] [--max-line-bytes N]
+                   [--timeout-ms N] [--grace-ms N] [--clear-env] [--env-allow NAME]... [--cwd DIR]
                    [--max-memory-mb N] [--max-cpu-s N] [--max-procs N] [--max-open-files N]
                    [--node-permission [--node-allow-read PATH]... [--node-allow-addons]]
                    [-- PROGRAM [ARGS...]]
@@ -26,8 +26,9 @@ Usage:
       conversation; progress and the child's stderr go to stderr. --encoding: json (NDJSON
       lines, the default) or msgpack (length-prefixed MessagePack frames; the default child
       is given --encoding msgpack, a PROGRAM of your own must be told itself);
-      --max-frame-bytes bounds a frame read from the child (default 16777216). --timeout-ms bounds the
-      wait for each reply and for the child's exit after the goodbye (default 10000).
+      --max-frame-bytes bounds a frame read from the child (msgpack), --max-line-bytes a line
+      (json); both default to 16777216. --timeout-ms bounds the wait for each reply and for
+      the child's exit after the goodbye (default 10000).
       However the demo ends, the child (in its own process group) is stopped the same way:
       its stdin is closed, then after --grace-ms (default 2000) SIGTERM, then after another
       --grace-ms SIGKILL; it is always reaped. Ctrl-C, SIGTERM and SIGHUP run that sequence
@@ -119,6 +120,7 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
     let mut grace = host::DEFAULT_GRACE;
     let mut encoding = Encoding::Json;
     let mut max_frame_bytes = rust_ts_ipc::DEFAULT_MAX_FRAME_BYTES;
+    let mut max_line_bytes = rust_ts_ipc::DEFAULT_MAX_LINE_BYTES;
     let mut sandbox = Sandbox::default();
     let mut node_permission: Option<NodePermission> = None;
     let mut node_reads: Vec<PathBuf> = Vec::new();
@@ -137,6 +139,13 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
             Some("--max-frame-bytes") => {
                 max_frame_bytes = usize::try_from(number(&mut args, "--max-frame-bytes")?)
                     .map_err(|_| HostError::Usage("--max-frame-bytes is too large".to_owned()))?;
+            }
+            Some("--max-line-bytes") => {
+                max_line_bytes = usize::try_from(number(&mut args, "--max-line-bytes")?)
+                    .map_err(|_| HostError::Usage("--max-line-bytes is too large".to_owned()))?;
+                if max_line_bytes == 0 {
+                    return Err(HostError::Usage("--max-line-bytes must be at least 1 (got 0)".to_owned()));
+                }
             }
             Some("--clear-env") => sandbox.clear_env = true,
             Some("--env-allow") => sandbox.env_allow.push(
@@ -179,6 +188,7 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
         grace,
         encoding,
         max_frame_bytes,
+        max_line_bytes,
         refusal_hint: None,
         sandbox,
     };

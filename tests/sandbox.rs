@@ -358,6 +358,24 @@ fn the_demos_native_engine_under_node_permission_says_it_needs_node_allow_addons
 }
 
 #[test]
+fn the_demo_bounds_a_reply_line_by_max_line_bytes() {
+    let Some(_) = ts_child() else { return };
+    // The greeting's reply is a 55-byte line.
+    let out = demo(&["--max-line-bytes", "40"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(
+            "rust-ts-ipc: child wrote non-protocol output: line 1: line of 55 bytes exceeds the 40-byte limit"
+        ),
+        "{stderr}"
+    );
+    let zero = demo(&["--max-line-bytes", "0"]);
+    assert_eq!(zero.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&zero.stderr).contains("--max-line-bytes must be at least 1 (got 0)"));
+}
+
+#[test]
 fn the_demo_refuses_sandbox_flags_it_cannot_honour() {
     let not_node = demo(&["--node-permission", "--", "sh", "-c", "true"]);
     assert_eq!(not_node.status.code(), Some(2));
