@@ -239,11 +239,19 @@ impl NodePermission {
     /// `--allow-addons` if asked for.
     ///
     /// # Errors
-    /// As [`default_reads`](Self::default_reads) and [`permission_flag`].
+    /// As [`default_reads`](Self::default_reads) and [`permission_flag`]; a path holding a
+    /// comma (Node 20 would split it into two grants).
     pub fn args(&self, node: &OsStr, script: &Path) -> Result<Vec<OsString>, SandboxError> {
         let reads = if self.allow_read.is_empty() { Self::default_reads(script)? } else { self.allow_read.clone() };
         let mut args = vec![OsString::from(permission_flag(node)?)];
         for path in reads {
+            // Node 20 reads `--allow-fs-read=a,b` as two paths: a comma would widen the grant.
+            if path.as_os_str().to_string_lossy().contains(',') {
+                return Err(SandboxError::new(format!(
+                    "cannot allow reading `{}`: Node splits --allow-fs-read at commas; use a path without one",
+                    path.display()
+                )));
+            }
             let mut arg = OsString::from("--allow-fs-read=");
             arg.push(path.as_os_str());
             // A directory grants what is under it; the separator keeps `/a/b` from granting `/a/bc`.
@@ -532,6 +540,24 @@ mod tests {
         assert_eq!(limits.explain(code(1), None, "TypeError: x is not a function"), None);
         assert_eq!(ChildLimits::default().explain(signal(24), None, oom), None);
         assert_eq!(limits.explain(code(0), None, oom), None);
+    }
+
+    #[test]
+    fn node_permission_defaults_to_the_scripts_directory_and_refuses_a_comma() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/hostile.mjs");
+        let reads = NodePermission::default_reads(&script).unwrap();
+        let dir = std::fs::canonicalize(script.parent().unwrap()).unwrap();
+        assert_eq!(reads[0], dir);
+        // Every other one is a node_modules directory that exists, in the script's directory or above it.
+        for extra in &reads[1..] {
+            assert!(extra.ends_with("node_modules") && extra.is_dir() && dir.starts_with(extra.parent().unwrap()));
+        }
+        let comma = NodePermission { allow_read: vec!["/tmp/a,b".into()], ..NodePermission::default() };
+        let e = comma.args(OsStr::new("node"), &script).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "cannot allow reading `/tmp/a,b`: Node splits --allow-fs-read at commas; use a path without one"
+        );
     }
 
     #[test]
