@@ -10,6 +10,28 @@
 //! model" says what they stop and what they do not, and how to run the child under
 //! bubblewrap or nsjail for more.
 //!
+//! ```no_run
+//! use rust_ts_ipc::process::sandbox::{ChildLimits, NodePermission, Sandbox};
+//! use rust_ts_ipc::{Peer, PeerOptions};
+//!
+//! // `node --experimental-permission --allow-fs-read=/srv/plugins/md/ ... /srv/plugins/md/main.js`
+//! let mut command = NodePermission::default().command("node", "/srv/plugins/md/main.js")?;
+//! let sandbox = Sandbox {
+//!     clear_env: true,
+//!     env_allow: vec!["LANG".into()],
+//!     cwd: Some("/srv/plugins/md".into()),
+//!     limits: ChildLimits {
+//!         max_memory_mb: Some(2048),
+//!         max_cpu_s: Some(60),
+//!         max_open_files: Some(64),
+//!         ..ChildLimits::default()
+//!     },
+//! };
+//! let peer = Peer::spawn(&mut command, PeerOptions { sandbox, ..PeerOptions::default() })?;
+//! let html = peer.request("markdown", "# hi")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! When a child dies, [`ChildLimits::explain`] names the limit that killed it, but only where
 //! the evidence proves it: SIGXCPU (or SIGKILL with its CPU time past the limit) for
 //! [`ChildLimits::max_cpu_s`]; an allocation failure on its stderr while
