@@ -485,3 +485,22 @@ fn bad_supervision_options_are_refused_naming_the_value() {
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
     assert!(e.message().starts_with("PeerOptions::hang must be more than 0"), "{e}");
 }
+
+#[test]
+fn unsolicited_messages_of_every_child_come_through_one_channel_that_ends_at_close() {
+    let first = r#"printf '{"msg_type":"note","data":"one"}\n'; read l; exit 3"#;
+    let second = r#"printf '{"msg_type":"note","data":"two"}\n'; while read l; do :; done"#;
+    let options = PeerOptions { restart: Some(policy(3, Duration::from_secs(60))), ..options() };
+    let peer = Peer::spawn_with(scripts(&[first, second], Arc::default()), options).unwrap();
+    let messages = peer.take_messages().unwrap();
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("note", "one"));
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    // The restart: the second child answers nothing, but says hello.
+    assert_eq!(peer.request_timeout("q", "y", 200 * MS).unwrap_err().code(), ErrorCode::Timeout);
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("note", "two"));
+    // The first child's stdout has closed, and still the channel goes on: it ends with the peer.
+    assert_eq!(messages.try_recv(), Err(std::sync::mpsc::TryRecvError::Empty));
+    peer.close().unwrap();
+    assert_eq!(messages.recv_timeout(PATIENCE), Err(std::sync::mpsc::RecvTimeoutError::Disconnected));
+    assert_eq!(peer.stats().unsolicited, 2);
+}

@@ -389,6 +389,8 @@ struct Shared {
     born: Instant,
     /// Nanoseconds from `born` to the last read from the child's stdout (hang watchdog).
     heard: AtomicU64,
+    /// A hang watchdog reads `heard` ([`PeerOptions::hang`]): the reader keeps it.
+    watched: bool,
     /// The peer's supervision, told when this child dies.
     keeper: OnceLock<Weak<Keeper>>,
 }
@@ -985,7 +987,7 @@ impl Peer {
         let data = data.into();
         check_encodable(self.options.encoding, msg_type, &data)?;
         let deadline = process::deadline_after(Instant::now(), timeout);
-        let shared = &self.keeper.generation(msg_type, deadline)?;
+        let shared = self.keeper.generation(msg_type, deadline)?;
         // The id and the turn are taken together, so ids go out in order; the line is
         // encoded outside the lock.
         let (id, turn) = {
@@ -1013,15 +1015,7 @@ impl Peer {
         let (reply, outcome) = mpsc::sync_channel(1);
         let waiting = Waiting { reply, deadline, msg_type: msg_type.to_owned(), timeout, sent: false };
         shared.queue_line(turn, Line { bytes, id: Some(id) }, Some(waiting), msg_type)?;
-        Ok(Pending {
-            shared: Arc::clone(shared),
-            id,
-            msg_type: msg_type.to_owned(),
-            deadline,
-            timeout,
-            outcome,
-            done: false,
-        })
+        Ok(Pending { shared, id, msg_type: msg_type.to_owned(), deadline, timeout, outcome, done: false })
     }
 
     /// Sends a message that expects no reply (no id): queues it for the writer thread behind
@@ -1141,6 +1135,7 @@ fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound
         options: config.limits,
         born: Instant::now(),
         heard: AtomicU64::new(0),
+        watched: config.hang.is_some(),
         keeper: OnceLock::new(),
     });
 
@@ -1331,7 +1326,9 @@ fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &Outbound) {
         match stdout.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => {
-                shared.heard_now();
+                if shared.watched {
+                    shared.heard_now();
+                }
                 decoder.feed(&buf[..n], shared, unsolicited);
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -84,8 +84,8 @@ struct Keep {
     current: Arc<Shared>,
     /// `None`: restarts are off.
     restarts: Option<Restarts>,
-    /// The generation whose death was reported to `restarts` (by its address).
-    reported: Option<usize>,
+    /// The current generation's death was reported to `restarts`.
+    reported: bool,
     /// How the last dead child ended: what [`ErrorCode::RestartLimit`] carries.
     last_end: Option<PeerError>,
     closed: bool,
@@ -102,10 +102,6 @@ pub(super) struct Keeper {
     on_event: Option<SupervisionCallback>,
 }
 
-fn key(shared: &Arc<Shared>) -> usize {
-    Arc::as_ptr(shared) as usize
-}
-
 impl Keeper {
     pub(super) fn new(
         first: Arc<Shared>,
@@ -117,7 +113,7 @@ impl Keeper {
             keep: Mutex::new(Keep {
                 current: Arc::clone(&first),
                 restarts: policy.map(Restarts::new),
-                reported: None,
+                reported: false,
                 last_end: None,
                 closed: false,
                 retiring: Vec::new(),
@@ -148,8 +144,7 @@ impl Keeper {
     /// Generation `dead` can answer no more (`error`): called by it when it sees that.
     pub(super) fn on_ended(&self, dead: &Shared, error: &PeerError) {
         let mut keep = self.lock();
-        let current = Arc::as_ptr(&keep.current);
-        if keep.closed || !std::ptr::eq(current, dead) || keep.reported == Some(current as usize) {
+        if keep.closed || keep.reported || !std::ptr::eq(Arc::as_ptr(&keep.current), dead) {
             return;
         }
         let event = report(&mut keep, error.clone(), Instant::now());
@@ -179,7 +174,7 @@ impl Keeper {
             }
             let Some(error) = keep.current.death() else { return Ok(Arc::clone(&keep.current)) };
             let now = Instant::now();
-            if keep.reported != Some(key(&keep.current)) {
+            if !keep.reported {
                 let event = report(&mut keep, error, now);
                 drop(keep);
                 self.emit(event);
@@ -236,6 +231,7 @@ impl Keeper {
                 let next_id = keep.current.lock().next_id;
                 fresh.lock().next_id = next_id;
                 let dead = std::mem::replace(&mut keep.current, fresh);
+                keep.reported = false;
                 let restarts_in_window = keep.restarts.as_mut().map_or(0, |r| {
                     r.started(now);
                     r.restarts_in_window(now)
@@ -279,7 +275,7 @@ impl Keeper {
 /// Tells the restart state that the current generation died (once per generation).
 fn report(keep: &mut Keep, error: PeerError, now: Instant) -> Option<SupervisionEvent> {
     let pid = keep.current.pid;
-    keep.reported = Some(key(&keep.current));
+    keep.reported = true;
     let next = match keep.restarts.as_mut() {
         Some(restarts) => restarts.on_exit(now),
         None => Gate::Running,
