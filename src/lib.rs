@@ -84,6 +84,7 @@ pub mod process;
 mod responder;
 mod serve;
 mod service;
+pub mod supervise;
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
 pub use encoding::{Encoding, UnknownEncoding};
@@ -94,7 +95,10 @@ pub use initiator::{DemoError, Initiator, InitiatorStep};
 pub use markdown::markdown_to_html;
 pub use message::{decode_envelope, decode_message, Message, MAX_SAFE_ID};
 pub use msgpack::decode_msgpack_envelope;
-pub use peer::{ErrorCode, Peer, PeerError, PeerOptions, PeerStats, Pending, StderrCallback, StderrMode, Unsolicited};
+pub use peer::{
+    ErrorCode, Peer, PeerError, PeerOptions, PeerStats, Pending, StderrCallback, StderrMode, SupervisionCallback,
+    SupervisionEvent, Unsolicited,
+};
 pub use responder::{
     BuiltinService, Checkpoint, Responder, ResponderOptions, Services, ServicesError, DEFAULT_EXIT_AFTER, DEFAULT_NAME,
 };
