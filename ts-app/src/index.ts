@@ -9,6 +9,8 @@ export {
   STDERR_TAIL_BYTES,
   spawnPeer,
   type ChildExit,
+  type ExitInfo,
+  type ExitListener,
   type PipePeer,
   type RestartInfo,
   type RestartListener,

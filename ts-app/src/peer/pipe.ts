@@ -90,9 +90,12 @@ export interface SpawnPeerOptions {
    * Declares the child dead when requests are pending and nothing at all (not a byte) has
    * arrived on its stdout for this many milliseconds: it is stopped with the shutdown sequence,
    * its pending requests fail `PEER_EXITED` saying it was declared hung, and with `restart` it
-   * is replaced. Counts from the last byte read or from when requests became pending, whichever
-   * is later; stderr output does not count (a child stuck in a loop may still log). Set it below
-   * `timeoutMs`: a request that times out is no longer pending. Off by default (0 or Infinity: off).
+   * is replaced. The silence counts from the last byte read, or, if a request was written after
+   * it, from the first such request (so an idle child is not hung the moment it is asked
+   * something; it must answer within `hangMs`, which must therefore exceed the child's start-up
+   * time); stderr output does not count (a child stuck in a loop may still log). It is checked
+   * only while requests are pending: a request that timed out is no longer pending. Off by
+   * default (0 or Infinity: off).
    */
   hangMs?: number;
 }
@@ -116,6 +119,23 @@ export interface RestartInfo {
 /** A listener for the `restart` event. */
 export type RestartListener = (info: RestartInfo) => void;
 
+/** What the `exit` event reports: the child died unexpectedly (not through `close()`), and what follows. */
+export interface ExitInfo {
+  /** How it ended. Its pending requests have failed `PEER_EXITED` by the time listeners run. */
+  exit: ChildExit;
+  /**
+   * What follows: `'backoff'` (with `restart`: a fresh child starts when something is to be
+   * sent, no sooner than `delayMs` from now), `'open'` (the circuit is open: requests fail
+   * `RESTART_LIMIT` for `delayMs`), or `'none'` (no `restart`: the peer is done).
+   */
+  next: 'backoff' | 'open' | 'none';
+  /** For `'backoff'` and `'open'`, how long (ms, from now); 0 for `'none'`. */
+  delayMs: number;
+}
+
+/** A listener for the `exit` event. */
+export type ExitListener = (info: ExitInfo) => void;
+
 /** A peer answered by a child process over its stdin/stdout (`D`: what reply data may be). */
 export interface PipePeer<D = JsonValue> extends Peer<D> {
   /**
@@ -126,14 +146,18 @@ export interface PipePeer<D = JsonValue> extends Peer<D> {
   /** The last (at most 4 KiB) of what the current (or last) child wrote to stderr so far, as text. */
   stderrTail(): string;
   /**
-   * `'message'`: see `Peer.on`. `'restart'` (with the `restart` option): a fresh child was
-   * started in place of a dead one. Listeners run synchronously; one that throws is reported as
-   * an uncaught exception after the peer's own bookkeeping is done.
+   * `'message'`: see `Peer.on`. `'exit'`: the child died unexpectedly (exited, was killed,
+   * closed its stdout, could not start, or was declared hung), and what follows. `'restart'`
+   * (with the `restart` option): a fresh child was started in place of a dead one. Listeners run
+   * synchronously; one that throws is reported as an uncaught exception after the peer's own
+   * bookkeeping is done.
    */
   on(event: 'message', listener: MessageListener<D>): this;
+  on(event: 'exit', listener: ExitListener): this;
   on(event: 'restart', listener: RestartListener): this;
   /** Removes a listener added with `on`. */
   off(event: 'message', listener: MessageListener<D>): this;
+  off(event: 'exit', listener: ExitListener): this;
   off(event: 'restart', listener: RestartListener): this;
 }
 
@@ -192,9 +216,15 @@ class PipePeerImpl implements PipePeer {
   #gone: FailWith | undefined;
   #restartTimer: NodeJS.Timeout | undefined;
   #restartListeners: RestartListener[] = [];
+  #exitListeners: ExitListener[] = [];
   #hangTimer: NodeJS.Timeout | undefined;
-  /** When something last arrived on the current child's stdout, or requests became pending (`performance.now()`). */
+  /**
+   * Where the hang clock starts (`performance.now()`): when something last arrived on the
+   * current child's stdout, or when the first request written after that was written.
+   */
   #lastHeard = 0;
+  /** Whether a request was written since something last arrived (then the clock is not moved by later writes). */
+  #sentSinceHeard = false;
   #pumpScheduled = false;
   /** Inside a read: wakes only note that a pump is wanted (see `#read`). */
   #reading = false;
@@ -298,22 +328,26 @@ class PipePeerImpl implements PipePeer {
   }
 
   on(event: 'message', listener: MessageListener): this;
+  on(event: 'exit', listener: ExitListener): this;
   on(event: 'restart', listener: RestartListener): this;
-  on(event: 'message' | 'restart', listener: MessageListener | RestartListener): this {
+  on(event: 'message' | 'exit' | 'restart', listener: MessageListener | ExitListener | RestartListener): this {
     if (event === 'message') this.#core.on(listener as MessageListener);
+    else if (event === 'exit') this.#exitListeners = [...this.#exitListeners, listener as ExitListener];
     else if (event === 'restart') this.#restartListeners = [...this.#restartListeners, listener as RestartListener];
     return this;
   }
 
   off(event: 'message', listener: MessageListener): this;
+  off(event: 'exit', listener: ExitListener): this;
   off(event: 'restart', listener: RestartListener): this;
-  off(event: 'message' | 'restart', listener: MessageListener | RestartListener): this {
-    if (event === 'message') {
-      this.#core.off(listener as MessageListener);
-    } else if (event === 'restart') {
-      const i = this.#restartListeners.lastIndexOf(listener as RestartListener);
-      if (i !== -1) this.#restartListeners = this.#restartListeners.filter((_, j) => j !== i);
-    }
+  off(event: 'message' | 'exit' | 'restart', listener: MessageListener | ExitListener | RestartListener): this {
+    const without = <T>(listeners: T[], l: T): T[] => {
+      const i = listeners.lastIndexOf(l);
+      return i === -1 ? listeners : listeners.filter((_, j) => j !== i);
+    };
+    if (event === 'message') this.#core.off(listener as MessageListener);
+    else if (event === 'exit') this.#exitListeners = without(this.#exitListeners, listener as ExitListener);
+    else if (event === 'restart') this.#restartListeners = without(this.#restartListeners, listener as RestartListener);
     return this;
   }
 
@@ -422,6 +456,7 @@ class PipePeerImpl implements PipePeer {
       this.#core.failAll(gone);
       // A hung child is stopped now; one that only closed its stdout is left to close().
       if (child.hung !== undefined) this.#retire(child);
+      if (!closing) emitTo(this.#exitListeners, { exit: child.end(), next: 'none', delayMs: 0 });
       return;
     }
     this.#child = undefined;
@@ -436,6 +471,7 @@ class PipePeerImpl implements PipePeer {
       this.#core.waitingFor = WAITING_FOR_RESTART;
     }
     this.#schedulePump();
+    emitTo(this.#exitListeners, { exit: this.#lastEnd, next: gate.state === 'open' ? 'open' : 'backoff', delayMs: restarts.delayMs });
   }
 
   /** Stops `child` (the shutdown sequence) in the background; close() waits for it. */
@@ -473,6 +509,7 @@ class PipePeerImpl implements PipePeer {
     restarts.started(now);
     this.#child = child;
     this.#last = child;
+    this.#sentSinceHeard = false;
     this.#core.waitingFor = WAITING_FOR_SLOT;
     emitTo(this.#restartListeners, { attempt: restarts.restartsInWindow(now), delayMs, pid: child.pid, exit });
     if (child.spawnError !== undefined) {
@@ -486,7 +523,10 @@ class PipePeerImpl implements PipePeer {
   /** Something arrived on `child`'s stdout: routed if it is the current child (a dead one's late output is dropped). */
   #readFrom(child: PeerChild, route: () => void): void {
     if (child !== this.#child || child.hung !== undefined) return;
-    if (this.#hangMs > 0) this.#lastHeard = performance.now();
+    if (this.#hangMs > 0) {
+      this.#lastHeard = performance.now();
+      this.#sentSinceHeard = false;
+    }
     this.#read(route);
   }
 
@@ -547,15 +587,20 @@ class PipePeerImpl implements PipePeer {
   #pump(): void {
     const child = this.#child ?? this.#replace();
     if (child === undefined || this.#gone !== undefined || !child.writable) return;
-    const idle = this.#core.inFlight === 0;
+    const before = this.#core.inFlight;
     for (;;) {
       const batch = this.#core.takeBatch(this.#maxInFlight);
       if (batch.length === 0 || !child.write(batch)) break;
     }
-    // Requests just became pending: the hang clock starts now, not at the last byte heard.
-    if (idle && this.#hangMs > 0 && this.#core.inFlight > 0) {
-      this.#lastHeard = performance.now();
-      this.#armHang(this.#hangMs);
+    if (this.#hangMs > 0 && this.#core.inFlight > 0) {
+      // The first request written since the child last said anything starts the hang clock (a
+      // child idle for an hour is not hung the moment it is asked something); later ones do
+      // not move it, even when they replace requests that timed out.
+      if (this.#core.inFlight > before && !this.#sentSinceHeard) {
+        this.#lastHeard = performance.now();
+        this.#sentSinceHeard = true;
+      }
+      this.#armHang(this.#hangMs - (performance.now() - this.#lastHeard));
     }
   }
 }

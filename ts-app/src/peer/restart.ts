@@ -39,8 +39,15 @@ export const DEFAULT_RESTART: RestartPolicy = Object.freeze({ baseMs: 100, capMs
 /** setTimeout's limit: a longer backoff would fire at once. */
 const MAX_TIMER_MS = 0x7fffffff;
 
+/** A value as an error message shows it: strings quoted (`"3"`, not `3`), arrays named. */
+function shown(value: unknown): string {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (Array.isArray(value)) return 'an array';
+  return String(value);
+}
+
 function invalid(name: string, what: string, value: unknown): PeerError {
-  return new PeerError(PeerErrorCode.INVALID_ARGUMENT, `${name} must be ${what}, got ${String(value)}`);
+  return new PeerError(PeerErrorCode.INVALID_ARGUMENT, `${name} must be ${what}, got ${shown(value)}`);
 }
 
 /**
@@ -52,7 +59,7 @@ export function restartPolicy(value: unknown, name: string): RestartPolicy | und
   if (value === undefined || value === false) return undefined;
   if (value === true) return DEFAULT_RESTART;
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw invalid(name, 'true, false or an object { baseMs, capMs, maxRestarts, windowMs }', value === null ? 'null' : typeof value === 'object' ? 'an array' : JSON.stringify(value));
+    throw invalid(name, 'true, false or an object { baseMs, capMs, maxRestarts, windowMs }', value);
   }
   const o = value as RestartOptions;
   const ms = (field: keyof RestartOptions, min: number, max: number): number => {
@@ -116,7 +123,7 @@ export class Restarts {
     return this.#history.length;
   }
 
-  /** The backoff drawn by the last `onExit` that did not open the circuit (jitter included), in ms. */
+  /** How long after the last `onExit` a child may start: the backoff drawn (jitter included), or the time the circuit stays open, in ms. */
   get delayMs(): number {
     return this.#delayMs;
   }
@@ -135,6 +142,7 @@ export class Restarts {
       // there is none: one window from now).
       const from = max === 0 ? now : (this.#history[count - max] ?? now);
       this.#down = { open: true, until: from + this.policy.windowMs };
+      this.#delayMs = this.#down.until - now;
     } else {
       const d = backoffMs(this.policy, count);
       this.#delayMs = d / 2 + this.#random() * (d / 2);
