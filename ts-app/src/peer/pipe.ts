@@ -535,7 +535,8 @@ class PipePeerImpl implements PipePeer {
     this.#hangTimer = undefined;
     const child = this.#child;
     const pending = this.#core.inFlight;
-    if (child === undefined || child.reported || this.#closed || pending === 0) return;
+    // An exit already seen is reported as such within SETTLE_MS: not a hang.
+    if (child === undefined || child.reported || child.status !== undefined || this.#closed || pending === 0) return;
     const quiet = performance.now() - this.#lastHeard;
     if (quiet < this.#hangMs) {
       this.#armHang(this.#hangMs - quiet);

@@ -436,6 +436,21 @@ describe('spawnPeer supervision: restart', () => {
     await w.peer.close();
   });
 
+  test('the events are typed: each listener gets its own payload', () => {
+    // Compile-time checks (tsc runs before the tests): never called.
+    const typed = (peer: PipePeer): void => {
+      peer.on('restart', (info) => info.attempt + info.delayMs + (info.pid ?? 0) + (info.exit.code ?? 0));
+      peer.on('exit', (info) => (info.next === 'open' ? info.delayMs : info.exit.reason.length));
+      // @ts-expect-error a `restart` listener gets a RestartInfo, not a message
+      peer.on('restart', (m: { msg_type: string }) => m.msg_type);
+      // @ts-expect-error `next` is 'backoff' | 'open' | 'none'
+      peer.on('exit', (info) => info.next === 'closed');
+      // @ts-expect-error no such event
+      peer.on('crash', () => {});
+    };
+    assert.equal(typeof typed, 'function');
+  });
+
   test('bad supervision options are refused before anything starts', () => {
     assert.throws(
       () => spawnPeer('node', [], { restart: 'yes' as unknown as boolean }),
