@@ -363,6 +363,22 @@ describe('spawnPeer supervision: restart', () => {
     assert.deepEqual(await w.peer.close(), { code: 0, signal: null });
   });
 
+  test('a child that dies mid-line leaves nothing behind for the next: each child has its own decoder', async () => {
+    // The first child writes half a reply line and dies; the next runs `serve`.
+    const flag = tempFlag();
+    const script = 'if [ -e "$1" ]; then rm "$1"; read line; printf \'{"msg_type":"ack","da\'; exit 3; fi; exec "$2" serve --exit-after 0';
+    const w = supervised('sh', ['-c', script, 'sh', flag, SERVE_BIN], { restart: { baseMs: 1, capMs: 1 } });
+    const unsolicited: unknown[] = [];
+    w.peer.on('message', (m) => unsolicited.push(m));
+    const e = await rejectsWith(w.peer.request('data', 'a'), 'PEER_EXITED');
+    assert.equal(e.exitCode, 3);
+    assert.deepEqual(await w.peer.request('data', 'b'), { msg_type: 'ack', data: 'Acknowledged: b', id: 2 });
+    assert.deepEqual(await w.peer.request('data', 'c'), { msg_type: 'ack', data: 'Acknowledged: c', id: 3 });
+    // The cut line is the dead child's last words, reported as it ended, never joined to the next child's output.
+    assert.deepEqual(unsolicited, [{ msg_type: 'error', data: 'line 1: invalid JSON: `{"msg_type":"ack","da`' }]);
+    await w.peer.close();
+  });
+
   test('maxRestarts 0: the first death opens the circuit', async () => {
     const flag = tempFlag();
     const w = supervised(...flagged(flag), { restart: { maxRestarts: 0, windowMs: 60_000 } });
