@@ -556,9 +556,16 @@ describe('spawnPeer supervision: timeouts and hangs', () => {
   test('hangMs: a child that keeps writing anything at all is not hung', async () => {
     // Never answers, but writes an unsolicited line every 50 ms.
     const script = "setInterval(() => process.stdout.write('{\"msg_type\":\"tick\",\"data\":null}\\n'), 50); process.stdin.resume();";
-    const w = supervised('node', ['-e', script], { restart: true, hangMs: 300, timeoutMs: 900, graceMs: 50 });
+    const w = supervised('node', ['-e', script], { restart: true, hangMs: 400, timeoutMs: 1200, graceMs: 50 });
     let ticks = 0;
-    w.peer.on('message', () => ticks++);
+    const started = new Promise<void>((resolve) => {
+      w.peer.on('message', () => {
+        ticks++;
+        resolve();
+      });
+    });
+    // Once it runs (its start on a busy machine is not what is tested), it writes every 50 ms.
+    await started;
     await rejectsWith(w.peer.request('echo', 'x'), 'TIMEOUT');
     assert.ok(ticks > 5, `it kept writing: ${ticks}`);
     assert.deepEqual([w.exits.length, w.restarts.length], [0, 0]);
