@@ -84,6 +84,7 @@ pub mod process;
 mod responder;
 mod serve;
 mod service;
+pub mod spin;
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
 pub use encoding::{Encoding, UnknownEncoding};
