@@ -99,5 +99,5 @@ pub use peer::{ErrorCode, Peer, PeerError, PeerOptions, PeerStats, Pending, Stde
 pub use responder::{
     BuiltinService, Checkpoint, Responder, ResponderOptions, Services, ServicesError, DEFAULT_EXIT_AFTER, DEFAULT_NAME,
 };
-pub use serve::{serve, serve_stdio, serve_stdio_with, serve_with, ServeError};
+pub use serve::{serve, serve_stdio, serve_stdio_with, serve_stdio_with_options, serve_with, ServeError, ServeOptions};
 pub use service::{Handlers, Service};
