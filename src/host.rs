@@ -386,6 +386,9 @@ pub struct DemoConfig {
     pub refusal_hint: Option<String>,
     /// How the child is started: environment, working directory, resource limits.
     pub sandbox: Sandbox,
+    /// The reader thread's spin budget on the child's stdout (zero: off; see
+    /// `rust_ts_ipc::spin`).
+    pub spin: Duration,
 }
 
 /// Why the conversation stopped early.
@@ -429,7 +432,15 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         .with_max_frame_bytes(config.max_frame_bytes)
         .with_max_line_bytes(config.max_line_bytes);
     let decoder = Decoder::new(&initiator);
-    let mut inbox = Inbox { events, budget: spawn_reader(stdout, tx), decoder };
+    #[cfg(not(unix))]
+    let budget = spawn_reader(stdout, tx);
+    #[cfg(unix)]
+    let budget = if config.spin.is_zero() {
+        spawn_reader(stdout, tx)
+    } else {
+        spawn_reader(rust_ts_ipc::spin::SpinReader::new(stdout, config.spin), tx)
+    };
+    let mut inbox = Inbox { events, budget, decoder };
 
     let fault = converse(&mut child, &mut initiator, &mut inbox, config.timeout, out).err();
     // Stop queueing the child's output: from here a child that floods its stdout meets a

@@ -84,6 +84,7 @@ pub mod process;
 mod responder;
 mod serve;
 mod service;
+pub mod spin;
 pub mod supervise;
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
@@ -102,5 +103,5 @@ pub use peer::{
 pub use responder::{
     BuiltinService, Checkpoint, Responder, ResponderOptions, Services, ServicesError, DEFAULT_EXIT_AFTER, DEFAULT_NAME,
 };
-pub use serve::{serve, serve_stdio, serve_stdio_with, serve_with, ServeError};
+pub use serve::{serve, serve_stdio, serve_stdio_with, serve_stdio_with_options, serve_with, ServeError, ServeOptions};
 pub use service::{Handlers, Service};

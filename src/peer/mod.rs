@@ -46,6 +46,9 @@ use restart::Keeper;
 use crate::error::numbered;
 use crate::process::sandbox::{ChildLimits, Sandbox};
 use crate::process::{self, ChildProcess, StderrTail, Supervision, DEFAULT_GRACE, READ_CHUNK};
+#[cfg(unix)]
+use crate::spin::SpinReader;
+use crate::spin::{AdaptiveSpin, SpinDisabled};
 use crate::supervise::RestartPolicy;
 use crate::{
     decode_envelope, decode_msgpack_envelope, Data, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
@@ -154,6 +157,14 @@ pub struct PeerOptions {
     /// Told each death, restart and failed restart of the child ([`SupervisionEvent`]): `None`
     /// by default.
     pub on_supervision: Option<SupervisionCallback>,
+    /// After each read of the child's stdout, the reader thread keeps asking the pipe for more
+    /// for up to this long before sleeping (adaptive, see [`crate::spin`]): a reply that comes
+    /// within it is read without a wake-up of the reader, for a CPU busy for up to this long
+    /// after each read. The calling thread's wait for the reply and the writer thread's wait
+    /// for the next request are not spun. Never spins when the thread calling
+    /// [`Peer::spawn`] may run on one CPU only ([`Peer::spin_disabled`] says so); Unix only.
+    /// Zero (the default): off, the pipe is read as without the option.
+    pub spin: Duration,
 }
 
 impl Default for PeerOptions {
@@ -173,6 +184,7 @@ impl Default for PeerOptions {
             restart: None,
             hang: None,
             on_supervision: None,
+            spin: Duration::ZERO,
         }
     }
 }
@@ -201,6 +213,11 @@ pub struct PeerStats {
     /// The most requests that were awaiting replies at once (never above
     /// [`PeerOptions::max_in_flight`]).
     pub peak_in_flight: u64,
+    /// Reads of the child's stdout that spun ([`PeerOptions::spin`]): found no data at once
+    /// and were given a budget.
+    pub spins: u64,
+    /// Of [`spins`](Self::spins), those whose data came before the budget expired.
+    pub spin_hits: u64,
 }
 
 #[derive(Default)]
@@ -214,6 +231,8 @@ struct Counters {
     unsolicited_dropped: AtomicU64,
     lines_too_long: AtomicU64,
     peak_in_flight: AtomicU64,
+    spins: AtomicU64,
+    spin_hits: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -814,6 +833,8 @@ pub struct Peer {
     counters: Arc<Counters>,
     options: Limits,
     messages: Mutex<Option<Unsolicited>>,
+    /// Why the readers never spin, if they do not.
+    spin_disabled: Option<SpinDisabled>,
 }
 
 impl fmt::Debug for Peer {
@@ -918,6 +939,8 @@ impl Peer {
             counters: Arc::clone(&counters),
             hang: options.hang,
             sandbox: options.sandbox,
+            // On this thread, whose affinity mask the peer's threads inherit.
+            spin: AdaptiveSpin::for_this_thread(if cfg!(unix) { options.spin } else { Duration::ZERO }),
         });
         let starter: restart::Starter = match make {
             Some(mut make) if options.restart.is_some() => {
@@ -932,12 +955,20 @@ impl Peer {
         // Without restarts the reader owns the only sender: the channel ends with its stdout.
         let first = start_child(command, &config, outbound)?;
         let keeper = Keeper::new(first, options.restart, starter, options.on_supervision);
-        Ok(Peer { keeper, counters, options: limits, messages: Mutex::new(Some(messages)) })
+        let spin_disabled = config.spin.disabled();
+        Ok(Peer { keeper, counters, options: limits, messages: Mutex::new(Some(messages)), spin_disabled })
     }
 
     /// The current child's pid (also its process group's id).
     pub fn pid(&self) -> u32 {
         self.keeper.current().pid
+    }
+
+    /// `None` when the reader may spin ([`PeerOptions::spin`]); otherwise why it never does:
+    /// [`SpinDisabled::Off`] (a zero budget, the default, or not Unix) or
+    /// [`SpinDisabled::OneCpu`] (the thread that spawned the peer may run on one CPU only).
+    pub fn spin_disabled(&self) -> Option<SpinDisabled> {
+        self.spin_disabled
     }
 
     /// Sends a request and waits for its reply, at most [`PeerOptions::timeout`].
@@ -1072,6 +1103,8 @@ impl Peer {
             unsolicited_dropped: get(&c.unsolicited_dropped),
             lines_too_long: get(&c.lines_too_long),
             peak_in_flight: get(&c.peak_in_flight),
+            spins: get(&c.spins),
+            spin_hits: get(&c.spin_hits),
         }
     }
 
@@ -1108,6 +1141,8 @@ struct Generation {
     hang: Option<Duration>,
     /// Applied to each child's `Command` before it is spawned, restarts included.
     sandbox: Sandbox,
+    /// Each child's reader starts from this spin state ([`PeerOptions::spin`]).
+    spin: AdaptiveSpin,
 }
 
 /// Starts one child of a peer and its threads: the writer, the reader (delivering
@@ -1154,7 +1189,24 @@ fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound
     let reader = Arc::clone(&shared);
     // The reader owns its sender, so without restarts the channel ends when the child's
     // stdout closes.
-    thread::spawn(move || read_stdout(&reader, stdout, &unsolicited));
+    #[cfg(unix)]
+    {
+        // A blocking pipe: when spinning is off or parked, each read is the plain read.
+        let stdout = SpinReader::with_spin(stdout, config.spin.clone());
+        // Counters are shared by every child of the peer: each reader adds what it saw since
+        // its last read.
+        let seen = std::cell::Cell::new((0, 0));
+        thread::spawn(move || {
+            read_stdout(&reader, stdout, &unsolicited, move |stdout: &SpinReader<_>, counters: &Counters| {
+                let stats = stdout.stats();
+                let (spun, hits) = seen.replace((stats.spun, stats.hits));
+                counters.spins.fetch_add(stats.spun - spun, Ordering::Relaxed);
+                counters.spin_hits.fetch_add(stats.hits - hits, Ordering::Relaxed);
+            })
+        });
+    }
+    #[cfg(not(unix))]
+    thread::spawn(move || read_stdout(&reader, stdout, &unsolicited, |_: &_, _: &Counters| {}));
 
     let on_stderr = Arc::clone(&shared);
     let tail = Arc::clone(&shared.tail);
@@ -1316,14 +1368,17 @@ impl Drop for Pending {
 
 /// The reader thread: the child's stdout, framed by the core, dispatched line by line (or
 /// frame by frame).
-fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &Outbound) {
+/// `after_read` publishes what the reader wants counted (its spin statistics).
+fn read_stdout<R: Read>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, after_read: impl Fn(&R, &Counters)) {
     let mut decoder = match shared.options.encoding {
         Encoding::Json => Incoming::Lines(LineDecoder::new(shared.options.max_line_bytes)),
         Encoding::Msgpack => Incoming::Frames(FrameDecoder::new(shared.options.max_frame_bytes)),
     };
     let mut buf = vec![0; READ_CHUNK];
     loop {
-        match stdout.read(&mut buf) {
+        let read = stdout.read(&mut buf);
+        after_read(&stdout, &shared.counters);
+        match read {
             Ok(0) => break,
             Ok(n) => {
                 if shared.watched {

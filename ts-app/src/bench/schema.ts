@@ -34,6 +34,12 @@ export interface TimingRecord {
   /** Replies checked for count and content (equals `n`). */
   checked: number;
   note?: string;
+  /** CPU time (user + system) per message during the measured run, ns: the parent's threads
+   * and the child's, from `/proc/<pid>/task/<tid>/schedstat` (Rust pipe paths). */
+  cpu_ns_per_msg?: { parent: number; child: number; total: number };
+  /** Spinning readers (`pipe.rust-rust-spin`): the budget both sides were given, and how many of
+   * the parent's reads during the measured run spun and found their data while spinning. */
+  spin?: { budget_us: number; parent_reads_spun: number; parent_spin_hits: number };
 }
 
 /** Spawn (or load) to first reply, repeated `n` times. */
