@@ -8,7 +8,7 @@ use crate::encoding::Encoding;
 use crate::error::{excerpt, hex_excerpt, ProtocolError};
 use crate::frame::{Packet, DEFAULT_MAX_FRAME_BYTES};
 use crate::markdown::write_html;
-use crate::message::{decode, write_message, Message, Rejected};
+use crate::message::{decode, write_message, write_message_parts, Message, Rejected};
 use crate::msgpack::{decode_fields, payload, write_reply, Payload, ReplyData};
 
 /// After this many `data` messages the responder says goodbye (the seed's five).
@@ -312,6 +312,16 @@ struct Reply<'a> {
 impl Reply<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
         match &self.body {
+            // The usual replies without the formatting machinery; the same bytes as `Display`.
+            Body::Text(Text::Ack(data)) => {
+                write_message_parts(out, self.msg_type, ("Acknowledged: ", data, ""), self.id)
+            }
+            Body::Text(Text::Hello(name)) => {
+                write_message_parts(out, self.msg_type, ("Hello from ", name, "!"), self.id)
+            }
+            Body::Text(Text::Goodbye(name)) => {
+                write_message_parts(out, self.msg_type, ("Goodbye from ", name, "!"), self.id)
+            }
             Body::Text(text) => write_message(out, self.msg_type, text, self.id),
             Body::Bytes(_) => write_message(out, self.msg_type, &self.body.text(), self.id),
         }
