@@ -144,6 +144,16 @@ export function tooLongReply(line: number, length: number, limit: number): strin
   return errorLine(line, tooLongText(length, limit));
 }
 
+/**
+ * The envelope exactly as the encoders write it, `{"msg_type":"T","data":"D"}` or
+ * `{"msg_type":"T","data":"D","id":N}`: no whitespace, no escape and no control character in
+ * `T` or `D`, `N` a canonical decimal integer of at most 16 digits (the caller checks it is at
+ * most `MAX_SAFE_ID`). A line it matches is valid JSON that `decodeMessage` reads as the same
+ * message (a string without escapes is its own value), so matching it first only saves the
+ * parse; anything else goes to `decodeMessage`. The Rust core's `decode_canonical` is its twin.
+ */
+const PLAIN_ENVELOPE = /^\{"msg_type":"([^"\\\u0000-\u001f]*)","data":"([^"\\\u0000-\u001f]*)"(?:,"id":(0|[1-9][0-9]{0,15}))?\}$/;
+
 /** A line decoded: the message, or why it is not one (and its `id` if that much was valid). */
 export type Decoded = { ok: true; message: Message } | { ok: false; error: string; id?: number };
 
@@ -449,6 +459,17 @@ export class Responder {
   }
 
   /**
+   * Answers a line that `LineDecoder.feed` handed to its sink's `text`: valid UTF-8, within
+   * the limit, not blank, without its line ending, numbered `line`. The replies are those
+   * `handleFrame` gives that line's frame, without a Buffer view, a UTF-8 check and a decode
+   * per line.
+   */
+  handleText(line: number, text: string): string {
+    this.#line = line;
+    return this.#answerText(text);
+  }
+
+  /**
    * Answers a message object (counts as one line). Throws a `TypeError` (code `InvalidArg`)
    * if it is not one, as the addon does.
    */
@@ -503,6 +524,26 @@ export class Responder {
   }
 
   #answerText(text: string): string {
+    // The envelope as every encoder writes it: no JSON.parse, and the usual `ack` written by
+    // concatenation (its `data` holds nothing JSON escapes, so it is its own JSON text).
+    const plain = PLAIN_ENVELOPE.exec(text);
+    if (plain !== null) {
+      const msgType = plain[1] ?? '';
+      const data = plain[2] ?? '';
+      const idText = plain[3];
+      const id = idText === undefined ? undefined : Number(idText);
+      if (id === undefined || id <= MAX_SAFE_ID) {
+        if (msgType === 'data' && !this.#done && (this.#exitAfter === 0 || this.#dataSeen + 1 < this.#exitAfter)) {
+          this.#dataSeen++;
+          return idText === undefined
+            ? `{"msg_type":"ack","data":"Acknowledged: ${data}"}\n`
+            : `{"msg_type":"ack","data":"Acknowledged: ${data}","id":${idText}}\n`;
+        }
+        let out = '';
+        for (const reply of this.#respond(msgType, data, id)) out += encodeMessage(reply);
+        return out;
+      }
+    }
     const decoded = decodeMessage(text);
     if (!decoded.ok) return errorLine(this.#line, decoded.error, decoded.id);
     const { msg_type: msgType, data, id } = decoded.message;

@@ -17,7 +17,7 @@ import {
   tsFrameEngine,
 } from '../engine.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, type Packet } from '../frame.js';
-import { DEFAULT_MAX_LINE_BYTES, LineDecoder } from '../framing.js';
+import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder } from '../framing.js';
 import { Responder, type ResponderOptions } from '../protocol.js';
 import { describeWithAddon } from './addon.js';
 import {
@@ -42,6 +42,28 @@ function runEngine(engine: Engine, maxLineBytes: number, chunks: Iterable<Uint8A
   };
   for (const chunk of chunks) answer(decoder.push(chunk));
   answer(decoder.end());
+  return out;
+}
+
+/** `runEngine` as `serveLines` runs an engine with `answerText`: a chunk's lines as text (`feed`). */
+function runEngineText(engine: Engine, maxLineBytes: number, chunks: Iterable<Uint8Array>): string {
+  const answerText = engine.answerText;
+  assert.ok(answerText !== undefined, 'the engine answers text');
+  const decoder = new LineDecoder({ maxLineBytes });
+  let out = '';
+  const reply = (r: string | Uint8Array): void => {
+    out += Buffer.from(r).toString('utf8');
+  };
+  const sink = {
+    text: (line: number, text: string): void => {
+      if (!engine.done) reply(answerText(line, text));
+    },
+    frame: (frame: Frame): void => {
+      if (!engine.done) reply(engine.answer(frame));
+    },
+  };
+  for (const chunk of chunks) decoder.feed(chunk, sink);
+  for (const frame of decoder.end()) sink.frame(frame);
   return out;
 }
 
@@ -108,6 +130,23 @@ function engineSuite(name: string, make: (c: Case) => Engine): void {
 }
 
 engineSuite('tsEngine answers every pipe vector', (c) => tsEngine(full(optionsOf(c))));
+
+describe("tsEngine's text path (answerText) answers every pipe vector as its frame path does", () => {
+  for (const c of pipeCases) {
+    test(c.name, { skip: skipUnlessDemo(c) }, () => {
+      const max = optionsOf(c).maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+      const stream = streamOf(c);
+      const make = (): Engine => tsEngine(full(optionsOf(c)));
+      assert.equal(runEngineText(make(), max, [stream]), expectedText(c), 'whole');
+      for (const size of [1, 7]) {
+        const pieces = Array.from({ length: Math.ceil(stream.length / size) }, (_, i) =>
+          stream.subarray(i * size, (i + 1) * size),
+        );
+        assert.equal(runEngineText(make(), max, pieces), expectedText(c), `${size} bytes at a time`);
+      }
+    });
+  }
+});
 engineSuite('nativeEngine keeps a line-counting responder in step (stand-in addon)', (c) =>
   nativeEngine(new FakeNative(optionsOf(c)), optionsOf(c).maxLineBytes ?? DEFAULT_MAX_LINE_BYTES),
 );
