@@ -90,8 +90,11 @@ pub fn decode_message(line: &str) -> Result<Message, ProtocolError> {
 
 pub(crate) fn decode(line: &str) -> Result<Incoming<'_>, Rejected> {
     // Fastest path: the envelope exactly as every peer writes it, read without a parser.
-    if let Some(m) = decode_canonical(line) {
-        return Ok(m);
+    if let Some(c) = decode_canonical(line.as_bytes()) {
+        // Both ranges lie between ASCII quotes, so on character boundaries.
+        if let (Some(msg_type), Some(data)) = (line.get(c.msg_type.clone()), line.get(c.data.clone())) {
+            return Ok(Incoming { msg_type: Cow::Borrowed(msg_type), data: Cow::Borrowed(data), id: c.id });
+        }
     }
     // Fast path: a well-formed message deserializes straight into borrowed fields. Anything
     // it refuses (including valid messages it is too strict for, such as `"id": 1.0` or a
@@ -109,56 +112,99 @@ pub(crate) fn decode(line: &str) -> Result<Incoming<'_>, Rejected> {
 
 /// The envelope in the exact form our encoders write, `{"msg_type":"T","data":"D"}` or
 /// `{"msg_type":"T","data":"D","id":N}`, with no whitespace, no escape and no control
-/// character in `T` or `D`, and `N` a canonical decimal integer (no sign, no leading zero, no
-/// fraction or exponent) no larger than [`MAX_SAFE_ID`]: read by comparing bytes, with no JSON
-/// parser. `None` for anything else, which then goes through serde_json. Every line this
-/// accepts is valid JSON that the other paths read as the same message (strings without
-/// escapes are their own value; the id's text is its value), so it only saves time.
-fn decode_canonical(line: &str) -> Option<Incoming<'_>> {
-    let rest = line.strip_prefix("{\"msg_type\":\"")?;
-    let (msg_type, rest) = plain_string(rest)?;
-    let rest = rest.strip_prefix(",\"data\":\"")?;
-    let (data, rest) = plain_string(rest)?;
-    let id = match rest {
-        "}" => None,
-        _ => Some(canonical_id(rest.strip_prefix(",\"id\":")?.strip_suffix('}')?)?),
+/// character in `T` or `D`, `T` and `D` valid UTF-8, and `N` a canonical decimal integer (no
+/// sign, no leading zero, no fraction or exponent) no larger than [`MAX_SAFE_ID`]: read by
+/// comparing bytes, with no JSON parser. `None` for anything else, which then
+/// goes through serde_json. Every line this accepts is valid UTF-8 and valid JSON that the
+/// other paths read as the same message (strings without escapes are their own value; the
+/// id's text is its value), so it only saves time.
+pub(crate) fn decode_canonical(line: &[u8]) -> Option<Canonical> {
+    const MSG_TYPE: &[u8] = b"{\"msg_type\":\"";
+    const DATA: &[u8] = b"\",\"data\":\"";
+    let msg_type_at = MSG_TYPE.len();
+    let (msg_type_end, high) = plain_string(line.strip_prefix(MSG_TYPE)?)?;
+    let msg_type = msg_type_at..msg_type_at + msg_type_end;
+    let data_at = msg_type.end + DATA.len();
+    line.get(msg_type.end..data_at).filter(|&sep| sep == DATA)?;
+    let (data_end, data_high) = plain_string(line.get(data_at..)?)?;
+    let data = data_at..data_at + data_end;
+    let id = match line.get(data.end + 1..)? {
+        b"}" => None,
+        rest => Some(canonical_id(rest.strip_prefix(b",\"id\":")?.strip_suffix(b"}")?)?),
     };
-    Some(Incoming { msg_type: Cow::Borrowed(msg_type), data: Cow::Borrowed(data), id })
+    let canonical = Canonical { msg_type, data, id };
+    // Only non-ASCII strings need their UTF-8 checked (the rest of the line was compared).
+    if (high | data_high) != 0
+        && (std::str::from_utf8(canonical.msg_type(line)).is_err()
+            || std::str::from_utf8(canonical.data(line)).is_err())
+    {
+        return None;
+    }
+    Some(canonical)
 }
 
-/// The body of a string literal whose opening quote has been read, up to its closing quote,
-/// and what follows that quote; `None` if the body holds a `\` or a control character (which
-/// a JSON string must escape), or has no closing quote.
-fn plain_string(text: &str) -> Option<(&str, &str)> {
-    let end = first_to_escape(text.as_bytes())?;
-    // The byte found is ASCII, so `end` is a character boundary.
-    (text.as_bytes()[end] == b'"').then(|| (&text[..end], &text[end + 1..]))
+/// Where [`decode_canonical`] found the parts of an envelope in its line.
+pub(crate) struct Canonical {
+    /// The bytes of `msg_type`'s string, without quotes.
+    msg_type: std::ops::Range<usize>,
+    /// The bytes of `data`'s string, without quotes; the line's `"`, `,"id":N` and `}` follow.
+    pub data: std::ops::Range<usize>,
+    /// The id's value.
+    pub id: Option<u64>,
+}
+
+impl Canonical {
+    /// `msg_type` in `line` (the line this was found in).
+    pub fn msg_type<'a>(&self, line: &'a [u8]) -> &'a [u8] {
+        line.get(self.msg_type.clone()).unwrap_or_default()
+    }
+
+    /// `data` in `line` (the line this was found in).
+    pub fn data<'a>(&self, line: &'a [u8]) -> &'a [u8] {
+        line.get(self.data.clone()).unwrap_or_default()
+    }
+}
+
+/// The length of a string literal's body whose opening quote has been read (the offset of
+/// its closing quote), and nonzero if it may hold non-ASCII bytes; `None` if the body holds a
+/// `\` or a control character (which a JSON string must escape), or has no closing quote.
+fn plain_string(text: &[u8]) -> Option<(usize, u64)> {
+    let (end, high) = first_to_escape(text);
+    (text.get(end?) == Some(&b'"')).then_some((end?, high))
 }
 
 /// The offset of the first byte JSON must escape in a string (`"`, `\` or below 0x20), eight
 /// bytes at a time: one pass finds a string's end and checks that nothing before it needs
-/// unescaping.
-fn first_to_escape(bytes: &[u8]) -> Option<usize> {
+/// unescaping. Also nonzero if a byte before it (or in its word) is not ASCII.
+fn first_to_escape(bytes: &[u8]) -> (Option<usize>, u64) {
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut words = bytes.chunks_exact(8);
-    let mut at = 0;
+    let (mut at, mut high) = (0, 0);
     for word in words.by_ref() {
         if let Ok(word) = <[u8; 8]>::try_from(word) {
-            let hits = escape_hits(u64::from_le_bytes(word));
+            let x = u64::from_le_bytes(word);
+            high |= x & HIGHS;
+            let hits = escape_hits(x);
             if hits != 0 {
                 // The lowest flagged byte is a true match (a false flag needs a borrow from a
                 // true match below it); little-endian, so the lowest byte comes first.
-                return Some(at + hits.trailing_zeros() as usize / 8);
+                return (Some(at + hits.trailing_zeros() as usize / 8), high);
             }
         }
         at += 8;
     }
-    words.remainder().iter().position(|&b| b < 0x20 || b == b'"' || b == b'\\').map(|i| at + i)
+    for (i, &b) in words.remainder().iter().enumerate() {
+        if b < 0x20 || b == b'"' || b == b'\\' {
+            return (Some(at + i), high);
+        }
+        high |= u64::from(b & 0x80);
+    }
+    (None, high)
 }
 
 /// `digits` as an id if they are a canonical decimal integer (`0`, or no leading zero) of at
 /// most [`MAX_SAFE_ID`].
-fn canonical_id(digits: &str) -> Option<u64> {
-    let bytes = digits.as_bytes();
+fn canonical_id(bytes: &[u8]) -> Option<u64> {
     // MAX_SAFE_ID has 16 digits: 16 digits cannot overflow a u64.
     if bytes.is_empty() || bytes.len() > 16 || (bytes[0] == b'0' && bytes.len() > 1) {
         return None;
@@ -439,7 +485,7 @@ pub(crate) fn write_message_parts(
     (lead, text, tail): (&'static str, &str, &'static str),
     id: Option<u64>,
 ) {
-    debug_assert!([msg_type, lead, tail].iter().all(|s| first_to_escape(s.as_bytes()).is_none()));
+    debug_assert!([msg_type, lead, tail].iter().all(|s| first_to_escape(s.as_bytes()).0.is_none()));
     out.extend_from_slice(b"{\"msg_type\":\"");
     out.extend_from_slice(msg_type.as_bytes());
     out.extend_from_slice(b"\",\"data\":\"");
@@ -682,9 +728,14 @@ mod tests {
             (r#"{"msg_type":"data","data":"a/b'c{}:,[]","id":12345678}"#, "data", "a/b'c{}:,[]", Some(12_345_678)),
         ];
         for (line, msg_type, data, id) in accepted {
-            let m = decode_canonical(line);
-            assert!(matches!(&m, Some(Incoming { msg_type: Cow::Borrowed(_), data: Cow::Borrowed(_), .. })), "{line}");
-            let m = m.map(|m| (m.msg_type.into_owned(), m.data.into_owned(), m.id));
+            let b = line.as_bytes();
+            let m = decode_canonical(b).map(|c| {
+                (
+                    String::from_utf8_lossy(c.msg_type(b)).into_owned(),
+                    String::from_utf8_lossy(c.data(b)).into_owned(),
+                    c.id,
+                )
+            });
             assert_eq!(m, Some((msg_type.to_owned(), data.to_owned(), id)), "{line}");
             assert_eq!(m, parsed(line), "{line}");
         }
@@ -716,7 +767,14 @@ mod tests {
             }
         }
         for line in &refused {
-            assert!(decode_canonical(line).is_none(), "{line}");
+            assert!(decode_canonical(line.as_bytes()).is_none(), "{line}");
+        }
+        // Invalid UTF-8 inside a string is never taken, wherever it is.
+        for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xc0\x80"] {
+            let data = [&b"{\"msg_type\":\"data\",\"data\":\"a"[..], bad, b"\",\"id\":1}"].concat();
+            assert!(decode_canonical(&data).is_none(), "{data:?}");
+            let msg_type = [&b"{\"msg_type\":\""[..], bad, b"\",\"data\":\"x\"}"].concat();
+            assert!(decode_canonical(&msg_type).is_none(), "{msg_type:?}");
         }
         // The parser still reads the ones that are messages, as before.
         assert_eq!(decode_message(&refused[3]), Ok(Message::new("data", "x").with_id(1)));
@@ -736,11 +794,14 @@ mod tests {
                     if at + 1 < len {
                         bytes[len - 1] = b'"';
                     }
-                    assert_eq!(first_to_escape(&bytes), Some(at), "{bytes:?}");
+                    assert_eq!(first_to_escape(&bytes).0, Some(at), "{bytes:?}");
                 }
             }
             let plain: Vec<u8> = (0..len).map(|i| [b'a', 0x20, 0x7f, 0x80, 0xff, b'!', b'#', b'['][i % 8]).collect();
-            assert_eq!(first_to_escape(&plain), None, "{plain:?}");
+            let (end, high) = first_to_escape(&plain);
+            assert_eq!((end, high != 0), (None, len > 3), "{plain:?}");
+            let ascii: Vec<u8> = plain.iter().map(|&b| b & 0x7f | 0x20).collect();
+            assert_eq!(first_to_escape(&ascii), (None, 0), "{ascii:?}");
         }
     }
 
