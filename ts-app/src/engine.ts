@@ -55,6 +55,7 @@ export function tsFrameEngine(options: ResponderOptions): Engine<Packet> {
 
 /** The part of the addon's `Responder` the native engines use (see `native/index.d.ts`). */
 export interface NativeResponder {
+  handleLine(line: string): string;
   handleBuffer(bytes: Uint8Array): string | Uint8Array;
   handle(msg: Message): Message[];
   /** One MessagePack frame body in, the reply frames (with their length headers) out. */
@@ -110,16 +111,25 @@ const NO_BYTES = new Uint8Array(0);
  */
 export function nativeEngine(responder: NativeResponder, maxLineBytes: number): Engine {
   let fed = 0;
+  /** Counts the lines skipped before line `line`, as empty lines. */
+  const catchUp = (line: number): void => {
+    while (fed < line - 1) {
+      responder.handleBuffer(NO_BYTES);
+      fed++;
+    }
+    fed++;
+  };
   return {
     answer(frame) {
-      while (fed < frame.line - 1) {
-        responder.handleBuffer(NO_BYTES);
-        fed++;
-      }
-      fed++;
+      catchUp(frame.line);
       if (frame.kind === 'line') return responder.handleBuffer(frame.bytes);
       responder.handleBuffer(NO_BYTES);
       return tooLongReply(frame.line, frame.length, maxLineBytes);
+    },
+    // A text line is valid UTF-8 decoded, so `handleLine` sees the line's own bytes.
+    answerText(line, text) {
+      catchUp(line);
+      return responder.handleLine(text);
     },
     get done() {
       return responder.done;

@@ -99,6 +99,10 @@ class FakeNative implements NativeResponder {
   constructor(options: ResponderOptions) {
     this.#inner = new Responder(options);
   }
+  handleLine(line: string): string {
+    this.calls.push(Buffer.byteLength(line));
+    return this.#inner.handleLine(line);
+  }
   handleBuffer(bytes: Uint8Array): string {
     this.calls.push(bytes.length);
     return this.#inner.handleBuffer(bytes).toString('utf8');
@@ -131,22 +135,30 @@ function engineSuite(name: string, make: (c: Case) => Engine): void {
 
 engineSuite('tsEngine answers every pipe vector', (c) => tsEngine(full(optionsOf(c))));
 
-describe("tsEngine's text path (answerText) answers every pipe vector as its frame path does", () => {
-  for (const c of pipeCases) {
-    test(c.name, { skip: skipUnlessDemo(c) }, () => {
-      const max = optionsOf(c).maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
-      const stream = streamOf(c);
-      const make = (): Engine => tsEngine(full(optionsOf(c)));
-      assert.equal(runEngineText(make(), max, [stream]), expectedText(c), 'whole');
-      for (const size of [1, 7]) {
-        const pieces = Array.from({ length: Math.ceil(stream.length / size) }, (_, i) =>
-          stream.subarray(i * size, (i + 1) * size),
-        );
-        assert.equal(runEngineText(make(), max, pieces), expectedText(c), `${size} bytes at a time`);
-      }
-    });
-  }
-});
+function engineTextSuite(name: string, make: (c: Case) => Engine): void {
+  describe(name, () => {
+    for (const c of pipeCases) {
+      test(c.name, { skip: skipUnlessDemo(c) }, () => {
+        const max = optionsOf(c).maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+        const stream = streamOf(c);
+        assert.equal(runEngineText(make(c), max, [stream]), expectedText(c), 'whole');
+        for (const size of [1, 7]) {
+          const pieces = Array.from({ length: Math.ceil(stream.length / size) }, (_, i) =>
+            stream.subarray(i * size, (i + 1) * size),
+          );
+          assert.equal(runEngineText(make(c), max, pieces), expectedText(c), `${size} bytes at a time`);
+        }
+      });
+    }
+  });
+}
+
+engineTextSuite("tsEngine's text path (answerText) answers every pipe vector as its frame path does", (c) =>
+  tsEngine(full(optionsOf(c))),
+);
+engineTextSuite("nativeEngine's text path (answerText) keeps a line-counting responder in step (stand-in addon)", (c) =>
+  nativeEngine(new FakeNative(optionsOf(c)), optionsOf(c).maxLineBytes ?? DEFAULT_MAX_LINE_BYTES),
+);
 engineSuite('nativeEngine keeps a line-counting responder in step (stand-in addon)', (c) =>
   nativeEngine(new FakeNative(optionsOf(c)), optionsOf(c).maxLineBytes ?? DEFAULT_MAX_LINE_BYTES),
 );
@@ -234,6 +246,10 @@ describeWithAddon('the real addon behind nativeEngine', (addon) => {
   engineSuite('answers every pipe vector', (c) => {
     const options = full(optionsOf(c));
     // The demo only, as main.ts builds it (the addon's own default is demo and markdown).
+    return nativeEngine(new addon.Responder({ ...options, services: ['demo'] }), options.maxLineBytes);
+  });
+  engineTextSuite('answers every pipe vector through its text path (handleLine)', (c) => {
+    const options = full(optionsOf(c));
     return nativeEngine(new addon.Responder({ ...options, services: ['demo'] }), options.maxLineBytes);
   });
   frameEngineSuite('behind nativeFrameEngine answers every demo msgpack vector', (c) => {
