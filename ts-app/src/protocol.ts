@@ -144,15 +144,20 @@ export function tooLongReply(line: number, length: number, limit: number): strin
   return errorLine(line, tooLongText(length, limit));
 }
 
+/** How a plain `data` request begins, up to its payload. */
+const PLAIN_DATA_HEAD = '{"msg_type":"data","data":"';
+/** How its `ack` begins, up to the payload. */
+const ACK_HEAD = '{"msg_type":"ack","data":"Acknowledged: ';
+
 /**
- * The envelope exactly as the encoders write it, `{"msg_type":"T","data":"D"}` or
- * `{"msg_type":"T","data":"D","id":N}`: no whitespace, no escape and no control character in
- * `T` or `D`, `N` a canonical decimal integer of at most 16 digits (the caller checks it is at
- * most `MAX_SAFE_ID`). A line it matches is valid JSON that `decodeMessage` reads as the same
- * message (a string without escapes is its own value), so matching it first only saves the
- * parse; anything else goes to `decodeMessage`. The Rust core's `decode_canonical` is its twin.
+ * A `data` message exactly as the encoders write it, `{"msg_type":"data","data":"D"}` or
+ * `{"msg_type":"data","data":"D","id":N}`: no whitespace, no escape and no control character
+ * in `D`, `N` a canonical decimal integer of at most 15 digits (so at most `MAX_SAFE_ID`; a
+ * 16-digit id takes the general path). A line it matches is valid JSON that `decodeMessage`
+ * reads as the same message (a string without escapes is its own value), so matching it first
+ * only saves the parse. The Rust core's `decode_canonical` is its twin.
  */
-const PLAIN_ENVELOPE = /^\{"msg_type":"([^"\\\u0000-\u001f]*)","data":"([^"\\\u0000-\u001f]*)"(?:,"id":(0|[1-9][0-9]{0,15}))?\}$/;
+const PLAIN_DATA = /^\{"msg_type":"data","data":"[^"\\\u0000-\u001f]*"(?:,"id":(?:0|[1-9][0-9]{0,14}))?\}$/;
 
 /** A line decoded: the message, or why it is not one (and its `id` if that much was valid). */
 export type Decoded = { ok: true; message: Message } | { ok: false; error: string; id?: number };
@@ -524,25 +529,13 @@ export class Responder {
   }
 
   #answerText(text: string): string {
-    // The envelope as every encoder writes it: no JSON.parse, and the usual `ack` written by
-    // concatenation (its `data` holds nothing JSON escapes, so it is its own JSON text).
-    const plain = PLAIN_ENVELOPE.exec(text);
-    if (plain !== null) {
-      const msgType = plain[1] ?? '';
-      const data = plain[2] ?? '';
-      const idText = plain[3];
-      const id = idText === undefined ? undefined : Number(idText);
-      if (id === undefined || id <= MAX_SAFE_ID) {
-        if (msgType === 'data' && !this.#done && (this.#exitAfter === 0 || this.#dataSeen + 1 < this.#exitAfter)) {
-          this.#dataSeen++;
-          return idText === undefined
-            ? `{"msg_type":"ack","data":"Acknowledged: ${data}"}\n`
-            : `{"msg_type":"ack","data":"Acknowledged: ${data}","id":${idText}}\n`;
-        }
-        let out = '';
-        for (const reply of this.#respond(msgType, data, id)) out += encodeMessage(reply);
-        return out;
-      }
+    // A `data` message in the envelope as every encoder writes it, answered with its `ack`
+    // alone: no JSON.parse, no message objects. The request's `D","id":N}` (or `D"}`) is the
+    // reply's tail as it stands: `D` needs no escaping and `N` is canonical. The exit on the
+    // last counted message, and everything else, goes the general way below.
+    if (!this.#done && (this.#exitAfter === 0 || this.#dataSeen + 1 < this.#exitAfter) && PLAIN_DATA.test(text)) {
+      this.#dataSeen++;
+      return `${ACK_HEAD}${text.slice(PLAIN_DATA_HEAD.length)}\n`;
     }
     const decoded = decodeMessage(text);
     if (!decoded.ok) return errorLine(this.#line, decoded.error, decoded.id);
