@@ -1,7 +1,6 @@
 //! The wire message and its validation.
 
 use std::borrow::Cow;
-use std::io::Write as _;
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
@@ -90,6 +89,13 @@ pub fn decode_message(line: &str) -> Result<Message, ProtocolError> {
 }
 
 pub(crate) fn decode(line: &str) -> Result<Incoming<'_>, Rejected> {
+    // Fastest path: the envelope exactly as every peer writes it, read without a parser.
+    if let Some(c) = decode_canonical(line.as_bytes()) {
+        // Both ranges lie between ASCII quotes, so on character boundaries.
+        if let (Some(msg_type), Some(data)) = (line.get(c.msg_type.clone()), line.get(c.data.clone())) {
+            return Ok(Incoming { msg_type: Cow::Borrowed(msg_type), data: Cow::Borrowed(data), id: c.id });
+        }
+    }
     // Fast path: a well-formed message deserializes straight into borrowed fields. Anything
     // it refuses (including valid messages it is too strict for, such as `"id": 1.0` or a
     // repeated key) goes to the slow path, which is the authority on what is accepted and
@@ -102,6 +108,130 @@ pub(crate) fn decode(line: &str) -> Result<Incoming<'_>, Rejected> {
         }
     }
     decode_slow(line)
+}
+
+/// The envelope in the exact form our encoders write, `{"msg_type":"T","data":"D"}` or
+/// `{"msg_type":"T","data":"D","id":N}`, with no whitespace, no escape and no control
+/// character in `T` or `D`, `T` and `D` valid UTF-8, and `N` a canonical decimal integer (no
+/// sign, no leading zero, no fraction or exponent) no larger than [`MAX_SAFE_ID`]: read by
+/// comparing bytes, with no JSON parser. `None` for anything else, which then
+/// goes through serde_json. Every line this accepts is valid UTF-8 and valid JSON that the
+/// other paths read as the same message (strings without escapes are their own value; the
+/// id's text is its value), so it only saves time.
+pub(crate) fn decode_canonical(line: &[u8]) -> Option<Canonical> {
+    const MSG_TYPE: &[u8] = b"{\"msg_type\":\"";
+    const DATA: &[u8] = b"\",\"data\":\"";
+    let msg_type_at = MSG_TYPE.len();
+    let (msg_type_end, high) = plain_string(line.strip_prefix(MSG_TYPE)?)?;
+    let msg_type = msg_type_at..msg_type_at + msg_type_end;
+    let data_at = msg_type.end + DATA.len();
+    line.get(msg_type.end..data_at).filter(|&sep| sep == DATA)?;
+    let (data_end, data_high) = plain_string(line.get(data_at..)?)?;
+    let data = data_at..data_at + data_end;
+    let id = match line.get(data.end + 1..)? {
+        b"}" => None,
+        rest => Some(canonical_id(rest.strip_prefix(b",\"id\":")?.strip_suffix(b"}")?)?),
+    };
+    let canonical = Canonical { msg_type, data, id };
+    // Only non-ASCII strings need their UTF-8 checked (the rest of the line was compared).
+    if (high | data_high) != 0
+        && (std::str::from_utf8(canonical.msg_type(line)).is_err()
+            || std::str::from_utf8(canonical.data(line)).is_err())
+    {
+        return None;
+    }
+    Some(canonical)
+}
+
+/// Where [`decode_canonical`] found the parts of an envelope in its line.
+pub(crate) struct Canonical {
+    /// The bytes of `msg_type`'s string, without quotes.
+    msg_type: std::ops::Range<usize>,
+    /// The bytes of `data`'s string, without quotes; the line's `"`, `,"id":N` and `}` follow.
+    pub data: std::ops::Range<usize>,
+    /// The id's value.
+    pub id: Option<u64>,
+}
+
+impl Canonical {
+    /// `msg_type` in `line` (the line this was found in).
+    pub fn msg_type<'a>(&self, line: &'a [u8]) -> &'a [u8] {
+        line.get(self.msg_type.clone()).unwrap_or_default()
+    }
+
+    /// `data` in `line` (the line this was found in).
+    pub fn data<'a>(&self, line: &'a [u8]) -> &'a [u8] {
+        line.get(self.data.clone()).unwrap_or_default()
+    }
+}
+
+/// The length of a string literal's body whose opening quote has been read (the offset of
+/// its closing quote), and nonzero if it may hold non-ASCII bytes; `None` if the body holds a
+/// `\` or a control character (which a JSON string must escape), or has no closing quote.
+fn plain_string(text: &[u8]) -> Option<(usize, u64)> {
+    let (end, high) = first_to_escape(text);
+    (text.get(end?) == Some(&b'"')).then_some((end?, high))
+}
+
+/// The offset of the first byte JSON must escape in a string (`"`, `\` or below 0x20), eight
+/// bytes at a time: one pass finds a string's end and checks that nothing before it needs
+/// unescaping. Also nonzero if a byte before it (or in its word) is not ASCII.
+fn first_to_escape(bytes: &[u8]) -> (Option<usize>, u64) {
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut words = bytes.chunks_exact(8);
+    let (mut at, mut high) = (0, 0);
+    for word in words.by_ref() {
+        if let Ok(word) = <[u8; 8]>::try_from(word) {
+            let x = u64::from_le_bytes(word);
+            high |= x & HIGHS;
+            let hits = escape_hits(x);
+            if hits != 0 {
+                // The lowest flagged byte is a true match (a false flag needs a borrow from a
+                // true match below it); little-endian, so the lowest byte comes first.
+                return (Some(at + hits.trailing_zeros() as usize / 8), high);
+            }
+        }
+        at += 8;
+    }
+    for (i, &b) in words.remainder().iter().enumerate() {
+        if b < 0x20 || b == b'"' || b == b'\\' {
+            return (Some(at + i), high);
+        }
+        high |= u64::from(b & 0x80);
+    }
+    (None, high)
+}
+
+/// `digits` as an id if they are a canonical decimal integer (`0`, or no leading zero) of at
+/// most [`MAX_SAFE_ID`].
+fn canonical_id(bytes: &[u8]) -> Option<u64> {
+    // MAX_SAFE_ID has 16 digits: 16 digits cannot overflow a u64.
+    if bytes.is_empty() || bytes.len() > 16 || (bytes[0] == b'0' && bytes.len() > 1) {
+        return None;
+    }
+    let mut id = 0u64;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        id = id * 10 + u64::from(b - b'0');
+    }
+    (id <= MAX_SAFE_ID).then_some(id)
+}
+
+/// Nonzero exactly when one of the eight bytes of `x` is below 0x20, `"` or `\` (the classic
+/// "has less than" and "has zero byte" word tricks; both are exact about whether any byte
+/// matches, though not about which).
+#[inline]
+fn escape_hits(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let quote = x ^ (ONES * u64::from(b'"'));
+    let backslash = x ^ (ONES * u64::from(b'\\'));
+    ((x.wrapping_sub(ONES * 0x20) & !x)
+        | (quote.wrapping_sub(ONES) & !quote)
+        | (backslash.wrapping_sub(ONES) & !backslash))
+        & HIGHS
 }
 
 /// The value of a JSON string literal (`raw` is its text, quotes included, as serde checked
@@ -342,9 +472,49 @@ pub(crate) fn write_message(out: &mut Vec<u8>, msg_type: &str, data: &dyn std::f
     let written = std::fmt::Write::write_fmt(&mut Escaping(out), format_args!("{data}"));
     debug_assert!(written.is_ok());
     out.push(b'"');
-    if let Some(id) = id {
-        let written = write!(out, ",\"id\":{id}");
-        debug_assert!(written.is_ok());
+    write_id_and_end(out, id);
+}
+
+/// [`write_message`] for a `data` of `lead`, `text` and `tail` (`Acknowledged: ` and the
+/// payload): the same bytes without the formatting machinery, for the replies every
+/// pipelined message gets. `msg_type`, `lead` and `tail` are the responder's own constants,
+/// which need no escaping; `text` is escaped.
+pub(crate) fn write_message_parts(
+    out: &mut Vec<u8>,
+    msg_type: &'static str,
+    (lead, text, tail): (&'static str, &str, &'static str),
+    id: Option<u64>,
+) {
+    debug_assert!([msg_type, lead, tail].iter().all(|s| first_to_escape(s.as_bytes()).0.is_none()));
+    out.extend_from_slice(b"{\"msg_type\":\"");
+    out.extend_from_slice(msg_type.as_bytes());
+    out.extend_from_slice(b"\",\"data\":\"");
+    out.extend_from_slice(lead.as_bytes());
+    write_escaped(out, text);
+    out.extend_from_slice(tail.as_bytes());
+    out.push(b'"');
+    write_id_and_end(out, id);
+}
+
+/// `,"id":N}` and the newline (or just `}` and the newline without an id): the end of a reply.
+fn write_id_and_end(out: &mut Vec<u8>, id: Option<u64>) {
+    if let Some(mut id) = id {
+        out.extend_from_slice(b",\"id\":");
+        // Decimal digits, last first, into the end of a buffer wide enough for any u64.
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            // `id % 10` is below 10, so the cast is exact.
+            #[allow(clippy::cast_possible_truncation)]
+            let digit = (id % 10) as u8;
+            digits[at] = b'0' + digit;
+            id /= 10;
+            if id == 0 {
+                break;
+            }
+        }
+        out.extend_from_slice(&digits[at..]);
     }
     out.extend_from_slice(b"}\n");
 }
@@ -365,21 +535,12 @@ impl std::fmt::Write for Escaping<'_> {
 /// that need no escape are found eight at a time, which makes large payloads 2–3× faster than
 /// serde_json's byte-at-a-time loop; the reply's escaping was most of the core's cost at 64 KiB.
 pub(crate) fn write_escaped(out: &mut Vec<u8>, s: &str) {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let bytes = s.as_bytes();
     let (mut start, mut i) = (0, 0);
     while i < bytes.len() {
-        // Skip whole words with no byte below 0x20 and no `"` or `\` (the classic "has less
-        // than" and "has zero byte" word tricks; both are exact about whether any byte matches).
+        // Skip whole words with no byte below 0x20 and no `"` or `\`.
         while let Some(Ok(word)) = bytes.get(i..i + 8).map(<[u8; 8]>::try_from) {
-            let x = u64::from_le_bytes(word);
-            let quote = x ^ (ONES * u64::from(b'"'));
-            let backslash = x ^ (ONES * u64::from(b'\\'));
-            let hits = (x.wrapping_sub(ONES * 0x20) & !x)
-                | (quote.wrapping_sub(ONES) & !quote)
-                | (backslash.wrapping_sub(ONES) & !backslash);
-            if hits & HIGHS != 0 {
+            if escape_hits(u64::from_le_bytes(word)) != 0 {
                 break;
             }
             i += 8;
@@ -538,6 +699,132 @@ mod tests {
         assert_eq!(decode_message(ignored), Ok(Message::new("data", "😀")));
         let last_wins = r#"{"msg_type":"data","data":"\ud800","data":"ok"}"#;
         assert_eq!(decode_message(last_wins), Ok(Message::new("data", "ok")));
+    }
+
+    /// What the parser paths (serde fast path, then slow path) make of `line`.
+    fn parsed(line: &str) -> Option<(String, String, Option<u64>)> {
+        let m = match serde_json::from_str::<Borrowed<'_>>(line) {
+            Ok(m) if m.id.is_none_or(|id| id <= MAX_SAFE_ID) => {
+                (json_string(m.msg_type.get()).zip(json_string(m.data.get()))).map(|(t, d)| (t, d, m.id))
+            }
+            _ => None,
+        };
+        let m = m.or_else(|| decode_slow(line).ok().map(|m| (m.msg_type, m.data, m.id)))?;
+        Some((m.0.into_owned(), m.1.into_owned(), m.2))
+    }
+
+    #[test]
+    fn canonical_reader_takes_exactly_the_plain_envelope_and_agrees_with_the_parser() {
+        let accepted = [
+            (r#"{"msg_type":"data","data":"x","id":7}"#, "data", "x", Some(7)),
+            (r#"{"msg_type":"data","data":"x"}"#, "data", "x", None),
+            (r#"{"msg_type":"","data":"","id":0}"#, "", "", Some(0)),
+            (
+                r#"{"msg_type":"é€","data":"😀 abcdefghijklmnopq","id":9007199254740991}"#,
+                "é€",
+                "😀 abcdefghijklmnopq",
+                Some(MAX_SAFE_ID),
+            ),
+            (r#"{"msg_type":"data","data":"a/b'c{}:,[]","id":12345678}"#, "data", "a/b'c{}:,[]", Some(12_345_678)),
+        ];
+        for (line, msg_type, data, id) in accepted {
+            let b = line.as_bytes();
+            let m = decode_canonical(b).map(|c| {
+                (
+                    String::from_utf8_lossy(c.msg_type(b)).into_owned(),
+                    String::from_utf8_lossy(c.data(b)).into_owned(),
+                    c.id,
+                )
+            });
+            assert_eq!(m, Some((msg_type.to_owned(), data.to_owned(), id)), "{line}");
+            assert_eq!(m, parsed(line), "{line}");
+        }
+        // Each left to the parser, at every offset where a word boundary could hide it.
+        let mut refused = vec![
+            r#"{"msg_type":"data","data":"x","id":07}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x","id":9007199254740992}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x","id":99999999999999999999}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x","id":1.0}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x","id":-1}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x","id":1e2}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x","id":}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x","id":null}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x","id":1,"id":2}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x","id":1} "#.to_owned(),
+            r#"{"msg_type":"data","data":"x","id":1"#.to_owned(),
+            r#"{"msg_type":"data", "data":"x"}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x","data":"y"}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x"}}"#.to_owned(),
+            r#"{"msg_type":"data","data":5}"#.to_owned(),
+            r#"{"data":"x","msg_type":"data"}"#.to_owned(),
+            r#"{"msg_type":"data","data":"x"#.to_owned(),
+        ];
+        for pad in 0..17 {
+            let a = "a".repeat(pad);
+            for special in ["\\\"", "\\n", "\\u0041", "\\ud800", "\u{1}", "\u{1f}", "\t"] {
+                refused.push(format!(r#"{{"msg_type":"data","data":"{a}{special}{a}","id":3}}"#));
+                refused.push(format!(r#"{{"msg_type":"{a}{special}","data":"x","id":3}}"#));
+            }
+        }
+        for line in &refused {
+            assert!(decode_canonical(line.as_bytes()).is_none(), "{line}");
+        }
+        // Invalid UTF-8 inside a string is never taken, wherever it is.
+        for bad in [&b"\xff"[..], b"\xc3", b"\xed\xa0\x80", b"\xc0\x80"] {
+            let data = [&b"{\"msg_type\":\"data\",\"data\":\"a"[..], bad, b"\",\"id\":1}"].concat();
+            assert!(decode_canonical(&data).is_none(), "{data:?}");
+            let msg_type = [&b"{\"msg_type\":\""[..], bad, b"\",\"data\":\"x\"}"].concat();
+            assert!(decode_canonical(&msg_type).is_none(), "{msg_type:?}");
+        }
+        // The parser still reads the ones that are messages, as before.
+        assert_eq!(decode_message(&refused[3]), Ok(Message::new("data", "x").with_id(1)));
+        assert_eq!(decode_message(&refused[8]), Ok(Message::new("data", "x").with_id(2)));
+        assert_eq!(decode_message(&refused[12]), Ok(Message::new("data", "y")));
+        assert_eq!(decode_message(&refused[15]), Ok(Message::new("data", "x")));
+    }
+
+    #[test]
+    fn first_to_escape_finds_the_first_special_byte_at_every_offset() {
+        for len in 0..40 {
+            for at in 0..len {
+                for special in [b'"', b'\\', 0x00, 0x1f] {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = special;
+                    // A later special byte never hides an earlier one.
+                    if at + 1 < len {
+                        bytes[len - 1] = b'"';
+                    }
+                    assert_eq!(first_to_escape(&bytes).0, Some(at), "{bytes:?}");
+                }
+            }
+            let plain: Vec<u8> = (0..len).map(|i| [b'a', 0x20, 0x7f, 0x80, 0xff, b'!', b'#', b'['][i % 8]).collect();
+            let (end, high) = first_to_escape(&plain);
+            assert_eq!((end, high != 0), (None, len > 3), "{plain:?}");
+            let ascii: Vec<u8> = plain.iter().map(|&b| b & 0x7f | 0x20).collect();
+            assert_eq!(first_to_escape(&ascii), (None, 0), "{ascii:?}");
+        }
+    }
+
+    #[test]
+    fn replies_written_in_parts_are_the_formatted_bytes() {
+        for (text, id) in [("x", None), ("a\"b\\c\n\u{1}é", Some(0)), ("", Some(MAX_SAFE_ID)), ("y", Some(u64::MAX))] {
+            let mut parts = Vec::new();
+            write_message_parts(&mut parts, "ack", ("Acknowledged: ", text, "!"), id);
+            let mut formatted = Vec::new();
+            write_message(&mut formatted, "ack", &format_args!("Acknowledged: {text}!"), id);
+            assert_eq!(String::from_utf8_lossy(&parts), String::from_utf8_lossy(&formatted));
+            let want = match id {
+                Some(id) => format!(
+                    "{{\"msg_type\":\"ack\",\"data\":{},\"id\":{id}}}\n",
+                    serde_json::to_string(&format!("Acknowledged: {text}!")).unwrap_or_default()
+                ),
+                None => format!(
+                    "{{\"msg_type\":\"ack\",\"data\":{}}}\n",
+                    serde_json::to_string(&format!("Acknowledged: {text}!")).unwrap_or_default()
+                ),
+            };
+            assert_eq!(String::from_utf8_lossy(&parts), want);
+        }
     }
 
     #[test]

@@ -8,8 +8,11 @@ use crate::encoding::Encoding;
 use crate::error::{excerpt, hex_excerpt, ProtocolError};
 use crate::frame::{Packet, DEFAULT_MAX_FRAME_BYTES};
 use crate::markdown::write_html;
-use crate::message::{decode, write_message, Message, Rejected};
+use crate::message::{decode, decode_canonical, write_message, write_message_parts, Message, Rejected};
 use crate::msgpack::{decode_fields, payload, write_reply, Payload, ReplyData};
+
+/// How an `ack` reply line begins, up to its `data`'s payload.
+const ACK_HEAD: &[u8] = b"{\"msg_type\":\"ack\",\"data\":\"Acknowledged: ";
 
 /// After this many `data` messages the responder says goodbye (the seed's five).
 pub const DEFAULT_EXIT_AFTER: u64 = 5;
@@ -312,6 +315,16 @@ struct Reply<'a> {
 impl Reply<'_> {
     fn write_json(&self, out: &mut Vec<u8>) {
         match &self.body {
+            // The usual replies without the formatting machinery; the same bytes as `Display`.
+            Body::Text(Text::Ack(data)) => {
+                write_message_parts(out, self.msg_type, ("Acknowledged: ", data, ""), self.id)
+            }
+            Body::Text(Text::Hello(name)) => {
+                write_message_parts(out, self.msg_type, ("Hello from ", name, "!"), self.id)
+            }
+            Body::Text(Text::Goodbye(name)) => {
+                write_message_parts(out, self.msg_type, ("Goodbye from ", name, "!"), self.id)
+            }
             Body::Text(text) => write_message(out, self.msg_type, text, self.id),
             Body::Bytes(_) => write_message(out, self.msg_type, &self.body.text(), self.id),
         }
@@ -485,6 +498,22 @@ impl Responder {
     }
 
     fn answer_bytes(&mut self, bytes: &[u8], out: &mut Vec<u8>) {
+        // The usual message, `data` in the envelope as every peer writes it, answered with its
+        // `ack` straight away: no UTF-8 pass over the whole line, no parser, no reply values.
+        // Everything else (the exit on the last counted message too) goes the general way.
+        if let Some(c) = decode_canonical(bytes) {
+            if c.msg_type(bytes) == b"data" && self.acks_plainly() {
+                self.data_seen += 1;
+                // The request's `D","id":N}` (or `D"}`) is the reply's tail, byte for byte: `D`
+                // needs no escaping and the id's text is its canonical form.
+                let tail = bytes.get(c.data.start..).unwrap_or_default();
+                out.reserve(ACK_HEAD.len() + tail.len() + 1);
+                out.extend_from_slice(ACK_HEAD);
+                out.extend_from_slice(tail);
+                out.push(b'\n');
+                return;
+            }
+        }
         let text = match std::str::from_utf8(bytes) {
             Ok(text) => text,
             Err(e) => return self.write_error(ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None, out),
@@ -498,6 +527,14 @@ impl Responder {
             }
             Err(Rejected { error, id }) => self.write_error(error, id, out),
         }
+    }
+
+    /// Whether the next `data` message is answered with its `ack` alone: the demo is served,
+    /// the conversation goes on, and this message will not be the one that ends it.
+    fn acks_plainly(&self) -> bool {
+        !self.done
+            && self.options.services.contains(BuiltinService::Demo)
+            && (self.options.exit_after == 0 || self.data_seen.saturating_add(1) < self.options.exit_after)
     }
 
     fn write_error(&self, error: ProtocolError, id: Option<u64>, out: &mut Vec<u8>) {
@@ -578,6 +615,44 @@ mod tests {
         let mut out = Vec::new();
         r.handle_line(line.as_bytes(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The plain envelope is acked by copying its tail; a spacing of the same message goes
+    /// through the parser. Both must answer with the same bytes, in every state.
+    #[test]
+    fn the_plain_ack_is_the_parsed_messages_ack_in_every_state() {
+        let plain = [
+            r#"{"msg_type":"data","data":"x","id":7}"#,
+            r#"{"msg_type":"data","data":"é€😀 /'","id":0}"#,
+            r#"{"msg_type":"data","data":"","id":9007199254740991}"#,
+            r#"{"msg_type":"data","data":"no id"}"#,
+        ];
+        for options in [
+            ResponderOptions { exit_after: 3, ..ResponderOptions::default() },
+            ResponderOptions { exit_after: 0, ..ResponderOptions::default() },
+            ResponderOptions { services: Services::MARKDOWN, ..ResponderOptions::default() },
+        ] {
+            let (mut fast, mut parsed) = (Responder::new(options.clone()), Responder::new(options.clone()));
+            for line in plain.iter().cycle().take(10) {
+                assert!(crate::message::decode_canonical(line.as_bytes()).is_some(), "{line}");
+                let spaced = line.replacen(r#""data":"#, r#""data": "#, 1);
+                assert!(crate::message::decode_canonical(spaced.as_bytes()).is_none(), "{spaced}");
+                assert_eq!(answer(&mut fast, line), answer(&mut parsed, &spaced), "{line} under {options:?}");
+            }
+            assert_eq!(fast.is_done(), options.exit_after == 3, "{options:?}");
+        }
+        let mut r = Responder::default();
+        assert_eq!(
+            answer(&mut r, r#"{"msg_type":"data","data":"é","id":12}"#),
+            "{\"msg_type\":\"ack\",\"data\":\"Acknowledged: é\",\"id\":12}\n"
+        );
+        // Invalid UTF-8 in the payload is refused as before, not echoed.
+        let mut out = Vec::new();
+        r.handle_line(b"{\"msg_type\":\"data\",\"data\":\"\xff\",\"id\":1}", &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "{\"msg_type\":\"error\",\"data\":\"line 2: invalid UTF-8 at byte 27\"}\n"
+        );
     }
 
     #[test]

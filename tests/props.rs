@@ -377,6 +377,56 @@ proptest! {
     }
 }
 
+/// A string from characters that the plain-envelope reader must treat differently: plain
+/// ASCII, non-ASCII (two, three and four bytes), and each character JSON escapes.
+fn tricky_string() -> impl Strategy<Value = String> {
+    // Mostly strings the reader takes (nothing to escape), often one it must leave to the parser.
+    let plain = prop::sample::select(vec!['a', 'Z', '0', ' ', '/', '\'', '{', ':', ',', 'é', '€', '😀', '\u{7f}']);
+    let chars = prop::sample::select(vec![
+        'a', 'Z', '0', ' ', '/', '\'', '{', ':', ',', 'é', '€', '😀', '"', '\\', '\n', '\u{1}', '\u{1f}', '\u{7f}',
+    ]);
+    prop_oneof![
+        3 => vec(plain, 0..24).prop_map(|cs| cs.into_iter().collect()),
+        1 => vec(chars, 0..24).prop_map(|cs| cs.into_iter().collect()),
+    ]
+}
+
+/// An id's JSON text: canonical, or one of the forms only the parser may read (or refuse).
+fn id_text() -> impl Strategy<Value = Option<String>> {
+    prop_oneof![
+        Just(None),
+        (0..=MAX_SAFE_ID).prop_map(|n| Some(n.to_string())),
+        (0..1000u64).prop_map(|n| Some(format!("{n}.0"))),
+        (0..1000u64).prop_map(|n| Some(format!("0{n}"))),
+        (0..1000u64).prop_map(|n| Some(format!("-{n}"))),
+        ((MAX_SAFE_ID + 1)..=u64::MAX).prop_map(|n| Some(n.to_string())),
+        Just(Some("null".to_owned())),
+    ]
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// The envelope written the way our encoders write it is read without a parser when it
+    /// holds nothing to unescape; the same message with one space added always goes through
+    /// serde_json. Both must decode to the same message, or refuse it the same way.
+    #[test]
+    fn the_plain_envelope_reader_agrees_with_the_parser(msg_type in tricky_string(), data in tricky_string(), id in id_text()) {
+        let json = |s: &str| serde_json::to_string(s).unwrap();
+        let id_part = id.as_ref().map(|t| format!(",\"id\":{t}")).unwrap_or_default();
+        let line = format!("{{\"msg_type\":{},\"data\":{}{id_part}}}", json(&msg_type), json(&data));
+        let spaced = format!("{{ {}", &line[1..]);
+        match (decode_message(&line), decode_message(&spaced)) {
+            (Ok(a), Ok(b)) => {
+                prop_assert_eq!(&a, &b, "{}", line);
+                prop_assert_eq!((a.msg_type.as_str(), a.data.as_str()), (msg_type.as_str(), data.as_str()));
+            }
+            (Err(a), Err(b)) => prop_assert_eq!(shape(a), shape(b), "{}", line),
+            (a, b) => prop_assert!(false, "{line}: {a:?} but spaced {b:?}"),
+        }
+    }
+}
+
 // --- The msgpack encoding's frame decoder and envelope ------------------------------------------
 
 /// A model of the frame decoder: walk the headers; a body over `max` is too long; a stream that

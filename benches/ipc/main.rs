@@ -25,6 +25,7 @@ use stats::{fmt_ns, fmt_size, progress_line, summarize, timing_record, Key};
 /// Path ids (what `--only` and the driver's `--filter` select), scenarios and labels.
 const PATHS: &[(&str, &str, &str)] = &[
     ("pipe.rust-node", "6", "Rust → Node child (pipe)"),
+    ("pipe.rust-node-native", "6", "Rust → Node child, --engine native (pipe)"),
     ("pipe.rust-rust", "6", "Rust → Rust serve (pipe)"),
     ("pipe.rust-rust-spin", "6", "Rust → Rust serve (pipe), both sides spinning (--spin-us 50)"),
     ("floor.rust-echo", "7", "floor: Rust ↔ Rust echo (pipe)"),
@@ -185,7 +186,7 @@ fn run(o: &Options) -> ExitCode {
             let spin_us = SPIN_US.to_string();
             let mut spin = Duration::ZERO;
             let (program, args, expect, rss_path): (&str, Vec<&str>, Expect, &str) = match id {
-                "pipe.rust-node" => {
+                "pipe.rust-node" | "pipe.rust-node-native" => {
                     if !have_ts_child {
                         let why = format!("{} is not built (npm run build -w ts-app)", o.ts_child);
                         println!("{:<9}{id:<22}skipped: {why}", o.pass);
@@ -194,7 +195,13 @@ fn run(o: &Options) -> ExitCode {
                         }
                         continue;
                     }
-                    (&o.node, vec![&o.ts_child, "--exit-after", "0"], Expect::Ack, "rss.node-child-of-rust")
+                    if id == "pipe.rust-node" {
+                        (&o.node, vec![&o.ts_child, "--exit-after", "0"], Expect::Ack, "rss.node-child-of-rust")
+                    } else {
+                        // The same child answering through the addon (the Rust core in-process).
+                        let args = vec![o.ts_child.as_str(), "--exit-after", "0", "--engine", "native"];
+                        (&o.node, args, Expect::Ack, "rss.node-native-child-of-rust")
+                    }
                 }
                 "pipe.rust-rust" => {
                     (&o.serve, vec!["serve", "--exit-after", "0"], Expect::Ack, "rss.rust-serve-of-rust")

@@ -10,7 +10,7 @@ import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
 import { frameCutText, frameTooLongText, type Packet } from './frame.js';
-import { type Frame, LineDecoder } from './framing.js';
+import { type Frame, LineDecoder, type LineSink } from './framing.js';
 import { textFrame } from './msgpack.js';
 import { type Message, Responder, type ResponderOptions, tooLongReply } from './protocol.js';
 
@@ -21,15 +21,21 @@ import { type Message, Responder, type ResponderOptions, tooLongReply } from './
 export interface Engine<F = Frame> {
   /** The reply lines (or reply frames) for one frame (empty for none). */
   answer(frame: F): string | Uint8Array;
+  /**
+   * If present, what answers a line `LineDecoder.feed` decoded as text (see `LineService`);
+   * the same replies as `answer` gives that line's frame.
+   */
+  answerText?(line: number, text: string): string | Uint8Array;
   /** True once the conversation has ended (the `exit` reply has been produced). */
   readonly done: boolean;
 }
 
-/** The TypeScript responder: frames go straight to `handleFrame`. */
+/** The TypeScript responder: frames go straight to `handleFrame`, text lines to `handleText`. */
 export function tsEngine(options: ResponderOptions): Engine {
   const responder = new Responder(options);
   return {
     answer: (frame) => responder.handleFrame(frame),
+    answerText: (line, text) => responder.handleText(line, text),
     get done() {
       return responder.done;
     },
@@ -49,6 +55,7 @@ export function tsFrameEngine(options: ResponderOptions): Engine<Packet> {
 
 /** The part of the addon's `Responder` the native engines use (see `native/index.d.ts`). */
 export interface NativeResponder {
+  handleLine(line: string): string;
   handleBuffer(bytes: Uint8Array): string | Uint8Array;
   handle(msg: Message): Message[];
   /** One MessagePack frame body in, the reply frames (with their length headers) out. */
@@ -104,16 +111,25 @@ const NO_BYTES = new Uint8Array(0);
  */
 export function nativeEngine(responder: NativeResponder, maxLineBytes: number): Engine {
   let fed = 0;
+  /** Counts the lines skipped before line `line`, as empty lines. */
+  const catchUp = (line: number): void => {
+    while (fed < line - 1) {
+      responder.handleBuffer(NO_BYTES);
+      fed++;
+    }
+    fed++;
+  };
   return {
     answer(frame) {
-      while (fed < frame.line - 1) {
-        responder.handleBuffer(NO_BYTES);
-        fed++;
-      }
-      fed++;
+      catchUp(frame.line);
       if (frame.kind === 'line') return responder.handleBuffer(frame.bytes);
       responder.handleBuffer(NO_BYTES);
       return tooLongReply(frame.line, frame.length, maxLineBytes);
+    },
+    // A text line is valid UTF-8 decoded, so `handleLine` sees the line's own bytes.
+    answerText(line, text) {
+      catchUp(line);
+      return responder.handleLine(text);
     },
     get done() {
       return responder.done;
@@ -202,6 +218,13 @@ function permissionDenial(e: unknown): string | undefined {
 export interface LineService<F = Frame> {
   /** The reply lines (or frames) for one frame, now or later (empty for none). */
   answer(frame: F): string | Uint8Array | Promise<string | Uint8Array>;
+  /**
+   * If present (and the loop frames lines with its own `LineDecoder`), the lines of a chunk
+   * that are valid UTF-8, within the limit and not blank come here as text, decoded in one go
+   * per chunk (`LineDecoder.feed`), instead of one `answer(frame)` each: it must reply exactly
+   * as `answer` would to the line's frame. Other lines still go to `answer`.
+   */
+  answerText?(line: number, text: string): string | Uint8Array | Promise<string | Uint8Array>;
   /** True once nothing more is to be answered: the loop stops reading. */
   readonly done: boolean;
 }
@@ -252,9 +275,13 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
   const decoder =
     options.decoder ?? (new LineDecoder({ maxLineBytes: options.maxLineBytes }) as unknown as StreamDecoder<F>);
 
+  // Lines as text, a chunk at a time, when the service can take them and the loop owns the decoder.
+  const answerText = options.decoder === undefined ? service.answerText?.bind(service) : undefined;
+  const lineDecoder = answerText === undefined ? undefined : (decoder as unknown as LineDecoder);
+
   return new Promise<void>((resolve, reject) => {
-    /** Frames read but not yet answered: `frames[next..]`. */
-    let frames: F[] = [];
+    /** Frames (and text lines) read but not yet answered: `frames[next..]`. */
+    let frames: (F | TextLine)[] = [];
     let next = 0;
     /** Answers started and not yet settled. */
     let pending = 0;
@@ -348,7 +375,11 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
       if (finished) return;
       try {
         while (next < frames.length && !stopped && !service.done && !waitingForDrain && pending < maxConcurrent) {
-          const reply = service.answer(frames[next++] as F);
+          const item = frames[next++] as F | TextLine;
+          const reply =
+            item instanceof TextLine && answerText !== undefined
+              ? answerText(item.line, item.text)
+              : service.answer(item as F);
           if (reply instanceof Promise) {
             pending++;
             reply.then(settle, (e: unknown) => fail(`internal error: ${describeError(e)}`, e));
@@ -377,7 +408,7 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
       maybeFinish();
     }
 
-    const take = (got: F[]): void => {
+    const take = (got: (F | TextLine)[]): void => {
       if (stopped) return;
       if (next >= frames.length) {
         frames = got;
@@ -394,13 +425,35 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
       if (stopped) return;
       fail(`cannot read stdin: ${e.message}`, e);
     });
-    input.on('data', (chunk: Buffer) => take(decoder.push(chunk)));
+    if (lineDecoder === undefined) {
+      input.on('data', (chunk: Buffer) => take(decoder.push(chunk)));
+    } else {
+      /** What `feed` hands over for one chunk, in order. */
+      let got: (F | TextLine)[] = [];
+      const sink: LineSink = {
+        text: (line, text) => got.push(new TextLine(line, text)),
+        frame: (frame) => got.push(frame as F),
+      };
+      input.on('data', (chunk: Buffer) => {
+        got = [];
+        lineDecoder.feed(chunk, sink);
+        take(got);
+      });
+    }
     // EOF: the last line may have had no newline.
     input.on('end', () => {
       ended = true;
       take(decoder.end());
     });
   });
+}
+
+/** A line `LineDecoder.feed` decoded as text, waiting for `answerText`. */
+class TextLine {
+  constructor(
+    readonly line: number,
+    readonly text: string,
+  ) {}
 }
 
 function describeError(e: unknown): string {

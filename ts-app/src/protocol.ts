@@ -144,6 +144,21 @@ export function tooLongReply(line: number, length: number, limit: number): strin
   return errorLine(line, tooLongText(length, limit));
 }
 
+/** How a plain `data` request begins, up to its payload. */
+const PLAIN_DATA_HEAD = '{"msg_type":"data","data":"';
+/** How its `ack` begins, up to the payload. */
+const ACK_HEAD = '{"msg_type":"ack","data":"Acknowledged: ';
+
+/**
+ * A `data` message exactly as the encoders write it, `{"msg_type":"data","data":"D"}` or
+ * `{"msg_type":"data","data":"D","id":N}`: no whitespace, no escape and no control character
+ * in `D`, `N` a canonical decimal integer of at most 15 digits (so at most `MAX_SAFE_ID`; a
+ * 16-digit id takes the general path). A line it matches is valid JSON that `decodeMessage`
+ * reads as the same message (a string without escapes is its own value), so matching it first
+ * only saves the parse. The Rust core's `decode_canonical` is its twin.
+ */
+const PLAIN_DATA = /^\{"msg_type":"data","data":"[^"\\\u0000-\u001f]*"(?:,"id":(?:0|[1-9][0-9]{0,14}))?\}$/;
+
 /** A line decoded: the message, or why it is not one (and its `id` if that much was valid). */
 export type Decoded = { ok: true; message: Message } | { ok: false; error: string; id?: number };
 
@@ -449,6 +464,17 @@ export class Responder {
   }
 
   /**
+   * Answers a line that `LineDecoder.feed` handed to its sink's `text`: valid UTF-8, within
+   * the limit, not blank, without its line ending, numbered `line`. The replies are those
+   * `handleFrame` gives that line's frame, without a Buffer view, a UTF-8 check and a decode
+   * per line.
+   */
+  handleText(line: number, text: string): string {
+    this.#line = line;
+    return this.#answerText(text);
+  }
+
+  /**
    * Answers a message object (counts as one line). Throws a `TypeError` (code `InvalidArg`)
    * if it is not one, as the addon does.
    */
@@ -503,6 +529,14 @@ export class Responder {
   }
 
   #answerText(text: string): string {
+    // A `data` message in the envelope as every encoder writes it, answered with its `ack`
+    // alone: no JSON.parse, no message objects. The request's `D","id":N}` (or `D"}`) is the
+    // reply's tail as it stands: `D` needs no escaping and `N` is canonical. The exit on the
+    // last counted message, and everything else, goes the general way below.
+    if (!this.#done && (this.#exitAfter === 0 || this.#dataSeen + 1 < this.#exitAfter) && PLAIN_DATA.test(text)) {
+      this.#dataSeen++;
+      return `${ACK_HEAD}${text.slice(PLAIN_DATA_HEAD.length)}\n`;
+    }
     const decoded = decodeMessage(text);
     if (!decoded.ok) return errorLine(this.#line, decoded.error, decoded.id);
     const { msg_type: msgType, data, id } = decoded.message;

@@ -35,6 +35,7 @@ const STYLE: Record<string, PathStyle> = {
   'pipe.rust-rust': { name: 'Rust → Rust serve', color: '#bcbd22', marker: 'diamond' },
   'pipe.rust-rust-spin': { name: 'Rust → Rust serve, both spinning', color: '#bcbd22', marker: 'circle', dash: '6 2' },
   'pipe.rust-node': { name: 'Rust → Node child', color: '#e377c2', marker: 'square' },
+  'pipe.rust-node-native': { name: 'Rust → Node child (native engine)', color: '#e377c2', marker: 'diamond', dash: '6 2' },
   'floor.rust-call': { name: 'floor: Rust loop → Rust responder', color: '#777', marker: 'none', dash: '2 2' },
   'rust-js.sync': { name: 'Rust → JS sync callback', color: '#7f7f7f', marker: 'circle' },
   'rust-js.thread': { name: 'Rust → JS from a thread (TSFN)', color: '#aec7e8', marker: 'triangle' },
@@ -63,6 +64,7 @@ const THROUGHPUT_PATHS = [
   'floor.rust-echo',
   'pipe.rust-rust',
   'pipe.rust-node',
+  'pipe.rust-node-native',
   'ffi.handleLineAsync',
   'rust-js.thread',
   'lib.pipe',
@@ -391,6 +393,7 @@ function headline(v: View, L: string[], level = '##'): void {
     ['floor.rust-echo', null],
     ['pipe.rust-rust', 'floor.rust-echo'],
     ['pipe.rust-node', 'floor.rust-echo'],
+    ['pipe.rust-node-native', 'floor.rust-echo'],
     ['floor.rust-call', null],
     ['rust-js.sync', 'floor.rust-call'],
     ['rust-js.thread', 'floor.rust-call'],
@@ -442,11 +445,30 @@ function goals(v: View, L: string[]): void {
     if (best > 0) {
       L.push(`| ≥ 1 M msgs/s pipelined small messages, Node → Rust | ${pass} | ${fmtCount(best)} msgs/s (best window, 64 B) | ${ok(best >= 1e6)} |`);
     }
+    pipelinedGoals(v, pass, L);
     rustJsGoals(v, pass, L);
     libraryGoals(v, pass, L);
     encodingGoals(v, pass, L);
   }
   L.push('');
+}
+
+/** Issue 13's pipelined goals: 64 B, window 256, msgs/s against Node ↔ cat in the same pass. */
+function pipelinedGoals(v: View, pass: Pass, L: string[]): void {
+  const msgs = (p: string): number => v.get(pass, p, 64, 256)?.throughput.msgs_per_s ?? NaN;
+  const cat = msgs('floor.node-cat');
+  const serve = msgs('pipe.node-rust');
+  const x = (a: number): string => (Number.isFinite(a / cat) ? `${(a / cat).toFixed(2)}×` : '—');
+  if (Number.isFinite(serve) && Number.isFinite(cat)) {
+    L.push(`| pipelined (window 256) 64 B Node → Rust \`serve\` ≥ 0.8× \`floor.node-cat\` msgs/s | ${pass} | ${fmtCount(serve)} vs ${fmtCount(cat)} msgs/s = ${x(serve)} | ${ok(serve >= 0.8 * cat)} |`);
+  }
+  const node = msgs('pipe.rust-node');
+  const native = msgs('pipe.rust-node-native');
+  if (Number.isFinite(node) && Number.isFinite(cat)) {
+    const stated = pass === 'pinned' ? '' : ' (goal is stated pinned)';
+    const beside = Number.isFinite(native) ? `; native engine ${fmtCount(native)} = ${x(native)}` : '';
+    L.push(`| pipelined (window 256) 64 B Rust → Node child (TS engine) ≥ 0.28× \`floor.node-cat\` msgs/s${stated} | ${pass} | ${fmtCount(node)} vs ${fmtCount(cat)} msgs/s = ${x(node)}${beside} | ${ok(node >= 0.28 * cat)} |`);
+  }
 }
 
 /** Issue 11's goals: Rust calling JS in-process, against the forward crossing and the pipe. */

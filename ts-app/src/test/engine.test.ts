@@ -17,7 +17,7 @@ import {
   tsFrameEngine,
 } from '../engine.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, type Packet } from '../frame.js';
-import { DEFAULT_MAX_LINE_BYTES, LineDecoder } from '../framing.js';
+import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder } from '../framing.js';
 import { Responder, type ResponderOptions } from '../protocol.js';
 import { describeWithAddon } from './addon.js';
 import {
@@ -42,6 +42,28 @@ function runEngine(engine: Engine, maxLineBytes: number, chunks: Iterable<Uint8A
   };
   for (const chunk of chunks) answer(decoder.push(chunk));
   answer(decoder.end());
+  return out;
+}
+
+/** `runEngine` as `serveLines` runs an engine with `answerText`: a chunk's lines as text (`feed`). */
+function runEngineText(engine: Engine, maxLineBytes: number, chunks: Iterable<Uint8Array>): string {
+  const answerText = engine.answerText;
+  assert.ok(answerText !== undefined, 'the engine answers text');
+  const decoder = new LineDecoder({ maxLineBytes });
+  let out = '';
+  const reply = (r: string | Uint8Array): void => {
+    out += Buffer.from(r).toString('utf8');
+  };
+  const sink = {
+    text: (line: number, text: string): void => {
+      if (!engine.done) reply(answerText(line, text));
+    },
+    frame: (frame: Frame): void => {
+      if (!engine.done) reply(engine.answer(frame));
+    },
+  };
+  for (const chunk of chunks) decoder.feed(chunk, sink);
+  for (const frame of decoder.end()) sink.frame(frame);
   return out;
 }
 
@@ -77,6 +99,10 @@ class FakeNative implements NativeResponder {
   constructor(options: ResponderOptions) {
     this.#inner = new Responder(options);
   }
+  handleLine(line: string): string {
+    this.calls.push(Buffer.byteLength(line));
+    return this.#inner.handleLine(line);
+  }
   handleBuffer(bytes: Uint8Array): string {
     this.calls.push(bytes.length);
     return this.#inner.handleBuffer(bytes).toString('utf8');
@@ -108,6 +134,31 @@ function engineSuite(name: string, make: (c: Case) => Engine): void {
 }
 
 engineSuite('tsEngine answers every pipe vector', (c) => tsEngine(full(optionsOf(c))));
+
+function engineTextSuite(name: string, make: (c: Case) => Engine): void {
+  describe(name, () => {
+    for (const c of pipeCases) {
+      test(c.name, { skip: skipUnlessDemo(c) }, () => {
+        const max = optionsOf(c).maxLineBytes ?? DEFAULT_MAX_LINE_BYTES;
+        const stream = streamOf(c);
+        assert.equal(runEngineText(make(c), max, [stream]), expectedText(c), 'whole');
+        for (const size of [1, 7]) {
+          const pieces = Array.from({ length: Math.ceil(stream.length / size) }, (_, i) =>
+            stream.subarray(i * size, (i + 1) * size),
+          );
+          assert.equal(runEngineText(make(c), max, pieces), expectedText(c), `${size} bytes at a time`);
+        }
+      });
+    }
+  });
+}
+
+engineTextSuite("tsEngine's text path (answerText) answers every pipe vector as its frame path does", (c) =>
+  tsEngine(full(optionsOf(c))),
+);
+engineTextSuite("nativeEngine's text path (answerText) keeps a line-counting responder in step (stand-in addon)", (c) =>
+  nativeEngine(new FakeNative(optionsOf(c)), optionsOf(c).maxLineBytes ?? DEFAULT_MAX_LINE_BYTES),
+);
 engineSuite('nativeEngine keeps a line-counting responder in step (stand-in addon)', (c) =>
   nativeEngine(new FakeNative(optionsOf(c)), optionsOf(c).maxLineBytes ?? DEFAULT_MAX_LINE_BYTES),
 );
@@ -195,6 +246,10 @@ describeWithAddon('the real addon behind nativeEngine', (addon) => {
   engineSuite('answers every pipe vector', (c) => {
     const options = full(optionsOf(c));
     // The demo only, as main.ts builds it (the addon's own default is demo and markdown).
+    return nativeEngine(new addon.Responder({ ...options, services: ['demo'] }), options.maxLineBytes);
+  });
+  engineTextSuite('answers every pipe vector through its text path (handleLine)', (c) => {
+    const options = full(optionsOf(c));
     return nativeEngine(new addon.Responder({ ...options, services: ['demo'] }), options.maxLineBytes);
   });
   frameEngineSuite('behind nativeFrameEngine answers every demo msgpack vector', (c) => {

@@ -489,3 +489,62 @@ describe('Responder', () => {
     assert.equal((JSON.parse(reply) as Message).data, `Acknowledged: ${payload}`);
   });
 });
+
+describe('the plain envelope (read without JSON.parse)', () => {
+  /** What the parser path answers for `line` as line 1 of a fresh conversation that never ends. */
+  const parsed = (line: string): string => {
+    const d = decodeMessage(line);
+    const withId = (m: Message, id: number | undefined): Message => (id === undefined ? m : { ...m, id });
+    if (!d.ok) return encodeMessage(withId({ msg_type: 'error', data: `line 1: ${d.error}` }, d.id));
+    const { msg_type: msgType, data, id } = d.message;
+    if (msgType === 'greeting') return encodeMessage(withId({ msg_type: 'response', data: 'Hello from TypeScript!' }, id));
+    assert.equal(msgType, 'data', line);
+    return encodeMessage(withId({ msg_type: 'ack', data: `Acknowledged: ${data}` }, id));
+  };
+  const lines = [
+    '{"msg_type":"data","data":"x","id":7}',
+    '{"msg_type":"data","data":"x"}',
+    '{"msg_type":"data","data":"","id":0}',
+    '{"msg_type":"data","data":"é€😀 a/b\'c{}:,[]","id":9007199254740991}',
+    '{"msg_type":"greeting","data":"hi","id":3}',
+    // Near misses: each goes to JSON.parse and is answered as before.
+    '{"msg_type":"data","data":"x","id":9007199254740992}',
+    '{"msg_type":"data","data":"x","id":99999999999999999999}',
+    '{"msg_type":"data","data":"x","id":07}',
+    '{"msg_type":"data","data":"x","id":1.0}',
+    '{"msg_type":"data","data":"x","id":-0}',
+    '{"msg_type":"data","data":"x","id":null}',
+    '{"msg_type":"data","data":"x","id":1,"id":2}',
+    '{"msg_type":"data","data":"x","data":"y"}',
+    '{"msg_type":"data","data":"x"} ',
+    '{"msg_type":"data", "data":"x"}',
+    '{"data":"x","msg_type":"data"}',
+    '{"msg_type":"data","data":"a\\"b"}',
+    '{"msg_type":"data","data":"a\\\\b","id":1}',
+    '{"msg_type":"data","data":"\\u0041\\n\\ud83d\\ude00"}',
+    '{"msg_type":"data","data":"\\ud800","id":2}',
+    '{"msg_type":"data","data":"tab\there","id":4}',
+    '{"msg_type":"data","data":"x"}}',
+    '{"msg_type":"data","data":"x"',
+    '{"msg_type":"d\\u0061ta","data":"x","id":5}',
+  ];
+  test('answers exactly as the parser path does, whatever the near miss', () => {
+    for (const line of lines) {
+      const r = new Responder({ exitAfter: 0 });
+      assert.equal(r.handleLine(line), parsed(line), line);
+      assert.equal(new Responder({ exitAfter: 0 }).handleText(1, line), parsed(line), line);
+    }
+  });
+  test('keeps the conversation state: the exit after the last data message, then refusal', () => {
+    const r = new Responder({ exitAfter: 2 });
+    assert.equal(r.handleText(1, '{"msg_type":"data","data":"a","id":1}'), '{"msg_type":"ack","data":"Acknowledged: a","id":1}\n');
+    assert.equal(
+      r.handleText(2, '{"msg_type":"data","data":"b","id":2}'),
+      '{"msg_type":"ack","data":"Acknowledged: b","id":2}\n{"msg_type":"exit","data":"Goodbye from TypeScript!","id":2}\n',
+    );
+    assert.equal(
+      r.handleText(3, '{"msg_type":"data","data":"c"}'),
+      '{"msg_type":"error","data":"line 3: conversation has ended; message ignored"}\n',
+    );
+  });
+});
