@@ -121,6 +121,9 @@ export function encodeLine(msgType: string, data: unknown, id: number | undefine
   return id === undefined ? `${head}${json}}\n` : `${head}${json},"id":${id}}\n`;
 }
 
+/** Room for a frame's header, map, keys, `data`'s header and the largest id (42 bytes), with margin. */
+const FRAME_ENVELOPE_BYTES = 64;
+
 let lastType: string | undefined;
 let lastHead = '';
 
@@ -131,7 +134,10 @@ let lastHead = '';
  * (`INVALID_ARGUMENT`) says what in it cannot be sent.
  */
 export function encodeFrame(msgType: string, data: unknown, id: number | undefined): Buffer {
-  const w = new Writer(typeof data === 'string' ? 32 + msgType.length + 3 * data.length : 256);
+  // Sized for the whole frame up front when data is a string or bytes: a big one is copied once.
+  const size =
+    typeof data === 'string' ? 3 * data.length : data instanceof Uint8Array ? data.length : 256 - FRAME_ENVELOPE_BYTES;
+  const w = new Writer(FRAME_ENVELOPE_BYTES + 3 * msgType.length + size);
   try {
     writeFrame(w, msgType, id, (w) => w.value(data));
   } catch (e) {
@@ -149,14 +155,6 @@ export function encodeFrame(msgType: string, data: unknown, id: number | undefin
     );
   }
   return w.view();
-}
-
-/**
- * `encodeFrame` as a latin1 string (one character per byte), so that the core, which queues
- * wire text, carries frames and lines alike.
- */
-export function encodeFrameText(msgType: string, data: unknown, id: number | undefined): string {
-  return encodeFrame(msgType, data, id).toString('latin1');
 }
 
 /** `encodeFrameBody`'s scratch buffer is kept while at most this big; bigger bodies get their own. */

@@ -8,8 +8,8 @@ import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, 
 import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder, type LineSink } from '../framing.js';
 import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js';
-import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
-import { encodeFrameText, encodeLine } from './encode.js';
+import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore, type Wire } from './core.js';
+import { encodeFrame, encodeLine } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
 import type {
   CloseOptions,
@@ -108,9 +108,8 @@ class PipePeerImpl implements PipePeer {
   readonly #decoder: LineDecoder;
   /** Under msgpack, the decoder of the child's stdout (the line decoder is then unused). */
   readonly #frames: FrameDecoder | undefined;
-  /** How a message becomes wire text (latin1 frames under msgpack), and how that text is written. */
-  readonly #encode: (msgType: string, data: unknown, id: number | undefined) => string;
-  readonly #wireText: 'utf8' | 'latin1';
+  /** How a message becomes what is written: a line, or under msgpack a frame's bytes. */
+  readonly #encode: (msgType: string, data: unknown, id: number | undefined) => Wire;
   readonly #sink: LineSink = {
     text: (line, text) => this.#readText(line, text),
     frame: (frame) => this.#readFrame(frame),
@@ -165,8 +164,7 @@ class PipePeerImpl implements PipePeer {
     }
     const maxFrameBytes = checkCount(options.maxFrameBytes, 'maxFrameBytes', 1) ?? DEFAULT_MAX_FRAME_BYTES;
     this.#frames = encoding === 'msgpack' ? new FrameDecoder({ maxFrameBytes }) : undefined;
-    this.#encode = encoding === 'msgpack' ? encodeFrameText : encodeLine;
-    this.#wireText = encoding === 'msgpack' ? 'latin1' : 'utf8';
+    this.#encode = encoding === 'msgpack' ? encodeFrame : encodeLine;
     this.#core = new PeerCore(() => this.#schedulePump());
     this.#exited = new Promise((resolve) => {
       this.#markExited = resolve;
@@ -241,7 +239,7 @@ class PipePeerImpl implements PipePeer {
   }
 
   request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message> {
-    let line: string;
+    let line: Wire;
     let id: number;
     let timeoutMs: number;
     let signal: AbortSignal | undefined;
@@ -537,9 +535,21 @@ class PipePeerImpl implements PipePeer {
     const stdin = this.#child?.stdin;
     if (this.#waitingForDrain || this.#gone !== undefined || stdin === undefined || stdin.writableEnded) return;
     for (;;) {
-      const batch = this.#core.takeBatch(this.#maxInFlight);
-      if (batch.length === 0) return;
-      if (!stdin.write(batch, this.#wireText)) {
+      let flowing: boolean;
+      if (this.#frames === undefined) {
+        const batch = this.#core.takeBatch(this.#maxInFlight);
+        if (batch.length === 0) return;
+        flowing = stdin.write(batch, 'utf8');
+      } else {
+        // Frames go out as they were encoded, in one vectored write: no copy into one buffer.
+        const frames = this.#core.takeFrames(this.#maxInFlight);
+        if (frames.length === 0) return;
+        if (frames.length > 1) stdin.cork();
+        flowing = true;
+        for (const frame of frames) flowing = stdin.write(frame);
+        if (frames.length > 1) stdin.uncork();
+      }
+      if (!flowing) {
         this.#waitingForDrain = true;
         stdin.once('drain', () => {
           this.#waitingForDrain = false;
