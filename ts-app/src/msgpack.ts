@@ -505,6 +505,9 @@ export class EncodeProblem extends Error {
   }
 }
 
+/** The size of a `str` header (marker and length) for `n` bytes of UTF-8. */
+const strHeaderBytes = (n: number): number => (n < 32 ? 1 : n <= 0xff ? 2 : n <= 0xffff ? 3 : 5);
+
 /** Appends MessagePack to a growing buffer, in the canonical forms. */
 export class Writer {
   #buf: Buffer;
@@ -553,7 +556,9 @@ export class Writer {
   }
 
   byte(b: number): void {
-    this.#buf[this.#room(1)] = b;
+    // `#room` first: it may replace `#buf` (as `this.#buf[this.#room(1)]` would not see).
+    const at = this.#room(1);
+    this.#buf[at] = b;
   }
 
   raw(bytes: Uint8Array): void {
@@ -626,13 +631,28 @@ export class Writer {
       this.#pos = at + 1 + n;
       return;
     }
-    const n = Buffer.byteLength(s, 'utf8');
-    if (n < 32) this.byte(0xa0 | n);
-    else if (n <= 0xff) this.#header(0xd9, 1, n);
-    else if (n <= 0xffff) this.#header(0xda, 2, n);
-    else this.#header(0xdb, 4, n);
-    const at = this.#room(n);
-    this.#buf.write(s, at, n, 'utf8');
+    // Its UTF-8 length n is from s.length to 3 × s.length: room for the widest header that
+    // range allows, the string written after it (counting its bytes first, Buffer.byteLength,
+    // costs several times the write), then moved closer if n needs a narrower header
+    // (only when the range spans two header sizes).
+    const wide = strHeaderBytes(3 * s.length);
+    const at = this.#room(wide + 3 * s.length);
+    const buf = this.#buf;
+    const n = buf.write(s, at + wide, 'utf8');
+    const h = strHeaderBytes(n);
+    if (h < wide) buf.copyWithin(at + h, at + wide, at + wide + n);
+    if (h === 1) buf[at] = 0xa0 | n;
+    else if (h === 2) {
+      buf[at] = 0xd9;
+      buf[at + 1] = n;
+    } else if (h === 3) {
+      buf[at] = 0xda;
+      buf.writeUInt16BE(n, at + 1);
+    } else {
+      buf[at] = 0xdb;
+      buf.writeUInt32BE(n, at + 1);
+    }
+    this.#pos = at + h + n;
   }
 
   /** A `bin`. */
