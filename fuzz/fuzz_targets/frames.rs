@@ -1,7 +1,8 @@
-//! The frame decoder on any bytes, cut into any chunks, with any small limit: it never panics,
-//! never holds more than the header plus the limit once drained, and yields exactly what the
-//! plain model of the framing rules says (numbering, over-long frames skipped, a cut at the
-//! end), however the input is chunked.
+//! The frame decoder on any bytes, cut into any chunks, with any small limit, fed (`feed`) or
+//! read into in place (`read_space` + `commit`, the serve loop's way): it never panics, never
+//! holds more than the header plus the limit once drained, and yields exactly what the plain
+//! model of the framing rules says (numbering, over-long frames skipped, a cut at the end),
+//! however the input is chunked.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -44,11 +45,19 @@ fn take(packet: Packet<'_>) -> Out {
     }
 }
 
-fn decode(max: usize, chunks: &mut dyn Iterator<Item = &[u8]>) -> Vec<Out> {
+fn decode(max: usize, in_place: bool, chunks: &mut dyn Iterator<Item = &[u8]>) -> Vec<Out> {
     let mut decoder = FrameDecoder::new(max);
     let mut out = Vec::new();
     for chunk in chunks {
-        decoder.feed(chunk);
+        if in_place {
+            // As a read would: the room offered may be larger than what arrives.
+            let space = decoder.read_space(chunk.len());
+            assert!(space.len() >= chunk.len(), "room for {} of {} bytes", space.len(), chunk.len());
+            space[..chunk.len()].copy_from_slice(chunk);
+            decoder.commit(chunk.len());
+        } else {
+            decoder.feed(chunk);
+        }
         while let Some(packet) = decoder.next_packet() {
             out.push(take(packet));
         }
@@ -70,6 +79,8 @@ fuzz_target!(|data: &[u8]| {
     let max = usize::from(*limit % 64);
     let step = usize::from(*step % 16) + 1;
     let want = model(input, max);
-    assert_eq!(decode(max, &mut std::iter::once(input)), want, "one chunk");
-    assert_eq!(decode(max, &mut input.chunks(step)), want, "chunks of {step}");
+    for in_place in [false, true] {
+        assert_eq!(decode(max, in_place, &mut std::iter::once(input)), want, "one chunk, in place {in_place}");
+        assert_eq!(decode(max, in_place, &mut input.chunks(step)), want, "chunks of {step}, in place {in_place}");
+    }
 });

@@ -9,7 +9,7 @@ import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder, type LineSink } from '
 import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js';
 import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore, type Wire } from './core.js';
-import { encodeFrame, encodeLine } from './encode.js';
+import { encodeFrame, encodeLine, FramePool } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
 import type {
   CloseOptions,
@@ -108,6 +108,12 @@ class PipePeerImpl implements PipePeer {
   readonly #decoder: LineDecoder;
   /** Under msgpack, the decoder of the child's stdout (the line decoder is then unused). */
   readonly #frames: FrameDecoder | undefined;
+  /** Big frames' buffers, reused once written (see `FramePool`). */
+  readonly #framePool = new FramePool();
+  /** Hands a written frame's buffer back to the pool (a write callback). */
+  readonly #recycle = (frame: Buffer) => (error: Error | null | undefined) => {
+    if (error == null) this.#framePool.give(frame);
+  };
   /** How a message becomes what is written: a line, or under msgpack a frame's bytes. */
   readonly #encode: (msgType: string, data: unknown, id: number | undefined) => Wire;
   readonly #sink: LineSink = {
@@ -164,7 +170,8 @@ class PipePeerImpl implements PipePeer {
     }
     const maxFrameBytes = checkCount(options.maxFrameBytes, 'maxFrameBytes', 1) ?? DEFAULT_MAX_FRAME_BYTES;
     this.#frames = encoding === 'msgpack' ? new FrameDecoder({ maxFrameBytes }) : undefined;
-    this.#encode = encoding === 'msgpack' ? encodeFrame : encodeLine;
+    this.#encode =
+      encoding === 'msgpack' ? (msgType, data, id) => encodeFrame(msgType, data, id, this.#framePool) : encodeLine;
     this.#core = new PeerCore(() => this.#schedulePump());
     this.#exited = new Promise((resolve) => {
       this.#markExited = resolve;
@@ -546,7 +553,9 @@ class PipePeerImpl implements PipePeer {
         if (frames.length === 0) return;
         if (frames.length > 1) stdin.cork();
         flowing = true;
-        for (const frame of frames) flowing = stdin.write(frame);
+        for (const frame of frames) {
+          flowing = frame.length < FramePool.MIN_BYTES ? stdin.write(frame) : stdin.write(frame, this.#recycle(frame));
+        }
         if (frames.length > 1) stdin.uncork();
       }
       if (!flowing) {
