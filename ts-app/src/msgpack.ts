@@ -8,7 +8,7 @@
 // as float64, `undefined` as an extension and BigInts as int64, and reads invalid UTF-8 as
 // U+FFFD, integer map keys as strings and `__proto__` as `__proto_`.
 
-import { isUtf8 } from 'node:buffer';
+import { isAscii, isUtf8 } from 'node:buffer';
 
 import { FRAME_HEADER_BYTES } from './frame.js';
 import { invalidUtf8Offset } from './protocol.js';
@@ -204,7 +204,8 @@ function isKey(buf: Buffer, item: Item, name: string): boolean {
 /** The `str` item's text, or the error naming the frame offset of its first bad byte. */
 function utf8(buf: Buffer, start: number, end: number): string | Rejected {
   const bytes = buf.subarray(start, end);
-  if (isUtf8(bytes)) return buf.toString('utf8', start, end);
+  const text = longText(buf, bytes, start, end);
+  if (text !== undefined) return text;
   return rejected(`invalid UTF-8 in a string at byte ${start + invalidUtf8Offset(bytes)}: \`${hexExcerpt(buf)}\``);
 }
 
@@ -318,7 +319,18 @@ function fastUtf8(buf: Buffer, start: number, end: number): string | undefined {
     // ASCII: Latin-1 is the same text, made without a UTF-8 decoder.
     if (any < 0x80) return buf.toString('latin1', start, end);
   }
-  return isUtf8(buf.subarray(start, end)) ? buf.toString('utf8', start, end) : undefined;
+  return longText(buf, buf.subarray(start, end), start, end);
+}
+
+/**
+ * The text of `bytes` (= `buf[start..end]`) if it is valid UTF-8, else undefined. ASCII, the
+ * usual case, is checked for first (as fast as the UTF-8 check) and made into a string as
+ * Latin-1, the same text: Node's UTF-8 decoder takes twice as long (10 µs against 6 µs at
+ * 64 KiB, 560 µs against 250 µs at 1 MiB here).
+ */
+function longText(buf: Buffer, bytes: Buffer, start: number, end: number): string | undefined {
+  if (isAscii(bytes)) return buf.toString('latin1', start, end);
+  return isUtf8(bytes) ? buf.toString('utf8', start, end) : undefined;
 }
 
 /**

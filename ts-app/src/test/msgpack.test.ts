@@ -319,6 +319,24 @@ describe('the envelope reader', () => {
   });
 });
 
+test('long str data reads as its text, ASCII or not, and invalid UTF-8 in it names its byte', () => {
+  for (const n of [40, 100, 70_000]) {
+    for (const text of ['a'.repeat(n), `${'a'.repeat(n)}é`, `é${'b'.repeat(n)}`, '€'.repeat(n)]) {
+      const w = new Writer();
+      writeFrame(w, 'data', 3, (w) => w.str(text));
+      const frame = Buffer.from(w.view().subarray(4));
+      const decoded = decodeMsgpackEnvelope(frame);
+      assert.ok(decoded.ok && decoded.message.data === text, `${n}: ${text.slice(0, 4)}…`);
+      // One bad byte in the middle of it: the error names its frame offset.
+      const at = frame.length - 1 - Math.floor(Buffer.byteLength(text) / 2);
+      frame[at] = 0xff;
+      const bad = decodeMsgpackEnvelope(frame);
+      assert.ok(!bad.ok);
+      assert.match(bad.error, new RegExp(`^invalid UTF-8 in a string at byte ${at}: `));
+    }
+  }
+});
+
 test('a byte written just as the writer grows lands in the grown buffer (600 small ints round trip)', () => {
   for (const start of [1, 2, 8, 256]) {
     const w = new Writer(start);
