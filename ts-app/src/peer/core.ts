@@ -300,9 +300,9 @@ export class PeerCore {
     while (this.#head < queue.length && out.length < maxBytes) {
       const next = queue[this.#head];
       if (next === undefined) break;
-      if (!(next instanceof Pending)) {
-        out += next as string;
-      } else if (next.state === QUEUED) {
+      if (typeof next === 'string') {
+        out += next;
+      } else if (next instanceof Pending && next.state === QUEUED) {
         if (this.#pending.size >= maxInFlight) break;
         out += next.line as string;
         next.line = '';
