@@ -1,4 +1,5 @@
-// Seeds fuzz/corpus/<target>/ from the shared vectors (tests/conformance.json).
+// Seeds fuzz/corpus/<target>/ from the shared vectors (tests/conformance.json for the line
+// targets, tests/conformance-msgpack.json for the frame targets).
 // Run from the repository root: node fuzz/seed.mjs
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -17,4 +18,20 @@ for (const c of cases) {
   put('responder', Buffer.concat([Buffer.from([255, 5]), stream])); // limit 16 MiB, exit after 5
   for (const l of lines) if (l.length < 5000) put('message', l);
 }
-console.log(`seeded from ${cases.length} cases in ${files.join(', ')}`);
+const frameFile = 'tests/conformance-msgpack.json';
+const frameCases = existsSync(frameFile) ? JSON.parse(readFileSync(frameFile, 'utf8')).cases : [];
+for (const c of frameCases) {
+  const stream = Buffer.concat([
+    ...c.input.flatMap((hex) => {
+      const body = Buffer.from(hex, 'hex');
+      const header = Buffer.alloc(4);
+      header.writeUInt32LE(body.length);
+      return [header, body];
+    }),
+    Buffer.from(c.tail ?? '', 'hex'),
+  ]);
+  if (stream.length > 65536) continue;
+  put('frames', Buffer.concat([Buffer.from([40, 3]), stream])); // limit 40, chunks of 4
+  put('msgpack', Buffer.concat([Buffer.from([255, 5]), stream])); // limit 16 MiB, exit after 5
+}
+console.log(`seeded from ${cases.length} cases in ${files.join(', ')} and ${frameCases.length} in ${frameFile}`);

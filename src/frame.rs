@@ -45,14 +45,20 @@ pub enum Packet<'a> {
 /// is skipped as its bytes arrive and reported (with its length) once its last byte has gone
 /// by, so memory stays bounded whatever the peer sends.
 ///
-/// Feed chunks with [`feed`](Self::feed), drain packets with [`next_packet`](Self::next_packet)
-/// until `None`, and at end of input call [`finish`](Self::finish): it reports a frame the
-/// stream ended inside of as [`Packet::Cut`].
+/// Feed chunks with [`feed`](Self::feed) (or read straight into the decoder with
+/// [`read_space`](Self::read_space) and [`commit`](Self::commit), which saves copying every
+/// byte once), drain packets with [`next_packet`](Self::next_packet) until `None`, and at end
+/// of input call [`finish`](Self::finish): it reports a frame the stream ended inside of as
+/// [`Packet::Cut`].
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// Storage: `start..end` holds the unconsumed input; `end..` is room for the next read
+    /// (initialised once, when the storage grows, and reused).
     buf: Vec<u8>,
     /// Start of the unconsumed part of `buf`.
     start: usize,
+    /// End of the input held in `buf`.
+    end: usize,
     max_frame_bytes: usize,
     /// Frames seen so far (the number of the last one yielded or being skipped).
     frame: u64,
@@ -71,7 +77,15 @@ impl Default for FrameDecoder {
 impl FrameDecoder {
     /// A decoder bounding every frame's body to `max_frame_bytes`.
     pub fn new(max_frame_bytes: usize) -> Self {
-        FrameDecoder { buf: Vec::new(), start: 0, max_frame_bytes, frame: 0, skipping: None, pending_too_long: None }
+        FrameDecoder {
+            buf: Vec::new(),
+            start: 0,
+            end: 0,
+            max_frame_bytes,
+            frame: 0,
+            skipping: None,
+            pending_too_long: None,
+        }
     }
 
     /// The configured bound.
@@ -81,7 +95,7 @@ impl FrameDecoder {
 
     /// Bytes currently held for an unfinished frame (for tests and memory accounting).
     pub fn buffered(&self) -> usize {
-        self.buf.len() - self.start
+        self.end - self.start
     }
 
     /// Adds a chunk of input. Drain [`next_packet`](Self::next_packet) before feeding again
@@ -96,15 +110,77 @@ impl FrameDecoder {
             self.pending_too_long = Some((number, length));
             chunk = &chunk[left..];
         }
-        if self.start > 0 && self.start == self.buf.len() {
-            self.buf.clear();
-            self.start = 0;
-        } else if self.start > 0 && self.start >= self.buf.len() / 2 {
-            // Compact only when at least half the buffer is consumed (as the line decoder).
-            self.buf.drain(..self.start);
-            self.start = 0;
+        self.reserve(chunk.len());
+        self.buf[self.end..self.end + chunk.len()].copy_from_slice(chunk);
+        self.end += chunk.len();
+    }
+
+    /// Room to read the next input into, in place of [`feed`](Self::feed): at least
+    /// `at_least` bytes, and at least what the frame being received still lacks (when its
+    /// header has arrived and it is within the limit), so that a big frame arrives in as few
+    /// reads as the pipe allows, each straight into the decoder. Write into the start of it
+    /// and say how many bytes with [`commit`](Self::commit).
+    ///
+    /// The decoder's storage grows to hold the largest frame received plus `at_least` and is
+    /// reused; what is held once drained stays bounded as with `feed`.
+    pub fn read_space(&mut self, at_least: usize) -> &mut [u8] {
+        let lacking = match self.announced() {
+            Some(length) if self.skipping.is_none() && length <= self.max_frame_bytes => {
+                (FRAME_HEADER_BYTES + length).saturating_sub(self.buffered())
+            }
+            _ => 0,
+        };
+        self.reserve(at_least.max(lacking));
+        &mut self.buf[self.end..]
+    }
+
+    /// Takes in the first `n` bytes of the last [`read_space`](Self::read_space), as
+    /// [`feed`](Self::feed) would take them in. Drain [`next_packet`](Self::next_packet) before
+    /// reading again if you want memory bounded.
+    ///
+    /// # Panics
+    /// If `n` is more than that space held: a caller's bug, not a property of the input.
+    pub fn commit(&mut self, n: usize) {
+        assert!(n <= self.buf.len() - self.end, "commit({n}) past the read space");
+        let mut new = self.end..self.end + n;
+        self.end += n;
+        if let Some((number, length, left)) = self.skipping {
+            // Skipping implies nothing else is held: the new bytes are all there is.
+            let skipped = left.min(n);
+            if skipped < left {
+                self.skipping = Some((number, length, left - skipped));
+            } else {
+                self.skipping = None;
+                self.pending_too_long = Some((number, length));
+            }
+            new.start += skipped;
+            self.start = new.start;
         }
-        self.buf.extend_from_slice(chunk);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Makes room for `wanted` more bytes after `end`: reuses the storage when what is held is
+    /// consumed, moves the unconsumed bytes to the front when that costs no more than the room
+    /// it frees, and grows the storage otherwise.
+    fn reserve(&mut self, wanted: usize) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.buf.len() - self.end >= wanted {
+            return;
+        }
+        let held = self.end - self.start;
+        if self.start > 0 && self.start >= held && held + wanted <= self.buf.len() {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.start = 0;
+            self.end = held;
+            return;
+        }
+        self.buf.resize(self.end + wanted, 0);
     }
 
     /// The next complete frame (or over-long one), or `None` when more input is needed.
@@ -126,8 +202,8 @@ impl FrameDecoder {
             }
             // Drop what arrived of it and skip the rest as it comes.
             self.skipping = Some((number, length, length - have));
-            self.buf.clear();
             self.start = 0;
+            self.end = 0;
             return None;
         }
         if have < length {
@@ -158,8 +234,8 @@ impl FrameDecoder {
             return None;
         }
         let length = self.announced();
-        self.buf.clear();
         self.start = 0;
+        self.end = 0;
         self.frame += 1;
         let received = if length.is_some() { held - FRAME_HEADER_BYTES } else { held };
         Some(Packet::Cut { number: self.frame, received, length })
@@ -167,6 +243,9 @@ impl FrameDecoder {
 
     /// The length in the header at the start of the unconsumed bytes, once all of it arrived.
     fn announced(&self) -> Option<usize> {
+        if self.buffered() < FRAME_HEADER_BYTES {
+            return None;
+        }
         let header = self.buf.get(self.start..self.start + FRAME_HEADER_BYTES)?;
         let header: [u8; FRAME_HEADER_BYTES] = header.try_into().ok()?;
         // A u32 always fits the usize of the platforms this builds for (32 and 64 bits).
@@ -220,6 +299,75 @@ mod tests {
             out.push(show(p));
         }
         out
+    }
+
+    /// `decode`, reading in place (`read_space` + `commit`) instead of `feed`.
+    fn decode_in_place(max: usize, chunks: &[&[u8]]) -> Vec<String> {
+        let mut d = FrameDecoder::new(max);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            let space = d.read_space(chunk.len());
+            assert!(space.len() >= chunk.len(), "{} bytes of room for a {}-byte chunk", space.len(), chunk.len());
+            space[..chunk.len()].copy_from_slice(chunk);
+            d.commit(chunk.len());
+            while let Some(p) = d.next_packet() {
+                out.push(show(p));
+            }
+            assert!(d.buffered() <= max + FRAME_HEADER_BYTES, "buffer grew past the bound: {}", d.buffered());
+        }
+        while let Some(p) = d.finish() {
+            out.push(show(p));
+        }
+        out
+    }
+
+    #[test]
+    fn reading_in_place_yields_what_feeding_yields_at_every_split() {
+        let input = [frame(b"hello"), frame(b""), frame(&[b'x'; 300]), frame(b"123456789"), frame(b"last"), vec![9, 0]]
+            .concat();
+        for max in [4, 8, 1000] {
+            for cut in 0..=input.len() {
+                let (a, b) = input.split_at(cut);
+                assert_eq!(decode_in_place(max, &[a, b]), decode(max, &[a, b]), "limit {max}, cut at {cut}");
+            }
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(decode_in_place(max, &bytes), decode(max, &bytes), "limit {max}, byte by byte");
+        }
+        assert_eq!(
+            decode_in_place(8, &[&input]),
+            ["1:hello", "2:", "3:too long (300)", "4:too long (9)", "5:last", "6:cut in header (2)"]
+        );
+    }
+
+    #[test]
+    fn read_space_covers_the_rest_of_a_frame_whose_header_arrived() {
+        let mut d = FrameDecoder::new(1 << 20);
+        let big = frame(&[7; 100_000]);
+        let space = d.read_space(16);
+        space[..10].copy_from_slice(&big[..10]);
+        d.commit(10);
+        assert_eq!(d.next_packet(), None);
+        let space = d.read_space(16);
+        assert!(space.len() >= big.len() - 10, "{} bytes of room, {} lacking", space.len(), big.len() - 10);
+        space[..big.len() - 10].copy_from_slice(&big[10..]);
+        d.commit(big.len() - 10);
+        assert_eq!(d.next_packet(), Some(Packet::Frame { number: 1, bytes: &[7; 100_000][..] }));
+        assert_eq!(d.buffered(), 0);
+        // Over the limit: no room is made for it, only what was asked for.
+        let mut d = FrameDecoder::new(8);
+        let space = d.read_space(4);
+        space[..4].copy_from_slice(&100_000u32.to_le_bytes());
+        d.commit(4);
+        assert_eq!(d.next_packet(), None);
+        assert!(d.read_space(4).len() < 1000);
+    }
+
+    #[test]
+    #[should_panic(expected = "past the read space")]
+    fn committing_more_than_the_read_space_is_a_bug() {
+        let mut d = FrameDecoder::new(8);
+        let room = d.read_space(4).len();
+        d.commit(room + 1);
     }
 
     #[test]

@@ -68,6 +68,10 @@ pub fn serve_stdio(service: impl Service) -> Result<(), ServeError> {
 /// # Errors
 /// As [`serve`].
 pub fn serve_stdio_with(service: impl Service, encoding: Encoding) -> Result<(), ServeError> {
+    #[cfg(unix)]
+    if encoding == Encoding::Msgpack {
+        return serve_with(service, encoding, io::stdin().lock(), frame_stdout()?);
+    }
     serve_with(service, encoding, io::stdin().lock(), io::stdout().lock())
 }
 
@@ -99,9 +103,49 @@ pub fn serve_stdio_with_options(service: impl Service, options: &ServeOptions) -
         use std::os::fd::AsFd;
         let stdin = io::stdin().as_fd().try_clone_to_owned().map_err(ServeError::Read)?;
         let input = crate::spin::SpinReader::new(std::fs::File::from(stdin), options.spin);
+        if options.encoding == Encoding::Msgpack {
+            return serve_with(service, options.encoding, input, frame_stdout()?);
+        }
         return serve_with(service, options.encoding, input, io::stdout().lock());
     }
     serve_stdio_with(service, options.encoding)
+}
+
+/// How many bytes of replies the kernel is asked to hold in stdout's pipe or socket under
+/// msgpack: 1 MiB (Linux's default cap for an unprivileged pipe, `/proc/sys/fs/pipe-max-size`),
+/// so that a reply of that size is written in one go instead of 64 KiB at a time, each
+/// waiting for the reader to wake up and drain the last.
+#[cfg(unix)]
+const FRAME_PIPE_BYTES: usize = 1024 * 1024;
+
+/// Stdout for frames: a `File` on a duplicate of its descriptor, not std's `Stdout`, whose
+/// line buffering searches every reply for a newline byte (binary frames have them at random)
+/// and splits the write there; and stdin's and stdout's kernel buffers widened to
+/// [`FRAME_PIPE_BYTES`] where the system allows it (a pipe's `F_SETPIPE_SZ` acts on both its
+/// ends, so the writer of stdin gains too; for a socket only the send side can be widened).
+/// Widening is best effort: a file, a terminal or a refused size leave things as they were.
+#[cfg(unix)]
+fn frame_stdout() -> Result<std::fs::File, ServeError> {
+    use std::os::fd::AsFd;
+    let stdout = io::stdout();
+    // Anything written through `Stdout` before goes out first.
+    stdout.lock().flush().map_err(ServeError::Write)?;
+    let fd = stdout.as_fd().try_clone_to_owned().map_err(ServeError::Write)?;
+    widen(&fd, true);
+    widen(&io::stdin().as_fd(), false);
+    Ok(std::fs::File::from(fd))
+}
+
+/// Best effort: asks for [`FRAME_PIPE_BYTES`] of kernel buffer on `fd` (see [`frame_stdout`]).
+#[cfg(unix)]
+fn widen(fd: &impl std::os::fd::AsFd, send: bool) {
+    use nix::fcntl::{fcntl, FcntlArg};
+    use nix::sys::socket::{setsockopt, sockopt};
+    let bytes = i32::try_from(FRAME_PIPE_BYTES).unwrap_or(i32::MAX);
+    if fcntl(fd.as_fd(), FcntlArg::F_SETPIPE_SZ(bytes)).is_err() && send {
+        // Not a pipe (or the size was refused): a socket's send buffer, if it is one.
+        let _ = setsockopt(fd, sockopt::SndBuf, &FRAME_PIPE_BYTES);
+    }
 }
 
 /// Answers every line of `input` with `service`, writing the replies to `output`.
@@ -128,10 +172,21 @@ enum Decoder {
 }
 
 impl Decoder {
-    fn feed(&mut self, chunk: &[u8]) {
+    /// Reads the next input into the decoder: lines through `buf`, frames straight into the
+    /// frame decoder (at least [`READ_CHUNK`] at a time, the rest of a big frame in one read
+    /// if the pipe holds it). Returns the bytes read: 0 at the end of input.
+    fn read(&mut self, input: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
         match self {
-            Decoder::Lines(d) => d.feed(chunk),
-            Decoder::Frames(d) => d.feed(chunk),
+            Decoder::Lines(d) => {
+                let n = input.read(buf)?;
+                d.feed(&buf[..n]);
+                Ok(n)
+            }
+            Decoder::Frames(d) => {
+                let n = input.read(d.read_space(READ_CHUNK))?;
+                d.commit(n);
+                Ok(n)
+            }
         }
     }
 
@@ -180,14 +235,11 @@ pub fn serve_with(
     let mut buf = vec![0; READ_CHUNK];
     let mut out = Vec::with_capacity(READ_CHUNK);
     loop {
-        let n = match input.read(&mut buf) {
+        let n = match decoder.read(&mut input, &mut buf) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ServeError::Read(e)),
         };
-        if n > 0 {
-            decoder.feed(&buf[..n]);
-        }
         decoder.answer(&mut service, &mut out, n == 0);
         if !out.is_empty() {
             match output.write_all(&out).and_then(|()| output.flush()) {

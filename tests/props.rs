@@ -451,7 +451,9 @@ fn model_packets(input: &[u8], max: usize) -> Vec<String> {
     out
 }
 
-fn decode_packets(max: usize, chunks: &[&[u8]]) -> Vec<String> {
+/// Feeds the chunks (`feed`, or in place: `read_space` + `commit`, as `serve` reads), draining
+/// after each; checks the memory bound as it goes.
+fn decode_packets(max: usize, chunks: &[&[u8]], in_place: bool) -> Vec<String> {
     let mut d = rust_ts_ipc::FrameDecoder::new(max);
     let mut out = Vec::new();
     let show = |p: rust_ts_ipc::Packet<'_>| match p {
@@ -461,7 +463,13 @@ fn decode_packets(max: usize, chunks: &[&[u8]]) -> Vec<String> {
         rust_ts_ipc::Packet::Cut { number, received, length: Some(l) } => format!("{number}:cut {received} of {l}"),
     };
     for chunk in chunks {
-        d.feed(chunk);
+        if in_place {
+            let space = d.read_space(chunk.len());
+            space[..chunk.len()].copy_from_slice(chunk);
+            d.commit(chunk.len());
+        } else {
+            d.feed(chunk);
+        }
         while let Some(p) = d.next_packet() {
             out.push(show(p));
         }
@@ -494,8 +502,10 @@ proptest! {
         input in frame_stream(), max in 0usize..48, cuts in vec(any::<Index>(), 0..8)
     ) {
         let want = model_packets(&input, max);
-        prop_assert_eq!(decode_packets(max, &[&input]), want.clone());
-        prop_assert_eq!(decode_packets(max, &chunks(&input, &cuts)), want);
+        for in_place in [false, true] {
+            prop_assert_eq!(decode_packets(max, &[&input], in_place), want.clone());
+            prop_assert_eq!(decode_packets(max, &chunks(&input, &cuts), in_place), want.clone());
+        }
     }
 
     #[test]

@@ -88,7 +88,6 @@ export class PeerChild {
   readonly #decoder: LineDecoder;
   /** Under msgpack, the decoder of the child's stdout (the line decoder is then unused). */
   readonly #frames: FrameDecoder | undefined;
-  readonly #wireText: 'utf8' | 'latin1';
   readonly #sink: LineSink = {
     text: (line, text) => this.#readText(line, text),
     frame: (frame) => this.#readFrame(frame),
@@ -125,7 +124,6 @@ export class PeerChild {
     this.#hooks = hooks;
     this.#decoder = new LineDecoder({ maxLineBytes: config.maxLineBytes });
     this.#frames = config.encoding === 'msgpack' ? new FrameDecoder({ maxFrameBytes: config.maxFrameBytes }) : undefined;
-    this.#wireText = config.encoding === 'msgpack' ? 'latin1' : 'utf8';
     this.exited = new Promise((resolve) => {
       this.#markExited = resolve;
     });
@@ -218,11 +216,35 @@ export class PeerChild {
     return !this.#waitingForDrain && !this.#gone && this.status === undefined && stdin !== undefined && !stdin.writableEnded;
   }
 
-  /** Writes `batch` to its stdin; false if the stream is full (`hooks.drained` follows its 'drain'). */
+  /** Writes `batch` (lines) to its stdin; false if the stream is full (`hooks.drained` follows its 'drain'). */
   write(batch: string): boolean {
     const stdin = this.#child?.stdin;
     if (stdin === undefined) return false;
-    if (stdin.write(batch, this.#wireText)) return true;
+    return stdin.write(batch, 'utf8') || this.#awaitDrain(stdin);
+  }
+
+  /**
+   * Writes MessagePack `frames` to its stdin as they are, in one corked (vectored) write;
+   * `written(frame)` may give a frame a write callback (the frame pool's). False as `write`.
+   */
+  writeFrames(
+    frames: readonly Buffer[],
+    written: (frame: Buffer) => ((error: Error | null | undefined) => void) | undefined,
+  ): boolean {
+    const stdin = this.#child?.stdin;
+    if (stdin === undefined) return false;
+    if (frames.length > 1) stdin.cork();
+    let flowing = true;
+    for (const frame of frames) {
+      const callback = written(frame);
+      flowing = callback === undefined ? stdin.write(frame) : stdin.write(frame, callback);
+    }
+    if (frames.length > 1) stdin.uncork();
+    return flowing || this.#awaitDrain(stdin);
+  }
+
+  /** Marks its stdin full until 'drain', then tells `hooks.drained`; false. */
+  #awaitDrain(stdin: NodeJS.WritableStream): false {
     this.#waitingForDrain = true;
     stdin.once('drain', () => {
       this.#waitingForDrain = false;

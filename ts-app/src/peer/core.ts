@@ -2,8 +2,8 @@
 // ids, the map from id to pending request, the queue of messages waiting to be written, the
 // timeouts and abort signals, the routing of every incoming message (a reply settles its
 // request; anything else goes to the `message` listeners), and the counters. Sans-IO: the
-// transport asks it for lines to write (`takeBatch`) and hands it the messages it read
-// (`receive`); it never touches a stream.
+// transport asks it for what to write (`takeBatch` for lines, `takeFrames` for MessagePack
+// frames) and hands it the messages it read (`receive`); it never touches a stream.
 
 import { performance } from 'node:perf_hooks';
 
@@ -23,6 +23,13 @@ const ABANDONED_IDS = 65_536;
 /** setTimeout's limit: 2^31 − 1 ms (24.8 days); a longer timeout is as good as none. */
 const MAX_TIMER_MS = 0x7fffffff;
 
+/**
+ * A message as the transport writes it: an NDJSON line, or a MessagePack frame (header
+ * included) kept as the bytes it was encoded to, so that a big frame is never copied into a
+ * string and back.
+ */
+export type Wire = string | Buffer;
+
 const QUEUED = 0;
 const SENT = 1;
 const SETTLED = 2;
@@ -37,8 +44,8 @@ const settledAlready = (): void => {};
  * survived one scavenge was kept, and promoted, by the next (≈300 B promoted per request).
  */
 class Pending {
-  /** The encoded line, until written. */
-  line: string;
+  /** The encoded line or frame, until written. */
+  line: Wire;
   state: typeof QUEUED | typeof SENT | typeof SETTLED = QUEUED;
   /** When it times out (`performance.now()` time), or Infinity for never; never changes (a heap key). */
   readonly deadline: number;
@@ -48,7 +55,7 @@ class Pending {
   constructor(
     readonly id: number,
     readonly msgType: string,
-    line: string,
+    line: Wire,
     readonly timeoutMs: number,
     deadline: number,
     public resolve: (reply: Message) => void,
@@ -222,7 +229,7 @@ export class PeerCore {
   #lastId = 0;
   readonly #pending = new InFlight();
   /** Messages waiting to be written, in call order: a request, or a notification's line. */
-  #queue: (Pending | string)[] = [];
+  #queue: (Pending | Wire)[] = [];
   #head = 0;
   #queued = 0;
   readonly #abandoned = new Set<number>();
@@ -265,7 +272,7 @@ export class PeerCore {
    * Queues a request whose line is already encoded, and arms its timeout (`timeoutMs`: 0 or
    * Infinity for none) and abort signal. The promise settles exactly once.
    */
-  request(msgType: string, id: number, line: string, timeoutMs: number, signal: AbortSignal | undefined): Promise<Message> {
+  request(msgType: string, id: number, line: Wire, timeoutMs: number, signal: AbortSignal | undefined): Promise<Message> {
     return new Promise<Message>((resolve, reject) => {
       const timed = timeoutMs > 0 && timeoutMs <= MAX_TIMER_MS;
       const deadline = timed ? performance.now() + timeoutMs : Infinity;
@@ -282,7 +289,7 @@ export class PeerCore {
   }
 
   /** Queues a notification's line behind everything queued before it. */
-  notify(line: string): void {
+  notify(line: Wire): void {
     this.#queue.push(line);
     this.#queued++;
     this.wake();
@@ -300,9 +307,50 @@ export class PeerCore {
       if (next === undefined) break;
       if (typeof next === 'string') {
         out += next;
+      } else if (next instanceof Pending && next.state === QUEUED) {
+        if (this.#pending.size >= maxInFlight) break;
+        out += next.line as string;
+        next.line = '';
+        next.state = SENT;
+        this.#pending.add(next);
+      } else {
+        // Settled while queued (timed out or aborted): already uncounted.
+        this.#head++;
+        continue;
+      }
+      this.#queued--;
+      this.#head++;
+    }
+    if (this.#head === queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
+      this.#queue = queue.slice(this.#head);
+      this.#head = 0;
+    }
+    return out;
+  }
+
+  /**
+   * `takeBatch` for a transport that queued frames (`Buffer`s): the frames that may be written
+   * now, in call order, as they were queued (not joined: the transport writes them in one
+   * vectored write), or an empty array if none.
+   */
+  takeFrames(maxInFlight: number, maxBytes = 1 << 20): Buffer[] {
+    const out: Buffer[] = [];
+    let bytes = 0;
+    const queue = this.#queue;
+    while (this.#head < queue.length && bytes < maxBytes) {
+      const next = queue[this.#head];
+      if (next === undefined) break;
+      if (!(next instanceof Pending)) {
+        out.push(next as Buffer);
+        bytes += next.length;
       } else if (next.state === QUEUED) {
         if (this.#pending.size >= maxInFlight) break;
-        out += next.line;
+        const frame = next.line as Buffer;
+        out.push(frame);
+        bytes += frame.length;
         next.line = '';
         next.state = SENT;
         this.#pending.add(next);
@@ -384,7 +432,7 @@ export class PeerCore {
     this.#queue = [];
     this.#head = 0;
     for (const p of queue) {
-      if (typeof p === 'string') {
+      if (!(p instanceof Pending)) {
         this.#queued--;
       } else if (p.state === QUEUED) {
         const reject = p.reject;

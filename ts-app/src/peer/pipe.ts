@@ -8,8 +8,8 @@ import { performance } from 'node:perf_hooks';
 import { DEFAULT_MAX_FRAME_BYTES } from '../frame.js';
 import { DEFAULT_MAX_LINE_BYTES } from '../framing.js';
 import { type ChildConfig, type ChildExit, type ChildHooks, PeerChild, type StderrOption } from './child.js';
-import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
-import { encodeFrameText, encodeLine } from './encode.js';
+import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore, type Wire } from './core.js';
+import { encodeFrame, encodeLine, FramePool } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
 import { type RestartOptions, restartPolicy, Restarts } from './restart.js';
 import type {
@@ -190,7 +190,18 @@ class PipePeerImpl implements PipePeer {
   readonly #config: ChildConfig;
   readonly #core: PeerCore;
   /** How a message becomes wire text (latin1 frames under msgpack). */
-  readonly #encode: (msgType: string, data: unknown, id: number | undefined) => string;
+  readonly #encode: (msgType: string, data: unknown, id: number | undefined) => Wire;
+  /** Under msgpack: the queue holds frames (Buffers), written as they are (`takeFrames`). */
+  readonly #frames: boolean;
+  /** Big frames' buffers, reused once written (see `FramePool`). */
+  readonly #framePool = new FramePool();
+  /** A big frame's write callback hands its buffer back to the pool; small frames get none. */
+  readonly #recycle = (frame: Buffer): ((error: Error | null | undefined) => void) | undefined =>
+    frame.length < FramePool.MIN_BYTES
+      ? undefined
+      : (error) => {
+          if (error == null) this.#framePool.give(frame);
+        };
   readonly #timeoutMs: number;
   readonly #maxInFlight: number;
   readonly #graceMs: number;
@@ -265,7 +276,9 @@ class PipePeerImpl implements PipePeer {
     this.#restarts = policy === undefined ? undefined : new Restarts(policy);
     const hangMs = checkTimeout(options.hangMs, 'spawnPeer: option `hangMs`') ?? 0;
     this.#hangMs = hangMs === Infinity ? 0 : hangMs;
-    this.#encode = encoding === 'msgpack' ? encodeFrameText : encodeLine;
+    this.#frames = encoding === 'msgpack';
+    this.#encode =
+      encoding === 'msgpack' ? (msgType, data, id) => encodeFrame(msgType, data, id, this.#framePool) : encodeLine;
     this.#config = { command, args, env: options.env, cwd: options.cwd, stderr, encoding, maxLineBytes, maxFrameBytes };
     this.#core = new PeerCore(() => this.#schedulePump());
 
@@ -293,7 +306,7 @@ class PipePeerImpl implements PipePeer {
   }
 
   request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message> {
-    let line: string;
+    let line: Wire;
     let id: number;
     let timeoutMs: number;
     let signal: AbortSignal | undefined;
@@ -590,8 +603,14 @@ class PipePeerImpl implements PipePeer {
     if (child === undefined || this.#gone !== undefined || !child.writable) return;
     const before = this.#core.inFlight;
     for (;;) {
-      const batch = this.#core.takeBatch(this.#maxInFlight);
-      if (batch.length === 0 || !child.write(batch)) break;
+      if (this.#frames) {
+        // Frames go out as they were encoded, in one vectored write: no copy into one buffer.
+        const frames = this.#core.takeFrames(this.#maxInFlight);
+        if (frames.length === 0 || !child.writeFrames(frames, this.#recycle)) break;
+      } else {
+        const batch = this.#core.takeBatch(this.#maxInFlight);
+        if (batch.length === 0 || !child.write(batch)) break;
+      }
     }
     if (this.#hangMs > 0 && this.#core.inFlight > 0) {
       // The first request written since the child last said anything starts the hang clock (a

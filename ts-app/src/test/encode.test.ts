@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { encodeData, encodeFrame, encodeFrameBody, encodeLine } from '../peer/encode.js';
+import { encodeData, encodeFrame, encodeFrameBody, encodeLine, FramePool } from '../peer/encode.js';
 
 test('encodeLine writes each type\'s own head, however types alternate, and makes types well-formed', () => {
   const cases: [string, unknown, number | undefined, string][] = [
@@ -80,4 +80,38 @@ test('encodeFrameBody is the body of encodeFrame, byte for byte, whatever the si
     if (want instanceof Error) assert.throws(() => encodeFrameBody(msgType, data, id), { message: want.message });
     else assert.deepEqual(encodeFrameBody(msgType, data, id), want, `${JSON.stringify(msgType)} ${length} ${String(id)}`);
   }
+});
+
+test('encodeFrame into a recycled buffer writes the same bytes as into a fresh one, and the pool stays bounded', () => {
+  const pool = new FramePool();
+  const big = Buffer.alloc(200_000, 0x61);
+  const cases: [string, unknown, number | undefined][] = [
+    ['bytes', big, 1],
+    ['bytes', big.subarray(0, 70_000), 2 ** 32],
+    ['data', 'é'.repeat(40_000), undefined],
+    ['data', 'x'.repeat(100_000), 7],
+    ['data', { list: Array.from({ length: 30_000 }, (_, i) => i % 300) }, 8],
+    ['bytes', Buffer.from([1, 2, 3]), 9],
+  ];
+  for (let round = 0; round < 3; round++) {
+    for (const [msgType, data, id] of cases) {
+      const fresh = Buffer.from(encodeFrame(msgType, data, id));
+      const pooled = encodeFrame(msgType, data, id, pool);
+      assert.ok(pooled.equals(fresh), `${msgType} ${String(id)}, round ${round}`);
+      // Garbage left in a recycled buffer must not show: scribble over it before giving it back.
+      pool.give(pooled);
+      const again = pool.take(pooled.length);
+      if (pooled.length >= FramePool.MIN_BYTES) assert.ok(again !== undefined, `a ${pooled.length}-byte frame is kept`);
+      again?.fill(0xee);
+      if (again !== undefined) pool.give(again);
+    }
+  }
+  const { buffers, bytes } = pool.held;
+  assert.ok(buffers <= FramePool.MAX_BUFFERS, `${buffers} buffers held`);
+  assert.ok(bytes <= 4 * (64 + 3 * 100_000 + 64), `${bytes} bytes held`);
+  // Small frames and views into someone else's memory are never taken.
+  assert.equal(pool.take(1000), undefined);
+  const before = pool.held.buffers;
+  pool.give(Buffer.alloc(FramePool.MIN_BYTES * 2).subarray(16));
+  assert.equal(pool.held.buffers, before);
 });

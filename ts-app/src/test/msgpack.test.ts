@@ -319,6 +319,70 @@ describe('the envelope reader', () => {
   });
 });
 
+test('long str data reads as its text, ASCII or not, and invalid UTF-8 in it names its byte', () => {
+  for (const n of [40, 100, 70_000]) {
+    for (const text of ['a'.repeat(n), `${'a'.repeat(n)}é`, `é${'b'.repeat(n)}`, '€'.repeat(n)]) {
+      const w = new Writer();
+      writeFrame(w, 'data', 3, (w) => w.str(text));
+      const frame = Buffer.from(w.view().subarray(4));
+      const decoded = decodeMsgpackEnvelope(frame);
+      assert.ok(decoded.ok && decoded.message.data === text, `${n}: ${text.slice(0, 4)}…`);
+      // One bad byte in the middle of it: the error names its frame offset.
+      const at = frame.length - 1 - Math.floor(Buffer.byteLength(text) / 2);
+      frame[at] = 0xff;
+      const bad = decodeMsgpackEnvelope(frame);
+      assert.ok(!bad.ok);
+      assert.match(bad.error, new RegExp(`^invalid UTF-8 in a string at byte ${at}: `));
+    }
+  }
+});
+
+test('a byte written just as the writer grows lands in the grown buffer (600 small ints round trip)', () => {
+  for (const start of [1, 2, 8, 256]) {
+    const w = new Writer(start);
+    for (let i = 0; i < 600; i++) w.byte(i % 100);
+    assert.deepEqual([...w.view()], Array.from({ length: 600 }, (_, i) => i % 100), `from a ${start}-byte buffer`);
+  }
+  // What a peer sends for such data: it must read back the same.
+  const data = Array.from({ length: 600 }, (_, i) => i % 100);
+  const w = new Writer();
+  writeFrame(w, 'x', 1, (w) => w.value(data));
+  const decoded = decodeMsgpackEnvelope(Buffer.from(w.view().subarray(4)));
+  assert.ok(decoded.ok);
+  assert.deepEqual(decoded.message.data, data);
+});
+
+test('str is written in its smallest header at every size where the UTF-8 length can cross a header size', () => {
+  // The header for n bytes, and the bytes, as the format defines them (n counted first).
+  const expected = (s: string): Buffer => {
+    const bytes = Buffer.from(s, 'utf8');
+    const n = bytes.length;
+    const header =
+      n < 32
+        ? [0xa0 | n]
+        : n <= 0xff
+          ? [0xd9, n]
+          : n <= 0xffff
+            ? [0xda, n >> 8, n & 0xff]
+            : [0xdb, (n >>> 24) & 0xff, (n >> 16) & 0xff, (n >> 8) & 0xff, n & 0xff];
+    return Buffer.concat([Buffer.from(header), bytes]);
+  };
+  const strings: string[] = [];
+  for (const len of [0, 1, 10, 11, 12, 31, 32, 85, 86, 255, 256, 21845, 21846, 65535, 65536, 70000]) {
+    strings.push('a'.repeat(len), 'é'.repeat(len), '€'.repeat(len), `${'a'.repeat(len)}€`, '😀'.repeat(len >> 1));
+  }
+  // A lone surrogate is written as U+FFFD (3 bytes), as Buffer.from writes it.
+  strings.push(`${'a'.repeat(40)}\ud800`, `\udc00${'b'.repeat(100)}`);
+  for (const s of strings) {
+    const w = new Writer(8);
+    w.byte(0x01);
+    w.str(s);
+    w.byte(0x02);
+    const want = Buffer.concat([Buffer.from([1]), expected(s), Buffer.from([2])]);
+    assert.ok(Buffer.from(w.view()).equals(want), `str of ${s.length} units, ${Buffer.byteLength(s)} bytes`);
+  }
+});
+
 test('the common envelope fast path reads exactly what the general reader reads, or leaves the frame to it', () => {
   const frames: Buffer[] = [];
   const body = (msgType: string, id: number | undefined, data: (w: Writer) => void): Buffer => {

@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { describe, test } from 'node:test';
 
 import { PeerCore } from '../peer/core.js';
-import { PeerError } from '../peer/errors.js';
+import { PeerError, PeerErrorCode } from '../peer/errors.js';
 import type { Message } from '../peer/types.js';
 import { REPO_ROOT } from './vectors.js';
 
@@ -230,4 +230,43 @@ describe('PeerCore requests in flight', () => {
     assert.equal(r.status, 0, r.stderr);
     assert.equal(r.stdout, 'collected 1\n');
   });
+});
+
+test('takeFrames hands out queued frames as the Buffers queued, in call order, within the in-flight and byte limits', async () => {
+  const core = new PeerCore();
+  const frame = (n: number, size = 8): Buffer => Buffer.alloc(size, n);
+  const frames = [frame(1), frame(2), frame(3, 600_000), frame(4, 600_000), frame(5)];
+  const done = [
+    core.request('data', 1, frames[0] as Buffer, 0, undefined),
+    core.request('data', 2, frames[1] as Buffer, 0, undefined),
+  ];
+  core.notify(frames[2] as Buffer);
+  done.push(core.request('data', 3, frames[3] as Buffer, 0, undefined));
+  done.push(core.request('data', 4, frames[4] as Buffer, 0, undefined));
+  // One request in flight at most: the first, then nothing until it is answered.
+  const first = core.takeFrames(1);
+  assert.equal(first.length, 1);
+  assert.equal(first[0], frames[0], 'the very Buffer queued, not a copy');
+  assert.deepEqual(core.takeFrames(1), []);
+  core.receive(ack(1));
+  // The byte limit: the batch stops once it holds 1 MiB or more (a frame is never split).
+  const second = core.takeFrames(10, 1 << 20);
+  assert.deepEqual(second, [frames[1], frames[2], frames[3]]);
+  assert.deepEqual(core.takeFrames(10), [frames[4]]);
+  assert.equal(core.stats().queued, 0);
+  for (const id of [2, 3, 4]) core.receive(ack(id));
+  assert.deepEqual(
+    (await Promise.all(done)).map((m) => m.id),
+    [1, 2, 3, 4],
+  );
+});
+
+test('failQueued drops queued frame notifications and rejects queued frame requests', async () => {
+  const core = new PeerCore();
+  core.notify(Buffer.from([1]));
+  const p = core.request('data', 1, Buffer.from([2]), 0, undefined);
+  core.failQueued((msgType, id) => new PeerError(PeerErrorCode.PEER_EXITED, `${msgType} ${String(id)} failed`));
+  await assert.rejects(p, { message: 'data 1 failed' });
+  assert.equal(core.stats().queued, 0);
+  assert.deepEqual(core.takeFrames(10), []);
 });
