@@ -335,6 +335,14 @@ pub fn wait_for_exit_unreaped(pid: u32) -> Option<ExitStatus> {
     sys::wait_exited_unreaped(pid)
 }
 
+/// Whether process `pid` (a child of ours, not yet reaped) has exited, without reaping it and
+/// without blocking; `None` where the OS cannot say so. The tokio peer's exit watcher asks
+/// this on every SIGCHLD.
+#[cfg(feature = "tokio")]
+pub(crate) fn exited_unreaped(pid: u32) -> Option<bool> {
+    sys::exited_unreaped(pid)
+}
+
 /// The last [`STDERR_TAIL_BYTES`] of a child's stderr, kept for error messages.
 #[derive(Debug, Default)]
 pub struct StderrTail {
