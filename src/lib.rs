@@ -84,6 +84,35 @@ pub mod process;
 mod responder;
 mod serve;
 mod service;
+#[cfg(feature = "tokio")]
+mod tokio_peer;
+
+/// The async host (cargo feature `tokio`, on by default): [`tokio::Peer`] is the thread
+/// [`Peer`] on a tokio runtime, with the same options ([`PeerOptions`]), errors
+/// ([`PeerError`], [`ErrorCode`]), counters ([`PeerStats`]), limits and shutdown sequence;
+/// its calls are `async`, and dropping a call's future cancels it.
+///
+/// The names mirror the thread peer's (as `std::sync::Mutex` and `tokio::sync::Mutex` do):
+/// code moves between the two by changing an import and adding `.await`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), rust_ts_ipc::PeerError> {
+/// use std::process::Command;
+/// use rust_ts_ipc::{tokio::Peer, PeerOptions};
+///
+/// let mut node = Command::new("node");
+/// node.arg("ts-app/dist/examples/upper-service.js");
+/// let peer = Peer::spawn(&mut node, PeerOptions::default())?;
+/// let pending = peer.send("upper", "abc").await?;    // queued; the reply is awaited below
+/// assert_eq!(pending.await?.data.as_str(), Some("ABC"));
+/// peer.close().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "tokio")]
+pub mod tokio {
+    pub use crate::tokio_peer::{Peer, Pending, Unsolicited};
+}
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
 pub use encoding::{Encoding, UnknownEncoding};

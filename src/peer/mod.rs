@@ -531,7 +531,14 @@ impl Limits {
 
     /// Why a call's line was not queued by its deadline: no slot among `max_in_flight`, no
     /// room in the write queue (`unsent` bytes waiting), or calls before it still waiting.
-    pub(crate) fn not_sent(&self, msg_type: &str, timeout: Duration, slot: bool, room: bool, unsent: usize) -> PeerError {
+    pub(crate) fn not_sent(
+        &self,
+        msg_type: &str,
+        timeout: Duration,
+        slot: bool,
+        room: bool,
+        unsent: usize,
+    ) -> PeerError {
         let ms = timeout.as_millis();
         let why = if !slot {
             format!(
@@ -1247,7 +1254,9 @@ fn packet_message(limits: &Limits, counters: &Counters, packet: Packet<'_>) -> (
             let error = ProtocolError::FrameTooLong { length, limit: limits.max_frame_bytes };
             (number, 0, Err((error, None)))
         }
-        Packet::Cut { number, received, length } => (number, 0, Err((ProtocolError::FrameCut { received, length }, None))),
+        Packet::Cut { number, received, length } => {
+            (number, 0, Err((ProtocolError::FrameCut { received, length }, None)))
+        }
     };
     as_message(limits.encoding, number, size, result)
 }
