@@ -10,13 +10,13 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use host::{DemoConfig, HostError};
+use host::{DemoConfig, HostError, Runtime};
 use rust_ts_ipc::{Encoding, Responder, ResponderOptions, Services};
 
 const USAGE: &str = "\
 Usage:
   rust-ts-ipc [demo] [--encoding json|msgpack] [--max-frame-bytes N] [--timeout-ms N]
-                   [--grace-ms N] [-- PROGRAM [ARGS...]]
+                   [--grace-ms N] [--runtime thread|tokio] [-- PROGRAM [ARGS...]]
       Spawn a child (default: node ts-app/dist/main.js, built on first use) and play the
       demo conversation: greeting, five data messages, goodbye. Stdout carries the
       conversation; progress and the child's stderr go to stderr. --encoding: json (NDJSON
@@ -27,7 +27,8 @@ Usage:
       However the demo ends, the child (in its own process group) is stopped the same way:
       its stdin is closed, then after --grace-ms (default 2000) SIGTERM, then after another
       --grace-ms SIGKILL; it is always reaped. Ctrl-C, SIGTERM and SIGHUP run that sequence
-      too (a second Ctrl-C skips the waits).
+      too (a second Ctrl-C skips the waits). --runtime: what moves the bytes, thread (a
+      reader thread, the default) or tokio (async pipes on a tokio runtime); same output.
   rust-ts-ipc serve [--encoding json|msgpack] [--exit-after N] [--name NAME]
                     [--max-line-bytes N] [--max-frame-bytes N] [--services LIST]
       Answer the protocol on this process's stdin/stdout (the Rust responder, for a Node
@@ -104,6 +105,7 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
     let mut grace = host::DEFAULT_GRACE;
     let mut encoding = Encoding::Json;
     let mut max_frame_bytes = rust_ts_ipc::DEFAULT_MAX_FRAME_BYTES;
+    let mut runtime = Runtime::Thread;
     let mut args = args.into_iter();
     let mut child: Vec<OsString> = Vec::new();
     while let Some(arg) = args.next() {
@@ -115,6 +117,10 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
             Some("--timeout-ms") => timeout = Duration::from_millis(number(&mut args, "--timeout-ms")?),
             Some("--grace-ms") => grace = Duration::from_millis(number(&mut args, "--grace-ms")?),
             Some("--encoding") => encoding = encoding_flag(&mut args)?,
+            Some("--runtime") => {
+                let value = args.next().ok_or_else(|| HostError::Usage("--runtime needs a value".to_owned()))?;
+                runtime = Runtime::parse(&value.to_string_lossy())?;
+            }
             Some("--max-frame-bytes") => {
                 max_frame_bytes = usize::try_from(number(&mut args, "--max-frame-bytes")?)
                     .map_err(|_| HostError::Usage("--max-frame-bytes is too large".to_owned()))?;
@@ -130,6 +136,7 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
         grace,
         encoding,
         max_frame_bytes,
+        runtime,
         refusal_hint: None,
     };
     let config = match child.next() {

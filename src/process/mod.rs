@@ -207,6 +207,11 @@ impl ChildProcess {
         self.stdin.take()
     }
 
+    /// Gives back the stdin [`take_stdin`](Self::take_stdin) took, for the shutdown to close.
+    pub fn put_stdin(&mut self, stdin: ChildStdin) {
+        self.stdin = Some(stdin);
+    }
+
     /// Whether the child's stdin is closed (or taken).
     pub fn stdin_closed(&self) -> bool {
         self.stdin.is_none()
