@@ -11,7 +11,8 @@ export interface TimingRecord {
   kind: 'roundtrip' | 'cost';
   pass: Pass;
   /** "1"…"7" for the first issue's scenarios, "cost" for in-process encoding costs, "lib" and
-   * "markdown" for the library and its real work, "rust-js" for Rust calling JS. */
+   * "markdown" for the library and its real work, "rust-js" for Rust calling JS, "host" for the
+   * thread and tokio Rust hosts. */
   scenario: string;
   /** Stable id, e.g. `ffi.handleLine`, `pipe.node-rust`, `floor.node-cat`, `cost.js-json`. */
   path: string;
