@@ -341,6 +341,36 @@ fn child_that_says_goodbye_but_fails_is_not_a_success() {
 }
 
 #[test]
+fn an_unknown_runtime_is_a_usage_error_naming_the_choices() {
+    let out = run(&["demo", "--runtime", "green-threads"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("rust-ts-ipc: --runtime: unknown runtime `green-threads`; expected thread or tokio\n"),
+        "{stderr}"
+    );
+}
+
+/// A build without the `tokio` feature says so, and how to get it, instead of playing the
+/// demo some other way (`cargo test --no-default-features` runs this).
+#[cfg(not(feature = "tokio"))]
+#[test]
+fn runtime_tokio_without_the_feature_is_a_usage_error_saying_how_to_get_it() {
+    let out = Command::new(BIN).args(["demo", "--runtime", "tokio"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "");
+    assert!(
+        text(&out.stderr).starts_with(
+            "rust-ts-ipc: --runtime tokio: this rust-ts-ipc was built without the `tokio` cargo feature; rebuild it \
+             with the feature (on by default; `cargo build --features tokio`) or use --runtime thread\n"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
 fn unknown_command_is_a_usage_error() {
     let out = run(&["frobnicate"], b"");
     assert_eq!(out.status.code(), Some(2));

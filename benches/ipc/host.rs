@@ -86,7 +86,9 @@ impl Children {
                     .map_err(|e| format!("tokio runtime: {e}"))?;
                 let peers = runtime.block_on(async {
                     (0..count)
-                        .map(|_| rust_ts_ipc::tokio::Peer::spawn(&mut command(), options()).map(Arc::new).map_err(failed))
+                        .map(|_| {
+                            rust_ts_ipc::tokio::Peer::spawn(&mut command(), options()).map(Arc::new).map_err(failed)
+                        })
                         .collect::<Result<Vec<_>, _>>()
                 })?;
                 Ok(Children::Tokio(runtime, peers))
@@ -111,7 +113,10 @@ impl Children {
                             scope.spawn(move || drive_thread(peer, &data, &expected, window, count))
                         })
                         .collect();
-                    callers.into_iter().map(|c| c.join().unwrap_or_else(|_| Err("a caller panicked".to_owned()))).collect::<Vec<_>>()
+                    callers
+                        .into_iter()
+                        .map(|c| c.join().unwrap_or_else(|_| Err("a caller panicked".to_owned())))
+                        .collect::<Vec<_>>()
                 });
                 for r in results {
                     latencies.extend(r?);

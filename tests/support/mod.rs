@@ -85,8 +85,8 @@ pub fn demo_command() -> Command {
 
 /// Each test inside runs once per demo runtime, as `NAME::runtime_thread` and
 /// `NAME::runtime_tokio` (the same body, its demos started with that `--runtime` through
-/// [`demo_command`], [`demo_args`] or [`Running::demo_with_shell`]). Write the tests without
-/// `#[test]`.
+/// [`demo_command`], [`demo_args`] or [`Running::demo_with_shell`]; the latter only in builds
+/// with the `tokio` feature). Write the tests without `#[test]`.
 #[allow(unused_macros)]
 macro_rules! on_both_runtimes {
     ($($(#[$attr:meta])* fn $name:ident() $body:block)*) => {$(
@@ -103,6 +103,7 @@ macro_rules! on_both_runtimes {
             }
 
             #[test]
+            #[cfg(feature = "tokio")]
             fn runtime_tokio() {
                 crate::support::with_runtime("tokio", body);
             }
