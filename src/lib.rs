@@ -105,6 +105,7 @@ pub mod process;
 mod responder;
 mod serve;
 mod service;
+pub mod supervise;
 #[cfg(feature = "tokio")]
 mod tokio_peer;
 
@@ -144,7 +145,10 @@ pub use initiator::{DemoError, Initiator, InitiatorStep};
 pub use markdown::markdown_to_html;
 pub use message::{decode_envelope, decode_message, Message, MAX_SAFE_ID};
 pub use msgpack::decode_msgpack_envelope;
-pub use peer::{ErrorCode, Peer, PeerError, PeerOptions, PeerStats, Pending, StderrCallback, StderrMode, Unsolicited};
+pub use peer::{
+    ErrorCode, Peer, PeerError, PeerOptions, PeerStats, Pending, StderrCallback, StderrMode, SupervisionCallback,
+    SupervisionEvent, Unsolicited,
+};
 pub use responder::{
     BuiltinService, Checkpoint, Responder, ResponderOptions, Services, ServicesError, DEFAULT_EXIT_AFTER, DEFAULT_NAME,
 };

@@ -267,6 +267,26 @@ async fn bad_options_and_missing_programs_fail_with_their_codes() {
 }
 
 #[tokio::test]
+async fn supervision_options_are_refused_not_ignored() {
+    use rust_ts_ipc::supervise::RestartPolicy;
+    let cases = [
+        ("restart", PeerOptions { restart: Some(RestartPolicy::default()), ..options() }),
+        ("hang", PeerOptions { hang: Some(Duration::from_secs(1)), ..options() }),
+    ];
+    for (name, options) in cases {
+        let error = Peer::spawn(&mut Command::new("true"), options).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::InvalidArgument);
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "PeerOptions::{name} is not supported by rust_ts_ipc::tokio::Peer yet (it does not restart its child \
+                 or watch it for hangs); leave it None, or supervise the child with rust_ts_ipc::Peer::spawn_with"
+            )
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_child_that_does_not_read_its_stdin_holds_no_caller_past_its_deadline() {
     // `sleep` never reads: a 1 MiB line fills the pipe and the writer task blocks in it.
     let patient = PeerOptions { timeout: Duration::from_millis(200), grace: Duration::from_millis(100), ..options() };

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::process::ExitStatus;
+use std::time::Duration;
 
 use crate::Envelope;
 
@@ -24,6 +25,10 @@ pub enum ErrorCode {
     Spawn,
     /// Reading from or writing to the child failed for another reason.
     Io,
+    /// The child died more than [`RestartPolicy::max_restarts`](crate::supervise::RestartPolicy)
+    /// times within its window ([`crate::PeerOptions::restart`]): the circuit is open and no
+    /// child is started until the window passes. Carries the last exit's status and stderr tail.
+    RestartLimit,
 }
 
 impl ErrorCode {
@@ -37,6 +42,7 @@ impl ErrorCode {
             ErrorCode::InvalidArgument => "INVALID_ARGUMENT",
             ErrorCode::Spawn => "SPAWN",
             ErrorCode::Io => "IO",
+            ErrorCode::RestartLimit => "RESTART_LIMIT",
         }
     }
 }
@@ -75,7 +81,7 @@ impl PeerError {
         e
     }
 
-    pub(crate) fn exited(command: &str, status: Option<ExitStatus>, stderr_tail: String) -> Self {
+    pub(crate) fn exited(command: &str, status: Option<ExitStatus>, stderr_tail: String, restarting: bool) -> Self {
         let how = match status {
             Some(status) if status.code().is_none() => format!("was killed by {status}"),
             Some(status) => format!("exited with {status}"),
@@ -86,15 +92,62 @@ impl PeerError {
         } else {
             format!("; the end of its stderr:\n{}", stderr_tail.trim_end())
         };
-        let message = format!(
-            "child `{command}` {how} before answering: no reply can come; close this Peer and start a new one{stderr}"
-        );
+        let next = next_step(restarting);
+        let message = format!("child `{command}` {how} before answering: no reply can come; {next}{stderr}");
         PeerError {
             code: ErrorCode::PeerExited,
             message,
             reply: None,
             exit_status: status,
             stderr_tail: Some(stderr_tail),
+        }
+    }
+
+    /// The child was declared hung ([`crate::PeerOptions::hang`]) and is being stopped.
+    pub(crate) fn hung(
+        command: &str,
+        pid: u32,
+        quiet: Duration,
+        pending: usize,
+        stderr_tail: String,
+        restarting: bool,
+    ) -> Self {
+        let ms = quiet.as_millis();
+        let stderr = if stderr_tail.is_empty() {
+            "; it wrote nothing to stderr".to_owned()
+        } else {
+            format!("; the end of its stderr:\n{}", stderr_tail.trim_end())
+        };
+        let next = next_step(restarting);
+        let message = format!(
+            "child `{command}` (pid {pid}) hung: nothing came from it for {ms} ms while {pending} request(s) awaited \
+             replies (PeerOptions::hang); it is being stopped (stdin closed, then SIGTERM, then SIGKILL) and no reply \
+             can come; {next}{stderr}"
+        );
+        PeerError {
+            code: ErrorCode::PeerExited,
+            message,
+            reply: None,
+            exit_status: None,
+            stderr_tail: Some(stderr_tail),
+        }
+    }
+
+    /// The circuit is open: `last` is how the last child ended.
+    pub(crate) fn restart_limit(last: &PeerError, restarts: u32, window: Duration, reopens_in: Duration) -> Self {
+        let message = format!(
+            "the child was restarted {restarts} time(s) within {} ms, the most PeerOptions::restart allows \
+             (max_restarts); no child is started for another {} ms. Its last end: {}",
+            window.as_millis(),
+            reopens_in.as_millis(),
+            last.message
+        );
+        PeerError {
+            code: ErrorCode::RestartLimit,
+            message,
+            reply: None,
+            exit_status: last.exit_status,
+            stderr_tail: last.stderr_tail.clone(),
         }
     }
 
@@ -113,14 +166,25 @@ impl PeerError {
         self.reply.as_deref()
     }
 
-    /// For [`ErrorCode::PeerExited`]: how the child ended, if it had exited when this was made.
+    /// For [`ErrorCode::PeerExited`] (and [`ErrorCode::RestartLimit`], of the last child): how
+    /// the child ended, if it had exited when this was made.
     pub fn exit_status(&self) -> Option<ExitStatus> {
         self.exit_status
     }
 
-    /// For [`ErrorCode::PeerExited`]: the last ≤ 4 KiB of the child's stderr.
+    /// For [`ErrorCode::PeerExited`] (and [`ErrorCode::RestartLimit`], of the last child): the
+    /// last ≤ 4 KiB of the child's stderr.
     pub fn stderr_tail(&self) -> Option<&str> {
         self.stderr_tail.as_deref()
+    }
+}
+
+/// What a caller can do after the child ended.
+fn next_step(restarting: bool) -> &'static str {
+    if restarting {
+        "the next request starts a fresh child after a backoff (PeerOptions::restart)"
+    } else {
+        "close this Peer and start a new one"
     }
 }
 

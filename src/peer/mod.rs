@@ -25,6 +25,7 @@
 //! shutdown's signals (its write fails once the child is gone).
 
 mod error;
+mod restart;
 mod writer;
 
 #[cfg(feature = "tokio")]
@@ -36,14 +37,18 @@ use std::io::{self, Read, Write};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 pub use error::{ErrorCode, PeerError};
+pub use restart::{SupervisionCallback, SupervisionEvent};
+
+use restart::Keeper;
 
 use crate::error::numbered;
 use crate::process::{self, ChildProcess, StderrTail, Supervision, DEFAULT_GRACE, READ_CHUNK};
+use crate::supervise::RestartPolicy;
 use crate::{
     decode_envelope, decode_msgpack_envelope, Data, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
     ProtocolError, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
@@ -132,6 +137,19 @@ pub struct PeerOptions {
     /// default [`max_line_bytes`](Self::max_line_bytes). Keep it at least that, or a line
     /// longer than it is always dropped.
     pub max_unsolicited_bytes: usize,
+    /// Restart the child when it dies unexpectedly (see [`Peer`]'s "Supervision"): `None`,
+    /// the default, never restarts. Needs [`Peer::spawn_with`], which can make the child's
+    /// `Command` again.
+    pub restart: Option<RestartPolicy>,
+    /// Declare the child hung when requests are pending and nothing at all has been read from
+    /// its stdout for this long: it is stopped with the shutdown sequence, its pending requests
+    /// fail with [`ErrorCode::PeerExited`] naming the hang, and it is restarted if
+    /// [`restart`](Self::restart) is on. `None`, the default: never (a slow child is then
+    /// bounded by each request's [`timeout`](Self::timeout) alone).
+    pub hang: Option<Duration>,
+    /// Told each death, restart and failed restart of the child ([`SupervisionEvent`]): `None`
+    /// by default.
+    pub on_supervision: Option<SupervisionCallback>,
 }
 
 impl Default for PeerOptions {
@@ -147,6 +165,9 @@ impl Default for PeerOptions {
             stderr: StderrMode::Forward,
             max_unsolicited: 1024,
             max_unsolicited_bytes: DEFAULT_MAX_UNSOLICITED_BYTES,
+            restart: None,
+            hang: None,
+            on_supervision: None,
         }
     }
 }
@@ -298,6 +319,9 @@ pub(crate) struct State<R = SyncSender<Outcome>, D = Instant> {
     pub(crate) stdin_closed: bool,
     /// A write failed while the child was not seen to end: later calls fail with this.
     pub(crate) broken: Option<PeerError>,
+    /// When the pending map last went from empty to not empty: the hang watchdog's clock
+    /// starts there or at the last read from the child, whichever is later.
+    pub(crate) busy_since: Option<D>,
 }
 
 impl<R, D> Default for State<R, D> {
@@ -318,6 +342,7 @@ impl<R, D> Default for State<R, D> {
             next_turn: 0,
             stdin_closed: false,
             broken: None,
+            busy_since: None,
         }
     }
 }
@@ -479,8 +504,17 @@ struct Shared {
     pid: u32,
     command: String,
     tail: Arc<StderrTail>,
-    counters: Counters,
+    /// Shared by every child of the peer: [`Peer::stats`] counts them all.
+    counters: Arc<Counters>,
     options: Limits,
+    /// When the child was started: the origin of `heard`.
+    born: Instant,
+    /// Nanoseconds from `born` to the last read from the child's stdout (hang watchdog).
+    heard: AtomicU64,
+    /// A hang watchdog reads `heard` ([`PeerOptions::hang`]): the reader keeps it.
+    watched: bool,
+    /// The peer's supervision, told when this child dies.
+    keeper: OnceLock<Weak<Keeper>>,
 }
 
 /// The options the threads (or tasks) need after spawning.
@@ -494,6 +528,8 @@ pub(crate) struct Limits {
     pub(crate) max_frame_bytes: usize,
     pub(crate) grace: Duration,
     pub(crate) max_unsolicited_bytes: usize,
+    /// [`PeerOptions::restart`] is on: errors say that the next request starts a fresh child.
+    pub(crate) restarting: bool,
 }
 
 impl Limits {
@@ -526,6 +562,7 @@ impl Limits {
             max_frame_bytes: options.max_frame_bytes,
             grace: options.grace,
             max_unsolicited_bytes: options.max_unsolicited_bytes,
+            restarting: options.restart.is_some(),
         })
     }
 
@@ -562,6 +599,45 @@ impl Limits {
 }
 
 impl Shared {
+    fn set_keeper(&self, keeper: &Arc<Keeper>) {
+        let _ = self.keeper.set(Arc::downgrade(keeper));
+    }
+
+    /// This (fresh) child belongs to the same peer as `other`.
+    fn set_keeper_from(&self, other: &Shared) {
+        if let Some(keeper) = other.keeper.get() {
+            let _ = self.keeper.set(Weak::clone(keeper));
+        }
+    }
+
+    /// Tells the peer's supervision that this child can answer no more.
+    fn report_end(&self, error: &PeerError) {
+        if let Some(keeper) = self.keeper.get().and_then(Weak::upgrade) {
+            keeper.on_ended(self, error);
+        }
+    }
+
+    /// Why this child can answer no more (it ended, or cannot be written to), unless the peer
+    /// closed it.
+    fn death(&self) -> Option<PeerError> {
+        let state = self.lock();
+        if state.closed {
+            return None;
+        }
+        state.ended.clone().or_else(|| state.broken.clone())
+    }
+
+    /// Something was read from the child's stdout.
+    fn heard_now(&self) {
+        let nanos = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.heard.store(nanos, Ordering::Relaxed);
+    }
+
+    /// When something was last read from the child's stdout (its start, if nothing yet).
+    fn last_heard(&self) -> Instant {
+        self.born + Duration::from_nanos(self.heard.load(Ordering::Relaxed))
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // Nothing panics while holding it; if something did, the map is still consistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -574,15 +650,18 @@ impl Shared {
     /// Queues `message` (`size` bytes encoded) for [`Peer::take_messages`], or drops and
     /// counts it when the queue is full in count or in bytes.
     fn deliver_unsolicited(&self, to: &Outbound, message: Envelope, size: usize) {
-        // The reader is the only sender: nothing else adds to `queued` between check and add.
-        let queued = to.queued.load(Ordering::Acquire);
-        if queued.saturating_add(size) > self.options.max_unsolicited_bytes {
+        // Check and add at once: after a restart, a dead child's reader may still deliver
+        // while the fresh child's does.
+        let limit = self.options.max_unsolicited_bytes;
+        let added = to.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+            Some(queued.saturating_add(size)).filter(|&total| total <= limit)
+        });
+        if added.is_err() {
             bump(&self.counters.unsolicited_dropped);
             return;
         }
         // Counted before it is sent, so whoever receives it sees it counted.
         bump(&self.counters.unsolicited);
-        to.queued.fetch_add(size, Ordering::AcqRel);
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = to.sender.try_send((message, size)) {
             to.queued.fetch_sub(size, Ordering::AcqRel);
             self.counters.unsolicited.fetch_sub(1, Ordering::Relaxed);
@@ -610,12 +689,17 @@ impl Shared {
     fn end_exited(&self) {
         let mut state = self.lock();
         let status = state.exit.flatten();
-        if !state.end(PeerError::exited(&self.command, status, self.tail.text())) {
+        let error = PeerError::exited(&self.command, status, self.tail.text(), self.options.restarting);
+        if !state.end(error.clone()) {
             return;
         }
+        let closed = state.closed;
         drop(state);
         self.changed.notify_all();
         self.wake_writer.notify_one();
+        if !closed {
+            self.report_end(&error);
+        }
     }
 
     /// The exit watcher saw the child exit: give its last replies and stderr a moment, then
@@ -681,6 +765,9 @@ impl Shared {
                 } else if first && slot && room {
                     state.outbox_bytes += line.bytes.len();
                     if let (Some(id), Some(waiting)) = (line.id, waiting) {
+                        if state.pending.is_empty() {
+                            state.busy_since = Some(now);
+                        }
                         state.pending.insert(id, waiting);
                         self.counters.peak_in_flight.fetch_max(state.pending.len() as u64, Ordering::Relaxed);
                     }
@@ -701,6 +788,39 @@ impl Shared {
             state.expire(now, &self.counters);
             state = self.wait(state, SWEEP.min(deadline - now));
         }
+    }
+
+    /// [`Peer::close`] for this child: the shutdown sequence, once.
+    fn close(&self) -> Result<ExitStatus, PeerError> {
+        let shared = self;
+        let grace = shared.options.grace;
+        let started = Instant::now();
+        let mut state = shared.lock();
+        if !state.closed {
+            state.closed = true;
+            state.fail_all(&PeerError::new(
+                ErrorCode::Closed,
+                "the peer was closed while this request was pending; no reply will be delivered",
+            ));
+            shared.changed.notify_all();
+            shared.wake_writer.notify_one();
+            // The writer writes the notifications still queued, then closes the child's stdin
+            // (its EOF). One stuck in a child that does not read is ended by the signals below.
+            let deadline = process::deadline_after(started, grace);
+            while !state.stdin_closed {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                state = shared.wait(state, left);
+            }
+        }
+        drop(state);
+        let mut child = shared.child.lock().unwrap_or_else(PoisonError::into_inner);
+        let stopped = child.shutdown(grace.saturating_sub(started.elapsed()));
+        stopped
+            .status
+            .ok_or_else(|| PeerError::new(ErrorCode::Io, format!("child `{}` could not be waited for", shared.command)))
     }
 
     fn on_stderr_closed(&self) {
@@ -752,79 +872,138 @@ impl Supervision for JoinWatcher {
 ///
 /// The child runs in its own process group and is always stopped and reaped: by
 /// [`close`](Self::close), or on drop.
+///
+/// # Supervision
+/// Off by default. With [`PeerOptions::restart`] (and [`Peer::spawn_with`]), a child that dies
+/// unexpectedly fails its pending requests with [`ErrorCode::PeerExited`], and the next call
+/// after a backoff (exponential, with jitter: see [`crate::supervise`]) starts a fresh child;
+/// more restarts than the policy allows within its window fail calls with
+/// [`ErrorCode::RestartLimit`] until the window passes. With [`PeerOptions::hang`], a child
+/// silent on stdout for that long while requests are pending is stopped as dead. Each death
+/// and restart is reported to [`PeerOptions::on_supervision`]. Ids go on across children;
+/// [`pid`](Self::pid) is the current child's; [`stats`](Self::stats) counts them all.
+///
+/// ```no_run
+/// use std::process::Command;
+/// use std::time::Duration;
+/// use rust_ts_ipc::supervise::RestartPolicy;
+/// use rust_ts_ipc::{Peer, PeerOptions, SupervisionCallback};
+///
+/// let options = PeerOptions {
+///     restart: Some(RestartPolicy::default()),
+///     hang: Some(Duration::from_secs(10)),
+///     on_supervision: Some(SupervisionCallback::new(|event| eprintln!("supervision: {event:?}"))),
+///     ..PeerOptions::default()
+/// };
+/// let peer = Peer::spawn_with(|| {
+///     let mut node = Command::new("node");
+///     node.arg("ts-app/dist/examples/upper-service.js");
+///     node
+/// }, options)?;
+/// let reply = peer.request("upper", "abc")?;
+/// # Ok::<(), rust_ts_ipc::PeerError>(())
+/// ```
 pub struct Peer {
-    shared: Arc<Shared>,
+    /// The current child and the restart state.
+    keeper: Arc<Keeper>,
+    counters: Arc<Counters>,
+    options: Limits,
     messages: Mutex<Option<Unsolicited>>,
 }
 
 impl fmt::Debug for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Peer").field("pid", &self.shared.pid).field("command", &self.shared.command).finish()
+        let current = self.keeper.current();
+        f.debug_struct("Peer").field("pid", &current.pid).field("command", &current.command).finish()
     }
 }
 
 impl Peer {
     /// Starts `command` (its stdin, stdout and stderr are piped; it leads a process group of
-    /// its own) and the threads that read it.
+    /// its own) and the threads that read it. A `Command` cannot be made again from its
+    /// getters (whether its environment was cleared, say, is not among them), so a peer that
+    /// restarts its child ([`PeerOptions::restart`]) is started with
+    /// [`spawn_with`](Self::spawn_with) instead.
     ///
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for options out of range (zero `max_in_flight`,
     /// `max_unsent_bytes`, `max_line_bytes`, `max_frame_bytes`, `max_unsolicited` or
-    /// `max_unsolicited_bytes`);
+    /// `max_unsolicited_bytes`, a zero `hang`) or with [`PeerOptions::restart`] set;
     /// [`ErrorCode::Spawn`] when it cannot start.
     pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
-        let limits = Limits::of(&options)?;
-        let watcher = Arc::new(Mutex::new(None));
-        let (mut child, stdout, stderr) =
-            ChildProcess::spawn(command, options.grace, Box::new(JoinWatcher(Arc::clone(&watcher))))
-                .map_err(|e| PeerError::new(ErrorCode::Spawn, e.to_string()))?;
-        let Some(stdin) = child.take_stdin() else {
-            // Unreachable: spawn pipes stdin. Without it nothing can be sent.
-            return Err(PeerError::new(ErrorCode::Spawn, format!("child `{}` has no stdin", child.command_line())));
-        };
-        let (sender, receiver) = mpsc::sync_channel(options.max_unsolicited);
-        let queued = Arc::new(AtomicUsize::new(0));
-        let unsolicited = Outbound { sender, queued: Arc::clone(&queued) };
-        let messages = Unsolicited { receiver, queued };
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State { next_id: 1, ..State::default() }),
-            changed: Condvar::new(),
-            wake_writer: Condvar::new(),
-            pid: child.id(),
-            command: child.command_line().to_owned(),
-            child: Mutex::new(child),
-            tail: Arc::new(StderrTail::default()),
-            counters: Counters::default(),
-            options: limits,
-        });
-
-        let on_exit = Arc::clone(&shared);
-        let pid = shared.pid;
-        *watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread::spawn(move || {
-            // `None` where the OS cannot wait without reaping: stdout's EOF then tells.
-            if let Some(status) = process::wait_for_exit_unreaped(pid) {
-                on_exit.on_exit(Some(status));
-            }
-        }));
-
-        let writer = Arc::clone(&shared);
-        thread::spawn(move || writer::write_stdin(&writer, stdin));
-
-        let reader = Arc::clone(&shared);
-        // The reader owns the sender, so the channel ends when the child's stdout closes.
-        thread::spawn(move || read_stdout(&reader, stdout, &unsolicited));
-
-        let on_stderr = Arc::clone(&shared);
-        let tail = Arc::clone(&shared.tail);
-        let sink = StderrTo { mode: options.stderr, shared: on_stderr };
-        let _done = process::spawn_stderr_reader(stderr, tail, sink);
-
-        Ok(Peer { shared, messages: Mutex::new(Some(messages)) })
+        if options.restart.is_some() {
+            return Err(PeerError::new(
+                ErrorCode::InvalidArgument,
+                "PeerOptions::restart needs a way to start the child again, which a `&mut Command` is not: use \
+                 Peer::spawn_with(|| { let mut command = Command::new(..); ...; command }, options)",
+            ));
+        }
+        Peer::start(command, options, None)
     }
 
-    /// The child's pid (also its process group's id).
+    /// Starts the child that `make` returns, as [`spawn`](Self::spawn) does; with
+    /// [`PeerOptions::restart`] on, `make` is called again for each fresh child (on the
+    /// thread whose request starts it), so each restart gets the same program, arguments,
+    /// environment and directory, whatever the `Command` was given.
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn) (the restart policy is checked too: see
+    /// [`RestartPolicy::check`]).
+    pub fn spawn_with(
+        mut make: impl FnMut() -> Command + Send + 'static,
+        options: PeerOptions,
+    ) -> Result<Peer, PeerError> {
+        let mut first = make();
+        Peer::start(&mut first, options, Some(Box::new(make)))
+    }
+
+    fn start(
+        command: &mut Command,
+        options: PeerOptions,
+        make: Option<Box<dyn FnMut() -> Command + Send>>,
+    ) -> Result<Peer, PeerError> {
+        let limits = Limits::of(&options)?;
+        if let Some(policy) = &options.restart {
+            policy
+                .check()
+                .map_err(|e| PeerError::new(ErrorCode::InvalidArgument, format!("PeerOptions::restart: {e}")))?;
+        }
+        if options.hang.is_some_and(|hang| hang.is_zero()) {
+            return Err(PeerError::new(
+                ErrorCode::InvalidArgument,
+                "PeerOptions::hang must be more than 0 (got 0 ms); use None to never declare the child hung",
+            ));
+        }
+        let counters = Arc::new(Counters::default());
+        let (sender, receiver) = mpsc::sync_channel(options.max_unsolicited);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let outbound = Outbound { sender, queued: Arc::clone(&queued) };
+        let messages = Unsolicited { receiver, queued };
+        let config = Arc::new(Generation {
+            limits,
+            stderr: StderrTarget::from(options.stderr),
+            counters: Arc::clone(&counters),
+            hang: options.hang,
+        });
+        let starter: restart::Starter = match make {
+            Some(mut make) if options.restart.is_some() => {
+                // The fresh children's readers share the one unsolicited queue: it ends once
+                // the peer is closed and the last child's stdout has closed.
+                let outbound = outbound.clone();
+                let config = Arc::clone(&config);
+                Box::new(move || start_child(&mut make(), &config, outbound.clone()))
+            }
+            _ => Box::new(|| Err(PeerError::new(ErrorCode::Spawn, "restarts are off (PeerOptions::restart)"))),
+        };
+        // Without restarts the reader owns the only sender: the channel ends with its stdout.
+        let first = start_child(command, &config, outbound)?;
+        let keeper = Keeper::new(first, options.restart, starter, options.on_supervision);
+        Ok(Peer { keeper, counters, options: limits, messages: Mutex::new(Some(messages)) })
+    }
+
+    /// The current child's pid (also its process group's id).
     pub fn pid(&self) -> u32 {
-        self.shared.pid
+        self.keeper.current().pid
     }
 
     /// Sends a request and waits for its reply, at most [`PeerOptions::timeout`].
@@ -858,10 +1037,12 @@ impl Peer {
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for data that cannot be encoded (nothing is sent);
     /// [`ErrorCode::Closed`] after [`close`](Self::close); [`ErrorCode::PeerExited`] once the
-    /// child exited; [`ErrorCode::Timeout`] when no room came in time; [`ErrorCode::Io`] once
-    /// a write to the child failed otherwise.
+    /// child exited (or was declared hung); [`ErrorCode::Timeout`] when no room came in time
+    /// (or a restart's backoff ends after the deadline); [`ErrorCode::RestartLimit`] while the
+    /// restart circuit is open; [`ErrorCode::Spawn`] when a fresh child could not start;
+    /// [`ErrorCode::Io`] once a write to the child failed otherwise.
     pub fn send(&self, msg_type: &str, data: impl Into<Data>) -> Result<Pending, PeerError> {
-        self.send_timeout(msg_type, data, self.shared.options.timeout)
+        self.send_timeout(msg_type, data, self.options.timeout)
     }
 
     /// [`send`](Self::send) with its own timeout.
@@ -870,9 +1051,9 @@ impl Peer {
     /// As [`send`](Self::send).
     pub fn send_timeout(&self, msg_type: &str, data: impl Into<Data>, timeout: Duration) -> Result<Pending, PeerError> {
         let data = data.into();
-        let shared = &self.shared;
-        check_encodable(shared.options.encoding, msg_type, &data)?;
+        check_encodable(self.options.encoding, msg_type, &data)?;
         let deadline = process::deadline_after(Instant::now(), timeout);
+        let shared = self.keeper.generation(msg_type, deadline)?;
         // The id and the turn are taken together, so ids go out in order; the line is
         // encoded outside the lock.
         let (id, turn) = {
@@ -893,15 +1074,7 @@ impl Peer {
         let (reply, outcome) = mpsc::sync_channel(1);
         let waiting = Waiting { reply, deadline, msg_type: msg_type.to_owned(), timeout, sent: false };
         shared.queue_line(turn, Line { bytes, id: Some(id) }, Some(waiting), msg_type)?;
-        Ok(Pending {
-            shared: Arc::clone(shared),
-            id,
-            msg_type: msg_type.to_owned(),
-            deadline,
-            timeout,
-            outcome,
-            done: false,
-        })
+        Ok(Pending { shared, id, msg_type: msg_type.to_owned(), deadline, timeout, outcome, done: false })
     }
 
     /// Sends a message that expects no reply (no id): queues it for the writer thread behind
@@ -917,16 +1090,18 @@ impl Peer {
     /// within [`PeerOptions::timeout`].
     pub fn notify(&self, msg_type: &str, data: impl Into<Data>) -> Result<(), PeerError> {
         let data = data.into();
-        let encoding = self.shared.options.encoding;
+        let encoding = self.options.encoding;
         check_encodable(encoding, msg_type, &data)?;
         // Encoded before the turn is taken: a message too long for a frame takes no turn.
         let bytes = encode(encoding, &Envelope { msg_type: msg_type.to_owned(), data, id: None })?;
+        let deadline = process::deadline_after(Instant::now(), self.options.timeout);
+        let shared = self.keeper.generation(msg_type, deadline)?;
         let turn = {
-            let mut state = self.shared.lock();
+            let mut state = shared.lock();
             refuse_if_over(&state, msg_type)?;
             state.take_turn()
         };
-        self.shared.queue_line(turn, Line { bytes, id: None }, None, msg_type)
+        shared.queue_line(turn, Line { bytes, id: None }, None, msg_type)
     }
 
     /// The child's unsolicited messages, in arrival order: those without an id, with an id
@@ -935,15 +1110,16 @@ impl Peer {
     /// stream that ends inside a frame) unless the line or frame carried the id
     /// of a pending request, which that error then answers. At most
     /// [`PeerOptions::max_unsolicited`] messages and [`PeerOptions::max_unsolicited_bytes`]
-    /// wait; more are dropped and counted. The channel ends when the child's stdout closes.
-    /// `None` after the first call.
+    /// wait; more are dropped and counted. The channel ends when the child's stdout closes
+    /// (with [`PeerOptions::restart`]: once the peer is closed and its last child's stdout
+    /// has closed; messages of every child come through it). `None` after the first call.
     pub fn take_messages(&self) -> Option<Unsolicited> {
         self.messages.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     /// What the peer has done so far, including what it dropped.
     pub fn stats(&self) -> PeerStats {
-        self.shared.counters.snapshot()
+        self.counters.snapshot()
     }
 
     /// Stops the child and returns how it ended: fails pending requests with
@@ -952,40 +1128,15 @@ impl Peer {
     /// [`PeerOptions::grace`], waits for the child's exit up to the rest of that grace,
     /// sends SIGTERM to its process group, waits up to the grace again, sends SIGKILL, and
     /// reaps it. Idempotent: later calls return the same status at once. Requests after it
-    /// fail with [`ErrorCode::Closed`].
+    /// fail with [`ErrorCode::Closed`]. Under supervision: the current child (a dead one's
+    /// status, during a backoff) is the one returned; calls waiting out a backoff fail with
+    /// [`ErrorCode::Closed`], no child starts after it, and it waits for the dead children
+    /// still being reaped.
     ///
     /// # Errors
     /// [`ErrorCode::Io`] if the child could not be waited for.
     pub fn close(&self) -> Result<ExitStatus, PeerError> {
-        let shared = &self.shared;
-        let grace = shared.options.grace;
-        let started = Instant::now();
-        let mut state = shared.lock();
-        if !state.closed {
-            state.closed = true;
-            state.fail_all(&PeerError::new(
-                ErrorCode::Closed,
-                "the peer was closed while this request was pending; no reply will be delivered",
-            ));
-            shared.changed.notify_all();
-            shared.wake_writer.notify_one();
-            // The writer writes the notifications still queued, then closes the child's stdin
-            // (its EOF). One stuck in a child that does not read is ended by the signals below.
-            let deadline = process::deadline_after(started, grace);
-            while !state.stdin_closed {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                state = shared.wait(state, left);
-            }
-        }
-        drop(state);
-        let mut child = shared.child.lock().unwrap_or_else(PoisonError::into_inner);
-        let stopped = child.shutdown(grace.saturating_sub(started.elapsed()));
-        stopped
-            .status
-            .ok_or_else(|| PeerError::new(ErrorCode::Io, format!("child `{}` could not be waited for", shared.command)))
+        self.keeper.close()
     }
 }
 
@@ -994,6 +1145,71 @@ impl Drop for Peer {
     fn drop(&mut self) {
         let _ = self.close();
     }
+}
+
+/// What every child of a peer is started with.
+struct Generation {
+    limits: Limits,
+    stderr: StderrTarget,
+    counters: Arc<Counters>,
+    hang: Option<Duration>,
+}
+
+/// Starts one child of a peer and its threads: the writer, the reader (delivering
+/// unsolicited messages to `unsolicited`), the stderr reader, the exit watcher and, with
+/// [`PeerOptions::hang`], the hang watchdog.
+fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound) -> Result<Arc<Shared>, PeerError> {
+    let watcher = Arc::new(Mutex::new(None));
+    let (mut child, stdout, stderr) =
+        ChildProcess::spawn(command, config.limits.grace, Box::new(JoinWatcher(Arc::clone(&watcher))))
+            .map_err(|e| PeerError::new(ErrorCode::Spawn, e.to_string()))?;
+    let Some(stdin) = child.take_stdin() else {
+        // Unreachable: spawn pipes stdin. Without it nothing can be sent.
+        return Err(PeerError::new(ErrorCode::Spawn, format!("child `{}` has no stdin", child.command_line())));
+    };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State { next_id: 1, ..State::default() }),
+        changed: Condvar::new(),
+        wake_writer: Condvar::new(),
+        pid: child.id(),
+        command: child.command_line().to_owned(),
+        child: Mutex::new(child),
+        tail: Arc::new(StderrTail::default()),
+        counters: Arc::clone(&config.counters),
+        options: config.limits,
+        born: Instant::now(),
+        heard: AtomicU64::new(0),
+        watched: config.hang.is_some(),
+        keeper: OnceLock::new(),
+    });
+
+    let on_exit = Arc::clone(&shared);
+    let pid = shared.pid;
+    *watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread::spawn(move || {
+        // `None` where the OS cannot wait without reaping: stdout's EOF then tells.
+        if let Some(status) = process::wait_for_exit_unreaped(pid) {
+            on_exit.on_exit(Some(status));
+        }
+    }));
+
+    let writer = Arc::clone(&shared);
+    thread::spawn(move || writer::write_stdin(&writer, stdin));
+
+    let reader = Arc::clone(&shared);
+    // The reader owns its sender, so without restarts the channel ends when the child's
+    // stdout closes.
+    thread::spawn(move || read_stdout(&reader, stdout, &unsolicited));
+
+    let on_stderr = Arc::clone(&shared);
+    let tail = Arc::clone(&shared.tail);
+    let sink = StderrTo { mode: config.stderr.clone(), shared: on_stderr };
+    let _done = process::spawn_stderr_reader(stderr, tail, sink);
+
+    if let Some(hang) = config.hang {
+        let watched = Arc::clone(&shared);
+        thread::spawn(move || restart::watch_for_hang(&watched, hang));
+    }
+    Ok(shared)
 }
 
 /// Fails a call once the peer is closed, the child can no longer answer, or nothing more
@@ -1151,7 +1367,12 @@ fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &Outbound) {
     loop {
         match stdout.read(&mut buf) {
             Ok(0) => break,
-            Ok(n) => decoder.feed(&buf[..n], limits, counters, |m, size| shared.dispatch(m, size, unsolicited)),
+            Ok(n) => {
+                if shared.watched {
+                    shared.heard_now();
+                }
+                decoder.feed(&buf[..n], limits, counters, |m, size| shared.dispatch(m, size, unsolicited));
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
@@ -1281,6 +1502,7 @@ fn as_message(
 }
 
 /// The reader's end of the unsolicited queue: the channel bounds the count, `queued` the bytes.
+#[derive(Clone)]
 struct Outbound {
     sender: SyncSender<(Envelope, usize)>,
     queued: Arc<AtomicUsize>,
@@ -1343,20 +1565,38 @@ impl Unsolicited {
     }
 }
 
+/// [`StderrMode`], shareable by the peer's successive children.
+#[derive(Clone)]
+enum StderrTarget {
+    Forward,
+    Discard,
+    Sink(Arc<Mutex<StderrCallback>>),
+}
+
+impl From<StderrMode> for StderrTarget {
+    fn from(mode: StderrMode) -> Self {
+        match mode {
+            StderrMode::Forward => StderrTarget::Forward,
+            StderrMode::Discard => StderrTarget::Discard,
+            StderrMode::Sink(sink) => StderrTarget::Sink(Arc::new(Mutex::new(sink))),
+        }
+    }
+}
+
 /// The stderr thread's sink: [`StderrMode`], then tells the peer when stderr closed.
 struct StderrTo {
-    mode: StderrMode,
+    mode: StderrTarget,
     shared: Arc<Shared>,
 }
 
 impl process::StderrSink for StderrTo {
     fn chunk(&mut self, bytes: &[u8]) {
-        match &mut self.mode {
-            StderrMode::Forward => {
+        match &self.mode {
+            StderrTarget::Forward => {
                 let _ = io::stderr().lock().write_all(bytes);
             }
-            StderrMode::Discard => {}
-            StderrMode::Sink(sink) => sink(bytes),
+            StderrTarget::Discard => {}
+            StderrTarget::Sink(sink) => (sink.lock().unwrap_or_else(PoisonError::into_inner))(bytes),
         }
     }
 

@@ -147,7 +147,7 @@ impl Shared {
     fn end_exited(&self) {
         let mut state = self.lock();
         let status = state.exit.flatten();
-        if state.end(PeerError::exited(&self.command, status, self.tail.text())) {
+        if state.end(PeerError::exited(&self.command, status, self.tail.text(), self.options.restarting)) {
             drop(state);
             self.changed.notify_waiters();
             self.wake_writer.notify_one();
@@ -322,11 +322,33 @@ impl Peer {
     /// enabled (`#[tokio::main]`, or a `Builder` with `enable_all`). A tokio
     /// `tokio::process::Command` gives its std command with `as_std_mut()`.
     ///
+    /// Supervision ([`PeerOptions::restart`], [`PeerOptions::hang`],
+    /// [`PeerOptions::on_supervision`]) is not implemented here yet: setting any of them is
+    /// refused, never silently ignored.
+    ///
     /// # Errors
-    /// [`ErrorCode::InvalidArgument`] for options out of range (as [`crate::Peer::spawn`]) or
-    /// when called outside a tokio runtime; [`ErrorCode::Spawn`] when the child cannot start.
+    /// [`ErrorCode::InvalidArgument`] for options out of range (as [`crate::Peer::spawn`]), for
+    /// the supervision options, or when called outside a tokio runtime; [`ErrorCode::Spawn`]
+    /// when the child cannot start.
     pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
         let limits = Limits::of(&options)?;
+        // Supervision is the thread Peer's for now: refused here rather than ignored.
+        for (name, set) in [
+            ("restart", options.restart.is_some()),
+            ("hang", options.hang.is_some()),
+            ("on_supervision", options.on_supervision.is_some()),
+        ] {
+            if set {
+                return Err(PeerError::new(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "PeerOptions::{name} is not supported by rust_ts_ipc::tokio::Peer yet (it does not restart \
+                         its child or watch it for hangs); leave it None, or supervise the child with \
+                         rust_ts_ipc::Peer::spawn_with"
+                    ),
+                ));
+            }
+        }
         let Ok(runtime) = Handle::try_current() else {
             return Err(PeerError::new(
                 ErrorCode::InvalidArgument,
