@@ -26,6 +26,23 @@ pub struct HostRun {
     pub latencies: Vec<f64>,
     /// First send → last reply, over every child, ns.
     pub elapsed_ns: f64,
+    /// CPU time (user + system) this process spent during the run, ns: the host's own cost
+    /// (every thread or task of it), not its children's. `None` where /proc is missing.
+    pub cpu_ns: Option<f64>,
+}
+
+/// CPU time (user + system) of this process so far, every thread included (exited ones too),
+/// from /proc/self/stat, ns. Its unit is USER_HZ, which Linux fixes at 100 per second, so
+/// the result is in steps of 10 ms: meaningful over runs of a few hundred ms, not shorter.
+pub fn process_cpu_ns() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let mut fields = stat.get(stat.rfind(')')? + 2..)?.split(' ');
+    // After the command: state is field 3 of the line; utime and stime are fields 14 and 15.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    #[allow(clippy::cast_precision_loss)]
+    let ns = (utime + stime) as f64 * 1e7;
+    Some(ns)
 }
 
 /// Which host, and how many children.
@@ -101,6 +118,7 @@ impl Children {
     pub fn run(&self, data: &str, window: usize, count: usize) -> Result<HostRun, String> {
         let expected: Arc<str> = format!("Acknowledged: {data}").into();
         let data: Arc<str> = data.into();
+        let cpu0 = process_cpu_ns();
         let t0 = Instant::now();
         let mut latencies = Vec::new();
         match self {
@@ -142,7 +160,9 @@ impl Children {
                 }
             }
         }
-        Ok(HostRun { latencies, elapsed_ns: ns(t0.elapsed()) })
+        let elapsed_ns = ns(t0.elapsed());
+        let cpu_ns = process_cpu_ns().zip(cpu0).map(|(after, before)| after - before);
+        Ok(HostRun { latencies, elapsed_ns, cpu_ns })
     }
 
     /// The children's stop: close each (the shutdown sequence), checking they exited 0.

@@ -357,9 +357,19 @@ fn run_host(o: &Options, (id, scenario, label): (&str, &str, &str), records: &mu
                 format!("{n} children, one task each on a multi-thread runtime (a worker per CPU); window per child")
             }
         };
-        let rec = timing_record("roundtrip", &key, summary, warm_msgs, 1, r.elapsed_ns, total, &note);
+        let mut rec = timing_record("roundtrip", &key, summary, warm_msgs, 1, r.elapsed_ns, total, &note);
+        // The host's own CPU per message (its threads or tasks, not the Node children's).
+        if let Some(cpu) = r.cpu_ns {
+            #[allow(clippy::cast_precision_loss)]
+            let per_msg = cpu / total as f64;
+            rec["parent_cpu_ns_per_msg"] = json!(per_msg.round());
+        }
         let mps = rec["throughput"]["msgs_per_s"].as_f64().unwrap_or(0.0);
-        println!("{}", progress_line(&key, &summary, 1, mps));
+        println!(
+            "{}  host CPU {:.0} ns/msg",
+            progress_line(&key, &summary, 1, mps),
+            rec["parent_cpu_ns_per_msg"].as_f64().unwrap_or(f64::NAN)
+        );
         records.push(rec);
     }
     children.close()

@@ -1037,10 +1037,10 @@ function hostTables(v: View, L: string[]): void {
   L.push('## The Rust hosts: thread Peer versus tokio Peer', '');
   L.push(
     'Rust → Node, 64 B `data` requests to `node ts-app/dist/main.js --exit-after 0`, every reply checked. Thread: `rust_ts_ipc::Peer` (a writer, a reader, a stderr and an exit-watcher thread per child), one caller thread per child. ' +
-      'Tokio: `rust_ts_ipc::tokio::Peer` (the same four jobs as tasks), one task per child on a multi-thread runtime with a worker per CPU. The window is per child; the ×8 rows count every child\'s messages against the wall time.',
+      'Tokio: `rust_ts_ipc::tokio::Peer` (the same four jobs as tasks), one task per child on a multi-thread runtime with a worker per CPU. The window is per child; the ×8 rows count every child\'s messages against the wall time. Host CPU/msg: user + system time of the Rust process (all its threads or tasks, not the Node children) over the measured run, per message; /proc counts it in 10 ms steps, so it means something only over full-length runs.',
     '',
   );
-  L.push('| children | pass | window | thread msgs/s | tokio msgs/s | tokio ÷ thread | thread p50 | tokio p50 | thread p99 | tokio p99 |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+  L.push('| children | pass | window | thread msgs/s | tokio msgs/s | tokio ÷ thread | thread p50 | tokio p50 | thread p99 | tokio p99 | host CPU/msg thread | host CPU/msg tokio |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const pass of v.passes) {
     for (const pair of HOST_PAIRS) {
       const windows = [...new Set(v.timing.filter((r) => r.pass === pass && (r.path === pair.thread || r.path === pair.tokio)).map((r) => r.window))].sort((a, b) => a - b);
@@ -1050,7 +1050,7 @@ function hostTables(v: View, L: string[]): void {
         const mps = (r: TimingRecord | undefined): number => r?.throughput.msgs_per_s ?? NaN;
         const cell = (x: number): string => (Number.isFinite(x) ? fmtCount(x) : '—');
         L.push(
-          `| ${pair.what} | ${pass} | ${w} | ${cell(mps(t))} | ${cell(mps(k))} | ${ratio(mps(k), mps(t))} | ${ns(t?.latency_ns.p50 ?? NaN)} | ${ns(k?.latency_ns.p50 ?? NaN)} | ${ns(t?.latency_ns.p99 ?? NaN)} | ${ns(k?.latency_ns.p99 ?? NaN)} |`,
+          `| ${pair.what} | ${pass} | ${w} | ${cell(mps(t))} | ${cell(mps(k))} | ${ratio(mps(k), mps(t))} | ${ns(t?.latency_ns.p50 ?? NaN)} | ${ns(k?.latency_ns.p50 ?? NaN)} | ${ns(t?.latency_ns.p99 ?? NaN)} | ${ns(k?.latency_ns.p99 ?? NaN)} | ${ns(t?.parent_cpu_ns_per_msg ?? NaN)} | ${ns(k?.parent_cpu_ns_per_msg ?? NaN)} |`,
         );
       }
     }

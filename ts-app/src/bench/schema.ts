@@ -35,6 +35,9 @@ export interface TimingRecord {
   /** Replies checked for count and content (equals `n`). */
   checked: number;
   note?: string;
+  /** `host.*` only: CPU time (user + system) of the Rust host process per message over the
+   * measured run (its threads or tasks, not its children's), ns, in steps of /proc's 10 ms. */
+  parent_cpu_ns_per_msg?: number;
 }
 
 /** Spawn (or load) to first reply, repeated `n` times. */
