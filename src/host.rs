@@ -21,6 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::diag;
+use rust_ts_ipc::process::sandbox::Sandbox;
 use rust_ts_ipc::process::{spawn_stderr_reader, ChildProcess, StderrSink, StderrTail, Supervision};
 use rust_ts_ipc::{excerpt, DemoError, Encoding, Frame, FrameDecoder, Initiator, InitiatorStep, LineDecoder, Packet};
 
@@ -116,9 +117,11 @@ fn spawn_child(
     program: &OsString,
     args: &[OsString],
     grace: Duration,
+    sandbox: &Sandbox,
 ) -> Result<(ChildProcess, ChildStdout, ChildStderr), HostError> {
     let mut command = Command::new(program);
     command.args(args);
+    sandbox.apply(&mut command).map_err(|e| HostError::Usage(e.to_string()))?;
     let (child, stdout, stderr) =
         ChildProcess::spawn(&mut command, grace, Box::new(Watched)).map_err(|e| HostError::Spawn(e.to_string()))?;
     sys::record_group(child.id());
@@ -550,11 +553,15 @@ pub struct DemoConfig {
     pub encoding: Encoding,
     /// The longest frame the demo reads from the child (msgpack).
     pub max_frame_bytes: usize,
+    /// The longest line the demo reads from the child (json).
+    pub max_line_bytes: usize,
     /// Which runtime moves the bytes (`--runtime`).
     pub runtime: Runtime,
     /// Said after the error when the child exits with a failure before answering anything
     /// (for the default child: it may not know `--encoding` yet).
     pub refusal_hint: Option<String>,
+    /// How the child is started: environment, working directory, resource limits.
+    pub sandbox: Sandbox,
 }
 
 /// Why the conversation stopped early.
@@ -590,11 +597,13 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         // some: only a demo stuck elsewhere (say, writing to a stdout nobody reads) needs it.
         config.timeout.max(config.grace) + config.grace + Duration::from_secs(5),
     );
-    let (mut child, stdout, stderr) = spawn_child(&config.program, &config.args, config.grace)?;
+    let (mut child, stdout, stderr) = spawn_child(&config.program, &config.args, config.grace, &config.sandbox)?;
     let tail = Arc::new(StderrTail::default());
     let stderr_done = spawn_stderr_forwarder(stderr, Arc::clone(&tail));
-    let mut initiator =
-        Initiator::default().with_encoding(config.encoding).with_max_frame_bytes(config.max_frame_bytes);
+    let mut initiator = Initiator::default()
+        .with_encoding(config.encoding)
+        .with_max_frame_bytes(config.max_frame_bytes)
+        .with_max_line_bytes(config.max_line_bytes);
     let mut decoder = Decoder::new(&initiator);
     let pipes: Result<Box<dyn Pipes>, HostError> = match config.runtime {
         Runtime::Thread => Ok(Box::new(Inbox { events, budget: spawn_reader(stdout, tx) })),
@@ -635,11 +644,25 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         }
         Some(Fault::Ended { cut, stdout_open }) => {
             let still_running = !stdout_open && !child.wait_for_exit(EOF_SETTLE.min(config.grace));
+            // Read before the reap: evidence for a CPU limit's SIGKILL.
+            let cpu_time = child.cpu_time();
             let stopped = child.shutdown(config.grace);
             let how = match (still_running, stdout_open) {
                 (true, _) => format!("closed its stdout but kept running, and {stopped},"),
                 (false, true) => format!("{stopped} but left its stdout open (held by a process it started),"),
                 (false, false) => stopped.to_string(),
+            };
+            // Only a death of its own (no signal of ours) can be a limit's doing.
+            let limit = if stopped.sent.is_none() && !config.sandbox.limits.is_none() {
+                // The evidence may be on its stderr: let the reader finish it first.
+                stderr_closed = stderr_done.recv_timeout(STDERR_SETTLE).is_ok();
+                config.sandbox.limits.explain(stopped.status, cpu_time, &tail.text())
+            } else {
+                None
+            };
+            let how = match limit {
+                Some(limit) => format!("{how}: {limit},"),
+                None => how,
             };
             // A child that refused to start the conversation (bad arguments, say: it exited by
             // itself with a failure code, having written nothing) has said why on its stderr:
@@ -653,7 +676,7 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
                 // The child has exited, but its stderr is read on another thread, which may not
                 // have read the reason yet (under load it often had not): wait for the pipe to
                 // close first, as the Peer does, or the quote would be missing.
-                stderr_closed = stderr_done.recv_timeout(STDERR_SETTLE).is_ok();
+                stderr_closed = stderr_closed || stderr_done.recv_timeout(STDERR_SETTLE).is_ok();
                 refusal(&tail, config.refusal_hint.as_deref())
             } else {
                 String::new()
@@ -697,7 +720,9 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
 /// first non-blank line (or, if more than the 4 KiB tail was written, the last), and `hint`.
 fn refusal(tail: &StderrTail, hint: Option<&str>) -> String {
     let text = tail.text();
-    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    // Node's warnings (`(node:123) ExperimentalWarning: ...`, under --node-permission) are not
+    // the reason.
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !is_node_warning(l));
     let line = if text.len() < rust_ts_ipc::process::STDERR_TAIL_BYTES { lines.next() } else { lines.next_back() };
     let mut out = String::new();
     if let Some(line) = line {
@@ -712,6 +737,16 @@ fn refusal(tail: &StderrTail, hint: Option<&str>) -> String {
         out.push_str(hint);
     }
     out
+}
+
+/// A line of Node's process warnings: `(node:PID) SomeWarning: ...` and its `(Use `node
+/// --trace-warnings ...`)` hint.
+fn is_node_warning(line: &str) -> bool {
+    line.starts_with("(Use `node --trace-warnings")
+        || line.strip_prefix("(node:").and_then(|rest| rest.split_once(") ")).is_some_and(|(pid, rest)| {
+            pid.bytes().all(|b| b.is_ascii_digit())
+                && rest.split_once(':').is_some_and(|(kind, _)| kind.ends_with("Warning"))
+        })
 }
 
 fn interrupted(signal: i32, waiting: &str, child: &mut ChildProcess) -> HostError {

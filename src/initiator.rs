@@ -131,6 +131,14 @@ impl Initiator {
         self
     }
 
+    /// Bounds the peer's lines to `bytes` (default 16 MiB): the host's [`crate::LineDecoder`]
+    /// should use [`max_line_bytes`](Self::max_line_bytes), and a longer line is an error.
+    #[must_use]
+    pub fn with_max_line_bytes(mut self, bytes: usize) -> Self {
+        self.max_line_bytes = bytes;
+        self
+    }
+
     /// The encoding of the conversation.
     pub fn encoding(&self) -> Encoding {
         self.encoding

@@ -6,29 +6,46 @@ mod host;
 
 use std::ffi::OsString;
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use host::{DemoConfig, HostError, Runtime};
+use rust_ts_ipc::process::sandbox::{NodePermission, Sandbox};
 use rust_ts_ipc::{Encoding, Responder, ResponderOptions, Services};
 
 const USAGE: &str = "\
 Usage:
-  rust-ts-ipc [demo] [--encoding json|msgpack] [--max-frame-bytes N] [--timeout-ms N]
-                   [--grace-ms N] [--runtime thread|tokio] [-- PROGRAM [ARGS...]]
+  rust-ts-ipc [demo] [--encoding json|msgpack] [--max-frame-bytes N] [--max-line-bytes N]
+                   [--timeout-ms N] [--grace-ms N] [--clear-env] [--env-allow NAME]... [--cwd DIR]
+                   [--max-memory-mb N] [--max-cpu-s N] [--max-procs N] [--max-open-files N]
+                   [--node-permission [--node-allow-read PATH]... [--node-allow-addons]]
+                   [--runtime thread|tokio] [-- PROGRAM [ARGS...]]
       Spawn a child (default: node ts-app/dist/main.js, built on first use) and play the
       demo conversation: greeting, five data messages, goodbye. Stdout carries the
       conversation; progress and the child's stderr go to stderr. --encoding: json (NDJSON
       lines, the default) or msgpack (length-prefixed MessagePack frames; the default child
       is given --encoding msgpack, a PROGRAM of your own must be told itself);
-      --max-frame-bytes bounds a frame read from the child (default 16777216). --timeout-ms bounds the
-      wait for each reply and for the child's exit after the goodbye (default 10000).
+      --max-frame-bytes bounds a frame read from the child (msgpack), --max-line-bytes a line
+      (json); both default to 16777216. --timeout-ms bounds the wait for each reply and for
+      the child's exit after the goodbye (default 10000).
       However the demo ends, the child (in its own process group) is stopped the same way:
       its stdin is closed, then after --grace-ms (default 2000) SIGTERM, then after another
       --grace-ms SIGKILL; it is always reaped. Ctrl-C, SIGTERM and SIGHUP run that sequence
       too (a second Ctrl-C skips the waits). --runtime: what moves the bytes, thread (a
       reader thread, the default) or tokio (async pipes on a tokio runtime); same output.
+      too (a second Ctrl-C skips the waits).
+      An untrusted child (Linux, macOS: Unix resource limits) can be started with less:
+      --clear-env empties its environment except PATH and each --env-allow NAME; --cwd DIR
+      sets its working directory; --max-memory-mb (address space; Node needs about 1024 to
+      start), --max-cpu-s (SIGXCPU, then SIGKILL a second later), --max-procs (processes and
+      threads of the whole user; not enforced for root) and --max-open-files are resource
+      limits set before it runs. --node-permission runs a Node child (the default one, or a
+      PROGRAM named node) under Node's permission model: reads only under the script's
+      directory, the node_modules directories Node resolves from it, and each
+      --node-allow-read PATH; no writes, child processes or workers; native addons only with
+      --node-allow-addons (`ts-app/dist/main.js --engine native` needs it, and read access to
+      the repository's native/ directory). A child killed by a limit is reported naming it.
   rust-ts-ipc serve [--encoding json|msgpack] [--exit-after N] [--name NAME]
                     [--max-line-bytes N] [--max-frame-bytes N] [--services LIST]
       Answer the protocol on this process's stdin/stdout (the Rust responder, for a Node
@@ -106,6 +123,11 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
     let mut encoding = Encoding::Json;
     let mut max_frame_bytes = rust_ts_ipc::DEFAULT_MAX_FRAME_BYTES;
     let mut runtime = Runtime::Thread;
+    let mut max_line_bytes = rust_ts_ipc::DEFAULT_MAX_LINE_BYTES;
+    let mut sandbox = Sandbox::default();
+    let mut node_permission: Option<NodePermission> = None;
+    let mut node_reads: Vec<PathBuf> = Vec::new();
+    let mut node_addons = false;
     let mut args = args.into_iter();
     let mut child: Vec<OsString> = Vec::new();
     while let Some(arg) = args.next() {
@@ -125,8 +147,45 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
                 max_frame_bytes = usize::try_from(number(&mut args, "--max-frame-bytes")?)
                     .map_err(|_| HostError::Usage("--max-frame-bytes is too large".to_owned()))?;
             }
+            Some("--max-line-bytes") => {
+                max_line_bytes = usize::try_from(number(&mut args, "--max-line-bytes")?)
+                    .map_err(|_| HostError::Usage("--max-line-bytes is too large".to_owned()))?;
+                if max_line_bytes == 0 {
+                    return Err(HostError::Usage("--max-line-bytes must be at least 1 (got 0)".to_owned()));
+                }
+            }
+            Some("--clear-env") => sandbox.clear_env = true,
+            Some("--env-allow") => sandbox.env_allow.push(
+                args.next()
+                    .and_then(|v| v.into_string().ok())
+                    .ok_or_else(|| HostError::Usage("--env-allow needs a UTF-8 variable name".to_owned()))?,
+            ),
+            Some("--cwd") => {
+                sandbox.cwd =
+                    Some(args.next().ok_or_else(|| HostError::Usage("--cwd needs a value".to_owned()))?.into())
+            }
+            Some("--max-memory-mb") => sandbox.limits.max_memory_mb = Some(number(&mut args, "--max-memory-mb")?),
+            Some("--max-cpu-s") => sandbox.limits.max_cpu_s = Some(number(&mut args, "--max-cpu-s")?),
+            Some("--max-procs") => sandbox.limits.max_procs = Some(number(&mut args, "--max-procs")?),
+            Some("--max-open-files") => sandbox.limits.max_open_files = Some(number(&mut args, "--max-open-files")?),
+            Some("--node-permission") => node_permission = Some(NodePermission::default()),
+            Some("--node-allow-read") => {
+                let path = args.next().ok_or_else(|| HostError::Usage("--node-allow-read needs a value".to_owned()))?;
+                // Node takes absolute paths; a relative one is meant from here.
+                node_reads.push(
+                    std::path::absolute(&path).map_err(|e| {
+                        HostError::Usage(format!("--node-allow-read `{}`: {e}", path.to_string_lossy()))
+                    })?,
+                );
+            }
+            Some("--node-allow-addons") => node_addons = true,
             _ => return Err(HostError::Usage(format!("unexpected argument `{}` for demo", arg.to_string_lossy()))),
         }
+    }
+    if node_permission.is_none() && (node_addons || !node_reads.is_empty()) {
+        return Err(HostError::Usage(
+            "--node-allow-read and --node-allow-addons refine --node-permission, which was not given".to_owned(),
+        ));
     }
     let mut child = child.into_iter();
     let base = DemoConfig {
@@ -137,9 +196,11 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
         encoding,
         max_frame_bytes,
         runtime,
+        max_line_bytes,
         refusal_hint: None,
+        sandbox,
     };
-    let config = match child.next() {
+    let mut config = match child.next() {
         Some(program) => DemoConfig { program, args: child.collect(), ..base },
         None => {
             let script = host::ensure_ts_app_built(Path::new(env!("CARGO_MANIFEST_DIR")))?;
@@ -156,8 +217,43 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
             DemoConfig { program: "node".into(), args, refusal_hint, ..base }
         }
     };
+    if let Some(mut permission) = node_permission {
+        permission.allow_addons = node_addons;
+        under_node_permission(&mut config, permission, node_reads)?;
+    }
     let stdout = std::io::stdout();
     host::run_demo(&config, &mut stdout.lock())
+}
+
+/// Puts the demo's Node child under Node's permission model: the flags go before its script
+/// (its first argument that is not a flag). Reads: the script's defaults plus `reads`.
+fn under_node_permission(
+    config: &mut DemoConfig,
+    mut permission: NodePermission,
+    reads: Vec<PathBuf>,
+) -> Result<(), HostError> {
+    let name = Path::new(&config.program).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    if !matches!(name, "node" | "nodejs") {
+        return Err(HostError::Usage(format!(
+            "--node-permission applies to a Node child, but PROGRAM is `{}`: run `-- node SCRIPT ...`",
+            config.program.to_string_lossy()
+        )));
+    }
+    let Some(at) = config.args.iter().position(|a| !a.to_string_lossy().starts_with('-')) else {
+        return Err(HostError::Usage(
+            "--node-permission needs the Node child's script: `-- node SCRIPT ...`".to_owned(),
+        ));
+    };
+    // A relative script is found from the child's working directory, as Node will.
+    let script = match &config.sandbox.cwd {
+        Some(dir) => dir.join(&config.args[at]),
+        None => PathBuf::from(&config.args[at]),
+    };
+    let defaults = NodePermission::default_reads(&script).map_err(|e| HostError::Usage(e.to_string()))?;
+    permission.allow_read = defaults.into_iter().chain(reads).collect();
+    let flags = permission.args(&config.program, &script).map_err(|e| HostError::Spawn(e.to_string()))?;
+    config.args.splice(at..at, flags);
+    Ok(())
 }
 
 fn serve(args: Vec<OsString>) -> Result<(), HostError> {

@@ -287,6 +287,26 @@ async fn supervision_options_are_refused_not_ignored() {
 }
 
 #[tokio::test]
+async fn the_sandbox_applies_a_cleared_environment_and_names_the_cpu_limit_that_killed_the_child() {
+    use rust_ts_ipc::process::sandbox::{ChildLimits, Sandbox};
+    // A variable this process holds is not passed on under clear_env.
+    std::env::set_var("RUST_TS_IPC_TOKIO_TEST_SECRET", "hunter2");
+    let script = r#"read l; printf '{"msg_type":"r","data":"[%s]","id":1}\n' "$RUST_TS_IPC_TOKIO_TEST_SECRET"; read l; exec cat >/dev/null"#;
+    let sandbox = Sandbox { clear_env: true, ..Sandbox::default() };
+    let peer = shell(script, PeerOptions { sandbox, ..options() });
+    assert_eq!(peer.request("q", "").await.unwrap(), reply("r", "[]", 1));
+    peer.close().await.unwrap();
+    // A child spinning past its CPU limit fails its request naming the limit.
+    let limits = ChildLimits { max_cpu_s: Some(1), ..ChildLimits::default() };
+    let sandbox = Sandbox { limits, ..Sandbox::default() };
+    let peer = shell("read l; while :; do :; done", PeerOptions { sandbox, timeout: PATIENCE, ..options() });
+    let error = peer.request("spin", "").await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::PeerExited, "{error}");
+    assert!(error.message().contains("(SIGXCPU): it exceeded its CPU time limit of 1 s"), "{error}");
+    peer.close().await.unwrap();
+}
+
+#[tokio::test]
 async fn a_child_that_does_not_read_its_stdin_holds_no_caller_past_its_deadline() {
     // `sleep` never reads: a 1 MiB line fills the pipe and the writer task blocks in it.
     let patient = PeerOptions { timeout: Duration::from_millis(200), grace: Duration::from_millis(100), ..options() };

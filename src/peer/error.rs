@@ -81,12 +81,23 @@ impl PeerError {
         e
     }
 
-    pub(crate) fn exited(command: &str, status: Option<ExitStatus>, stderr_tail: String, restarting: bool) -> Self {
-        let how = match status {
+    /// `limit`: the resource limit that killed the child, where the evidence proves it
+    /// ([`crate::process::sandbox::ChildLimits::explain`]).
+    pub(crate) fn exited(
+        command: &str,
+        status: Option<ExitStatus>,
+        stderr_tail: String,
+        limit: Option<String>,
+        restarting: bool,
+    ) -> Self {
+        let mut how = match status {
             Some(status) if status.code().is_none() => format!("was killed by {status}"),
             Some(status) => format!("exited with {status}"),
             None => "closed its stdout (it may still be running)".to_owned(),
         };
+        if let Some(limit) = limit {
+            how = format!("{how}: {limit},");
+        }
         let stderr = if stderr_tail.is_empty() {
             "; it wrote nothing to stderr".to_owned()
         } else {

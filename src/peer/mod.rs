@@ -47,6 +47,7 @@ pub use restart::{SupervisionCallback, SupervisionEvent};
 use restart::Keeper;
 
 use crate::error::numbered;
+use crate::process::sandbox::{ChildLimits, Sandbox};
 use crate::process::{self, ChildProcess, StderrTail, Supervision, DEFAULT_GRACE, READ_CHUNK};
 use crate::supervise::RestartPolicy;
 use crate::{
@@ -137,6 +138,12 @@ pub struct PeerOptions {
     /// default [`max_line_bytes`](Self::max_line_bytes). Keep it at least that, or a line
     /// longer than it is always dropped.
     pub max_unsolicited_bytes: usize,
+    /// How the child is started: its environment, working directory and resource limits
+    /// ([`Sandbox`]), applied to the `Command` before every spawn. A child killed by one of
+    /// those limits fails its requests with [`ErrorCode::PeerExited`] naming the limit, where
+    /// the evidence proves it ([`ChildLimits::explain`]). Default: unrestricted. For Node's
+    /// permission model, build the command with [`crate::process::sandbox::NodePermission`].
+    pub sandbox: Sandbox,
     /// Restart the child when it dies unexpectedly (see [`Peer`]'s "Supervision"): `None`,
     /// the default, never restarts. Needs [`Peer::spawn_with`], which can make the child's
     /// `Command` again.
@@ -165,6 +172,7 @@ impl Default for PeerOptions {
             stderr: StderrMode::Forward,
             max_unsolicited: 1024,
             max_unsolicited_bytes: DEFAULT_MAX_UNSOLICITED_BYTES,
+            sandbox: Sandbox::default(),
             restart: None,
             hang: None,
             on_supervision: None,
@@ -303,6 +311,8 @@ pub(crate) struct State<R = SyncSender<Outcome>, D = Instant> {
     pub(crate) ended: Option<PeerError>,
     /// The child's exit, once seen (it stays unreaped until `close`).
     pub(crate) exit: Option<Option<ExitStatus>>,
+    /// The CPU time the child had used when its exit was seen, if the OS said.
+    pub(crate) exit_cpu_time: Option<std::time::Duration>,
     pub(crate) stdout_closed: bool,
     pub(crate) stderr_closed: bool,
     /// The write queue: lines waiting for the writer thread, in call order.
@@ -343,6 +353,7 @@ impl<R, D> Default for State<R, D> {
             stdin_closed: false,
             broken: None,
             busy_since: None,
+            exit_cpu_time: None,
         }
     }
 }
@@ -528,6 +539,8 @@ pub(crate) struct Limits {
     pub(crate) max_frame_bytes: usize,
     pub(crate) grace: Duration,
     pub(crate) max_unsolicited_bytes: usize,
+    /// The child's resource limits, to name the one that killed it.
+    pub(crate) child_limits: ChildLimits,
     /// [`PeerOptions::restart`] is on: errors say that the next request starts a fresh child.
     pub(crate) restarting: bool,
 }
@@ -563,6 +576,7 @@ impl Limits {
             grace: options.grace,
             max_unsolicited_bytes: options.max_unsolicited_bytes,
             restarting: options.restart.is_some(),
+            child_limits: options.sandbox.limits,
         })
     }
 
@@ -689,7 +703,9 @@ impl Shared {
     fn end_exited(&self) {
         let mut state = self.lock();
         let status = state.exit.flatten();
-        let error = PeerError::exited(&self.command, status, self.tail.text(), self.options.restarting);
+        let tail = self.tail.text();
+        let limit = self.options.child_limits.explain(status, state.exit_cpu_time, &tail);
+        let error = PeerError::exited(&self.command, status, tail, limit, self.options.restarting);
         if !state.end(error.clone()) {
             return;
         }
@@ -705,8 +721,11 @@ impl Shared {
     /// The exit watcher saw the child exit: give its last replies and stderr a moment, then
     /// fail what is still pending.
     fn on_exit(&self, status: Option<ExitStatus>) {
+        // Read while the child is a zombie: evidence for a CPU limit's SIGKILL.
+        let cpu_time = process::sandbox::cpu_time_unreaped(self.pid);
         let mut state = self.lock();
         state.exit = Some(status);
+        state.exit_cpu_time = cpu_time;
         self.changed.notify_all();
         let deadline = Instant::now() + EXIT_SETTLE;
         while !(state.stdout_closed && state.stderr_closed) {
@@ -928,7 +947,9 @@ impl Peer {
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for options out of range (zero `max_in_flight`,
     /// `max_unsent_bytes`, `max_line_bytes`, `max_frame_bytes`, `max_unsolicited` or
-    /// `max_unsolicited_bytes`, a zero `hang`) or with [`PeerOptions::restart`] set;
+    /// `max_unsolicited_bytes`, a zero `hang`) or with [`PeerOptions::restart`] set, or a
+    /// [`PeerOptions::sandbox`] that cannot be applied (a limit of 0, a working directory that
+    /// is not one, ...);
     /// [`ErrorCode::Spawn`] when it cannot start.
     pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
         if options.restart.is_some() {
@@ -984,6 +1005,7 @@ impl Peer {
             stderr: StderrTarget::from(options.stderr),
             counters: Arc::clone(&counters),
             hang: options.hang,
+            sandbox: options.sandbox,
         });
         let starter: restart::Starter = match make {
             Some(mut make) if options.restart.is_some() => {
@@ -1153,12 +1175,15 @@ struct Generation {
     stderr: StderrTarget,
     counters: Arc<Counters>,
     hang: Option<Duration>,
+    /// Applied to each child's `Command` before it is spawned, restarts included.
+    sandbox: Sandbox,
 }
 
 /// Starts one child of a peer and its threads: the writer, the reader (delivering
 /// unsolicited messages to `unsolicited`), the stderr reader, the exit watcher and, with
 /// [`PeerOptions::hang`], the hang watchdog.
 fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound) -> Result<Arc<Shared>, PeerError> {
+    config.sandbox.apply(command).map_err(|e| PeerError::new(ErrorCode::InvalidArgument, e.to_string()))?;
     let watcher = Arc::new(Mutex::new(None));
     let (mut child, stdout, stderr) =
         ChildProcess::spawn(command, config.limits.grace, Box::new(JoinWatcher(Arc::clone(&watcher))))

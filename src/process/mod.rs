@@ -6,8 +6,10 @@
 //! ([`ChildProcess::shutdown`]): close its stdin → wait → SIGTERM to its group → wait up to
 //! the grace period → SIGKILL → reap. Its group also holds anything it started, so nothing
 //! it left behind outlives it. What a host adds (signal handling, where notes are written)
-//! plugs in through [`Supervision`].
+//! plugs in through [`Supervision`]. An untrusted child can be started with less
+//! (environment, working directory, resource limits, Node's permission model): [`sandbox`].
 
+pub mod sandbox;
 mod sys;
 
 use std::collections::VecDeque;
@@ -194,6 +196,16 @@ impl ChildProcess {
     /// The grace period the shutdown gives after SIGTERM (and on drop, after stdin closes).
     pub fn grace(&self) -> Duration {
         self.grace
+    }
+
+    /// The CPU time (user + system) the child has used, while it is not yet reaped (running,
+    /// or exited and waiting for the shutdown); `None` once reaped or where the OS does not say.
+    /// Evidence for [`sandbox::ChildLimits::explain`].
+    pub fn cpu_time(&self) -> Option<Duration> {
+        if self.status.is_some() {
+            return None;
+        }
+        sandbox::cpu_time_unreaped(self.child.id())
     }
 
     /// The exit status, once the child has been reaped.

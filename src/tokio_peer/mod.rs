@@ -147,7 +147,9 @@ impl Shared {
     fn end_exited(&self) {
         let mut state = self.lock();
         let status = state.exit.flatten();
-        if state.end(PeerError::exited(&self.command, status, self.tail.text(), self.options.restarting)) {
+        let tail = self.tail.text();
+        let limit = self.options.child_limits.explain(status, state.exit_cpu_time, &tail);
+        if state.end(PeerError::exited(&self.command, status, tail, limit, self.options.restarting)) {
             drop(state);
             self.changed.notify_waiters();
             self.wake_writer.notify_one();
@@ -156,8 +158,12 @@ impl Shared {
 
     /// The exit watcher saw the child exit: give its last replies and stderr a moment
     /// ([`EXIT_SETTLE`]), then fail what is still pending.
-    async fn on_exit(&self, status: Option<ExitStatus>) {
-        self.lock().exit = Some(status);
+    async fn on_exit(&self, status: Option<ExitStatus>, cpu_time: Option<Duration>) {
+        {
+            let mut state = self.lock();
+            state.exit = Some(status);
+            state.exit_cpu_time = cpu_time;
+        }
         self.changed.notify_waiters();
         let settled = deadline_after(EXIT_SETTLE);
         self.wait_for(settled, |state| (state.stdout_closed && state.stderr_closed).then_some(())).await;
@@ -305,6 +311,8 @@ impl Supervision for MarkReaped {
 ///
 /// The child runs in its own process group and is always stopped and reaped: by
 /// [`close`](Self::close), or on drop (in a task of the runtime, or at once without one).
+/// [`PeerOptions::sandbox`] applies as for the thread peer (environment, working directory,
+/// resource limits), and a child killed by one of its limits is reported naming it.
 pub struct Peer {
     shared: Arc<Shared>,
     messages: Mutex<Option<Unsolicited>>,
@@ -357,6 +365,8 @@ impl Peer {
                  rust_ts_ipc::Peer",
             ));
         };
+        // The sandbox (environment, working directory, resource limits), as the thread Peer.
+        options.sandbox.apply(command).map_err(|e| PeerError::new(ErrorCode::InvalidArgument, e.to_string()))?;
         let reaped = Arc::new(Mutex::new(false));
         let (mut child, stdout, stderr) =
             ChildProcess::spawn(command, options.grace, Box::new(MarkReaped(Arc::clone(&reaped))))
@@ -822,14 +832,18 @@ async fn watch_exit(shared: Arc<Shared>) {
             let reaped = shared.reaped.lock().unwrap_or_else(PoisonError::into_inner);
             match process::exited_unreaped(shared.pid) {
                 _ if *reaped => None,
-                Some(true) => Some(Some(process::wait_for_exit_unreaped(shared.pid))),
+                // Read while the child is a zombie: evidence for a CPU limit's SIGKILL.
+                Some(true) => Some(Some((
+                    process::wait_for_exit_unreaped(shared.pid),
+                    process::sandbox::cpu_time_unreaped(shared.pid),
+                ))),
                 Some(false) => Some(None),
                 None => None,
             }
         };
         match exited {
             None => return,
-            Some(Some(status)) => return shared.on_exit(status).await,
+            Some(Some((status, cpu_time))) => return shared.on_exit(status, cpu_time).await,
             Some(None) => {}
         }
         #[cfg(unix)]

@@ -153,16 +153,46 @@ export const NATIVE_PATH = fileURLToPath(new URL('../../native', import.meta.url
  * Loads the addon package at `path` (default `<repo>/native`), or says why it cannot. Lazy:
  * only `--engine native` calls it, so the TypeScript build and child never need the addon.
  */
-export function loadNativeAddon(path: string = NATIVE_PATH): { addon: NativeAddon } | { why: string } {
+export function loadNativeAddon(
+  path: string = NATIVE_PATH,
+): { addon: NativeAddon } | { why: string; /** Node's permission model refused it (building will not help). */ denied?: true } {
   try {
     const loaded: unknown = createRequire(import.meta.url)(path);
     const responder = (loaded as Partial<NativeAddon> | null)?.Responder;
     if (typeof responder !== 'function') return { why: 'it does not export a Responder class' };
     return { addon: loaded as NativeAddon };
   } catch (e) {
+    const denied = permissionDenial(e);
+    if (denied !== undefined) return { why: denied, denied: true };
     const text = e instanceof Error ? e.message : String(e);
     return { why: text.split('\n')[0] ?? text };
   }
+}
+
+/**
+ * Why Node's permission model refused the addon, if it did: the napi loader wraps each
+ * failed attempt in the `cause` chain of a generic "Cannot find native binding" error.
+ */
+function permissionDenial(e: unknown): string | undefined {
+  for (let at: unknown = e, depth = 0; at instanceof Error && depth < 32; at = at.cause, depth++) {
+    const code = (at as Error & { code?: unknown }).code;
+    // The loader may pass the error on without its code: its message says it too.
+    if (code === 'ERR_DLOPEN_DISABLED' || at.message.includes('loading addons is disabled')) {
+      return (
+        "Node's permission model forbids native addons: start node with --allow-addons " +
+        '(`rust-ts-ipc demo --node-permission --node-allow-addons`)'
+      );
+    }
+    if (code === 'ERR_ACCESS_DENIED') {
+      const resource = (at as Error & { resource?: unknown }).resource;
+      const where = typeof resource === 'string' ? ` \`${resource}\`` : '';
+      return (
+        `Node's permission model denies reading${where}: allow the addon's directory with --allow-fs-read ` +
+        '(`rust-ts-ipc demo --node-permission --node-allow-read DIR`)'
+      );
+    }
+  }
+  return undefined;
 }
 
 /**

@@ -96,7 +96,8 @@ function parseArgs(argv: readonly string[]): Args | 'help' | { error: string } {
 function nativeResponder(args: Args): NativeResponder | undefined {
   const loaded = loadNativeAddon();
   if ('why' in loaded) {
-    log(`cannot load the native addon from ${NATIVE_PATH}: ${loaded.why}; build it with \`npm run build -w native\``);
+    const fix = loaded.denied === true ? '' : '; build it with `npm run build -w native`';
+    log(`cannot load the native addon from ${NATIVE_PATH}: ${loaded.why}${fix}`);
     return undefined;
   }
   const { exitAfter, name, maxLineBytes, maxFrameBytes } = args;
