@@ -8,10 +8,16 @@ export {
   DEFAULT_TIMEOUT_MS,
   STDERR_TAIL_BYTES,
   spawnPeer,
+  type ChildExit,
+  type ExitInfo,
+  type ExitListener,
   type PipePeer,
+  type RestartInfo,
+  type RestartListener,
   type SpawnPeerOptions,
   type StderrOption,
 } from './peer/pipe.js';
+export { DEFAULT_RESTART, type RestartOptions, type RestartPolicy } from './peer/restart.js';
 export { inProcess, type InProcessOptions, type InProcessPeer } from './peer/in-process.js';
 export type {
   CloseOptions,

@@ -238,6 +238,11 @@ export class PeerCore {
   #timer: NodeJS.Timeout | undefined;
   /** When `#timer` fires (`performance.now()` time), or Infinity if none is armed. */
   #timerAt = Infinity;
+  /**
+   * What a request not yet written waits for, as its `TIMEOUT` message says: a `maxInFlight`
+   * slot, unless the transport says otherwise (a supervised pipe peer: its child's restart).
+   */
+  waitingFor = 'a maxInFlight slot';
 
   /**
    * `wake` is called (synchronously) whenever a message may have become writable: one was
@@ -389,6 +394,26 @@ export class PeerCore {
     }
   }
 
+  /** Rejects every request written and not yet answered with `fail`'s error; those not written wait on. */
+  failSent(fail: FailWith): void {
+    for (const p of this.#pending.values()) {
+      const reject = p.reject;
+      this.#settle(p);
+      reject(fail(p.msgType, p.id));
+    }
+    this.wake();
+  }
+
+  /** Requests written and not yet answered. */
+  get inFlight(): number {
+    return this.#pending.size;
+  }
+
+  /** Requests and notifications waiting to be written. */
+  get queued(): number {
+    return this.#queued;
+  }
+
   /** Rejects every request not yet answered, written or not, with `fail`'s error. */
   failAll(fail: FailWith): void {
     this.failQueued(fail);
@@ -445,7 +470,7 @@ export class PeerCore {
   #timeout(p: Pending): void {
     const message =
       `${describeRequest(p.msgType, p.id)} got no reply within ${p.timeoutMs} ms` +
-      (p.state === QUEUED ? ' (it was still waiting for a maxInFlight slot)' : '') +
+      (p.state === QUEUED ? ` (it was still waiting for ${this.waitingFor})` : '') +
       '; raise timeoutMs (per request or for the peer) if the work takes longer, or check that the peer is alive';
     this.#abandon(p, new PeerError(PeerErrorCode.TIMEOUT, message, { msgType: p.msgType, id: p.id }));
   }

@@ -17,6 +17,11 @@ export const PeerErrorCode = {
   CLOSED: 'CLOSED',
   /** An argument the peer cannot send (e.g. data that cannot be encoded); nothing was sent. */
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
+  /**
+   * `spawnPeer` with `restart`: the child died more than `maxRestarts` times within `windowMs`
+   * (the circuit is open); nothing was sent. Carries the last exit's details and `retryAfterMs`.
+   */
+  RESTART_LIMIT: 'RESTART_LIMIT',
 } as const;
 
 /** One of the `PeerErrorCode` values. */
@@ -30,12 +35,14 @@ export interface PeerErrorDetails {
   id?: number;
   /** `ERROR_REPLY`: the `error` reply itself. */
   reply?: Message;
-  /** `PEER_EXITED`: the child's exit code, or null (killed by a signal, or not exited yet). */
+  /** `PEER_EXITED`, `RESTART_LIMIT`: the (last) child's exit code, or null (killed by a signal, or not exited yet). */
   exitCode?: number | null;
-  /** `PEER_EXITED`: the signal that ended the child, or null. */
+  /** `PEER_EXITED`, `RESTART_LIMIT`: the signal that ended the (last) child, or null. */
   signal?: NodeJS.Signals | null;
-  /** `PEER_EXITED`: the last (at most 4 KiB) of what the child wrote to stderr, as text. */
+  /** `PEER_EXITED`, `RESTART_LIMIT`: the last (at most 4 KiB) of what the (last) child wrote to stderr, as text. */
   stderrTail?: string;
+  /** `RESTART_LIMIT`: how long until the circuit closes and a request starts a fresh child, in ms (Infinity: never). */
+  retryAfterMs?: number;
   /** The underlying error (a spawn error, an abort reason, a `TypeError` from the addon). */
   cause?: unknown;
 }
@@ -50,12 +57,14 @@ export class PeerError extends Error {
   readonly id: number | undefined;
   /** `ERROR_REPLY`: the `error` reply itself. */
   readonly reply: Message | undefined;
-  /** `PEER_EXITED`: the child's exit code, or null. */
+  /** `PEER_EXITED`, `RESTART_LIMIT`: the (last) child's exit code, or null. */
   readonly exitCode: number | null | undefined;
-  /** `PEER_EXITED`: the signal that ended the child, or null. */
+  /** `PEER_EXITED`, `RESTART_LIMIT`: the signal that ended the (last) child, or null. */
   readonly signal: NodeJS.Signals | null | undefined;
-  /** `PEER_EXITED`: the last (at most 4 KiB) of the child's stderr. */
+  /** `PEER_EXITED`, `RESTART_LIMIT`: the last (at most 4 KiB) of the (last) child's stderr. */
   readonly stderrTail: string | undefined;
+  /** `RESTART_LIMIT`: ms until the circuit closes (Infinity: never). */
+  readonly retryAfterMs: number | undefined;
 
   /** A failure with `code`, a message a person can act on, and its details. */
   constructor(code: PeerErrorCode, message: string, details: PeerErrorDetails = {}) {
@@ -68,6 +77,7 @@ export class PeerError extends Error {
     this.exitCode = details.exitCode;
     this.signal = details.signal;
     this.stderrTail = details.stderrTail;
+    this.retryAfterMs = details.retryAfterMs;
   }
 }
 

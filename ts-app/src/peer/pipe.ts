@@ -1,16 +1,17 @@
 // `spawnPeer`: a child process speaking the protocol over its stdin/stdout. This file owns the
-// child (spawn, stderr, shutdown) and the two pipes; the requests are PeerCore's.
+// peer: its options, which child is current (child.ts owns each child's process, pipes and
+// shutdown), writing to it, and the supervision (`restart`, `hangMs`); the requests are
+// PeerCore's, the restart arithmetic restart.ts's.
 
-import { isUtf8 } from 'node:buffer';
-import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { performance } from 'node:perf_hooks';
 
-import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, type Packet } from '../frame.js';
-import { DEFAULT_MAX_LINE_BYTES, type Frame, LineDecoder, type LineSink } from '../framing.js';
-import { decodeMsgpackEnvelope } from '../msgpack.js';
-import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js';
+import { DEFAULT_MAX_FRAME_BYTES } from '../frame.js';
+import { DEFAULT_MAX_LINE_BYTES } from '../framing.js';
+import { type ChildConfig, type ChildExit, type ChildHooks, PeerChild, type StderrOption } from './child.js';
 import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
 import { encodeFrameText, encodeLine } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
+import { type RestartOptions, restartPolicy, Restarts } from './restart.js';
 import type {
   CloseOptions,
   Encoding,
@@ -23,23 +24,18 @@ import type {
   RequestOptions,
 } from './types.js';
 
+export { STDERR_TAIL_BYTES, type ChildExit, type StderrOption } from './child.js';
+
 /** Default `timeoutMs`: long enough for real work, short enough that a stuck child is noticed. */
 export const DEFAULT_TIMEOUT_MS = 30_000;
 /** Default `maxInFlight`: enough to keep a pipe busy, few enough to bound what the child buffers. */
 export const DEFAULT_MAX_IN_FLIGHT = 1024;
 /** Default `graceMs`: each shutdown step's wait, as the Rust host's `--grace-ms`. */
 export const DEFAULT_GRACE_MS = 2000;
-/** How much of the child's stderr is kept for `PEER_EXITED` errors. */
-export const STDERR_TAIL_BYTES = 4096;
-/**
- * After the child's exit is seen, how long to wait for its stdout and stderr to be drained
- * (replies already written are still delivered) before failing what is pending: well within
- * the 100 ms the issue allows. A grandchild holding the pipes open cannot stretch it.
- */
-const SETTLE_MS = 30;
 
-/** Where the child's stderr goes: forwarded to ours, dropped, or handed to a function. Its tail is always kept. */
-export type StderrOption = 'forward' | 'ignore' | ((chunk: Buffer) => void);
+/** What a request not yet written waits for while its child is being replaced (its `TIMEOUT` message). */
+const WAITING_FOR_RESTART = 'the restart of the child, which had died';
+const WAITING_FOR_SLOT = 'a maxInFlight slot';
 
 /** Options of `spawnPeer`; every field is optional. */
 export interface SpawnPeerOptions {
@@ -51,7 +47,11 @@ export interface SpawnPeerOptions {
   encoding?: Encoding;
   /** Under msgpack: frames read from the child longer than this are skipped and reported. Default 16 MiB. */
   maxFrameBytes?: number;
-  /** Default per-request timeout in milliseconds (0 or Infinity: none). Default 30 000. */
+  /**
+   * Default per-request timeout in milliseconds (0 or Infinity: none). Default 30 000. A
+   * timeout fails only the request that waited (`TIMEOUT`); the child and the other requests
+   * go on. To give up on a child that has stopped answering altogether, see `hangMs`.
+   */
   timeoutMs?: number;
   /** At most this many requests written and unanswered; `request` waits for a slot beyond. Default 1024. */
   maxInFlight?: number;
@@ -68,14 +68,97 @@ export interface SpawnPeerOptions {
   cwd?: string;
   /** Where the child's stderr goes. Default `'forward'` (to `process.stderr`). */
   stderr?: StderrOption;
+  /**
+   * Supervision: replace a child that dies unexpectedly (it exits, is killed, closes its
+   * stdout, could not start, or is declared hung by `hangMs`). Off by default (`false`): the
+   * first death fails every request from then on with `PEER_EXITED`. With `true` (the defaults,
+   * `DEFAULT_RESTART`) or `{ baseMs, capMs, maxRestarts, windowMs }`:
+   * - the requests written to the dead child fail `PEER_EXITED` (its exit status and stderr
+   *   tail); requests not yet written, and those made from then on, wait for a fresh child,
+   *   each within its own `timeoutMs`;
+   * - a fresh child is started when there is something to send, no sooner than a backoff after
+   *   the death: `d = min(capMs, baseMs × 2^k)`, `k` the restarts within the last `windowMs`,
+   *   drawn uniformly from `[d/2, d]` (jitter); each start is reported by the `restart` event;
+   * - a restart that would be the `maxRestarts + 1`-th within `windowMs` is refused: the circuit
+   *   is open, and requests fail at once with `RESTART_LIMIT` (the last exit's details and
+   *   `retryAfterMs`) until the oldest restart counted is `windowMs` old; the next request then
+   *   starts a fresh child.
+   * `close()` cancels a pending restart and starts none.
+   */
+  restart?: boolean | RestartOptions;
+  /**
+   * Declares the child dead when requests are pending and nothing at all (not a byte) has
+   * arrived on its stdout for this many milliseconds: it is stopped with the shutdown sequence,
+   * its pending requests fail `PEER_EXITED` saying it was declared hung, and with `restart` it
+   * is replaced. The silence counts from the last byte read, or, if a request was written after
+   * it, from the first such request (so an idle child is not hung the moment it is asked
+   * something; it must answer within `hangMs`, which must therefore exceed the child's start-up
+   * time); stderr output does not count (a child stuck in a loop may still log). It is checked
+   * only while requests are pending: a request that timed out is no longer pending. Off by
+   * default (0 or Infinity: off).
+   */
+  hangMs?: number;
 }
+
+/** What the `restart` event reports: a fresh child was started in place of a dead one. */
+export interface RestartInfo {
+  /** Restarts within the policy's `windowMs`, this one included: 1 for the first, and the backoff doubles with each. */
+  attempt: number;
+  /**
+   * How long after the death the fresh child could start at the earliest, in ms: the backoff
+   * drawn (jitter included), or, after the circuit was open, the time it stayed open. It starts
+   * later if nothing was sent until then.
+   */
+  delayMs: number;
+  /** The fresh child's pid, or undefined if it could not be started (its requests then fail `PEER_EXITED` saying why, and another restart follows). */
+  pid: number | undefined;
+  /** How the child it replaces ended. */
+  exit: ChildExit;
+}
+
+/** A listener for the `restart` event. */
+export type RestartListener = (info: RestartInfo) => void;
+
+/** What the `exit` event reports: the child died unexpectedly (not through `close()`), and what follows. */
+export interface ExitInfo {
+  /** How it ended. Its pending requests have failed `PEER_EXITED` by the time listeners run. */
+  exit: ChildExit;
+  /**
+   * What follows: `'backoff'` (with `restart`: a fresh child starts when something is to be
+   * sent, no sooner than `delayMs` from now), `'open'` (the circuit is open: requests fail
+   * `RESTART_LIMIT` for `delayMs`), or `'none'` (no `restart`: the peer is done).
+   */
+  next: 'backoff' | 'open' | 'none';
+  /** For `'backoff'` and `'open'`, how long (ms, from now); 0 for `'none'`. */
+  delayMs: number;
+}
+
+/** A listener for the `exit` event. */
+export type ExitListener = (info: ExitInfo) => void;
 
 /** A peer answered by a child process over its stdin/stdout (`D`: what reply data may be). */
 export interface PipePeer<D = JsonValue> extends Peer<D> {
-  /** The child's process id (also its process group's), or undefined if it could not be started. */
+  /**
+   * The current child's process id (also its process group's), or the last one's while it is
+   * being replaced; undefined if it could not be started.
+   */
   readonly pid: number | undefined;
-  /** The last (at most 4 KiB) of what the child wrote to stderr so far, as text. */
+  /** The last (at most 4 KiB) of what the current (or last) child wrote to stderr so far, as text. */
   stderrTail(): string;
+  /**
+   * `'message'`: see `Peer.on`. `'exit'`: the child died unexpectedly (exited, was killed,
+   * closed its stdout, could not start, or was declared hung), and what follows. `'restart'`
+   * (with the `restart` option): a fresh child was started in place of a dead one. Listeners run
+   * synchronously; one that throws is reported as an uncaught exception after the peer's own
+   * bookkeeping is done.
+   */
+  on(event: 'message', listener: MessageListener<D>): this;
+  on(event: 'exit', listener: ExitListener): this;
+  on(event: 'restart', listener: RestartListener): this;
+  /** Removes a listener added with `on`. */
+  off(event: 'message', listener: MessageListener<D>): this;
+  off(event: 'exit', listener: ExitListener): this;
+  off(event: 'restart', listener: RestartListener): this;
 }
 
 function checkCount(value: unknown, name: string, min: number): number | undefined {
@@ -89,58 +172,73 @@ function checkCount(value: unknown, name: string, min: number): number | undefin
   return value;
 }
 
-/** Resolves after `ms` or when `done` settles, whichever is first, without leaving a timer behind. */
-function within(done: Promise<unknown>, ms: number): Promise<boolean> {
-  // setTimeout fires at once (with a warning) beyond 2^31 − 1 ms: that long is forever.
-  if (ms > 0x7fffffff) return done.then(() => true);
-  let timer: NodeJS.Timeout | undefined;
-  const elapsed = new Promise<boolean>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  return Promise.race([done.then(() => true), elapsed]).finally(() => clearTimeout(timer));
+/** Calls every listener with `value`; a throwing listener cannot break the peer's bookkeeping. */
+function emitTo<T>(listeners: readonly ((value: T) => void)[], value: T): void {
+  for (const listener of listeners) {
+    try {
+      listener(value);
+    } catch (e) {
+      process.nextTick(() => {
+        throw e;
+      });
+    }
+  }
 }
 
 class PipePeerImpl implements PipePeer {
   readonly #command: string;
-  /** Undefined if spawn threw (ENOTDIR, E2BIG, …) instead of emitting 'error'. */
-  readonly #child: ChildProcessWithoutNullStreams | undefined;
+  readonly #config: ChildConfig;
   readonly #core: PeerCore;
-  readonly #decoder: LineDecoder;
-  /** Under msgpack, the decoder of the child's stdout (the line decoder is then unused). */
-  readonly #frames: FrameDecoder | undefined;
-  /** How a message becomes wire text (latin1 frames under msgpack), and how that text is written. */
+  /** How a message becomes wire text (latin1 frames under msgpack). */
   readonly #encode: (msgType: string, data: unknown, id: number | undefined) => string;
-  readonly #wireText: 'utf8' | 'latin1';
-  readonly #sink: LineSink = {
-    text: (line, text) => this.#readText(line, text),
-    frame: (frame) => this.#readFrame(frame),
-  };
   readonly #timeoutMs: number;
   readonly #maxInFlight: number;
   readonly #graceMs: number;
-  #stderrTail: Buffer = Buffer.alloc(0);
+  /** With `restart`: when a dead child may be replaced. */
+  readonly #restarts: Restarts | undefined;
+  /** `hangMs`, or 0 when off. */
+  readonly #hangMs: number;
+  readonly #hooks: ChildHooks = {
+    read: (child, route) => this.#readFrom(child, route),
+    receive: (message) => this.#core.receive(message),
+    gone: (child) => this.#onGone(child),
+    drained: (child) => {
+      if (child === this.#child) this.#pump();
+    },
+  };
+  /** The child requests go to; undefined while a dead one waits to be replaced. */
+  #child: PeerChild | undefined;
+  /** The child started last: the current one, or the dead one being replaced (`pid`, `stderrTail`, `close`'s status). */
+  #last: PeerChild;
+  /** Children given up on while perhaps still running (hung, stdout closed), being stopped. */
+  readonly #retiring = new Set<Promise<ExitStatus>>();
+  /** Without `restart` (or once closed): set once the child is gone for us; requests then fail with this. */
+  #gone: FailWith | undefined;
+  #restartTimer: NodeJS.Timeout | undefined;
+  #restartListeners: RestartListener[] = [];
+  #exitListeners: ExitListener[] = [];
+  #hangTimer: NodeJS.Timeout | undefined;
+  /**
+   * Where the hang clock starts (`performance.now()`): when something last arrived on the
+   * current child's stdout, or when the first request written after that was written.
+   */
+  #lastHeard = 0;
+  /** Whether a request was written since something last arrived (then the clock is not moved by later writes). */
+  #sentSinceHeard = false;
   #pumpScheduled = false;
   /** Inside a read: wakes only note that a pump is wanted (see `#read`). */
   #reading = false;
   #pumpWanted = false;
-  #waitingForDrain = false;
   #closing: Promise<ExitStatus> | undefined;
-  /** Set once the child is gone for us: requests then fail with this. */
-  #gone: FailWith | undefined;
-  #spawnError: Error | undefined;
-  #status: ExitStatus | undefined;
+  /** Set as close() is called (before `#closing`, which is set once its first steps have run). */
+  #closed = false;
+  /** How the last dead child ended when the peer gave up on it (the `restart` event's `exit`, `RESTART_LIMIT`'s details). */
+  #lastEnd: ChildExit | undefined;
   /**
-   * Set if the child's exit was seen before close() was called: what is still pending then
-   * fails because the child died (`PEER_EXITED`), even while the pipes are drained after it.
+   * Set if the current child's exit was seen before close() was called: what is still pending
+   * then fails because the child died (`PEER_EXITED`), even while the pipes are drained after it.
    */
   #exitedFirst = false;
-  #settleTimer: NodeJS.Timeout | undefined;
-  /** Set once the child's stdio have all closed (its 'close' event). */
-  #stdioClosed = false;
-  readonly #exited: Promise<void>;
-  #markExited: () => void = () => {};
-  readonly #finished: Promise<void>;
-  #markFinished: () => void = () => {};
 
   constructor(command: string, args: readonly string[], options: SpawnPeerOptions) {
     this.#command = command;
@@ -155,7 +253,6 @@ class PipePeerImpl implements PipePeer {
         `spawnPeer: option \`stderr\` must be 'forward', 'ignore' or a function, got ${String(stderr)}`,
       );
     }
-    this.#decoder = new LineDecoder({ maxLineBytes });
     const encoding: unknown = options.encoding ?? 'json';
     if (encoding !== 'json' && encoding !== 'msgpack') {
       throw new PeerError(
@@ -164,80 +261,35 @@ class PipePeerImpl implements PipePeer {
       );
     }
     const maxFrameBytes = checkCount(options.maxFrameBytes, 'maxFrameBytes', 1) ?? DEFAULT_MAX_FRAME_BYTES;
-    this.#frames = encoding === 'msgpack' ? new FrameDecoder({ maxFrameBytes }) : undefined;
+    const policy = restartPolicy(options.restart, 'spawnPeer: option `restart`');
+    this.#restarts = policy === undefined ? undefined : new Restarts(policy);
+    const hangMs = checkTimeout(options.hangMs, 'spawnPeer: option `hangMs`') ?? 0;
+    this.#hangMs = hangMs === Infinity ? 0 : hangMs;
     this.#encode = encoding === 'msgpack' ? encodeFrameText : encodeLine;
-    this.#wireText = encoding === 'msgpack' ? 'latin1' : 'utf8';
+    this.#config = { command, args, env: options.env, cwd: options.cwd, stderr, encoding, maxLineBytes, maxFrameBytes };
     this.#core = new PeerCore(() => this.#schedulePump());
-    this.#exited = new Promise((resolve) => {
-      this.#markExited = resolve;
-    });
-    this.#finished = new Promise((resolve) => {
-      this.#markFinished = resolve;
-    });
 
-    // Its own process group (detached), so that close() can signal everything it started.
-    let child: ChildProcessWithoutNullStreams;
-    try {
-      child = spawn(command, [...args], {
-        cwd: options.cwd,
-        env: options.env,
-        stdio: ['pipe', 'pipe', 'pipe'],
-        detached: true,
+    const child = new PeerChild(this.#config, this.#hooks);
+    const code = (child.spawnError as NodeJS.ErrnoException | undefined)?.code;
+    // Node's own checks of the arguments (a null byte, a wrong type) are bad arguments; other
+    // failures (ENOTDIR, E2BIG) are thrown where ENOENT is emitted: the same to us.
+    if (typeof code === 'string' && code.startsWith('ERR_')) {
+      const e = child.spawnError;
+      throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: ${e instanceof Error ? e.message : String(e)}`, {
+        cause: e,
       });
-    } catch (e) {
-      // Node's own checks of the arguments (a null byte, a wrong type) are bad arguments;
-      // other failures (ENOTDIR, E2BIG) are thrown where ENOENT is emitted: the same to us.
-      const code = (e as NodeJS.ErrnoException).code;
-      if (typeof code === 'string' && code.startsWith('ERR_')) {
-        throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: ${e instanceof Error ? e.message : String(e)}`, {
-          cause: e,
-        });
-      }
-      this.#child = undefined;
-      this.#spawnError = e instanceof Error ? e : new Error(String(e));
-      this.#markExited();
-      this.#finish();
-      return;
     }
     this.#child = child;
-    child.on('error', (e) => this.#onError(e));
-    child.on('exit', (code, signal) => this.#onExit(code, signal));
-    child.on('close', () => {
-      this.#stdioClosed = true;
-      this.#finish();
-    });
-    // A child that exits early makes our writes fail with EPIPE: its exit says more.
-    child.stdin.on('error', () => {});
-    const frames = this.#frames;
-    if (frames === undefined) {
-      child.stdout.on('data', (chunk: Buffer) => this.#read(() => this.#decoder.feed(chunk, this.#sink)));
-    } else {
-      child.stdout.on('data', (chunk: Buffer) => this.#read(() => this.#readFrames(frames.push(chunk))));
-    }
-    child.stdout.on('end', () => {
-      if (frames === undefined) for (const frame of this.#decoder.end()) this.#readFrame(frame);
-      else this.#readFrames(frames.end());
-      this.#armSettle();
-    });
-    child.stdout.on('error', () => this.#armSettle());
-    child.stderr.on('data', (chunk: Buffer) => {
-      this.#keepStderr(chunk);
-      if (stderr === 'forward') process.stderr.write(chunk);
-      else if (typeof stderr === 'function') stderr(chunk);
-    });
-    child.stderr.on('error', () => {});
+    this.#last = child;
+    if (child.spawnError !== undefined) this.#onGone(child);
   }
 
   get pid(): number | undefined {
-    return this.#child?.pid;
+    return this.#last.pid;
   }
 
   stderrTail(): string {
-    // A character cut by the 4 KiB window is skipped, not shown as U+FFFD (as the Rust host does).
-    const tail = this.#stderrTail;
-    let start = 0;
-    if (tail.length === STDERR_TAIL_BYTES) while (start < 3 && ((tail[start] ?? 0) & 0xc0) === 0x80) start++;
-    return tail.toString('utf8', start);
+    return this.#last.stderrTail();
   }
 
   request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message> {
@@ -275,13 +327,27 @@ class PipePeerImpl implements PipePeer {
     this.#core.notify(this.#encode(msgType, data, undefined));
   }
 
-  on(event: 'message', listener: MessageListener): this {
-    if (event === 'message') this.#core.on(listener);
+  on(event: 'message', listener: MessageListener): this;
+  on(event: 'exit', listener: ExitListener): this;
+  on(event: 'restart', listener: RestartListener): this;
+  on(event: 'message' | 'exit' | 'restart', listener: MessageListener | ExitListener | RestartListener): this {
+    if (event === 'message') this.#core.on(listener as MessageListener);
+    else if (event === 'exit') this.#exitListeners = [...this.#exitListeners, listener as ExitListener];
+    else if (event === 'restart') this.#restartListeners = [...this.#restartListeners, listener as RestartListener];
     return this;
   }
 
-  off(event: 'message', listener: MessageListener): this {
-    if (event === 'message') this.#core.off(listener);
+  off(event: 'message', listener: MessageListener): this;
+  off(event: 'exit', listener: ExitListener): this;
+  off(event: 'restart', listener: RestartListener): this;
+  off(event: 'message' | 'exit' | 'restart', listener: MessageListener | ExitListener | RestartListener): this {
+    const without = <T>(listeners: T[], l: T): T[] => {
+      const i = listeners.lastIndexOf(l);
+      return i === -1 ? listeners : listeners.filter((_, j) => j !== i);
+    };
+    if (event === 'message') this.#core.off(listener as MessageListener);
+    else if (event === 'exit') this.#exitListeners = without(this.#exitListeners, listener as ExitListener);
+    else if (event === 'restart') this.#restartListeners = without(this.#restartListeners, listener as RestartListener);
     return this;
   }
 
@@ -297,207 +363,193 @@ class PipePeerImpl implements PipePeer {
       // close() returns a Promise: a bad option rejects it (and closes nothing), never throws.
       return Promise.reject(e);
     }
-    this.#closing ??= this.#shutdown(graceMs ?? this.#graceMs);
+    if (this.#closing === undefined) {
+      this.#closed = true;
+      this.#exitedFirst = this.#child?.status !== undefined;
+      this.#closing = this.#shutdown(graceMs ?? this.#graceMs);
+    }
     return this.#closing;
   }
 
   /** Why a new request cannot be made now, or undefined if it can. */
   #refusal(msgType: string): PeerError | undefined {
-    if (this.#closing !== undefined) return closedError(`the peer \`${this.#command}\``, msgType);
+    if (this.#closed) return closedError(`the peer \`${this.#command}\``, msgType);
     if (this.#gone !== undefined) return this.#gone(msgType, undefined);
+    if (this.#child === undefined) return this.#circuitOpen(msgType, undefined);
     return undefined;
   }
 
-  async #shutdown(graceMs: number): Promise<ExitStatus> {
-    // What can be written now still goes (a request made just before close() is sent); what
-    // waits for a slot never will be. Requests written may still be answered while the child
-    // drains its stdin, until it exits.
-    this.#pump();
-    // `true`: close() is running (`#closing` is set only once this returns).
-    this.#core.failQueued(this.#failWith(true));
-    const child = this.#child;
-    const pid = child?.pid;
-    if (child !== undefined && pid !== undefined && this.#status === undefined) {
-      child.stdin.end();
-      if (!(await within(this.#exited, graceMs))) {
-        this.#signal(pid, 'SIGTERM');
-        if (!(await within(this.#exited, graceMs))) {
-          this.#signal(pid, 'SIGKILL');
-          await this.#exited;
-        }
-      }
-    }
-    await (pid === undefined ? Promise.resolve() : this.#finished);
-    this.#finish();
-    this.#stopLeftovers();
-    return this.#status ?? { code: null, signal: null };
-  }
-
-  /** Sends `signal` to the child's process group (to the child alone where groups do not exist). */
-  #signal(pid: number, signal: NodeJS.Signals): void {
-    try {
-      if (process.platform === 'win32') this.#child?.kill(signal);
-      else process.kill(-pid, signal);
-    } catch {
-      // ESRCH: the group is already gone.
-    }
-  }
-
-  #onError(e: Error): void {
-    // A spawn failure (ENOENT, EACCES) has no pid and no exit; other errors (a failed kill)
-    // change nothing: the exit, when it comes, decides.
-    if (this.#child?.pid !== undefined) return;
-    this.#spawnError = e;
-    this.#markExited();
-    this.#finish();
-  }
-
-  #onExit(code: number | null, signal: NodeJS.Signals | null): void {
-    this.#status = { code, signal };
-    this.#exitedFirst = this.#closing === undefined;
-    this.#markExited();
-    this.#armSettle();
-    // After the settle (same delay, armed after it): pipes still open by then are held by
-    // something the child left behind. Unref'd: when nothing holds them, it need not run.
-    setTimeout(() => this.#stopLeftovers(), SETTLE_MS).unref();
-  }
-
-  /**
-   * The child has exited but something it started still holds our pipes open: as the Rust
-   * host does, kill what is left in its process group (so soon after the exit that the group's
-   * id cannot be another's), and stop reading the pipes, so that a process out of the group's
-   * reach (in a session of its own) cannot keep Node alive either.
-   */
-  #stopLeftovers(): void {
-    const child = this.#child;
-    const pid = child?.pid;
-    if (child === undefined || pid === undefined || this.#status === undefined || this.#stdioClosed) return;
-    this.#signal(pid, 'SIGKILL');
-    child.stdin.destroy();
-    child.stdout.destroy();
-    child.stderr.destroy();
-  }
-
-  /** Waits briefly for the pipes to drain, then fails what is pending. */
-  #armSettle(): void {
-    if (this.#gone !== undefined || this.#settleTimer !== undefined) return;
-    this.#settleTimer = setTimeout(() => this.#finish(), SETTLE_MS);
-  }
-
-  /** The child is gone for us: every request not answered fails, and so will later ones. */
-  #finish(): void {
-    if (this.#settleTimer !== undefined) clearTimeout(this.#settleTimer);
-    this.#settleTimer = undefined;
-    if (this.#gone !== undefined) return;
-    const gone = this.#failWith(this.#closing !== undefined);
-    this.#gone = gone;
-    this.#core.failAll(gone);
-    this.#markFinished();
-  }
-
-  /** What fails the requests left: `CLOSED` if close() was called before the exit was seen, else `PEER_EXITED`. */
-  #failWith(closing: boolean): FailWith {
-    return closing && !this.#exitedFirst
-      ? (msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id)
-      : (msgType, id) => this.#exitedError(msgType, id);
-  }
-
-  #exitedError(msgType: string, id: number | undefined): PeerError {
+  /** The `RESTART_LIMIT` error while the circuit is open, or undefined if it is not. */
+  #circuitOpen(msgType: string, id: number | undefined): PeerError | undefined {
+    const restarts = this.#restarts;
+    if (restarts === undefined) return undefined;
+    const now = performance.now();
+    const gate = restarts.poll(now);
+    if (gate.state !== 'open') return undefined;
+    const { maxRestarts, windowMs } = restarts.policy;
+    const count = restarts.restartsInWindow(now);
+    const end = this.#lastEnd ?? this.#last.end();
+    const retryAfterMs = gate.until - now;
     const what = id === undefined ? `\`${msgType}\`` : describeRequest(msgType, id);
-    const stderrTail = this.stderrTail();
-    const tail = stderrTail.length > 0 ? `; its stderr ended with:\n${stderrTail}` : '; it wrote nothing to stderr';
-    if (this.#spawnError !== undefined) {
-      const e = this.#spawnError as NodeJS.ErrnoException;
-      const hint =
-        e.code === 'ENOENT'
-          ? 'check the path (or PATH) and that it is built'
-          : e.code === 'EACCES'
-            ? 'check that it is executable'
-            : 'check the command and its options';
-      return new PeerError(
-        PeerErrorCode.PEER_EXITED,
-        `cannot send ${what}: \`${this.#command}\` could not be started (${e.message}); ${hint}`,
-        { msgType, ...(id === undefined ? {} : { id }), exitCode: null, signal: null, stderrTail, cause: e },
-      );
-    }
-    const status = this.#status;
-    const how =
-      status === undefined
-        ? 'closed its stdout'
-        : status.signal !== null
-          ? `was killed by ${status.signal}`
-          : `exited with code ${String(status.code)}`;
+    const times = count === 1 ? '1 time' : `${count} times`;
+    const tail = end.stderrTail.length > 0 ? `; its stderr ended with:\n${end.stderrTail}` : '; it wrote nothing to stderr';
+    const when = retryAfterMs === Infinity ? 'no child is started again (restart.windowMs is Infinity)' : `no child is started for ${Math.ceil(retryAfterMs)} ms more`;
     return new PeerError(
-      PeerErrorCode.PEER_EXITED,
-      `${what} cannot be answered: the peer \`${this.#command}\` (pid ${String(this.pid)}) ${how}${tail}`,
-      { msgType, ...(id === undefined ? {} : { id }), exitCode: status?.code ?? null, signal: status?.signal ?? null, stderrTail },
+      PeerErrorCode.RESTART_LIMIT,
+      `${what} cannot be sent: the peer \`${this.#command}\` was restarted ${times} within ${windowMs} ms (restart.maxRestarts ${maxRestarts}) ` +
+        `and its last child (pid ${String(end.pid)}) ${end.description}; ${when}: fix what makes it die, or raise restart.maxRestarts${tail}`,
+      {
+        msgType,
+        ...(id === undefined ? {} : { id }),
+        exitCode: end.code,
+        signal: end.signal,
+        stderrTail: end.stderrTail,
+        retryAfterMs,
+      },
     );
   }
 
-  #keepStderr(chunk: Buffer): void {
-    const total = this.#stderrTail.length + chunk.length;
-    if (chunk.length >= STDERR_TAIL_BYTES) {
-      this.#stderrTail = Buffer.from(chunk.subarray(chunk.length - STDERR_TAIL_BYTES));
-    } else if (total <= STDERR_TAIL_BYTES) {
-      this.#stderrTail = Buffer.concat([this.#stderrTail, chunk], total);
-    } else {
-      this.#stderrTail = Buffer.concat([this.#stderrTail.subarray(total - STDERR_TAIL_BYTES), chunk], STDERR_TAIL_BYTES);
+  async #shutdown(graceMs: number): Promise<ExitStatus> {
+    // No child starts from here on, and no hang is declared.
+    clearTimeout(this.#restartTimer);
+    this.#restartTimer = undefined;
+    clearTimeout(this.#hangTimer);
+    this.#hangTimer = undefined;
+    // What can be written now still goes (a request made just before close() is sent); what
+    // waits for a slot (or for a fresh child) never will be. Requests written may still be
+    // answered while the child drains its stdin, until it exits.
+    this.#pump();
+    const child = this.#child;
+    this.#core.failQueued(child === undefined ? this.#closedFail : this.#failWith(child, true));
+    if (child !== undefined) await child.shutdown(graceMs);
+    // Children given up on and still being stopped: none is left behind.
+    while (this.#retiring.size > 0) await Promise.all([...this.#retiring]);
+    if (this.#gone === undefined) {
+      this.#gone = this.#closedFail;
+      this.#core.failAll(this.#closedFail);
     }
+    return this.#last.status ?? { code: null, signal: null };
   }
 
-  /** Routes a line the child wrote: a valid message to the core, anything else as an `error` message. */
-  #readText(line: number, text: string): void {
-    const message = parseEnvelope(text);
-    if (message !== undefined) {
-      this.#core.receive(message as Message);
+  readonly #closedFail: FailWith = (msgType, id) => closedError(`the peer \`${this.#command}\``, msgType, id);
+
+  /** What fails the requests `child` leaves: `CLOSED` if close() was called before its exit was seen, else `PEER_EXITED`. */
+  #failWith(child: PeerChild, closing: boolean): FailWith {
+    return closing && !this.#exitedFirst ? this.#closedFail : (msgType, id) => child.exitedError(msgType, id);
+  }
+
+  /**
+   * `child` is gone for requests (it exited and its pipes drained, closed its stdout, could not
+   * start, or was declared hung): fail what it cannot answer and, with `restart`, prepare its
+   * replacement.
+   */
+  #onGone(child: PeerChild): void {
+    if (child.reported || child !== this.#child) return;
+    child.reported = true;
+    clearTimeout(this.#hangTimer);
+    this.#hangTimer = undefined;
+    const restarts = this.#restarts;
+    const closing = this.#closed;
+    if (restarts === undefined || closing) {
+      const gone = this.#failWith(child, closing);
+      this.#gone = gone;
+      this.#core.failAll(gone);
+      // A hung child is stopped now; one that only closed its stdout is left to close().
+      if (child.hung !== undefined) this.#retire(child);
+      if (!closing) emitTo(this.#exitListeners, { exit: child.end(), next: 'none', delayMs: 0 });
       return;
     }
-    const decoded = decodeEnvelope(text);
-    if (decoded.ok) {
-      this.#core.receive(decoded.message as Message);
+    this.#child = undefined;
+    this.#lastEnd = child.end();
+    if (child.running) this.#retire(child);
+    const gate = restarts.onExit(performance.now());
+    // Requests written to it are lost with it; those not written yet wait for the next child.
+    this.#core.failSent((msgType, id) => child.exitedError(msgType, id));
+    if (gate.state === 'open') {
+      this.#core.failQueued((msgType, id) => this.#circuitOpen(msgType, id) ?? child.exitedError(msgType, id));
     } else {
-      // With a valid id that is pending, this answers that request (an error reply, as the
-      // Rust responder gives one); otherwise it is unsolicited.
-      const data = `line ${line}: ${decoded.error}`;
-      this.#core.receive(decoded.id === undefined ? { msg_type: 'error', data } : { msg_type: 'error', data, id: decoded.id });
+      this.#core.waitingFor = WAITING_FOR_RESTART;
     }
+    this.#schedulePump();
+    emitTo(this.#exitListeners, { exit: this.#lastEnd, next: gate.state === 'open' ? 'open' : 'backoff', delayMs: restarts.delayMs });
   }
 
-  /** `#readText` for a frame: its length and UTF-8 checked first. */
-  #readFrame(frame: Frame): void {
-    if (frame.kind === 'too_long') {
-      const limit = this.#decoder.maxLineBytes;
-      this.#core.receive({
-        msg_type: 'error',
-        data: `line ${frame.line}: line of ${frame.length} bytes exceeds the ${limit}-byte limit`,
-      });
-    } else if (!isUtf8(frame.bytes)) {
-      const at = invalidUtf8Offset(frame.bytes);
-      this.#core.receive({ msg_type: 'error', data: `line ${frame.line}: invalid UTF-8 at byte ${at}` });
-    } else {
-      this.#readText(frame.line, frame.bytes.toString('utf8'));
-    }
+  /** Stops `child` (the shutdown sequence) in the background; close() waits for it. */
+  #retire(child: PeerChild): void {
+    const stopping = child.shutdown(this.#graceMs);
+    this.#retiring.add(stopping);
+    void stopping.finally(() => this.#retiring.delete(stopping));
   }
 
-  /** Routes what the child wrote under msgpack, as `#readFrame` does for lines (errors say `frame N`). */
-  #readFrames(packets: Packet[]): void {
-    for (const p of packets) {
-      if (p.kind !== 'frame') {
-        const limit = this.#frames?.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
-        const text = p.kind === 'too_long' ? frameTooLongText(p.length, limit) : frameCutText(p.received, p.length);
-        this.#core.receive({ msg_type: 'error', data: `frame ${p.frame}: ${text}` });
-        continue;
+  /**
+   * No current child: if something waits to be sent, start a fresh one when the policy allows
+   * (now, or when the backoff ends: a timer calls back here). Returns the fresh child, if one
+   * was started and can take writes.
+   */
+  #replace(): PeerChild | undefined {
+    const restarts = this.#restarts;
+    if (restarts === undefined || this.#closed || this.#core.queued === 0) return undefined;
+    const now = performance.now();
+    const gate = restarts.poll(now);
+    if (gate.state === 'backoff' || gate.state === 'open') {
+      // Open: nothing is queued (requests are refused, and those queued failed when it opened),
+      // unless a listener queued one since; it waits for the circuit like a backoff.
+      if (this.#restartTimer === undefined) {
+        const ms = Math.min(0x7fffffff, Math.max(1, Math.ceil(gate.until - now)));
+        this.#restartTimer = setTimeout(() => {
+          this.#restartTimer = undefined;
+          this.#pump();
+        }, ms);
       }
-      const decoded = decodeMsgpackEnvelope(p.bytes);
-      if (decoded.ok) {
-        this.#core.receive(decoded.message as Message);
-      } else {
-        const data = `frame ${p.frame}: ${decoded.error}`;
-        this.#core.receive(
-          decoded.id === undefined ? { msg_type: 'error', data } : { msg_type: 'error', data, id: decoded.id },
-        );
-      }
+      return undefined;
     }
+    const exit = this.#lastEnd ?? this.#last.end();
+    const delayMs = restarts.delayMs;
+    const child = new PeerChild(this.#config, this.#hooks);
+    restarts.started(now);
+    this.#child = child;
+    this.#last = child;
+    this.#sentSinceHeard = false;
+    this.#core.waitingFor = WAITING_FOR_SLOT;
+    emitTo(this.#restartListeners, { attempt: restarts.restartsInWindow(now), delayMs, pid: child.pid, exit });
+    if (child.spawnError !== undefined) {
+      this.#onGone(child);
+      return undefined;
+    }
+    // A listener may have closed the peer: then close() owns the child.
+    return !this.#closed && this.#child === child ? child : undefined;
+  }
+
+  /** Something arrived on `child`'s stdout: routed if it is the current child (a dead one's late output is dropped). */
+  #readFrom(child: PeerChild, route: () => void): void {
+    if (child !== this.#child || child.hung !== undefined) return;
+    if (this.#hangMs > 0) {
+      this.#lastHeard = performance.now();
+      this.#sentSinceHeard = false;
+    }
+    this.#read(route);
+  }
+
+  /** The hang timer fired: declares the current child hung if it has been silent `hangMs` with requests pending. */
+  #checkHang(): void {
+    this.#hangTimer = undefined;
+    const child = this.#child;
+    const pending = this.#core.inFlight;
+    // An exit already seen is reported as such within SETTLE_MS: not a hang.
+    if (child === undefined || child.reported || child.status !== undefined || this.#closed || pending === 0) return;
+    const quiet = performance.now() - this.#lastHeard;
+    if (quiet < this.#hangMs) {
+      this.#armHang(this.#hangMs - quiet);
+      return;
+    }
+    child.hung = { ms: this.#hangMs, pending };
+    this.#onGone(child);
+  }
+
+  #armHang(ms: number): void {
+    if (this.#hangTimer !== undefined) return;
+    // Unref'd: it never keeps Node alive by itself (pending requests and the child do).
+    this.#hangTimer = setTimeout(() => this.#checkHang(), Math.max(1, Math.ceil(ms))).unref();
   }
 
   /**
@@ -534,19 +586,22 @@ class PipePeerImpl implements PipePeer {
   }
 
   #pump(): void {
-    const stdin = this.#child?.stdin;
-    if (this.#waitingForDrain || this.#gone !== undefined || stdin === undefined || stdin.writableEnded) return;
+    const child = this.#child ?? this.#replace();
+    if (child === undefined || this.#gone !== undefined || !child.writable) return;
+    const before = this.#core.inFlight;
     for (;;) {
       const batch = this.#core.takeBatch(this.#maxInFlight);
-      if (batch.length === 0) return;
-      if (!stdin.write(batch, this.#wireText)) {
-        this.#waitingForDrain = true;
-        stdin.once('drain', () => {
-          this.#waitingForDrain = false;
-          this.#pump();
-        });
-        return;
+      if (batch.length === 0 || !child.write(batch)) break;
+    }
+    if (this.#hangMs > 0 && this.#core.inFlight > 0) {
+      // The first request written since the child last said anything starts the hang clock (a
+      // child idle for an hour is not hung the moment it is asked something); later ones do
+      // not move it, even when they replace requests that timed out.
+      if (this.#core.inFlight > before && !this.#sentSinceHeard) {
+        this.#lastHeard = performance.now();
+        this.#sentSinceHeard = true;
       }
+      this.#armHang(this.#hangMs - (performance.now() - this.#lastHeard));
     }
   }
 }

@@ -78,7 +78,8 @@ export interface Peer<D = JsonValue> {
   /**
    * Sends `{ msg_type: msgType, data, id }` with a fresh id and resolves to the reply with that
    * id. Rejects with a `PeerError`: `ERROR_REPLY` (the reply's `msg_type` was `error`), `TIMEOUT`,
-   * `ABORTED`, `PEER_EXITED`, `CLOSED` (after `close()`), `INVALID_ARGUMENT` (`data` is not
+   * `ABORTED`, `PEER_EXITED`, `CLOSED` (after `close()`), `RESTART_LIMIT` (a `spawnPeer` with
+   * `restart` whose child died too often: nothing is sent), `INVALID_ARGUMENT` (`data` is not
    * JSON-encodable, or is bytes, a `Buffer`/`Uint8Array`, which only `encoding: 'msgpack'`
    * carries; nothing is sent). Waits for a slot when `maxInFlight` requests are in flight.
    */

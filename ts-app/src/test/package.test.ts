@@ -29,7 +29,7 @@ test('the package is importable as rust-ts-ipc from the repository root', () => 
   assert.equal(run.stderr, '');
   assert.equal(
     run.stdout,
-    'DEFAULT_GRACE_MS DEFAULT_MAX_CONCURRENT DEFAULT_MAX_IN_FLIGHT DEFAULT_TIMEOUT_MS PeerError PeerErrorCode Reply STDERR_TAIL_BYTES inProcess isPeerError reply serveStdio spawnPeer\ntrue\n',
+    'DEFAULT_GRACE_MS DEFAULT_MAX_CONCURRENT DEFAULT_MAX_IN_FLIGHT DEFAULT_RESTART DEFAULT_TIMEOUT_MS PeerError PeerErrorCode Reply STDERR_TAIL_BYTES inProcess isPeerError reply serveStdio spawnPeer\ntrue\n',
   );
   assert.equal(run.status, 0);
 });
@@ -66,5 +66,20 @@ test('a program ends by itself after close(), with a throwing listener reported,
     run.stdout,
     'unsolicited: Acknowledged: n\nreported: listener bug\nAcknowledged: r1, Acknowledged: r2, Acknowledged: r3\n{"code":0,"signal":null}\n',
   );
+  assert.equal(run.status, 0);
+});
+
+test('a supervised program ends by itself after close(): no restart or hang timer keeps Node alive', () => {
+  // Each child dies at its first request; the second death leaves a restart pending (a long
+  // backoff) when close() is called. spawnSync's timeout turns a hang into a failure.
+  const run = runModule(`
+    import { spawnPeer } from 'rust-ts-ipc';
+    const peer = spawnPeer('sh', ['-c', 'read line; exit 3'], { restart: { baseMs: 10, capMs: 60_000 }, hangMs: 60_000, stderr: 'ignore' });
+    peer.on('restart', (r) => console.log('restart', r.attempt));
+    peer.on('exit', (e) => console.log('exit', e.exit.code, e.next));
+    for (const x of ['a', 'b']) await peer.request('data', x).catch((e) => console.log(e.code));
+    console.log(JSON.stringify(await peer.close()));`);
+  assert.equal(run.stderr, '');
+  assert.equal(run.stdout, 'exit 3 backoff\nPEER_EXITED\nrestart 1\nexit 3 backoff\nPEER_EXITED\n{"code":3,"signal":null}\n');
   assert.equal(run.status, 0);
 });
