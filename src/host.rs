@@ -148,8 +148,9 @@ enum Event {
     /// Bytes the child wrote to its stdout.
     Chunk {
         bytes: Vec<u8>,
-        /// Returns the chunk's bytes to the reader's budget once the demo is done with it.
-        _held: Held,
+        /// Returns the chunk's bytes to the reader thread's budget once the demo is done with
+        /// it (`None` under tokio, which reads only when the demo asks).
+        _held: Option<Held>,
     },
     /// The child's stdout closed.
     Eof,
@@ -257,13 +258,81 @@ impl Drop for Held {
     }
 }
 
-/// The demo's end of the reader: events in arrival order, and the decoder that frames the
-/// child's output. Dropping it closes the budget, so the reader stops and a child that keeps
-/// writing meets a closed pipe.
+/// Which runtime moves the demo's bytes to and from the child (`--runtime`). The
+/// conversation, its checks and its verdicts are the same code under both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runtime {
+    /// A reader thread for the child's stdout, blocking writes to its stdin (the default).
+    Thread,
+    /// The child's stdin and stdout as tokio pipes on a current-thread runtime, read only
+    /// when the conversation waits (cargo feature `tokio`).
+    Tokio,
+}
+
+impl Runtime {
+    /// The runtime `--runtime` names.
+    ///
+    /// # Errors
+    /// A usage error for an unknown name, or for `tokio` in a build without the feature.
+    pub fn parse(name: &str) -> Result<Runtime, HostError> {
+        match name {
+            "thread" => Ok(Runtime::Thread),
+            "tokio" if cfg!(feature = "tokio") => Ok(Runtime::Tokio),
+            "tokio" => Err(HostError::Usage(
+                "--runtime tokio: this rust-ts-ipc was built without the `tokio` cargo feature; rebuild it with the \
+                 feature (on by default; `cargo build --features tokio`) or use --runtime thread"
+                    .to_owned(),
+            )),
+            other => Err(HostError::Usage(format!("--runtime: unknown runtime `{other}`; expected thread or tokio"))),
+        }
+    }
+}
+
+/// How the conversation reaches the child's pipes, by [`Runtime`]: events (chunks of its
+/// stdout, its EOF, our signals) and writes to its stdin.
+trait Pipes {
+    /// The next event, waiting at most `limit`; `None` if none came in time.
+    fn next_event(&mut self, limit: Duration) -> Option<Event>;
+    /// Writes `bytes` to the child's stdin and flushes, blocking as a pipe does.
+    fn send(&mut self, child: &mut ChildProcess, bytes: &[u8]) -> io::Result<()>;
+    /// Closes the child's stdin.
+    fn close_stdin(&mut self, child: &mut ChildProcess);
+    /// Whether the child's stdin is closed.
+    fn stdin_closed(&self, child: &ChildProcess) -> bool;
+    /// Stops reading the child's stdout, so a child that keeps writing meets a closed pipe;
+    /// its stdin goes back to `child` for the shutdown sequence to close.
+    fn finish(self: Box<Self>, child: &mut ChildProcess);
+}
+
+/// The demo's end of the reader thread: events in arrival order. Dropping it closes the
+/// budget, so the reader stops and a child that keeps writing meets a closed pipe.
 struct Inbox {
     events: Receiver<Event>,
     budget: Arc<Budget>,
-    decoder: Decoder,
+}
+
+impl Pipes for Inbox {
+    fn next_event(&mut self, limit: Duration) -> Option<Event> {
+        match self.events.recv_timeout(limit) {
+            Ok(event) => Some(event),
+            Err(RecvTimeoutError::Disconnected) => Some(Event::Eof),
+            Err(RecvTimeoutError::Timeout) => None,
+        }
+    }
+
+    fn send(&mut self, child: &mut ChildProcess, bytes: &[u8]) -> io::Result<()> {
+        child.write(bytes)
+    }
+
+    fn close_stdin(&mut self, child: &mut ChildProcess) {
+        child.close_stdin();
+    }
+
+    fn stdin_closed(&self, child: &ChildProcess) -> bool {
+        child.stdin_closed()
+    }
+
+    fn finish(self: Box<Self>, _child: &mut ChildProcess) {}
 }
 
 /// The demo's one decoder of the child's output, by encoding.
@@ -310,6 +379,111 @@ impl Drop for Inbox {
     }
 }
 
+/// Never called: `Runtime::parse` refuses `tokio` in a build without the feature.
+#[cfg(not(feature = "tokio"))]
+fn unreachable_pipes() -> Box<dyn Pipes> {
+    unreachable!("Runtime::Tokio exists only in builds with the tokio feature")
+}
+
+/// `--runtime tokio`: the child's stdin and stdout as tokio pipes.
+#[cfg(feature = "tokio")]
+mod tokio_pipes {
+    use std::io;
+    use std::process::ChildStdout;
+    use std::sync::mpsc::{Receiver, TryRecvError};
+    use std::time::Duration;
+
+    use rust_ts_ipc::process::ChildProcess;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::runtime::{Builder, Runtime};
+
+    use super::{Event, HostError, Pipes, READ_CHUNK};
+
+    /// The demo's pipes on a current-thread tokio runtime. The conversation's one loop
+    /// blocks on it whenever it waits, so the runtime reads the child's stdout only then: one
+    /// read buffer is all it ever holds ahead of the demo. Signals still come from the
+    /// binary's watcher thread, on `interrupts`, and are looked at before each wait (which
+    /// lasts at most the demo's 50 ms poll).
+    pub(super) struct TokioPipes {
+        runtime: Runtime,
+        stdout: tokio::process::ChildStdout,
+        stdin: Option<tokio::process::ChildStdin>,
+        interrupts: Receiver<Event>,
+        buf: Vec<u8>,
+    }
+
+    impl TokioPipes {
+        pub(super) fn new(
+            child: &mut ChildProcess,
+            stdout: ChildStdout,
+            interrupts: Receiver<Event>,
+        ) -> Result<TokioPipes, HostError> {
+            let failed = |e: io::Error| HostError::Io(format!("cannot start the tokio runtime for the demo: {e}"));
+            let runtime = Builder::new_current_thread().enable_io().enable_time().build().map_err(failed)?;
+            let _entered = runtime.enter();
+            let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(failed)?;
+            let stdin = child.take_stdin().map(tokio::process::ChildStdin::from_std).transpose().map_err(failed)?;
+            Ok(TokioPipes { runtime, stdout, stdin, interrupts, buf: vec![0; READ_CHUNK] })
+        }
+    }
+
+    impl Pipes for TokioPipes {
+        fn next_event(&mut self, limit: Duration) -> Option<Event> {
+            match self.interrupts.try_recv() {
+                Ok(event) => return Some(event),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => {}
+            }
+            let (stdout, buf) = (&mut self.stdout, &mut self.buf);
+            let read = self.runtime.block_on(async {
+                tokio::time::timeout(limit, async {
+                    loop {
+                        match stdout.read(buf).await {
+                            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                            result => break result,
+                        }
+                    }
+                })
+                .await
+            });
+            match read {
+                Err(_elapsed) => None,
+                Ok(Ok(0)) => Some(Event::Eof),
+                Ok(Ok(n)) => Some(Event::Chunk { bytes: self.buf[..n].to_vec(), _held: None }),
+                Ok(Err(e)) => Some(Event::ReadError(e)),
+            }
+        }
+
+        fn send(&mut self, _child: &mut ChildProcess, bytes: &[u8]) -> io::Result<()> {
+            let Some(stdin) = self.stdin.as_mut() else { return Err(io::Error::from(io::ErrorKind::BrokenPipe)) };
+            self.runtime.block_on(async {
+                stdin.write_all(bytes).await?;
+                stdin.flush().await
+            })
+        }
+
+        fn close_stdin(&mut self, _child: &mut ChildProcess) {
+            self.stdin = None;
+        }
+
+        fn stdin_closed(&self, _child: &ChildProcess) -> bool {
+            self.stdin.is_none()
+        }
+
+        fn finish(self: Box<Self>, child: &mut ChildProcess) {
+            let TokioPipes { runtime, stdout, stdin, .. } = *self;
+            drop(stdout);
+            // Back to the child, for the shutdown sequence to close first thing, as under the
+            // thread runtime (a write end that cannot be handed back is closed here instead).
+            if let Some(stdin) = stdin {
+                if let Ok(fd) = stdin.into_owned_fd() {
+                    child.put_stdin(std::process::ChildStdin::from(fd));
+                }
+            }
+            drop(runtime);
+        }
+    }
+}
+
 /// Reads the child's stdout in chunks on its own thread so the demo can wait with a
 /// timeout. Returns the budget that bounds what it reads ahead, for the demo's [`Inbox`].
 fn spawn_reader(mut stdout: impl Read + Send + 'static, tx: Sender<Event>) -> Arc<Budget> {
@@ -325,7 +499,7 @@ fn spawn_reader(mut stdout: impl Read + Send + 'static, tx: Sender<Event>) -> Ar
                     buf.truncate(n);
                     // Charged its whole buffer, not the bytes it holds: a child writing a byte
                     // at a time must not queue a buffer per byte while the demo is busy.
-                    Event::Chunk { _held: budget.hold(READ_CHUNK), bytes: buf }
+                    Event::Chunk { _held: Some(budget.hold(READ_CHUNK)), bytes: buf }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => Event::ReadError(e),
@@ -381,6 +555,8 @@ pub struct DemoConfig {
     pub max_frame_bytes: usize,
     /// The longest line the demo reads from the child (json).
     pub max_line_bytes: usize,
+    /// Which runtime moves the bytes (`--runtime`).
+    pub runtime: Runtime,
     /// Said after the error when the child exits with a failure before answering anything
     /// (for the default child: it may not know `--encoding` yet).
     pub refusal_hint: Option<String>,
@@ -431,21 +607,38 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         .with_encoding(config.encoding)
         .with_max_frame_bytes(config.max_frame_bytes)
         .with_max_line_bytes(config.max_line_bytes);
-    let decoder = Decoder::new(&initiator);
-    #[cfg(not(unix))]
-    let budget = spawn_reader(stdout, tx);
-    #[cfg(unix)]
-    let budget = if config.spin.is_zero() {
-        spawn_reader(stdout, tx)
-    } else {
-        spawn_reader(rust_ts_ipc::spin::SpinReader::new(stdout, config.spin), tx)
+    let mut decoder = Decoder::new(&initiator);
+    let pipes: Result<Box<dyn Pipes>, HostError> = match config.runtime {
+        Runtime::Thread => {
+            #[cfg(not(unix))]
+            let budget = spawn_reader(stdout, tx);
+            #[cfg(unix)]
+            let budget = if config.spin.is_zero() {
+                spawn_reader(stdout, tx)
+            } else {
+                spawn_reader(rust_ts_ipc::spin::SpinReader::new(stdout, config.spin), tx)
+            };
+            Ok(Box::new(Inbox { events, budget }))
+        }
+        #[cfg(feature = "tokio")]
+        Runtime::Tokio => {
+            tokio_pipes::TokioPipes::new(&mut child, stdout, events).map(|p| Box::new(p) as Box<dyn Pipes>)
+        }
+        #[cfg(not(feature = "tokio"))]
+        Runtime::Tokio => Runtime::parse("tokio").map(|_| unreachable_pipes()),
     };
-    let mut inbox = Inbox { events, budget, decoder };
+    let mut pipes = match pipes {
+        Ok(pipes) => pipes,
+        Err(e) => {
+            child.shutdown(config.grace);
+            return Err(e);
+        }
+    };
 
-    let fault = converse(&mut child, &mut initiator, &mut inbox, config.timeout, out).err();
+    let fault = converse(&mut child, &mut initiator, pipes.as_mut(), &mut decoder, config.timeout, out).err();
     // Stop queueing the child's output: from here a child that floods its stdout meets a
     // closed pipe, not our memory.
-    drop(inbox);
+    pipes.finish(&mut child);
     let mut stdout_closed = false;
     let mut stderr_closed = false;
     let shown = child.command_line().to_owned();
@@ -588,11 +781,12 @@ fn interrupted(signal: i32, waiting: &str, child: &mut ChildProcess) -> HostErro
 fn converse(
     child: &mut ChildProcess,
     initiator: &mut Initiator,
-    inbox: &mut Inbox,
+    pipes: &mut dyn Pipes,
+    decoder: &mut Decoder,
     timeout: Duration,
     out: &mut dyn Write,
 ) -> Result<(), Fault> {
-    let mut apply = |child: &mut ChildProcess, step: InitiatorStep| -> Result<bool, Fault> {
+    let mut apply = |child: &mut ChildProcess, pipes: &mut dyn Pipes, step: InitiatorStep| -> Result<bool, Fault> {
         let written = step.print.iter().try_for_each(|line| writeln!(out, "{line}")).and_then(|()| out.flush());
         match written {
             Ok(()) => {}
@@ -601,23 +795,22 @@ fn converse(
         }
         // A child that stopped reading has usually exited: keep watching its stdout for the
         // EOF (or the exit) that says how, rather than guessing from the failed write.
-        if !step.send.is_empty() && child.write(&step.send).is_err() {
-            child.close_stdin();
+        if !step.send.is_empty() && pipes.send(child, &step.send).is_err() {
+            pipes.close_stdin(child);
         }
         Ok(step.finished)
     };
-    apply(child, initiator.start())?;
+    apply(child, pipes, initiator.start())?;
     let mut deadline = Instant::now() + timeout;
     let mut exited_at: Option<Instant> = None;
     loop {
         let now = Instant::now();
-        let event = match inbox.events.recv_timeout(POLL.min(deadline.saturating_duration_since(now))) {
-            Ok(event) => event,
-            Err(RecvTimeoutError::Disconnected) => Event::Eof,
-            Err(RecvTimeoutError::Timeout) => {
+        let event = match pipes.next_event(POLL.min(deadline.saturating_duration_since(now))) {
+            Some(event) => event,
+            None => {
                 let now = Instant::now();
                 if now >= deadline {
-                    let closed = if child.stdin_closed() { " (it had closed its stdin)" } else { "" };
+                    let closed = if pipes.stdin_closed(child) { " (it had closed its stdin)" } else { "" };
                     return Err(Fault::Host(HostError::Timeout(format!(
                         "child did not answer within {} ms while the demo was waiting for {}{closed}",
                         timeout.as_millis(),
@@ -636,18 +829,18 @@ fn converse(
             }
         };
         match event {
-            Event::Chunk { bytes, .. } => inbox.decoder.feed(&bytes),
+            Event::Chunk { bytes, .. } => decoder.feed(&bytes),
             Event::Eof => {
                 // Whatever the decoder still holds is a line (or frame) the child did not finish.
-                let cut = inbox.decoder.finish();
+                let cut = decoder.finish();
                 return Err(Fault::Ended { cut, stdout_open: false });
             }
             Event::ReadError(e) => return Err(HostError::Io(format!("reading the child's stdout: {e}")).into()),
             Event::Interrupt(signal) => return Err(Fault::Interrupt(signal)),
         }
-        while let Some(step) = inbox.decoder.next_step(initiator) {
+        while let Some(step) = decoder.next_step(initiator) {
             let step = step.map_err(HostError::Protocol)?;
-            if apply(child, step)? {
+            if apply(child, pipes, step)? {
                 return Ok(());
             }
             deadline = Instant::now() + timeout;

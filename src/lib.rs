@@ -40,6 +40,27 @@
 //! # }
 //! ```
 //!
+//! The same on tokio (cargo feature `tokio`, on by default), in an async function:
+//!
+//! ```no_run
+//! # #[cfg(feature = "tokio")]
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::process::Command;
+//! use rust_ts_ipc::{tokio::Peer, PeerOptions};
+//!
+//! let mut node = Command::new("node");
+//! node.arg("ts-app/dist/examples/upper-service.js");
+//! let peer = Peer::spawn(&mut node, PeerOptions::default())?;      // tasks, not threads, on the current runtime
+//! let reply = peer.request("upper", "abc").await?;                 // the same Envelope as above
+//! let slow = peer.request_timeout("upper", "x", std::time::Duration::from_millis(5));
+//! drop(slow);                                                      // never polled: cancelled, nothing sent
+//! let pending = peer.send("upper", "def").await?;                  // queued; await the reply later, from any task
+//! println!("{} {}", reply.data, pending.await?.data);             // "ABC" "DEF"
+//! peer.close().await?;                                             // the same shutdown sequence; Drop runs it in a task
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! A child service (what `node ts-app/dist/examples/upper-service.js` is in Node):
 //!
 //! ```no_run
@@ -60,7 +81,7 @@
 //! }
 //! ```
 //!
-//! These two are the README's "Use it in your program" for Rust; `tests/readme.rs` keeps them
+//! These three are the README's "Use it in your program" for Rust; `tests/readme.rs` keeps them
 //! the same.
 //!
 //! The core (message, codec, frame, msgpack, responder, initiator, envelope, service, markdown)
@@ -86,6 +107,35 @@ mod serve;
 mod service;
 pub mod spin;
 pub mod supervise;
+#[cfg(feature = "tokio")]
+mod tokio_peer;
+
+/// The async host (cargo feature `tokio`, on by default): [`tokio::Peer`] is the thread
+/// [`Peer`] on a tokio runtime, with the same options ([`PeerOptions`]), errors
+/// ([`PeerError`], [`ErrorCode`]), counters ([`PeerStats`]), limits and shutdown sequence;
+/// its calls are `async`, and dropping a call's future cancels it.
+///
+/// The names mirror the thread peer's (as `std::sync::Mutex` and `tokio::sync::Mutex` do):
+/// code moves between the two by changing an import and adding `.await`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), rust_ts_ipc::PeerError> {
+/// use std::process::Command;
+/// use rust_ts_ipc::{tokio::Peer, PeerOptions};
+///
+/// let mut node = Command::new("node");
+/// node.arg("ts-app/dist/examples/upper-service.js");
+/// let peer = Peer::spawn(&mut node, PeerOptions::default())?;
+/// let pending = peer.send("upper", "abc").await?;    // queued; the reply is awaited below
+/// assert_eq!(pending.await?.data.as_str(), Some("ABC"));
+/// peer.close().await?;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "tokio")]
+pub mod tokio {
+    pub use crate::tokio_peer::{Peer, Pending, Unsolicited};
+}
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
 pub use encoding::{Encoding, UnknownEncoding};

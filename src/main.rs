@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use host::{DemoConfig, HostError};
+use host::{DemoConfig, HostError, Runtime};
 use rust_ts_ipc::process::sandbox::{NodePermission, Sandbox};
 use rust_ts_ipc::spin::{AdaptiveSpin, SpinDisabled};
 use rust_ts_ipc::{Encoding, Responder, ResponderOptions, ServeOptions, Services};
@@ -21,7 +21,7 @@ Usage:
                    [--timeout-ms N] [--grace-ms N] [--spin-us N] [--clear-env] [--env-allow NAME]...
                    [--cwd DIR] [--max-memory-mb N] [--max-cpu-s N] [--max-procs N]
                    [--max-open-files N] [--node-permission [--node-allow-read PATH]... [--node-allow-addons]]
-                   [-- PROGRAM [ARGS...]]
+                   [--runtime thread|tokio] [-- PROGRAM [ARGS...]]
       Spawn a child (default: node ts-app/dist/main.js, built on first use) and play the
       demo conversation: greeting, five data messages, goodbye. Stdout carries the
       conversation; progress and the child's stderr go to stderr. --encoding: json (NDJSON
@@ -33,7 +33,9 @@ Usage:
       However the demo ends, the child (in its own process group) is stopped the same way:
       its stdin is closed, then after --grace-ms (default 2000) SIGTERM, then after another
       --grace-ms SIGKILL; it is always reaped. Ctrl-C, SIGTERM and SIGHUP run that sequence
-      too (a second Ctrl-C skips the waits). --spin-us: see below (the child's stdout).
+      too (a second Ctrl-C skips the waits). --runtime: what moves the bytes, thread (a
+      reader thread, the default) or tokio (async pipes on a tokio runtime); same output.
+      --spin-us: see below (the child's stdout; --runtime thread only).
       An untrusted child (Linux, macOS: Unix resource limits) can be started with less:
       --clear-env empties its environment except PATH and each --env-allow NAME; --cwd DIR
       sets its working directory; --max-memory-mb (address space; Node needs about 1024 to
@@ -127,6 +129,7 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
     let mut grace = host::DEFAULT_GRACE;
     let mut encoding = Encoding::Json;
     let mut max_frame_bytes = rust_ts_ipc::DEFAULT_MAX_FRAME_BYTES;
+    let mut runtime = Runtime::Thread;
     let mut max_line_bytes = rust_ts_ipc::DEFAULT_MAX_LINE_BYTES;
     let mut sandbox = Sandbox::default();
     let mut node_permission: Option<NodePermission> = None;
@@ -144,6 +147,10 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
             Some("--timeout-ms") => timeout = Duration::from_millis(number(&mut args, "--timeout-ms")?),
             Some("--grace-ms") => grace = Duration::from_millis(number(&mut args, "--grace-ms")?),
             Some("--encoding") => encoding = encoding_flag(&mut args)?,
+            Some("--runtime") => {
+                let value = args.next().ok_or_else(|| HostError::Usage("--runtime needs a value".to_owned()))?;
+                runtime = Runtime::parse(&value.to_string_lossy())?;
+            }
             Some("--max-frame-bytes") => {
                 max_frame_bytes = usize::try_from(number(&mut args, "--max-frame-bytes")?)
                     .map_err(|_| HostError::Usage("--max-frame-bytes is too large".to_owned()))?;
@@ -189,6 +196,11 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
             "--node-allow-read and --node-allow-addons refine --node-permission, which was not given".to_owned(),
         ));
     }
+    if runtime == Runtime::Tokio && !spin.is_zero() {
+        return Err(HostError::Usage(
+            "--spin-us applies to --runtime thread (the tokio runtime's pipes are not spun)".to_owned(),
+        ));
+    }
     let mut child = child.into_iter();
     let base = DemoConfig {
         program: OsString::new(),
@@ -197,6 +209,7 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
         grace,
         encoding,
         max_frame_bytes,
+        runtime,
         max_line_bytes,
         refusal_hint: None,
         sandbox,

@@ -1,9 +1,11 @@
 //! Drives the real `rust-ts-ipc` binary: `serve` against every conformance vector, and the
 //! demo against the real Node child, against `serve` itself, and against children that
-//! misbehave in every way the host promises to survive.
+//! misbehave in every way the host promises to survive. The demo tests run under both
+//! `--runtime`s (`NAME::runtime_thread`, `NAME::runtime_tokio`).
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[macro_use]
 mod support;
 
 use support::{skip, ts_child};
@@ -18,8 +20,10 @@ const BIN: &str = env!("CARGO_BIN_EXE_rust-ts-ipc");
 /// The seed README's "Example Output", byte for byte (also checked by `.ci/run`).
 const SEED_OUTPUT: &str = include_str!("seed-output.txt");
 
+/// Runs the binary with `args` (a demo under the current test's `--runtime`, see
+/// `on_both_runtimes!`).
 fn run(args: &[&str], stdin: &[u8]) -> Output {
-    run_cmd(Command::new(BIN).args(args), stdin)
+    run_cmd(Command::new(BIN).args(support::demo_args(args)), stdin)
 }
 
 fn run_cmd(cmd: &mut Command, stdin: &[u8]) -> Output {
@@ -166,12 +170,13 @@ fn serve_rejects_bad_arguments_with_usage() {
     );
 }
 
-#[test]
+on_both_runtimes! {
 fn demo_against_the_node_child_prints_the_seed_output() {
     let Some(script) = ts_child() else { return };
     let out = run(&["demo", "--", "node", script.to_str().unwrap()], b"");
     assert_eq!(text(&out.stdout), SEED_OUTPUT, "stderr: {}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
+}
 }
 
 /// The demo path and the FFI path share one core: the Node child answering through the
@@ -189,7 +194,7 @@ fn addon_available() -> bool {
     true
 }
 
-#[test]
+on_both_runtimes! {
 fn demo_through_the_native_engine_prints_the_seed_output() {
     let Some(script) = ts_child() else { return };
     if !addon_available() {
@@ -198,6 +203,7 @@ fn demo_through_the_native_engine_prints_the_seed_output() {
     let out = run(&["demo", "--", "node", script.to_str().unwrap(), "--engine", "native"], b"");
     assert_eq!(text(&out.stdout), SEED_OUTPUT, "stderr: {}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
+}
 }
 
 #[test]
@@ -210,11 +216,12 @@ fn plain_run_defaults_to_the_node_child() {
     assert_eq!(out.status.code(), Some(0));
 }
 
-#[test]
+on_both_runtimes! {
 fn demo_against_rust_serve_prints_the_seed_output() {
     let out = run(&["demo", "--", BIN, "serve"], b"");
     assert_eq!(text(&out.stdout), SEED_OUTPUT, "stderr: {}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
+}
 }
 
 /// Runs the demo against `sh -c script`; returns (exit code, stdout, stderr, seconds taken).
@@ -235,7 +242,7 @@ fn pid_is_gone(pid: &str) -> bool {
     false
 }
 
-#[test]
+on_both_runtimes! {
 fn child_that_exits_before_answering_ends_the_demo_with_its_status() {
     let (code, stdout, stderr, _) = demo_with_shell("echo 'dying' >&2; exit 3", 5000);
     assert_eq!(code, Some(4), "{stderr}");
@@ -246,8 +253,9 @@ fn child_that_exits_before_answering_ends_the_demo_with_its_status() {
         "{stderr}"
     );
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn child_that_writes_garbage_is_named_with_the_line() {
     let (code, _, stderr, _) = demo_with_shell("read l; echo 'hello, not JSON'; exec sleep 30", 5000);
     assert_eq!(code, Some(1), "{stderr}");
@@ -256,8 +264,9 @@ fn child_that_writes_garbage_is_named_with_the_line() {
         "{stderr}"
     );
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn child_that_answers_with_an_error_reply_is_reported() {
     let reply = r#"{"msg_type":"error","data":"line 1: nope"}"#;
     let (code, stdout, stderr, _) = demo_with_shell(&format!("read l; echo '{reply}'; exec sleep 30"), 5000);
@@ -265,8 +274,9 @@ fn child_that_answers_with_an_error_reply_is_reported() {
     assert_eq!(stdout, "Rust: Sending initial message\n", "stdout carries the conversation only");
     assert!(stderr.contains("rust-ts-ipc: child answered with an error: line 1: nope"), "{stderr}");
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn child_that_never_answers_times_out_and_is_killed() {
     let (code, _, stderr, secs) = demo_with_shell("echo $$ >&2; exec sleep 30", 300);
     assert_eq!(code, Some(5), "{stderr}");
@@ -280,8 +290,9 @@ fn child_that_never_answers_times_out_and_is_killed() {
     let pid = stderr.lines().find_map(|l| l.strip_prefix("[child] ")).unwrap();
     assert!(pid_is_gone(pid), "child {pid} is still running");
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn child_that_cannot_be_started_is_named() {
     let out = run(&["demo", "--", "/definitely/not/a/program"], b"");
     assert_eq!(out.status.code(), Some(3));
@@ -293,21 +304,23 @@ fn child_that_cannot_be_started_is_named() {
         text(&out.stderr)
     );
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn node_missing_from_path_is_a_clear_error() {
     if ts_child().is_none() {
         return;
     }
     let empty = std::env::temp_dir().join("rust-ts-ipc-empty-path");
     std::fs::create_dir_all(&empty).unwrap();
-    let out = run_cmd(Command::new(BIN).env("PATH", &empty), b"");
+    let out = run_cmd(support::demo_command().env("PATH", &empty), b"");
     assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("cannot start `node "), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("`node` was not found on PATH"), "{}", text(&out.stderr));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn missing_script_ends_the_demo_with_nodes_own_complaint() {
     let out = run(&["demo", "--", "node", "/no/such/script.js"], b"");
     let stderr = text(&out.stderr);
@@ -315,14 +328,46 @@ fn missing_script_ends_the_demo_with_nodes_own_complaint() {
     assert!(stderr.contains("[child] ") && stderr.contains("Cannot find module '/no/such/script.js'"), "{stderr}");
     assert!(stderr.contains("child `node /no/such/script.js` exited with exit status: 1"), "{stderr}");
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn child_that_says_goodbye_but_fails_is_not_a_success() {
     let script = format!("{BIN} serve; exit 7");
     let (code, stdout, stderr, _) = demo_with_shell(&script, 5000);
     assert_eq!(code, Some(4), "{stderr}");
     assert!(stdout.ends_with("Received exit signal from TypeScript\n"), "{stdout}");
     assert!(stderr.contains("said goodbye but then exited with exit status: 7"), "{stderr}");
+}
+}
+
+#[test]
+fn an_unknown_runtime_is_a_usage_error_naming_the_choices() {
+    let out = run(&["demo", "--runtime", "green-threads"], b"");
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "");
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.starts_with("rust-ts-ipc: --runtime: unknown runtime `green-threads`; expected thread or tokio\n"),
+        "{stderr}"
+    );
+}
+
+/// A build without the `tokio` feature says so, and how to get it, instead of playing the
+/// demo some other way (`cargo test --no-default-features` runs this).
+#[cfg(not(feature = "tokio"))]
+#[test]
+fn runtime_tokio_without_the_feature_is_a_usage_error_saying_how_to_get_it() {
+    let out = Command::new(BIN).args(["demo", "--runtime", "tokio"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stdout), "");
+    assert!(
+        text(&out.stderr).starts_with(
+            "rust-ts-ipc: --runtime tokio: this rust-ts-ipc was built without the `tokio` cargo feature; rebuild it \
+             with the feature (on by default; `cargo build --features tokio`) or use --runtime thread\n"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -359,7 +404,7 @@ fn a_first_argument_that_is_not_utf8_is_a_usage_error_naming_it() {
     );
 }
 
-#[test]
+on_both_runtimes! {
 fn a_reply_carrying_an_id_the_demo_never_sent_is_a_protocol_error_naming_it() {
     let reply = r#"{"msg_type":"response","data":"Hello from TypeScript!","id":42}"#;
     let (code, stdout, stderr, _) = demo_with_shell(&format!("read l; echo '{reply}'; read l"), 5000);
@@ -373,8 +418,9 @@ fn a_reply_carrying_an_id_the_demo_never_sent_is_a_protocol_error_naming_it() {
         "{stderr}"
     );
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn an_over_long_line_from_the_child_ends_the_demo_naming_it() {
     let script = "read l; head -c 16777217 /dev/zero | tr '\\0' x; echo; read l";
     let (code, stdout, stderr, _) = demo_with_shell(script, 10000);
@@ -387,6 +433,7 @@ fn an_over_long_line_from_the_child_ends_the_demo_naming_it() {
         ),
         "{stderr}"
     );
+}
 }
 
 /// A shell child that answers the demo correctly, sleeping `delay` before each reply, and
@@ -407,7 +454,7 @@ fn slow_child(delay: &str, replies: usize) -> String {
     script
 }
 
-#[test]
+on_both_runtimes! {
 fn each_reply_has_its_own_timeout() {
     // Seven replies 300 ms apart: 2.1 s in all, each well within 1.5 s.
     let (code, stdout, stderr, secs) = demo_with_shell(&slow_child("0.3", 7), 1500);
@@ -430,17 +477,19 @@ fn each_reply_has_its_own_timeout() {
         );
     }
 }
+}
 
 // --- demo --encoding msgpack ----------------------------------------------------------------
 
-#[test]
+on_both_runtimes! {
 fn demo_over_msgpack_frames_against_rust_serve_prints_the_seed_output() {
     let out = run(&["demo", "--encoding", "msgpack", "--", BIN, "serve", "--encoding", "msgpack"], b"");
     assert_eq!(text(&out.stdout), SEED_OUTPUT, "stderr: {}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn demo_over_msgpack_frames_against_the_node_child_prints_the_seed_output() {
     let Some(script) = ts_child() else { return };
     // The default child (the demo adds --encoding msgpack itself), then the addon behind it.
@@ -457,6 +506,7 @@ fn demo_over_msgpack_frames_against_the_node_child_prints_the_seed_output() {
     );
     assert_eq!(text(&out.stdout), SEED_OUTPUT, "stderr: {}", text(&out.stderr));
     assert_eq!(out.status.code(), Some(0));
+}
 }
 
 /// Runs the demo over msgpack against `sh -c script`; returns (exit code, stdout, stderr).
@@ -475,7 +525,7 @@ fn after_greeting_write(bytes: &[u8], then: &str) -> String {
     format!("head -c {} >/dev/null; printf '{octal}'; {then}", greeting.len())
 }
 
-#[test]
+on_both_runtimes! {
 fn demo_over_msgpack_names_a_bad_frame_by_its_number() {
     let response = rust_ts_ipc::Envelope::new("response", "Hello from TypeScript!").to_frame().unwrap();
     let bytes = [response, vec![3, 0, 0, 0, 0x91, 0xa1, 0x78]].concat();
@@ -490,8 +540,9 @@ fn demo_over_msgpack_names_a_bad_frame_by_its_number() {
         "{stderr}"
     );
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn demo_over_msgpack_refuses_a_frame_over_max_frame_bytes_and_names_a_cut_one() {
     let response = rust_ts_ipc::Envelope::new("response", "Hello from TypeScript!").to_frame().unwrap();
     let body = response.len() - 4;
@@ -514,8 +565,9 @@ fn demo_over_msgpack_refuses_a_frame_over_max_frame_bytes_and_names_a_cut_one() 
         "{stderr}"
     );
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_child_that_refuses_to_start_is_reported_with_what_its_stderr_says() {
     let (code, stdout, stderr) =
         msgpack_demo_with_shell(&[], "echo 'child: unexpected argument `--encoding`' >&2; echo usage >&2; exit 2");
@@ -529,17 +581,18 @@ fn a_child_that_refuses_to_start_is_reported_with_what_its_stderr_says() {
         "{stderr}"
     );
 }
+}
 
+on_both_runtimes! {
 /// The reason is quoted even when it reaches the stderr pipe after the child has exited: the
 /// demo waits for stderr to close before reading its tail. (It read the tail as soon as the
 /// child had exited, racing the stderr reader thread: under load the quote was sometimes
 /// missing.) Here a grandchild that holds stderr only, not stdout, writes the reason late; it
 /// is in a session of its own, so that stopping the child's process group leaves it be.
-#[test]
 fn a_refusal_written_to_stderr_just_after_the_exit_is_still_quoted() {
     // The child exits only once the grandchild has left its process group (the marker file),
     // or the demo's sweep of that group could kill the grandchild before it writes.
-    let marker = std::env::temp_dir().join(format!("rust-ts-ipc-late-reason-{}", std::process::id()));
+    let marker = std::env::temp_dir().join(format!("rust-ts-ipc-late-reason-{}-{}", std::process::id(), support::runtime_name()));
     let _ = std::fs::remove_file(&marker);
     let marker = marker.display();
     let script = format!(
@@ -551,8 +604,9 @@ fn a_refusal_written_to_stderr_just_after_the_exit_is_still_quoted() {
     assert_eq!(stdout, "Rust: Sending initial message\n");
     assert!(stderr.ends_with("its stderr says: `child: late reason`\n"), "{stderr}");
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn demo_rejects_an_unknown_encoding_with_usage() {
     let out = run(&["demo", "--encoding", "cbor"], b"");
     assert_eq!(out.status.code(), Some(2));
@@ -561,4 +615,5 @@ fn demo_rejects_an_unknown_encoding_with_usage() {
         "{}",
         text(&out.stderr)
     );
+}
 }

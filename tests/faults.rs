@@ -7,6 +7,7 @@
 #![cfg(target_os = "linux")]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
@@ -42,7 +43,7 @@ fn assert_nothing_left(child: i32) {
     assert!(group_is_dead(child), "processes left in the child's group {child}");
 }
 
-#[test]
+on_both_runtimes! {
 fn ctrl_c_sigterm_and_sighup_stop_the_child_and_exit_128_plus_the_signal() {
     for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
         let demo = Running::demo_with_shell(&["--timeout-ms", "60000"], &serve_waiting());
@@ -63,7 +64,6 @@ fn ctrl_c_sigterm_and_sighup_stop_the_child_and_exit_128_plus_the_signal() {
 
 /// The same signals with a child that ignores both EOF and SIGTERM: the whole sequence runs,
 /// up to SIGKILL, before the demo exits.
-#[test]
 fn a_signal_escalates_to_sigkill_for_a_child_that_ignores_eof_and_sigterm() {
     let script = "trap '' TERM; echo $$ >&2; exec sleep 60";
     for (signal, code) in [(Signal::SIGINT, 130), (Signal::SIGTERM, 143), (Signal::SIGHUP, 129)] {
@@ -91,7 +91,6 @@ fn a_signal_escalates_to_sigkill_for_a_child_that_ignores_eof_and_sigterm() {
 
 /// After the goodbye the demo waits up to `--timeout-ms` for the child to exit; a first Ctrl-C
 /// cuts that wait to the grace period instead of being ignored until the timeout.
-#[test]
 fn a_first_ctrl_c_after_the_goodbye_stops_a_lingering_child_within_the_grace_period() {
     let script = r#"echo $$ >&2; read l; echo '{"msg_type":"response","data":"Hello from TypeScript!"}'
         for i in 1 2 3 4 5; do read l; echo "{\"msg_type\":\"ack\",\"data\":\"Acknowledged: Message $i from Rust\"}"; done
@@ -108,7 +107,6 @@ fn a_first_ctrl_c_after_the_goodbye_stops_a_lingering_child_within_the_grace_per
     assert_nothing_left(child);
 }
 
-#[test]
 fn shutdown_closes_stdin_then_sends_sigterm_then_sigkill() {
     let script = "trap 'echo got-TERM >&2' TERM; echo $$ >&2; while read l; do :; done; echo got-EOF >&2; \
                   while :; do sleep 0.05; done";
@@ -132,7 +130,6 @@ fn shutdown_closes_stdin_then_sends_sigterm_then_sigkill() {
     assert_nothing_left(child);
 }
 
-#[test]
 fn a_second_ctrl_c_skips_the_grace_periods() {
     // Ignores both EOF and SIGTERM: only SIGKILL ends it. Without the second Ctrl-C the demo
     // would wait 2 × 20 s.
@@ -152,7 +149,6 @@ fn a_second_ctrl_c_skips_the_grace_periods() {
     assert_nothing_left(child);
 }
 
-#[test]
 fn killing_the_demo_outright_leaves_no_orphan_because_the_child_exits_on_eof() {
     let mut children = vec![serve_waiting()];
     if let Some(script) = ts_child() {
@@ -168,7 +164,6 @@ fn killing_the_demo_outright_leaves_no_orphan_because_the_child_exits_on_eof() {
     }
 }
 
-#[test]
 fn child_killed_mid_conversation_is_reported_with_its_signal_and_what_was_pending() {
     let script = r#"read l; echo '{"msg_type":"response","data":"Hello from TypeScript!"}';
         read l; echo '{"msg_type":"ack","data":"Acknowledged: Message 1 from Rust"}';
@@ -188,7 +183,6 @@ fn child_killed_mid_conversation_is_reported_with_its_signal_and_what_was_pendin
     assert_nothing_left(child);
 }
 
-#[test]
 fn child_killed_mid_line_is_reported_with_the_cut_line() {
     let demo = Running::demo_with_shell(&[], r#"echo $$ >&2; read l; printf '{"msg_type":"resp'; kill -9 $$"#);
     let child = demo.child_pid();
@@ -205,7 +199,6 @@ fn child_killed_mid_line_is_reported_with_the_cut_line() {
     assert_nothing_left(child);
 }
 
-#[test]
 fn a_partial_line_then_a_clean_exit_is_an_early_end_not_a_message() {
     // Even a complete JSON object is not a message until its newline arrives.
     let reply = r#"{"msg_type":"response","data":"Hello from TypeScript!"}"#;
@@ -225,7 +218,6 @@ fn a_partial_line_then_a_clean_exit_is_an_early_end_not_a_message() {
     assert_nothing_left(child);
 }
 
-#[test]
 fn child_exiting_before_reading_the_greeting_is_an_early_end() {
     let demo = Running::demo_with_shell(&[], "echo $$ >&2; exit 0");
     let child = demo.child_pid();
@@ -242,7 +234,6 @@ fn child_exiting_before_reading_the_greeting_is_an_early_end() {
     assert_nothing_left(child);
 }
 
-#[test]
 fn child_that_closes_stdout_but_keeps_running_is_stopped() {
     let demo = Running::demo_with_shell(&["--grace-ms", "300"], "exec >&-; echo $$ >&2; exec sleep 60");
     let child = demo.child_pid();
@@ -259,7 +250,6 @@ fn child_that_closes_stdout_but_keeps_running_is_stopped() {
     assert_nothing_left(child);
 }
 
-#[test]
 fn child_that_exits_while_a_process_it_started_holds_its_stdout_is_noticed_and_swept() {
     let demo = Running::demo_with_shell(&["--timeout-ms", "60000"], "echo $$ >&2; sleep 60 & exit 0");
     let child = demo.child_pid();
@@ -278,15 +268,13 @@ fn child_that_exits_while_a_process_it_started_holds_its_stdout_is_noticed_and_s
     assert_nothing_left(child);
 }
 
-#[test]
 fn node_missing_from_path_is_named_even_without_a_built_app() {
-    let out = Command::new(BIN).args(["demo", "--", "node", "main.js"]).env("PATH", "/nonexistent").output().unwrap();
+    let out = support::demo_command().args(["--", "node", "main.js"]).env("PATH", "/nonexistent").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(3), "{stderr}");
     assert_eq!(stderr, "rust-ts-ipc: cannot start `node main.js`: `node` was not found on PATH\n");
 }
 
-#[test]
 fn bad_bytes_from_the_child_are_named_with_their_line() {
     // 100 000 levels of nesting, made by the child (too long for a command line).
     let deep = r"head -c 100000 /dev/zero | tr '\0' '['; head -c 100000 /dev/zero | tr '\0' ']'; echo";
@@ -314,7 +302,6 @@ fn bad_bytes_from_the_child_are_named_with_their_line() {
     }
 }
 
-#[test]
 fn a_stderr_flood_of_12_mib_is_forwarded_whole_without_stalling_the_conversation() {
     // 6 MiB in 1023-byte lines, then 6 MiB as one line without a newline, then the protocol.
     let script = format!(
@@ -329,7 +316,6 @@ fn a_stderr_flood_of_12_mib_is_forwarded_whole_without_stalling_the_conversation
     assert_eq!(forwarded.bytes().filter(|&b| b == b'E').count(), 6 * 1024 * 1024);
 }
 
-#[test]
 fn a_long_stderr_line_is_forwarded_as_it_arrives_not_buffered() {
     // 128 MiB on stderr without a newline: the demo passes it on in pieces.
     let script = "echo $$ >&2; head -c 134217728 /dev/zero >&2; echo >&2; echo stderr-done >&2; exec sleep 60";
@@ -347,7 +333,6 @@ fn a_long_stderr_line_is_forwarded_as_it_arrives_not_buffered() {
     assert_nothing_left(child);
 }
 
-#[test]
 fn a_gigabyte_line_without_newline_from_the_child_keeps_the_demo_small() {
     let script = "echo $$ >&2; read l; dd if=/dev/zero bs=1048576 count=1024 status=none; echo streamed >&2; \
                   exec sleep 60";
@@ -367,7 +352,6 @@ fn a_gigabyte_line_without_newline_from_the_child_keeps_the_demo_small() {
 /// Lines at the 16 MiB limit, valid (padded with spaces) and one that must be copied to be
 /// read (a JSON escape), then more of them than the demo reads: its memory stays within
 /// twice the limit plus 16 MiB however many such lines the child sends.
-#[test]
 fn a_child_flooding_16_mib_lines_keeps_the_demo_within_twice_the_line_limit() {
     const LIMIT: usize = 16 * 1024 * 1024;
     let padded = |line: String| {
@@ -384,7 +368,7 @@ fn a_child_flooding_16_mib_lines_keeps_the_demo_within_twice_the_line_limit() {
     let mut goodbye = format!("{head}{}\"}}", "x".repeat(LIMIT - head.len() - 2)).into_bytes();
     goodbye.push(b'\n');
     flood.extend(goodbye);
-    let dir = std::env::temp_dir().join(format!("rust-ts-ipc-{}-flood", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("rust-ts-ipc-{}-{}-flood", std::process::id(), support::runtime_name()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("lines.ndjson");
     std::fs::write(&file, &flood).unwrap();
@@ -414,7 +398,6 @@ fn a_child_flooding_16_mib_lines_keeps_the_demo_within_twice_the_line_limit() {
     assert_nothing_left(child);
 }
 
-#[test]
 fn a_child_flooding_stdout_after_a_fault_meets_a_closed_pipe_not_our_memory() {
     // After the garbage line the demo stops reading: `yes` must die of SIGPIPE (exit 141)
     // while the demo waits out the child's grace period, and the demo must stay small.
@@ -433,6 +416,7 @@ fn a_child_flooding_stdout_after_a_fault_meets_a_closed_pipe_not_our_memory() {
         done.stderr
     );
     assert_nothing_left(child);
+}
 }
 
 /// `serve` (or the Node child) with piped stdin; returns its replies, line by line, as they come.
@@ -534,17 +518,17 @@ fn hostile_json_gets_a_clean_error_reply_and_the_next_line_is_answered() {
     }
 }
 
+on_both_runtimes! {
 /// A signal a moment after the demo starts, while it is starting its child: either the demo
 /// dies before there is a child (the signal's default action), or it stops the child the one
 /// defined way. Never a child left behind.
-#[test]
 fn a_signal_right_at_the_start_never_leaves_the_child_behind() {
     // Ignores EOF (does not read stdin): only a signal to its group stops it. The odd
     // duration names this test's children in /proc.
-    let marker = "31.4159";
+    let marker = if support::runtime_name() == "tokio" { "31.41592" } else { "31.4159" };
     for i in 0..40u64 {
-        let mut demo = Command::new(BIN)
-            .args(["demo", "--grace-ms", "100", "--", "sleep", marker])
+        let mut demo = support::demo_command()
+            .args(["--grace-ms", "100", "--", "sleep", marker])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -571,11 +555,10 @@ fn a_signal_right_at_the_start_never_leaves_the_child_behind() {
 
 /// A signal while the demo finishes (here: waiting for the child's stderr, which a
 /// grandchild outside its group holds open) still means "stopped by a signal".
-#[test]
 fn a_signal_while_the_demo_finishes_is_not_swallowed() {
     let script = format!("setsid sleep 2 & exec {BIN} serve");
-    let mut demo = Command::new(BIN)
-        .args(["demo", "--grace-ms", "300", "--", "sh", "-c", &script])
+    let mut demo = support::demo_command()
+        .args(["--grace-ms", "300", "--", "sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -600,4 +583,5 @@ fn a_signal_while_the_demo_finishes_is_not_swallowed() {
         )),
         "{stderr}"
     );
+}
 }

@@ -10,6 +10,7 @@
 //! `--echo-child` turns this binary into the echo child of the floor.
 
 mod cost;
+mod host;
 mod pipe;
 mod stats;
 mod stream;
@@ -33,7 +34,14 @@ const PATHS: &[(&str, &str, &str)] = &[
     ("cost.rust-serde", "cost", "Rust typed serde round trip"),
     ("stream.rust-node", "stream", "stream Rust → Node: Peer(msgpack).send(\"bytes\", 1 MiB) to serveStdio"),
     ("floor.stream-rust-cat", "stream", "floor: stream Rust ↔ cat (the same frames, raw echo)"),
+    ("host.thread-node", "host", "host: thread Peer → Node child"),
+    ("host.tokio-node", "host", "host: tokio Peer → Node child"),
+    ("host.thread-node-x8", "host", "host: thread Peer → 8 Node children at once (total)"),
+    ("host.tokio-node-x8", "host", "host: tokio Peer → 8 Node children at once (total)"),
 ];
+/// The host paths' windows (requests in flight per child) and payload.
+const HOST_WINDOWS: &[usize] = &[1, 256];
+const HOST_PAYLOAD: usize = 64;
 
 const PAYLOADS: &[usize] = &[64, 1024, 64 * 1024, 1024 * 1024];
 const WINDOWS: &[usize] = &[1, 16, 256];
@@ -170,7 +178,17 @@ fn run(o: &Options) -> ExitCode {
         } else {
             ran_other = true;
         }
-        let result = if let Some(kind) = id.strip_prefix("cost.") {
+        let result = if scenario == "host" {
+            if !have_ts_child {
+                let why = format!("{} is not built (npm run build -w ts-app)", o.ts_child);
+                println!("{:<9}{id:<22}skipped: {why}", o.pass);
+                if o.bench {
+                    errors.push(json!({"pass": o.pass, "path": id, "error": why}));
+                }
+                continue;
+            }
+            run_host(o, (id, scenario, label), &mut records)
+        } else if let Some(kind) = id.strip_prefix("cost.") {
             run_cost(o, kind, id, scenario, label, payloads, &mut records)
         } else if scenario == "stream" {
             if id == "stream.rust-node" && !have_ts_child {
@@ -341,6 +359,68 @@ fn run_pipe(
             "label": format!("{label}: child peak RSS"), "driver": "rust", "side": "child", "kib": kib}));
     }
     Ok(())
+}
+
+/// One host path (see `host.rs`): window 1 and 256 at 64 B, msgs/s over all its children.
+fn run_host(o: &Options, (id, scenario, label): (&str, &str, &str), records: &mut Vec<Value>) -> Result<(), String> {
+    let which = if id.starts_with("host.tokio") { host::Host::Tokio } else { host::Host::Thread };
+    let count = if id.ends_with("-x8") { host::CHILDREN_X8 } else { 1 };
+    let children = host::Children::spawn(which, &o.node, &o.ts_child, count)?;
+    let small = payload(HOST_PAYLOAD);
+    // A fresh Node child is still compiling its hot code (see `run_pipe`).
+    children.run(&small, 1, CHILD_WARMUP_MESSAGES / 2).map_err(|e| format!("warm-up: {e}"))?;
+    children.run(&small, 16, CHILD_WARMUP_MESSAGES / 2).map_err(|e| format!("warm-up: {e}"))?;
+    let windows: &[usize] = if o.bench { HOST_WINDOWS } else { &[1, 16] };
+    for &window in windows {
+        let b = o.budget;
+        // Calibrate: double the per-child count until `warm` has passed.
+        let mut per_child = (2 * window).max(8);
+        let (mut warm_msgs, mut warm_ns) = (0usize, 0.0f64);
+        #[allow(clippy::cast_precision_loss)]
+        let warm_budget = b.warm.as_nanos() as f64;
+        let per_msg = loop {
+            let r = children.run(&small, window, per_child).map_err(|e| format!("w={window}: {e}"))?;
+            warm_msgs += per_child * count;
+            warm_ns += r.elapsed_ns;
+            #[allow(clippy::cast_precision_loss)]
+            let per_msg = (r.elapsed_ns / (per_child * count) as f64).max(1.0);
+            if warm_ns >= warm_budget || per_child * count >= b.max_n {
+                break per_msg;
+            }
+            per_child = (per_child * 2).min(b.max_n);
+        };
+        let lo = b.min_n.max(2 * window);
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let n = ((b.measure.as_nanos() as f64 / per_msg) as usize).clamp(lo, b.max_n.max(lo));
+        let per_child = n.div_ceil(count).max(lo);
+        let mut r = children.run(&small, window, per_child).map_err(|e| format!("w={window}: {e}"))?;
+        let total = per_child * count;
+        let key = Key { pass: &o.pass, scenario, path: id, label, payload: HOST_PAYLOAD, window };
+        let summary = summarize(&mut r.latencies).ok_or("no samples")?;
+        let note = match (which, count) {
+            (host::Host::Thread, 1) => "one caller thread".to_owned(),
+            (host::Host::Thread, n) => format!("{n} children, one caller thread each; window per child"),
+            (host::Host::Tokio, 1) => "one task on a multi-thread runtime (a worker per CPU)".to_owned(),
+            (host::Host::Tokio, n) => {
+                format!("{n} children, one task each on a multi-thread runtime (a worker per CPU); window per child")
+            }
+        };
+        let mut rec = timing_record("roundtrip", &key, summary, warm_msgs, 1, r.elapsed_ns, total, &note);
+        // The host's own CPU per message (its threads or tasks, not the Node children's).
+        if let Some(cpu) = r.cpu_ns {
+            #[allow(clippy::cast_precision_loss)]
+            let per_msg = cpu / total as f64;
+            rec["parent_cpu_ns_per_msg"] = json!(per_msg.round());
+        }
+        let mps = rec["throughput"]["msgs_per_s"].as_f64().unwrap_or(0.0);
+        println!(
+            "{}  host CPU {:.0} ns/msg",
+            progress_line(&key, &summary, 1, mps),
+            rec["parent_cpu_ns_per_msg"].as_f64().unwrap_or(f64::NAN)
+        );
+        records.push(rec);
+    }
+    children.close()
 }
 
 /// One stream path: its record, and the peak RSS of both sides.

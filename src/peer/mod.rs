@@ -28,6 +28,9 @@ mod error;
 mod restart;
 mod writer;
 
+#[cfg(feature = "tokio")]
+pub(crate) use writer::take_batch;
+
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -58,23 +61,23 @@ use crate::{
 /// After the child exits, how long the peer waits for the rest of its stdout (replies it
 /// wrote just before exiting) and stderr before failing what is still pending: within the
 /// 100 ms the issue allows from the exit being seen.
-const EXIT_SETTLE: Duration = Duration::from_millis(80);
+pub(crate) const EXIT_SETTLE: Duration = Duration::from_millis(80);
 /// After the child's stdout closes, how long the peer waits for it to exit (to say how)
 /// before failing what is still pending.
-const EOF_SETTLE: Duration = Duration::from_millis(500);
+pub(crate) const EOF_SETTLE: Duration = Duration::from_millis(500);
 /// How many abandoned (timed-out or dropped) request ids are remembered, so that their late
 /// replies are dropped and counted; beyond that the oldest are forgotten, and a late reply to
 /// one of them is delivered as an unsolicited message instead.
 const ABANDONED_MEMORY: usize = 65_536;
 /// What an `error` envelope adds to its text when encoded (`{"msg_type":"error","data":""}` and
 /// the newline), for the unsolicited queue's byte count.
-const ERROR_ENVELOPE_BYTES: usize = 32;
+pub(crate) const ERROR_ENVELOPE_BYTES: usize = 32;
 /// [`PeerOptions::max_unsent_bytes`] by default.
 const DEFAULT_MAX_UNSENT_BYTES: usize = 16 << 20;
 /// [`PeerOptions::max_unsolicited_bytes`] by default.
 const DEFAULT_MAX_UNSOLICITED_BYTES: usize = 32 << 20;
 /// While a call waits for room, how often it expires requests past their deadline.
-const SWEEP: Duration = Duration::from_millis(50);
+pub(crate) const SWEEP: Duration = Duration::from_millis(50);
 
 /// Where the child's stderr goes. The last 4 KiB are kept in any case, for
 /// [`ErrorCode::PeerExited`] errors.
@@ -220,45 +223,79 @@ pub struct PeerStats {
     pub spin_hits: u64,
 }
 
+/// The counters behind [`PeerStats`], shared by both peers (thread and tokio).
 #[derive(Default)]
-struct Counters {
-    requests: AtomicU64,
-    notifications: AtomicU64,
-    replies: AtomicU64,
-    timeouts: AtomicU64,
-    late_replies_dropped: AtomicU64,
-    unsolicited: AtomicU64,
-    unsolicited_dropped: AtomicU64,
-    lines_too_long: AtomicU64,
-    peak_in_flight: AtomicU64,
-    spins: AtomicU64,
-    spin_hits: AtomicU64,
+pub(crate) struct Counters {
+    pub(crate) requests: AtomicU64,
+    pub(crate) notifications: AtomicU64,
+    pub(crate) replies: AtomicU64,
+    pub(crate) timeouts: AtomicU64,
+    pub(crate) late_replies_dropped: AtomicU64,
+    pub(crate) unsolicited: AtomicU64,
+    pub(crate) unsolicited_dropped: AtomicU64,
+    pub(crate) lines_too_long: AtomicU64,
+    pub(crate) peak_in_flight: AtomicU64,
+    pub(crate) spins: AtomicU64,
+    pub(crate) spin_hits: AtomicU64,
 }
 
-fn bump(counter: &AtomicU64) {
+impl Counters {
+    /// What the counters say now.
+    pub(crate) fn snapshot(&self) -> PeerStats {
+        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        PeerStats {
+            requests: get(&self.requests),
+            notifications: get(&self.notifications),
+            replies: get(&self.replies),
+            timeouts: get(&self.timeouts),
+            late_replies_dropped: get(&self.late_replies_dropped),
+            unsolicited: get(&self.unsolicited),
+            unsolicited_dropped: get(&self.unsolicited_dropped),
+            lines_too_long: get(&self.lines_too_long),
+            peak_in_flight: get(&self.peak_in_flight),
+            spins: get(&self.spins),
+            spin_hits: get(&self.spin_hits),
+        }
+    }
+}
+
+pub(crate) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-type Outcome = Result<Envelope, PeerError>;
+pub(crate) type Outcome = Result<Envelope, PeerError>;
 
-/// A request awaiting its reply.
-struct Waiting {
-    reply: SyncSender<Outcome>,
-    deadline: Instant,
-    msg_type: String,
-    timeout: Duration,
-    /// The writer has taken its line (written, or being written): a reply may come. Until
-    /// then its line is in the write queue, and leaves it if the request is given up.
-    sent: bool,
+/// Where a request's outcome goes: a channel of the thread peer or of the tokio peer. The
+/// pending map ([`State`]) is the same plain data for both; only this differs.
+pub(crate) trait Reply {
+    /// Hands the outcome over; a receiver that is gone (a handle dropped unawaited) is fine.
+    fn deliver(self, outcome: Outcome);
 }
 
-impl Waiting {
+impl Reply for SyncSender<Outcome> {
+    fn deliver(self, outcome: Outcome) {
+        let _ = self.try_send(outcome);
+    }
+}
+
+/// A request awaiting its reply. `D` is the peer's clock (std's or tokio's `Instant`).
+pub(crate) struct Waiting<R = SyncSender<Outcome>, D = Instant> {
+    pub(crate) reply: R,
+    pub(crate) deadline: D,
+    pub(crate) msg_type: String,
+    pub(crate) timeout: Duration,
+    /// The writer has taken its line (written, or being written): a reply may come. Until
+    /// then its line is in the write queue, and leaves it if the request is given up.
+    pub(crate) sent: bool,
+}
+
+impl<R, D> Waiting<R, D> {
     fn timed_out(&self, id: u64) -> PeerError {
         timeout_error(&self.msg_type, id, self.timeout, self.sent)
     }
 }
 
-fn timeout_error(msg_type: &str, id: u64, timeout: Duration, sent: bool) -> PeerError {
+pub(crate) fn timeout_error(msg_type: &str, id: u64, timeout: Duration, sent: bool) -> PeerError {
     let ms = timeout.as_millis();
     let message = if sent {
         format!(
@@ -275,50 +312,85 @@ fn timeout_error(msg_type: &str, id: u64, timeout: Duration, sent: bool) -> Peer
 }
 
 /// An encoded line in the write queue, with its request's id (`None`: a notification).
-struct Line {
-    bytes: Vec<u8>,
-    id: Option<u64>,
+pub(crate) struct Line {
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) id: Option<u64>,
 }
 
 /// The pending-request map and how the conversation stands: the one place that owns them.
-#[derive(Default)]
-struct State {
-    next_id: u64,
-    pending: HashMap<u64, Waiting>,
+/// Plain data (no channel, thread or clock of its own), so the tokio peer keeps the same
+/// books: `R` is where outcomes go, `D` the clock's `Instant`.
+pub(crate) struct State<R = SyncSender<Outcome>, D = Instant> {
+    pub(crate) next_id: u64,
+    pub(crate) pending: HashMap<u64, Waiting<R, D>>,
     /// Ids of requests abandoned unanswered (timed out, dropped, closed): their late replies
     /// are dropped and counted. Bounded by [`ABANDONED_MEMORY`], oldest forgotten first.
-    abandoned: BTreeSet<u64>,
+    pub(crate) abandoned: BTreeSet<u64>,
     /// `close` was called.
-    closed: bool,
+    pub(crate) closed: bool,
     /// The child can no longer answer: every pending and later request fails with this.
-    ended: Option<PeerError>,
+    pub(crate) ended: Option<PeerError>,
     /// The child's exit, once seen (it stays unreaped until `close`).
-    exit: Option<Option<ExitStatus>>,
+    pub(crate) exit: Option<Option<ExitStatus>>,
     /// The CPU time the child had used when its exit was seen, if the OS said.
-    exit_cpu_time: Option<std::time::Duration>,
-    stdout_closed: bool,
-    stderr_closed: bool,
+    pub(crate) exit_cpu_time: Option<std::time::Duration>,
+    pub(crate) stdout_closed: bool,
+    pub(crate) stderr_closed: bool,
     /// The write queue: lines waiting for the writer thread, in call order.
-    outbox: VecDeque<Line>,
+    pub(crate) outbox: VecDeque<Line>,
     /// Bytes of the lines in `outbox`.
-    outbox_bytes: usize,
+    pub(crate) outbox_bytes: usize,
     /// Bytes of the lines the writer has taken and not finished writing.
-    writing_bytes: usize,
+    pub(crate) writing_bytes: usize,
     /// Calls waiting for their turn to queue a line, first first: queued in call order, so a
     /// long line waiting for room is not overtaken by shorter ones forever.
-    turns: VecDeque<u64>,
-    next_turn: u64,
+    pub(crate) turns: VecDeque<u64>,
+    pub(crate) next_turn: u64,
     /// The writer is done and has closed the child's stdin.
-    stdin_closed: bool,
+    pub(crate) stdin_closed: bool,
     /// A write failed while the child was not seen to end: later calls fail with this.
-    broken: Option<PeerError>,
+    pub(crate) broken: Option<PeerError>,
     /// When the pending map last went from empty to not empty: the hang watchdog's clock
     /// starts there or at the last read from the child, whichever is later.
-    busy_since: Option<Instant>,
+    pub(crate) busy_since: Option<D>,
 }
 
-impl State {
-    fn abandon(&mut self, id: u64) {
+impl<R, D> Default for State<R, D> {
+    fn default() -> Self {
+        State {
+            next_id: 1,
+            pending: HashMap::new(),
+            abandoned: BTreeSet::new(),
+            closed: false,
+            ended: None,
+            exit: None,
+            stdout_closed: false,
+            stderr_closed: false,
+            outbox: VecDeque::new(),
+            outbox_bytes: 0,
+            writing_bytes: 0,
+            turns: VecDeque::new(),
+            next_turn: 0,
+            stdin_closed: false,
+            broken: None,
+            busy_since: None,
+            exit_cpu_time: None,
+        }
+    }
+}
+
+/// Where a message from the child goes, as the pending map decides ([`State::route`]).
+pub(crate) enum Routed<R> {
+    /// It answers a pending request: deliver the outcome to it.
+    Reply(R, Outcome),
+    /// It answers a request given up (timed out, dropped): dropped, counted.
+    Late,
+    /// It answers nothing pending: to the unsolicited queue.
+    Unsolicited(Envelope),
+}
+
+impl<R: Reply, D: Copy + Ord> State<R, D> {
+    pub(crate) fn abandon(&mut self, id: u64) {
         self.abandoned.insert(id);
         if self.abandoned.len() > ABANDONED_MEMORY {
             self.abandoned.pop_first();
@@ -327,7 +399,7 @@ impl State {
 
     /// Request `id` left the pending map unanswered. If its line went out, a reply may still
     /// come: it will be dropped and counted. If not, its line leaves the queue, never sent.
-    fn forget(&mut self, id: u64, sent: bool) {
+    pub(crate) fn forget(&mut self, id: u64, sent: bool) {
         if sent {
             return self.abandon(id);
         }
@@ -339,11 +411,12 @@ impl State {
     }
 
     /// Fails every request past its deadline.
-    fn expire(&mut self, now: Instant, counters: &Counters) {
+    pub(crate) fn expire(&mut self, now: D, counters: &Counters) {
         let overdue: Vec<u64> = self.pending.iter().filter(|(_, w)| w.deadline <= now).map(|(&id, _)| id).collect();
         for id in overdue {
             if let Some(w) = self.pending.remove(&id) {
-                let _ = w.reply.try_send(Err(w.timed_out(id)));
+                let error = w.timed_out(id);
+                w.reply.deliver(Err(error));
                 bump(&counters.timeouts);
                 self.forget(id, w.sent);
             }
@@ -352,10 +425,11 @@ impl State {
 
     /// Fails every pending request with `error`; their lines not yet taken by the writer
     /// leave the queue (notifications stay).
-    fn fail_all(&mut self, error: &PeerError) {
+    pub(crate) fn fail_all(&mut self, error: &PeerError) {
         for (id, w) in std::mem::take(&mut self.pending) {
-            let _ = w.reply.try_send(Err(error.clone()));
-            if w.sent {
+            let sent = w.sent;
+            w.reply.deliver(Err(error.clone()));
+            if sent {
                 self.abandon(id);
             }
         }
@@ -364,7 +438,7 @@ impl State {
     }
 
     /// Empties the write queue: nothing more will be written.
-    fn drop_outbox(&mut self) {
+    pub(crate) fn drop_outbox(&mut self) {
         self.outbox.clear();
         self.outbox_bytes = 0;
     }
@@ -383,8 +457,69 @@ impl State {
     }
 
     /// Bytes queued or being written.
-    fn unsent_bytes(&self) -> usize {
+    pub(crate) fn unsent_bytes(&self) -> usize {
         self.outbox_bytes + self.writing_bytes
+    }
+
+    /// Takes the next request id, or fails once they are used up.
+    pub(crate) fn next_request_id(&mut self) -> Result<u64, PeerError> {
+        let id = self.next_id;
+        if id > MAX_SAFE_ID {
+            return Err(PeerError::new(
+                ErrorCode::InvalidArgument,
+                "this peer has used up its request ids (2^53 - 1); start a new Peer",
+            ));
+        }
+        self.next_id += 1;
+        Ok(id)
+    }
+
+    /// Where `message` (with id `id`) goes: to the request it answers (which leaves the
+    /// pending map), dropped as a late reply, or to the unsolicited queue.
+    pub(crate) fn route(&mut self, id: u64, message: Envelope, counters: &Counters) -> Routed<R> {
+        if let Some(waiting) = self.pending.remove(&id) {
+            if !waiting.sent {
+                // Answered before it was written (a child guessing ids): it is not written now.
+                self.forget(id, false);
+            }
+            bump(&counters.replies);
+            let outcome = if message.msg_type == "error" { Err(PeerError::error_reply(message)) } else { Ok(message) };
+            Routed::Reply(waiting.reply, outcome)
+        } else if self.abandoned.remove(&id) {
+            bump(&counters.late_replies_dropped);
+            Routed::Late
+        } else {
+            Routed::Unsolicited(message)
+        }
+    }
+
+    /// The child can answer no more: fails what is pending, and everything sent from now on,
+    /// with `error`. False if it had ended already.
+    pub(crate) fn end(&mut self, error: PeerError) -> bool {
+        if self.ended.is_some() {
+            return false;
+        }
+        self.fail_all(&error);
+        self.drop_outbox();
+        self.ended = Some(error);
+        true
+    }
+
+    /// A write failed and the child was not seen to end: every request whose line could not
+    /// be written (`batch`, then the queue) fails with `error`, as will later calls.
+    pub(crate) fn break_off(&mut self, error: PeerError, batch: &[Line]) {
+        let unwritten: Vec<u64> = batch.iter().chain(self.outbox.iter()).filter_map(|line| line.id).collect();
+        for id in unwritten {
+            if let Some(waiting) = self.pending.remove(&id) {
+                let sent = waiting.sent;
+                waiting.reply.deliver(Err(error.clone()));
+                // Part of its line may have gone: a reply to it is dropped, not delivered.
+                if sent {
+                    self.abandon(id);
+                }
+            }
+        }
+        self.broken = Some(error);
     }
 }
 
@@ -414,21 +549,88 @@ struct Shared {
     keeper: OnceLock<Weak<Keeper>>,
 }
 
-/// The options the threads need after spawning.
+/// The options the threads (or tasks) need after spawning.
 #[derive(Clone, Copy)]
-struct Limits {
-    encoding: Encoding,
-    timeout: Duration,
-    max_in_flight: usize,
-    max_unsent_bytes: usize,
-    max_line_bytes: usize,
-    max_frame_bytes: usize,
-    grace: Duration,
-    max_unsolicited_bytes: usize,
+pub(crate) struct Limits {
+    pub(crate) encoding: Encoding,
+    pub(crate) timeout: Duration,
+    pub(crate) max_in_flight: usize,
+    pub(crate) max_unsent_bytes: usize,
+    pub(crate) max_line_bytes: usize,
+    pub(crate) max_frame_bytes: usize,
+    pub(crate) grace: Duration,
+    pub(crate) max_unsolicited_bytes: usize,
     /// The child's resource limits, to name the one that killed it.
-    child_limits: ChildLimits,
+    pub(crate) child_limits: ChildLimits,
     /// [`PeerOptions::restart`] is on: errors say that the next request starts a fresh child.
-    restarting: bool,
+    pub(crate) restarting: bool,
+}
+
+impl Limits {
+    /// `options`' limits, once checked.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for a limit of zero, naming it.
+    pub(crate) fn of(options: &PeerOptions) -> Result<Limits, PeerError> {
+        for (name, value) in [
+            ("max_in_flight", options.max_in_flight),
+            ("max_unsent_bytes", options.max_unsent_bytes),
+            ("max_line_bytes", options.max_line_bytes),
+            ("max_frame_bytes", options.max_frame_bytes),
+            ("max_unsolicited", options.max_unsolicited),
+            ("max_unsolicited_bytes", options.max_unsolicited_bytes),
+        ] {
+            if value == 0 {
+                return Err(PeerError::new(
+                    ErrorCode::InvalidArgument,
+                    format!("PeerOptions::{name} must be at least 1 (got 0)"),
+                ));
+            }
+        }
+        Ok(Limits {
+            encoding: options.encoding,
+            timeout: options.timeout,
+            max_in_flight: options.max_in_flight,
+            max_unsent_bytes: options.max_unsent_bytes,
+            max_line_bytes: options.max_line_bytes,
+            max_frame_bytes: options.max_frame_bytes,
+            grace: options.grace,
+            max_unsolicited_bytes: options.max_unsolicited_bytes,
+            restarting: options.restart.is_some(),
+            child_limits: options.sandbox.limits,
+        })
+    }
+
+    /// Why a call's line was not queued by its deadline: no slot among `max_in_flight`, no
+    /// room in the write queue (`unsent` bytes waiting), or calls before it still waiting.
+    pub(crate) fn not_sent(
+        &self,
+        msg_type: &str,
+        timeout: Duration,
+        slot: bool,
+        room: bool,
+        unsent: usize,
+    ) -> PeerError {
+        let ms = timeout.as_millis();
+        let why = if !slot {
+            format!(
+                "{} requests were still awaiting replies after {ms} ms (PeerOptions::max_in_flight); is the child \
+                 answering?",
+                self.max_in_flight
+            )
+        } else if !room {
+            format!(
+                "{unsent} bytes were still waiting to be written to the child's stdin after {ms} ms \
+                 (PeerOptions::max_unsent_bytes); is the child reading its stdin?"
+            )
+        } else {
+            format!(
+                "calls made before it were still waiting to be queued after {ms} ms; is the child reading its stdin \
+                 and answering?"
+            )
+        };
+        PeerError::new(ErrorCode::Timeout, format!("`{msg_type}` was not sent: {why}"))
+    }
 }
 
 impl Shared {
@@ -502,100 +704,32 @@ impl Shared {
         }
     }
 
-    /// One line (or over-long line) from the child's stdout ([`Encoding::Json`]).
-    fn dispatch_line(&self, frame: Frame<'_>, unsolicited: &Outbound) {
-        // What a message costs the unsolicited queue: the line as the child sent it, or for a
-        // line that is not protocol, the error text that stands for it.
-        let (number, size, result) = match frame {
-            Frame::Line { number, bytes } => {
-                let result = match std::str::from_utf8(bytes) {
-                    Ok(text) => decode_envelope(text).map_err(|e| (e.error, e.id)),
-                    Err(e) => Err((ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None)),
-                };
-                (number, bytes.len(), result)
-            }
-            Frame::TooLong { number, length } => {
-                bump(&self.counters.lines_too_long);
-                let error = ProtocolError::LineTooLong { length, limit: self.options.max_line_bytes };
-                (number, 0, Err((error, None)))
-            }
-        };
-        self.dispatch(number, size, result, unsolicited);
-    }
-
-    /// One frame (or over-long or cut frame) from the child's stdout ([`Encoding::Msgpack`]).
-    fn dispatch_packet(&self, packet: Packet<'_>, unsolicited: &Outbound) {
-        let (number, size, result) = match packet {
-            Packet::Frame { number, bytes } => {
-                let result = decode_msgpack_envelope(bytes).map_err(|e| (e.error, e.id));
-                (number, bytes.len() + crate::FRAME_HEADER_BYTES, result)
-            }
-            Packet::TooLong { number, length } => {
-                bump(&self.counters.lines_too_long);
-                let error = ProtocolError::FrameTooLong { length, limit: self.options.max_frame_bytes };
-                (number, 0, Err((error, None)))
-            }
-            Packet::Cut { number, received, length } => {
-                (number, 0, Err((ProtocolError::FrameCut { received, length }, None)))
-            }
-        };
-        self.dispatch(number, size, result, unsolicited);
-    }
-
-    /// One message from the child, or why line or frame `number` is not one, to its request or
-    /// to the unsolicited queue (`size`: what it costs that queue).
-    fn dispatch(
-        &self,
-        number: u64,
-        size: usize,
-        result: Result<Envelope, (ProtocolError, Option<u64>)>,
-        unsolicited: &Outbound,
-    ) {
-        let (message, size) = match result {
-            Ok(message) => (message, size),
-            Err((error, id)) => {
-                // Routed like any message, as the Node peer does: with the id of a pending
-                // request it answers that request (an `error` reply); otherwise unsolicited.
-                let text = numbered(self.options.encoding, number, error);
-                let size = text.len() + ERROR_ENVELOPE_BYTES;
-                (Envelope { msg_type: "error".to_owned(), data: Data::from(text), id }, size)
-            }
-        };
+    /// One message from the child (or an `error` standing for a line or frame that is not
+    /// one), to its request or to the unsolicited queue (`size`: what it costs that queue).
+    fn dispatch(&self, message: Envelope, size: usize, unsolicited: &Outbound) {
         let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message, size) };
-        let mut state = self.lock();
-        if let Some(waiting) = state.pending.remove(&id) {
-            if !waiting.sent {
-                // Answered before it was written (a child guessing ids): it is not written now.
-                state.forget(id, false);
+        let routed = self.lock().route(id, message, &self.counters);
+        match routed {
+            Routed::Reply(reply, outcome) => {
+                self.changed.notify_all();
+                // The request's handle may be gone (dropped unawaited): nothing to deliver to.
+                reply.deliver(outcome);
             }
-            drop(state);
-            self.changed.notify_all();
-            bump(&self.counters.replies);
-            let outcome = if message.msg_type == "error" { Err(PeerError::error_reply(message)) } else { Ok(message) };
-            // The request's handle may be gone (dropped unawaited): nothing to deliver to.
-            let _ = waiting.reply.try_send(outcome);
-        } else if state.abandoned.remove(&id) {
-            drop(state);
-            bump(&self.counters.late_replies_dropped);
-        } else {
-            drop(state);
-            self.deliver_unsolicited(unsolicited, message, size);
+            Routed::Late => {}
+            Routed::Unsolicited(message) => self.deliver_unsolicited(unsolicited, message, size),
         }
     }
 
     /// The child can answer no more: fail what is pending, and everything sent from now on.
     fn end_exited(&self) {
         let mut state = self.lock();
-        if state.ended.is_some() {
-            return;
-        }
         let status = state.exit.flatten();
         let tail = self.tail.text();
         let limit = self.options.child_limits.explain(status, state.exit_cpu_time, &tail);
         let error = PeerError::exited(&self.command, status, tail, limit, self.options.restarting);
-        state.fail_all(&error);
-        state.drop_outbox();
-        state.ended = Some(error.clone());
+        if !state.end(error.clone()) {
+            return;
+        }
         let closed = state.closed;
         drop(state);
         self.changed.notify_all();
@@ -684,25 +818,7 @@ impl Shared {
                     if waiting.is_some() {
                         bump(&self.counters.timeouts);
                     }
-                    let ms = timeout.as_millis();
-                    let why = if !slot {
-                        format!(
-                            "{} requests were still awaiting replies after {ms} ms (PeerOptions::max_in_flight); is \
-                             the child answering?",
-                            self.options.max_in_flight
-                        )
-                    } else if !room {
-                        format!(
-                            "{unsent} bytes were still waiting to be written to the child's stdin after {ms} ms \
-                             (PeerOptions::max_unsent_bytes); is the child reading its stdin?"
-                        )
-                    } else {
-                        format!(
-                            "calls made before it were still waiting to be queued after {ms} ms; is the child \
-                             reading its stdin and answering?"
-                        )
-                    };
-                    Err(PeerError::new(ErrorCode::Timeout, format!("`{msg_type}` was not sent: {why}")))
+                    Err(self.options.not_sent(msg_type, timeout, slot, room, unsent))
                 };
                 drop(state);
                 // The next turn may go now.
@@ -890,21 +1006,7 @@ impl Peer {
         options: PeerOptions,
         make: Option<Box<dyn FnMut() -> Command + Send>>,
     ) -> Result<Peer, PeerError> {
-        for (name, value) in [
-            ("max_in_flight", options.max_in_flight),
-            ("max_unsent_bytes", options.max_unsent_bytes),
-            ("max_line_bytes", options.max_line_bytes),
-            ("max_frame_bytes", options.max_frame_bytes),
-            ("max_unsolicited", options.max_unsolicited),
-            ("max_unsolicited_bytes", options.max_unsolicited_bytes),
-        ] {
-            if value == 0 {
-                return Err(PeerError::new(
-                    ErrorCode::InvalidArgument,
-                    format!("PeerOptions::{name} must be at least 1 (got 0)"),
-                ));
-            }
-        }
+        let limits = Limits::of(&options)?;
         if let Some(policy) = &options.restart {
             policy
                 .check()
@@ -916,18 +1018,6 @@ impl Peer {
                 "PeerOptions::hang must be more than 0 (got 0 ms); use None to never declare the child hung",
             ));
         }
-        let limits = Limits {
-            encoding: options.encoding,
-            timeout: options.timeout,
-            max_in_flight: options.max_in_flight,
-            max_unsent_bytes: options.max_unsent_bytes,
-            max_line_bytes: options.max_line_bytes,
-            max_frame_bytes: options.max_frame_bytes,
-            grace: options.grace,
-            max_unsolicited_bytes: options.max_unsolicited_bytes,
-            restarting: options.restart.is_some(),
-            child_limits: options.sandbox.limits,
-        };
         let counters = Arc::new(Counters::default());
         let (sender, receiver) = mpsc::sync_channel(options.max_unsolicited);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -1024,14 +1114,7 @@ impl Peer {
         let (id, turn) = {
             let mut state = shared.lock();
             refuse_if_over(&state, msg_type)?;
-            let id = state.next_id;
-            if id > MAX_SAFE_ID {
-                return Err(PeerError::new(
-                    ErrorCode::InvalidArgument,
-                    "this peer has used up its request ids (2^53 - 1); start a new Peer",
-                ));
-            }
-            state.next_id += 1;
+            let id = state.next_request_id()?;
             (id, state.take_turn())
         };
         let envelope = Envelope { msg_type: msg_type.to_owned(), data, id: Some(id) };
@@ -1091,21 +1174,7 @@ impl Peer {
 
     /// What the peer has done so far, including what it dropped.
     pub fn stats(&self) -> PeerStats {
-        let c = &self.counters;
-        let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
-        PeerStats {
-            requests: get(&c.requests),
-            notifications: get(&c.notifications),
-            replies: get(&c.replies),
-            timeouts: get(&c.timeouts),
-            late_replies_dropped: get(&c.late_replies_dropped),
-            unsolicited: get(&c.unsolicited),
-            unsolicited_dropped: get(&c.unsolicited_dropped),
-            lines_too_long: get(&c.lines_too_long),
-            peak_in_flight: get(&c.peak_in_flight),
-            spins: get(&c.spins),
-            spin_hits: get(&c.spin_hits),
-        }
+        self.counters.snapshot()
     }
 
     /// Stops the child and returns how it ended: fails pending requests with
@@ -1222,7 +1291,7 @@ fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound
 
 /// Fails a call once the peer is closed, the child can no longer answer, or nothing more
 /// can be written to it.
-fn refuse_if_over(state: &State, msg_type: &str) -> Result<(), PeerError> {
+pub(crate) fn refuse_if_over<R, D>(state: &State<R, D>, msg_type: &str) -> Result<(), PeerError> {
     if state.closed {
         return Err(PeerError::new(
             ErrorCode::Closed,
@@ -1237,7 +1306,7 @@ fn refuse_if_over(state: &State, msg_type: &str) -> Result<(), PeerError> {
 
 /// Whether `data` can be sent in `encoding`; the one check every message passes before
 /// anything is written: raw bytes are refused under JSON.
-fn check_encodable(encoding: Encoding, msg_type: &str, data: &Data) -> Result<(), PeerError> {
+pub(crate) fn check_encodable(encoding: Encoding, msg_type: &str, data: &Data) -> Result<(), PeerError> {
     match (encoding, data) {
         // Every JSON value encodes, and MessagePack carries bytes too.
         (_, Data::Json(_)) | (Encoding::Msgpack, _) => Ok(()),
@@ -1253,7 +1322,7 @@ fn check_encodable(encoding: Encoding, msg_type: &str, data: &Data) -> Result<()
 }
 
 /// `envelope` as the peer writes it: one NDJSON line, or one length-prefixed frame.
-fn encode(encoding: Encoding, envelope: &Envelope) -> Result<Vec<u8>, PeerError> {
+pub(crate) fn encode(encoding: Encoding, envelope: &Envelope) -> Result<Vec<u8>, PeerError> {
     let mut bytes = Vec::with_capacity(envelope.msg_type.len() + 48);
     match encoding {
         Encoding::Json => envelope.encode_into(&mut bytes),
@@ -1370,10 +1439,8 @@ impl Drop for Pending {
 /// frame by frame).
 /// `after_read` publishes what the reader wants counted (its spin statistics).
 fn read_stdout<R: Read>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, after_read: impl Fn(&R, &Counters)) {
-    let mut decoder = match shared.options.encoding {
-        Encoding::Json => Incoming::Lines(LineDecoder::new(shared.options.max_line_bytes)),
-        Encoding::Msgpack => Incoming::Frames(FrameDecoder::new(shared.options.max_frame_bytes)),
-    };
+    let (limits, counters) = (&shared.options, &shared.counters);
+    let mut decoder = Incoming::new(limits);
     let mut buf = vec![0; READ_CHUNK];
     loop {
         let read = stdout.read(&mut buf);
@@ -1384,36 +1451,52 @@ fn read_stdout<R: Read>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, 
                 if shared.watched {
                     shared.heard_now();
                 }
-                decoder.feed(&buf[..n], shared, unsolicited);
+                decoder.feed(&buf[..n], limits, counters, |m, size| shared.dispatch(m, size, unsolicited));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
     }
-    decoder.finish(shared, unsolicited);
+    decoder.finish(limits, counters, |m, size| shared.dispatch(m, size, unsolicited));
     shared.on_stdout_closed();
 }
 
-/// The reader's decoder, by encoding.
-enum Incoming {
+/// The reader's decoder, by encoding (both peers use it).
+pub(crate) enum Incoming {
     Lines(LineDecoder),
     Frames(FrameDecoder),
 }
 
 impl Incoming {
-    /// Frames `chunk` and dispatches every whole line or frame.
-    fn feed(&mut self, chunk: &[u8], shared: &Shared, unsolicited: &Outbound) {
+    pub(crate) fn new(limits: &Limits) -> Incoming {
+        match limits.encoding {
+            Encoding::Json => Incoming::Lines(LineDecoder::new(limits.max_line_bytes)),
+            Encoding::Msgpack => Incoming::Frames(FrameDecoder::new(limits.max_frame_bytes)),
+        }
+    }
+
+    /// Frames `chunk` and passes on every whole line or frame as a message (see
+    /// [`line_message`]) with what it costs the unsolicited queue.
+    pub(crate) fn feed(
+        &mut self,
+        chunk: &[u8],
+        limits: &Limits,
+        counters: &Counters,
+        mut to: impl FnMut(Envelope, usize),
+    ) {
         match self {
             Incoming::Lines(decoder) => {
                 decoder.feed(chunk);
                 while let Some(frame) = decoder.next_frame() {
-                    shared.dispatch_line(frame, unsolicited);
+                    let (message, size) = line_message(limits, counters, frame);
+                    to(message, size);
                 }
             }
             Incoming::Frames(decoder) => {
                 decoder.feed(chunk);
                 while let Some(packet) = decoder.next_packet() {
-                    shared.dispatch_packet(packet, unsolicited);
+                    let (message, size) = packet_message(limits, counters, packet);
+                    to(message, size);
                 }
             }
         }
@@ -1421,18 +1504,79 @@ impl Incoming {
 
     /// At the end of the child's stdout: a last line without its newline is still a line; a
     /// frame the stream ended inside of is an `error` naming it.
-    fn finish(&mut self, shared: &Shared, unsolicited: &Outbound) {
+    pub(crate) fn finish(&mut self, limits: &Limits, counters: &Counters, mut to: impl FnMut(Envelope, usize)) {
         match self {
             Incoming::Lines(decoder) => {
                 while let Some(frame) = decoder.finish() {
-                    shared.dispatch_line(frame, unsolicited);
+                    let (message, size) = line_message(limits, counters, frame);
+                    to(message, size);
                 }
             }
             Incoming::Frames(decoder) => {
                 while let Some(packet) = decoder.finish() {
-                    shared.dispatch_packet(packet, unsolicited);
+                    let (message, size) = packet_message(limits, counters, packet);
+                    to(message, size);
                 }
             }
+        }
+    }
+}
+
+/// One line (or over-long line) from the child's stdout ([`Encoding::Json`]) as a message,
+/// and what it costs the unsolicited queue: the line as the child sent it, or for a line that
+/// is not protocol, the `error` text that stands for it.
+fn line_message(limits: &Limits, counters: &Counters, frame: Frame<'_>) -> (Envelope, usize) {
+    let (number, size, result) = match frame {
+        Frame::Line { number, bytes } => {
+            let result = match std::str::from_utf8(bytes) {
+                Ok(text) => decode_envelope(text).map_err(|e| (e.error, e.id)),
+                Err(e) => Err((ProtocolError::InvalidUtf8 { offset: e.valid_up_to() }, None)),
+            };
+            (number, bytes.len(), result)
+        }
+        Frame::TooLong { number, length } => {
+            bump(&counters.lines_too_long);
+            let error = ProtocolError::LineTooLong { length, limit: limits.max_line_bytes };
+            (number, 0, Err((error, None)))
+        }
+    };
+    as_message(limits.encoding, number, size, result)
+}
+
+/// One frame (or over-long or cut frame) from the child's stdout ([`Encoding::Msgpack`]).
+fn packet_message(limits: &Limits, counters: &Counters, packet: Packet<'_>) -> (Envelope, usize) {
+    let (number, size, result) = match packet {
+        Packet::Frame { number, bytes } => {
+            let result = decode_msgpack_envelope(bytes).map_err(|e| (e.error, e.id));
+            (number, bytes.len() + crate::FRAME_HEADER_BYTES, result)
+        }
+        Packet::TooLong { number, length } => {
+            bump(&counters.lines_too_long);
+            let error = ProtocolError::FrameTooLong { length, limit: limits.max_frame_bytes };
+            (number, 0, Err((error, None)))
+        }
+        Packet::Cut { number, received, length } => {
+            (number, 0, Err((ProtocolError::FrameCut { received, length }, None)))
+        }
+    };
+    as_message(limits.encoding, number, size, result)
+}
+
+/// A decoded message, or an `error` message naming why line or frame `number` is not one.
+/// Routed like any message, as the Node peer does: with the id of a pending request it
+/// answers that request (an `error` reply); otherwise it is unsolicited.
+fn as_message(
+    encoding: Encoding,
+    number: u64,
+    size: usize,
+    result: Result<Envelope, (ProtocolError, Option<u64>)>,
+) -> (Envelope, usize) {
+    match result {
+        Ok(message) => (message, size),
+        Err((error, id)) => {
+            let text = numbered(encoding, number, error);
+            let size = text.len() + ERROR_ENVELOPE_BYTES;
+            (Envelope { msg_type: "error".to_owned(), data: Data::from(text), id }, size)
         }
     }
 }

@@ -8,7 +8,7 @@ use std::process::ChildStdin;
 use std::sync::PoisonError;
 use std::time::Instant;
 
-use super::{bump, ErrorCode, Line, PeerError, Shared, State, EOF_SETTLE};
+use super::{bump, Counters, ErrorCode, Line, PeerError, Shared, State, EOF_SETTLE};
 
 /// The writer takes at most this many bytes of short lines per write (a longer line goes
 /// alone), so that room frees in the queue as the pipe takes them.
@@ -46,7 +46,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Line>> {
             return None;
         }
         if !state.outbox.is_empty() {
-            return Some(take_batch(&mut state, shared));
+            return Some(take_batch(&mut state, &shared.counters));
         }
         state = shared.wake_writer.wait(state).unwrap_or_else(PoisonError::into_inner);
     }
@@ -54,7 +54,7 @@ fn next_batch(shared: &Shared) -> Option<Vec<Line>> {
 
 /// Takes the next lines (at least one, up to [`WRITE_BATCH`] bytes) out of the queue; their
 /// requests count as sent from here: a reply may come, however far the write gets.
-fn take_batch(state: &mut State, shared: &Shared) -> Vec<Line> {
+pub(crate) fn take_batch<R, D>(state: &mut State<R, D>, counters: &Counters) -> Vec<Line> {
     let mut batch = Vec::new();
     let mut bytes = 0;
     while let Some(line) = state.outbox.front() {
@@ -69,9 +69,9 @@ fn take_batch(state: &mut State, shared: &Shared) -> Vec<Line> {
                 if let Some(waiting) = state.pending.get_mut(&id) {
                     waiting.sent = true;
                 }
-                bump(&shared.counters.requests);
+                bump(&counters.requests);
             }
-            None => bump(&shared.counters.notifications),
+            None => bump(&counters.notifications),
         }
         bytes += line.bytes.len();
         batch.push(line);
@@ -99,17 +99,7 @@ fn on_write_failed(shared: &Shared, e: &io::Error, batch: Vec<Line>) {
             ErrorCode::Io,
             format!("cannot write to child `{}`: {e}; close this Peer and start a new one", shared.command),
         );
-        let unwritten: Vec<u64> = batch.iter().chain(state.outbox.iter()).filter_map(|line| line.id).collect();
-        for id in unwritten {
-            if let Some(waiting) = state.pending.remove(&id) {
-                let _ = waiting.reply.try_send(Err(error.clone()));
-                // Part of its line may have gone: a reply to it is dropped, not delivered.
-                if waiting.sent {
-                    state.abandon(id);
-                }
-            }
-        }
-        state.broken = Some(error);
+        state.break_off(error, &batch);
     }
     state.drop_outbox();
     drop(state);

@@ -219,6 +219,11 @@ impl ChildProcess {
         self.stdin.take()
     }
 
+    /// Gives back the stdin [`take_stdin`](Self::take_stdin) took, for the shutdown to close.
+    pub fn put_stdin(&mut self, stdin: ChildStdin) {
+        self.stdin = Some(stdin);
+    }
+
     /// Whether the child's stdin is closed (or taken).
     pub fn stdin_closed(&self) -> bool {
         self.stdin.is_none()
@@ -345,6 +350,14 @@ impl Drop for ChildProcess {
 /// reap (see [`Supervision::before_reap`]), since afterwards the pid may belong to another.
 pub fn wait_for_exit_unreaped(pid: u32) -> Option<ExitStatus> {
     sys::wait_exited_unreaped(pid)
+}
+
+/// Whether process `pid` (a child of ours, not yet reaped) has exited, without reaping it and
+/// without blocking; `None` where the OS cannot say so. The tokio peer's exit watcher asks
+/// this on every SIGCHLD.
+#[cfg(feature = "tokio")]
+pub(crate) fn exited_unreaped(pid: u32) -> Option<bool> {
+    sys::exited_unreaped(pid)
 }
 
 /// The last [`STDERR_TAIL_BYTES`] of a child's stderr, kept for error messages.

@@ -49,6 +49,68 @@ pub fn closed_pipe() -> OwnedFd {
     write_end
 }
 
+thread_local! {
+    /// The demo's `--runtime` for the test running on this thread (see [`with_runtime`]).
+    static RUNTIME: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Runs `test` with the demo started under `--runtime runtime` by [`demo_command`],
+/// [`Running::demo_with_shell`] and [`demo_args`].
+pub fn with_runtime(runtime: &'static str, test: fn()) {
+    RUNTIME.with(|r| r.set(Some(runtime)));
+    test();
+}
+
+/// The current test's `--runtime` (`default` outside [`with_runtime`]): for names of files
+/// and markers, so that a test's two runs side by side do not share them.
+pub fn runtime_name() -> &'static str {
+    RUNTIME.with(std::cell::Cell::get).unwrap_or("default")
+}
+
+/// `args` for the binary, with the current test's `--runtime` after a leading `demo`.
+pub fn demo_args<'a>(args: &[&'a str]) -> Vec<&'a str> {
+    let mut all = args.to_vec();
+    if let (Some(&"demo"), Some(runtime)) = (args.first(), RUNTIME.with(std::cell::Cell::get)) {
+        all.splice(1..1, ["--runtime", runtime]);
+    }
+    all
+}
+
+/// `rust-ts-ipc demo` under the current test's runtime.
+pub fn demo_command() -> Command {
+    let mut command = Command::new(BIN);
+    command.args(demo_args(&["demo"]));
+    command
+}
+
+/// Each test inside runs once per demo runtime, as `NAME::runtime_thread` and
+/// `NAME::runtime_tokio` (the same body, its demos started with that `--runtime` through
+/// [`demo_command`], [`demo_args`] or [`Running::demo_with_shell`]; the latter only in builds
+/// with the `tokio` feature). Write the tests without `#[test]`.
+#[allow(unused_macros)]
+macro_rules! on_both_runtimes {
+    ($($(#[$attr:meta])* fn $name:ident() $body:block)*) => {$(
+        $(#[$attr])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            fn body() $body
+
+            #[test]
+            fn runtime_thread() {
+                crate::support::with_runtime("thread", body);
+            }
+
+            #[test]
+            #[cfg(feature = "tokio")]
+            fn runtime_tokio() {
+                crate::support::with_runtime("tokio", body);
+            }
+        }
+    )*};
+}
+
 /// A running process whose stdout is collected and whose stderr is collected and also
 /// passed on line by line, so a test can wait for "the child has started".
 pub struct Running {
@@ -125,7 +187,7 @@ impl Running {
 
     /// The demo with `args`, its child being `sh -c script`.
     pub fn demo_with_shell(args: &[&str], script: &str) -> Running {
-        Running::spawn(Command::new(BIN).arg("demo").args(args).args(["--", "sh", "-c", script]))
+        Running::spawn(demo_command().args(args).args(["--", "sh", "-c", script]))
     }
 
     pub fn pid(&self) -> i32 {

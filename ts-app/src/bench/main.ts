@@ -121,7 +121,7 @@ async function orchestrate(args: Args): Promise<number> {
   const wants = (ids: string[]): boolean => ids.some((id) => re === null || re.test(id));
   const needs: [string, string, string[]][] = [
     [serveBin, 'cargo build --release', ['pipe.node-rust', 'pipe.rust-rust', 'pipe.rust-rust-spin', 'cold.rust-serve', ...LIBRARY_SERVE_PATHS, ...ENCODING_SERVE_PATHS, 'stream.node-rust']],
-    [tsChild, 'npm run build -w ts-app', ['pipe.node-node', 'pipe.rust-node', 'pipe.rust-node-native', 'stream.rust-node', 'cold.node-child', 'cold.js-module']],
+    [tsChild, 'npm run build -w ts-app', ['pipe.node-node', 'pipe.rust-node', 'pipe.rust-node-native', 'stream.rust-node', 'cold.node-child', 'cold.js-module', 'host.thread-node', 'host.tokio-node', 'host.thread-node-x8', 'host.tokio-node-x8']],
   ];
   for (const [file, how, ids] of needs) {
     if (wants(ids) && !existsSync(file)) {

@@ -357,6 +357,7 @@ function markdown(v: View, charts: Record<Pass, string[]>): string {
 
   breakdownTables(v, L);
   streamTables(v, L);
+  hostTables(v, L);
   markdownTables(v, L);
   fullTables(v, L);
   coldAndRss(v, L);
@@ -1088,6 +1089,37 @@ function streamTables(v: View, L: string[]): void {
   L.push('');
 }
 
+/** The async host (issue 12): the thread and tokio Rust `Peer`s driving Node children, by pairs. */
+const HOST_PAIRS: { thread: string; tokio: string; what: string }[] = [
+  { thread: 'host.thread-node', tokio: 'host.tokio-node', what: 'one Node child' },
+  { thread: 'host.thread-node-x8', tokio: 'host.tokio-node-x8', what: '8 Node children at once (total)' },
+];
+
+function hostTables(v: View, L: string[]): void {
+  if (!v.timing.some((r) => r.scenario === 'host')) return;
+  L.push('## The Rust hosts: thread Peer versus tokio Peer', '');
+  L.push(
+    'Rust → Node, 64 B `data` requests to `node ts-app/dist/main.js --exit-after 0`, every reply checked. Thread: `rust_ts_ipc::Peer` (a writer, a reader, a stderr and an exit-watcher thread per child), one caller thread per child. ' +
+      'Tokio: `rust_ts_ipc::tokio::Peer` (the same four jobs as tasks), one task per child on a multi-thread runtime with a worker per CPU. The window is per child; the ×8 rows count every child\'s messages against the wall time. Host CPU/msg: user + system time of the Rust process (all its threads or tasks, not the Node children) over the measured run, per message; /proc counts it in 10 ms steps, so it means something only over full-length runs.',
+    '',
+  );
+  L.push('| children | pass | window | thread msgs/s | tokio msgs/s | tokio ÷ thread | thread p50 | tokio p50 | thread p99 | tokio p99 | host CPU/msg thread | host CPU/msg tokio |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+  for (const pass of v.passes) {
+    for (const pair of HOST_PAIRS) {
+      const windows = [...new Set(v.timing.filter((r) => r.pass === pass && (r.path === pair.thread || r.path === pair.tokio)).map((r) => r.window))].sort((a, b) => a - b);
+      for (const w of windows) {
+        const t = v.get(pass, pair.thread, 64, w);
+        const k = v.get(pass, pair.tokio, 64, w);
+        const mps = (r: TimingRecord | undefined): number => r?.throughput.msgs_per_s ?? NaN;
+        const cell = (x: number): string => (Number.isFinite(x) ? fmtCount(x) : '—');
+        L.push(
+          `| ${pair.what} | ${pass} | ${w} | ${cell(mps(t))} | ${cell(mps(k))} | ${ratio(mps(k), mps(t))} | ${ns(t?.latency_ns.p50 ?? NaN)} | ${ns(k?.latency_ns.p50 ?? NaN)} | ${ns(t?.latency_ns.p99 ?? NaN)} | ${ns(k?.latency_ns.p99 ?? NaN)} | ${ns(t?.parent_cpu_ns_per_msg ?? NaN)} | ${ns(k?.parent_cpu_ns_per_msg ?? NaN)} |`,
+        );
+      }
+    }
+  }
+  L.push('');
+}
 
 function mainCli(): void {
   const args = process.argv.slice(2);

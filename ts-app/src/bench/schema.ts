@@ -11,7 +11,8 @@ export interface TimingRecord {
   kind: 'roundtrip' | 'cost';
   pass: Pass;
   /** "1"…"7" for the first issue's scenarios, "cost" for in-process encoding costs, "lib" and
-   * "markdown" for the library and its real work, "rust-js" for Rust calling JS. */
+   * "markdown" for the library and its real work, "rust-js" for Rust calling JS, "host" for the
+   * thread and tokio Rust hosts. */
   scenario: string;
   /** Stable id, e.g. `ffi.handleLine`, `pipe.node-rust`, `floor.node-cat`, `cost.js-json`. */
   path: string;
@@ -40,6 +41,9 @@ export interface TimingRecord {
   /** Spinning readers (`pipe.rust-rust-spin`): the budget both sides were given, and how many of
    * the parent's reads during the measured run spun and found their data while spinning. */
   spin?: { budget_us: number; parent_reads_spun: number; parent_spin_hits: number };
+  /** `host.*` only: CPU time (user + system) of the Rust host process per message over the
+   * measured run (its threads or tasks, not its children's), ns, in steps of /proc's 10 ms. */
+  parent_cpu_ns_per_msg?: number;
 }
 
 /** Spawn (or load) to first reply, repeated `n` times. */

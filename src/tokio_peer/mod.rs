@@ -1,0 +1,867 @@
+//! The async [`Peer`]: the thread [`crate::Peer`]'s semantics on a tokio runtime, with tasks
+//! where that one has threads. Exposed as `rust_ts_ipc::tokio::{Peer, Pending, Unsolicited}`.
+//!
+//! What is shared with the thread peer, not copied: the options ([`PeerOptions`]), the errors
+//! ([`PeerError`], [`ErrorCode`]) and counters ([`PeerStats`]); the pending map and how the
+//! conversation stands (`peer::State`, plain data over any reply channel and clock: ids,
+//! abandoned ids whose late replies are dropped and counted, the write queue, routing a reply,
+//! failing what is pending); the decoding of the child's lines or frames into messages
+//! (`peer::Incoming`, over the core's [`crate::LineDecoder`] / [`crate::FrameDecoder`]); and the
+//! child itself ([`ChildProcess`]: its own process group, the shutdown sequence stdin close →
+//! SIGTERM to the group → SIGKILL → reap, the stderr tail).
+//!
+//! What differs is only how waiting is done. Four tasks per peer: the writer (the only one
+//! that writes to the child's stdin), the reader (stdout → replies and unsolicited messages),
+//! the stderr reader, and the exit watcher, which wakes on SIGCHLD and asks whether *this*
+//! child has exited without reaping it, so that the group can still be signalled and the pid
+//! is not reused before the shutdown kills the group. That is why the child is spawned by
+//! [`ChildProcess`] and only its pipes become `tokio::process` handles: `tokio::process::Child`
+//! reaps as it waits. The shutdown's waits (which poll the child) run on tokio's blocking pool.
+//!
+//! Calls queue their lines in call order: each holds a fair (FIFO) lock, the turn, while it
+//! takes its id and waits for a slot among `max_in_flight` and for room in the write queue,
+//! each until its own deadline. Dropping a call's future gives it up at once: a [`Pending`]
+//! dropped unawaited leaves the pending map (its late reply is dropped and counted); a
+//! [`Peer::send`] dropped while it waits for its turn or for room has queued nothing.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::process::{Command, ExitStatus};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use ::tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use ::tokio::process::{ChildStderr, ChildStdin, ChildStdout};
+use ::tokio::runtime::Handle;
+use ::tokio::sync::mpsc::error::TryRecvError;
+use ::tokio::sync::{mpsc, oneshot, Notify};
+use ::tokio::time::{sleep_until, timeout_at, Instant, Sleep};
+
+use crate::peer::{
+    bump, check_encodable, encode, refuse_if_over, take_batch, timeout_error, Counters, Incoming, Limits, Line,
+    Outcome, Reply, Routed, State, Waiting, EOF_SETTLE, EXIT_SETTLE, SWEEP,
+};
+use crate::process::{self, ChildProcess, StderrTail, Supervision, READ_CHUNK};
+use crate::{Data, Envelope, ErrorCode, PeerError, PeerOptions, PeerStats, StderrMode};
+
+/// The writer takes at most this many bytes of short lines per write (as the thread peer).
+const WRITE_BATCH: usize = 64 * 1024;
+/// Without SIGCHLD (it could not be taken), how often the exit watcher asks.
+const EXIT_POLL: Duration = Duration::from_millis(50);
+
+impl Reply for oneshot::Sender<Outcome> {
+    fn deliver(self, outcome: Outcome) {
+        // The request's future may be gone (dropped): nothing to deliver to.
+        let _ = self.send(outcome);
+    }
+}
+
+type Books = State<oneshot::Sender<Outcome>, Instant>;
+
+/// `wait` after now, cut to about a century (`Duration::MAX` means "no limit").
+fn deadline_after(wait: Duration) -> Instant {
+    Instant::from_std(process::deadline_after(std::time::Instant::now(), wait))
+}
+
+/// What the peer's tasks share.
+struct Shared {
+    state: Mutex<Books>,
+    /// Woken (all waiters) when a request leaves the pending map, when room frees in the write
+    /// queue, and when the conversation's standing changes.
+    changed: Notify,
+    /// Woken for the writer task: a line was queued, or the peer closed or ended.
+    wake_writer: Notify,
+    /// The turn to queue a line: fair, so calls queue in call order.
+    turn: ::tokio::sync::Mutex<()>,
+    child: Arc<Mutex<ChildProcess>>,
+    /// Set just before the child is reaped; the exit watcher asks the OS about the pid only
+    /// while holding this and seeing it false (after the reap the pid may be another's).
+    reaped: Arc<Mutex<bool>>,
+    pid: u32,
+    command: String,
+    tail: Arc<StderrTail>,
+    counters: Counters,
+    options: Limits,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Books> {
+        // Nothing panics while holding it; if something did, the books are still consistent.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits until `check` gives a value or `deadline` passes (`None`). `check` runs under the
+    /// state's lock after each change.
+    async fn wait_for<T>(&self, deadline: Instant, mut check: impl FnMut(&mut Books) -> Option<T>) -> Option<T> {
+        loop {
+            let notified = self.changed.notified();
+            ::tokio::pin!(notified);
+            // Registered before the check, so a change between the two is not missed.
+            notified.as_mut().enable();
+            if let Some(value) = check(&mut self.lock()) {
+                return Some(value);
+            }
+            if timeout_at(deadline, notified).await.is_err() {
+                return check(&mut self.lock());
+            }
+        }
+    }
+
+    /// Queues `message` (`size` bytes encoded) for [`Peer::take_messages`], or drops and
+    /// counts it when the queue is full in count or in bytes.
+    fn deliver_unsolicited(&self, to: &Outbound, message: Envelope, size: usize) {
+        // The reader is the only sender: nothing else adds to `queued` between check and add.
+        let queued = to.queued.load(Ordering::Acquire);
+        if queued.saturating_add(size) > self.options.max_unsolicited_bytes {
+            bump(&self.counters.unsolicited_dropped);
+            return;
+        }
+        bump(&self.counters.unsolicited);
+        to.queued.fetch_add(size, Ordering::AcqRel);
+        if to.sender.try_send((message, size)).is_err() {
+            to.queued.fetch_sub(size, Ordering::AcqRel);
+            self.counters.unsolicited.fetch_sub(1, Ordering::Relaxed);
+            bump(&self.counters.unsolicited_dropped);
+        }
+    }
+
+    /// One message from the child, to its request or to the unsolicited queue.
+    fn dispatch(&self, message: Envelope, size: usize, unsolicited: &Outbound) {
+        let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message, size) };
+        let routed = self.lock().route(id, message, &self.counters);
+        match routed {
+            Routed::Reply(reply, outcome) => {
+                self.changed.notify_waiters();
+                reply.deliver(outcome);
+            }
+            Routed::Late => {}
+            Routed::Unsolicited(message) => self.deliver_unsolicited(unsolicited, message, size),
+        }
+    }
+
+    /// The child can answer no more: fail what is pending, and everything sent from now on.
+    fn end_exited(&self) {
+        let mut state = self.lock();
+        let status = state.exit.flatten();
+        let tail = self.tail.text();
+        let limit = self.options.child_limits.explain(status, state.exit_cpu_time, &tail);
+        if state.end(PeerError::exited(&self.command, status, tail, limit, self.options.restarting)) {
+            drop(state);
+            self.changed.notify_waiters();
+            self.wake_writer.notify_one();
+        }
+    }
+
+    /// The exit watcher saw the child exit: give its last replies and stderr a moment
+    /// ([`EXIT_SETTLE`]), then fail what is still pending.
+    async fn on_exit(&self, status: Option<ExitStatus>, cpu_time: Option<Duration>) {
+        {
+            let mut state = self.lock();
+            state.exit = Some(status);
+            state.exit_cpu_time = cpu_time;
+        }
+        self.changed.notify_waiters();
+        let settled = deadline_after(EXIT_SETTLE);
+        self.wait_for(settled, |state| (state.stdout_closed && state.stderr_closed).then_some(())).await;
+        self.end_exited();
+    }
+
+    /// The child's stdout closed: once the exit is seen the watcher ends the conversation; if
+    /// it is not seen within [`EOF_SETTLE`] (a child that closed its stdout and runs on), this does.
+    async fn on_stdout_closed(&self) {
+        self.lock().stdout_closed = true;
+        self.changed.notify_waiters();
+        let settled = deadline_after(EOF_SETTLE);
+        let seen = self.wait_for(settled, |state| (state.exit.is_some() || state.ended.is_some()).then_some(())).await;
+        if seen.is_none() {
+            self.end_exited();
+        }
+    }
+
+    /// Queues `line` once there is room (in the write queue, and for a request a slot among
+    /// `max_in_flight`), waiting until `deadline`. The caller holds the turn.
+    async fn queue(
+        &self,
+        line: Line,
+        waiting: Option<Waiting<oneshot::Sender<Outcome>, Instant>>,
+        msg_type: &str,
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<(), PeerError> {
+        let mut item = Some((line, waiting));
+        loop {
+            let notified = self.changed.notified();
+            ::tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = Instant::now();
+            {
+                let mut state = self.lock();
+                refuse_if_over(&state, msg_type)?;
+                let Some((line, waiting)) = item.take() else {
+                    // Unreachable: the item is put back whenever the loop goes round.
+                    return Ok(());
+                };
+                let slot = waiting.is_none() || state.pending.len() < self.options.max_in_flight;
+                let unsent = state.unsent_bytes();
+                let room = unsent == 0 || unsent.saturating_add(line.bytes.len()) <= self.options.max_unsent_bytes;
+                if slot && room {
+                    state.outbox_bytes += line.bytes.len();
+                    if let (Some(id), Some(waiting)) = (line.id, waiting) {
+                        state.pending.insert(id, waiting);
+                        self.counters.peak_in_flight.fetch_max(state.pending.len() as u64, Ordering::Relaxed);
+                    }
+                    state.outbox.push_back(line);
+                    drop(state);
+                    self.wake_writer.notify_one();
+                    return Ok(());
+                }
+                if now >= deadline {
+                    if waiting.is_some() {
+                        bump(&self.counters.timeouts);
+                    }
+                    return Err(self.options.not_sent(msg_type, timeout, slot, room, unsent));
+                }
+                // Requests past their deadline (whose futures may not be polled) free their slots.
+                state.expire(now, &self.counters);
+                item = Some((line, waiting));
+            }
+            let _ = timeout_at(deadline.min(now + SWEEP), notified).await;
+        }
+    }
+
+    /// Marks the peer closed and fails what is pending with [`ErrorCode::Closed`]; false if it
+    /// was closed already.
+    fn mark_closed(&self) -> bool {
+        let mut state = self.lock();
+        if state.closed {
+            return false;
+        }
+        state.closed = true;
+        state.fail_all(&PeerError::new(
+            ErrorCode::Closed,
+            "the peer was closed while this request was pending; no reply will be delivered",
+        ));
+        drop(state);
+        self.changed.notify_waiters();
+        self.wake_writer.notify_one();
+        true
+    }
+
+    /// [`Peer::close`], from a peer marked closed at `started`.
+    async fn close(self: &Arc<Self>, first: bool, started: Instant) -> Result<ExitStatus, PeerError> {
+        let grace = self.options.grace;
+        if first {
+            // The writer writes the notifications still queued, then closes the child's stdin.
+            // One stuck in a child that does not read is ended by the shutdown's signals.
+            self.wait_for(started + grace, |state| state.stdin_closed.then_some(())).await;
+        }
+        let rest = grace.saturating_sub(started.elapsed());
+        let child = Arc::clone(&self.child);
+        // The shutdown's waits poll the child and sleep: on the blocking pool, not a worker.
+        let stopped = ::tokio::task::spawn_blocking(move || lock_child(&child).shutdown(rest)).await.map_err(|e| {
+            PeerError::new(ErrorCode::Io, format!("child `{}` could not be stopped: {e}", self.command))
+        })?;
+        stopped
+            .status
+            .ok_or_else(|| PeerError::new(ErrorCode::Io, format!("child `{}` could not be waited for", self.command)))
+    }
+}
+
+fn lock_child(child: &Mutex<ChildProcess>) -> MutexGuard<'_, ChildProcess> {
+    child.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The peer's part in the shutdown: the exit watcher must be done with the child's pid
+/// before the child is reaped.
+struct MarkReaped(Arc<Mutex<bool>>);
+
+impl Supervision for MarkReaped {
+    fn before_reap(&self) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    }
+}
+
+/// A child process that answers requests, driven by tokio tasks: the async twin of the
+/// thread [`crate::Peer`], with the same options, errors, limits and shutdown. `Send + Sync`:
+/// share it between tasks in an `Arc`.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), rust_ts_ipc::PeerError> {
+/// use std::process::Command;
+/// use rust_ts_ipc::{tokio::Peer, PeerOptions};
+///
+/// let peer = Peer::spawn(Command::new("rust-ts-ipc").arg("serve"), PeerOptions::default())?;
+/// let reply = peer.request("greeting", "hi").await?;
+/// assert_eq!(reply.data.as_str(), Some("Hello from TypeScript!"));
+/// peer.close().await?;
+/// # Ok(())
+/// # }
+/// ```
+///
+/// Every reply answers exactly one request, matched by id, in any order. A request fails with
+/// [`ErrorCode::Timeout`] at its deadline ([`PeerOptions::timeout`], or its own), with
+/// [`ErrorCode::PeerExited`] (exit status and stderr tail) when the child ends first, with
+/// [`ErrorCode::ErrorReply`] for an `error` reply. Dropping a request's future cancels it:
+/// it leaves the pending map, and a reply that comes later is dropped and counted
+/// ([`PeerStats::late_replies_dropped`]).
+///
+/// The child runs in its own process group and is always stopped and reaped: by
+/// [`close`](Self::close), or on drop (in a task of the runtime, or at once without one).
+/// [`PeerOptions::sandbox`] applies as for the thread peer (environment, working directory,
+/// resource limits), and a child killed by one of its limits is reported naming it.
+pub struct Peer {
+    shared: Arc<Shared>,
+    messages: Mutex<Option<Unsolicited>>,
+}
+
+impl fmt::Debug for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("tokio::Peer").field("pid", &self.shared.pid).field("command", &self.shared.command).finish()
+    }
+}
+
+impl Peer {
+    /// Starts `command` (its stdin, stdout and stderr are piped; it leads a process group of
+    /// its own) and the tasks that serve it. Call it within a tokio runtime with I/O and time
+    /// enabled (`#[tokio::main]`, or a `Builder` with `enable_all`). A tokio
+    /// `tokio::process::Command` gives its std command with `as_std_mut()`.
+    ///
+    /// Supervision ([`PeerOptions::restart`], [`PeerOptions::hang`],
+    /// [`PeerOptions::on_supervision`]) is not implemented here yet, nor is
+    /// [`PeerOptions::spin`]: setting any of them is refused, never silently ignored.
+    ///
+    /// # Errors
+    /// [`ErrorCode::InvalidArgument`] for options out of range (as [`crate::Peer::spawn`]), for
+    /// the supervision options, or when called outside a tokio runtime; [`ErrorCode::Spawn`]
+    /// when the child cannot start.
+    pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
+        let limits = Limits::of(&options)?;
+        // Supervision is the thread Peer's for now: refused here rather than ignored.
+        for (name, set) in [
+            ("restart", options.restart.is_some()),
+            ("hang", options.hang.is_some()),
+            ("on_supervision", options.on_supervision.is_some()),
+        ] {
+            if set {
+                return Err(PeerError::new(
+                    ErrorCode::InvalidArgument,
+                    format!(
+                        "PeerOptions::{name} is not supported by rust_ts_ipc::tokio::Peer yet (it does not restart \
+                         its child or watch it for hangs); leave it None, or supervise the child with \
+                         rust_ts_ipc::Peer::spawn_with"
+                    ),
+                ));
+            }
+        }
+        if !options.spin.is_zero() {
+            return Err(PeerError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "PeerOptions::spin ({} us) is not supported by rust_ts_ipc::tokio::Peer (its pipes are read by the \
+                     runtime's reactor, not spun); leave it zero, or use rust_ts_ipc::Peer",
+                    options.spin.as_micros()
+                ),
+            ));
+        }
+        let Ok(runtime) = Handle::try_current() else {
+            return Err(PeerError::new(
+                ErrorCode::InvalidArgument,
+                "rust_ts_ipc::tokio::Peer::spawn was called outside a tokio runtime; call it from async code run by \
+                 a runtime with I/O and time enabled (#[tokio::main], or Builder::enable_all), or use \
+                 rust_ts_ipc::Peer",
+            ));
+        };
+        // The sandbox (environment, working directory, resource limits), as the thread Peer.
+        options.sandbox.apply(command).map_err(|e| PeerError::new(ErrorCode::InvalidArgument, e.to_string()))?;
+        let reaped = Arc::new(Mutex::new(false));
+        let (mut child, stdout, stderr) =
+            ChildProcess::spawn(command, options.grace, Box::new(MarkReaped(Arc::clone(&reaped))))
+                .map_err(|e| PeerError::new(ErrorCode::Spawn, e.to_string()))?;
+        let command_line = child.command_line().to_owned();
+        let pipes = child.take_stdin().ok_or_else(|| io::Error::other("no stdin")).and_then(|stdin| {
+            Ok((ChildStdin::from_std(stdin)?, ChildStdout::from_std(stdout)?, ChildStderr::from_std(stderr)?))
+        });
+        // On error the child is dropped here, which stops and reaps it.
+        let (stdin, stdout, stderr) = pipes.map_err(|e| {
+            PeerError::new(
+                ErrorCode::Spawn,
+                format!("child `{command_line}` started, but its pipes could not join the tokio runtime: {e}"),
+            )
+        })?;
+        let (sender, receiver) = mpsc::channel(options.max_unsolicited);
+        let queued = Arc::new(AtomicUsize::new(0));
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+            wake_writer: Notify::new(),
+            turn: ::tokio::sync::Mutex::new(()),
+            pid: child.id(),
+            command: command_line,
+            child: Arc::new(Mutex::new(child)),
+            reaped,
+            tail: Arc::new(StderrTail::default()),
+            counters: Counters::default(),
+            options: limits,
+        });
+        runtime.spawn(watch_exit(Arc::clone(&shared)));
+        runtime.spawn(write_stdin(Arc::clone(&shared), stdin));
+        let outbound = Outbound { sender, queued: Arc::clone(&queued) };
+        runtime.spawn(read_stdout(Arc::clone(&shared), stdout, outbound));
+        runtime.spawn(read_stderr(Arc::clone(&shared), stderr, options.stderr));
+        Ok(Peer { shared, messages: Mutex::new(Some(Unsolicited { receiver, queued })) })
+    }
+
+    /// The child's pid (also its process group's id).
+    pub fn pid(&self) -> u32 {
+        self.shared.pid
+    }
+
+    /// Sends a request and waits for its reply, at most [`PeerOptions::timeout`]. Dropping
+    /// the future cancels the request (see [`Peer`]).
+    ///
+    /// # Errors
+    /// [`ErrorCode::ErrorReply`] when the reply is an `error` message, and every error of
+    /// [`send`](Self::send) and of awaiting a [`Pending`].
+    pub async fn request(&self, msg_type: &str, data: impl Into<Data>) -> Result<Envelope, PeerError> {
+        self.send(msg_type, data).await?.await
+    }
+
+    /// [`request`](Self::request) with its own timeout.
+    ///
+    /// # Errors
+    /// As [`request`](Self::request).
+    pub async fn request_timeout(
+        &self,
+        msg_type: &str,
+        data: impl Into<Data>,
+        timeout: Duration,
+    ) -> Result<Envelope, PeerError> {
+        self.send_timeout(msg_type, data, timeout).await?.await
+    }
+
+    /// Sends a request without waiting for its reply: await the returned [`Pending`] (from
+    /// any task). Resolves once the request is queued for the writer task; waits while
+    /// [`PeerOptions::max_in_flight`] requests await replies or the write queue is full
+    /// ([`PeerOptions::max_unsent_bytes`]). The request times out [`PeerOptions::timeout`]
+    /// from now, however long it waited to be queued or written.
+    ///
+    /// # Errors
+    /// As [`crate::Peer::send`]: [`ErrorCode::InvalidArgument`], [`ErrorCode::Closed`],
+    /// [`ErrorCode::PeerExited`], [`ErrorCode::Timeout`] (no room in time), [`ErrorCode::Io`].
+    pub async fn send(&self, msg_type: &str, data: impl Into<Data>) -> Result<Pending, PeerError> {
+        self.send_timeout(msg_type, data, self.shared.options.timeout).await
+    }
+
+    /// [`send`](Self::send) with its own timeout.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send).
+    pub async fn send_timeout(
+        &self,
+        msg_type: &str,
+        data: impl Into<Data>,
+        timeout: Duration,
+    ) -> Result<Pending, PeerError> {
+        let data = data.into();
+        let shared = &self.shared;
+        check_encodable(shared.options.encoding, msg_type, &data)?;
+        let deadline = deadline_after(timeout);
+        refuse_if_over(&shared.lock(), msg_type)?;
+        let Ok(_turn) = timeout_at(deadline, shared.turn.lock()).await else {
+            bump(&shared.counters.timeouts);
+            return Err(shared.options.not_sent(msg_type, timeout, true, true, 0));
+        };
+        // The id is taken with the turn, so ids go out in order.
+        let id = {
+            let mut state = shared.lock();
+            refuse_if_over(&state, msg_type)?;
+            state.next_request_id()?
+        };
+        let envelope = Envelope { msg_type: msg_type.to_owned(), data, id: Some(id) };
+        let bytes = encode(shared.options.encoding, &envelope)?;
+        let (reply, outcome) = oneshot::channel();
+        let waiting = Waiting { reply, deadline, msg_type: msg_type.to_owned(), timeout, sent: false };
+        shared.queue(Line { bytes, id: Some(id) }, Some(waiting), msg_type, deadline, timeout).await?;
+        Ok(Pending {
+            shared: Arc::clone(shared),
+            id,
+            msg_type: msg_type.to_owned(),
+            deadline,
+            timeout,
+            outcome,
+            sleep: Box::pin(sleep_until(deadline)),
+            expired: false,
+            done: false,
+        })
+    }
+
+    /// Sends a message that expects no reply (no id): queues it behind every call made before
+    /// it and returns. As [`crate::Peer::notify`]: `Ok` means queued; those still queued at
+    /// [`close`](Self::close) are written before the child's stdin is closed.
+    ///
+    /// # Errors
+    /// As [`send`](Self::send); [`ErrorCode::Timeout`] when the write queue had no room
+    /// within [`PeerOptions::timeout`].
+    pub async fn notify(&self, msg_type: &str, data: impl Into<Data>) -> Result<(), PeerError> {
+        let data = data.into();
+        let shared = &self.shared;
+        let encoding = shared.options.encoding;
+        check_encodable(encoding, msg_type, &data)?;
+        let bytes = encode(encoding, &Envelope { msg_type: msg_type.to_owned(), data, id: None })?;
+        let timeout = shared.options.timeout;
+        let deadline = deadline_after(timeout);
+        refuse_if_over(&shared.lock(), msg_type)?;
+        let Ok(_turn) = timeout_at(deadline, shared.turn.lock()).await else {
+            return Err(shared.options.not_sent(msg_type, timeout, true, true, 0));
+        };
+        shared.queue(Line { bytes, id: None }, None, msg_type, deadline, timeout).await
+    }
+
+    /// The child's unsolicited messages, as [`crate::Peer::take_messages`] describes them.
+    /// `None` after the first call.
+    pub fn take_messages(&self) -> Option<Unsolicited> {
+        self.messages.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+
+    /// What the peer has done so far, including what it dropped.
+    pub fn stats(&self) -> PeerStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops the child and returns how it ended, as [`crate::Peer::close`]: pending requests
+    /// fail with [`ErrorCode::Closed`], the notifications still queued are written and the
+    /// child's stdin closed (within [`PeerOptions::grace`]), then the child gets the rest of
+    /// that grace to exit, SIGTERM to its group, the grace again, SIGKILL, and is reaped.
+    /// Idempotent.
+    ///
+    /// # Errors
+    /// [`ErrorCode::Io`] if the child could not be waited for.
+    pub async fn close(&self) -> Result<ExitStatus, PeerError> {
+        let started = Instant::now();
+        let first = self.shared.mark_closed();
+        self.shared.close(first, started).await
+    }
+}
+
+impl Drop for Peer {
+    /// Runs [`close`](Peer::close) in a task of the current runtime (the drop does not wait
+    /// for it); outside a runtime, stops the child at once, blocking up to twice the grace.
+    fn drop(&mut self) {
+        let started = Instant::now();
+        let first = self.shared.mark_closed();
+        match Handle::try_current() {
+            Ok(runtime) => {
+                let shared = Arc::clone(&self.shared);
+                runtime.spawn(async move {
+                    let _ = shared.close(first, started).await;
+                });
+            }
+            Err(_) => {
+                let grace = self.shared.options.grace;
+                lock_child(&self.shared.child).shutdown(grace);
+            }
+        }
+    }
+}
+
+/// A request sent and not yet answered: a future of its reply (or of why none came), resolved
+/// at the latest at the request's deadline. Dropping it unawaited cancels the request: it
+/// leaves the pending map, its line is still written if it was queued, and its reply, if it
+/// comes, is dropped and counted. A request that times out before the writer took its line is
+/// never written.
+pub struct Pending {
+    shared: Arc<Shared>,
+    id: u64,
+    msg_type: String,
+    deadline: Instant,
+    timeout: Duration,
+    outcome: oneshot::Receiver<Outcome>,
+    sleep: Pin<Box<Sleep>>,
+    /// The deadline passed, but the request had already left the pending map: its outcome is
+    /// on its way.
+    expired: bool,
+    done: bool,
+}
+
+impl fmt::Debug for Pending {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("tokio::Pending").field("id", &self.id).field("msg_type", &self.msg_type).finish()
+    }
+}
+
+impl Pending {
+    /// The request's id (what its reply carries).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Waits at most `timeout` (and never past the request's own deadline); if no reply came,
+    /// the request is given up and fails with [`ErrorCode::Timeout`].
+    ///
+    /// # Errors
+    /// As awaiting the [`Pending`] itself.
+    pub async fn wait_timeout(mut self, timeout: Duration) -> Result<Envelope, PeerError> {
+        let deadline = self.deadline.min(deadline_after(timeout));
+        self.timeout = timeout.min(self.timeout);
+        self.deadline = deadline;
+        self.sleep.as_mut().reset(deadline);
+        self.await
+    }
+
+    /// Takes the request out of the pending map (and its line out of the write queue if it is
+    /// still there) and says whether its line had gone out; `None` if it had left already.
+    fn give_up(&self) -> Option<bool> {
+        let mut state = self.shared.lock();
+        let waiting = state.pending.remove(&self.id)?;
+        state.forget(self.id, waiting.sent);
+        drop(state);
+        self.shared.changed.notify_waiters();
+        bump(&self.shared.counters.timeouts);
+        Some(waiting.sent)
+    }
+}
+
+impl Future for Pending {
+    type Output = Result<Envelope, PeerError>;
+
+    /// # Errors
+    /// [`ErrorCode::ErrorReply`] for an `error` reply, [`ErrorCode::Timeout`],
+    /// [`ErrorCode::PeerExited`] (within about 80 ms of the child's exit being seen), or
+    /// [`ErrorCode::Closed`].
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(Err(PeerError::new(
+                ErrorCode::InvalidArgument,
+                format!("request {} was awaited again after it had resolved", this.id),
+            )));
+        }
+        if let Poll::Ready(outcome) = Pin::new(&mut this.outcome).poll(cx) {
+            this.done = true;
+            // The sender is dropped unsent only if the peer's books are dropped: as closed.
+            return Poll::Ready(outcome.unwrap_or_else(|_| {
+                Err(PeerError::new(ErrorCode::Closed, "the peer is gone; no reply will be delivered"))
+            }));
+        }
+        if !this.expired && this.sleep.as_mut().poll(cx).is_ready() {
+            match this.give_up() {
+                Some(sent) => {
+                    this.done = true;
+                    return Poll::Ready(Err(timeout_error(&this.msg_type, this.id, this.timeout, sent)));
+                }
+                // Answered (or failed) just as the time ran out: its outcome is being handed
+                // over, and wakes this future.
+                None => this.expired = true,
+            }
+        }
+        Poll::Pending
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut state = self.shared.lock();
+        // Its line stays queued if not yet written: dropping gives up the reply, not the request.
+        if state.pending.remove(&self.id).is_some() {
+            state.abandon(self.id);
+            drop(state);
+            self.shared.changed.notify_waiters();
+        }
+    }
+}
+
+/// The reader's end of the unsolicited queue: the channel bounds the count, `queued` the bytes.
+struct Outbound {
+    sender: mpsc::Sender<(Envelope, usize)>,
+    queued: Arc<AtomicUsize>,
+}
+
+/// The child's unsolicited messages, from [`Peer::take_messages`]: a tokio channel receiver
+/// that gives back each message's bytes to the queue's budget
+/// ([`PeerOptions::max_unsolicited_bytes`]) as it is taken. Ends once the child's stdout has
+/// closed and all are taken.
+pub struct Unsolicited {
+    receiver: mpsc::Receiver<(Envelope, usize)>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl fmt::Debug for Unsolicited {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("tokio::Unsolicited").field("queued_bytes", &self.queued.load(Ordering::Relaxed)).finish()
+    }
+}
+
+impl Unsolicited {
+    fn taken(&self, (message, size): (Envelope, usize)) -> Envelope {
+        self.queued.fetch_sub(size, Ordering::AcqRel);
+        message
+    }
+
+    /// The next message; `None` once the channel has ended.
+    pub async fn recv(&mut self) -> Option<Envelope> {
+        let message = self.receiver.recv().await?;
+        Some(self.taken(message))
+    }
+
+    /// The next message if one is waiting.
+    ///
+    /// # Errors
+    /// [`TryRecvError::Empty`] when none is waiting; `Disconnected` once the channel has ended.
+    pub fn try_recv(&mut self) -> Result<Envelope, TryRecvError> {
+        let message = self.receiver.try_recv()?;
+        Ok(self.taken(message))
+    }
+}
+
+/// The writer task: the one place that writes to the child's stdin, in queue order, flushing
+/// after each batch. Ends once the peer is closed (and its queue written) or the child ends,
+/// closing the child's stdin by dropping it.
+async fn write_stdin(shared: Arc<Shared>, stdin: ChildStdin) {
+    let mut pipe = BufWriter::with_capacity(WRITE_BATCH, stdin);
+    while let Some(batch) = next_batch(&shared).await {
+        let mut written = Ok(());
+        for line in &batch {
+            written = pipe.write_all(&line.bytes).await;
+            if written.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = written.and(pipe.flush().await) {
+            on_write_failed(&shared, &e, batch).await;
+            break;
+        }
+        shared.lock().writing_bytes = 0;
+        shared.changed.notify_waiters();
+    }
+    drop(pipe);
+    shared.lock().stdin_closed = true;
+    shared.changed.notify_waiters();
+}
+
+/// Waits for lines to write; `None` once there will be none.
+async fn next_batch(shared: &Shared) -> Option<Vec<Line>> {
+    loop {
+        // `notify_one` keeps a permit for a writer not yet waiting: no wake-up is lost.
+        let notified = shared.wake_writer.notified();
+        {
+            let mut state = shared.lock();
+            if state.ended.is_some() || (state.closed && state.outbox.is_empty()) {
+                return None;
+            }
+            if !state.outbox.is_empty() {
+                let batch = take_batch(&mut state, &shared.counters);
+                return Some(batch);
+            }
+        }
+        notified.await;
+    }
+}
+
+/// A write failed: usually the child exited or is closing, which its exit then says. If it
+/// has not ended within [`EOF_SETTLE`], every request whose line could not be written fails
+/// with the write's error, as will later calls.
+async fn on_write_failed(shared: &Shared, e: &io::Error, batch: Vec<Line>) {
+    shared.lock().writing_bytes = 0;
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        let settled = deadline_after(EOF_SETTLE);
+        shared.wait_for(settled, |state| (state.closed || state.ended.is_some()).then_some(())).await;
+    }
+    let mut state = shared.lock();
+    if !state.closed && state.ended.is_none() {
+        let error = PeerError::new(
+            ErrorCode::Io,
+            format!("cannot write to child `{}`: {e}; close this Peer and start a new one", shared.command),
+        );
+        state.break_off(error, &batch);
+    }
+    state.drop_outbox();
+    drop(state);
+    shared.changed.notify_waiters();
+}
+
+/// The reader task: the child's stdout, framed and decoded by the core, dispatched.
+async fn read_stdout(shared: Arc<Shared>, mut stdout: ChildStdout, unsolicited: Outbound) {
+    let (limits, counters) = (&shared.options, &shared.counters);
+    let mut decoder = Incoming::new(limits);
+    let mut buf = vec![0; READ_CHUNK];
+    loop {
+        match stdout.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => decoder.feed(&buf[..n], limits, counters, |m, size| shared.dispatch(m, size, &unsolicited)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    decoder.finish(limits, counters, |m, size| shared.dispatch(m, size, &unsolicited));
+    // The unsolicited channel ends with the child's stdout.
+    drop(unsolicited);
+    shared.on_stdout_closed().await;
+}
+
+/// The stderr task: each piece to the tail, then where [`StderrMode`] says.
+async fn read_stderr(shared: Arc<Shared>, mut stderr: ChildStderr, mut mode: StderrMode) {
+    let mut buf = vec![0; READ_CHUNK];
+    let mut ours = ::tokio::io::stderr();
+    loop {
+        let n = match stderr.read(&mut buf).await {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
+        };
+        shared.tail.push(&buf[..n]);
+        match &mut mode {
+            // As the thread peer: a child writing faster than our stderr takes it is slowed.
+            StderrMode::Forward => {
+                let _ = ours.write_all(&buf[..n]).await;
+            }
+            StderrMode::Discard => {}
+            StderrMode::Sink(sink) => sink(&buf[..n]),
+        }
+    }
+    shared.lock().stderr_closed = true;
+    shared.changed.notify_waiters();
+}
+
+/// The exit watcher task: on every SIGCHLD (any child's), asks whether this child has exited,
+/// without reaping it; then how (at once: it has exited) and tells the peer. Stops once the
+/// child is reaped, or where the OS cannot say without reaping (stdout's EOF then tells).
+async fn watch_exit(shared: Arc<Shared>) {
+    #[cfg(unix)]
+    let mut sigchld = ::tokio::signal::unix::signal(::tokio::signal::unix::SignalKind::child()).ok();
+    loop {
+        // `None`: reaped, or the OS cannot tell; `Some(None)`: still running.
+        let exited = {
+            let reaped = shared.reaped.lock().unwrap_or_else(PoisonError::into_inner);
+            match process::exited_unreaped(shared.pid) {
+                _ if *reaped => None,
+                // Read while the child is a zombie: evidence for a CPU limit's SIGKILL.
+                Some(true) => Some(Some((
+                    process::wait_for_exit_unreaped(shared.pid),
+                    process::sandbox::cpu_time_unreaped(shared.pid),
+                ))),
+                Some(false) => Some(None),
+                None => None,
+            }
+        };
+        match exited {
+            None => return,
+            Some(Some((status, cpu_time))) => return shared.on_exit(status, cpu_time).await,
+            Some(None) => {}
+        }
+        #[cfg(unix)]
+        if let Some(sigchld) = sigchld.as_mut() {
+            // A SIGCHLD may come between the check and here; the wait bounds that race.
+            let _ = ::tokio::time::timeout(EXIT_POLL * 20, sigchld.recv()).await;
+            continue;
+        }
+        ::tokio::time::sleep(EXIT_POLL).await;
+    }
+}

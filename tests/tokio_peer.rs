@@ -1,0 +1,342 @@
+//! `rust_ts_ipc::tokio::Peer` against real processes: the same children as tests/peer.rs
+//! (the Rust `serve` binary, `sh -c` scripts that misbehave in one exact way each), the same
+//! texts and counters, plus what only an async peer has: cancellation by dropping a future.
+#![cfg(all(target_os = "linux", feature = "tokio"))]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rust_ts_ipc::tokio::Peer;
+use rust_ts_ipc::{Data, Encoding, Envelope, ErrorCode, PeerOptions, PeerStats, StderrMode};
+use support::{group_is_dead, is_reaped, BIN, PATIENCE};
+
+fn options() -> PeerOptions {
+    PeerOptions { stderr: StderrMode::Discard, ..PeerOptions::default() }
+}
+
+fn serve(args: &[&str], options: PeerOptions) -> Peer {
+    Peer::spawn(Command::new(BIN).arg("serve").args(args), options).unwrap()
+}
+
+fn shell(script: &str, options: PeerOptions) -> Peer {
+    Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap()
+}
+
+fn reply(msg_type: &str, data: &str, id: u64) -> Envelope {
+    Envelope::new(msg_type, data).with_id(id)
+}
+
+#[tokio::test]
+async fn answers_requests_and_delivers_the_exit_after_the_fifth_ack_as_unsolicited() {
+    let peer = serve(&[], options());
+    let mut messages = peer.take_messages().unwrap();
+    assert!(peer.take_messages().is_none());
+    assert_eq!(peer.request("greeting", "hi").await.unwrap(), reply("response", "Hello from TypeScript!", 1));
+    for i in 1..=5u64 {
+        let text = format!("m{i}");
+        let got = peer.request("data", text.as_str()).await.unwrap();
+        assert_eq!(got, reply("ack", &format!("Acknowledged: {text}"), i + 1));
+    }
+    let exit = tokio::time::timeout(PATIENCE, messages.recv()).await.unwrap();
+    assert_eq!(exit, Some(reply("exit", "Goodbye from TypeScript!", 6)));
+    // The channel ends with the child's stdout.
+    assert_eq!(tokio::time::timeout(PATIENCE, messages.recv()).await.unwrap(), None);
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    let stats = peer.stats();
+    assert_eq!(stats, PeerStats { requests: 6, replies: 6, unsolicited: 1, peak_in_flight: 1, ..PeerStats::default() });
+}
+
+#[tokio::test]
+async fn an_error_reply_fails_its_request_with_error_reply_and_its_text() {
+    let peer = serve(&["--exit-after", "0"], options());
+    let error = peer.request("nope", "x").await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::ErrorReply);
+    let text = "line 1: unknown msg_type `nope`; expected greeting, data, exit or markdown";
+    assert_eq!(error.to_string(), format!("the child answered request 1 with an error: {text}"));
+    assert_eq!(error.reply(), Some(&reply("error", text, 1)));
+    assert_eq!(peer.request("data", "a").await.unwrap(), reply("ack", "Acknowledged: a", 2));
+    peer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_child_that_exits_fails_every_pending_request_with_peer_exited_and_its_stderr() {
+    let script = "read a; read b; read c; echo 'giving up' >&2; exit 3";
+    let peer = shell(script, options());
+    let pid = i32::try_from(peer.pid()).unwrap();
+    let mut pending = Vec::new();
+    for i in 0..3 {
+        pending.push(peer.send("q", i.to_string()).await.unwrap());
+    }
+    for p in pending {
+        let error = tokio::time::timeout(PATIENCE, p).await.unwrap().unwrap_err();
+        assert_eq!(error.code(), ErrorCode::PeerExited);
+        assert_eq!(error.exit_status().and_then(|s| s.code()), Some(3));
+        assert_eq!(error.stderr_tail(), Some("giving up\n"));
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "child `sh -c {script}` exited with exit status: 3 before answering: no reply can come; close \
+                 this Peer and start a new one; the end of its stderr:\ngiving up"
+            )
+        );
+    }
+    assert_eq!(peer.request("q", "late").await.unwrap_err().code(), ErrorCode::PeerExited);
+    assert_eq!(peer.notify("q", "late").await.unwrap_err().code(), ErrorCode::PeerExited);
+    assert_eq!(peer.close().await.unwrap().code(), Some(3));
+    assert!(is_reaped(pid));
+}
+
+#[tokio::test]
+async fn requests_after_close_fail_closed_and_close_is_idempotent() {
+    let peer = shell("exec cat >/dev/null", options());
+    let pending = peer.send("q", "never answered").await.unwrap();
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    let error = pending.await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Closed);
+    assert_eq!(error.to_string(), "the peer was closed while this request was pending; no reply will be delivered");
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    let error = peer.request("q", "").await.unwrap_err();
+    assert_eq!(
+        (error.code(), error.to_string().as_str()),
+        (ErrorCode::Closed, "cannot send `q`: the peer is closed; start a new Peer to send more")
+    );
+    assert_eq!(peer.notify("q", "").await.unwrap_err().code(), ErrorCode::Closed);
+}
+
+#[tokio::test]
+async fn a_timed_out_request_fails_and_its_late_reply_is_dropped_and_counted() {
+    let script = r#"read a; sleep 1; echo '{"msg_type":"r","data":"late","id":1}'
+        read b; echo '{"msg_type":"r","data":"ok","id":2}'; exec cat >/dev/null"#;
+    let peer = shell(script, options());
+    let mut messages = peer.take_messages().unwrap();
+    let error = peer.request_timeout("slow", "", Duration::from_millis(50)).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Timeout);
+    assert_eq!(
+        error.to_string(),
+        "no reply to `slow` request 1 within 50 ms; a late reply will be dropped. If the child is only slow, raise \
+         PeerOptions::timeout or use request_timeout"
+    );
+    assert_eq!(peer.request("q", "").await.unwrap(), reply("r", "ok", 2));
+    assert!(messages.try_recv().is_err());
+    let stats = peer.stats();
+    assert_eq!((stats.timeouts, stats.late_replies_dropped, stats.replies, stats.unsolicited), (1, 1, 1, 0));
+    peer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn dropping_a_request_future_cancels_it_and_its_late_reply_is_dropped_and_counted() {
+    // The child answers request 1 only after request 2 has arrived.
+    let script = r#"read a; read b; printf '%s\n' '{"msg_type":"r","data":"1","id":1}' \
+        '{"msg_type":"r","data":"2","id":2}'; exec cat >/dev/null"#;
+    let peer = shell(script, PeerOptions { max_in_flight: 1, ..options() });
+    let mut messages = peer.take_messages().unwrap();
+    // The request's future is dropped at the end of the 100 ms (it was written, not answered).
+    let cut = tokio::time::timeout(Duration::from_millis(100), peer.request("q", "")).await;
+    assert!(cut.is_err());
+    // Its slot is free at once (max_in_flight is 1), though request 1 was never answered.
+    assert_eq!(peer.request("q", "").await.unwrap(), reply("r", "2", 2));
+    let stats = peer.stats();
+    assert_eq!((stats.late_replies_dropped, stats.replies, stats.unsolicited, stats.timeouts), (1, 1, 0, 0));
+    assert!(messages.try_recv().is_err());
+    peer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_requests_in_flight_from_many_tasks_each_reply_arrives_once_and_in_flight_stays_bounded() {
+    const TOTAL: usize = 40_000;
+    const TASKS: usize = 4;
+    let peer = Arc::new(serve(&["--exit-after", "0"], PeerOptions { max_in_flight: 256, ..options() }));
+    let tasks: Vec<_> = (0..TASKS)
+        .map(|t| {
+            let peer = Arc::clone(&peer);
+            tokio::spawn(async move {
+                // Each task keeps up to 128 requests in flight: together more than the peer lets fly.
+                let mut window = std::collections::VecDeque::new();
+                let mut answered = 0;
+                for n in 0..TOTAL / TASKS {
+                    window.push_back((n, peer.send("data", format!("{t}-{n}")).await.unwrap()));
+                    if window.len() == 128 {
+                        let (n, pending) = window.pop_front().unwrap();
+                        assert_eq!(
+                            pending.await.unwrap().data.as_str(),
+                            Some(format!("Acknowledged: {t}-{n}").as_str())
+                        );
+                        answered += 1;
+                    }
+                }
+                for (n, pending) in window {
+                    assert_eq!(pending.await.unwrap().data.as_str(), Some(format!("Acknowledged: {t}-{n}").as_str()));
+                    answered += 1;
+                }
+                answered
+            })
+        })
+        .collect();
+    let mut answered = 0;
+    for task in tasks {
+        answered += task.await.unwrap();
+    }
+    assert_eq!(answered, TOTAL);
+    assert_eq!(
+        peer.stats(),
+        PeerStats { requests: TOTAL as u64, replies: TOTAL as u64, peak_in_flight: 256, ..PeerStats::default() }
+    );
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test]
+async fn msgpack_carries_bytes_and_notifications() {
+    let peer = serve(&["--encoding", "msgpack"], PeerOptions { encoding: Encoding::Msgpack, ..options() });
+    let big: Vec<u8> = (0..1_048_576_u32).map(|i| (i % 256) as u8).collect();
+    let echoed = peer.request("bytes", big.clone()).await.unwrap();
+    assert_eq!(echoed, Envelope::new("bytes", Data::Bytes(big)).with_id(1));
+    assert_eq!(peer.request("markdown", "# Hi").await.unwrap(), reply("html", "<h1>Hi</h1>\n", 2));
+    peer.notify("data", "n").await.unwrap();
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    assert_eq!(peer.stats().notifications, 1);
+}
+
+#[tokio::test]
+async fn bytes_are_invalid_argument_under_json_and_nothing_is_sent() {
+    let peer = serve(&[], options());
+    let error = peer.request("bytes", vec![1u8, 2]).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+    assert_eq!(peer.stats().requests, 0);
+    peer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn close_escalates_to_sigkill_and_leaves_nothing_in_the_group() {
+    // Ignores EOF and SIGTERM, and leaves a grandchild behind: only SIGKILL to the group ends it.
+    let peer =
+        shell("trap '' TERM; sleep 60 & exec sleep 60", PeerOptions { grace: Duration::from_millis(100), ..options() });
+    let pid = i32::try_from(peer.pid()).unwrap();
+    let status = peer.close().await.unwrap();
+    assert_eq!(status.signal(), Some(9), "{status}");
+    assert!(is_reaped(pid));
+    assert!(group_is_dead(pid));
+}
+
+#[tokio::test]
+async fn drop_in_a_runtime_stops_and_reaps_the_child_and_everything_in_its_group() {
+    let peer =
+        shell("trap '' TERM; sleep 60 & exec sleep 60", PeerOptions { grace: Duration::from_millis(100), ..options() });
+    let pid = i32::try_from(peer.pid()).unwrap();
+    drop(peer);
+    // The close runs in a task of this runtime: let it.
+    let reaped = tokio::task::spawn_blocking(move || is_reaped(pid) && group_is_dead(pid)).await.unwrap();
+    assert!(reaped);
+}
+
+#[test]
+fn drop_outside_a_runtime_stops_the_child_at_once_and_spawn_needs_a_runtime() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let peer = runtime.block_on(async {
+        shell("trap '' TERM; sleep 60 & exec sleep 60", PeerOptions { grace: Duration::from_millis(100), ..options() })
+    });
+    let pid = i32::try_from(peer.pid()).unwrap();
+    drop(runtime);
+    drop(peer);
+    assert!(is_reaped(pid));
+    assert!(group_is_dead(pid));
+    let error = Peer::spawn(&mut Command::new("true"), options()).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+    assert!(error.to_string().starts_with("rust_ts_ipc::tokio::Peer::spawn was called outside a tokio runtime"));
+}
+
+#[tokio::test]
+async fn bad_options_and_missing_programs_fail_with_their_codes() {
+    let error = Peer::spawn(&mut Command::new("true"), PeerOptions { max_in_flight: 0, ..options() }).unwrap_err();
+    assert_eq!(
+        (error.code(), error.to_string().as_str()),
+        (ErrorCode::InvalidArgument, "PeerOptions::max_in_flight must be at least 1 (got 0)")
+    );
+    let error = Peer::spawn(Command::new("/definitely/not/a/program").arg("x"), options()).unwrap_err();
+    assert_eq!(
+        (error.code(), error.to_string().as_str()),
+        (
+            ErrorCode::Spawn,
+            "cannot start `/definitely/not/a/program x`: `/definitely/not/a/program` was not found on PATH"
+        )
+    );
+}
+
+#[tokio::test]
+async fn supervision_options_are_refused_not_ignored() {
+    use rust_ts_ipc::supervise::RestartPolicy;
+    let cases = [
+        ("restart", PeerOptions { restart: Some(RestartPolicy::default()), ..options() }),
+        ("hang", PeerOptions { hang: Some(Duration::from_secs(1)), ..options() }),
+    ];
+    for (name, options) in cases {
+        let error = Peer::spawn(&mut Command::new("true"), options).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::InvalidArgument);
+        assert_eq!(
+            error.to_string(),
+            format!(
+                "PeerOptions::{name} is not supported by rust_ts_ipc::tokio::Peer yet (it does not restart its child \
+                 or watch it for hangs); leave it None, or supervise the child with rust_ts_ipc::Peer::spawn_with"
+            )
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_sandbox_applies_a_cleared_environment_and_names_the_cpu_limit_that_killed_the_child() {
+    use rust_ts_ipc::process::sandbox::{ChildLimits, Sandbox};
+    // A variable this process holds is not passed on under clear_env.
+    std::env::set_var("RUST_TS_IPC_TOKIO_TEST_SECRET", "hunter2");
+    let script = r#"read l; printf '{"msg_type":"r","data":"[%s]","id":1}\n' "$RUST_TS_IPC_TOKIO_TEST_SECRET"; read l; exec cat >/dev/null"#;
+    let sandbox = Sandbox { clear_env: true, ..Sandbox::default() };
+    let peer = shell(script, PeerOptions { sandbox, ..options() });
+    assert_eq!(peer.request("q", "").await.unwrap(), reply("r", "[]", 1));
+    peer.close().await.unwrap();
+    // A child spinning past its CPU limit fails its request naming the limit.
+    let limits = ChildLimits { max_cpu_s: Some(1), ..ChildLimits::default() };
+    let sandbox = Sandbox { limits, ..Sandbox::default() };
+    let peer = shell("read l; while :; do :; done", PeerOptions { sandbox, timeout: PATIENCE, ..options() });
+    let error = peer.request("spin", "").await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::PeerExited, "{error}");
+    assert!(error.message().contains("(SIGXCPU): it exceeded its CPU time limit of 1 s"), "{error}");
+    peer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_child_that_does_not_read_its_stdin_holds_no_caller_past_its_deadline() {
+    // `sleep` never reads: a 1 MiB line fills the pipe and the writer task blocks in it.
+    let patient = PeerOptions { timeout: Duration::from_millis(200), grace: Duration::from_millis(100), ..options() };
+    let peer = Arc::new(shell("exec sleep 30", patient));
+    let big = "x".repeat(1 << 20);
+    let started = Instant::now();
+    let (a, b, c) = tokio::join!(
+        peer.request_timeout("q", big.as_str(), Duration::from_millis(200)),
+        peer.request_timeout("q", "", Duration::from_millis(200)),
+        async { peer.send("q", "").await?.wait_timeout(Duration::from_millis(200)).await },
+    );
+    for result in [a, b, c] {
+        assert_eq!(result.unwrap_err().code(), ErrorCode::Timeout);
+    }
+    // Each deadline is 200 ms; 3 s leaves room for a slow, shared machine.
+    assert!(started.elapsed() < Duration::from_secs(3), "took {:?}", started.elapsed());
+    let started = Instant::now();
+    let status = peer.close().await.unwrap();
+    assert_eq!(status.signal(), Some(15), "{status}");
+    assert!(started.elapsed() < Duration::from_secs(3), "close took {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn lines_that_are_not_protocol_are_unsolicited_errors_naming_the_line() {
+    let script = r#"read l; echo 'not json'; echo '{"msg_type":"r","data":"ok","id":1}'; exec cat >/dev/null"#;
+    let peer = shell(script, options());
+    let mut messages = peer.take_messages().unwrap();
+    assert_eq!(peer.request("q", "").await.unwrap(), reply("r", "ok", 1));
+    let error = messages.recv().await.unwrap();
+    assert_eq!(error.msg_type, "error");
+    assert!(error.data.as_str().unwrap().starts_with("line 1: "), "{error:?}");
+    peer.close().await.unwrap();
+}
