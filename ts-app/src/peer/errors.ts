@@ -17,6 +17,8 @@ export const PeerErrorCode = {
   CLOSED: 'CLOSED',
   /** An argument the peer cannot send (e.g. data that cannot be encoded); nothing was sent. */
   INVALID_ARGUMENT: 'INVALID_ARGUMENT',
+  /** `requestSync` on a sync-mode pipe peer while `request` calls are in flight or queued; nothing was sent. */
+  BUSY: 'BUSY',
 } as const;
 
 /** One of the `PeerErrorCode` values. */

@@ -11,6 +11,7 @@ import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js
 import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
 import { encodeFrameText, encodeLine } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
+import { spawnSyncPeer, type SyncPeerOptions, type SyncPipePeer } from './sync.js';
 import type {
   CloseOptions,
   Encoding,
@@ -43,6 +44,11 @@ export type StderrOption = 'forward' | 'ignore' | ((chunk: Buffer) => void);
 
 /** Options of `spawnPeer`; every field is optional. */
 export interface SpawnPeerOptions {
+  /**
+   * `'stream'` (the default): Node streams read and write the child's pipes. `'sync'`: the
+   * native addon does, and the peer also offers `requestSync` (see `SyncPeerOptions`).
+   */
+  mode?: 'stream' | 'sync';
   /**
    * How messages travel: `'json'` (NDJSON lines, the default) or `'msgpack'` (MessagePack
    * frames; `data` may then be a `Buffer`/`Uint8Array`, and `bin` replies arrive as a `Buffer`).
@@ -563,14 +569,26 @@ class PipePeerImpl implements PipePeer {
 export function spawnPeer(
   command: string,
   args: readonly string[],
+  options: SyncPeerOptions & { encoding: 'msgpack' },
+): SyncPipePeer<JsonValue | Buffer>;
+export function spawnPeer(command: string, args: readonly string[], options: SyncPeerOptions & { encoding?: 'json' }): SyncPipePeer;
+export function spawnPeer(command: string, args: readonly string[], options: SyncPeerOptions): SyncPipePeer<JsonValue | Buffer>;
+export function spawnPeer(
+  command: string,
+  args: readonly string[],
   options: SpawnPeerOptions & { encoding: 'msgpack' },
 ): PipePeer<JsonValue | Buffer>;
 export function spawnPeer(command: string, args?: readonly string[], options?: SpawnPeerOptions & { encoding?: 'json' }): PipePeer;
 /** An encoding known only at run time: reply data may be a `Buffer`. */
 export function spawnPeer(command: string, args: readonly string[], options: SpawnPeerOptions): PipePeer<JsonValue | Buffer>;
-export function spawnPeer(command: string, args: readonly string[] = [], options: SpawnPeerOptions = {}): PipePeer {
+export function spawnPeer(command: string, args: readonly string[] = [], options: SpawnPeerOptions = {}): PipePeer<JsonValue | Buffer> {
   if (typeof command !== 'string' || command.length === 0) {
     throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: command must be a non-empty string, got ${String(command)}`);
+  }
+  const mode: unknown = options.mode ?? 'stream';
+  if (mode === 'sync') return spawnSyncPeer(command, args, options as SyncPeerOptions);
+  if (mode !== 'stream') {
+    throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: option \`mode\` must be 'stream' or 'sync', got ${String(mode)}`);
   }
   return new PipePeerImpl(command, args, options);
 }
