@@ -20,6 +20,11 @@ export declare class PipeChild {
   exitStatus(): PipeExit | null
   /** The last (at most 4 KiB) of the child's stderr so far, as text. */
   stderrTail(): string
+  /**
+   * The frames the background thread has read since the last call, in order (an `items`
+   * event says there are some; `requestSync` takes them first too).
+   */
+  takeItems(): Array<PipeItem>
   /** True while bytes given to `write` wait to be written (a `drain` event follows). */
   get writeBlocked(): boolean
   /**
@@ -36,7 +41,8 @@ export declare class PipeChild {
    * Writes `request` (after anything still waiting to be written), then reads until the frame
    * carrying `id` arrives, spinning for `spinUs` before blocking, at most `timeoutMs` (0 or
    * Infinity: no limit). Returns the reply (the line as a string under json, the frame's
-   * body under msgpack) when it is the only frame read, else a `SyncOutcome`. Pauses the
+   * body under msgpack) when it is the only frame read and a valid message, else a
+   * `SyncOutcome`. Pauses the
    * background reader (see `setReading`).
    */
   requestSync(request: string | Buffer, id: number, timeoutMs: number): string | Buffer | SyncOutcome
@@ -195,13 +201,11 @@ export interface PipeChildOptions {
 /** What the background thread tells JavaScript, in the order it happened. */
 export interface PipeEvent {
   /**
-   * `items` (frames read), `drain` (writes waiting were written), `eof` (stdout closed),
+   * `items` (frames were read: `takeItems` has them), `drain` (writes waiting were written), `eof` (stdout closed),
    * `stderr` (a piece of it, with the `'event'` option), `exit` (the child exited and was
    * reaped, its stdout drained; the last event).
    */
   kind: string
-  /** `items`: the frames. */
-  items?: Array<PipeItem>
   /** `stderr`: the piece. */
   chunk?: Buffer
   /** `exit`: how the child ended. */

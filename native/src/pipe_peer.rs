@@ -121,12 +121,10 @@ pub struct PipeItem {
 /// What the background thread tells JavaScript, in the order it happened.
 #[napi(object, object_from_js = false)]
 pub struct PipeEvent {
-    /// `items` (frames read), `drain` (writes waiting were written), `eof` (stdout closed),
+    /// `items` (frames were read: `takeItems` has them), `drain` (writes waiting were written), `eof` (stdout closed),
     /// `stderr` (a piece of it, with the `'event'` option), `exit` (the child exited and was
     /// reaped, its stdout drained; the last event).
     pub kind: String,
-    /// `items`: the frames.
-    pub items: Option<Vec<PipeItem>>,
     /// `stderr`: the piece.
     pub chunk: Option<Buffer>,
     /// `exit`: how the child ended.
@@ -134,7 +132,7 @@ pub struct PipeEvent {
 }
 
 fn event(kind: &str) -> PipeEvent {
-    PipeEvent { kind: kind.to_owned(), items: None, chunk: None, exit: None }
+    PipeEvent { kind: kind.to_owned(), chunk: None, exit: None }
 }
 
 /// How the child ended.
@@ -355,6 +353,8 @@ struct Shared {
     read_wanted: AtomicBool,
     /// The background thread is to end.
     stop: AtomicBool,
+    /// Frames the background thread read and JavaScript has not taken yet, in order.
+    inbox: Mutex<Vec<PipeItem>>,
     /// Written to wake the background thread from `poll` when the above change.
     wake_write: File,
     wake_read: File,
@@ -525,6 +525,7 @@ pub fn spawn_pipe_child(
             spin: SpinReader::new(Duration::from_micros(spin_us)),
         }),
         writer: Mutex::new(Writer { stdin: Some(stdin), pending: Vec::new(), written: 0 }),
+        inbox: Mutex::new(Vec::new()),
         write_waiting: AtomicBool::new(false),
         drain_owed: AtomicBool::new(false),
         read_wanted: AtomicBool::new(true),
@@ -565,8 +566,17 @@ fn send(tsfn: &EventFn, event: PipeEvent) -> bool {
     tsfn.call(event, ThreadsafeFunctionCallMode::NonBlocking) == Status::Ok
 }
 
-fn items_event(items: Vec<PipeItem>) -> PipeEvent {
-    PipeEvent { items: Some(items), ..event("items") }
+/// Files frames the background thread read, while it still holds the reader lock (so that a
+/// `requestSync` that takes the lock next finds them, and returns them first, in order). True if
+/// JavaScript must be told (the inbox was empty: no `items` event is on its way).
+fn file_items(shared: &Shared, items: Vec<PipeItem>) -> bool {
+    if items.is_empty() {
+        return false;
+    }
+    let mut inbox = lock(&shared.inbox);
+    let was_empty = inbox.is_empty();
+    inbox.extend(items);
+    was_empty
 }
 
 /// The background thread: reads stdout while JavaScript wants it, writes what waits, and after
@@ -582,15 +592,15 @@ fn background(shared: &Shared, tsfn: &EventFn) {
         // After the exit, stdout is read whatever JavaScript wanted: it is the last output.
         let reading = shared.read_wanted.load(Ordering::Acquire) || exit_seen.is_some();
         // Frames a synchronous reader left in the decoder come first.
-        let mut items = Vec::new();
-        let eof = {
+        let (eof, tell) = {
             let mut reader = lock(&shared.reader);
+            let mut items = Vec::new();
             if reading {
                 reader.take_all(&mut items);
             }
-            reader.eof
+            (reader.eof, file_items(shared, items))
         };
-        if !items.is_empty() && !send(tsfn, items_event(items)) {
+        if tell && !send(tsfn, event("items")) {
             break;
         }
         if eof && !eof_sent && reading {
@@ -653,8 +663,7 @@ fn background(shared: &Shared, tsfn: &EventFn) {
             }
         }
         if out_ready {
-            let mut items = Vec::new();
-            {
+            let tell = {
                 let mut reader = lock(&shared.reader);
                 for _ in 0..READS_PER_WAKE {
                     match reader.read_once() {
@@ -662,9 +671,11 @@ fn background(shared: &Shared, tsfn: &EventFn) {
                         Read1::Eof | Read1::Empty => break,
                     }
                 }
+                let mut items = Vec::new();
                 reader.take_all(&mut items);
-            }
-            if !items.is_empty() && !send(tsfn, items_event(items)) {
+                file_items(shared, items)
+            };
+            if tell && !send(tsfn, event("items")) {
                 break;
             }
         }
@@ -708,6 +719,13 @@ impl PipeChild {
     #[napi]
     pub fn stderr_tail(&self) -> String {
         self.shared.stderr_tail.text()
+    }
+
+    /// The frames the background thread has read since the last call, in order (an `items`
+    /// event says there are some; `requestSync` takes them first too).
+    #[napi]
+    pub fn take_items(&self) -> Vec<PipeItem> {
+        std::mem::take(&mut *lock(&self.shared.inbox))
     }
 
     /// True while bytes given to `write` wait to be written (a `drain` event follows).
@@ -769,10 +787,15 @@ impl PipeChild {
             Either::B(b) => b,
         };
         let mut items = Vec::new();
-        let outcome = match self.write_sync(bytes, deadline) {
-            Ok(()) => self.read_reply(id as u64, deadline, &mut items),
+        // The reader lock is taken before the request is written, so the background thread
+        // cannot take its reply: what it read before holding the lock came before the request.
+        let mut reader = lock(&shared.reader);
+        items.append(&mut lock(&shared.inbox));
+        let outcome = match self.write_sync(&mut reader, bytes, deadline, &mut items) {
+            Ok(()) => self.read_reply(&mut reader, id as u64, deadline, &mut items),
             Err(why) => Err(why),
         };
+        drop(reader);
         let status = match outcome {
             Ok(reply) => {
                 if items.is_empty() && reply.ok {
@@ -841,7 +864,15 @@ impl PipeChild {
 impl PipeChild {
     /// Writes what waits, then `bytes`, blocking up to `deadline`. A request cut by the deadline
     /// is left to the background thread to finish (never cut on the wire).
-    fn write_sync(&self, bytes: &[u8], deadline: Option<Instant>) -> std::result::Result<(), NoReply> {
+    /// While the pipe is full, stdout is read meanwhile (into `others`: no reply can come
+    /// before its request is whole), so a child blocked writing to us cannot deadlock the call.
+    fn write_sync(
+        &self,
+        reader: &mut Reader,
+        bytes: &[u8],
+        deadline: Option<Instant>,
+        others: &mut Vec<PipeItem>,
+    ) -> std::result::Result<(), NoReply> {
         let shared = &*self.shared;
         let mut writer = lock(&shared.writer);
         if writer.stdin.is_none() {
@@ -873,10 +904,17 @@ impl PipeChild {
             let mut fds = [
                 PollFd::new(stdin.as_fd(), PollFlags::POLLOUT),
                 PollFd::new(shared.exited_read.as_fd(), PollFlags::POLLIN),
+                PollFd::new(reader.stdout.as_fd(), PollFlags::POLLIN),
             ];
-            let _ = poll(&mut fds, left);
-            if fds[1].revents().is_some_and(|r| !r.is_empty()) && !fds[0].revents().is_some_and(|r| !r.is_empty()) {
+            let watched = if reader.eof { 2 } else { 3 };
+            let _ = poll(&mut fds[..watched], left);
+            let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+            if ready(&fds[1]) && !ready(&fds[0]) {
                 return Err(NoReply::Exited);
+            }
+            if watched == 3 && ready(&fds[2]) {
+                reader.read_once();
+                reader.take_all(others);
             }
         }
     }
@@ -884,12 +922,12 @@ impl PipeChild {
     /// Reads until the frame carrying `id`; frames before it go to `others`.
     fn read_reply(
         &self,
+        reader: &mut Reader,
         id: u64,
         deadline: Option<Instant>,
         others: &mut Vec<PipeItem>,
     ) -> std::result::Result<Taken, NoReply> {
         let shared = &*self.shared;
-        let mut reader = lock(&shared.reader);
         // Set once the child's exit or stdout's EOF is seen: the last output is awaited until then.
         let mut settle: Option<Instant> = None;
         loop {
@@ -908,7 +946,6 @@ impl PipeChild {
                 }
                 // Stdout is closed: wait (briefly) for the exit, so the error can say how.
                 let until = settle.unwrap_or_else(|| Instant::now() + SETTLE);
-                drop(reader);
                 if !shared.exited() {
                     let left = until.saturating_duration_since(Instant::now());
                     let mut fds = [PollFd::new(shared.exited_read.as_fd(), PollFlags::POLLIN)];
@@ -938,7 +975,6 @@ impl PipeChild {
                     let left = u.saturating_duration_since(now);
                     if left.is_zero() {
                         if settle.is_some_and(|s| s <= now) {
-                            drop(reader);
                             shared.wait_stderr(now + SETTLE);
                             return Err(NoReply::Exited);
                         }

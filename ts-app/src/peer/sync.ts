@@ -80,7 +80,6 @@ interface PipeExit {
 }
 interface PipeEvent {
   kind: string;
-  items?: PipeItem[];
   chunk?: Buffer;
   exit?: PipeExit;
 }
@@ -94,6 +93,7 @@ interface PipeChild {
   exitStatus(): PipeExit | null;
   stderrTail(): string;
   setReading(on: boolean): void;
+  takeItems(): PipeItem[];
   write(bytes: string | Buffer): boolean;
   requestSync(request: string | Buffer, id: number, timeoutMs: number): string | Buffer | SyncOutcome;
   close(firstWaitMs: number): Promise<PipeExit>;
@@ -381,9 +381,11 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
   }
 
   #onEvent(event: PipeEvent): void {
+    // Every event follows the frames read before it: route those first.
+    const child = this.#child;
+    if (child !== undefined) for (const item of child.takeItems()) this.#route(item);
     switch (event.kind) {
       case 'items':
-        for (const item of event.items ?? []) this.#route(item);
         return;
       case 'drain':
         this.#waitingForDrain = false;
