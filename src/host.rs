@@ -379,6 +379,9 @@ pub struct DemoConfig {
     /// Said after the error when the child exits with a failure before answering anything
     /// (for the default child: it may not know `--encoding` yet).
     pub refusal_hint: Option<String>,
+    /// The reader thread's spin budget on the child's stdout (zero: off; see
+    /// `rust_ts_ipc::spin`).
+    pub spin: Duration,
 }
 
 /// Why the conversation stopped early.
@@ -420,7 +423,19 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
     let mut initiator =
         Initiator::default().with_encoding(config.encoding).with_max_frame_bytes(config.max_frame_bytes);
     let decoder = Decoder::new(&initiator);
-    let mut inbox = Inbox { events, budget: spawn_reader(stdout, tx), decoder };
+    #[cfg(not(unix))]
+    let budget = spawn_reader(stdout, tx);
+    #[cfg(unix)]
+    let budget = if config.spin.is_zero() {
+        spawn_reader(stdout, tx)
+    } else {
+        // Our pipe alone: spin with read itself rather than poll, then read.
+        use std::os::fd::AsFd;
+        rust_ts_ipc::spin::set_nonblocking(stdout.as_fd())
+            .map_err(|e| HostError::Io(format!("making the child's stdout non-blocking: {e}")))?;
+        spawn_reader(rust_ts_ipc::spin::SpinReader::new(stdout, config.spin), tx)
+    };
+    let mut inbox = Inbox { events, budget, decoder };
 
     let fault = converse(&mut child, &mut initiator, &mut inbox, config.timeout, out).err();
     // Stop queueing the child's output: from here a child that floods its stdout meets a

@@ -84,6 +84,7 @@ pub mod process;
 mod responder;
 mod serve;
 mod service;
+pub mod spin;
 
 pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
 pub use encoding::{Encoding, UnknownEncoding};
@@ -98,5 +99,5 @@ pub use peer::{ErrorCode, Peer, PeerError, PeerOptions, PeerStats, Pending, Stde
 pub use responder::{
     BuiltinService, Checkpoint, Responder, ResponderOptions, Services, ServicesError, DEFAULT_EXIT_AFTER, DEFAULT_NAME,
 };
-pub use serve::{serve, serve_stdio, serve_stdio_with, serve_with, ServeError};
+pub use serve::{serve, serve_stdio, serve_stdio_with, serve_stdio_with_options, serve_with, ServeError, ServeOptions};
 pub use service::{Handlers, Service};

@@ -11,12 +11,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use host::{DemoConfig, HostError};
-use rust_ts_ipc::{Encoding, Responder, ResponderOptions, Services};
+use rust_ts_ipc::spin::{AdaptiveSpin, SpinDisabled};
+use rust_ts_ipc::{Encoding, Responder, ResponderOptions, ServeOptions, Services};
 
 const USAGE: &str = "\
 Usage:
   rust-ts-ipc [demo] [--encoding json|msgpack] [--max-frame-bytes N] [--timeout-ms N]
-                   [--grace-ms N] [-- PROGRAM [ARGS...]]
+                   [--grace-ms N] [--spin-us N] [-- PROGRAM [ARGS...]]
       Spawn a child (default: node ts-app/dist/main.js, built on first use) and play the
       demo conversation: greeting, five data messages, goodbye. Stdout carries the
       conversation; progress and the child's stderr go to stderr. --encoding: json (NDJSON
@@ -27,9 +28,10 @@ Usage:
       However the demo ends, the child (in its own process group) is stopped the same way:
       its stdin is closed, then after --grace-ms (default 2000) SIGTERM, then after another
       --grace-ms SIGKILL; it is always reaped. Ctrl-C, SIGTERM and SIGHUP run that sequence
-      too (a second Ctrl-C skips the waits).
+      too (a second Ctrl-C skips the waits). --spin-us: see below (the child's stdout).
   rust-ts-ipc serve [--encoding json|msgpack] [--exit-after N] [--name NAME]
                     [--max-line-bytes N] [--max-frame-bytes N] [--services LIST]
+                    [--spin-us N]
       Answer the protocol on this process's stdin/stdout (the Rust responder, for a Node
       parent). Exits 0 on stdin EOF, after the exit reply, or when stdout's reader is gone.
       --encoding: json (NDJSON lines, the default) or msgpack (frames: a 4-byte little-endian
@@ -39,6 +41,11 @@ Usage:
       CommonMark) and bytes (bytes -> the same bytes; msgpack only); markdown and bytes are
       not counted by --exit-after. Defaults: json, 5, TypeScript, 16777216, 16777216,
       demo,markdown under json and demo,markdown,bytes under msgpack.
+  --spin-us N (demo and serve): after each message, keep asking the pipe for the next one
+      for up to N microseconds (adaptive; at most 1000000) before sleeping: less latency
+      when the other side answers within N, a CPU busy for up to N after each message.
+      Never spins when this process may run on one CPU only (it says so on stderr).
+      Default 0: off.
 
 Exit codes: 0 ok, 1 protocol or I/O error, 2 usage, 3 child could not be started,
 4 child exited or closed its stdout early, 5 child timed out, 128+N stopped by signal N
@@ -104,6 +111,7 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
     let mut grace = host::DEFAULT_GRACE;
     let mut encoding = Encoding::Json;
     let mut max_frame_bytes = rust_ts_ipc::DEFAULT_MAX_FRAME_BYTES;
+    let mut spin = Duration::ZERO;
     let mut args = args.into_iter();
     let mut child: Vec<OsString> = Vec::new();
     while let Some(arg) = args.next() {
@@ -119,6 +127,7 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
                 max_frame_bytes = usize::try_from(number(&mut args, "--max-frame-bytes")?)
                     .map_err(|_| HostError::Usage("--max-frame-bytes is too large".to_owned()))?;
             }
+            Some("--spin-us") => spin = spin_flag(&mut args)?,
             _ => return Err(HostError::Usage(format!("unexpected argument `{}` for demo", arg.to_string_lossy()))),
         }
     }
@@ -131,7 +140,9 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
         encoding,
         max_frame_bytes,
         refusal_hint: None,
+        spin,
     };
+    say_if_not_spinning("demo", spin);
     let config = match child.next() {
         Some(program) => DemoConfig { program, args: child.collect(), ..base },
         None => {
@@ -157,6 +168,7 @@ fn serve(args: Vec<OsString>) -> Result<(), HostError> {
     let mut options = ResponderOptions::default();
     let mut encoding = Encoding::Json;
     let mut services: Option<Services> = None;
+    let mut spin = Duration::ZERO;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         match arg.to_str() {
@@ -166,6 +178,7 @@ fn serve(args: Vec<OsString>) -> Result<(), HostError> {
                     .map_err(|_| HostError::Usage("--max-frame-bytes is too large".to_owned()))?;
             }
             Some("--exit-after") => options.exit_after = number(&mut args, "--exit-after")?,
+            Some("--spin-us") => spin = spin_flag(&mut args)?,
             Some("--max-line-bytes") => {
                 options.max_line_bytes = usize::try_from(number(&mut args, "--max-line-bytes")?)
                     .map_err(|_| HostError::Usage("--max-line-bytes is too large".to_owned()))?;
@@ -189,7 +202,34 @@ fn serve(args: Vec<OsString>) -> Result<(), HostError> {
         Encoding::Json => Services::DEFAULT,
         Encoding::Msgpack => Services::ALL,
     });
-    rust_ts_ipc::serve_stdio_with(Responder::new(options), encoding).map_err(|e| HostError::Io(e.to_string()))
+    say_if_not_spinning("serve", spin);
+    rust_ts_ipc::serve_stdio_with_options(Responder::new(options), &ServeOptions { encoding, spin })
+        .map_err(|e| HostError::Io(e.to_string()))
+}
+
+/// The longest `--spin-us`: a second of spinning after each message is surely a mistake.
+const MAX_SPIN_US: u64 = 1_000_000;
+
+fn spin_flag(args: &mut impl Iterator<Item = OsString>) -> Result<Duration, HostError> {
+    let us = number(args, "--spin-us")?;
+    if us > MAX_SPIN_US {
+        return Err(HostError::Usage(format!(
+            "--spin-us {us} is too long: spinning is for replies that come within microseconds (at most {MAX_SPIN_US})"
+        )));
+    }
+    Ok(Duration::from_micros(us))
+}
+
+/// Says on stderr when `--spin-us` was asked for and will not spin (one CPU): the option is
+/// not silently ignored.
+fn say_if_not_spinning(command: &str, spin: Duration) {
+    if let Some(SpinDisabled::OneCpu) = AdaptiveSpin::for_this_thread(spin).disabled() {
+        diag::say(format_args!(
+            "rust-ts-ipc {command}: --spin-us {}: not spinning, as {}",
+            spin.as_micros(),
+            SpinDisabled::OneCpu
+        ));
+    }
 }
 
 fn encoding_flag(args: &mut impl Iterator<Item = OsString>) -> Result<Encoding, HostError> {

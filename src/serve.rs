@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
+use std::time::Duration;
 
 use crate::codec::LineDecoder;
 use crate::encoding::Encoding;
@@ -68,6 +69,39 @@ pub fn serve_stdio(service: impl Service) -> Result<(), ServeError> {
 /// As [`serve`].
 pub fn serve_stdio_with(service: impl Service, encoding: Encoding) -> Result<(), ServeError> {
     serve_with(service, encoding, io::stdin().lock(), io::stdout().lock())
+}
+
+/// How [`serve_stdio_with_options`] serves.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    /// The wire encoding; both ends must have chosen the same: [`Encoding::Json`].
+    pub encoding: Encoding,
+    /// After answering, keep asking stdin for the next request for up to this long before
+    /// sleeping in `poll` (adaptive, see [`crate::spin`]): a request that comes within it is
+    /// read without a wake-up, at the price of a CPU busy for up to this long after each
+    /// message. Never spins when the process may run on one CPU only. Zero (the default): off,
+    /// stdin is read exactly as by [`serve_stdio_with`].
+    pub spin: Duration,
+}
+
+/// [`serve_stdio`] with [`ServeOptions`]: the encoding and the spin budget.
+///
+/// With a spin budget, stdin is read through a [`SpinReader`](crate::spin::SpinReader) over a
+/// duplicate of its descriptor (std's buffered stdin would hide bytes from `poll`), which
+/// spins with zero-timeout `poll`s: stdin's `O_NONBLOCK` flag, shared with whoever else holds
+/// it, is left alone.
+///
+/// # Errors
+/// As [`serve`]; duplicating stdin's descriptor failing is a [`ServeError::Read`].
+pub fn serve_stdio_with_options(service: impl Service, options: &ServeOptions) -> Result<(), ServeError> {
+    #[cfg(unix)]
+    if !options.spin.is_zero() {
+        use std::os::fd::AsFd;
+        let stdin = io::stdin().as_fd().try_clone_to_owned().map_err(ServeError::Read)?;
+        let input = crate::spin::SpinReader::new(std::fs::File::from(stdin), options.spin);
+        return serve_with(service, options.encoding, input, io::stdout().lock());
+    }
+    serve_stdio_with(service, options.encoding)
 }
 
 /// Answers every line of `input` with `service`, writing the replies to `output`.

@@ -41,6 +41,9 @@ pub use error::{ErrorCode, PeerError};
 
 use crate::error::numbered;
 use crate::process::{self, ChildProcess, StderrTail, Supervision, DEFAULT_GRACE, READ_CHUNK};
+#[cfg(unix)]
+use crate::spin::SpinReader;
+use crate::spin::{AdaptiveSpin, SpinDisabled};
 use crate::{
     decode_envelope, decode_msgpack_envelope, Data, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
     ProtocolError, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
@@ -129,6 +132,14 @@ pub struct PeerOptions {
     /// default [`max_line_bytes`](Self::max_line_bytes). Keep it at least that, or a line
     /// longer than it is always dropped.
     pub max_unsolicited_bytes: usize,
+    /// After each read of the child's stdout, the reader thread keeps asking the pipe for more
+    /// for up to this long before sleeping (adaptive, see [`crate::spin`]): a reply that comes
+    /// within it is read without a wake-up of the reader, for a CPU busy for up to this long
+    /// after each read. The calling thread's wait for the reply and the writer thread's wait
+    /// for the next request are not spun. Never spins when the thread calling
+    /// [`Peer::spawn`] may run on one CPU only ([`Peer::spin_disabled`] says so); Unix only.
+    /// Zero (the default): off, the pipe is read as without the option.
+    pub spin: Duration,
 }
 
 impl Default for PeerOptions {
@@ -144,6 +155,7 @@ impl Default for PeerOptions {
             stderr: StderrMode::Forward,
             max_unsolicited: 1024,
             max_unsolicited_bytes: DEFAULT_MAX_UNSOLICITED_BYTES,
+            spin: Duration::ZERO,
         }
     }
 }
@@ -172,6 +184,11 @@ pub struct PeerStats {
     /// The most requests that were awaiting replies at once (never above
     /// [`PeerOptions::max_in_flight`]).
     pub peak_in_flight: u64,
+    /// Reads of the child's stdout that spun ([`PeerOptions::spin`]): found no data at once
+    /// and were given a budget.
+    pub spins: u64,
+    /// Of [`spins`](Self::spins), those whose data came before the budget expired.
+    pub spin_hits: u64,
 }
 
 #[derive(Default)]
@@ -185,6 +202,8 @@ struct Counters {
     unsolicited_dropped: AtomicU64,
     lines_too_long: AtomicU64,
     peak_in_flight: AtomicU64,
+    spins: AtomicU64,
+    spin_hits: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -350,6 +369,8 @@ struct Shared {
     tail: Arc<StderrTail>,
     counters: Counters,
     options: Limits,
+    /// Why the reader never spins, if it does not.
+    spin_disabled: Option<SpinDisabled>,
 }
 
 /// The options the threads need after spawning.
@@ -680,6 +701,8 @@ impl Peer {
             }
         }
         let watcher = Arc::new(Mutex::new(None));
+        // On this thread, whose affinity mask the peer's threads inherit.
+        let spin = AdaptiveSpin::for_this_thread(if cfg!(unix) { options.spin } else { Duration::ZERO });
         let (mut child, stdout, stderr) =
             ChildProcess::spawn(command, options.grace, Box::new(JoinWatcher(Arc::clone(&watcher))))
                 .map_err(|e| PeerError::new(ErrorCode::Spawn, e.to_string()))?;
@@ -710,6 +733,7 @@ impl Peer {
                 grace: options.grace,
                 max_unsolicited_bytes: options.max_unsolicited_bytes,
             },
+            spin_disabled: spin.disabled(),
         });
 
         let on_exit = Arc::clone(&shared);
@@ -726,7 +750,27 @@ impl Peer {
 
         let reader = Arc::clone(&shared);
         // The reader owns the sender, so the channel ends when the child's stdout closes.
-        thread::spawn(move || read_stdout(&reader, stdout, &unsolicited));
+        #[cfg(unix)]
+        {
+            if spin.disabled().is_none() {
+                // Our pipe alone: spin with read itself rather than poll, then read. If it
+                // cannot be set, the reader spins with poll.
+                let _ = crate::spin::set_nonblocking(std::os::fd::AsFd::as_fd(&stdout));
+            }
+            let stdout = SpinReader::with_spin(stdout, spin);
+            thread::spawn(move || {
+                read_stdout(&reader, stdout, &unsolicited, |stdout: &SpinReader<_>, counters: &Counters| {
+                    let stats = stdout.stats();
+                    counters.spins.store(stats.spun, Ordering::Relaxed);
+                    counters.spin_hits.store(stats.hits, Ordering::Relaxed);
+                })
+            });
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = spin;
+            thread::spawn(move || read_stdout(&reader, stdout, &unsolicited, |_: &_, _: &Counters| {}));
+        }
 
         let on_stderr = Arc::clone(&shared);
         let tail = Arc::clone(&shared.tail);
@@ -739,6 +783,13 @@ impl Peer {
     /// The child's pid (also its process group's id).
     pub fn pid(&self) -> u32 {
         self.shared.pid
+    }
+
+    /// `None` when the reader may spin ([`PeerOptions::spin`]); otherwise why it never does:
+    /// [`SpinDisabled::Off`] (a zero budget, the default, or not Unix) or
+    /// [`SpinDisabled::OneCpu`] (the thread that spawned the peer may run on one CPU only).
+    pub fn spin_disabled(&self) -> Option<SpinDisabled> {
+        self.shared.spin_disabled
     }
 
     /// Sends a request and waits for its reply, at most [`PeerOptions::timeout`].
@@ -876,6 +927,8 @@ impl Peer {
             unsolicited_dropped: get(&c.unsolicited_dropped),
             lines_too_long: get(&c.lines_too_long),
             peak_in_flight: get(&c.peak_in_flight),
+            spins: get(&c.spins),
+            spin_hits: get(&c.spin_hits),
         }
     }
 
@@ -1077,14 +1130,17 @@ impl Drop for Pending {
 
 /// The reader thread: the child's stdout, framed by the core, dispatched line by line (or
 /// frame by frame).
-fn read_stdout(shared: &Shared, mut stdout: impl Read, unsolicited: &Outbound) {
+/// `after_read` publishes what the reader wants counted (its spin statistics).
+fn read_stdout<R: Read>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, after_read: impl Fn(&R, &Counters)) {
     let mut decoder = match shared.options.encoding {
         Encoding::Json => Incoming::Lines(LineDecoder::new(shared.options.max_line_bytes)),
         Encoding::Msgpack => Incoming::Frames(FrameDecoder::new(shared.options.max_frame_bytes)),
     };
     let mut buf = vec![0; READ_CHUNK];
     loop {
-        match stdout.read(&mut buf) {
+        let read = stdout.read(&mut buf);
+        after_read(&stdout, &shared.counters);
+        match read {
             Ok(0) => break,
             Ok(n) => decoder.feed(&buf[..n], shared, unsolicited),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
