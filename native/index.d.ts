@@ -20,6 +20,8 @@ export declare class PipeChild {
   exitStatus(): PipeExit | null
   /** The last (at most 4 KiB) of the child's stderr so far, as text. */
   stderrTail(): string
+  /** What `requestSync`'s spinning did: `disabled` says why it never spins (null: it may). */
+  spinStats(): SpinStats
   /**
    * The frames the background thread has read since the last call, in order (an `items`
    * event says there are some; `requestSync` takes them first too).
@@ -300,6 +302,16 @@ export interface SpawnFailure {
  * until the `exit` event (after the child's exit, or `close`).
  */
 export declare function spawnPipeChild(command: string, args: Array<string>, options: PipeChildOptions, onEvent: (event: PipeEvent) => void): PipeChild | SpawnFailure
+
+/** What `requestSync`'s spinning did (`PipeChild.spinStats()`). */
+export interface SpinStats {
+  /** Why it never spins (`the spin budget is 0`, one CPU), or null if it may. */
+  disabled?: string
+  /** Waits for a reply that spun. */
+  spun: number
+  /** Of those, the ones whose data came while spinning (the rest blocked after). */
+  hits: number
+}
 
 /** `requestSync`'s answer when it is not simply the reply. */
 export interface SyncOutcome {

@@ -51,8 +51,6 @@ use rust_ts_ipc as ipc;
 pub mod call_js;
 #[cfg(unix)]
 pub mod pipe_peer;
-#[cfg(unix)]
-mod spin;
 
 /// A protocol message as JavaScript sees it, with the wire's field names.
 #[napi(object, object_from_js = false, js_name = "Message")]

@@ -51,7 +51,7 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use rust_ts_ipc as ipc;
 use rust_ts_ipc::process::{spawn_stderr_reader, wait_for_exit_unreaped, ChildProcess, StderrTail, Supervision};
 
-use crate::spin::SpinReader;
+use rust_ts_ipc::spin::{AdaptiveSpin, SpinOutcome};
 
 /// After the child's exit is seen, how long its last output (stdout to EOF, stderr) is waited
 /// for before what is pending fails: the Node pipe peer's `SETTLE_MS`.
@@ -142,6 +142,17 @@ pub struct PipeExit {
     pub code: Option<i32>,
     /// The signal that ended it (`SIGKILL`, …), or null.
     pub signal: Option<String>,
+}
+
+/// What `requestSync`'s spinning did (`PipeChild.spinStats()`).
+#[napi(object, object_from_js = false)]
+pub struct SpinStats {
+    /// Why it never spins (`the spin budget is 0`, one CPU), or null if it may.
+    pub disabled: Option<String>,
+    /// Waits for a reply that spun.
+    pub spun: f64,
+    /// Of those, the ones whose data came while spinning (the rest blocked after).
+    pub hits: f64,
 }
 
 /// `requestSync`'s answer when it is not simply the reply.
@@ -248,7 +259,12 @@ struct Reader {
     buf: Vec<u8>,
     /// Stdout reached EOF (and the decoder was finished).
     eof: bool,
-    spin: SpinReader,
+    /// `requestSync`'s spin before blocking: the core's adaptive policy (off at 0, and where
+    /// this thread may run on one CPU only).
+    spin: AdaptiveSpin,
+    /// Waits that spun, and of those, the ones data ended (the rest blocked after).
+    spun: u64,
+    hits: u64,
 }
 
 enum Read1 {
@@ -280,6 +296,30 @@ impl Reader {
                     self.eof = true;
                     return Read1::Eof;
                 }
+            }
+        }
+    }
+
+    /// Spins with non-blocking reads for the adaptive budget (never past `deadline`): true if
+    /// data (or EOF) came, false if the caller must block.
+    fn spin_once(&mut self, deadline: Option<Instant>) -> bool {
+        let budget = self.spin.begin();
+        if budget.is_zero() {
+            return false;
+        }
+        self.spun += 1;
+        let start = Instant::now();
+        let until = deadline.map_or(start + budget, |d| d.min(start + budget));
+        loop {
+            std::hint::spin_loop();
+            if !matches!(self.read_once(), Read1::Empty) {
+                self.hits += 1;
+                self.spin.end(SpinOutcome::Hit);
+                return true;
+            }
+            if Instant::now() >= until {
+                self.spin.end(SpinOutcome::Miss);
+                return false;
             }
         }
     }
@@ -522,7 +562,9 @@ pub fn spawn_pipe_child(
             decoder,
             buf: vec![0; READ_CHUNK],
             eof: false,
-            spin: SpinReader::new(Duration::from_micros(spin_us)),
+            spin: AdaptiveSpin::for_this_thread(Duration::from_micros(spin_us)),
+            spun: 0,
+            hits: 0,
         }),
         writer: Mutex::new(Writer { stdin: Some(stdin), pending: Vec::new(), written: 0 }),
         inbox: Mutex::new(Vec::new()),
@@ -719,6 +761,18 @@ impl PipeChild {
     #[napi]
     pub fn stderr_tail(&self) -> String {
         self.shared.stderr_tail.text()
+    }
+
+    /// What `requestSync`'s spinning did: `disabled` says why it never spins (null: it may).
+    #[napi]
+    pub fn spin_stats(&self) -> SpinStats {
+        let reader = lock(&self.shared.reader);
+        #[allow(clippy::cast_precision_loss)]
+        SpinStats {
+            disabled: reader.spin.disabled().map(|why| why.to_string()),
+            spun: reader.spun as f64,
+            hits: reader.hits as f64,
+        }
     }
 
     /// The frames the background thread has read since the last call, in order (an `items`
@@ -961,8 +1015,7 @@ impl PipeChild {
                 Read1::Empty => {}
             }
             // Nothing to read: spin (if enabled and worth it), then block.
-            let Reader { stdout, spin, .. } = &mut *reader;
-            if spin.spin_until_readable(stdout) {
+            if settle.is_none() && reader.spin_once(deadline) {
                 continue;
             }
             let now = Instant::now();

@@ -12,7 +12,7 @@ export {
   type SpawnPeerOptions,
   type StderrOption,
 } from './peer/pipe.js';
-export { type RequestSyncOptions, type SyncPeerOptions, type SyncPipePeer } from './peer/sync.js';
+export { type RequestSyncOptions, type SyncPeerOptions, type SyncPipePeer, type SyncSpinStats } from './peer/sync.js';
 export { inProcess, type InProcessOptions, type InProcessPeer } from './peer/in-process.js';
 export type {
   CloseOptions,

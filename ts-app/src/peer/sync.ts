@@ -63,6 +63,18 @@ export interface SyncPipePeer<D = JsonValue> extends PipePeer<D> {
    * returns.
    */
   requestSync(msgType: string, data: unknown, options?: RequestSyncOptions): Message<D>;
+  /** What `requestSync`'s spinning did so far (all zero, with the reason, when it never spins). */
+  spinStats(): SyncSpinStats;
+}
+
+/** `SyncPipePeer.spinStats()`. */
+export interface SyncSpinStats {
+  /** Why it never spins (`spinUs` is 0; this process may run on one CPU only), or null if it may. */
+  disabled: string | null;
+  /** Waits for a reply that spun (the adaptive budget skips some after spins that did not pay). */
+  spun: number;
+  /** Of those, the ones whose reply came while spinning; the rest blocked after. */
+  hits: number;
 }
 
 /** The addon's `PipeChild` and friends (see `native/index.d.ts`). */
@@ -94,6 +106,7 @@ interface PipeChild {
   stderrTail(): string;
   setReading(on: boolean): void;
   takeItems(): PipeItem[];
+  spinStats(): { disabled?: string | null; spun: number; hits: number };
   write(bytes: string | Buffer): boolean;
   requestSync(request: string | Buffer, id: number, timeoutMs: number): string | Buffer | SyncOutcome;
   close(firstWaitMs: number): Promise<PipeExit>;
@@ -234,6 +247,12 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
 
   stderrTail(): string {
     return this.#child?.stderrTail() ?? '';
+  }
+
+  spinStats(): SyncSpinStats {
+    const stats = this.#child?.spinStats();
+    if (stats === undefined) return { disabled: 'the child could not be started', spun: 0, hits: 0 };
+    return { disabled: stats.disabled ?? null, spun: stats.spun, hits: stats.hits };
   }
 
   request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message<JsonValue | Buffer>> {

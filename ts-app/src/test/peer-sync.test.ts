@@ -296,9 +296,28 @@ describeWithAddon('spawnPeer sync mode', () => {
     throwsWith(() => spawnPeer(SERVE_BIN, ['serve'], { mode: 'fast' as 'sync' }), 'INVALID_ARGUMENT');
   });
 
-  test('spinUs: the same replies with spinning on', () => {
+  test('spinUs: the same replies with spinning on; off by default', () => {
     const p = track(spawnPeer(SERVE_BIN, ['serve', '--exit-after', '0'], { mode: 'sync', spinUs: 50 }));
     for (let i = 0; i < 500; i++) assert.deepEqual(p.requestSync('data', `m${i}`), ack(`Acknowledged: m${i}`, i + 1));
+    const stats = p.spinStats();
+    if (stats.disabled === null) assert.ok(stats.spun > 0, JSON.stringify(stats));
+    else assert.equal(stats.disabled, 'this process may run on one CPU only (affinity mask or CPU quota)');
+    const off = track(spawnPeer(SERVE_BIN, ['serve'], { mode: 'sync' }));
+    off.requestSync('data', 'x');
+    assert.deepEqual(off.spinStats(), { disabled: 'the spin budget is 0', spun: 0, hits: 0 });
+  });
+
+  test('spinUs under a one-CPU affinity never spins (the guard), and still answers', { skip: process.platform !== 'linux' }, () => {
+    const index = path.join(REPO_ROOT, 'ts-app', 'dist', 'index.js');
+    const script = `
+      import { spawnPeer } from ${JSON.stringify(index)};
+      const p = spawnPeer(${JSON.stringify(SERVE_BIN)}, ['serve', '--exit-after', '0'], { mode: 'sync', spinUs: 50 });
+      for (let i = 0; i < 50; i++) p.requestSync('data', 'x');
+      console.log(JSON.stringify(p.spinStats()));
+      await p.close();`;
+    const run = spawnSync('taskset', ['-c', '0', process.execPath, '--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.status, 0, run.stderr);
+    assert.deepEqual(JSON.parse(run.stdout), { disabled: 'this process may run on one CPU only (affinity mask or CPU quota)', spun: 0, hits: 0 });
   });
 
   test('after close: requestSync throws CLOSED, and no process is left', async () => {
