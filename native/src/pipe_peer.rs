@@ -984,6 +984,9 @@ impl PipeChild {
         let shared = &*self.shared;
         // Set once the child's exit or stdout's EOF is seen: the last output is awaited until then.
         let mut settle: Option<Instant> = None;
+        // Right after the write the reply is rarely there yet: without a spin, the first
+        // non-blocking read would only fail; wait in `poll` at once (one system call fewer).
+        let mut skip_read = reader.spin.disabled().is_some();
         loop {
             while let Some(taken) = reader.decoder.next(false, true) {
                 if taken.id == Some(id) {
@@ -1010,9 +1013,11 @@ impl PipeChild {
                 }
                 return Err(NoReply::Exited);
             }
-            match reader.read_once() {
-                Read1::Data | Read1::Eof => continue,
-                Read1::Empty => {}
+            if !std::mem::take(&mut skip_read) {
+                match reader.read_once() {
+                    Read1::Data | Read1::Eof => continue,
+                    Read1::Empty => {}
+                }
             }
             // Nothing to read: spin (if enabled and worth it), then block.
             if settle.is_none() && reader.spin_once(deadline) {

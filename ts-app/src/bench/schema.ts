@@ -34,6 +34,10 @@ export interface TimingRecord {
   /** Replies checked for count and content (equals `n`). */
   checked: number;
   note?: string;
+  /** CPU time (user + system, all threads, from `/proc/<pid>/task/<tid>/schedstat`) per message, ns. */
+  cpu_ns_per_msg?: { parent: number; child: number; total: number };
+  /** Paths that spin before blocking: the budget, and the driver's reads that spun and that data ended. */
+  spin?: { budget_us: number; parent_reads_spun: number; parent_spin_hits: number; disabled?: string };
 }
 
 /** Spawn (or load) to first reply, repeated `n` times. */
