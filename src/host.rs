@@ -429,10 +429,6 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
     let budget = if config.spin.is_zero() {
         spawn_reader(stdout, tx)
     } else {
-        // Our pipe alone: spin with read itself rather than poll, then read.
-        use std::os::fd::AsFd;
-        rust_ts_ipc::spin::set_nonblocking(stdout.as_fd())
-            .map_err(|e| HostError::Io(format!("making the child's stdout non-blocking: {e}")))?;
         spawn_reader(rust_ts_ipc::spin::SpinReader::new(stdout, config.spin), tx)
     };
     let mut inbox = Inbox { events, budget, decoder };

@@ -13,11 +13,13 @@
 //!   arrives while spinning, and after repeated misses spinning stops for a while, with a
 //!   probe now and then to notice when it would pay again.
 //!
-//! [`SpinReader`] wraps a `Read + AsFd` (a pipe, a socket, a child's stdout). On a
-//! non-blocking descriptor (see [`set_nonblocking`]) it spins with `read` itself, one
-//! syscall per attempt, and the attempt that finds data is the read; on a blocking one, which
-//! the reader may not own (stdin), it spins with a zero-timeout `poll` and reads once that
-//! says there is data. Either way it then blocks in `poll` (or a plain blocking read).
+//! [`SpinReader`] wraps a `Read + AsFd` (a pipe, a socket, a child's stdout). On a blocking
+//! descriptor (the usual, and the recommended) it spins with zero-timeout `poll`s and reads
+//! once one says there is data, then blocks in the plain `read`: a read that does not spin
+//! (spinning off, parked, or one CPU) is exactly the wrapped reader's one system call, and a
+//! read that spun pays one `poll` more than it would have. On a non-blocking descriptor (see
+//! [`set_nonblocking`]) it spins with `read` itself, so a read that finds data while
+//! spinning is one call, but one that does not spin costs a `poll` and a `read`.
 //!
 //! [`AdaptiveSpin`] is the decision alone, sans-IO and sans-clock: the reader tells it how each
 //! read went ([`SpinOutcome`]) and asks it for the next budget.
@@ -243,9 +245,12 @@ mod unix {
     use super::{AdaptiveSpin, SpinDisabled, SpinOutcome, SpinStats};
 
     /// Sets `O_NONBLOCK` on `fd`, so that a [`SpinReader`] over it spins with `read` itself
-    /// (one system call per attempt instead of a `poll` and then a `read`). The flag belongs to
-    /// the open file description: set it only on a descriptor this process alone reads (a
-    /// child's stdout pipe), never on an inherited stdin, which a shell or parent may share.
+    /// (a read whose data comes while spinning is one system call instead of a `poll` and a
+    /// `read`), at the price of a `poll` and a `read` for every read that does not spin. Worth
+    /// it only where spinning nearly always pays; the library's own readers keep their pipes
+    /// blocking. The flag belongs to the open file description: set it only on a descriptor
+    /// this process alone reads (a child's stdout pipe), never on an inherited stdin, which a
+    /// shell or parent may share.
     ///
     /// # Errors
     /// `fcntl` failed (e.g. `fd` is not open).
@@ -273,12 +278,10 @@ mod unix {
     /// use std::io::Read;
     /// use std::process::{Command, Stdio};
     /// use std::time::Duration;
-    /// use rust_ts_ipc::spin::{set_nonblocking, SpinReader};
-    /// use std::os::fd::AsFd;
+    /// use rust_ts_ipc::spin::SpinReader;
     ///
     /// let mut child = Command::new("cat").stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
     /// let stdout = child.stdout.take().ok_or(std::io::ErrorKind::Other)?;
-    /// set_nonblocking(stdout.as_fd())?; // ours alone: spin with read itself
     /// let mut reader = SpinReader::new(stdout, Duration::from_micros(20));
     /// let mut buf = [0; 4096];
     /// let n = reader.read(&mut buf)?;

@@ -20,12 +20,13 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use pipe::{Expect, Peer};
-use stats::{fmt_size, progress_line, summarize, timing_record, Key};
+use stats::{fmt_ns, fmt_size, progress_line, summarize, timing_record, Key};
 
 /// Path ids (what `--only` and the driver's `--filter` select), scenarios and labels.
 const PATHS: &[(&str, &str, &str)] = &[
     ("pipe.rust-node", "6", "Rust → Node child (pipe)"),
     ("pipe.rust-rust", "6", "Rust → Rust serve (pipe)"),
+    ("pipe.rust-rust-spin", "6", "Rust → Rust serve (pipe), both sides spinning (--spin-us 50)"),
     ("floor.rust-echo", "7", "floor: Rust ↔ Rust echo (pipe)"),
     ("cost.rust-core", "cost", "Rust core handle_line (serde)"),
     ("cost.rust-serde", "cost", "Rust typed serde round trip"),
@@ -37,6 +38,10 @@ const PAYLOADS: &[usize] = &[64, 1024, 64 * 1024, 1024 * 1024];
 const WINDOWS: &[usize] = &[1, 16, 256];
 /// Window × payload above this is skipped: 256 × 1 MiB in flight measures memory, not IPC.
 const MAX_IN_FLIGHT_BYTES: usize = 64 * 1024 * 1024;
+/// The spin budget of `pipe.rust-rust-spin`, both sides (µs): above an unpinned round trip
+/// between two spinning processes (a few µs), below a wake-up's cost plus the work.
+const SPIN_US: u64 = 50;
+
 /// Small messages a fresh child answers before anything is measured.
 const CHILD_WARMUP_MESSAGES: usize = 4000;
 
@@ -177,6 +182,8 @@ fn run(o: &Options) -> ExitCode {
             }
             run_stream(o, (id, scenario, label), &mut records)
         } else {
+            let spin_us = SPIN_US.to_string();
+            let mut spin = Duration::ZERO;
             let (program, args, expect, rss_path): (&str, Vec<&str>, Expect, &str) = match id {
                 "pipe.rust-node" => {
                     if !have_ts_child {
@@ -192,9 +199,22 @@ fn run(o: &Options) -> ExitCode {
                 "pipe.rust-rust" => {
                     (&o.serve, vec!["serve", "--exit-after", "0"], Expect::Ack, "rss.rust-serve-of-rust")
                 }
+                "pipe.rust-rust-spin" => {
+                    spin = Duration::from_micros(SPIN_US);
+                    let args = vec!["serve", "--exit-after", "0", "--spin-us", &spin_us];
+                    (&o.serve, args, Expect::Ack, "rss.rust-serve-spin-of-rust")
+                }
                 _ => (&exe, vec!["--echo-child"], Expect::Echo, "rss.rust-echo"),
             };
-            run_pipe(o, (id, scenario, label), (program, &args, expect, rss_path), payloads, windows, &mut records)
+            run_pipe(
+                o,
+                (id, scenario, label),
+                (program, &args, expect, rss_path),
+                spin,
+                payloads,
+                windows,
+                &mut records,
+            )
         };
         if let Err(e) = result {
             println!("{:<9}{id:<22}FAILED: {e}", o.pass);
@@ -225,11 +245,12 @@ fn run_pipe(
     o: &Options,
     (id, scenario, label): (&str, &str, &str),
     (program, args, expect, rss_path): (&str, &[&str], Expect, &str),
+    spin: Duration,
     payloads: &[usize],
     windows: &[usize],
     records: &mut Vec<Value>,
 ) -> Result<(), String> {
-    let mut peer = Peer::spawn(program, args)?;
+    let mut peer = Peer::spawn(program, args, spin)?;
     // A fresh child is still starting (a Node child boots, then compiles its hot code: its
     // first thousands of small round trips are 2–3× slower than later ones); the Node
     // driver's pipe paths do the same before measuring.
@@ -276,13 +297,33 @@ fn run_pipe(
             let lo = b.min_n.max(2 * window);
             #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
             let n = ((b.measure.as_nanos() as f64 / per_msg.max(1.0)) as usize).clamp(lo, b.max_n.max(lo));
+            let cpu_before = (pipe::cpu_ns("/proc/self/task"), peer.child_cpu_ns());
             let mut r =
                 peer.run(&data, window, n, expect).map_err(|e| format!("{} w={window}: {e}", fmt_size(size)))?;
+            let cpu_after = (pipe::cpu_ns("/proc/self/task"), peer.child_cpu_ns());
             let summary = summarize(&mut r.latencies).ok_or("no samples")?;
             let note = if r.inline { "" } else { "writes on a writer thread (replies in flight exceed 32 KiB)" };
-            let rec = timing_record("roundtrip", &key, summary, warm_msgs, 1, r.elapsed_ns, n, note);
+            let mut rec = timing_record("roundtrip", &key, summary, warm_msgs, 1, r.elapsed_ns, n, note);
             let mps = rec["throughput"]["msgs_per_s"].as_f64().unwrap_or(0.0);
-            println!("{}", progress_line(&key, &summary, 1, mps));
+            let mut line = progress_line(&key, &summary, 1, mps);
+            if let ((Some(p0), Some(c0)), (Some(p1), Some(c1))) = (cpu_before, cpu_after) {
+                #[allow(clippy::cast_precision_loss)]
+                let per_msg = |ns: u64| (ns as f64 / n as f64 * 10.0).round() / 10.0;
+                let (parent, child) = (per_msg(p1.saturating_sub(p0)), per_msg(c1.saturating_sub(c0)));
+                rec["cpu_ns_per_msg"] = json!({"parent": parent, "child": child, "total": parent + child});
+                line.push_str(&format!(
+                    "  cpu/msg {} ({} + {})",
+                    fmt_ns(parent + child),
+                    fmt_ns(parent),
+                    fmt_ns(child)
+                ));
+            }
+            if !spin.is_zero() {
+                rec["spin"] =
+                    json!({"budget_us": SPIN_US, "parent_reads_spun": r.spun, "parent_spin_hits": r.spin_hits});
+                line.push_str(&format!("  spun {} hit {}", r.spun, r.spin_hits));
+            }
+            println!("{line}");
             records.push(rec);
         }
     }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use rust_ts_ipc::spin::SpinReader;
 use rust_ts_ipc::{Frame, LineDecoder};
 
 /// What a correct reply to `{"msg_type":"data","data":P,"id":N}` looks like.
@@ -39,7 +40,8 @@ pub struct Peer {
     child: Child,
     stdin: Option<Arc<Mutex<ChildStdin>>>,
     writer: Option<Writer>,
-    stdout: ChildStdout,
+    /// With a zero spin budget, exactly the pipe's blocking read.
+    stdout: SpinReader<ChildStdout>,
     decoder: LineDecoder,
     buf: Vec<u8>,
     next_id: u64,
@@ -50,6 +52,10 @@ pub struct Peer {
 pub struct RunOut {
     /// Per-message latency (write of message i → its reply read), ns, in id order.
     pub latencies: Vec<f64>,
+    /// This side's reads during the run: how many spun, and of those how many found data
+    /// while spinning (both 0 without a spin budget).
+    pub spun: u64,
+    pub spin_hits: u64,
     /// First write to last reply, ns.
     pub elapsed_ns: f64,
     /// Whether the writes were made by the reading thread or by the writer thread.
@@ -58,7 +64,10 @@ pub struct RunOut {
 
 impl Peer {
     /// Spawns `program args` with piped stdin/stdout (stderr is inherited: nothing to drain).
-    pub fn spawn(program: &str, args: &[&str]) -> Result<Peer, String> {
+    /// A non-zero `spin` reads the child's stdout spinning for up to that long
+    /// (`rust_ts_ipc::spin`; the pipe stays blocking, so a read that does not spin is the plain
+    /// read), unless this process may run on one CPU only.
+    pub fn spawn(program: &str, args: &[&str], spin: Duration) -> Result<Peer, String> {
         let shown = std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ");
         let mut child = Command::new(program)
             .args(args)
@@ -72,6 +81,7 @@ impl Peer {
             let _ = child.wait();
             return Err(format!("`{shown}`: pipes were not created"));
         };
+        let stdout = SpinReader::new(stdout, spin);
         let stdin = Arc::new(Mutex::new(stdin));
         let (tx, rx) = mpsc::channel::<Vec<u8>>();
         let for_thread = Arc::clone(&stdin);
@@ -107,6 +117,7 @@ impl Peer {
         self.next_id += count as u64;
 
         let Peer { stdin, writer, stdout, decoder, buf, shown, .. } = self;
+        let spin_before = stdout.stats();
         let (Some(stdin), Some((tx, _))) = (stdin.as_ref(), writer.as_ref()) else {
             return Err(format!("`{shown}`: already closed"));
         };
@@ -173,7 +184,19 @@ impl Peer {
         }
         #[allow(clippy::cast_precision_loss)]
         let elapsed_ns = elapsed_ns(t0) as f64;
-        Ok(RunOut { latencies, elapsed_ns, inline })
+        let spin = stdout.stats();
+        Ok(RunOut {
+            latencies,
+            elapsed_ns,
+            inline,
+            spun: spin.spun - spin_before.spun,
+            spin_hits: spin.hits - spin_before.hits,
+        })
+    }
+
+    /// CPU time (user + system) used so far by every thread of the child, ns.
+    pub fn child_cpu_ns(&self) -> Option<u64> {
+        cpu_ns(&format!("/proc/{}/task", self.child.id()))
     }
 
     /// Peak resident set of the child so far (`VmHWM`), KiB.
@@ -215,6 +238,21 @@ impl Drop for Peer {
             let _ = self.shutdown();
         }
     }
+}
+
+/// CPU time (user + system) of every live thread of a process, ns, from the first field of
+/// each `/proc/<pid>/task/<tid>/schedstat` (time on a CPU, in ns: finer than `getrusage`'s or
+/// `stat`'s clock ticks, which a 60 ms quick run would need). Threads that have exited are
+/// not counted, so take both readings while the same threads run.
+pub fn cpu_ns(task_dir: &str) -> Option<u64> {
+    let mut total = 0u64;
+    for task in std::fs::read_dir(task_dir).ok()? {
+        let path = task.ok()?.path().join("schedstat");
+        // A thread that exited between the listing and the read counts for nothing.
+        let Ok(text) = std::fs::read_to_string(path) else { continue };
+        total += text.split_whitespace().next()?.parse::<u64>().ok()?;
+    }
+    Some(total)
 }
 
 /// `VmHWM` from a `/proc/<pid>/status` file, KiB.

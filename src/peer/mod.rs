@@ -752,11 +752,7 @@ impl Peer {
         // The reader owns the sender, so the channel ends when the child's stdout closes.
         #[cfg(unix)]
         {
-            if spin.disabled().is_none() {
-                // Our pipe alone: spin with read itself rather than poll, then read. If it
-                // cannot be set, the reader spins with poll.
-                let _ = crate::spin::set_nonblocking(std::os::fd::AsFd::as_fd(&stdout));
-            }
+            // A blocking pipe: when spinning is off or parked, each read is the plain read.
             let stdout = SpinReader::with_spin(stdout, spin);
             thread::spawn(move || {
                 read_stdout(&reader, stdout, &unsolicited, |stdout: &SpinReader<_>, counters: &Counters| {

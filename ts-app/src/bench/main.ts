@@ -120,7 +120,7 @@ async function orchestrate(args: Args): Promise<number> {
   const re = args.filter !== null ? new RegExp(args.filter) : null;
   const wants = (ids: string[]): boolean => ids.some((id) => re === null || re.test(id));
   const needs: [string, string, string[]][] = [
-    [serveBin, 'cargo build --release', ['pipe.node-rust', 'pipe.rust-rust', 'cold.rust-serve', ...LIBRARY_SERVE_PATHS, ...ENCODING_SERVE_PATHS, 'stream.node-rust']],
+    [serveBin, 'cargo build --release', ['pipe.node-rust', 'pipe.rust-rust', 'pipe.rust-rust-spin', 'cold.rust-serve', ...LIBRARY_SERVE_PATHS, ...ENCODING_SERVE_PATHS, 'stream.node-rust']],
     [tsChild, 'npm run build -w ts-app', ['pipe.node-node', 'pipe.rust-node', 'stream.rust-node', 'cold.node-child', 'cold.js-module']],
   ];
   for (const [file, how, ids] of needs) {

@@ -33,6 +33,7 @@ const STYLE: Record<string, PathStyle> = {
   'pipe.node-node': { name: 'Node → Node child', color: '#17becf', marker: 'square' },
   'floor.rust-echo': { name: 'floor: Rust ↔ Rust echo', color: '#999', marker: 'none', dash: '9 3 2 3' },
   'pipe.rust-rust': { name: 'Rust → Rust serve', color: '#bcbd22', marker: 'diamond' },
+  'pipe.rust-rust-spin': { name: 'Rust → Rust serve, both spinning', color: '#bcbd22', marker: 'circle', dash: '6 2' },
   'pipe.rust-node': { name: 'Rust → Node child', color: '#e377c2', marker: 'square' },
   'floor.rust-call': { name: 'floor: Rust loop → Rust responder', color: '#777', marker: 'none', dash: '2 2' },
   'rust-js.sync': { name: 'Rust → JS sync callback', color: '#7f7f7f', marker: 'circle' },
@@ -347,6 +348,7 @@ function markdown(v: View, charts: Record<Pass, string[]>): string {
 
   headline(v, L);
   goals(v, L);
+  spinSection(v, L);
   advice(v, L);
 
   L.push('## Charts', '');
@@ -928,6 +930,45 @@ function markdownAdvice(v: View, L: string[]): void {
           : ''),
     );
   }
+}
+
+// ---------------------------------------------------------------- spinning readers (issue 13)
+
+/** Rust → Rust `serve` with and without spinning readers: latency beside the CPU it costs, and
+ * the issue's two goals (which compare passes, so they need both). */
+function spinSection(v: View, L: string[]): void {
+  const paths = ['pipe.rust-rust', 'pipe.rust-rust-spin'];
+  if (!v.passes.some((pass) => v.get(pass, 'pipe.rust-rust-spin', 64) !== undefined)) return;
+  L.push('## Spinning readers (Rust → Rust `serve`, 64 B)', '');
+  L.push('| path | pass | window | p50 | p99 | CPU per message (parent + child) | parent reads spun / hit |', '|---|---|---:|---:|---:|---:|---:|');
+  for (const pass of v.passes) {
+    for (const w of WINDOWS) {
+      for (const p of paths) {
+        const r = v.get(pass, p, 64, w);
+        if (r === undefined) continue;
+        const cpu = r.cpu_ns_per_msg;
+        const cpuText = cpu === undefined ? '—' : `${ns(cpu.total)} (${ns(cpu.parent)} + ${ns(cpu.child)})`;
+        const spin = r.spin === undefined ? '—' : `${r.spin.parent_reads_spun} / ${r.spin.parent_spin_hits}`;
+        L.push(`| ${STYLE[p]?.name ?? p} | ${pass} | ${w} | ${ns(r.latency_ns.p50)} | ${ns(r.latency_ns.p99)} | ${cpuText} | ${spin} |`);
+      }
+    }
+  }
+  L.push('');
+  const spinUnpinned = v.p50('unpinned', 'pipe.rust-rust-spin', 64);
+  const spinPinned = v.p50('pinned', 'pipe.rust-rust-spin', 64);
+  const plainPinned = v.p50('pinned', 'pipe.rust-rust', 64);
+  const rows: string[] = [];
+  if (Number.isFinite(spinUnpinned) && Number.isFinite(plainPinned)) {
+    rows.push(`| unpinned with spin ≤ 1.5 × pinned without (64 B, window 1) | spin unpinned ${ns(spinUnpinned)} vs pinned ${ns(plainPinned)} = ${ratio(spinUnpinned, plainPinned)} | ${ok(spinUnpinned <= 1.5 * plainPinned)} |`);
+  }
+  if (Number.isFinite(spinPinned) && Number.isFinite(plainPinned)) {
+    rows.push(`| pinned with spin ≤ 1.05 × pinned without (the one-CPU guard) | ${ns(spinPinned)} vs ${ns(plainPinned)} = ${ratio(spinPinned, plainPinned)} | ${ok(spinPinned <= 1.05 * plainPinned)} |`);
+  }
+  if (rows.length > 0) L.push('| goal | measured | verdict |', '|---|---|---|', ...rows, '');
+  L.push(
+    'Spinning trades CPU for latency: after each message a reader keeps polling its pipe for up to the budget, so a reply that comes within it is read without waking a sleeping process. It pays only when the other side has a CPU of its own to answer on: on a machine whose CPUs are all busy, the woken side waits behind the spinner, spinning misses, and the adaptive budget parks itself (few reads spin). Pinned to one CPU the readers never spin.',
+    '',
+  );
 }
 
 // ---------------------------------------------------------------- encodings, bytes and streams (issue 10)

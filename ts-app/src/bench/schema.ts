@@ -34,9 +34,13 @@ export interface TimingRecord {
   /** Replies checked for count and content (equals `n`). */
   checked: number;
   note?: string;
-  /** CPU time (user + system, all threads, from `/proc/<pid>/task/<tid>/schedstat`) per message, ns. */
+  /** CPU time (user + system) per message during the measured run, ns: the parent's threads
+   * and the child's, from `/proc/<pid>/task/<tid>/schedstat` (Rust pipe paths, and the Node
+   * driver's `lib.pipe-sync*`, which counts its warm-up calls too: the same calls). */
   cpu_ns_per_msg?: { parent: number; child: number; total: number };
-  /** Paths that spin before blocking: the budget, and the driver's reads that spun and that data ended. */
+  /** Spinning readers (`pipe.rust-rust-spin`, `lib.pipe-sync-spin`): the budget, and how many of
+   * the parent's reads during the measured run spun and found their data while spinning;
+   * `disabled` says why the parent never spun (one CPU), when it did not. */
   spin?: { budget_us: number; parent_reads_spun: number; parent_spin_hits: number; disabled?: string };
 }
 
