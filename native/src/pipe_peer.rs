@@ -207,11 +207,15 @@ impl Decoder {
                             };
                             Taken { item: item(0, number, Some(text.to_owned()), None), id, ok }
                         }
-                        Err(_) => Taken { item: item(0, number, None, Some(bytes.to_vec().into())), id: None, ok: false },
+                        Err(_) => {
+                            Taken { item: item(0, number, None, Some(bytes.to_vec().into())), id: None, ok: false }
+                        }
                     },
-                    ipc::Frame::TooLong { number, length } => {
-                        Taken { item: PipeItem { length: Some(length as f64), ..item(1, number, None, None) }, id: None, ok: false }
-                    }
+                    ipc::Frame::TooLong { number, length } => Taken {
+                        item: PipeItem { length: Some(length as f64), ..item(1, number, None, None) },
+                        id: None,
+                        ok: false,
+                    },
                 })
             }
             Decoder::Frames(d) => {
@@ -228,9 +232,11 @@ impl Decoder {
                         };
                         Taken { item: item(0, number, None, Some(bytes.to_vec().into())), id, ok }
                     }
-                    ipc::Packet::TooLong { number, length } => {
-                        Taken { item: PipeItem { length: Some(length as f64), ..item(1, number, None, None) }, id: None, ok: false }
-                    }
+                    ipc::Packet::TooLong { number, length } => Taken {
+                        item: PipeItem { length: Some(length as f64), ..item(1, number, None, None) },
+                        id: None,
+                        ok: false,
+                    },
                     ipc::Packet::Cut { number, received, length } => Taken {
                         item: PipeItem {
                             length: length.map(|l| l as f64),
@@ -391,8 +397,6 @@ struct Shared {
     drain_owed: AtomicBool,
     /// JavaScript wants the background thread to read stdout.
     read_wanted: AtomicBool,
-    /// The background thread is to end.
-    stop: AtomicBool,
     /// Frames the background thread read and JavaScript has not taken yet, in order.
     inbox: Mutex<Vec<PipeItem>>,
     /// Written to wake the background thread from `poll` when the above change.
@@ -420,6 +424,19 @@ impl Shared {
 
     fn exited(&self) -> bool {
         lock(&self.exit).is_some()
+    }
+
+    /// Waits up to `until` for the child's exit to be seen, then for its stderr to close: what
+    /// a `PEER_EXITED` error says (its status, the tail) is then complete.
+    fn settle_exit(&self, until: Instant) {
+        if !self.exited() {
+            let left = until.saturating_duration_since(Instant::now());
+            let mut fds = [PollFd::new(self.exited_read.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO));
+        }
+        if self.exited() {
+            self.wait_stderr(until);
+        }
     }
 
     /// Waits up to `until` for the child's stderr to close, so its tail is complete.
@@ -476,7 +493,8 @@ fn exit_js(status: Option<std::process::ExitStatus>) -> PipeExit {
         Some(s) => PipeExit {
             code: s.code(),
             signal: s.signal().map(|n| {
-                nix::sys::signal::Signal::try_from(n).map_or_else(|_| format!("signal {n}"), |sig| sig.as_str().to_owned())
+                nix::sys::signal::Signal::try_from(n)
+                    .map_or_else(|_| format!("signal {n}"), |sig| sig.as_str().to_owned())
             }),
         },
     }
@@ -521,7 +539,8 @@ pub fn spawn_pipe_child(
     let (mut child, stdout, stderr) = match spawned {
         Ok(parts) => parts,
         Err(e) => {
-            let errno = e.error.raw_os_error().map(|n| format!("{:?}", nix::errno::Errno::from_raw(n))).unwrap_or_default();
+            let errno =
+                e.error.raw_os_error().map(|n| format!("{:?}", nix::errno::Errno::from_raw(n))).unwrap_or_default();
             return Ok(Either::B(SpawnFailure { message: e.to_string(), errno }));
         }
     };
@@ -538,7 +557,12 @@ pub fn spawn_pipe_child(
     set_nonblocking(&wake_write).map_err(io_error)?;
     let (exited_read, exited_write) = pipe().map_err(io_error)?;
 
-    let tsfn: Arc<EventFn> = Arc::new(on_event.build_threadsafe_function::<PipeEvent>().callee_handled::<false>().build_callback(|ctx| Ok(ctx.value))?);
+    let tsfn: Arc<EventFn> = Arc::new(
+        on_event
+            .build_threadsafe_function::<PipeEvent>()
+            .callee_handled::<false>()
+            .build_callback(|ctx| Ok(ctx.value))?,
+    );
     let stderr_tail = Arc::new(StderrTail::default());
     let stderr_done = match options.stderr.as_str() {
         "forward" => spawn_stderr_reader(stderr, Arc::clone(&stderr_tail), |chunk: &[u8]| {
@@ -571,7 +595,6 @@ pub fn spawn_pipe_child(
         write_waiting: AtomicBool::new(false),
         drain_owed: AtomicBool::new(false),
         read_wanted: AtomicBool::new(true),
-        stop: AtomicBool::new(false),
         wake_write,
         wake_read,
         exited_read,
@@ -628,9 +651,6 @@ fn background(shared: &Shared, tsfn: &EventFn) {
     let mut eof_sent = false;
     let mut wake = [0u8; 64];
     loop {
-        if shared.stop.load(Ordering::Acquire) {
-            break;
-        }
         // After the exit, stdout is read whatever JavaScript wanted: it is the last output.
         let reading = shared.read_wanted.load(Ordering::Acquire) || exit_seen.is_some();
         // Frames a synchronous reader left in the decoder come first.
@@ -680,10 +700,10 @@ fn background(shared: &Shared, tsfn: &EventFn) {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(_) => break,
         }
-        let ready = |at: Option<usize>| {
-            at.and_then(|i| fds.get(i)).and_then(PollFd::revents).is_some_and(|r| !r.is_empty())
-        };
-        let (wake_ready, exit_ready, out_ready, in_ready) = (ready(Some(0)), ready(exit_at), ready(out_at), ready(in_at));
+        let ready =
+            |at: Option<usize>| at.and_then(|i| fds.get(i)).and_then(PollFd::revents).is_some_and(|r| !r.is_empty());
+        let (wake_ready, exit_ready, out_ready, in_ready) =
+            (ready(Some(0)), ready(exit_at), ready(out_at), ready(in_at));
         drop(fds);
         drop(stdin);
         if wake_ready {
@@ -697,9 +717,7 @@ fn background(shared: &Shared, tsfn: &EventFn) {
             if writer.flush() {
                 shared.write_waiting.store(false, Ordering::Release);
                 drop(writer);
-                if shared.drain_owed.swap(false, Ordering::AcqRel)
-                    && !send(tsfn, event("drain"))
-                {
+                if shared.drain_owed.swap(false, Ordering::AcqRel) && !send(tsfn, event("drain")) {
                     break;
                 }
             }
@@ -722,10 +740,7 @@ fn background(shared: &Shared, tsfn: &EventFn) {
             }
         }
     }
-    if shared.stop.load(Ordering::Acquire) {
-        return;
-    }
-    // The child has exited: stop what it left in its group, reap it, and say how it ended.
+    // The child has exited (or Node no longer takes events: its environment is going): stop what it left in its group, reap it, and say how it ended.
     lock(&shared.writer).stdin = None;
     let status = {
         let mut child = lock(&shared.child);
@@ -847,6 +862,11 @@ impl PipeChild {
         items.append(&mut lock(&shared.inbox));
         let outcome = match self.write_sync(&mut reader, bytes, deadline, &mut items) {
             Ok(()) => self.read_reply(&mut reader, id as u64, deadline, &mut items),
+            Err(NoReply::Exited) => {
+                // The request could not be written: the child is gone, or going.
+                shared.settle_exit(Instant::now() + SETTLE);
+                Err(NoReply::Exited)
+            }
             Err(why) => Err(why),
         };
         drop(reader);
@@ -1002,15 +1022,7 @@ impl PipeChild {
                     others.push(taken.item);
                 }
                 // Stdout is closed: wait (briefly) for the exit, so the error can say how.
-                let until = settle.unwrap_or_else(|| Instant::now() + SETTLE);
-                if !shared.exited() {
-                    let left = until.saturating_duration_since(Instant::now());
-                    let mut fds = [PollFd::new(shared.exited_read.as_fd(), PollFlags::POLLIN)];
-                    let _ = poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::ZERO));
-                }
-                if shared.exited() {
-                    shared.wait_stderr(until);
-                }
+                shared.settle_exit(settle.unwrap_or_else(|| Instant::now() + SETTLE));
                 return Err(NoReply::Exited);
             }
             if !std::mem::take(&mut skip_read) {

@@ -216,6 +216,15 @@ describeWithAddon('spawnPeer sync mode', () => {
     assert.deepEqual(await p.close(), { code: 3, signal: null });
   });
 
+  test('a child that exited before the call: PEER_EXITED with its code, at once', async () => {
+    const p = track(spawnPeer('sh', ['-c', 'echo bye >&2; exit 3'], { mode: 'sync', stderr: 'ignore' }));
+    await sleep(300);
+    const e = throwsWith(() => p.requestSync('data', 'x'), 'PEER_EXITED');
+    assert.equal(e.exitCode, 3);
+    assert.equal(e.stderrTail, 'bye\n');
+    assert.deepEqual(await p.close(), { code: 3, signal: null });
+  });
+
   test('a child that exits while a process it started holds stdout still ends requestSync with PEER_EXITED', async () => {
     const p = track(spawnPeer('sh', ['-c', 'sleep 30 & read x; exit 3'], { mode: 'sync', stderr: 'ignore', graceMs: 200 }));
     const e = throwsWith(() => p.requestSync('data', 'x', { timeoutMs: 10_000 }), 'PEER_EXITED');
