@@ -564,7 +564,8 @@ class PipePeerImpl implements PipePeer {
  * a command that cannot be started makes every request reject with `PEER_EXITED` saying why.
  * Keeps Node alive until `close()` (or the child's exit). With `encoding: 'msgpack'` requests go
  * as MessagePack frames (the child must speak them: `serve --encoding msgpack`), `data` may be
- * a `Buffer`/`Uint8Array`, and `bin` reply data arrives as a `Buffer`.
+ * a `Buffer`/`Uint8Array`, and `bin` reply data arrives as a `Buffer`. With `mode: 'sync'` the
+ * native addon owns the child's pipes and the peer also offers `requestSync` (see sync.ts).
  */
 export function spawnPeer(
   command: string,
