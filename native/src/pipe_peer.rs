@@ -9,12 +9,15 @@
 //!   blocking in `poll`) until the frame carrying its id arrives; it returns that frame, and
 //!   every frame read before it, to JavaScript;
 //! - the background thread: reads while JavaScript wants it to (for `request`, notifications'
-//!   answers and unsolicited messages) and hands the frames to JavaScript through a
-//!   `ThreadsafeFunction`, in the order read.
+//!   answers and unsolicited messages), files the frames in an inbox while it still holds the
+//!   lock, and tells JavaScript through a `ThreadsafeFunction` (`items`; `takeItems` drains it).
 //!
 //! The lock also guards the decoder (the core's `LineDecoder` or `FrameDecoder`), so every byte
 //! read is framed exactly once, by one decoder, in order, whichever thread read it: frames
-//! decoded but not yet taken stay in the decoder for the next reader. `requestSync` pauses
+//! decoded but not yet taken stay in the decoder for the next reader. `requestSync` takes the
+//! lock before it writes its request (so what the background thread read before came before
+//! the request, and cannot be its reply) and returns the inbox's frames first, then those it
+//! read: JavaScript sees every frame once, in the order the child wrote them. `requestSync` pauses
 //! the background reader (one wake-up of it per run of synchronous calls, not per call;
 //! JavaScript resumes it once the event loop turns), so the two do not wake each other.
 //!
