@@ -171,6 +171,23 @@ describeWithAddon('spawnPeer sync mode', () => {
     assert.deepEqual(p.stats(), { inFlight: 0, queued: 0, answered: 1500, lateRepliesDropped: 0, unsolicited: 0 });
   });
 
+  test('replies and unsolicited messages interleaved, sync and async in turns: each once, in the order written', async () => {
+    // Every request is answered, then followed by a note numbered in the order the child wrote it.
+    const p = track(nodeChild(`write({ msg_type: 'ack', data: m.data, id: m.id }); write({ msg_type: 'note', data: state.n });`));
+    const notes: unknown[] = [];
+    p.on('message', (m) => notes.push(m.data));
+    let id = 0;
+    for (let i = 0; i < 300; i++) {
+      assert.deepEqual(p.requestSync('data', `s${i}`), ack(`s${i}`, ++id));
+      const replies = await Promise.all([p.request('data', `a${i}`), p.request('data', `b${i}`)]);
+      assert.deepEqual(replies, [ack(`a${i}`, id + 1), ack(`b${i}`, id + 2)]);
+      id += 2;
+    }
+    for (let i = 0; i < 200 && notes.length < id; i++) await sleep(10);
+    assert.deepEqual(notes, Array.from({ length: id }, (_, k) => k + 1));
+    assert.deepEqual(p.stats(), { inFlight: 0, queued: 0, answered: id, lateRepliesDropped: 0, unsolicited: id });
+  });
+
   test('a notification before requestSync goes first; what it caused reaches the listeners before the reply returns', () => {
     const p = track(spawnPeer(SERVE_BIN, ['serve', '--exit-after', '0'], { mode: 'sync' }));
     const seen = collect(p);
