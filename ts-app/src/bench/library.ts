@@ -54,7 +54,7 @@ export const LIBRARY_PATHS = [
 ];
 /** Paths that spawn `rust-ts-ipc serve`. */
 export const LIBRARY_SERVE_PATHS = ['lib.pipe', 'lib.pipe-sync', 'lib.pipe-sync-spin', 'markdown.pipe'];
-/** `lib.pipe-sync-spin`'s budget (µs): `pipe.rust-rust-spin`'s, above an unpinned round trip to a spinning `serve`. */
+/** `lib.pipe-sync-spin`'s budget (µs), both sides: `pipe.rust-rust-spin`'s, above an unpinned round trip between two spinners. */
 const SYNC_SPIN_US = 50;
 
 type Emit = (r: TimingRecord) => void;
@@ -189,9 +189,14 @@ async function runPipeSync(ctx: Ctx, serveBin: string, spinUs: number, emit: Emi
   const p = {
     scenario: 'lib',
     path: spinUs === 0 ? 'lib.pipe-sync' : 'lib.pipe-sync-spin',
-    label: spinUs === 0 ? "library: spawnPeer(serve, { mode: 'sync' }).requestSync" : `library: spawnPeer(serve, { mode: 'sync', spinUs: ${spinUs} }).requestSync`,
+    label:
+      spinUs === 0
+        ? "library: spawnPeer(serve, { mode: 'sync' }).requestSync"
+        : `library: spawnPeer(serve --spin-us ${spinUs}, { mode: 'sync', spinUs: ${spinUs} }).requestSync, both sides spinning`,
   };
-  const sync: SyncPipePeer<unknown> = spawnPeer(serveBin, ['serve', '--exit-after', '0'], { mode: 'sync', spinUs });
+  // With spin, `serve` spins too (as in `pipe.rust-rust-spin`): a wake-up saved on each side.
+  const args = ['serve', '--exit-after', '0', ...(spinUs === 0 ? [] : ['--spin-us', String(spinUs)])];
+  const sync: SyncPipePeer<unknown> = spawnPeer(serveBin, args, { mode: 'sync', spinUs });
   const peer = new Counted<SyncPeer>(sync);
   try {
     const small = payload(64);

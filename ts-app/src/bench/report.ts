@@ -43,7 +43,7 @@ const STYLE: Record<string, PathStyle> = {
   'lib.inproc': { name: 'library: inProcess().request', color: '#c49c94', marker: 'diamond' },
   // Issue 13: the synchronous request over a pipe the addon reads, without and with spinning.
   'lib.pipe-sync': { name: "library: spawnPeer(serve, { mode: 'sync' }).requestSync", color: '#31a354', marker: 'triangle' },
-  'lib.pipe-sync-spin': { name: 'library: requestSync, spinUs 50', color: '#006d2c', marker: 'diamond', dash: '4 2' },
+  'lib.pipe-sync-spin': { name: 'library: requestSync, both sides spinning 50 µs', color: '#006d2c', marker: 'diamond', dash: '4 2' },
   // The encoding axis (issue 10): msgpack beside lib.pipe / lib.inproc-sync (the JSON side), bytes beside their raw frame floor.
   'enc.pipe-msgpack': { name: 'library msgpack: spawnPeer(serve).request', color: '#2ca02c', marker: 'triangle', dash: '6 2' },
   'enc.ffi-msgpack': { name: 'library msgpack: inProcess().requestSync', color: '#9467bd', marker: 'diamond', dash: '6 2' },
