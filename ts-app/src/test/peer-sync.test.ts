@@ -188,6 +188,15 @@ describeWithAddon('spawnPeer sync mode', () => {
     assert.deepEqual(p.stats(), { inFlight: 0, queued: 0, answered: id, lateRepliesDropped: 0, unsolicited: id });
   });
 
+  test('async requests larger than the pipe wait for drain (the background thread writes the rest) and lose nothing', async () => {
+    const p = track(spawnPeer(SERVE_BIN, ['serve', '--exit-after', '0'], { mode: 'sync' }));
+    const big = (i: number): string => `${i}:`.padEnd(64 * 1024, 'x');
+    const replies = await Promise.all(Array.from({ length: 100 }, (_, i) => p.request('data', big(i))));
+    replies.forEach((r, i) => assert.deepEqual(r, ack(`Acknowledged: ${big(i)}`, i + 1)));
+    // And a synchronous request right after, with nothing left to write before it.
+    assert.deepEqual(p.requestSync('data', 'after'), ack('Acknowledged: after', 101));
+  });
+
   test('a notification before requestSync goes first; what it caused reaches the listeners before the reply returns', () => {
     const p = track(spawnPeer(SERVE_BIN, ['serve', '--exit-after', '0'], { mode: 'sync' }));
     const seen = collect(p);
