@@ -10,6 +10,53 @@
 export declare const __napiBindingTarget: 'native' | 'wasm32-wasi' | 'wasm32-wasip1'
 
 /**
+ * A child process speaking the protocol, read and written by the addon; see the module docs.
+ * Made by `spawnPipeChild`; the request bookkeeping is JavaScript's (`ts-app/src/peer/sync.ts`).
+ */
+export declare class PipeChild {
+  /** The child's process id (also its process group's). */
+  get pid(): number
+  /** How the child exited, once its exit has been seen (it may not be reaped yet); else null. */
+  exitStatus(): PipeExit | null
+  /** The last (at most 4 KiB) of the child's stderr so far, as text. */
+  stderrTail(): string
+  /** What `requestSync`'s spinning did: `disabled` says why it never spins (null: it may). */
+  spinStats(): SpinStats
+  /**
+   * The frames the background thread has read since the last call, in order (an `items`
+   * event says there are some; `requestSync` takes them first too).
+   */
+  takeItems(): Array<PipeItem>
+  /** True while bytes given to `write` wait to be written (a `drain` event follows). */
+  get writeBlocked(): boolean
+  /**
+   * Starts (true) or pauses (false) the background reader. Paused, stdout is read only by
+   * `requestSync` (and after the child's exit).
+   */
+  setReading(on: boolean): void
+  /**
+   * Writes `bytes` (a json line as a string, or a msgpack frame) without blocking. Returns
+   * false if some must wait for the child to read: a `drain` event follows once written.
+   */
+  write(bytes: string | Buffer): boolean
+  /**
+   * Writes `request` (after anything still waiting to be written), then reads until the frame
+   * carrying `id` arrives, spinning for `spinUs` before blocking, at most `timeoutMs` (0 or
+   * Infinity: no limit). Returns the reply (the line as a string under json, the frame's
+   * body under msgpack) when it is the only frame read and a valid message, else a
+   * `SyncOutcome`. Pauses the
+   * background reader (see `setReading`).
+   */
+  requestSync(request: string | Buffer, id: number, timeoutMs: number): string | Buffer | SyncOutcome
+  /**
+   * Runs the shutdown sequence on a thread of its own (stdin closed, `firstWaitMs`, SIGTERM
+   * to the group, the spawn's `graceMs`, SIGKILL, reap) and resolves to how the child ended.
+   * The background thread goes on reading until the child's exit, then sends `exit`.
+   */
+  close(firstWaitMs: number): Promise<PipeExit>
+}
+
+/**
  * One conversation, answered in the order the calls were made (sync and async alike).
  *
  * A reply longer than Node-API can make a string of (more than 2^29 - 24 bytes of UTF-8 on
@@ -130,6 +177,70 @@ export interface Message {
 /** Does nothing: the cost of a napi call, the floor the benchmarks print beside the results. */
 export declare function noop(): void
 
+/** Options of `spawnPipeChild`, checked by the TypeScript caller (`ts-app/src/peer/sync.ts`). */
+export interface PipeChildOptions {
+  /** `'json'` (NDJSON lines) or `'msgpack'` (length-prefixed frames). */
+  encoding: string
+  /** Lines longer than this many bytes are dropped as they arrive and reported as too long. */
+  maxLineBytes: number
+  /** Under msgpack, frames longer than this many bytes likewise. */
+  maxFrameBytes: number
+  /** Each shutdown step's wait, in milliseconds (`Infinity`: no escalation). */
+  graceMs: number
+  /**
+   * How long `requestSync` polls the pipe without blocking, in microseconds, after writing
+   * its request (0: block at once). Never spins where this process may use one CPU only.
+   */
+  spinUs: number
+  /** The child's working directory; default this process's. */
+  cwd?: string
+  /** The child's whole environment; default this process's. */
+  env?: Record<string, string>
+  /** `'forward'` (to this process's stderr), `'ignore'`, or `'event'` (a `stderr` event). */
+  stderr: string
+}
+
+/** What the background thread tells JavaScript, in the order it happened. */
+export interface PipeEvent {
+  /**
+   * `items` (frames were read: `takeItems` has them), `drain` (writes waiting were written), `eof` (stdout closed),
+   * `stderr` (a piece of it, with the `'event'` option), `exit` (the child exited and was
+   * reaped, its stdout drained; the last event).
+   */
+  kind: string
+  /** `stderr`: the piece. */
+  chunk?: Buffer
+  /** `exit`: how the child ended. */
+  exit?: PipeExit
+}
+
+/** How the child ended. */
+export interface PipeExit {
+  /** Its exit code, or null if a signal ended it (or it could not be waited for). */
+  code?: number
+  /** The signal that ended it (`SIGKILL`, …), or null. */
+  signal?: string
+}
+
+/** One frame the child wrote, as JavaScript gets it (the fields set depend on `kind`). */
+export interface PipeItem {
+  /**
+   * 0: a line (json) or a frame (msgpack); 1: over the limit, dropped; 2: the stream ended
+   * inside a frame (msgpack).
+   */
+  kind: number
+  /** Its line or frame number, from 1. */
+  n: number
+  /** kind 0, json: the line, if it is valid UTF-8. */
+  text?: string
+  /** kind 0: the line's bytes when they are not UTF-8 (json), or the frame's body (msgpack). */
+  bytes?: Buffer
+  /** kind 1: its length; kind 2: the announced body length, if the header arrived. */
+  length?: number
+  /** kind 2: bytes of the header (no length) or of the body that arrived. */
+  received?: number
+}
+
 /**
  * Plays the demo conversation (the core's `Initiator`) against `responder`, called back on this
  * thread inside this call, one handle scope per call. Returns the lines the demo prints: the
@@ -171,6 +282,46 @@ export interface ResponderOptions {
    * and markdown.
    */
   services?: Array<'demo' | 'markdown' | 'bytes'>
+}
+
+/**
+ * Why the child could not be started (returned, not thrown, so that the caller can fail its
+ * requests with it as the stream peer does).
+ */
+export interface SpawnFailure {
+  /** The core's text: ``cannot start `CMD`: `CMD` was not found on PATH``, and the like. */
+  message: string
+  /** The OS error's name (`ENOENT`, `EACCES`, …), or `''` if there is none. */
+  errno: string
+}
+
+/**
+ * Starts `command` with `args` in a process group of its own, its stdin, stdout and stderr
+ * piped to the addon, and returns the `PipeChild` that owns them, or why it could not start.
+ * `onEvent` is called on the JS thread with each `PipeEvent`, in order; it keeps Node alive
+ * until the `exit` event (after the child's exit, or `close`).
+ */
+export declare function spawnPipeChild(command: string, args: Array<string>, options: PipeChildOptions, onEvent: (event: PipeEvent) => void): PipeChild | SpawnFailure
+
+/** What `requestSync`'s spinning did (`PipeChild.spinStats()`). */
+export interface SpinStats {
+  /** Why it never spins (`the spin budget is 0`, one CPU), or null if it may. */
+  disabled?: string
+  /** Waits for a reply that spun. */
+  spun: number
+  /** Of those, the ones whose data came while spinning (the rest blocked after). */
+  hits: number
+}
+
+/** `requestSync`'s answer when it is not simply the reply. */
+export interface SyncOutcome {
+  /**
+   * `reply` (the last of `items` is it), `timeout`, `exited` (EOF on stdout, or the child's
+   * exit, and no reply within [`SETTLE`] after it).
+   */
+  status: string
+  /** Frames read, in order: with `reply`, the last one is the reply. */
+  items: Array<PipeItem>
 }
 
 /** What `timeJsThread` measured. */

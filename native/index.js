@@ -835,6 +835,7 @@ function __napiStampBindingTarget(exportsObject, target) {
 // linked import resolves to `undefined`.
 module.exports.__napiBindingTarget = __napiStampBindingTarget(nativeBinding, __napiLoadedBindingTarget)
 module.exports = nativeBinding
+module.exports.PipeChild = nativeBinding.PipeChild
 module.exports.Responder = nativeBinding.Responder
 module.exports.__callingThreadsForTest = nativeBinding.__callingThreadsForTest
 module.exports.__callJsSyncPanicForTest = nativeBinding.__callJsSyncPanicForTest
@@ -847,4 +848,5 @@ module.exports.callRustSync = nativeBinding.callRustSync
 module.exports.noop = nativeBinding.noop
 module.exports.playDemo = nativeBinding.playDemo
 module.exports.playDemoOnThread = nativeBinding.playDemoOnThread
+module.exports.spawnPipeChild = nativeBinding.spawnPipeChild
 module.exports.timeJsThread = nativeBinding.timeJsThread

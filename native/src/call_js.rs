@@ -711,7 +711,7 @@ pub fn calling_threads_for_test() -> CallingThreads {
 
 /// The promise object with the lifetime napi-rs's return conversion wants (it is returned to JS
 /// at once, within the call that made it).
-fn promise_static(promise: Object<'_>) -> Object<'static> {
+pub(crate) fn promise_static(promise: Object<'_>) -> Object<'static> {
     Object::from_raw(promise.value().env, promise.raw())
 }
 

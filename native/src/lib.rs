@@ -49,6 +49,8 @@ use napi_derive::napi;
 use rust_ts_ipc as ipc;
 
 pub mod call_js;
+#[cfg(unix)]
+pub mod pipe_peer;
 
 /// A protocol message as JavaScript sees it, with the wire's field names.
 #[napi(object, object_from_js = false, js_name = "Message")]

@@ -18,6 +18,7 @@ export {
   type StderrOption,
 } from './peer/pipe.js';
 export { DEFAULT_RESTART, type RestartOptions, type RestartPolicy } from './peer/restart.js';
+export { type RequestSyncOptions, type SyncPeerOptions, type SyncPipePeer, type SyncSpinStats } from './peer/sync.js';
 export { inProcess, type InProcessOptions, type InProcessPeer } from './peer/in-process.js';
 export type {
   CloseOptions,

@@ -53,7 +53,11 @@ export function progressLine(r: TimingRecord): string {
     `${r.pass.padEnd(9)}${r.path.padEnd(22)}${fmtSize(r.payload).padStart(7)} w=${String(r.window).padEnd(4)}` +
     `n=${String(r.n).padEnd(8)}p50 ${fmtNs(l.p50).padStart(9)} p90 ${fmtNs(l.p90).padStart(9)} ` +
     `p99 ${fmtNs(l.p99).padStart(9)} p99.9 ${fmtNs(l.p999).padStart(9)} max ${fmtNs(l.max).padStart(9)}  ` +
-    `${fmtCount(r.throughput.msgs_per_s).padStart(10)} msg/s ${r.throughput.mb_per_s.toFixed(1).padStart(9)} MB/s  ok`
+    `${fmtCount(r.throughput.msgs_per_s).padStart(10)} msg/s ${r.throughput.mb_per_s.toFixed(1).padStart(9)} MB/s  ok` +
+    (r.cpu_ns_per_msg === undefined
+      ? ''
+      : `  cpu/msg ${fmtNs(r.cpu_ns_per_msg.total)} (${fmtNs(r.cpu_ns_per_msg.parent)} + ${fmtNs(r.cpu_ns_per_msg.child)})`) +
+    (r.spin === undefined ? '' : `  spun ${r.spin.parent_reads_spun} hit ${r.spin.parent_spin_hits}`)
   );
 }
 

@@ -5,6 +5,7 @@
 // `cost.lib-*`: the library's own steps, timed in-process, that "where the time goes" splits
 // the library's extra time into.
 
+import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 
 import MarkdownIt from 'markdown-it';
@@ -15,6 +16,7 @@ import { PeerCore } from '../peer/core.js';
 import { encodeLine } from '../peer/encode.js';
 import { inProcess, type InProcessPeer } from '../peer/in-process.js';
 import { DEFAULT_TIMEOUT_MS, type PipePeer, spawnPeer } from '../peer/pipe.js';
+import type { SyncPipePeer } from '../peer/sync.js';
 import type { Encoding, Message, Peer } from '../peer/types.js';
 import { parseEnvelope } from '../protocol.js';
 import { ackPrefix, type Ctx, FIXED_ID, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
@@ -31,7 +33,15 @@ export const MARKDOWN_SIZES = [1024, 64 * 1024] as const;
 const MARKDOWN_PIPE_WINDOWS = [1, 16] as const;
 
 /** Paths that need the addon (skipped with the FFI paths when it is not built). */
-export const LIBRARY_NATIVE_PATHS = ['lib.inproc', 'lib.inproc-sync', 'markdown.ffi', 'markdown.inproc', 'markdown.inproc-sync'];
+export const LIBRARY_NATIVE_PATHS = [
+  'lib.inproc',
+  'lib.inproc-sync',
+  'lib.pipe-sync',
+  'lib.pipe-sync-spin',
+  'markdown.ffi',
+  'markdown.inproc',
+  'markdown.inproc-sync',
+];
 /** Every path this module runs. */
 export const LIBRARY_PATHS = [
   'lib.pipe',
@@ -43,7 +53,9 @@ export const LIBRARY_PATHS = [
   'cost.lib-core',
 ];
 /** Paths that spawn `rust-ts-ipc serve`. */
-export const LIBRARY_SERVE_PATHS = ['lib.pipe', 'markdown.pipe'];
+export const LIBRARY_SERVE_PATHS = ['lib.pipe', 'lib.pipe-sync', 'lib.pipe-sync-spin', 'markdown.pipe'];
+/** `lib.pipe-sync-spin`'s budget (µs), both sides: `pipe.rust-rust-spin`'s, above an unpinned round trip between two spinners. */
+const SYNC_SPIN_US = 50;
 
 type Emit = (r: TimingRecord) => void;
 type Fail = (path: string, e: unknown) => void;
@@ -96,9 +108,12 @@ export class Counted<P extends Peer<unknown>> {
   }
 }
 
+/** A peer with `requestSync`: `inProcess()`, or `spawnPeer` in sync mode. */
+type SyncPeer = Peer<unknown> & Pick<InProcessPeer<unknown>, 'requestSync'>;
+
 /** A `requestSync` body: every reply must carry its request's id and pass `want`. */
 export function syncRequests(
-  counted: Counted<InProcessPeer<unknown>>,
+  counted: Counted<SyncPeer>,
   msgType: string,
   data: unknown,
   want: (m: Message<unknown>) => boolean,
@@ -146,6 +161,77 @@ export async function spawnServe(serveBin: string, encoding: Encoding = 'json'):
     throw e;
   }
   return peer;
+}
+
+/**
+ * CPU time (user + system) of every thread of process `pid` so far, in ns, from
+ * `/proc/<pid>/task/<tid>/schedstat` (its first field); undefined where there is no procfs.
+ */
+export function cpuNs(pid: number | 'self'): number | undefined {
+  try {
+    const dir = `/proc/${pid}/task`;
+    let sum = 0;
+    for (const task of readdirSync(dir)) {
+      try {
+        sum += Number(readFileSync(`${dir}/${task}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // A thread that ended meanwhile.
+      }
+    }
+    return sum;
+  } catch {
+    return undefined;
+  }
+}
+
+/** `requestSync` to a `serve` child whose pipes the addon reads (`lib.pipe-sync`, `-spin`), with CPU per message. */
+async function runPipeSync(ctx: Ctx, serveBin: string, spinUs: number, emit: Emit): Promise<void> {
+  const p = {
+    scenario: 'lib',
+    path: spinUs === 0 ? 'lib.pipe-sync' : 'lib.pipe-sync-spin',
+    label:
+      spinUs === 0
+        ? "library: spawnPeer(serve, { mode: 'sync' }).requestSync"
+        : `library: spawnPeer(serve --spin-us ${spinUs}, { mode: 'sync', spinUs: ${spinUs} }).requestSync, both sides spinning`,
+  };
+  // With spin, `serve` spins too (as in `pipe.rust-rust-spin`): a wake-up saved on each side.
+  const args = ['serve', '--exit-after', '0', ...(spinUs === 0 ? [] : ['--spin-us', String(spinUs)])];
+  const sync: SyncPipePeer<unknown> = spawnPeer(serveBin, args, { mode: 'sync', spinUs });
+  const peer = new Counted<SyncPeer>(sync);
+  try {
+    const small = payload(64);
+    const warm = syncRequests(peer, 'data', small, isAck(`Acknowledged: ${small}`));
+    const out: Message<unknown>[] = [];
+    warm.run(CHILD_WARMUP_MESSAGES, out);
+    if (!out.every((m, j) => warm.check(m, j))) throw new Error('a warm-up reply was wrong');
+    for (const size of PAYLOADS) {
+      const data = payload(size);
+      const before = { parent: cpuNs('self'), child: cpuNs(sync.pid ?? 0), spin: sync.spinStats() };
+      const timed = timeSync(ctx.budget, syncRequests(peer, 'data', data, isAck(`Acknowledged: ${data}`)));
+      const after = { parent: cpuNs('self'), child: cpuNs(sync.pid ?? 0), spin: sync.spinStats() };
+      peer.checkQuiet();
+      const record = syncRecord(ctx, p, 'roundtrip', size, timed);
+      // Warm-up and measurement run the same calls: CPU per message over both.
+      const calls = timed.warmup + timed.checked;
+      if (before.parent !== undefined && after.parent !== undefined && before.child !== undefined && after.child !== undefined) {
+        const per = (ns: number): number => Math.round((ns / calls) * 10) / 10;
+        const parent = per(after.parent - before.parent);
+        const child = per(after.child - before.child);
+        record.cpu_ns_per_msg = { parent, child, total: Math.round((parent + child) * 10) / 10 };
+      }
+      if (spinUs > 0) {
+        record.spin = {
+          budget_us: spinUs,
+          parent_reads_spun: after.spin.spun - before.spin.spun,
+          parent_spin_hits: after.spin.hits - before.spin.hits,
+          ...(after.spin.disabled === null ? {} : { disabled: after.spin.disabled }),
+        };
+      }
+      emit(record);
+    }
+  } finally {
+    await sync.close();
+  }
 }
 
 /** Runs every selected library and markdown scenario; each path fails on its own. */
@@ -207,6 +293,8 @@ export async function runLibrary(
       await peer.peer.close();
     }
   });
+  await guard('lib.pipe-sync', () => runPipeSync(ctx, serveBin, 0, emit));
+  await guard('lib.pipe-sync-spin', () => runPipeSync(ctx, serveBin, SYNC_SPIN_US, emit));
   for (const s of LIB_COSTS) {
     await guard(s.path, () => {
       for (const size of PAYLOADS) emit(syncRecord(ctx, s, 'cost', size, timeSync(ctx.budget, s.make(size))));

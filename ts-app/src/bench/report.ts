@@ -42,6 +42,9 @@ const STYLE: Record<string, PathStyle> = {
   'lib.pipe': { name: 'library: spawnPeer(serve).request', color: '#98df8a', marker: 'circle' },
   'lib.inproc-sync': { name: 'library: inProcess().requestSync', color: '#c5b0d5', marker: 'square' },
   'lib.inproc': { name: 'library: inProcess().request', color: '#c49c94', marker: 'diamond' },
+  // Issue 13: the synchronous request over a pipe the addon reads, without and with spinning.
+  'lib.pipe-sync': { name: "library: spawnPeer(serve, { mode: 'sync' }).requestSync", color: '#31a354', marker: 'triangle' },
+  'lib.pipe-sync-spin': { name: 'library: requestSync, both sides spinning 50 µs', color: '#006d2c', marker: 'diamond', dash: '4 2' },
   // The encoding axis (issue 10): msgpack beside lib.pipe / lib.inproc-sync (the JSON side), bytes beside their raw frame floor.
   'enc.pipe-msgpack': { name: 'library msgpack: spawnPeer(serve).request', color: '#2ca02c', marker: 'triangle', dash: '6 2' },
   'enc.ffi-msgpack': { name: 'library msgpack: inProcess().requestSync', color: '#9467bd', marker: 'diamond', dash: '6 2' },
@@ -402,6 +405,8 @@ function headline(v: View, L: string[], level = '##'): void {
     ['lib.inproc-sync', 'ffi.handle'],
     ['lib.inproc', 'ffi.handle'],
     ['lib.pipe', 'pipe.node-rust'],
+    ['lib.pipe-sync', 'lib.pipe'],
+    ['lib.pipe-sync-spin', 'lib.pipe'],
   ];
   const size = 64;
   L.push(`${level} Headline: one ${fmtSize(size)} message at a time (window 1)`, '');
@@ -449,6 +454,7 @@ function goals(v: View, L: string[]): void {
     pipelinedGoals(v, pass, L);
     rustJsGoals(v, pass, L);
     libraryGoals(v, pass, L);
+    syncPipeGoals(v, pass, L);
     encodingGoals(v, pass, L);
   }
   L.push('');
@@ -745,6 +751,26 @@ function libraryGoals(v: View, pass: Pass, L: string[]): void {
   const prom = v.p50(pass, 'lib.inproc', 64);
   if (Number.isFinite(prom) && Number.isFinite(ffi)) {
     L.push(`| \`inProcess().request\` (a Promise, window 1) 64 B ≤ 2 × \`ffi.handle\` | ${pass} | ${ns(prom)} vs ${ns(ffi)} = ${ratio(prom, ffi)} | ${ok(prom <= 2 * ffi)} |`);
+  }
+}
+
+/** Issue 13's goals for `requestSync` over a pipe (64 B, window 1): against `request()` to the same child and `ffi.handleLine`. */
+function syncPipeGoals(v: View, pass: Pass, L: string[]): void {
+  const async = v.p50(pass, 'lib.pipe', 64);
+  const ffi = v.p50(pass, 'ffi.handleLine', 64);
+  for (const p of ['lib.pipe-sync', 'lib.pipe-sync-spin']) {
+    const rec = v.get(pass, p, 64);
+    if (rec === undefined) continue;
+    const sync = rec.latency_ns.p50;
+    const cpu = rec.cpu_ns_per_msg === undefined ? '' : `; CPU/msg ${ns(rec.cpu_ns_per_msg.total)} (Node ${ns(rec.cpu_ns_per_msg.parent)} + serve ${ns(rec.cpu_ns_per_msg.child)})`;
+    const spin = rec.spin === undefined ? '' : `; spun ${rec.spin.parent_reads_spun}, hit ${rec.spin.parent_spin_hits}${rec.spin.disabled === undefined ? '' : ` (${rec.spin.disabled})`}`;
+    const stated = pass === 'pinned' ? ' (goal is stated unpinned)' : '';
+    if (Number.isFinite(async)) {
+      L.push(`| \`${p}\` 64 B p50 ≤ 0.25 × \`lib.pipe\` window 1${stated} | ${pass} | ${ns(sync)} vs ${ns(async)} = ${ratio(sync, async)}${cpu}${spin} | ${ok(sync <= 0.25 * async)} |`);
+    }
+    if (Number.isFinite(ffi)) {
+      L.push(`| \`${p}\` 64 B p50 ≤ 10 × \`ffi.handleLine\`${stated} | ${pass} | ${ns(sync)} vs ${ns(ffi)} = ${ratio(sync, ffi)} | ${ok(sync <= 10 * ffi)} |`);
+    }
   }
 }
 

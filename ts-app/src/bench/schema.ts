@@ -36,11 +36,13 @@ export interface TimingRecord {
   checked: number;
   note?: string;
   /** CPU time (user + system) per message during the measured run, ns: the parent's threads
-   * and the child's, from `/proc/<pid>/task/<tid>/schedstat` (Rust pipe paths). */
+   * and the child's, from `/proc/<pid>/task/<tid>/schedstat` (Rust pipe paths, and the Node
+   * driver's `lib.pipe-sync*`, which counts its warm-up calls too: the same calls). */
   cpu_ns_per_msg?: { parent: number; child: number; total: number };
-  /** Spinning readers (`pipe.rust-rust-spin`): the budget both sides were given, and how many of
-   * the parent's reads during the measured run spun and found their data while spinning. */
-  spin?: { budget_us: number; parent_reads_spun: number; parent_spin_hits: number };
+  /** Spinning readers (`pipe.rust-rust-spin`, `lib.pipe-sync-spin`): the budget, and how many of
+   * the parent's reads during the measured run spun and found their data while spinning;
+   * `disabled` says why the parent never spun (one CPU), when it did not. */
+  spin?: { budget_us: number; parent_reads_spun: number; parent_spin_hits: number; disabled?: string };
   /** `host.*` only: CPU time (user + system) of the Rust host process per message over the
    * measured run (its threads or tasks, not its children's), ns, in steps of /proc's 10 ms. */
   parent_cpu_ns_per_msg?: number;

@@ -22,6 +22,8 @@ export const PeerErrorCode = {
    * (the circuit is open); nothing was sent. Carries the last exit's details and `retryAfterMs`.
    */
   RESTART_LIMIT: 'RESTART_LIMIT',
+  /** `requestSync` on a sync-mode pipe peer while `request` calls are in flight or queued; nothing was sent. */
+  BUSY: 'BUSY',
 } as const;
 
 /** One of the `PeerErrorCode` values. */

@@ -12,6 +12,7 @@ import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore, type 
 import { encodeFrame, encodeLine, FramePool } from './encode.js';
 import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
 import { type RestartOptions, restartPolicy, Restarts } from './restart.js';
+import { spawnSyncPeer, type SyncPeerOptions, type SyncPipePeer } from './sync.js';
 import type {
   CloseOptions,
   Encoding,
@@ -39,6 +40,11 @@ const WAITING_FOR_SLOT = 'a maxInFlight slot';
 
 /** Options of `spawnPeer`; every field is optional. */
 export interface SpawnPeerOptions {
+  /**
+   * `'stream'` (the default): Node streams read and write the child's pipes. `'sync'`: the
+   * native addon does, and the peer also offers `requestSync` (see `SyncPeerOptions`).
+   */
+  mode?: 'stream' | 'sync';
   /**
    * How messages travel: `'json'` (NDJSON lines, the default) or `'msgpack'` (MessagePack
    * frames; `data` may then be a `Buffer`/`Uint8Array`, and `bin` replies arrive as a `Buffer`).
@@ -632,8 +638,16 @@ class PipePeerImpl implements PipePeer {
  * a command that cannot be started makes every request reject with `PEER_EXITED` saying why.
  * Keeps Node alive until `close()` (or the child's exit). With `encoding: 'msgpack'` requests go
  * as MessagePack frames (the child must speak them: `serve --encoding msgpack`), `data` may be
- * a `Buffer`/`Uint8Array`, and `bin` reply data arrives as a `Buffer`.
+ * a `Buffer`/`Uint8Array`, and `bin` reply data arrives as a `Buffer`. With `mode: 'sync'` the
+ * native addon owns the child's pipes and the peer also offers `requestSync` (see sync.ts).
  */
+export function spawnPeer(
+  command: string,
+  args: readonly string[],
+  options: SyncPeerOptions & { encoding: 'msgpack' },
+): SyncPipePeer<JsonValue | Buffer>;
+export function spawnPeer(command: string, args: readonly string[], options: SyncPeerOptions & { encoding?: 'json' }): SyncPipePeer;
+export function spawnPeer(command: string, args: readonly string[], options: SyncPeerOptions): SyncPipePeer<JsonValue | Buffer>;
 export function spawnPeer(
   command: string,
   args: readonly string[],
@@ -642,9 +656,18 @@ export function spawnPeer(
 export function spawnPeer(command: string, args?: readonly string[], options?: SpawnPeerOptions & { encoding?: 'json' }): PipePeer;
 /** An encoding known only at run time: reply data may be a `Buffer`. */
 export function spawnPeer(command: string, args: readonly string[], options: SpawnPeerOptions): PipePeer<JsonValue | Buffer>;
-export function spawnPeer(command: string, args: readonly string[] = [], options: SpawnPeerOptions = {}): PipePeer {
+export function spawnPeer(
+  command: string,
+  args: readonly string[] = [],
+  options: SpawnPeerOptions = {},
+): PipePeer<JsonValue | Buffer> | SyncPipePeer<JsonValue | Buffer> {
   if (typeof command !== 'string' || command.length === 0) {
     throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: command must be a non-empty string, got ${String(command)}`);
+  }
+  const mode: unknown = options.mode ?? 'stream';
+  if (mode === 'sync') return spawnSyncPeer(command, args, options as SyncPeerOptions);
+  if (mode !== 'stream') {
+    throw new PeerError(PeerErrorCode.INVALID_ARGUMENT, `spawnPeer: option \`mode\` must be 'stream' or 'sync', got ${String(mode)}`);
   }
   return new PipePeerImpl(command, args, options);
 }

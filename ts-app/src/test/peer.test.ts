@@ -330,6 +330,12 @@ if (haveServe()) {
   behaviour('spawnPeer(rust-ts-ipc serve)', ({ exitAfter }) =>
     spawnPeer(SERVE_BIN, ['serve', '--exit-after', String(exitAfter ?? 0)], { graceMs: 500 }),
   );
+  // The addon reads the pipes in sync mode (more of it in peer-sync.test.ts).
+  describeWithAddon('spawnPeer sync mode', () => {
+    behaviour("spawnPeer(rust-ts-ipc serve, { mode: 'sync' })", ({ exitAfter }) =>
+      spawnPeer(SERVE_BIN, ['serve', '--exit-after', String(exitAfter ?? 0)], { graceMs: 500, mode: 'sync' }),
+    );
+  });
 }
 describeWithAddon('inProcess', (addon) => {
   behaviour('inProcess()', ({ exitAfter }) => inProcess({ exitAfter: exitAfter ?? 0 }));

@@ -30,6 +30,7 @@ const skip =
 const inputs = [
   '',
   '',
+  '',
   [
     '{"msg_type":"upper","data":"abc","id":1}',
     '{"msg_type":"sum","data":[1,2,3],"id":2}',
@@ -49,6 +50,10 @@ const expected: ((out: { stdout: string; stderr: string }) => void)[] = [
   ({ stdout, stderr }) => {
     assert.equal(stdout, "<h1>Hi</h1>\n { msg_type: 'html', data: '<p><em>fast</em></p>\\n', id: 2 } { code: 0, signal: null }\n");
     assert.equal(stderr, '');
+  },
+  ({ stdout, stderr }) => {
+    assert.equal(stdout, '<h1>Hi</h1>\n Acknowledged: a Acknowledged: c { code: 0, signal: null }\n');
+    assert.equal(stderr, 'BUSY\n');
   },
   ({ stdout, stderr }) => {
     // The async handler's reply may come before or after the ones read with it.
