@@ -225,6 +225,8 @@ export class PeerCore {
   #queue: (Pending | string)[] = [];
   #head = 0;
   #queued = 0;
+  /** The requests among `#queued` (the rest are notifications). */
+  #queuedRequests = 0;
   readonly #abandoned = new Set<number>();
   #listeners: MessageListener[] = [];
   #answered = 0;
@@ -277,6 +279,7 @@ export class PeerCore {
       }
       this.#queue.push(p);
       this.#queued++;
+      this.#queuedRequests++;
       this.wake();
     });
   }
@@ -305,6 +308,7 @@ export class PeerCore {
         out += next.line;
         next.line = '';
         next.state = SENT;
+        this.#queuedRequests--;
         this.#pending.add(next);
       } else {
         // Settled while queued (timed out or aborted): already uncounted.
@@ -414,6 +418,11 @@ export class PeerCore {
     return this.#queued;
   }
 
+  /** Requests (not notifications) waiting to be written. */
+  get queuedRequests(): number {
+    return this.#queuedRequests;
+  }
+
   /** Rejects every request not yet answered, written or not, with `fail`'s error. */
   failAll(fail: FailWith): void {
     this.failQueued(fail);
@@ -496,7 +505,10 @@ export class PeerCore {
   /** Takes `p` out of every structure and disarms its timeout and signal. */
   #settle(p: Pending): void {
     if (p.state === SENT) this.#pending.delete(p);
-    else if (p.state === QUEUED) this.#queued--;
+    else if (p.state === QUEUED) {
+      this.#queued--;
+      this.#queuedRequests--;
+    }
     p.state = SETTLED;
     p.line = '';
     p.resolve = settledAlready;

@@ -94,8 +94,9 @@ export interface SpawnPeerOptions {
    * it, from the first such request (so an idle child is not hung the moment it is asked
    * something; it must answer within `hangMs`, which must therefore exceed the child's start-up
    * time); stderr output does not count (a child stuck in a loop may still log). It is checked
-   * only while requests are pending: a request that timed out is no longer pending. Off by
-   * default (0 or Infinity: off).
+   * only while requests are pending, written or waiting to be written (behind a stdin the child
+   * no longer reads, say): a request that timed out is no longer pending. Off by default (0 or
+   * Infinity: off).
    */
   hangMs?: number;
 }
@@ -534,7 +535,9 @@ class PipePeerImpl implements PipePeer {
   #checkHang(): void {
     this.#hangTimer = undefined;
     const child = this.#child;
-    const pending = this.#core.inFlight;
+    // Requests waiting to be written count: behind a stdin the child no longer reads, they are
+    // as unanswered as those written.
+    const pending = this.#core.inFlight + this.#core.queuedRequests;
     // An exit already seen is reported as such within SETTLE_MS: not a hang.
     if (child === undefined || child.reported || child.status !== undefined || this.#closed || pending === 0) return;
     const quiet = performance.now() - this.#lastHeard;
@@ -587,17 +590,21 @@ class PipePeerImpl implements PipePeer {
 
   #pump(): void {
     const child = this.#child ?? this.#replace();
-    if (child === undefined || this.#gone !== undefined || !child.writable) return;
+    if (child === undefined || this.#gone !== undefined) return;
     const before = this.#core.inFlight;
-    for (;;) {
-      const batch = this.#core.takeBatch(this.#maxInFlight);
-      if (batch.length === 0 || !child.write(batch)) break;
+    if (child.writable) {
+      for (;;) {
+        const batch = this.#core.takeBatch(this.#maxInFlight);
+        if (batch.length === 0 || !child.write(batch)) break;
+      }
     }
-    if (this.#hangMs > 0 && this.#core.inFlight > 0) {
+    if (this.#hangMs > 0 && this.#core.inFlight + this.#core.queuedRequests > 0) {
       // The first request written since the child last said anything starts the hang clock (a
       // child idle for an hour is not hung the moment it is asked something); later ones do
-      // not move it, even when they replace requests that timed out.
-      if (this.#core.inFlight > before && !this.#sentSinceHeard) {
+      // not move it, even when they replace requests that timed out. Requests that cannot be
+      // written (its stdin is full: it does not read) start it too, and keep it running after
+      // those written have timed out.
+      if ((this.#core.inFlight > before || !child.writable) && !this.#sentSinceHeard) {
         this.#lastHeard = performance.now();
         this.#sentSinceHeard = true;
       }

@@ -553,6 +553,28 @@ describe('spawnPeer supervision: timeouts and hangs', () => {
     await w.peer.close();
   });
 
+  test('hangMs: a child that stops reading its stdin is declared hung, though every request written to it timed out first', async () => {
+    // Never reads its stdin nor writes: the first 1 MiB request fills the pipe and times out
+    // (timeoutMs below hangMs); the next waits behind it, unwritten, and is pending all the same.
+    const w = supervised('node', ['-e', 'setInterval(() => {}, 1000)'], { hangMs: 800, timeoutMs: 300, graceMs: 50 });
+    const pid = w.peer.pid;
+    assert.ok(pid !== undefined);
+    const big = 'x'.repeat(1 << 20);
+    await rejectsWith(w.peer.request('data', big), 'TIMEOUT');
+    const exit = w.nextExit();
+    const e = await rejectsWith(w.peer.request('data', 'small', { timeoutMs: 20_000 }), 'PEER_EXITED');
+    assert.match(
+      e.message,
+      new RegExp(
+        `^request \`data\` #2 cannot be answered: the peer \`node\` \\(pid ${pid}\\) was declared hung after 800 ms: nothing at all ` +
+          'arrived on its stdout for 800 ms while 1 request was pending \\(hangMs\\)',
+      ),
+    );
+    assert.deepEqual([(await exit).exit.reason, (await exit).next], ['hang', 'none']);
+    assert.ok(await gone(pid), 'the hung child was stopped without close()');
+    await w.peer.close();
+  });
+
   test('hangMs: a child that keeps writing anything at all is not hung', async () => {
     // Never answers, but writes an unsolicited line every 50 ms.
     const script = "setInterval(() => process.stdout.write('{\"msg_type\":\"tick\",\"data\":null}\\n'), 50); process.stdin.resume();";
