@@ -218,6 +218,11 @@ export class PeerChild {
     return !this.#waitingForDrain && !this.#gone && this.status === undefined && stdin !== undefined && !stdin.writableEnded;
   }
 
+  /** True while a write waits for its stdin's 'drain' (the pipe is full: the child has not read what was written). */
+  get full(): boolean {
+    return this.#waitingForDrain;
+  }
+
   /** Writes `batch` to its stdin; false if the stream is full (`hooks.drained` follows its 'drain'). */
   write(batch: string): boolean {
     const stdin = this.#child?.stdin;

@@ -36,6 +36,7 @@ export const DEFAULT_GRACE_MS = 2000;
 /** What a request not yet written waits for while its child is being replaced (its `TIMEOUT` message). */
 const WAITING_FOR_RESTART = 'the restart of the child, which had died';
 const WAITING_FOR_SLOT = 'a maxInFlight slot';
+const WAITING_FOR_STDIN = "room in the child's stdin, full of what was written before it: is the child reading its stdin?";
 
 /** Options of `spawnPeer`; every field is optional. */
 export interface SpawnPeerOptions {
@@ -598,6 +599,8 @@ class PipePeerImpl implements PipePeer {
         if (batch.length === 0 || !child.write(batch)) break;
       }
     }
+    // What a request left queued waits for, as its TIMEOUT says.
+    this.#core.waitingFor = child.full ? WAITING_FOR_STDIN : WAITING_FOR_SLOT;
     if (this.#hangMs > 0 && this.#core.inFlight + this.#core.queuedRequests > 0) {
       // The first request written since the child last said anything starts the hang clock (a
       // child idle for an hour is not hung the moment it is asked something); later ones do

@@ -502,6 +502,20 @@ describe('spawnPeer supervision: timeouts and hangs', () => {
     await w.peer.close();
   });
 
+  test('a request that times out behind a full stdin says the child is not reading it, not that it waited for a maxInFlight slot', async () => {
+    // Never reads its stdin: the 1 MiB request fills the pipe; the next cannot be written.
+    const w = supervised('node', ['-e', 'setInterval(() => {}, 1000)'], { timeoutMs: 200, graceMs: 50 });
+    await rejectsWith(w.peer.request('data', 'x'.repeat(1 << 20)), 'TIMEOUT');
+    const e = await rejectsWith(w.peer.request('data', 'small'), 'TIMEOUT');
+    assert.equal(
+      e.message,
+      "request `data` #2 got no reply within 200 ms (it was still waiting for room in the child's stdin, full of what was written " +
+        'before it: is the child reading its stdin?); raise timeoutMs (per request or for the peer) if the work takes longer, or check that the peer is alive',
+    );
+    assert.deepEqual(w.peer.stats().inFlight, 0);
+    await w.peer.close();
+  });
+
   test('hangMs is off by default: a silent child only times requests out, and is neither stopped nor restarted', async () => {
     const w = supervised('node', [SUPERVISED, '--hang-after', '1'], { restart: true, timeoutMs: 300, graceMs: 50 });
     const pid = w.peer.pid;
