@@ -71,7 +71,8 @@ export interface SpawnPeerOptions {
   stderr?: StderrOption;
   /**
    * Supervision: replace a child that dies unexpectedly (it exits, is killed, closes its
-   * stdout, could not start, or is declared hung by `hangMs`). Off by default (`false`): the
+   * stdout, closes its stdin while running (a write fails with EPIPE), could not start, or is
+   * declared hung by `hangMs`). Off by default (`false`): the
    * first death fails every request from then on with `PEER_EXITED`. With `true` (the defaults,
    * `DEFAULT_RESTART`) or `{ baseMs, capMs, maxRestarts, windowMs }`:
    * - the requests written to the dead child fail `PEER_EXITED` (its exit status and stderr
@@ -149,7 +150,7 @@ export interface PipePeer<D = JsonValue> extends Peer<D> {
   stderrTail(): string;
   /**
    * `'message'`: see `Peer.on`. `'exit'`: the child died unexpectedly (exited, was killed,
-   * closed its stdout, could not start, or was declared hung), and what follows. `'restart'`
+   * closed its stdout or its stdin, could not start, or was declared hung), and what follows. `'restart'`
    * (with the `restart` option): a fresh child was started in place of a dead one. Listeners run
    * synchronously; one that throws is reported as an uncaught exception after the peer's own
    * bookkeeping is done.
@@ -441,7 +442,7 @@ class PipePeerImpl implements PipePeer {
   }
 
   /**
-   * `child` is gone for requests (it exited and its pipes drained, closed its stdout, could not
+   * `child` is gone for requests (it exited and its pipes drained, closed its stdout or stdin, could not
    * start, or was declared hung): fail what it cannot answer and, with `restart`, prepare its
    * replacement.
    */
@@ -456,7 +457,7 @@ class PipePeerImpl implements PipePeer {
       const gone = this.#failWith(child, closing);
       this.#gone = gone;
       this.#core.failAll(gone);
-      // A hung child is stopped now; one that only closed its stdout is left to close().
+      // A hung child is stopped now; one that only closed its stdout or stdin is left to close().
       if (child.hung !== undefined) this.#retire(child);
       if (!closing) emitTo(this.#exitListeners, { exit: child.end(), next: 'none', delayMs: 0 });
       return;

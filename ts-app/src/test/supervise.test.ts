@@ -379,6 +379,34 @@ describe('spawnPeer supervision: restart', () => {
     await w.peer.close();
   });
 
+  test('a child that closes its stdin and runs on is given up on: its request fails PEER_EXITED, it is stopped and replaced', async () => {
+    // The first child closes its stdin, says so, and runs on writing unsolicited lines (so it is
+    // never silent); the next runs `serve`.
+    const flag = tempFlag();
+    const script =
+      'if [ -e "$1" ]; then rm "$1"; exec 0<&-; echo "closed stdin $$" >&2; ' +
+      'while :; do echo \'{"msg_type":"tick","data":null}\'; sleep 0.05; done; fi; exec "$2" serve';
+    const w = supervised('sh', ['-c', script, 'sh', flag, SERVE_BIN], { restart: { baseMs: 1, capMs: 1 }, graceMs: 50, timeoutMs: 10_000 });
+    const first = w.peer.pid;
+    assert.ok(first !== undefined);
+    // Its first line: its stdin is closed by then, so the request's write fails (EPIPE).
+    await new Promise<void>((resolve) => w.peer.on('message', () => resolve()));
+    const exit = w.nextExit();
+    const e = await rejectsWith(w.peer.request('data', 'a'), 'PEER_EXITED');
+    assert.equal(
+      e.message,
+      `request \`data\` #1 cannot be answered: the peer \`sh\` (pid ${first}) closed its stdin (a write to it failed: EPIPE); ` +
+        `its stderr ended with:\nclosed stdin ${first}\n`,
+    );
+    assert.deepEqual([e.exitCode, e.signal], [null, null]);
+    const x = await exit;
+    assert.deepEqual([x.exit.reason, x.exit.description, x.next], ['stdin-closed', 'closed its stdin (a write to it failed: EPIPE)', 'backoff']);
+    assert.deepEqual(await w.peer.request('data', 'b'), { msg_type: 'ack', data: 'Acknowledged: b', id: 2 });
+    assert.equal(w.restarts.length, 1);
+    assert.ok(await gone(first), 'the child that closed its stdin was stopped');
+    await w.peer.close();
+  });
+
   test('maxRestarts 0: the first death opens the circuit', async () => {
     const flag = tempFlag();
     const w = supervised(...flagged(flag), { restart: { maxRestarts: 0, windowMs: 60_000 } });
