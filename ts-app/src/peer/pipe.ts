@@ -284,7 +284,9 @@ class PipePeerImpl implements PipePeer {
     }
     this.#child = child;
     this.#last = child;
-    if (child.spawnError !== undefined) this.#onGone(child);
+    // As for a spawn failure Node emits (ENOENT): on the next tick, so that listeners added
+    // when spawnPeer returns hear of it.
+    if (child.spawnError !== undefined) process.nextTick(() => this.#onGone(child));
   }
 
   get pid(): number | undefined {

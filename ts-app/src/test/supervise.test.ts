@@ -480,6 +480,26 @@ describe('spawnPeer supervision: restart', () => {
     await w.peer.close();
   });
 
+  test('a spawn that fails at once (ENOTDIR: thrown, not emitted) reports the exit to listeners added after spawnPeer returns', async () => {
+    const file = tempFlag(); // a file: as cwd, spawn throws ENOTDIR synchronously
+    const w = supervised('node', [], { cwd: file, restart: { baseMs: 1, capMs: 1, maxRestarts: 1 } });
+    const plain = supervised('node', [], { cwd: file });
+    // Made before the failure is reported: it fails all the same.
+    const early = rejectsWith(plain.peer.request('a', 1), 'PEER_EXITED');
+    await sleep(50);
+    assert.deepEqual(
+      w.exits.map((x) => [x.exit.reason, x.exit.description, x.next]),
+      [['spawn-failed', 'could not be started (spawn ENOTDIR)', 'backoff']],
+    );
+    assert.deepEqual(plain.exits.map((x) => [x.exit.reason, x.next]), [['spawn-failed', 'none']]);
+    const e = await early;
+    assert.equal(e.message, 'cannot send request `a` #1: `node` could not be started (spawn ENOTDIR); check the command and its options');
+    const later = await rejectsWith(plain.peer.request('a', 2), 'PEER_EXITED');
+    assert.equal(later.message, 'cannot send `a`: `node` could not be started (spawn ENOTDIR); check the command and its options');
+    await w.peer.close();
+    await plain.peer.close();
+  });
+
   test('the events are typed: each listener gets its own payload', () => {
     // Compile-time checks (tsc runs before the tests): never called.
     const typed = (peer: PipePeer): void => {
