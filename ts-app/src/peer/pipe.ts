@@ -493,7 +493,12 @@ class PipePeerImpl implements PipePeer {
    */
   #replace(): PeerChild | undefined {
     const restarts = this.#restarts;
-    if (restarts === undefined || this.#closed || this.#core.queued === 0) return undefined;
+    if (restarts === undefined || this.#closed || this.#core.queued === 0) {
+      // Nothing waits for a fresh child any more (what did timed out or was aborted): the
+      // backoff timer, if armed, no longer keeps Node alive; it is held again if something queues.
+      this.#restartTimer?.unref();
+      return undefined;
+    }
     const now = performance.now();
     const gate = restarts.poll(now);
     if (gate.state === 'backoff' || gate.state === 'open') {
@@ -505,6 +510,8 @@ class PipePeerImpl implements PipePeer {
           this.#restartTimer = undefined;
           this.#pump();
         }, ms);
+      } else {
+        this.#restartTimer.ref();
       }
       return undefined;
     }
