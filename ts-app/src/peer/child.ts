@@ -22,6 +22,12 @@ export const STDERR_TAIL_BYTES = 4096;
  * the 100 ms the issue allows. A grandchild holding the pipes open cannot stretch it.
  */
 const SETTLE_MS = 30;
+/**
+ * After a write to the child's stdin fails, how long its exit (or its stdout's end) has to come
+ * before the child is taken to have closed its stdin and run on. Longer than `SETTLE_MS`: a child
+ * that is dying, the usual cause, must be reported as such even on a busy machine.
+ */
+const STDIN_CLOSED_MS = 250;
 
 /** Where the child's stderr goes: forwarded to ours, dropped, or handed to a function. Its tail is always kept. */
 export type StderrOption = 'forward' | 'ignore' | ((chunk: Buffer) => void);
@@ -107,7 +113,7 @@ export class PeerChild {
   status: ExitStatus | undefined;
   /** Set by the peer once it has given up on this child (its requests failed). */
   reported = false;
-  /** Set when a write to its stdin failed (the error's code) and it had not exited `SETTLE_MS` later: it closed its stdin. */
+  /** Set when a write to its stdin failed (the error's code) and neither its exit nor its stdout's end came `STDIN_CLOSED_MS` later: it closed its stdin. */
   stdinError: string | undefined;
   #stdinTimer: NodeJS.Timeout | undefined;
   /** Set by the peer when it declared the child hung: after how long, with how many requests pending. */
@@ -363,7 +369,7 @@ export class PeerChild {
 
   /**
    * A write to its stdin failed. Usually the child is exiting, and its exit, seen within
-   * `SETTLE_MS`, says more. If it has not exited by then, it closed its stdin and runs on:
+   * `STDIN_CLOSED_MS`, says more. If it has not exited by then, it closed its stdin and runs on:
    * nothing can reach it any more, so it is gone for requests (else they would wait in vain).
    */
   #onStdinError(e: Error): void {
@@ -374,7 +380,7 @@ export class PeerChild {
       if (this.#gone || this.status !== undefined) return;
       this.stdinError = code;
       this.#markGone();
-    }, SETTLE_MS);
+    }, STDIN_CLOSED_MS);
   }
 
   #onExit(code: number | null, signal: NodeJS.Signals | null): void {
