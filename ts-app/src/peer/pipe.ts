@@ -532,9 +532,13 @@ class PipePeerImpl implements PipePeer {
     return !this.#closed && this.#child === child ? child : undefined;
   }
 
-  /** Something arrived on `child`'s stdout: routed if it is the current child (a dead one's late output is dropped). */
+  /**
+   * Something arrived on `child`'s stdout: routed if it is the current child and not given up
+   * on (a dead, hung or stdin-closed one's late output, replies to requests already failed
+   * included, is dropped).
+   */
   #readFrom(child: PeerChild, route: () => void): void {
-    if (child !== this.#child || child.hung !== undefined) return;
+    if (child !== this.#child || child.reported || child.hung !== undefined) return;
     if (this.#hangMs > 0) {
       this.#lastHeard = performance.now();
       this.#sentSinceHeard = false;

@@ -407,6 +407,23 @@ describe('spawnPeer supervision: restart', () => {
     await w.peer.close();
   });
 
+  test('without restart, what a child that closed its stdin writes after it was given up on is dropped, not delivered as unsolicited', async () => {
+    // Closes its stdin, then (once our write has failed) answers request #1 anyway.
+    const script =
+      'exec 0<&-; echo \'{"msg_type":"tick","data":null}\'; sleep 0.6; echo \'{"msg_type":"ack","data":"late","id":1}\'; sleep 30';
+    const w = supervised('sh', ['-c', script], { graceMs: 50 });
+    const messages: unknown[] = [];
+    const first = new Promise<void>((resolve) => w.peer.on('message', () => resolve()));
+    w.peer.on('message', (m) => messages.push(m));
+    await first;
+    const e = await rejectsWith(w.peer.request('data', 'a'), 'PEER_EXITED');
+    assert.match(e.message, /closed its stdin \(a write to it failed: EPIPE\)/);
+    assert.deepEqual(w.exits.map((x) => [x.exit.reason, x.next]), [['stdin-closed', 'none']]);
+    await sleep(800);
+    assert.deepEqual(messages, [{ msg_type: 'tick', data: null }]);
+    await w.peer.close();
+  });
+
   test('maxRestarts 0: the first death opens the circuit', async () => {
     const flag = tempFlag();
     const w = supervised(...flagged(flag), { restart: { maxRestarts: 0, windowMs: 60_000 } });
