@@ -22,6 +22,12 @@ export const STDERR_TAIL_BYTES = 4096;
  * the 100 ms the issue allows. A grandchild holding the pipes open cannot stretch it.
  */
 const SETTLE_MS = 30;
+/**
+ * After a write to the child's stdin fails, how long its exit (or its stdout's end) has to come
+ * before the child is taken to have closed its stdin and run on. Longer than `SETTLE_MS`: a child
+ * that is dying, the usual cause, must be reported as such even on a busy machine.
+ */
+const STDIN_CLOSED_MS = 250;
 
 /** Where the child's stderr goes: forwarded to ours, dropped, or handed to a function. Its tail is always kept. */
 export type StderrOption = 'forward' | 'ignore' | ((chunk: Buffer) => void);
@@ -33,11 +39,12 @@ export interface ChildExit extends ExitStatus {
   /**
    * Why the peer gave up on it: `'exit'` (it exited or was killed: `code`/`signal` say how),
    * `'stdout-closed'` (it closed its stdout but kept running; it is stopped with the shutdown
-   * sequence), `'hang'` (declared hung after `hangMs` of silence with requests pending; stopped
+   * sequence), `'stdin-closed'` (a write to its stdin failed, EPIPE, while it kept running:
+   * nothing can be sent to it any more; stopped likewise), `'hang'` (declared hung after `hangMs` of silence with requests pending; stopped
    * with the shutdown sequence), `'spawn-failed'` (it could not be started). `code` and `signal`
    * are null unless it had exited when the peer gave up on it.
    */
-  reason: 'exit' | 'stdout-closed' | 'hang' | 'spawn-failed';
+  reason: 'exit' | 'stdout-closed' | 'stdin-closed' | 'hang' | 'spawn-failed';
   /** What happened, as the `PEER_EXITED` errors say it: `exited with code 3`, `was killed by SIGKILL`, … */
   description: string;
   /** The last (at most 4 KiB) of what it wrote to stderr, as text. */
@@ -105,6 +112,9 @@ export class PeerChild {
   status: ExitStatus | undefined;
   /** Set by the peer once it has given up on this child (its requests failed). */
   reported = false;
+  /** Set when a write to its stdin failed (the error's code) and neither its exit nor its stdout's end came `STDIN_CLOSED_MS` later: it closed its stdin. */
+  stdinError: string | undefined;
+  #stdinTimer: NodeJS.Timeout | undefined;
   /** Set by the peer when it declared the child hung: after how long, with how many requests pending. */
   hung: { readonly ms: number; readonly pending: number } | undefined;
   /** Resolves once the child has exited (or could not start). */
@@ -155,8 +165,9 @@ export class PeerChild {
       this.#stdioClosed = true;
       this.#markGone();
     });
-    // A child that exits early makes our writes fail with EPIPE: its exit says more.
-    child.stdin.on('error', () => {});
+    // A child that exits early makes our writes fail with EPIPE: its exit says more. One that
+    // closed its stdin and runs on is gone for requests all the same.
+    child.stdin.on('error', (e) => this.#onStdinError(e));
     const frames = this.#frames;
     if (frames === undefined) {
       child.stdout.on('data', (chunk: Buffer) => hooks.read(this, () => this.#decoder.feed(chunk, this.#sink)));
@@ -213,7 +224,14 @@ export class PeerChild {
    */
   get writable(): boolean {
     const stdin = this.#child?.stdin;
-    return !this.#waitingForDrain && !this.#gone && this.status === undefined && stdin !== undefined && !stdin.writableEnded;
+    return (
+      !this.#waitingForDrain && !this.#gone && this.status === undefined && stdin !== undefined && !stdin.writableEnded && !stdin.destroyed
+    );
+  }
+
+  /** True while a write waits for its stdin's 'drain' (the pipe is full: the child has not read what was written). */
+  get full(): boolean {
+    return this.#waitingForDrain;
   }
 
   /** Writes `batch` (lines) to its stdin; false if the stream is full (`hooks.drained` follows its 'drain'). */
@@ -285,7 +303,15 @@ export class PeerChild {
   /** How it ended, for the `restart` event. */
   end(): ChildExit {
     const reason =
-      this.spawnError !== undefined ? 'spawn-failed' : this.hung !== undefined ? 'hang' : this.status !== undefined ? 'exit' : 'stdout-closed';
+      this.spawnError !== undefined
+        ? 'spawn-failed'
+        : this.hung !== undefined
+          ? 'hang'
+          : this.status !== undefined
+            ? 'exit'
+            : this.stdinError !== undefined
+              ? 'stdin-closed'
+              : 'stdout-closed';
     return {
       pid: this.pid,
       code: this.status?.code ?? null,
@@ -305,7 +331,9 @@ export class PeerChild {
       return `was declared hung after ${hung.ms} ms: nothing at all arrived on its stdout for ${hung.ms} ms while ${requests} pending (hangMs); it is stopped with the shutdown sequence`;
     }
     const status = this.status;
-    if (status === undefined) return 'closed its stdout';
+    if (status === undefined) {
+      return this.stdinError !== undefined ? `closed its stdin (a write to it failed: ${this.stdinError})` : 'closed its stdout';
+    }
     return status.signal !== null ? `was killed by ${status.signal}` : `exited with code ${String(status.code)}`;
   }
 
@@ -361,6 +389,22 @@ export class PeerChild {
     this.#markGone();
   }
 
+  /**
+   * A write to its stdin failed. Usually the child is exiting, and its exit, seen within
+   * `STDIN_CLOSED_MS`, says more. If it has not exited by then, it closed its stdin and runs on:
+   * nothing can reach it any more, so it is gone for requests (else they would wait in vain).
+   */
+  #onStdinError(e: Error): void {
+    if (this.#gone || this.status !== undefined || this.#stdinTimer !== undefined) return;
+    const code = (e as NodeJS.ErrnoException).code ?? e.message;
+    this.#stdinTimer = setTimeout(() => {
+      this.#stdinTimer = undefined;
+      if (this.#gone || this.status !== undefined) return;
+      this.stdinError = code;
+      this.#markGone();
+    }, STDIN_CLOSED_MS);
+  }
+
   #onExit(code: number | null, signal: NodeJS.Signals | null): void {
     this.status = { code, signal };
     this.#markExited();
@@ -395,6 +439,8 @@ export class PeerChild {
   #markGone(): void {
     if (this.#settleTimer !== undefined) clearTimeout(this.#settleTimer);
     this.#settleTimer = undefined;
+    clearTimeout(this.#stdinTimer);
+    this.#stdinTimer = undefined;
     if (this.#gone) return;
     this.#gone = true;
     this.#markFinished();

@@ -232,6 +232,8 @@ export class PeerCore {
   #queue: (Pending | Wire)[] = [];
   #head = 0;
   #queued = 0;
+  /** The requests among `#queued` (the rest are notifications). */
+  #queuedRequests = 0;
   readonly #abandoned = new Set<number>();
   #listeners: MessageListener[] = [];
   #answered = 0;
@@ -284,6 +286,7 @@ export class PeerCore {
       }
       this.#queue.push(p);
       this.#queued++;
+      this.#queuedRequests++;
       this.wake();
     });
   }
@@ -353,6 +356,7 @@ export class PeerCore {
         bytes += frame.length;
         next.line = '';
         next.state = SENT;
+        this.#queuedRequests--;
         this.#pending.add(next);
       } else {
         // Settled while queued (timed out or aborted): already uncounted.
@@ -462,6 +466,11 @@ export class PeerCore {
     return this.#queued;
   }
 
+  /** Requests (not notifications) waiting to be written. */
+  get queuedRequests(): number {
+    return this.#queuedRequests;
+  }
+
   /** Rejects every request not yet answered, written or not, with `fail`'s error. */
   failAll(fail: FailWith): void {
     this.failQueued(fail);
@@ -544,7 +553,10 @@ export class PeerCore {
   /** Takes `p` out of every structure and disarms its timeout and signal. */
   #settle(p: Pending): void {
     if (p.state === SENT) this.#pending.delete(p);
-    else if (p.state === QUEUED) this.#queued--;
+    else if (p.state === QUEUED) {
+      this.#queued--;
+      this.#queuedRequests--;
+    }
     p.state = SETTLED;
     p.line = '';
     p.resolve = settledAlready;

@@ -11,7 +11,7 @@ export const PeerErrorCode = {
   TIMEOUT: 'TIMEOUT',
   /** The request's `AbortSignal` fired; a reply arriving later is dropped and counted. */
   ABORTED: 'ABORTED',
-  /** The child exited (or could not start, or closed its stdout) before answering. */
+  /** The child exited (or could not start, closed its stdout or its stdin, or was declared hung) before answering. */
   PEER_EXITED: 'PEER_EXITED',
   /** The peer was closed with `close()`. */
   CLOSED: 'CLOSED',

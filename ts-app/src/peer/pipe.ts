@@ -37,6 +37,7 @@ export const DEFAULT_GRACE_MS = 2000;
 /** What a request not yet written waits for while its child is being replaced (its `TIMEOUT` message). */
 const WAITING_FOR_RESTART = 'the restart of the child, which had died';
 const WAITING_FOR_SLOT = 'a maxInFlight slot';
+const WAITING_FOR_STDIN = "room in the child's stdin, full of what was written before it: is the child reading its stdin?";
 
 /** Options of `spawnPeer`; every field is optional. */
 export interface SpawnPeerOptions {
@@ -76,7 +77,8 @@ export interface SpawnPeerOptions {
   stderr?: StderrOption;
   /**
    * Supervision: replace a child that dies unexpectedly (it exits, is killed, closes its
-   * stdout, could not start, or is declared hung by `hangMs`). Off by default (`false`): the
+   * stdout, closes its stdin while running (a write fails with EPIPE), could not start, or is
+   * declared hung by `hangMs`). Off by default (`false`): the
    * first death fails every request from then on with `PEER_EXITED`. With `true` (the defaults,
    * `DEFAULT_RESTART`) or `{ baseMs, capMs, maxRestarts, windowMs }`:
    * - the requests written to the dead child fail `PEER_EXITED` (its exit status and stderr
@@ -100,8 +102,9 @@ export interface SpawnPeerOptions {
    * it, from the first such request (so an idle child is not hung the moment it is asked
    * something; it must answer within `hangMs`, which must therefore exceed the child's start-up
    * time); stderr output does not count (a child stuck in a loop may still log). It is checked
-   * only while requests are pending: a request that timed out is no longer pending. Off by
-   * default (0 or Infinity: off).
+   * only while requests are pending, written or waiting to be written (behind a stdin the child
+   * no longer reads, say): a request that timed out is no longer pending. Off by default (0 or
+   * Infinity: off).
    */
   hangMs?: number;
 }
@@ -153,7 +156,7 @@ export interface PipePeer<D = JsonValue> extends Peer<D> {
   stderrTail(): string;
   /**
    * `'message'`: see `Peer.on`. `'exit'`: the child died unexpectedly (exited, was killed,
-   * closed its stdout, could not start, or was declared hung), and what follows. `'restart'`
+   * closed its stdout or its stdin, could not start, or was declared hung), and what follows. `'restart'`
    * (with the `restart` option): a fresh child was started in place of a dead one. Listeners run
    * synchronously; one that throws is reported as an uncaught exception after the peer's own
    * bookkeeping is done.
@@ -300,7 +303,9 @@ class PipePeerImpl implements PipePeer {
     }
     this.#child = child;
     this.#last = child;
-    if (child.spawnError !== undefined) this.#onGone(child);
+    // As for a spawn failure Node emits (ENOENT): on the next tick, so that listeners added
+    // when spawnPeer returns hear of it.
+    if (child.spawnError !== undefined) process.nextTick(() => this.#onGone(child));
   }
 
   get pid(): number | undefined {
@@ -458,7 +463,7 @@ class PipePeerImpl implements PipePeer {
   }
 
   /**
-   * `child` is gone for requests (it exited and its pipes drained, closed its stdout, could not
+   * `child` is gone for requests (it exited and its pipes drained, closed its stdout or stdin, could not
    * start, or was declared hung): fail what it cannot answer and, with `restart`, prepare its
    * replacement.
    */
@@ -473,7 +478,7 @@ class PipePeerImpl implements PipePeer {
       const gone = this.#failWith(child, closing);
       this.#gone = gone;
       this.#core.failAll(gone);
-      // A hung child is stopped now; one that only closed its stdout is left to close().
+      // A hung child is stopped now; one that only closed its stdout or stdin is left to close().
       if (child.hung !== undefined) this.#retire(child);
       if (!closing) emitTo(this.#exitListeners, { exit: child.end(), next: 'none', delayMs: 0 });
       return;
@@ -507,7 +512,12 @@ class PipePeerImpl implements PipePeer {
    */
   #replace(): PeerChild | undefined {
     const restarts = this.#restarts;
-    if (restarts === undefined || this.#closed || this.#core.queued === 0) return undefined;
+    if (restarts === undefined || this.#closed || this.#core.queued === 0) {
+      // Nothing waits for a fresh child any more (what did timed out or was aborted): the
+      // backoff timer, if armed, no longer keeps Node alive; it is held again if something queues.
+      this.#restartTimer?.unref();
+      return undefined;
+    }
     const now = performance.now();
     const gate = restarts.poll(now);
     if (gate.state === 'backoff' || gate.state === 'open') {
@@ -519,6 +529,8 @@ class PipePeerImpl implements PipePeer {
           this.#restartTimer = undefined;
           this.#pump();
         }, ms);
+      } else {
+        this.#restartTimer.ref();
       }
       return undefined;
     }
@@ -539,9 +551,13 @@ class PipePeerImpl implements PipePeer {
     return !this.#closed && this.#child === child ? child : undefined;
   }
 
-  /** Something arrived on `child`'s stdout: routed if it is the current child (a dead one's late output is dropped). */
+  /**
+   * Something arrived on `child`'s stdout: routed if it is the current child and not given up
+   * on (a dead, hung or stdin-closed one's late output, replies to requests already failed
+   * included, is dropped).
+   */
   #readFrom(child: PeerChild, route: () => void): void {
-    if (child !== this.#child || child.hung !== undefined) return;
+    if (child !== this.#child || child.reported || child.hung !== undefined) return;
     if (this.#hangMs > 0) {
       this.#lastHeard = performance.now();
       this.#sentSinceHeard = false;
@@ -553,7 +569,9 @@ class PipePeerImpl implements PipePeer {
   #checkHang(): void {
     this.#hangTimer = undefined;
     const child = this.#child;
-    const pending = this.#core.inFlight;
+    // Requests waiting to be written count: behind a stdin the child no longer reads, they are
+    // as unanswered as those written.
+    const pending = this.#core.inFlight + this.#core.queuedRequests;
     // An exit already seen is reported as such within SETTLE_MS: not a hang.
     if (child === undefined || child.reported || child.status !== undefined || this.#closed || pending === 0) return;
     const quiet = performance.now() - this.#lastHeard;
@@ -606,23 +624,29 @@ class PipePeerImpl implements PipePeer {
 
   #pump(): void {
     const child = this.#child ?? this.#replace();
-    if (child === undefined || this.#gone !== undefined || !child.writable) return;
+    if (child === undefined || this.#gone !== undefined) return;
     const before = this.#core.inFlight;
-    for (;;) {
-      if (this.#frames) {
-        // Frames go out as they were encoded, in one vectored write: no copy into one buffer.
-        const frames = this.#core.takeFrames(this.#maxInFlight);
-        if (frames.length === 0 || !child.writeFrames(frames, this.#recycle)) break;
-      } else {
-        const batch = this.#core.takeBatch(this.#maxInFlight);
-        if (batch.length === 0 || !child.write(batch)) break;
+    if (child.writable) {
+      for (;;) {
+        if (this.#frames) {
+          // Frames go out as they were encoded, in one vectored write: no copy into one buffer.
+          const frames = this.#core.takeFrames(this.#maxInFlight);
+          if (frames.length === 0 || !child.writeFrames(frames, this.#recycle)) break;
+        } else {
+          const batch = this.#core.takeBatch(this.#maxInFlight);
+          if (batch.length === 0 || !child.write(batch)) break;
+        }
       }
     }
-    if (this.#hangMs > 0 && this.#core.inFlight > 0) {
+    // What a request left queued waits for, as its TIMEOUT says.
+    this.#core.waitingFor = child.full ? WAITING_FOR_STDIN : WAITING_FOR_SLOT;
+    if (this.#hangMs > 0 && this.#core.inFlight + this.#core.queuedRequests > 0) {
       // The first request written since the child last said anything starts the hang clock (a
       // child idle for an hour is not hung the moment it is asked something); later ones do
-      // not move it, even when they replace requests that timed out.
-      if (this.#core.inFlight > before && !this.#sentSinceHeard) {
+      // not move it, even when they replace requests that timed out. Requests that cannot be
+      // written (its stdin is full: it does not read) start it too, and keep it running after
+      // those written have timed out.
+      if ((this.#core.inFlight > before || !child.writable) && !this.#sentSinceHeard) {
         this.#lastHeard = performance.now();
         this.#sentSinceHeard = true;
       }

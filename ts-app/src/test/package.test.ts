@@ -83,3 +83,44 @@ test('a supervised program ends by itself after close(): no restart or hang time
   assert.equal(run.stdout, 'exit 3 backoff\nPEER_EXITED\nrestart 1\nexit 3 backoff\nPEER_EXITED\n{"code":3,"signal":null}\n');
   assert.equal(run.status, 0);
 });
+
+test('a supervised program ends by itself when what waited for a restart timed out or was aborted: the backoff timer does not hold Node', () => {
+  // The child dies at once; two requests wait for the restart after a 120 s backoff, one times
+  // out, the other is aborted. Nothing waits any more and close() is never called: the program
+  // must end then, not when the backoff does (spawnSync's 30 s timeout would fail it first).
+  const run = runModule(`
+    import { spawnPeer } from 'rust-ts-ipc';
+    const peer = spawnPeer('sh', ['-c', 'exit 3'], { restart: { baseMs: 120_000, capMs: 120_000 }, stderr: 'ignore' });
+    peer.on('restart', () => console.log('restarted'));
+    peer.on('exit', (e) => {
+      console.log('exit', e.exit.code, e.next);
+      const controller = new AbortController();
+      const timedOut = peer.request('data', 't', { timeoutMs: 50 }).catch((x) => x.code);
+      const aborted = peer.request('data', 'a', { timeoutMs: 0, signal: controller.signal }).catch((x) => x.code);
+      setTimeout(() => controller.abort(), 10);
+      Promise.all([timedOut, aborted]).then((codes) => console.log(codes.join(' '), JSON.stringify(peer.stats())));
+    });`);
+  assert.equal(run.stderr, '');
+  assert.equal(
+    run.stdout,
+    'exit 3 backoff\nTIMEOUT ABORTED {"inFlight":0,"queued":0,"answered":0,"lateRepliesDropped":0,"unsolicited":0}\n',
+  );
+  assert.equal(run.status, 0);
+
+  // And a request that comes after those holds Node again until the fresh child answers it (here: dies at it).
+  const again = runModule(`
+    import { spawnPeer } from 'rust-ts-ipc';
+    const peer = spawnPeer('sh', ['-c', 'read line; exit 3'], { restart: { baseMs: 300, capMs: 300 }, stderr: 'ignore' });
+    peer.on('restart', () => console.log('restarted'));
+    console.log(await peer.request('data', 'first').catch((x) => x.code));
+    const controller = new AbortController();
+    const aborted = peer.request('data', 'a', { timeoutMs: 0, signal: controller.signal }).catch((x) => x.code);
+    await new Promise((resolve) => setImmediate(resolve)); // the backoff timer is armed for it
+    controller.abort();
+    console.log(await aborted);
+    await new Promise((resolve) => setImmediate(resolve)); // and no longer holds Node
+    console.log(await peer.request('data', 'late', { timeoutMs: 0 }).catch((x) => x.code));`);
+  assert.equal(again.stderr, '');
+  assert.equal(again.stdout, 'PEER_EXITED\nABORTED\nrestarted\nPEER_EXITED\n');
+  assert.equal(again.status, 0);
+});

@@ -379,6 +379,51 @@ describe('spawnPeer supervision: restart', () => {
     await w.peer.close();
   });
 
+  test('a child that closes its stdin and runs on is given up on: its request fails PEER_EXITED, it is stopped and replaced', async () => {
+    // The first child closes its stdin, says so, and runs on writing unsolicited lines (so it is
+    // never silent); the next runs `serve`.
+    const flag = tempFlag();
+    const script =
+      'if [ -e "$1" ]; then rm "$1"; exec 0<&-; echo "closed stdin $$" >&2; ' +
+      'while :; do echo \'{"msg_type":"tick","data":null}\'; sleep 0.05; done; fi; exec "$2" serve';
+    const w = supervised('sh', ['-c', script, 'sh', flag, SERVE_BIN], { restart: { baseMs: 1, capMs: 1 }, graceMs: 50, timeoutMs: 10_000 });
+    const first = w.peer.pid;
+    assert.ok(first !== undefined);
+    // Its first line: its stdin is closed by then, so the request's write fails (EPIPE).
+    await new Promise<void>((resolve) => w.peer.on('message', () => resolve()));
+    const exit = w.nextExit();
+    const e = await rejectsWith(w.peer.request('data', 'a'), 'PEER_EXITED');
+    assert.equal(
+      e.message,
+      `request \`data\` #1 cannot be answered: the peer \`sh\` (pid ${first}) closed its stdin (a write to it failed: EPIPE); ` +
+        `its stderr ended with:\nclosed stdin ${first}\n`,
+    );
+    assert.deepEqual([e.exitCode, e.signal], [null, null]);
+    const x = await exit;
+    assert.deepEqual([x.exit.reason, x.exit.description, x.next], ['stdin-closed', 'closed its stdin (a write to it failed: EPIPE)', 'backoff']);
+    assert.deepEqual(await w.peer.request('data', 'b'), { msg_type: 'ack', data: 'Acknowledged: b', id: 2 });
+    assert.equal(w.restarts.length, 1);
+    assert.ok(await gone(first), 'the child that closed its stdin was stopped');
+    await w.peer.close();
+  });
+
+  test('without restart, what a child that closed its stdin writes after it was given up on is dropped, not delivered as unsolicited', async () => {
+    // Closes its stdin, then (once our write has failed) answers request #1 anyway.
+    const script =
+      'exec 0<&-; echo \'{"msg_type":"tick","data":null}\'; sleep 0.6; echo \'{"msg_type":"ack","data":"late","id":1}\'; sleep 30';
+    const w = supervised('sh', ['-c', script], { graceMs: 50 });
+    const messages: unknown[] = [];
+    const first = new Promise<void>((resolve) => w.peer.on('message', () => resolve()));
+    w.peer.on('message', (m) => messages.push(m));
+    await first;
+    const e = await rejectsWith(w.peer.request('data', 'a'), 'PEER_EXITED');
+    assert.match(e.message, /closed its stdin \(a write to it failed: EPIPE\)/);
+    assert.deepEqual(w.exits.map((x) => [x.exit.reason, x.next]), [['stdin-closed', 'none']]);
+    await sleep(800);
+    assert.deepEqual(messages, [{ msg_type: 'tick', data: null }]);
+    await w.peer.close();
+  });
+
   test('maxRestarts 0: the first death opens the circuit', async () => {
     const flag = tempFlag();
     const w = supervised(...flagged(flag), { restart: { maxRestarts: 0, windowMs: 60_000 } });
@@ -452,6 +497,26 @@ describe('spawnPeer supervision: restart', () => {
     await w.peer.close();
   });
 
+  test('a spawn that fails at once (ENOTDIR: thrown, not emitted) reports the exit to listeners added after spawnPeer returns', async () => {
+    const file = tempFlag(); // a file: as cwd, spawn throws ENOTDIR synchronously
+    const w = supervised('node', [], { cwd: file, restart: { baseMs: 1, capMs: 1, maxRestarts: 1 } });
+    const plain = supervised('node', [], { cwd: file });
+    // Made before the failure is reported: it fails all the same.
+    const early = rejectsWith(plain.peer.request('a', 1), 'PEER_EXITED');
+    await sleep(50);
+    assert.deepEqual(
+      w.exits.map((x) => [x.exit.reason, x.exit.description, x.next]),
+      [['spawn-failed', 'could not be started (spawn ENOTDIR)', 'backoff']],
+    );
+    assert.deepEqual(plain.exits.map((x) => [x.exit.reason, x.next]), [['spawn-failed', 'none']]);
+    const e = await early;
+    assert.equal(e.message, 'cannot send request `a` #1: `node` could not be started (spawn ENOTDIR); check the command and its options');
+    const later = await rejectsWith(plain.peer.request('a', 2), 'PEER_EXITED');
+    assert.equal(later.message, 'cannot send `a`: `node` could not be started (spawn ENOTDIR); check the command and its options');
+    await w.peer.close();
+    await plain.peer.close();
+  });
+
   test('the events are typed: each listener gets its own payload', () => {
     // Compile-time checks (tsc runs before the tests): never called.
     const typed = (peer: PipePeer): void => {
@@ -499,6 +564,20 @@ describe('spawnPeer supervision: timeouts and hangs', () => {
     assert.equal(w.peer.pid, pid);
     assert.ok(pid !== undefined && alive(pid));
     assert.deepEqual([w.exits.length, w.restarts.length], [0, 0]);
+    await w.peer.close();
+  });
+
+  test('a request that times out behind a full stdin says the child is not reading it, not that it waited for a maxInFlight slot', async () => {
+    // Never reads its stdin: the 1 MiB request fills the pipe; the next cannot be written.
+    const w = supervised('node', ['-e', 'setInterval(() => {}, 1000)'], { timeoutMs: 200, graceMs: 50 });
+    await rejectsWith(w.peer.request('data', 'x'.repeat(1 << 20)), 'TIMEOUT');
+    const e = await rejectsWith(w.peer.request('data', 'small'), 'TIMEOUT');
+    assert.equal(
+      e.message,
+      "request `data` #2 got no reply within 200 ms (it was still waiting for room in the child's stdin, full of what was written " +
+        'before it: is the child reading its stdin?); raise timeoutMs (per request or for the peer) if the work takes longer, or check that the peer is alive',
+    );
+    assert.deepEqual(w.peer.stats().inFlight, 0);
     await w.peer.close();
   });
 
@@ -550,6 +629,28 @@ describe('spawnPeer supervision: timeouts and hangs', () => {
     assert.deepEqual([w.restarts[0]?.exit.pid, w.restarts[0]?.exit.reason, w.restarts[0]?.attempt], [first, 'hang', 1]);
     assert.notEqual(w.peer.pid, first);
     assert.ok(first !== undefined && (await gone(first)), 'the hung child was stopped');
+    await w.peer.close();
+  });
+
+  test('hangMs: a child that stops reading its stdin is declared hung, though every request written to it timed out first', async () => {
+    // Never reads its stdin nor writes: the first 1 MiB request fills the pipe and times out
+    // (timeoutMs below hangMs); the next waits behind it, unwritten, and is pending all the same.
+    const w = supervised('node', ['-e', 'setInterval(() => {}, 1000)'], { hangMs: 800, timeoutMs: 300, graceMs: 50 });
+    const pid = w.peer.pid;
+    assert.ok(pid !== undefined);
+    const big = 'x'.repeat(1 << 20);
+    await rejectsWith(w.peer.request('data', big), 'TIMEOUT');
+    const exit = w.nextExit();
+    const e = await rejectsWith(w.peer.request('data', 'small', { timeoutMs: 20_000 }), 'PEER_EXITED');
+    assert.match(
+      e.message,
+      new RegExp(
+        `^request \`data\` #2 cannot be answered: the peer \`node\` \\(pid ${pid}\\) was declared hung after 800 ms: nothing at all ` +
+          'arrived on its stdout for 800 ms while 1 request was pending \\(hangMs\\)',
+      ),
+    );
+    assert.deepEqual([(await exit).exit.reason, (await exit).next], ['hang', 'none']);
+    assert.ok(await gone(pid), 'the hung child was stopped without close()');
     await w.peer.close();
   });
 
