@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -503,4 +503,54 @@ fn unsolicited_messages_of_every_child_come_through_one_channel_that_ends_at_clo
     peer.close().unwrap();
     assert_eq!(messages.recv_timeout(PATIENCE), Err(std::sync::mpsc::RecvTimeoutError::Disconnected));
     assert_eq!(peer.stats().unsolicited, 2);
+}
+
+#[test]
+fn the_supervision_callback_may_close_the_peer_on_the_dead_childs_own_thread() {
+    // A death is reported on the dead child's exit watcher. Closing the peer there reaps that
+    // child, which first joins its exit watcher: the thread joined itself ("failed to join
+    // thread: Resource deadlock avoided", a panic in the callback) and the close never returned.
+    let slot: Arc<OnceLock<Weak<Peer>>> = Arc::new(OnceLock::new());
+    let (tx, rx) = mpsc::channel();
+    let from = Arc::clone(&slot);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let (SupervisionEvent::ChildEnded { .. }, Some(peer)) = (event, from.get().and_then(Weak::upgrade)) {
+            let _ = tx.send(peer.close().map(|status| status.code()));
+        }
+    });
+    let options = PeerOptions { on_supervision: Some(on_supervision), ..options() };
+    let peer = Arc::new(Peer::spawn(Command::new("sh").args(["-c", "read l; exit 3"]), options).unwrap());
+    let pid = peer.pid();
+    slot.set(Arc::downgrade(&peer)).unwrap();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let closed = rx.recv_timeout(PATIENCE).expect("the callback's close() returned");
+    assert_eq!(closed.unwrap(), Some(3));
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::Closed);
+    assert_eq!(peer.close().unwrap().code(), Some(3));
+    assert_all_gone(&[pid]);
+}
+
+#[test]
+fn the_supervision_callback_may_drop_the_last_handle_to_the_peer() {
+    // As above, through Drop: the callback holds the last `Arc<Peer>` and lets it go.
+    let slot: Arc<Mutex<Option<Arc<Peer>>>> = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel();
+    let from = Arc::clone(&slot);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let SupervisionEvent::ChildEnded { .. } = event {
+            let peer = from.lock().unwrap().take();
+            drop(peer);
+            let _ = tx.send(());
+        }
+    });
+    let options = PeerOptions { on_supervision: Some(on_supervision), ..options() };
+    let peer = Arc::new(Peer::spawn(Command::new("sh").args(["-c", "read l; exit 3"]), options).unwrap());
+    let pid = peer.pid();
+    let weak = Arc::downgrade(&peer);
+    *slot.lock().unwrap() = Some(peer);
+    let pending = weak.upgrade().unwrap().send("q", "x").unwrap();
+    assert_eq!(pending.wait().unwrap_err().code(), ErrorCode::PeerExited);
+    rx.recv_timeout(PATIENCE).expect("the callback dropped the peer and returned");
+    assert!(weak.upgrade().is_none());
+    assert_all_gone(&[pid]);
 }

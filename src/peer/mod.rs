@@ -741,8 +741,10 @@ struct JoinWatcher(Arc<Mutex<Option<JoinHandle<()>>>>);
 impl Supervision for JoinWatcher {
     fn before_reap(&self) {
         let handle = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        // The child has exited (or had its SIGKILL): the watcher's wait returns at once.
-        if let Some(handle) = handle {
+        // The child has exited (or had its SIGKILL): the watcher's wait returns at once. On
+        // the watcher itself (an `on_supervision` callback that closes or drops the peer), its
+        // wait has returned already, and a thread cannot join itself.
+        if let Some(handle) = handle.filter(|h| h.thread().id() != thread::current().id()) {
             let _ = handle.join();
         }
     }

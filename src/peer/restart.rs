@@ -55,7 +55,8 @@ pub enum SupervisionEvent {
 /// The callback of [`PeerOptions::on_supervision`](super::PeerOptions::on_supervision):
 /// called on the peer's own threads (the dead child's reader, exit watcher or hang watchdog,
 /// or the thread whose request started the fresh child), never under the peer's locks.
-/// Keep it short, and do not wait in it for the peer's requests.
+/// Keep it short, and do not wait in it for the peer's requests. It may close the peer, or
+/// drop the last handle to it.
 #[derive(Clone)]
 pub struct SupervisionCallback(Arc<dyn Fn(&SupervisionEvent) + Send + Sync>);
 
