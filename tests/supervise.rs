@@ -554,3 +554,42 @@ fn the_supervision_callback_may_drop_the_last_handle_to_the_peer() {
     assert!(weak.upgrade().is_none());
     assert_all_gone(&[pid]);
 }
+
+#[test]
+fn a_panicking_supervision_callback_does_not_keep_a_hung_child_running() {
+    // The hang watchdog reports the hang, then stops the child: a panic in the report ended
+    // the watchdog before the stop, and the hung child ran on until close().
+    let on_supervision = SupervisionCallback::new(|_| panic!("a callback bug"));
+    let options =
+        PeerOptions { hang: Some(200 * MS), grace: 200 * MS, on_supervision: Some(on_supervision), ..options() };
+    let peer = Peer::spawn(Command::new("sh").args(["-c", "while :; do sleep 1; done"]), options).unwrap();
+    let pid = i32::try_from(peer.pid()).unwrap();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    assert!(group_is_dead(pid), "the hung child is still running");
+    assert_eq!(peer.close().unwrap().signal(), Some(15));
+    assert!(is_reaped(pid));
+}
+
+#[test]
+fn a_panicking_supervision_callback_does_not_fail_the_request_that_restarts_the_child() {
+    // `Restarted` is reported on the thread whose request started the fresh child: a panic
+    // there unwound out of that caller's `request`.
+    let made = Arc::new(AtomicUsize::new(0));
+    let serve = format!("exec {BIN} serve --exit-after 0");
+    let list = ["read l; exit 9", serve.as_str()];
+    let on_supervision = SupervisionCallback::new(|_| panic!("a callback bug"));
+    let options = PeerOptions {
+        restart: Some(policy(3, Duration::from_secs(60))),
+        on_supervision: Some(on_supervision),
+        ..options()
+    };
+    let peer = Peer::spawn_with(scripts(&list, made), options).unwrap();
+    let first = peer.pid();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| peer.request("data", "a")));
+    let reply = answered.expect("request() did not panic").unwrap();
+    assert_eq!(reply.data.as_str(), Some("Acknowledged: a"));
+    let second = peer.pid();
+    peer.close().unwrap();
+    assert_all_gone(&[first, second]);
+}
