@@ -385,6 +385,18 @@ fn the_demo_refuses_sandbox_flags_it_cannot_honour() {
     assert_eq!(zero.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&zero.stderr)
         .contains("ChildLimits::max_cpu_s (--max-cpu-s) must be at least 1 (got 0)"));
+    // RLIM_INFINITY (2^64 - 1) is no limit at all: `--max-cpu-s 18446744073709551615` ran the
+    // child without one, and 18446744073709551614 left it without the SIGKILL a second later.
+    for value in ["18446744073709551615", "18446744073709551614"] {
+        let endless = demo(&["--max-cpu-s", value]);
+        assert_eq!(endless.status.code(), Some(2), "{value}: {endless:?}");
+        assert!(
+            String::from_utf8_lossy(&endless.stderr).contains(&format!(
+                "ChildLimits::max_cpu_s (--max-cpu-s) {value} is too large: the OS reads it as no limit at all"
+            )),
+            "{endless:?}"
+        );
+    }
     let loose = demo(&["--node-allow-addons"]);
     assert_eq!(loose.status.code(), Some(2));
     let no_dir = demo(&["--cwd", "/no/such/dir"]);

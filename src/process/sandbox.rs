@@ -369,6 +369,12 @@ mod sys {
                 .checked_mul(unit)
                 .ok_or_else(|| SandboxError::new(format!("ChildLimits::{name} {value} is too large")))?;
             let hard = soft.saturating_add(extra);
+            if hard >= nix::libc::RLIM_INFINITY {
+                return Err(SandboxError::new(format!(
+                    "ChildLimits::{name} {value} is too large: the OS reads it as no limit at all; leave the limit \
+                     unset for none, or choose a lower value"
+                )));
+            }
             // Raising a hard limit needs CAP_SYS_RESOURCE (which even root may lack in a
             // container): refuse here, naming the limit, rather than fail in the child.
             if let Ok((_, ours)) = getrlimit(resource) {
@@ -535,6 +541,15 @@ mod tests {
             zero.apply(&mut Command::new("true")).unwrap_err().to_string(),
             "ChildLimits::max_cpu_s (--max-cpu-s) must be at least 1 (got 0)"
         );
+        let endless = Sandbox {
+            limits: ChildLimits { max_cpu_s: Some(u64::MAX - 1), ..ChildLimits::default() },
+            ..Sandbox::default()
+        };
+        assert!(endless
+            .apply(&mut Command::new("true"))
+            .unwrap_err()
+            .to_string()
+            .starts_with("ChildLimits::max_cpu_s (--max-cpu-s) 18446744073709551614 is too large: the OS reads it"));
         let bad = Sandbox { clear_env: true, env_allow: vec!["A=B".into()], ..Sandbox::default() };
         assert_eq!(
             bad.apply(&mut Command::new("true")).unwrap_err().to_string(),
