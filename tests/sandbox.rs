@@ -428,3 +428,50 @@ fn the_demo_runs_its_child_under_bubblewrap_as_the_readme_shows() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success());
 }
+
+#[test]
+fn a_cleared_environment_does_not_hide_the_hosts_own_environment_in_proc_but_node_permission_does() {
+    // A documented limit (README "Threat model"): the plugin runs as the host's user, so it
+    // can read `/proc/<host pid>/environ`, the environment the host was started with, however
+    // cleared its own is. Node's permission model refuses that read.
+    let ours = std::fs::read("/proc/self/environ").unwrap();
+    let first = ours.split(|&b| b == 0).find(|entry| !entry.is_empty()).expect("this process has an environment");
+    let needle = String::from_utf8_lossy(first).into_owned();
+    let environ = format!("/proc/{}/environ", std::process::id());
+    let ask = json!({ "path": environ, "needle": needle });
+    let cleared = Sandbox { clear_env: true, ..Sandbox::default() };
+
+    let peer = plugin(options(cleared.clone()));
+    assert_eq!(request(&peer, "holds", ask.clone()).unwrap().data, json!(true).into());
+    close_and_check_gone(peer);
+
+    let mut command = NodePermission::default().command("node", hostile()).unwrap();
+    let peer = Peer::spawn(&mut command, options(cleared)).unwrap();
+    let error = request(&peer, "holds", ask).unwrap_err();
+    let text = error.reply().unwrap().data.as_str().unwrap().to_owned();
+    assert!(text.starts_with("ERR_ACCESS_DENIED: "), "{text}");
+    close_and_check_gone(peer);
+}
+
+#[test]
+fn node_permission_follows_a_symlink_in_the_plugins_directory_to_a_file_outside_it() {
+    // A documented limit of Node's permission model (README "Threat model"; Node's docs:
+    // "symbolic links will be followed even to locations outside of the set of paths that
+    // access has been granted to"): a plugin directory shipped with a symlink reads through it.
+    let dir = std::env::temp_dir().join(format!("rust-ts-ipc-symlink-plugin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let script = dir.join("hostile.mjs");
+    std::fs::copy(hostile(), &script).unwrap();
+    let outside = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+    let mut command = NodePermission::default().command("node", &script).unwrap();
+    let peer = Peer::spawn(&mut command, options(Sandbox::default())).unwrap();
+    let direct = request(&peer, "read", json!(outside)).unwrap_err();
+    assert!(direct.reply().unwrap().data.as_str().unwrap().starts_with("ERR_ACCESS_DENIED: "), "{direct}");
+    let through = request(&peer, "read", json!(dir.join("link"))).unwrap();
+    let length = std::fs::read_to_string(&outside).unwrap().chars().count();
+    assert_eq!(through.data, json!(length).into());
+    close_and_check_gone(peer);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
