@@ -191,6 +191,7 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
         max_line_bytes,
         refusal_hint: None,
         sandbox,
+        node_permission: node_permission.is_some(),
     };
     let mut config = match child.next() {
         Some(program) => DemoConfig { program, args: child.collect(), ..base },

@@ -475,3 +475,25 @@ fn node_permission_follows_a_symlink_in_the_plugins_directory_to_a_file_outside_
     close_and_check_gone(peer);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_hosts_node_options_do_not_widen_the_node_permission_model() {
+    // NODE_OPTIONS is read by the child's `node` as flags: `--allow-fs-read=/` in the host's
+    // environment undid --node-permission's allow-list (and `--require` ran a preload in it).
+    if ts_child().is_none() {
+        return;
+    }
+    let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node-options-probe.cjs");
+    let run = |args: &[&str], node_options: String| {
+        Command::new(BIN).arg("demo").args(args).env("NODE_OPTIONS", node_options).output().unwrap()
+    };
+    // The control: without the permission model the host's NODE_OPTIONS reach the child.
+    let open = run(&[], format!("--require {}", probe.display()));
+    assert!(open.status.success(), "{open:?}");
+    assert!(String::from_utf8_lossy(&open.stderr).contains("probe ran: /etc/passwd readable=true"), "{open:?}");
+    let confined = run(&["--node-permission"], format!("--allow-fs-read=/ --require {}", probe.display()));
+    assert!(confined.status.success(), "{confined:?}");
+    let stderr = String::from_utf8_lossy(&confined.stderr);
+    assert!(!stderr.contains("probe ran"), "NODE_OPTIONS reached the confined child: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&confined.stdout), include_str!("seed-output.txt"));
+}

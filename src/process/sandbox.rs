@@ -288,8 +288,9 @@ impl NodePermission {
         Ok(args)
     }
 
-    /// `node <permission flags> script`: add the script's own arguments, a [`Sandbox`], and
-    /// spawn it (with [`crate::Peer::spawn`], say).
+    /// `node <permission flags> script`, without this process's `NODE_OPTIONS`
+    /// ([`keep_node_options_out`](Self::keep_node_options_out)): add the script's own
+    /// arguments, a [`Sandbox`], and spawn it (with [`crate::Peer::spawn`], say).
     ///
     /// # Errors
     /// As [`args`](Self::args).
@@ -297,7 +298,18 @@ impl NodePermission {
         let (node, script) = (node.as_ref(), script.as_ref());
         let mut command = Command::new(node);
         command.args(self.args(node, script)?).arg(script);
+        Self::keep_node_options_out(&mut command);
         Ok(command)
+    }
+
+    /// Keeps this process's `NODE_OPTIONS` from the child: `node` reads it as more flags, so
+    /// an `--allow-fs-read=/` or `--allow-child-process` there would widen the permission
+    /// model, and a `--require` would run a preload in the child. [`command`](Self::command)
+    /// does it; a command built from [`args`](Self::args) needs it too. A `NODE_OPTIONS` set
+    /// on the command afterwards (`Command::env`), or named in [`Sandbox::env_allow`], is the
+    /// caller's choice and reaches the child.
+    pub fn keep_node_options_out(command: &mut Command) {
+        command.env_remove("NODE_OPTIONS");
     }
 }
 
@@ -589,6 +601,10 @@ mod tests {
         for extra in &reads[1..] {
             assert!(extra.ends_with("node_modules") && extra.is_dir() && dir.starts_with(extra.parent().unwrap()));
         }
+        // The host's NODE_OPTIONS could widen the model: removed from the child's environment.
+        let command = NodePermission::default().command("node", &script).unwrap();
+        let removed: Vec<_> = command.get_envs().filter(|(_, value)| value.is_none()).map(|(name, _)| name).collect();
+        assert_eq!(removed, [OsStr::new("NODE_OPTIONS")]);
         let comma = NodePermission { allow_read: vec!["/tmp/a,b".into()], ..NodePermission::default() };
         let e = comma.args(OsStr::new("node"), &script).unwrap_err();
         assert_eq!(
