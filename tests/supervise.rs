@@ -593,3 +593,33 @@ fn a_panicking_supervision_callback_does_not_fail_the_request_that_restarts_the_
     peer.close().unwrap();
     assert_all_gone(&[first, second]);
 }
+
+#[test]
+fn what_a_dead_child_left_running_in_its_group_is_stopped_once_its_death_is_seen() {
+    // The dead child stays current (unreaped) until a restart replaces it or the peer is
+    // closed: without restarts, or while the circuit is open (`max_restarts: 0` opens it
+    // for the whole window), what it had started ran on until then.
+    let script = "sleep 600 & read l; exit 3";
+    let supervised = PeerOptions { restart: Some(policy(0, Duration::from_secs(600))), grace: 200 * MS, ..options() };
+    let make = move || {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        command
+    };
+    for peer in [
+        Peer::spawn(Command::new("sh").args(["-c", script]), PeerOptions { grace: 200 * MS, ..options() }).unwrap(),
+        Peer::spawn_with(make, supervised).unwrap(),
+    ] {
+        let pid = i32::try_from(peer.pid()).unwrap();
+        assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+        let next = peer.request("q", "x").unwrap_err().code();
+        assert!(matches!(next, ErrorCode::PeerExited | ErrorCode::RestartLimit), "{next:?}");
+        assert!(
+            group_is_dead(pid),
+            "the dead child's `sleep` still runs in group {pid}: {:?}",
+            support::group_members(pid)
+        );
+        assert_eq!(peer.close().unwrap().code(), Some(3));
+        assert!(is_reaped(pid));
+    }
+}

@@ -34,7 +34,7 @@ use std::io::{self, Read, Write};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -578,12 +578,24 @@ impl Shared {
         state.drop_outbox();
         state.ended = Some(error.clone());
         let closed = state.closed;
+        let exited = state.exit.is_some();
         drop(state);
         self.changed.notify_all();
         self.wake_writer.notify_one();
-        if !closed {
-            self.report_end(&error);
+        if closed {
+            return;
         }
+        if exited {
+            // What it left running in its group serves nobody now; the child stays unreaped
+            // (its group id its own) until close or a restart, which might be a window away.
+            // A holder of the lock is shutting it down, which kills the group anyway.
+            match self.child.try_lock() {
+                Ok(mut child) => child.kill_group(),
+                Err(TryLockError::Poisoned(child)) => child.into_inner().kill_group(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.report_end(&error);
     }
 
     /// The exit watcher saw the child exit: give its last replies and stderr a moment, then
@@ -778,7 +790,8 @@ impl Supervision for JoinWatcher {
 /// before its line was written is never written.
 ///
 /// The child runs in its own process group and is always stopped and reaped: by
-/// [`close`](Self::close), or on drop.
+/// [`close`](Self::close), or on drop. Once it is seen to exit, what it left running in its
+/// group is killed at once (it stays unreaped, a zombie, until then).
 ///
 /// # Supervision
 /// Off by default. With [`PeerOptions::restart`] (and [`Peer::spawn_with`]), a child that dies
