@@ -623,3 +623,20 @@ fn what_a_dead_child_left_running_in_its_group_is_stopped_once_its_death_is_seen
         assert!(is_reaped(pid));
     }
 }
+
+#[test]
+fn a_child_trickling_a_line_that_never_ends_is_not_hung_and_each_request_still_times_out() {
+    // `hang` counts bytes read, not messages ("nothing at all has arrived"): a child writing
+    // one endless line is alive to the watchdog; its requests are bounded by their timeouts.
+    let options = PeerOptions { hang: Some(200 * MS), grace: 200 * MS, ..options() };
+    let script = "while :; do printf x; sleep 0.02; done";
+    let peer = Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
+    let pid = i32::try_from(peer.pid()).unwrap();
+    for _ in 0..2 {
+        let e = peer.request_timeout("q", "x", 600 * MS).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+    }
+    assert!(support::group_members(pid).contains(&pid), "the trickling child was stopped as hung");
+    peer.close().unwrap();
+    assert!(is_reaped(pid));
+}

@@ -589,6 +589,11 @@ mod tests {
         assert_eq!(limits.explain(code(1), None, "TypeError: x is not a function"), None);
         assert_eq!(ChildLimits::default().explain(signal(24), None, oom), None);
         assert_eq!(limits.explain(code(0), None, oom), None);
+        // A child that exits 137 or 152 of its own accord (as a shell reports SIGKILL and
+        // SIGXCPU), or is SIGKILLed by someone else, is not blamed on a limit without proof.
+        assert_eq!(limits.explain(code(137), Some(Duration::from_secs(5)), "Killed"), None);
+        assert_eq!(limits.explain(code(152), Some(Duration::from_secs(5)), ""), None);
+        assert_eq!(limits.explain(signal(9), Some(Duration::from_millis(10)), "Killed"), None);
     }
 
     #[test]
