@@ -381,7 +381,10 @@ mod sys {
                 .checked_mul(unit)
                 .ok_or_else(|| SandboxError::new(format!("ChildLimits::{name} {value} is too large")))?;
             let hard = soft.saturating_add(extra);
-            if hard >= nix::libc::RLIM_INFINITY {
+            // `>=`: RLIM_INFINITY is u64::MAX on Linux (where clippy sees `==`), 2^63 - 1 on macOS.
+            #[allow(clippy::absurd_extreme_comparisons)]
+            let endless = hard >= nix::libc::RLIM_INFINITY;
+            if endless {
                 return Err(SandboxError::new(format!(
                     "ChildLimits::{name} {value} is too large: the OS reads it as no limit at all; leave the limit \
                      unset for none, or choose a lower value"
