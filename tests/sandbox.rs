@@ -399,6 +399,11 @@ fn the_demo_refuses_sandbox_flags_it_cannot_honour() {
     }
     let loose = demo(&["--node-allow-addons"]);
     assert_eq!(loose.status.code(), Some(2));
+    // A bad flag value is a usage error (2), not a child that could not start (3).
+    let comma = demo(&["--node-permission", "--node-allow-read", "/tmp/a,b"]);
+    assert_eq!(comma.status.code(), Some(2), "{comma:?}");
+    assert!(String::from_utf8_lossy(&comma.stderr)
+        .contains("cannot allow reading `/tmp/a,b`: Node splits --allow-fs-read at commas; use a path without one"));
     let no_dir = demo(&["--cwd", "/no/such/dir"]);
     assert_eq!(no_dir.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_dir.stderr)
