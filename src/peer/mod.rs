@@ -866,7 +866,10 @@ impl Peer {
     /// Starts the child that `make` returns, as [`spawn`](Self::spawn) does; with
     /// [`PeerOptions::restart`] on, `make` is called again for each fresh child (on the
     /// thread whose request starts it), so each restart gets the same program, arguments,
-    /// environment and directory, whatever the `Command` was given.
+    /// environment and directory, whatever the `Command` was given. A restart runs `make`
+    /// and the spawn under the supervision's lock, one at a time, while other calls wait for
+    /// it (without their deadlines): keep `make` quick, and never call the peer from it (that
+    /// deadlocks).
     ///
     /// # Errors
     /// As [`spawn`](Self::spawn) (the restart policy is checked too: see
