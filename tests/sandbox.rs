@@ -321,6 +321,16 @@ fn the_demo_names_the_memory_limit_under_which_its_child_died() {
 }
 
 #[test]
+fn the_demo_names_the_open_files_limit_its_child_could_not_start_under() {
+    // With stdin, stdout and stderr open, the dynamic loader cannot open libc: it says
+    // "Error 24" (EMFILE's number) and the child exits 127. That used to be left unexplained.
+    let out = demo(&["--max-open-files", "3", "--", "sh", "-c", "true"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("it ran out of file descriptors with a limit of 3 open files (RLIMIT_NOFILE"), "{stderr}");
+}
+
+#[test]
 fn the_demos_native_engine_under_node_permission_says_it_needs_node_allow_addons() {
     let Some(script) = ts_child() else { return };
     let repo = env!("CARGO_MANIFEST_DIR");

@@ -199,7 +199,12 @@ impl ChildLimits {
             }
         }
         if let Some(limit) = self.max_open_files {
-            if tail.contains("emfile") {
+            // Node's `EMFILE`, strerror's text (perror, most C programs), and the dynamic
+            // loader's `Error 24` (EMFILE's number; it cannot even load a library).
+            let errno_24 = tail
+                .match_indices("error 24")
+                .any(|(at, m)| !tail[at + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            if tail.contains("emfile") || tail.contains("too many open files") || errno_24 {
                 return Some(format!(
                     "it ran out of file descriptors with a limit of {limit} open files (RLIMIT_NOFILE; raise \
                      --max-open-files / ChildLimits::max_open_files if the work is legitimate)"
@@ -597,6 +602,14 @@ mod tests {
         assert_eq!(limits.explain(code(137), Some(Duration::from_secs(5)), "Killed"), None);
         assert_eq!(limits.explain(code(152), Some(Duration::from_secs(5)), ""), None);
         assert_eq!(limits.explain(signal(9), Some(Duration::from_millis(10)), "Killed"), None);
+        let files = ChildLimits { max_open_files: Some(3), ..ChildLimits::default() };
+        let loader = "node: error while loading shared libraries: libdl.so.2: cannot open shared object file: Error 24";
+        for tail in [loader, "cat: x: Too many open files", "Error: EMFILE: too many open files, open 'x'"] {
+            let why = files.explain(code(127), None, tail).unwrap_or_default();
+            assert!(why.starts_with("it ran out of file descriptors with a limit of 3 open files"), "{tail}: {why}");
+        }
+        assert_eq!(files.explain(code(127), None, "Error 240: something else"), None);
+        assert_eq!(ChildLimits::default().explain(code(127), None, loader), None);
     }
 
     #[test]
