@@ -640,3 +640,27 @@ fn a_child_trickling_a_line_that_never_ends_is_not_hung_and_each_request_still_t
     peer.close().unwrap();
     assert!(is_reaped(pid));
 }
+
+#[test]
+fn a_reply_that_comes_after_the_child_was_declared_hung_is_dropped_and_counted() {
+    // Declared hung at 150 ms, its reply written at 400 ms, while the shutdown sequence still
+    // waits (grace) for it to exit after its stdin closed: the request already failed, so the
+    // reply is a late one, not an unsolicited message and not another request's answer.
+    let options = PeerOptions { hang: Some(150 * MS), grace: Duration::from_secs(3), ..options() };
+    let script = r#"read l; sleep 0.4; printf '{"msg_type":"response","data":"late","id":1}\n'; exec sleep 30"#;
+    let peer = Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
+    let messages = peer.take_messages().unwrap();
+    let pid = i32::try_from(peer.pid()).unwrap();
+    let pending = peer.send("q", "x").unwrap();
+    assert_eq!(pending.id(), 1);
+    assert_eq!(pending.wait().unwrap_err().code(), ErrorCode::PeerExited);
+    let start = Instant::now();
+    while peer.stats().late_replies_dropped == 0 && start.elapsed() < PATIENCE {
+        thread::sleep(10 * MS);
+    }
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.late_replies_dropped, stats.unsolicited), (0, 1, 0));
+    peer.close().unwrap();
+    assert!(messages.try_iter().next().is_none());
+    assert!(is_reaped(pid));
+}
