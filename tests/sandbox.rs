@@ -512,3 +512,14 @@ fn the_hosts_node_options_do_not_widen_the_node_permission_model() {
     assert!(!stderr.contains("probe ran"), "NODE_OPTIONS reached the confined child: {stderr}");
     assert_eq!(String::from_utf8_lossy(&confined.stdout), include_str!("seed-output.txt"));
 }
+
+#[test]
+fn node_permission_runs_the_script_it_allowed_even_from_another_working_directory() {
+    // The allow-list is worked out from the script's path as this process sees it; the child
+    // resolved a relative script from its own working directory (`Sandbox::cwd`) instead, a
+    // different file or none (it died before its first request).
+    let mut command = NodePermission::default().command("node", "tests/fixtures/hostile.mjs").unwrap();
+    let peer = Peer::spawn(&mut command, options(Sandbox { cwd: Some("/".into()), ..Sandbox::default() })).unwrap();
+    assert_eq!(request(&peer, "echo", json!("from /")).unwrap().data.as_str(), Some("from /"));
+    close_and_check_gone(peer);
+}

@@ -293,16 +293,22 @@ impl NodePermission {
         Ok(args)
     }
 
-    /// `node <permission flags> script`, without this process's `NODE_OPTIONS`
+    /// `node <permission flags> script` (the script's absolute path, so that a working
+    /// directory of its own does not change which script runs), without this process's `NODE_OPTIONS`
     /// ([`keep_node_options_out`](Self::keep_node_options_out)): add the script's own
     /// arguments, a [`Sandbox`], and spawn it (with [`crate::Peer::spawn`], say).
     ///
     /// # Errors
     /// As [`args`](Self::args).
     pub fn command(&self, node: impl AsRef<OsStr>, script: impl AsRef<Path>) -> Result<Command, SandboxError> {
-        let (node, script) = (node.as_ref(), script.as_ref());
+        let node = node.as_ref();
+        // Absolute: the script the child runs is the one its reads were allowed for, whatever
+        // its working directory ([`Sandbox::cwd`]).
+        let script = std::fs::canonicalize(script.as_ref()).map_err(|e| {
+            SandboxError::new(format!("cannot find the child script `{}`: {e}", script.as_ref().display()))
+        })?;
         let mut command = Command::new(node);
-        command.args(self.args(node, script)?).arg(script);
+        command.args(self.args(node, &script)?).arg(&script);
         Self::keep_node_options_out(&mut command);
         Ok(command)
     }
