@@ -664,3 +664,52 @@ fn a_reply_that_comes_after_the_child_was_declared_hung_is_dropped_and_counted()
     assert!(messages.try_iter().next().is_none());
     assert!(is_reaped(pid));
 }
+
+#[test]
+fn close_from_another_thread_amid_restarts_ends_every_caller_and_every_child() {
+    // Eight callers against a child that dies on each first request, restarted every 1-2 ms:
+    // close() lands in a backoff, a restart, a send or a wait. Every caller must come back
+    // (CLOSED in the end), close() twice gives one status, and every child is reaped.
+    let (events, on_supervision) = recorder();
+    let options = PeerOptions {
+        restart: Some(policy(100_000, Duration::from_secs(600))),
+        on_supervision: Some(on_supervision),
+        timeout: Duration::from_secs(5),
+        grace: 200 * MS,
+        ..options()
+    };
+    let make = || {
+        let mut command = Command::new("sh");
+        command.args(["-c", "read l; exit 1"]);
+        command
+    };
+    let peer = Arc::new(Peer::spawn_with(make, options).unwrap());
+    let first = peer.pid();
+    let (done, finished) = mpsc::channel();
+    for _ in 0..8 {
+        let (peer, done) = (Arc::clone(&peer), done.clone());
+        thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                let code = peer.request("q", "x").unwrap_err().code();
+                seen.push(code);
+                if code == ErrorCode::Closed {
+                    break;
+                }
+            }
+            done.send(seen).unwrap();
+        });
+    }
+    wait_for_events(&events, 300);
+    let closer = Arc::clone(&peer);
+    let status = thread::spawn(move || closer.close().unwrap()).join().unwrap();
+    for _ in 0..8 {
+        let seen = finished.recv_timeout(PATIENCE).expect("a caller did not come back after close()");
+        println!("{} calls, the last {:?}", seen.len(), seen.last());
+        let unexpected: Vec<_> =
+            seen.iter().filter(|c| !matches!(c, ErrorCode::PeerExited | ErrorCode::Closed)).collect();
+        assert!(unexpected.is_empty(), "{unexpected:?}");
+    }
+    assert_eq!(peer.close().unwrap(), status);
+    assert_all_gone(&pids(first, &events));
+}
