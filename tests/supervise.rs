@@ -713,3 +713,24 @@ fn close_from_another_thread_amid_restarts_ends_every_caller_and_every_child() {
     assert_eq!(peer.close().unwrap(), status);
     assert_all_gone(&pids(first, &events));
 }
+
+#[test]
+fn a_window_of_duration_max_means_never_restart_again_not_a_panic() {
+    let options = PeerOptions {
+        restart: Some(RestartPolicy { max_restarts: 0, window: Duration::MAX, ..RestartPolicy::default() }),
+        ..options()
+    };
+    let make = || {
+        let mut command = Command::new("sh");
+        command.args(["-c", "read l; exit 4"]);
+        command
+    };
+    let peer = Peer::spawn_with(make, options).unwrap();
+    let pid = peer.pid();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let e = peer.request("q", "x").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::RestartLimit, "{e}");
+    assert_eq!(e.exit_status().and_then(|s| s.code()), Some(4));
+    assert_eq!(peer.close().unwrap().code(), Some(4));
+    assert_all_gone(&[pid]);
+}
