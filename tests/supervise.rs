@@ -759,3 +759,38 @@ fn a_child_dying_while_the_writer_is_blocked_on_its_full_pipe_fails_the_request_
     peer.close().unwrap();
     assert_all_gone(&pids(first, &events));
 }
+
+#[test]
+fn close_racing_a_supervision_callback_that_closes_too_does_not_deadlock() {
+    // The callback (on the dead child's exit watcher) calls close() while another thread's
+    // close() holds the child to reap it: the reap used to join the watcher thread, which
+    // waited for the child's lock the reaper held.
+    let slot: Arc<OnceLock<Weak<Peer>>> = Arc::new(OnceLock::new());
+    let (entered, in_callback) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
+    let from = Arc::clone(&slot);
+    let tx2 = tx.clone();
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let (SupervisionEvent::ChildEnded { .. }, Some(peer)) = (event, from.get().and_then(Weak::upgrade)) {
+            let _ = entered.send(());
+            // Let the other close() take the child first.
+            thread::sleep(300 * MS);
+            let _ = tx.send(("callback", peer.close().map(|status| status.code())));
+        }
+    });
+    let options = PeerOptions { on_supervision: Some(on_supervision), ..options() };
+    let peer = Arc::new(Peer::spawn(Command::new("sh").args(["-c", "read l; exit 3"]), options).unwrap());
+    let pid = peer.pid();
+    slot.set(Arc::downgrade(&peer)).unwrap();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    in_callback.recv_timeout(PATIENCE).unwrap();
+    let closer = Arc::clone(&peer);
+    thread::spawn(move || {
+        let _ = tx2.send(("thread", closer.close().map(|status| status.code())));
+    });
+    for _ in 0..2 {
+        let (who, closed) = rx.recv_timeout(PATIENCE).expect("a close() never returned: deadlock");
+        assert_eq!(closed.unwrap(), Some(3), "{who}");
+    }
+    assert_all_gone(&[pid]);
+}
