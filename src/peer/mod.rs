@@ -37,8 +37,8 @@ use std::io::{self, Read, Write};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
-use std::thread::{self, JoinHandle};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Weak};
+use std::thread;
 use std::time::{Duration, Instant};
 
 pub use error::{ErrorCode, PeerError};
@@ -47,7 +47,7 @@ pub use restart::{SupervisionCallback, SupervisionEvent};
 use restart::Keeper;
 
 use crate::error::numbered;
-use crate::process::sandbox::{ChildLimits, Sandbox};
+use crate::process::sandbox::{self, ChildLimits, Sandbox};
 use crate::process::{self, ChildProcess, StderrTail, Supervision, DEFAULT_GRACE, READ_CHUNK};
 #[cfg(unix)]
 use crate::spin::SpinReader;
@@ -731,19 +731,29 @@ impl Shared {
             return;
         }
         let closed = state.closed;
+        let exited = state.exit.is_some();
         drop(state);
         self.changed.notify_all();
         self.wake_writer.notify_one();
-        if !closed {
-            self.report_end(&error);
+        if closed {
+            return;
         }
+        if exited {
+            // What it left running in its group serves nobody now; the child stays unreaped
+            // (its group id its own) until close or a restart, which might be a window away.
+            // A holder of the lock is shutting it down, which kills the group anyway.
+            match self.child.try_lock() {
+                Ok(mut child) => child.kill_group(),
+                Err(TryLockError::Poisoned(child)) => child.into_inner().kill_group(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.report_end(&error);
     }
 
     /// The exit watcher saw the child exit: give its last replies and stderr a moment, then
     /// fail what is still pending.
-    fn on_exit(&self, status: Option<ExitStatus>) {
-        // Read while the child is a zombie: evidence for a CPU limit's SIGKILL.
-        let cpu_time = process::sandbox::cpu_time_unreaped(self.pid);
+    fn on_exit(&self, status: Option<ExitStatus>, cpu_time: Option<Duration>) {
         let mut state = self.lock();
         state.exit = Some(status);
         state.exit_cpu_time = cpu_time;
@@ -869,16 +879,37 @@ impl Shared {
     }
 }
 
-/// The peer's part in the shutdown: the exit watcher must be done with the child's pid
-/// before the child is reaped (after which the pid may belong to another process).
-struct JoinWatcher(Arc<Mutex<Option<JoinHandle<()>>>>);
+/// Whether the exit watcher is done with the child's pid, which it must be before the child
+/// is reaped (after which the pid may belong to another process).
+#[derive(Default)]
+struct PidInUse {
+    released: Mutex<bool>,
+    changed: Condvar,
+}
 
-impl Supervision for JoinWatcher {
+/// Releases the pid when dropped: by the exit watcher once it has read what it needs, or
+/// wherever it goes if the watcher never ran.
+struct ReleasePid(Arc<PidInUse>);
+
+impl Drop for ReleasePid {
+    fn drop(&mut self) {
+        *self.0.released.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        self.0.changed.notify_all();
+    }
+}
+
+/// The peer's part in the shutdown: the reap waits for the exit watcher to be done with the
+/// pid, not for the watcher's thread to end. That thread goes on to report the death, to a
+/// callback that may itself close the peer: joining it there joined a thread to itself, or
+/// (with another thread's close holding the child) waited for a thread that waited for us.
+struct WaitForWatcher(Arc<PidInUse>);
+
+impl Supervision for WaitForWatcher {
     fn before_reap(&self) {
-        let handle = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
         // The child has exited (or had its SIGKILL): the watcher's wait returns at once.
-        if let Some(handle) = handle {
-            let _ = handle.join();
+        let mut released = self.0.released.lock().unwrap_or_else(PoisonError::into_inner);
+        while !*released {
+            released = self.0.changed.wait(released).unwrap_or_else(PoisonError::into_inner);
         }
     }
 }
@@ -911,7 +942,8 @@ impl Supervision for JoinWatcher {
 /// before its line was written is never written.
 ///
 /// The child runs in its own process group and is always stopped and reaped: by
-/// [`close`](Self::close), or on drop.
+/// [`close`](Self::close), or on drop. Once it is seen to exit, what it left running in its
+/// group is killed at once (it stays unreaped, a zombie, until then).
 ///
 /// # Supervision
 /// Off by default. With [`PeerOptions::restart`] (and [`Peer::spawn_with`]), a child that dies
@@ -988,7 +1020,10 @@ impl Peer {
     /// Starts the child that `make` returns, as [`spawn`](Self::spawn) does; with
     /// [`PeerOptions::restart`] on, `make` is called again for each fresh child (on the
     /// thread whose request starts it), so each restart gets the same program, arguments,
-    /// environment and directory, whatever the `Command` was given.
+    /// environment and directory, whatever the `Command` was given. A restart runs `make`
+    /// and the spawn under the supervision's lock, one at a time, while other calls wait for
+    /// it (without their deadlines): keep `make` quick, and never call the peer from it (that
+    /// deadlocks).
     ///
     /// # Errors
     /// As [`spawn`](Self::spawn) (the restart policy is checked too: see
@@ -1219,9 +1254,11 @@ struct Generation {
 /// [`PeerOptions::hang`], the hang watchdog.
 fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound) -> Result<Arc<Shared>, PeerError> {
     config.sandbox.apply(command).map_err(|e| PeerError::new(ErrorCode::InvalidArgument, e.to_string()))?;
-    let watcher = Arc::new(Mutex::new(None));
+    let pid_in_use = Arc::new(PidInUse::default());
+    // Released when the exit watcher is done with the pid, or if it never runs.
+    let release = ReleasePid(Arc::clone(&pid_in_use));
     let (mut child, stdout, stderr) =
-        ChildProcess::spawn(command, config.limits.grace, Box::new(JoinWatcher(Arc::clone(&watcher))))
+        ChildProcess::spawn(command, config.limits.grace, Box::new(WaitForWatcher(pid_in_use)))
             .map_err(|e| PeerError::new(ErrorCode::Spawn, e.to_string()))?;
     let Some(stdin) = child.take_stdin() else {
         // Unreachable: spawn pipes stdin. Without it nothing can be sent.
@@ -1245,12 +1282,17 @@ fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound
 
     let on_exit = Arc::clone(&shared);
     let pid = shared.pid;
-    *watcher.lock().unwrap_or_else(PoisonError::into_inner) = Some(thread::spawn(move || {
-        // `None` where the OS cannot wait without reaping: stdout's EOF then tells.
-        if let Some(status) = process::wait_for_exit_unreaped(pid) {
-            on_exit.on_exit(Some(status));
+    thread::spawn(move || {
+        // `None` where the OS cannot wait without reaping: stdout's EOF then tells. The CPU
+        // time is read while the child is a zombie: evidence for a CPU limit's SIGKILL.
+        let seen = process::wait_for_exit_unreaped(pid).map(|status| (status, sandbox::cpu_time_unreaped(pid)));
+        // Done with the pid: the child may be reaped from here on, even while this thread
+        // goes on to report its death (to a callback that may close the peer, say).
+        drop(release);
+        if let Some((status, cpu_time)) = seen {
+            on_exit.on_exit(Some(status), cpu_time);
         }
-    }));
+    });
 
     let writer = Arc::clone(&shared);
     thread::spawn(move || writer::write_stdin(&writer, stdin));
