@@ -315,6 +315,7 @@ export class PeerCore {
         out += next.line as string;
         next.line = '';
         next.state = SENT;
+        this.#queuedRequests--;
         this.#pending.add(next);
       } else {
         // Settled while queued (timed out or aborted): already uncounted.
