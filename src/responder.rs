@@ -655,6 +655,78 @@ mod tests {
         );
     }
 
+    /// Every line one byte away from a plain envelope (each byte value put in place of, or
+    /// inserted before, each byte; each byte deleted): whenever the plain reader takes it, it
+    /// is JSON that serde_json reads as exactly that message, and the copied `ack` is the one
+    /// serde_json writes for it. The reader's scan is 8 bytes at a time, so the bases' payloads
+    /// put every byte on each side of a word boundary.
+    #[test]
+    fn the_plain_reader_and_copied_ack_agree_with_serde_json_one_byte_from_the_envelope() {
+        let mut bases: Vec<Vec<u8>> = Vec::new();
+        for id in ["", ",\"id\":0", ",\"id\":9007199254740991"] {
+            for len in [0, 7, 8, 9, 16] {
+                bases.push(
+                    format!(r#"{{"msg_type":"data","data":"{}"{id}}}"#, &"abcdefghijklmnopq"[..len]).into_bytes(),
+                );
+            }
+        }
+        bases.push(r#"{"msg_type":"data","data":"é€😀a","id":3}"#.as_bytes().to_vec());
+        bases.push(r#"{"msg_type":"greeting","data":"x","id":12}"#.as_bytes().to_vec());
+        let mut neighbours = Vec::new();
+        for base in &bases {
+            for at in 0..=base.len() {
+                for b in (0..=255u8).filter(|&b| b != b'\n') {
+                    let mut inserted = base.clone();
+                    inserted.insert(at, b);
+                    neighbours.push(inserted);
+                    if at < base.len() {
+                        let mut replaced = base.clone();
+                        replaced[at] = b;
+                        neighbours.push(replaced);
+                    }
+                }
+                if at < base.len() {
+                    let mut deleted = base.clone();
+                    deleted.remove(at);
+                    neighbours.push(deleted);
+                }
+            }
+        }
+        let mut taken = 0;
+        for line in &neighbours {
+            let Some(c) = crate::message::decode_canonical(line) else { continue };
+            taken += 1;
+            let shown = String::from_utf8_lossy(line);
+            let value: serde_json::Value = match serde_json::from_slice(line) {
+                Ok(value) => value,
+                Err(e) => panic!("taken but not JSON ({e}): {shown}"),
+            };
+            let keys = value.as_object().map(|o| o.keys().map(String::as_str).collect::<Vec<_>>());
+            let want: &[&str] = if c.id.is_some() { &["data", "id", "msg_type"] } else { &["data", "msg_type"] };
+            assert_eq!(keys.as_deref(), Some(want), "{shown}");
+            let (msg_type, data) = (value["msg_type"].as_str(), value["data"].as_str());
+            assert_eq!(msg_type.map(str::as_bytes), Some(c.msg_type(line)), "{shown}");
+            assert_eq!(data.map(str::as_bytes), Some(c.data(line)), "{shown}");
+            assert_eq!(value.get("id").map(serde_json::Value::as_u64), c.id.map(Some), "{shown}");
+            if msg_type == Some("data") {
+                let mut out = Vec::new();
+                Responder::new(ResponderOptions { exit_after: 0, ..ResponderOptions::default() })
+                    .handle_line(line, &mut out);
+                let ack =
+                    serde_json::to_string(&format!("Acknowledged: {}", data.unwrap_or_default())).unwrap_or_default();
+                let id = c.id.map(|id| format!(",\"id\":{id}")).unwrap_or_default();
+                assert_eq!(
+                    String::from_utf8_lossy(&out),
+                    format!("{{\"msg_type\":\"ack\",\"data\":{ack}{id}}}\n"),
+                    "{shown}"
+                );
+            }
+        }
+        // Many neighbours are envelopes the reader takes (another payload byte), so this checks
+        // something; far more are ones it must leave to the parser.
+        assert!(taken > 5_000 && taken < neighbours.len() / 2, "{taken} of {}", neighbours.len());
+    }
+
     #[test]
     fn says_goodbye_after_the_fifth_data_message_and_then_refuses() {
         let mut r = Responder::default();

@@ -548,3 +548,52 @@ describe('the plain envelope (read without JSON.parse)', () => {
     );
   });
 });
+
+describe('the plain envelope one byte away', () => {
+  /** Every line one byte from `base` (each byte value put in place of, or inserted before, each byte; each byte deleted). */
+  const neighbours = (base: string): Buffer[] => {
+    const b = Buffer.from(base);
+    const out: Buffer[] = [];
+    for (let at = 0; at <= b.length; at++) {
+      for (let v = 0; v < 256; v++) {
+        if (v === 0x0a) continue;
+        out.push(Buffer.concat([b.subarray(0, at), Buffer.from([v]), b.subarray(at)]));
+        if (at < b.length) {
+          const replaced = Buffer.from(b);
+          replaced[at] = v;
+          out.push(replaced);
+        }
+      }
+      if (at < b.length) out.push(Buffer.concat([b.subarray(0, at), b.subarray(at + 1)]));
+    }
+    return out;
+  };
+  test('acks each exactly as the parser path does (the same line with a leading space)', () => {
+    const bases = [
+      '{"msg_type":"data","data":"","id":0}',
+      '{"msg_type":"data","data":"abcdefg"}',
+      '{"msg_type":"data","data":"é€😀\u2028\u007f","id":9007199254740991}',
+      '{"msg_type":"data","data":"x","id":123456789012345}',
+    ];
+    let acks = 0;
+    for (const base of bases) {
+      for (const bytes of neighbours(base)) {
+        const text = bytes.toString('utf8');
+        // `handleText` takes what `feed` hands over: valid UTF-8, not blank, no line ending.
+        if (!Buffer.from(text).equals(bytes) || text.trim() === '' || text.endsWith('\r')) continue;
+        const got = new Responder({ exitAfter: 0 }).handleText(1, text);
+        const spaced = new Responder({ exitAfter: 0 }).handleText(1, ` ${text}`);
+        const isAck = (reply: string): boolean => reply.startsWith('{"msg_type":"ack",');
+        if (isAck(got) || isAck(spaced)) {
+          acks++;
+          assert.equal(got, spaced, text);
+          const { data, id } = JSON.parse(text) as Message;
+          const ack: Message = { msg_type: 'ack', data: `Acknowledged: ${data}` };
+          assert.equal(got, encodeMessage(id === undefined ? ack : { ...ack, id }), text);
+        }
+      }
+    }
+    // Many neighbours are acked (another payload byte), so this checks something.
+    assert.ok(acks > 1000, `${acks} acks`);
+  });
+});
