@@ -116,7 +116,7 @@ pub fn serve_stdio_with_options(service: impl Service, options: &ServeOptions) -
 /// so that a reply of that size is written in one go instead of 64 KiB at a time, each
 /// waiting for the reader to wake up and drain the last.
 #[cfg(unix)]
-const FRAME_PIPE_BYTES: usize = 1024 * 1024;
+pub(crate) const FRAME_PIPE_BYTES: usize = 1024 * 1024;
 
 /// Stdout for frames: a `File` on a duplicate of its descriptor, not std's `Stdout`, whose
 /// line buffering searches every reply for a newline byte (binary frames have them at random)
@@ -136,9 +136,11 @@ fn frame_stdout() -> Result<std::fs::File, ServeError> {
     Ok(std::fs::File::from(fd))
 }
 
-/// Best effort: asks for [`FRAME_PIPE_BYTES`] of kernel buffer on `fd` (see [`frame_stdout`]).
+/// Best effort: asks for [`FRAME_PIPE_BYTES`] of kernel buffer on `fd` (see [`frame_stdout`]);
+/// `send`: if `fd` is not a pipe, widen its socket's send buffer instead. The `Peer` widens the
+/// pipes it creates for a msgpack child with it too.
 #[cfg(unix)]
-fn widen(fd: &impl std::os::fd::AsFd, send: bool) {
+pub(crate) fn widen(fd: &impl std::os::fd::AsFd, send: bool) {
     use nix::fcntl::{fcntl, FcntlArg};
     use nix::sys::socket::{setsockopt, sockopt};
     let bytes = i32::try_from(FRAME_PIPE_BYTES).unwrap_or(i32::MAX);

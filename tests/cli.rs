@@ -153,6 +153,101 @@ fn serve_answers_bytes_under_msgpack_by_default_and_refuses_a_bad_encoding() {
     );
 }
 
+/// `VmHWM` (peak resident set, KiB) of a live process, from `/proc`.
+#[cfg(target_os = "linux")]
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Memory stays bounded by the frame limit, not by what goes through: `serve --encoding
+/// msgpack` fed 24 frames of exactly `--max-frame-bytes` (4 MiB, each echoed by `bytes`) and 4
+/// frames four times over the limit (skipped as they arrive, answered with an error), 160 MiB
+/// in all, grows its peak RSS by less than 6 frames' worth over what it had after a first small
+/// request (it holds one frame being read, one reply being written and the decoder's slack).
+#[cfg(target_os = "linux")]
+#[test]
+fn serve_msgpack_peak_rss_stays_bounded_when_fed_max_size_frames() {
+    use rust_ts_ipc::{decode_msgpack_envelope, Data, Envelope, FrameDecoder, Packet};
+    use std::io::Read;
+    const MAX: usize = 4 * 1024 * 1024;
+    const BIG: usize = 24;
+    const OVER: usize = 4;
+    let frame = |len: usize, id: u64| Envelope::new("bytes", vec![0x5a_u8; len]).with_id(id).to_frame().unwrap();
+    // The payload that makes a frame's body exactly MAX bytes.
+    let len = MAX - (frame(MAX, 1_000_000).len() - 4 - MAX);
+    assert_eq!(frame(len, 1_000_000).len(), 4 + MAX);
+    let mut child = Command::new(BIN)
+        .args(["serve", "--encoding", "msgpack", "--max-frame-bytes", &MAX.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut decoder = FrameDecoder::new(2 * MAX);
+    let mut buf = vec![0; 1 << 20];
+    // Reads until `want` replies have arrived; returns them as (msg_type, id, bytes length or text).
+    let mut read_replies = move |want: usize| {
+        let mut got = Vec::new();
+        while got.len() < want {
+            let n = stdout.read(&mut buf).unwrap();
+            assert!(n > 0, "serve closed its stdout after {} of {want} replies", got.len());
+            decoder.feed(&buf[..n]);
+            while let Some(packet) = decoder.next_packet() {
+                let Packet::Frame { bytes, .. } = packet else { panic!("not a whole reply: {packet:?}") };
+                let reply = decode_msgpack_envelope(bytes).unwrap();
+                let data = match reply.data {
+                    Data::Bytes(b) => {
+                        assert!(b.iter().all(|&x| x == 0x5a), "echoed bytes changed");
+                        format!("{} bytes", b.len())
+                    }
+                    other => format!("{other:?}"),
+                };
+                got.push((reply.msg_type.to_string(), reply.id, data));
+            }
+        }
+        got
+    };
+    stdin.write_all(&frame(16, 1)).unwrap();
+    assert_eq!(read_replies(1), [("bytes".to_owned(), Some(1), "16 bytes".to_owned())]);
+    let base = peak_rss_kib(pid);
+    let writer = std::thread::spawn(move || {
+        for i in 0..BIG {
+            stdin.write_all(&frame(len, 2 + i as u64)).unwrap();
+            if i % (BIG / OVER) == 0 {
+                // Over the limit: a header announcing 4 × MAX, then that many bytes.
+                stdin.write_all(&u32::try_from(4 * MAX).unwrap().to_le_bytes()).unwrap();
+                stdin.write_all(&vec![0x91; 4 * MAX]).unwrap();
+            }
+        }
+        stdin
+    });
+    let replies = read_replies(BIG + OVER);
+    let peak = peak_rss_kib(pid);
+    drop(writer.join().unwrap());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let echoed = replies.iter().filter(|r| r.0 == "bytes" && r.2 == format!("{len} bytes")).count();
+    let too_long = format!("frame of {} bytes exceeds the {MAX}-byte limit", 4 * MAX);
+    let refused = replies.iter().filter(|r| r.0 == "error" && r.1.is_none() && r.2.contains(&too_long)).count();
+    assert_eq!(
+        (echoed, refused),
+        (BIG, OVER),
+        "replies: {:?}",
+        replies.iter().map(|r| (&r.0, r.1)).collect::<Vec<_>>()
+    );
+    let grown_kib = peak.saturating_sub(base);
+    let bound_kib = 6 * MAX as u64 / 1024;
+    assert!(
+        grown_kib < bound_kib,
+        "serve's peak RSS grew by {grown_kib} KiB (from {base} to {peak}) over {} MiB of frames; expected under {bound_kib} KiB",
+        (BIG * MAX + OVER * 4 * MAX) >> 20
+    );
+}
+
 #[test]
 fn serve_exits_zero_on_eof_without_input() {
     let out = run(&["serve"], b"");

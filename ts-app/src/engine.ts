@@ -227,6 +227,12 @@ export interface LineService<F = Frame> {
   answerText?(line: number, text: string): string | Uint8Array | Promise<string | Uint8Array>;
   /** True once nothing more is to be answered: the loop stops reading. */
   readonly done: boolean;
+  /**
+   * If present, called with each reply `Uint8Array` once the output is done with it (written,
+   * or copied into a batch): the service may reuse its memory (a pool of big frames). Not
+   * called for a reply that was never written (the output failed or is gone).
+   */
+  release?(reply: Uint8Array): void;
 }
 
 /** What splits the input into frames: a `LineDecoder`, or a `FrameDecoder`. */
@@ -336,17 +342,31 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
       else maybeFinish();
     };
 
+    const release = service.release?.bind(service);
+
     const flush = (): void => {
       if (parts.length === 0 || closed) return;
-      const batch =
-        parts.length === 1
-          ? (parts[0] as string | Uint8Array)
-          : parts.every((p) => typeof p === 'string')
-            ? parts.join('')
-            : Buffer.concat(parts.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
+      const sent = parts;
       parts = [];
+      let batch: string | Uint8Array;
+      let done = written;
+      if (sent.length === 1) {
+        batch = sent[0] as string | Uint8Array;
+        const reply = batch;
+        if (release !== undefined && typeof reply !== 'string') {
+          done = (e) => {
+            if (!e) release(reply);
+            written(e);
+          };
+        }
+      } else if (sent.every((p) => typeof p === 'string')) {
+        batch = sent.join('');
+      } else {
+        batch = Buffer.concat(sent.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
+        if (release !== undefined) for (const p of sent) if (typeof p !== 'string') release(p);
+      }
       writing++;
-      if (!output.write(batch, written) && !waitingForDrain) {
+      if (!output.write(batch, done) && !waitingForDrain) {
         waitingForDrain = true;
         output.once('drain', () => {
           waitingForDrain = false;

@@ -10,6 +10,7 @@ import { type LineService, serveLines } from './engine.js';
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, type Packet } from './frame.js';
 import { DEFAULT_MAX_LINE_BYTES, type Frame } from './framing.js';
 import { decodeMsgpackEnvelope, EncodeProblem, textFrame, Writer, writeFrame } from './msgpack.js';
+import { FramePool } from './peer/encode.js';
 import type { Encoding, JsonValue, Message } from './peer/types.js';
 import { decodeEnvelope, excerpt, invalidUtf8Offset, MAX_SAFE_ID, tooLongReply } from './protocol.js';
 
@@ -321,7 +322,7 @@ function failureFrame(e: unknown, id: number | undefined, frame: number): Buffer
 }
 
 /** The reply frame for a handler's result (or its error), empty for a notification that succeeded. */
-function resultFrame(msgType: string, result: unknown, id: number | undefined, frame: number): Buffer {
+function resultFrame(msgType: string, result: unknown, id: number | undefined, frame: number, pool: FramePool): Buffer {
   if (id === undefined) return NO_FRAMES;
   let type = msgType;
   let data = result;
@@ -333,7 +334,10 @@ function resultFrame(msgType: string, result: unknown, id: number | undefined, f
     failureFrame(new Error(`the reply to \`${excerpt(msgType)}\` cannot be encoded as MessagePack: ${why}`), id, frame);
   if (!type.isWellFormed()) return unencodable('its msg_type holds an unpaired surrogate');
   // Refusing, not replacing, a lone surrogate: as under JSON, the handler's data is sent as it is or not at all.
-  const w = new Writer(256, true);
+  // Big bytes are copied into a pooled frame (given back once written), not a fresh one
+  // whose page faults cost more than the copy; anything else starts small and grows.
+  const reuse = data instanceof Uint8Array ? pool.take(data.length + FRAME_SLACK + 3 * type.length) : undefined;
+  const w = new Writer(256, true, reuse);
   try {
     writeFrame(w, type, id, (w) => w.value(data === undefined ? null : data));
   } catch (e) {
@@ -342,11 +346,19 @@ function resultFrame(msgType: string, result: unknown, id: number | undefined, f
   return w.view();
 }
 
+/** Room in a pooled frame for all but `data`'s bytes: the length, the map, its keys, `bin`'s header and the id. */
+const FRAME_SLACK = 64;
+
 /** The handlers as a frame-level service for `serveLines` (`encoding: 'msgpack'`). Never done. */
 function frameService(handlers: ReadonlyMap<string, AnyHandler>, maxFrameBytes: number): LineService<Packet> {
   const expected = expectedTypes([...handlers.keys()]);
+  const pool = new FramePool();
   return {
     done: false,
+    release(reply: Uint8Array): void {
+      // Only what `resultFrame` made: a frame at the start of its own big buffer (the pool checks).
+      if (reply instanceof Buffer) pool.give(reply);
+    },
     answer(packet: Packet): Buffer | Promise<Buffer> {
       const n = packet.frame;
       if (packet.kind === 'too_long') return errorFrame(frameTooLongText(packet.length, maxFrameBytes), undefined, n);
@@ -360,7 +372,7 @@ function frameService(handlers: ReadonlyMap<string, AnyHandler>, maxFrameBytes: 
       return callHandler(
         handler,
         message,
-        (value) => resultFrame(msgType, value, id, n),
+        (value) => resultFrame(msgType, value, id, n, pool),
         (e) => failureFrame(e, id, n),
       );
     },

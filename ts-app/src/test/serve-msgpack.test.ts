@@ -157,6 +157,35 @@ describe('serveStdio over msgpack from a Peer', () => {
   });
 });
 
+describe('serveStdio over msgpack reuses big reply frames only once they are written', () => {
+  test('every reply of a slow reader keeps its own bytes, one request a chunk or many', async () => {
+    const { PassThrough, Writable } = await import('node:stream');
+    const SIZE = 256 * 1024;
+    const N = 12;
+    const input = new PassThrough();
+    const chunks: Buffer[] = [];
+    // A reader that takes each write a few milliseconds later, with room for every reply, so
+    // replies queue behind it (a frame reused too early would be overwritten in the queue).
+    const output = new Writable({
+      highWaterMark: 4 * N * SIZE,
+      write(chunk: Buffer, _encoding, done) {
+        chunks.push(Buffer.from(chunk));
+        setTimeout(done, 2);
+      },
+    });
+    const served = serveStdio({ fill: (d) => Buffer.alloc(SIZE, Number(d)) }, { encoding: 'msgpack', input, output });
+    // Half one request a chunk (single writes), half all in one chunk (a concatenated batch).
+    for (let i = 1; i <= N / 2; i++) input.write(req('fill', i, i));
+    input.write(Buffer.concat(Array.from({ length: N / 2 }, (_, k) => req('fill', N / 2 + k + 1, N / 2 + k + 1))));
+    input.end();
+    await served;
+    const want = Array.from({ length: N }, (_, k) => rep('fill', Buffer.alloc(SIZE, k + 1), k + 1));
+    const got = Buffer.concat(chunks);
+    assert.equal(got.length, Buffer.concat(want).length);
+    assert.ok(got.equals(Buffer.concat(want)), readable(got).slice(0, 400));
+  });
+});
+
 describe('serveStdio options', () => {
   test('an unknown encoding or a bad maxFrameBytes is a TypeError at once', () => {
     assert.throws(
