@@ -1028,6 +1028,17 @@ impl PipeChild {
                 shared.settle_exit(settle.unwrap_or_else(|| Instant::now() + SETTLE));
                 return Err(NoReply::Exited);
             }
+            // Checked on every turn, not only before blocking: a child that writes without
+            // pause (frames that are not the reply) would otherwise never let a read come back
+            // empty, and the call would outlive its deadline, holding the JS thread.
+            let now = Instant::now();
+            if settle.is_some_and(|s| s <= now) {
+                shared.wait_stderr(now + SETTLE);
+                return Err(NoReply::Exited);
+            }
+            if deadline.is_some_and(|d| d <= now) {
+                return Err(NoReply::Timeout);
+            }
             if !std::mem::take(&mut skip_read) {
                 match reader.read_once() {
                     Read1::Data | Read1::Eof => continue,

@@ -78,6 +78,19 @@ async function groupGone(pgid: number): Promise<boolean> {
 
 const ack = (data: string, id: number): Message => ({ msg_type: 'ack', data, id });
 
+const INDEX = path.join(REPO_ROOT, 'ts-app', 'dist', 'index.js');
+
+/**
+ * Runs `body` (an ES module with `spawnPeer` and `SERVE` in scope) in a Node process of its own,
+ * for what could block the JS thread for good, or take the process down, if the peer were
+ * broken: the test then fails on the time limit (or the crash) instead of hanging the runner.
+ */
+function runScript(body: string, timeoutMs = 20_000): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
+  const script = `import { spawnPeer } from ${JSON.stringify(INDEX)};\nconst SERVE = ${JSON.stringify(SERVE_BIN)};\n${body}`;
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: timeoutMs });
+  return { status: run.status, signal: run.signal, stdout: run.stdout, stderr: run.stderr };
+}
+
 type Mode = 'sync' | 'stream';
 
 /**
@@ -380,6 +393,24 @@ describeWithAddon('spawnPeer sync mode', () => {
     assert.deepEqual(await closing, { code: 0, signal: null });
     assert.equal(alive(pid), false);
     assert.ok(await groupGone(pid), `process group ${pid} is still there`);
+  });
+
+  test('requestSync honours timeoutMs while the child writes other messages without pause (the JS thread is not held)', () => {
+    // `yes` never answers and never lets a read come back empty: only the clock ends the call.
+    const run = runScript(`
+      const p = spawnPeer('yes', ['{"msg_type":"note","data":1}'], { mode: 'sync', graceMs: 100 });
+      let notes = 0;
+      p.on('message', (m) => { if (m.msg_type === 'note') notes++; });
+      try { p.requestSync('data', 'x', { timeoutMs: 100 }); console.log('returned'); }
+      catch (e) { console.log(e.code, e.message, notes > 0); }
+      console.log(JSON.stringify(await p.close()));`);
+    assert.equal(run.signal, null, `requestSync never returned (killed by ${String(run.signal)}); stderr: ${run.stderr}`);
+    assert.equal(
+      run.stdout,
+      'TIMEOUT request `data` #1 got no reply within 100 ms; raise timeoutMs (per request or for the peer) if the work takes longer, or check that the peer is alive true\n' +
+        '{"code":null,"signal":"SIGTERM"}\n',
+      run.stderr,
+    );
   });
 
   test('Node exits by itself after close(), or after the child exits', { timeout: 30_000 }, () => {
