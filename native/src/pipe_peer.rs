@@ -481,9 +481,12 @@ fn pipe() -> io::Result<(File, File)> {
     Ok((File::from(r), File::from(w)))
 }
 
+/// Milliseconds from JavaScript as a `Duration`: Infinity, and anything too big for one (a
+/// finite `1e300` passes the option checks), is `Duration::MAX`, never a panic (which `close`
+/// would turn into an abort of Node).
 fn millis(ms: f64) -> Duration {
     if ms.is_finite() && ms >= 0.0 {
-        Duration::from_secs_f64(ms / 1000.0)
+        Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
     } else {
         Duration::MAX
     }
@@ -850,7 +853,9 @@ impl PipeChild {
     ) -> Result<Either3<String, Buffer, SyncOutcome>> {
         let shared = &*self.shared;
         let start = Instant::now();
-        let deadline = if timeout_ms > 0.0 && timeout_ms.is_finite() { Some(start + millis(timeout_ms)) } else { None };
+        // A deadline past what an `Instant` can hold is no deadline.
+        let deadline =
+            if timeout_ms > 0.0 && timeout_ms.is_finite() { start.checked_add(millis(timeout_ms)) } else { None };
         if shared.read_wanted.swap(false, Ordering::AcqRel) {
             shared.kick();
         }

@@ -413,6 +413,17 @@ describeWithAddon('spawnPeer sync mode', () => {
     );
   });
 
+  test('a finite but huge timeoutMs or graceMs means no limit: no crash, no GenericFailure', () => {
+    const run = runScript(`
+      const p = spawnPeer(SERVE, ['serve'], { mode: 'sync', graceMs: 1e300 });
+      console.log(p.requestSync('data', 'x', { timeoutMs: 1e300 }).data);
+      console.log(p.requestSync('data', 'y', { timeoutMs: Number.MAX_VALUE }).data);
+      console.log(JSON.stringify(await p.close({ graceMs: Number.MAX_VALUE })));`);
+    assert.equal(run.signal, null, run.stderr);
+    assert.equal(run.stdout, 'Acknowledged: x\nAcknowledged: y\n{"code":0,"signal":null}\n', run.stderr);
+    assert.equal(run.status, 0, run.stderr);
+  });
+
   test('Node exits by itself after close(), or after the child exits', { timeout: 30_000 }, () => {
     const index = path.join(REPO_ROOT, 'ts-app', 'dist', 'index.js');
     for (const close of [true, false]) {
