@@ -907,22 +907,40 @@ impl PipeChild {
         let shared = Arc::clone(&self.shared);
         let wait = millis(first_wait_ms);
         let spawned = std::thread::Builder::new().name("rust-ts-ipc sync close".to_owned()).spawn(move || {
+            // What waits is written first, within the wait, as the stream peer's `end()` does.
+            // The child may have to write its replies before it reads on: the background thread
+            // reads stdout meanwhile (so the writer lock is not held across the wait).
+            shared.read_wanted.store(true, Ordering::Release);
+            shared.kick();
+            let until = Instant::now() + wait.min(Duration::from_secs(3600));
+            loop {
+                let stdin = {
+                    let mut writer = lock(&shared.writer);
+                    if !writer.waiting() || writer.flush() {
+                        break;
+                    }
+                    match writer.stdin.as_ref().and_then(|f| f.try_clone().ok()) {
+                        Some(stdin) => stdin,
+                        None => break,
+                    }
+                };
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let mut fds = [
+                    PollFd::new(stdin.as_fd(), PollFlags::POLLOUT),
+                    PollFd::new(shared.exited_read.as_fd(), PollFlags::POLLIN),
+                ];
+                let _ = poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX));
+                let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+                // Exited, and what holds its stdin does not read: nothing more will be taken.
+                if ready(&fds[1]) && !ready(&fds[0]) {
+                    break;
+                }
+            }
             {
                 let mut writer = lock(&shared.writer);
-                // What waits is written first, within the wait, as the stream peer's `end()` does.
-                if writer.waiting() {
-                    if let Some(stdin) = writer.stdin.as_ref().and_then(|f| f.try_clone().ok()) {
-                        let until = Instant::now() + wait.min(Duration::from_secs(3600));
-                        while writer.waiting() && !writer.flush() {
-                            let left = until.saturating_duration_since(Instant::now());
-                            if left.is_zero() {
-                                break;
-                            }
-                            let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLOUT)];
-                            let _ = poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX));
-                        }
-                    }
-                }
                 writer.stdin = None;
                 writer.pending.clear();
                 writer.written = 0;

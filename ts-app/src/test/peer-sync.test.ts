@@ -424,6 +424,22 @@ describeWithAddon('spawnPeer sync mode', () => {
     assert.equal(run.status, 0, run.stderr);
   });
 
+  test('close() while async requests larger than the pipe wait to be written: the replies are read meanwhile, each request answered', () => {
+    // The child answers as it reads; were stdout not read while close() writes what waits, both
+    // would block on a full pipe, for graceMs (Infinity here: for good).
+    const run = runScript(`
+      const p = spawnPeer(SERVE, ['serve', '--exit-after', '0'], { mode: 'sync', graceMs: Infinity });
+      // Three of 300 KiB: one batch (under 1 MiB), so all are handed to the addon before close().
+      const big = (i) => String(i).padEnd(300 * 1024, 'x');
+      const replies = Array.from({ length: 3 }, (_, i) =>
+        p.request('data', big(i)).then((r) => (r.data === 'Acknowledged: ' + big(i) && r.id === i + 1 ? 'ok' : 'wrong'), (e) => e.code));
+      const closed = await p.close();
+      const out = await Promise.all(replies);
+      console.log(out.filter((o) => o === 'ok').length, JSON.stringify(out.filter((o) => o !== 'ok')), JSON.stringify(closed));`);
+    assert.equal(run.signal, null, `close() never resolved (killed by ${String(run.signal)}); stderr: ${run.stderr}`);
+    assert.equal(run.stdout, '3 [] {"code":0,"signal":null}\n', run.stderr);
+  });
+
   test('Node exits by itself after close(), or after the child exits', { timeout: 30_000 }, () => {
     const index = path.join(REPO_ROOT, 'ts-app', 'dist', 'index.js');
     for (const close of [true, false]) {
