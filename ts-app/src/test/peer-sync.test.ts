@@ -238,6 +238,33 @@ describeWithAddon('spawnPeer sync mode', () => {
     assert.deepEqual(seen, [{ msg_type: 'later', data: 1 }, { msg_type: 'later', data: 2 }]);
   });
 
+  test('requestSync from a message listener: every message still reaches the listeners once, in the order written', async () => {
+    // Each line is answered, in one write, by three notes numbered from 10 × its number (none
+    // for `bare`), then (for a request) the reply.
+    const p = track(
+      nodeChild(
+        `raw((m.data === 'bare' ? '' : [0, 1, 2].map((k) => JSON.stringify({ msg_type: 'note', data: state.n * 10 + k }) + '\\n').join('')) + (m.id === undefined ? '' : JSON.stringify({ msg_type: 'ack', data: m.data, id: m.id }) + '\\n'));`,
+      ),
+    );
+    const seen: unknown[] = [];
+    p.on('message', (m) => {
+      seen.push(m.data);
+      if (m.data === 10 || m.data === 30) seen.push(`reply ${String(p.requestSync('data', `inner${String(m.data)}`).data)}`);
+      if (m.data === 51) seen.push(`reply ${String(p.requestSync('data', 'bare').data)}`);
+    });
+    // Delivered by the background reader: the listener's call comes after 11 and 12, read before it.
+    p.notify('data', 'start');
+    for (let i = 0; i < 200 && seen.length < 7; i++) await sleep(10);
+    assert.deepEqual(seen, [10, 11, 12, 20, 21, 22, 'reply inner10']);
+    // Delivered by requestSync itself: likewise, and the outer call returns last.
+    seen.push(`reply ${String(p.requestSync('data', 'outer').data)}`);
+    assert.deepEqual(seen.slice(7), [30, 31, 32, 40, 41, 42, 'reply inner30', 'reply outer']);
+    // A reply that comes alone still returns after what was read before it (52).
+    p.notify('data', 'again');
+    for (let i = 0; i < 200 && seen.length < 19; i++) await sleep(10);
+    assert.deepEqual(seen.slice(15), [50, 51, 52, 'reply bare']);
+  });
+
   test('a child killed during requestSync gives PEER_EXITED with the signal and its stderr, not a hang', async () => {
     const p = track(nodeChild(`process.stderr.write('dying on purpose\\n'); setTimeout(() => process.kill(process.pid, 'SIGKILL'), 20);`, 'sync', { stderr: 'ignore' }));
     const e = throwsWith(() => p.requestSync('data', 'x', { timeoutMs: 10_000 }), 'PEER_EXITED');
