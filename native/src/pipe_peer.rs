@@ -34,6 +34,7 @@
 //! request it has begun to write is written whole (the rest left to the background thread) if
 //! the deadline comes first.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -41,13 +42,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::process::{ChildStdin, ChildStdout, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::{Buffer, BufferSlice, Either, Either3, Env, Function, Object, Result, Status, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Error;
+use napi::{CleanupEnvHook, Error};
 use napi_derive::napi;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -400,6 +401,11 @@ struct Shared {
     drain_owed: AtomicBool,
     /// JavaScript wants the background thread to read stdout.
     read_wanted: AtomicBool,
+    /// Set by the env cleanup hook: Node's environment (a worker's, say) is going without a
+    /// `close()`; the background thread stops the child (stdin closed, then the shutdown).
+    env_gone: AtomicBool,
+    /// The spawn's `graceMs`: the first wait of that shutdown.
+    grace: Duration,
     /// Frames the background thread read and JavaScript has not taken yet, in order.
     inbox: Mutex<Vec<PipeItem>>,
     /// Written to wake the background thread from `poll` when the above change.
@@ -511,6 +517,10 @@ fn exit_js(status: Option<std::process::ExitStatus>) -> PipeExit {
 #[napi]
 pub struct PipeChild {
     shared: Arc<Shared>,
+    /// The env cleanup hook that stops the child if the environment goes first; removed by
+    /// `close` (it holds only a `Weak`, so a peer that ends without `close` leaks no more
+    /// than the registration).
+    hook: Cell<Option<CleanupEnvHook<Weak<Shared>>>>,
 }
 
 /// Starts `command` with `args` in a process group of its own, its stdin, stdout and stderr
@@ -519,6 +529,7 @@ pub struct PipeChild {
 /// until the `exit` event (after the child's exit, or `close`).
 #[napi(catch_unwind)]
 pub fn spawn_pipe_child(
+    env: Env,
     command: String,
     args: Vec<String>,
     options: PipeChildOptions,
@@ -601,6 +612,8 @@ pub fn spawn_pipe_child(
         write_waiting: AtomicBool::new(false),
         drain_owed: AtomicBool::new(false),
         read_wanted: AtomicBool::new(true),
+        env_gone: AtomicBool::new(false),
+        grace: millis(options.grace_ms),
         wake_write,
         wake_read,
         exited_read,
@@ -629,7 +642,15 @@ pub fn spawn_pipe_child(
         .name("rust-ts-ipc sync reader".to_owned())
         .spawn(move || background(&for_reader, &tsfn))
         .map_err(io_error)?;
-    Ok(Either::A(PipeChild { shared }))
+    // A worker terminated (or any env torn down) with the peer open: no `close()` will come, and
+    // the tsfn alone would let the child run on. On the JS thread, so it only signals.
+    let hook = env.add_env_cleanup_hook(Arc::downgrade(&shared), |weak: Weak<Shared>| {
+        if let Some(shared) = weak.upgrade() {
+            shared.env_gone.store(true, Ordering::Release);
+            shared.kick();
+        }
+    })?;
+    Ok(Either::A(PipeChild { shared, hook: Cell::new(Some(hook)) }))
 }
 
 /// Sends an event to JavaScript; false if Node no longer takes them (its env is going away).
@@ -656,7 +677,13 @@ fn background(shared: &Shared, tsfn: &EventFn) {
     let mut exit_seen: Option<Instant> = None;
     let mut eof_sent = false;
     let mut wake = [0u8; 64];
+    let mut first_wait = Duration::ZERO;
     loop {
+        if shared.env_gone.load(Ordering::Acquire) {
+            // Nobody will take the events: stop the child as `close()` would.
+            first_wait = shared.grace;
+            break;
+        }
         // After the exit, stdout is read whatever JavaScript wanted: it is the last output.
         let reading = shared.read_wanted.load(Ordering::Acquire) || exit_seen.is_some();
         // Frames a synchronous reader left in the decoder come first.
@@ -750,7 +777,7 @@ fn background(shared: &Shared, tsfn: &EventFn) {
     lock(&shared.writer).stdin = None;
     let status = {
         let mut child = lock(&shared.child);
-        child.as_mut().and_then(|c| c.shutdown(Duration::ZERO).status)
+        child.as_mut().and_then(|c| c.shutdown(first_wait).status)
     };
     let status = status.or(*lock(&shared.exit));
     shared.wait_stderr(Instant::now() + SETTLE);
@@ -904,6 +931,10 @@ impl PipeChild {
     pub fn close(&self, env: Env, first_wait_ms: f64) -> Result<Object<'static>> {
         type Resolver = Box<dyn FnOnce(Env) -> Result<PipeExit>>;
         let (deferred, promise) = env.create_deferred::<PipeExit, Resolver>()?;
+        if let Some(hook) = self.hook.take() {
+            // `close` stops the child itself from here; a failure only leaves the hook, harmless.
+            let _ = env.remove_env_cleanup_hook(hook);
+        }
         let shared = Arc::clone(&self.shared);
         let wait = millis(first_wait_ms);
         let spawned = std::thread::Builder::new().name("rust-ts-ipc sync close".to_owned()).spawn(move || {

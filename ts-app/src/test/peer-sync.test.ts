@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, describe, test } from 'node:test';
+import { Worker } from 'node:worker_threads';
 
 import { type Message, type Peer, PeerError, type PeerErrorCode, spawnPeer, type SpawnPeerOptions, type SyncPeerOptions, type SyncPipePeer } from '../index.js';
 import { describeWithAddon, REQUIRE_NATIVE } from './addon.js';
@@ -465,6 +467,24 @@ describeWithAddon('spawnPeer sync mode', () => {
       console.log(out.filter((o) => o === 'ok').length, JSON.stringify(out.filter((o) => o !== 'ok')), JSON.stringify(closed));`);
     assert.equal(run.signal, null, `close() never resolved (killed by ${String(run.signal)}); stderr: ${run.stderr}`);
     assert.equal(run.stdout, '3 [] {"code":0,"signal":null}\n', run.stderr);
+  });
+
+  test('a worker terminated with a sync peer open: its child is stopped and reaped, not left running', async () => {
+    const code = `
+      import { spawnPeer } from ${JSON.stringify(pathToFileURL(INDEX).href)};
+      import { parentPort } from 'node:worker_threads';
+      const p = spawnPeer(${JSON.stringify(SERVE_BIN)}, ['serve', '--exit-after', '0'], { mode: 'sync', graceMs: 200 });
+      parentPort.postMessage({ pid: p.pid, reply: p.requestSync('data', 'in a worker').data });`;
+    const worker = new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`));
+    const first = await new Promise<{ pid: number; reply: string }>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    assert.equal(first.reply, 'Acknowledged: in a worker');
+    assert.ok(alive(first.pid));
+    await worker.terminate();
+    for (let i = 0; i < 200 && alive(first.pid); i++) await sleep(10);
+    assert.equal(alive(first.pid), false, `the worker's child ${first.pid} is still running`);
   });
 
   test('Node exits by itself after close(), or after the child exits', { timeout: 30_000 }, () => {
