@@ -26,7 +26,8 @@
 //! its exit without reaping it and makes a pipe readable, which both readers poll beside
 //! stdout: a child that dies during `requestSync` ends the call (after up to [`SETTLE`] for
 //! its last output) instead of hanging it. Its stderr is read on a thread of its own; the last
-//! 4 KiB are kept for `PEER_EXITED` errors.
+//! 4 KiB are kept for `PEER_EXITED` errors. An env cleanup hook stops the child (stdin closed,
+//! then the shutdown) if Node's environment goes first, a terminated worker's say.
 //!
 //! Writes never block the JS thread for `request`: what the pipe does not take at once waits
 //! here, and the background thread writes it as the child reads (then sends `drain`).
