@@ -207,6 +207,61 @@ describeWithAddon('spawnPeer sync mode', () => {
     assert.deepEqual(p.stats(), { inFlight: 0, queued: 0, answered: id, lateRepliesDropped: 0, unsolicited: id });
   });
 
+  test('msgpack frames written 1 to 7 bytes at a time (headers cut too) while sync and async calls alternate: each once, in order', async () => {
+    // The child numbers every message it reads; each is answered by a note with that number,
+    // then (for a request) the reply, and all it writes goes out in slices of 1 to 7 bytes with
+    // turns of its event loop between, so frames and their 4-byte headers are cut across reads
+    // and across the hand-over of the reader between requestSync and the background thread.
+    const dist = path.join(REPO_ROOT, 'ts-app', 'dist');
+    const child = `
+      import { FrameDecoder } from ${JSON.stringify(pathToFileURL(path.join(dist, 'frame.js')).href)};
+      import { decodeMsgpackEnvelope } from ${JSON.stringify(pathToFileURL(path.join(dist, 'msgpack.js')).href)};
+      import { encodeFrame } from ${JSON.stringify(pathToFileURL(path.join(dist, 'peer', 'encode.js')).href)};
+      let seed = 7;
+      const rnd = (n) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+      const decoder = new FrameDecoder();
+      const out = [];
+      let n = 0, writing = false;
+      const pump = () => {
+        if (writing || out.length === 0) return;
+        writing = true;
+        const buf = Buffer.concat(out.splice(0));
+        let at = 0;
+        const step = () => {
+          if (at >= buf.length) { writing = false; pump(); return; }
+          const k = 1 + rnd(7);
+          process.stdout.write(buf.subarray(at, at + k));
+          at += k;
+          if (rnd(3) === 0) setTimeout(step, 0); else setImmediate(step);
+        };
+        step();
+      };
+      process.stdin.on('data', (chunk) => {
+        for (const packet of decoder.push(chunk)) {
+          const m = decodeMsgpackEnvelope(packet.bytes).message;
+          n++;
+          out.push(encodeFrame('note', 'n' + n, undefined));
+          if (m.id !== undefined) out.push(encodeFrame('ack', m.data, m.id));
+        }
+        pump();
+      });`;
+    const p = track(spawnPeer(process.execPath, ['--input-type=module', '-e', child], { mode: 'sync', encoding: 'msgpack', graceMs: 500 }));
+    const notes: unknown[] = [];
+    p.on('message', (m) => notes.push(m.data));
+    let id = 0;
+    const rounds = 60;
+    for (let i = 0; i < rounds; i++) {
+      assert.deepEqual(p.requestSync('data', `s${i}`), ack(`s${i}`, ++id));
+      p.notify('data', `n${i}`);
+      const replies = await Promise.all([p.request('data', `a${i}`), p.request('data', `b${i}`)]);
+      assert.deepEqual(replies, [ack(`a${i}`, id + 1), ack(`b${i}`, id + 2)]);
+      id += 2;
+    }
+    for (let i = 0; i < 300 && notes.length < 4 * rounds; i++) await sleep(10);
+    assert.deepEqual(notes, Array.from({ length: 4 * rounds }, (_, k) => `n${k + 1}`));
+    assert.deepEqual(p.stats(), { inFlight: 0, queued: 0, answered: 3 * rounds, lateRepliesDropped: 0, unsolicited: 4 * rounds });
+  });
+
   test('async requests larger than the pipe wait for drain (the background thread writes the rest) and lose nothing', async () => {
     const p = track(spawnPeer(SERVE_BIN, ['serve', '--exit-after', '0'], { mode: 'sync' }));
     const big = (i: number): string => `${i}:`.padEnd(64 * 1024, 'x');
