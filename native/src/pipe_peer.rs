@@ -65,6 +65,10 @@ pub const SETTLE: Duration = Duration::from_millis(30);
 /// Bytes read from the child's stdout per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// While `requestSync` reads without blocking, every this many reads with data it checks
+/// whether the child has exited (blocked, `poll` tells it).
+const EXIT_CHECK_READS: u64 = 64;
+
 /// Reads the background thread makes per wake-up before it hands what it read to JavaScript,
 /// so a child writing without pause cannot hold the frames back for long.
 const READS_PER_WAKE: usize = 16;
@@ -1065,6 +1069,7 @@ impl PipeChild {
         // Right after the write the reply is rarely there yet: without a spin, the first
         // non-blocking read would only fail; wait in `poll` at once (one system call fewer).
         let mut skip_read = reader.spin.disabled().is_some();
+        let mut reads_unpolled: u64 = 0;
         loop {
             while let Some(taken) = reader.decoder.next(false, true) {
                 if taken.id == Some(id) {
@@ -1096,7 +1101,16 @@ impl PipeChild {
             }
             if !std::mem::take(&mut skip_read) {
                 match reader.read_once() {
-                    Read1::Data | Read1::Eof => continue,
+                    Read1::Data => {
+                        // Likewise the child's exit, seen in `poll` only: a process it left
+                        // holding stdout could keep every read full, with no deadline to end it.
+                        reads_unpolled += 1;
+                        if settle.is_none() && reads_unpolled % EXIT_CHECK_READS == 0 && shared.exited() {
+                            settle = Some(Instant::now() + SETTLE);
+                        }
+                        continue;
+                    }
+                    Read1::Eof => continue,
                     Read1::Empty => {}
                 }
             }

@@ -497,6 +497,16 @@ describeWithAddon('spawnPeer sync mode', () => {
     );
   });
 
+  test('a child that exits while a process it started floods its stdout: PEER_EXITED even with no timeout', () => {
+    const run = runScript(`
+      const p = spawnPeer('sh', ['-c', 'yes "$0" & read x; exit 3', '{"msg_type":"note","data":1}'], { mode: 'sync', graceMs: 100, stderr: 'ignore' });
+      try { p.requestSync('data', 'x', { timeoutMs: 0 }); console.log('returned'); }
+      catch (e) { console.log(e.code, e.exitCode); }
+      console.log(JSON.stringify(await p.close()));`);
+    assert.equal(run.signal, null, `requestSync never returned (killed by ${String(run.signal)}); stderr: ${run.stderr}`);
+    assert.equal(run.stdout, 'PEER_EXITED 3\n{"code":3,"signal":null}\n', run.stderr);
+  });
+
   test('a finite but huge timeoutMs or graceMs means no limit: no crash, no GenericFailure', () => {
     const run = runScript(`
       const p = spawnPeer(SERVE, ['serve'], { mode: 'sync', graceMs: 1e300 });
