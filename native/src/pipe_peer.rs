@@ -26,7 +26,8 @@
 //! its exit without reaping it and makes a pipe readable, which both readers poll beside
 //! stdout: a child that dies during `requestSync` ends the call (after up to [`SETTLE`] for
 //! its last output) instead of hanging it. Its stderr is read on a thread of its own; the last
-//! 4 KiB are kept for `PEER_EXITED` errors.
+//! 4 KiB are kept for `PEER_EXITED` errors. An env cleanup hook stops the child (stdin closed,
+//! then the shutdown) if Node's environment goes first, a terminated worker's say.
 //!
 //! Writes never block the JS thread for `request`: what the pipe does not take at once waits
 //! here, and the background thread writes it as the child reads (then sends `drain`).
@@ -34,6 +35,7 @@
 //! request it has begun to write is written whole (the rest left to the background thread) if
 //! the deadline comes first.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -41,13 +43,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::process::{ChildStdin, ChildStdout, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use napi::bindgen_prelude::{Buffer, BufferSlice, Either, Either3, Env, Function, Object, Result, Status, Unknown};
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
-use napi::Error;
+use napi::{CleanupEnvHook, Error};
 use napi_derive::napi;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
@@ -62,6 +64,10 @@ pub const SETTLE: Duration = Duration::from_millis(30);
 
 /// Bytes read from the child's stdout per `read` call.
 const READ_CHUNK: usize = 64 * 1024;
+
+/// While `requestSync` reads without blocking, every this many reads with data it checks
+/// whether the child has exited (blocked, `poll` tells it).
+const EXIT_CHECK_READS: u64 = 64;
 
 /// Reads the background thread makes per wake-up before it hands what it read to JavaScript,
 /// so a child writing without pause cannot hold the frames back for long.
@@ -400,6 +406,11 @@ struct Shared {
     drain_owed: AtomicBool,
     /// JavaScript wants the background thread to read stdout.
     read_wanted: AtomicBool,
+    /// Set by the env cleanup hook: Node's environment (a worker's, say) is going without a
+    /// `close()`; the background thread stops the child (stdin closed, then the shutdown).
+    env_gone: AtomicBool,
+    /// The spawn's `graceMs`: the first wait of that shutdown.
+    grace: Duration,
     /// Frames the background thread read and JavaScript has not taken yet, in order.
     inbox: Mutex<Vec<PipeItem>>,
     /// Written to wake the background thread from `poll` when the above change.
@@ -481,9 +492,12 @@ fn pipe() -> io::Result<(File, File)> {
     Ok((File::from(r), File::from(w)))
 }
 
+/// Milliseconds from JavaScript as a `Duration`: Infinity, and anything too big for one (a
+/// finite `1e300` passes the option checks), is `Duration::MAX`, never a panic (which `close`
+/// would turn into an abort of Node).
 fn millis(ms: f64) -> Duration {
     if ms.is_finite() && ms >= 0.0 {
-        Duration::from_secs_f64(ms / 1000.0)
+        Duration::try_from_secs_f64(ms / 1000.0).unwrap_or(Duration::MAX)
     } else {
         Duration::MAX
     }
@@ -508,6 +522,10 @@ fn exit_js(status: Option<std::process::ExitStatus>) -> PipeExit {
 #[napi]
 pub struct PipeChild {
     shared: Arc<Shared>,
+    /// The env cleanup hook that stops the child if the environment goes first; removed by
+    /// `close` (it holds only a `Weak`, so a peer that ends without `close` leaks no more
+    /// than the registration).
+    hook: Cell<Option<CleanupEnvHook<Weak<Shared>>>>,
 }
 
 /// Starts `command` with `args` in a process group of its own, its stdin, stdout and stderr
@@ -516,6 +534,7 @@ pub struct PipeChild {
 /// until the `exit` event (after the child's exit, or `close`).
 #[napi(catch_unwind)]
 pub fn spawn_pipe_child(
+    env: Env,
     command: String,
     args: Vec<String>,
     options: PipeChildOptions,
@@ -598,6 +617,8 @@ pub fn spawn_pipe_child(
         write_waiting: AtomicBool::new(false),
         drain_owed: AtomicBool::new(false),
         read_wanted: AtomicBool::new(true),
+        env_gone: AtomicBool::new(false),
+        grace: millis(options.grace_ms),
         wake_write,
         wake_read,
         exited_read,
@@ -626,7 +647,15 @@ pub fn spawn_pipe_child(
         .name("rust-ts-ipc sync reader".to_owned())
         .spawn(move || background(&for_reader, &tsfn))
         .map_err(io_error)?;
-    Ok(Either::A(PipeChild { shared }))
+    // A worker terminated (or any env torn down) with the peer open: no `close()` will come, and
+    // the tsfn alone would let the child run on. On the JS thread, so it only signals.
+    let hook = env.add_env_cleanup_hook(Arc::downgrade(&shared), |weak: Weak<Shared>| {
+        if let Some(shared) = weak.upgrade() {
+            shared.env_gone.store(true, Ordering::Release);
+            shared.kick();
+        }
+    })?;
+    Ok(Either::A(PipeChild { shared, hook: Cell::new(Some(hook)) }))
 }
 
 /// Sends an event to JavaScript; false if Node no longer takes them (its env is going away).
@@ -653,7 +682,13 @@ fn background(shared: &Shared, tsfn: &EventFn) {
     let mut exit_seen: Option<Instant> = None;
     let mut eof_sent = false;
     let mut wake = [0u8; 64];
+    let mut first_wait = Duration::ZERO;
     loop {
+        if shared.env_gone.load(Ordering::Acquire) {
+            // Nobody will take the events: stop the child as `close()` would.
+            first_wait = shared.grace;
+            break;
+        }
         // After the exit, stdout is read whatever JavaScript wanted: it is the last output.
         let reading = shared.read_wanted.load(Ordering::Acquire) || exit_seen.is_some();
         // Frames a synchronous reader left in the decoder come first.
@@ -747,7 +782,7 @@ fn background(shared: &Shared, tsfn: &EventFn) {
     lock(&shared.writer).stdin = None;
     let status = {
         let mut child = lock(&shared.child);
-        child.as_mut().and_then(|c| c.shutdown(Duration::ZERO).status)
+        child.as_mut().and_then(|c| c.shutdown(first_wait).status)
     };
     let status = status.or(*lock(&shared.exit));
     shared.wait_stderr(Instant::now() + SETTLE);
@@ -850,7 +885,9 @@ impl PipeChild {
     ) -> Result<Either3<String, Buffer, SyncOutcome>> {
         let shared = &*self.shared;
         let start = Instant::now();
-        let deadline = if timeout_ms > 0.0 && timeout_ms.is_finite() { Some(start + millis(timeout_ms)) } else { None };
+        // A deadline past what an `Instant` can hold is no deadline.
+        let deadline =
+            if timeout_ms > 0.0 && timeout_ms.is_finite() { start.checked_add(millis(timeout_ms)) } else { None };
         if shared.read_wanted.swap(false, Ordering::AcqRel) {
             shared.kick();
         }
@@ -899,25 +936,47 @@ impl PipeChild {
     pub fn close(&self, env: Env, first_wait_ms: f64) -> Result<Object<'static>> {
         type Resolver = Box<dyn FnOnce(Env) -> Result<PipeExit>>;
         let (deferred, promise) = env.create_deferred::<PipeExit, Resolver>()?;
+        if let Some(hook) = self.hook.take() {
+            // `close` stops the child itself from here; a failure only leaves the hook, harmless.
+            let _ = env.remove_env_cleanup_hook(hook);
+        }
         let shared = Arc::clone(&self.shared);
         let wait = millis(first_wait_ms);
         let spawned = std::thread::Builder::new().name("rust-ts-ipc sync close".to_owned()).spawn(move || {
+            // What waits is written first, within the wait, as the stream peer's `end()` does.
+            // The child may have to write its replies before it reads on: the background thread
+            // reads stdout meanwhile (so the writer lock is not held across the wait).
+            shared.read_wanted.store(true, Ordering::Release);
+            shared.kick();
+            let until = Instant::now() + wait.min(Duration::from_secs(3600));
+            loop {
+                let stdin = {
+                    let mut writer = lock(&shared.writer);
+                    if !writer.waiting() || writer.flush() {
+                        break;
+                    }
+                    match writer.stdin.as_ref().and_then(|f| f.try_clone().ok()) {
+                        Some(stdin) => stdin,
+                        None => break,
+                    }
+                };
+                let left = until.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                let mut fds = [
+                    PollFd::new(stdin.as_fd(), PollFlags::POLLOUT),
+                    PollFd::new(shared.exited_read.as_fd(), PollFlags::POLLIN),
+                ];
+                let _ = poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX));
+                let ready = |fd: &PollFd<'_>| fd.revents().is_some_and(|r| !r.is_empty());
+                // Exited, and what holds its stdin does not read: nothing more will be taken.
+                if ready(&fds[1]) && !ready(&fds[0]) {
+                    break;
+                }
+            }
             {
                 let mut writer = lock(&shared.writer);
-                // What waits is written first, within the wait, as the stream peer's `end()` does.
-                if writer.waiting() {
-                    if let Some(stdin) = writer.stdin.as_ref().and_then(|f| f.try_clone().ok()) {
-                        let until = Instant::now() + wait.min(Duration::from_secs(3600));
-                        while writer.waiting() && !writer.flush() {
-                            let left = until.saturating_duration_since(Instant::now());
-                            if left.is_zero() {
-                                break;
-                            }
-                            let mut fds = [PollFd::new(stdin.as_fd(), PollFlags::POLLOUT)];
-                            let _ = poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX));
-                        }
-                    }
-                }
                 writer.stdin = None;
                 writer.pending.clear();
                 writer.written = 0;
@@ -1010,6 +1069,7 @@ impl PipeChild {
         // Right after the write the reply is rarely there yet: without a spin, the first
         // non-blocking read would only fail; wait in `poll` at once (one system call fewer).
         let mut skip_read = reader.spin.disabled().is_some();
+        let mut reads_unpolled: u64 = 0;
         loop {
             while let Some(taken) = reader.decoder.next(false, true) {
                 if taken.id == Some(id) {
@@ -1028,9 +1088,29 @@ impl PipeChild {
                 shared.settle_exit(settle.unwrap_or_else(|| Instant::now() + SETTLE));
                 return Err(NoReply::Exited);
             }
+            // Checked on every turn, not only before blocking: a child that writes without
+            // pause (frames that are not the reply) would otherwise never let a read come back
+            // empty, and the call would outlive its deadline, holding the JS thread.
+            let now = Instant::now();
+            if settle.is_some_and(|s| s <= now) {
+                shared.wait_stderr(now + SETTLE);
+                return Err(NoReply::Exited);
+            }
+            if deadline.is_some_and(|d| d <= now) {
+                return Err(NoReply::Timeout);
+            }
             if !std::mem::take(&mut skip_read) {
                 match reader.read_once() {
-                    Read1::Data | Read1::Eof => continue,
+                    Read1::Data => {
+                        // Likewise the child's exit, seen in `poll` only: a process it left
+                        // holding stdout could keep every read full, with no deadline to end it.
+                        reads_unpolled += 1;
+                        if settle.is_none() && reads_unpolled % EXIT_CHECK_READS == 0 && shared.exited() {
+                            settle = Some(Instant::now() + SETTLE);
+                        }
+                        continue;
+                    }
+                    Read1::Eof => continue,
                     Read1::Empty => {}
                 }
             }

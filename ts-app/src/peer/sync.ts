@@ -173,6 +173,13 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
   #exitedFirst = false;
   #settleTimer: NodeJS.Timeout | undefined;
   readonly #abandonedSync = new Set<number>();
+  /**
+   * Frames read and not routed yet, in order, and the next one's index: one queue, so that a
+   * listener calling `requestSync` (re-entrancy) has the frames read before its own routed
+   * first, whichever reader delivered them.
+   */
+  #toRoute: PipeItem[] = [];
+  #routeNext = 0;
   #answeredSync = 0;
   #lateSync = 0;
   readonly #finished: Promise<void>;
@@ -330,6 +337,8 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
       this.#schedulePump();
     }
     let reply: Message<JsonValue | Buffer>;
+    // Called from a listener: what was read before this call is routed before it returns.
+    this.#routeAll([]);
     if (typeof answer === 'string') {
       reply = (parseEnvelope(answer) ?? this.#lineMessage(0, answer)) as Message;
     } else if (Buffer.isBuffer(answer)) {
@@ -337,7 +346,7 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
     } else {
       const { status, items } = answer;
       const last = status === 'reply' ? items.pop() : undefined;
-      for (const item of items) this.#route(item);
+      this.#routeAll(items);
       if (status === 'timeout') {
         this.#abandonSync(id);
         throw new PeerError(
@@ -421,7 +430,7 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
   #onEvent(event: PipeEvent): void {
     // Every event follows the frames read before it: route those first.
     const child = this.#child;
-    if (child !== undefined) for (const item of child.takeItems()) this.#route(item);
+    if (child !== undefined) this.#routeAll(child.takeItems());
     switch (event.kind) {
       case 'items':
         return;
@@ -448,6 +457,24 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
       default:
         return;
     }
+  }
+
+  /**
+   * Routes `items` after those still waiting (a listener up the stack is routing them and has
+   * called `requestSync` or been called by it), and every one of those: each frame once, in the
+   * order read, however the calls nest.
+   */
+  #routeAll(items: PipeItem[]): void {
+    if (this.#routeNext === this.#toRoute.length) {
+      if (items.length === 0) return;
+      this.#toRoute = items;
+      this.#routeNext = 0;
+    } else {
+      for (const item of items) this.#toRoute.push(item);
+    }
+    while (this.#routeNext < this.#toRoute.length) this.#route(this.#toRoute[this.#routeNext++] as PipeItem);
+    this.#toRoute = [];
+    this.#routeNext = 0;
   }
 
   /** Routes a frame the addon read: to its request (or dropped, if abandoned), else to the listeners. */

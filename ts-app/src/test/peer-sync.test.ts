@@ -8,7 +8,9 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { after, describe, test } from 'node:test';
+import { Worker } from 'node:worker_threads';
 
 import { type Message, type Peer, PeerError, type PeerErrorCode, spawnPeer, type SpawnPeerOptions, type SyncPeerOptions, type SyncPipePeer } from '../index.js';
 import { describeWithAddon, REQUIRE_NATIVE } from './addon.js';
@@ -77,6 +79,19 @@ async function groupGone(pgid: number): Promise<boolean> {
 }
 
 const ack = (data: string, id: number): Message => ({ msg_type: 'ack', data, id });
+
+const INDEX = path.join(REPO_ROOT, 'ts-app', 'dist', 'index.js');
+
+/**
+ * Runs `body` (an ES module with `spawnPeer` and `SERVE` in scope) in a Node process of its own,
+ * for what could block the JS thread for good, or take the process down, if the peer were
+ * broken: the test then fails on the time limit (or the crash) instead of hanging the runner.
+ */
+function runScript(body: string, timeoutMs = 20_000): { status: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string } {
+  const script = `import { spawnPeer } from ${JSON.stringify(INDEX)};\nconst SERVE = ${JSON.stringify(SERVE_BIN)};\n${body}`;
+  const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: timeoutMs });
+  return { status: run.status, signal: run.signal, stdout: run.stdout, stderr: run.stderr };
+}
 
 type Mode = 'sync' | 'stream';
 
@@ -192,6 +207,61 @@ describeWithAddon('spawnPeer sync mode', () => {
     assert.deepEqual(p.stats(), { inFlight: 0, queued: 0, answered: id, lateRepliesDropped: 0, unsolicited: id });
   });
 
+  test('msgpack frames written 1 to 7 bytes at a time (headers cut too) while sync and async calls alternate: each once, in order', async () => {
+    // The child numbers every message it reads; each is answered by a note with that number,
+    // then (for a request) the reply, and all it writes goes out in slices of 1 to 7 bytes with
+    // turns of its event loop between, so frames and their 4-byte headers are cut across reads
+    // and across the hand-over of the reader between requestSync and the background thread.
+    const dist = path.join(REPO_ROOT, 'ts-app', 'dist');
+    const child = `
+      import { FrameDecoder } from ${JSON.stringify(pathToFileURL(path.join(dist, 'frame.js')).href)};
+      import { decodeMsgpackEnvelope } from ${JSON.stringify(pathToFileURL(path.join(dist, 'msgpack.js')).href)};
+      import { encodeFrame } from ${JSON.stringify(pathToFileURL(path.join(dist, 'peer', 'encode.js')).href)};
+      let seed = 7;
+      const rnd = (n) => { seed = (seed * 1103515245 + 12345) & 0x7fffffff; return seed % n; };
+      const decoder = new FrameDecoder();
+      const out = [];
+      let n = 0, writing = false;
+      const pump = () => {
+        if (writing || out.length === 0) return;
+        writing = true;
+        const buf = Buffer.concat(out.splice(0));
+        let at = 0;
+        const step = () => {
+          if (at >= buf.length) { writing = false; pump(); return; }
+          const k = 1 + rnd(7);
+          process.stdout.write(buf.subarray(at, at + k));
+          at += k;
+          if (rnd(3) === 0) setTimeout(step, 0); else setImmediate(step);
+        };
+        step();
+      };
+      process.stdin.on('data', (chunk) => {
+        for (const packet of decoder.push(chunk)) {
+          const m = decodeMsgpackEnvelope(packet.bytes).message;
+          n++;
+          out.push(encodeFrame('note', 'n' + n, undefined));
+          if (m.id !== undefined) out.push(encodeFrame('ack', m.data, m.id));
+        }
+        pump();
+      });`;
+    const p = track(spawnPeer(process.execPath, ['--input-type=module', '-e', child], { mode: 'sync', encoding: 'msgpack', graceMs: 500 }));
+    const notes: unknown[] = [];
+    p.on('message', (m) => notes.push(m.data));
+    let id = 0;
+    const rounds = 60;
+    for (let i = 0; i < rounds; i++) {
+      assert.deepEqual(p.requestSync('data', `s${i}`), ack(`s${i}`, ++id));
+      p.notify('data', `n${i}`);
+      const replies = await Promise.all([p.request('data', `a${i}`), p.request('data', `b${i}`)]);
+      assert.deepEqual(replies, [ack(`a${i}`, id + 1), ack(`b${i}`, id + 2)]);
+      id += 2;
+    }
+    for (let i = 0; i < 300 && notes.length < 4 * rounds; i++) await sleep(10);
+    assert.deepEqual(notes, Array.from({ length: 4 * rounds }, (_, k) => `n${k + 1}`));
+    assert.deepEqual(p.stats(), { inFlight: 0, queued: 0, answered: 3 * rounds, lateRepliesDropped: 0, unsolicited: 4 * rounds });
+  });
+
   test('async requests larger than the pipe wait for drain (the background thread writes the rest) and lose nothing', async () => {
     const p = track(spawnPeer(SERVE_BIN, ['serve', '--exit-after', '0'], { mode: 'sync' }));
     const big = (i: number): string => `${i}:`.padEnd(64 * 1024, 'x');
@@ -223,6 +293,33 @@ describeWithAddon('spawnPeer sync mode', () => {
     assert.deepEqual(p.requestSync('data', 'y'), ack('y', 2));
     for (let i = 0; i < 200 && seen.length < 2; i++) await sleep(10);
     assert.deepEqual(seen, [{ msg_type: 'later', data: 1 }, { msg_type: 'later', data: 2 }]);
+  });
+
+  test('requestSync from a message listener: every message still reaches the listeners once, in the order written', async () => {
+    // Each line is answered, in one write, by three notes numbered from 10 × its number (none
+    // for `bare`), then (for a request) the reply.
+    const p = track(
+      nodeChild(
+        `raw((m.data === 'bare' ? '' : [0, 1, 2].map((k) => JSON.stringify({ msg_type: 'note', data: state.n * 10 + k }) + '\\n').join('')) + (m.id === undefined ? '' : JSON.stringify({ msg_type: 'ack', data: m.data, id: m.id }) + '\\n'));`,
+      ),
+    );
+    const seen: unknown[] = [];
+    p.on('message', (m) => {
+      seen.push(m.data);
+      if (m.data === 10 || m.data === 30) seen.push(`reply ${String(p.requestSync('data', `inner${String(m.data)}`).data)}`);
+      if (m.data === 51) seen.push(`reply ${String(p.requestSync('data', 'bare').data)}`);
+    });
+    // Delivered by the background reader: the listener's call comes after 11 and 12, read before it.
+    p.notify('data', 'start');
+    for (let i = 0; i < 200 && seen.length < 7; i++) await sleep(10);
+    assert.deepEqual(seen, [10, 11, 12, 20, 21, 22, 'reply inner10']);
+    // Delivered by requestSync itself: likewise, and the outer call returns last.
+    seen.push(`reply ${String(p.requestSync('data', 'outer').data)}`);
+    assert.deepEqual(seen.slice(7), [30, 31, 32, 40, 41, 42, 'reply inner30', 'reply outer']);
+    // A reply that comes alone still returns after what was read before it (52).
+    p.notify('data', 'again');
+    for (let i = 0; i < 200 && seen.length < 19; i++) await sleep(10);
+    assert.deepEqual(seen.slice(15), [50, 51, 52, 'reply bare']);
   });
 
   test('a child killed during requestSync gives PEER_EXITED with the signal and its stderr, not a hang', async () => {
@@ -380,6 +477,79 @@ describeWithAddon('spawnPeer sync mode', () => {
     assert.deepEqual(await closing, { code: 0, signal: null });
     assert.equal(alive(pid), false);
     assert.ok(await groupGone(pid), `process group ${pid} is still there`);
+  });
+
+  test('requestSync honours timeoutMs while the child writes other messages without pause (the JS thread is not held)', () => {
+    // `yes` never answers and never lets a read come back empty: only the clock ends the call.
+    const run = runScript(`
+      const p = spawnPeer('yes', ['{"msg_type":"note","data":1}'], { mode: 'sync', graceMs: 100 });
+      let notes = 0;
+      p.on('message', (m) => { if (m.msg_type === 'note') notes++; });
+      try { p.requestSync('data', 'x', { timeoutMs: 100 }); console.log('returned'); }
+      catch (e) { console.log(e.code, e.message, notes > 0); }
+      console.log(JSON.stringify(await p.close()));`);
+    assert.equal(run.signal, null, `requestSync never returned (killed by ${String(run.signal)}); stderr: ${run.stderr}`);
+    assert.equal(
+      run.stdout,
+      'TIMEOUT request `data` #1 got no reply within 100 ms; raise timeoutMs (per request or for the peer) if the work takes longer, or check that the peer is alive true\n' +
+        '{"code":null,"signal":"SIGTERM"}\n',
+      run.stderr,
+    );
+  });
+
+  test('a child that exits while a process it started floods its stdout: PEER_EXITED even with no timeout', () => {
+    const run = runScript(`
+      const p = spawnPeer('sh', ['-c', 'yes "$0" & read x; exit 3', '{"msg_type":"note","data":1}'], { mode: 'sync', graceMs: 100, stderr: 'ignore' });
+      try { p.requestSync('data', 'x', { timeoutMs: 0 }); console.log('returned'); }
+      catch (e) { console.log(e.code, e.exitCode); }
+      console.log(JSON.stringify(await p.close()));`);
+    assert.equal(run.signal, null, `requestSync never returned (killed by ${String(run.signal)}); stderr: ${run.stderr}`);
+    assert.equal(run.stdout, 'PEER_EXITED 3\n{"code":3,"signal":null}\n', run.stderr);
+  });
+
+  test('a finite but huge timeoutMs or graceMs means no limit: no crash, no GenericFailure', () => {
+    const run = runScript(`
+      const p = spawnPeer(SERVE, ['serve'], { mode: 'sync', graceMs: 1e300 });
+      console.log(p.requestSync('data', 'x', { timeoutMs: 1e300 }).data);
+      console.log(p.requestSync('data', 'y', { timeoutMs: Number.MAX_VALUE }).data);
+      console.log(JSON.stringify(await p.close({ graceMs: Number.MAX_VALUE })));`);
+    assert.equal(run.signal, null, run.stderr);
+    assert.equal(run.stdout, 'Acknowledged: x\nAcknowledged: y\n{"code":0,"signal":null}\n', run.stderr);
+    assert.equal(run.status, 0, run.stderr);
+  });
+
+  test('close() while async requests larger than the pipe wait to be written: the replies are read meanwhile, each request answered', () => {
+    // The child answers as it reads; were stdout not read while close() writes what waits, both
+    // would block on a full pipe, for graceMs (Infinity here: for good).
+    const run = runScript(`
+      const p = spawnPeer(SERVE, ['serve', '--exit-after', '0'], { mode: 'sync', graceMs: Infinity });
+      // Three of 300 KiB: one batch (under 1 MiB), so all are handed to the addon before close().
+      const big = (i) => String(i).padEnd(300 * 1024, 'x');
+      const replies = Array.from({ length: 3 }, (_, i) =>
+        p.request('data', big(i)).then((r) => (r.data === 'Acknowledged: ' + big(i) && r.id === i + 1 ? 'ok' : 'wrong'), (e) => e.code));
+      const closed = await p.close();
+      const out = await Promise.all(replies);
+      console.log(out.filter((o) => o === 'ok').length, JSON.stringify(out.filter((o) => o !== 'ok')), JSON.stringify(closed));`);
+    assert.equal(run.signal, null, `close() never resolved (killed by ${String(run.signal)}); stderr: ${run.stderr}`);
+    assert.equal(run.stdout, '3 [] {"code":0,"signal":null}\n', run.stderr);
+  });
+
+  test('a worker terminated with a sync peer open: its child is stopped and reaped, not left running', async () => {
+    const code = `
+      import { spawnPeer } from ${JSON.stringify(pathToFileURL(INDEX).href)};
+      import { parentPort } from 'node:worker_threads';
+      const p = spawnPeer(${JSON.stringify(SERVE_BIN)}, ['serve', '--exit-after', '0'], { mode: 'sync', graceMs: 200 });
+      parentPort.postMessage({ pid: p.pid, reply: p.requestSync('data', 'in a worker').data });`;
+    const worker = new Worker(new URL(`data:text/javascript,${encodeURIComponent(code)}`));
+    const first = await new Promise<{ pid: number; reply: string }>((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    assert.equal(first.reply, 'Acknowledged: in a worker');
+    assert.ok(alive(first.pid));
+    await worker.terminate();
+    for (let i = 0; i < 200 && alive(first.pid); i++) await sleep(10);
+    assert.equal(alive(first.pid), false, `the worker's child ${first.pid} is still running`);
   });
 
   test('Node exits by itself after close(), or after the child exits', { timeout: 30_000 }, () => {
