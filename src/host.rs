@@ -21,7 +21,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::diag;
-use rust_ts_ipc::process::sandbox::Sandbox;
+use rust_ts_ipc::process::sandbox::{NodePermission, Sandbox};
 use rust_ts_ipc::process::{spawn_stderr_reader, ChildProcess, StderrSink, StderrTail, Supervision};
 use rust_ts_ipc::{excerpt, DemoError, Encoding, Frame, FrameDecoder, Initiator, InitiatorStep, LineDecoder, Packet};
 
@@ -118,9 +118,13 @@ fn spawn_child(
     args: &[OsString],
     grace: Duration,
     sandbox: &Sandbox,
+    node_permission: bool,
 ) -> Result<(ChildProcess, ChildStdout, ChildStderr), HostError> {
     let mut command = Command::new(program);
     command.args(args);
+    if node_permission {
+        NodePermission::keep_node_options_out(&mut command);
+    }
     sandbox.apply(&mut command).map_err(|e| HostError::Usage(e.to_string()))?;
     let (child, stdout, stderr) =
         ChildProcess::spawn(&mut command, grace, Box::new(Watched)).map_err(|e| HostError::Spawn(e.to_string()))?;
@@ -565,6 +569,9 @@ pub struct DemoConfig {
     /// The reader thread's spin budget on the child's stdout (zero: off; see
     /// `rust_ts_ipc::spin`).
     pub spin: Duration,
+    /// The child runs under Node's permission model (`--node-permission`): this process's
+    /// `NODE_OPTIONS`, which could widen it, are kept from the child.
+    pub node_permission: bool,
 }
 
 /// Why the conversation stopped early.
@@ -600,7 +607,8 @@ pub fn run_demo(config: &DemoConfig, out: &mut dyn Write) -> Result<(), HostErro
         // some: only a demo stuck elsewhere (say, writing to a stdout nobody reads) needs it.
         config.timeout.max(config.grace) + config.grace + Duration::from_secs(5),
     );
-    let (mut child, stdout, stderr) = spawn_child(&config.program, &config.args, config.grace, &config.sandbox)?;
+    let (mut child, stdout, stderr) =
+        spawn_child(&config.program, &config.args, config.grace, &config.sandbox, config.node_permission)?;
     let tail = Arc::new(StderrTail::default());
     let stderr_done = spawn_stderr_forwarder(stderr, Arc::clone(&tail));
     let mut initiator = Initiator::default()

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use host::{DemoConfig, HostError, Runtime};
-use rust_ts_ipc::process::sandbox::{NodePermission, Sandbox};
+use rust_ts_ipc::process::sandbox::{permission_flag, NodePermission, Sandbox};
 use rust_ts_ipc::spin::{AdaptiveSpin, SpinDisabled};
 use rust_ts_ipc::{Encoding, Responder, ResponderOptions, ServeOptions, Services};
 
@@ -214,6 +214,7 @@ fn demo(args: Vec<OsString>) -> Result<(), HostError> {
         refusal_hint: None,
         sandbox,
         spin,
+        node_permission: node_permission.is_some(),
     };
     say_if_not_spinning("demo", spin);
     let mut config = match child.next() {
@@ -267,7 +268,10 @@ fn under_node_permission(
     };
     let defaults = NodePermission::default_reads(&script).map_err(|e| HostError::Usage(e.to_string()))?;
     permission.allow_read = defaults.into_iter().chain(reads).collect();
-    let flags = permission.args(&config.program, &script).map_err(|e| HostError::Spawn(e.to_string()))?;
+    // A `node` that cannot run (or predates the model) is a child that cannot start; anything
+    // else `args` refuses (a path with a comma) is a flag's value.
+    permission_flag(&config.program).map_err(|e| HostError::Spawn(e.to_string()))?;
+    let flags = permission.args(&config.program, &script).map_err(|e| HostError::Usage(e.to_string()))?;
     config.args.splice(at..at, flags);
     Ok(())
 }

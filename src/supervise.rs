@@ -161,10 +161,10 @@ impl Restarts {
             // Refused: the oldest counted restart must leave the window first. With
             // `max_restarts: 0` there is none; wait one window from now.
             let from = if max == 0 { Some(now) } else { self.history.get(count - max).copied() };
-            Down::Open(from.map_or(now, |t| t + self.policy.window))
+            Down::Open(later(from.unwrap_or(now), self.policy.window))
         } else {
             let k = u32::try_from(count).unwrap_or(u32::MAX);
-            Down::Backoff(now + self.jitter(self.policy.backoff(k)))
+            Down::Backoff(later(now, self.jitter(self.policy.backoff(k))))
         };
         self.down = Some(down);
         self.poll(now)
@@ -205,6 +205,13 @@ impl Restarts {
         let extra = if spread == u64::MAX { self.rng.next() } else { self.rng.next() % (spread + 1) };
         Duration::from_nanos(half + extra)
     }
+}
+
+/// `t + d`, or a century after `t` where that is past what an `Instant` holds (a `window` or
+/// `cap` of `Duration::MAX`, meaning "never"): no panic on the thread that reports a death.
+fn later(t: Instant, d: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    t.checked_add(d).or_else(|| t.checked_add(CENTURY)).unwrap_or(t)
 }
 
 /// SplitMix64 (Steele, Lea and Flood): a tiny, well-mixed PRNG, plenty for jitter; a
@@ -341,5 +348,28 @@ mod tests {
         let bad = RestartPolicy { window: Duration::ZERO, ..policy(1) };
         assert_eq!(bad.check(), Err("RestartPolicy::window must be at least 1 ms (got 0ns)".to_owned()));
         assert_eq!(RestartPolicy::default().check(), Ok(()));
+    }
+
+    #[test]
+    fn a_window_or_backoff_too_long_for_an_instant_saturates_instead_of_panicking() {
+        // `window: Duration::MAX` ("never forgive a crash") or a huge base overflowed
+        // `Instant + Duration`: a panic on the thread that reported the death, then in every
+        // request that reported it again.
+        let t0 = Instant::now();
+        let century = Duration::from_secs(100 * 365 * 24 * 3600);
+        let never = RestartPolicy { base: MS, cap: Duration::MAX, max_restarts: 0, window: Duration::MAX };
+        let Gate::Open { until } = Restarts::with_seed(never, 1).on_exit(t0) else {
+            panic!("expected an open circuit")
+        };
+        assert!(until >= t0 + century);
+        let huge = RestartPolicy { base: Duration::MAX, cap: Duration::MAX, max_restarts: 5, window: Duration::MAX };
+        let mut restarts = Restarts::with_seed(huge, 1);
+        assert!(backoff_until(restarts.on_exit(t0)) >= t0 + century);
+        let one = RestartPolicy { max_restarts: 1, ..never };
+        let mut restarts = Restarts::with_seed(one, 1);
+        let start = backoff_until(restarts.on_exit(t0));
+        restarts.started(start);
+        let Gate::Open { until } = restarts.on_exit(start) else { panic!("expected an open circuit") };
+        assert!(until >= start + century);
     }
 }

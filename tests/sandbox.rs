@@ -321,6 +321,16 @@ fn the_demo_names_the_memory_limit_under_which_its_child_died() {
 }
 
 #[test]
+fn the_demo_names_the_open_files_limit_its_child_could_not_start_under() {
+    // With stdin, stdout and stderr open, the dynamic loader cannot open libc: it says
+    // "Error 24" (EMFILE's number) and the child exits 127. That used to be left unexplained.
+    let out = demo(&["--max-open-files", "3", "--", "sh", "-c", "true"]);
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("it ran out of file descriptors with a limit of 3 open files (RLIMIT_NOFILE"), "{stderr}");
+}
+
+#[test]
 fn the_demos_native_engine_under_node_permission_says_it_needs_node_allow_addons() {
     let Some(script) = ts_child() else { return };
     let repo = env!("CARGO_MANIFEST_DIR");
@@ -385,8 +395,25 @@ fn the_demo_refuses_sandbox_flags_it_cannot_honour() {
     assert_eq!(zero.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&zero.stderr)
         .contains("ChildLimits::max_cpu_s (--max-cpu-s) must be at least 1 (got 0)"));
+    // RLIM_INFINITY (2^64 - 1) is no limit at all: `--max-cpu-s 18446744073709551615` ran the
+    // child without one, and 18446744073709551614 left it without the SIGKILL a second later.
+    for value in ["18446744073709551615", "18446744073709551614"] {
+        let endless = demo(&["--max-cpu-s", value]);
+        assert_eq!(endless.status.code(), Some(2), "{value}: {endless:?}");
+        assert!(
+            String::from_utf8_lossy(&endless.stderr).contains(&format!(
+                "ChildLimits::max_cpu_s (--max-cpu-s) {value} is too large: the OS reads it as no limit at all"
+            )),
+            "{endless:?}"
+        );
+    }
     let loose = demo(&["--node-allow-addons"]);
     assert_eq!(loose.status.code(), Some(2));
+    // A bad flag value is a usage error (2), not a child that could not start (3).
+    let comma = demo(&["--node-permission", "--node-allow-read", "/tmp/a,b"]);
+    assert_eq!(comma.status.code(), Some(2), "{comma:?}");
+    assert!(String::from_utf8_lossy(&comma.stderr)
+        .contains("cannot allow reading `/tmp/a,b`: Node splits --allow-fs-read at commas; use a path without one"));
     let no_dir = demo(&["--cwd", "/no/such/dir"]);
     assert_eq!(no_dir.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&no_dir.stderr)
@@ -415,4 +442,84 @@ fn the_demo_runs_its_child_under_bubblewrap_as_the_readme_shows() {
     let expected = std::fs::read_to_string(Path::new(repo).join("tests/seed-output.txt")).unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout), expected, "{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success());
+}
+
+#[test]
+fn a_cleared_environment_does_not_hide_the_hosts_own_environment_in_proc_but_node_permission_does() {
+    // A documented limit (README "Threat model"): the plugin runs as the host's user, so it
+    // can read `/proc/<host pid>/environ`, the environment the host was started with, however
+    // cleared its own is. Node's permission model refuses that read.
+    let ours = std::fs::read("/proc/self/environ").unwrap();
+    let first = ours.split(|&b| b == 0).find(|entry| !entry.is_empty()).expect("this process has an environment");
+    let needle = String::from_utf8_lossy(first).into_owned();
+    let environ = format!("/proc/{}/environ", std::process::id());
+    let ask = json!({ "path": environ, "needle": needle });
+    let cleared = Sandbox { clear_env: true, ..Sandbox::default() };
+
+    let peer = plugin(options(cleared.clone()));
+    assert_eq!(request(&peer, "holds", ask.clone()).unwrap().data, json!(true).into());
+    close_and_check_gone(peer);
+
+    let mut command = NodePermission::default().command("node", hostile()).unwrap();
+    let peer = Peer::spawn(&mut command, options(cleared)).unwrap();
+    let error = request(&peer, "holds", ask).unwrap_err();
+    let text = error.reply().unwrap().data.as_str().unwrap().to_owned();
+    assert!(text.starts_with("ERR_ACCESS_DENIED: "), "{text}");
+    close_and_check_gone(peer);
+}
+
+#[test]
+fn node_permission_follows_a_symlink_in_the_plugins_directory_to_a_file_outside_it() {
+    // A documented limit of Node's permission model (README "Threat model"; Node's docs:
+    // "symbolic links will be followed even to locations outside of the set of paths that
+    // access has been granted to"): a plugin directory shipped with a symlink reads through it.
+    let dir = std::env::temp_dir().join(format!("rust-ts-ipc-symlink-plugin-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir(&dir).unwrap();
+    let script = dir.join("hostile.mjs");
+    std::fs::copy(hostile(), &script).unwrap();
+    let outside = Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml");
+    std::os::unix::fs::symlink(&outside, dir.join("link")).unwrap();
+    let mut command = NodePermission::default().command("node", &script).unwrap();
+    let peer = Peer::spawn(&mut command, options(Sandbox::default())).unwrap();
+    let direct = request(&peer, "read", json!(outside)).unwrap_err();
+    assert!(direct.reply().unwrap().data.as_str().unwrap().starts_with("ERR_ACCESS_DENIED: "), "{direct}");
+    let through = request(&peer, "read", json!(dir.join("link"))).unwrap();
+    let length = std::fs::read_to_string(&outside).unwrap().chars().count();
+    assert_eq!(through.data, json!(length).into());
+    close_and_check_gone(peer);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn the_hosts_node_options_do_not_widen_the_node_permission_model() {
+    // NODE_OPTIONS is read by the child's `node` as flags: `--allow-fs-read=/` in the host's
+    // environment undid --node-permission's allow-list (and `--require` ran a preload in it).
+    if ts_child().is_none() {
+        return;
+    }
+    let probe = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/node-options-probe.cjs");
+    let run = |args: &[&str], node_options: String| {
+        Command::new(BIN).arg("demo").args(args).env("NODE_OPTIONS", node_options).output().unwrap()
+    };
+    // The control: without the permission model the host's NODE_OPTIONS reach the child.
+    let open = run(&[], format!("--require {}", probe.display()));
+    assert!(open.status.success(), "{open:?}");
+    assert!(String::from_utf8_lossy(&open.stderr).contains("probe ran: /etc/passwd readable=true"), "{open:?}");
+    let confined = run(&["--node-permission"], format!("--allow-fs-read=/ --require {}", probe.display()));
+    assert!(confined.status.success(), "{confined:?}");
+    let stderr = String::from_utf8_lossy(&confined.stderr);
+    assert!(!stderr.contains("probe ran"), "NODE_OPTIONS reached the confined child: {stderr}");
+    assert_eq!(String::from_utf8_lossy(&confined.stdout), include_str!("seed-output.txt"));
+}
+
+#[test]
+fn node_permission_runs_the_script_it_allowed_even_from_another_working_directory() {
+    // The allow-list is worked out from the script's path as this process sees it; the child
+    // resolved a relative script from its own working directory (`Sandbox::cwd`) instead, a
+    // different file or none (it died before its first request).
+    let mut command = NodePermission::default().command("node", "tests/fixtures/hostile.mjs").unwrap();
+    let peer = Peer::spawn(&mut command, options(Sandbox { cwd: Some("/".into()), ..Sandbox::default() })).unwrap();
+    assert_eq!(request(&peer, "echo", json!("from /")).unwrap().data.as_str(), Some("from /"));
+    close_and_check_gone(peer);
 }

@@ -10,7 +10,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{mpsc, Arc, Mutex, OnceLock, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -503,4 +503,259 @@ fn unsolicited_messages_of_every_child_come_through_one_channel_that_ends_at_clo
     peer.close().unwrap();
     assert_eq!(messages.recv_timeout(PATIENCE), Err(std::sync::mpsc::RecvTimeoutError::Disconnected));
     assert_eq!(peer.stats().unsolicited, 2);
+}
+
+#[test]
+fn the_supervision_callback_may_close_the_peer_on_the_dead_childs_own_thread() {
+    // A death is reported on the dead child's exit watcher. Closing the peer there reaps that
+    // child, which first joins its exit watcher: the thread joined itself ("failed to join
+    // thread: Resource deadlock avoided", a panic in the callback) and the close never returned.
+    let slot: Arc<OnceLock<Weak<Peer>>> = Arc::new(OnceLock::new());
+    let (tx, rx) = mpsc::channel();
+    let from = Arc::clone(&slot);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let (SupervisionEvent::ChildEnded { .. }, Some(peer)) = (event, from.get().and_then(Weak::upgrade)) {
+            let _ = tx.send(peer.close().map(|status| status.code()));
+        }
+    });
+    let options = PeerOptions { on_supervision: Some(on_supervision), ..options() };
+    let peer = Arc::new(Peer::spawn(Command::new("sh").args(["-c", "read l; exit 3"]), options).unwrap());
+    let pid = peer.pid();
+    slot.set(Arc::downgrade(&peer)).unwrap();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let closed = rx.recv_timeout(PATIENCE).expect("the callback's close() returned");
+    assert_eq!(closed.unwrap(), Some(3));
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::Closed);
+    assert_eq!(peer.close().unwrap().code(), Some(3));
+    assert_all_gone(&[pid]);
+}
+
+#[test]
+fn the_supervision_callback_may_drop_the_last_handle_to_the_peer() {
+    // As above, through Drop: the callback holds the last `Arc<Peer>` and lets it go.
+    let slot: Arc<Mutex<Option<Arc<Peer>>>> = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel();
+    let from = Arc::clone(&slot);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let SupervisionEvent::ChildEnded { .. } = event {
+            let peer = from.lock().unwrap().take();
+            drop(peer);
+            let _ = tx.send(());
+        }
+    });
+    let options = PeerOptions { on_supervision: Some(on_supervision), ..options() };
+    let peer = Arc::new(Peer::spawn(Command::new("sh").args(["-c", "read l; exit 3"]), options).unwrap());
+    let pid = peer.pid();
+    let weak = Arc::downgrade(&peer);
+    *slot.lock().unwrap() = Some(peer);
+    let pending = weak.upgrade().unwrap().send("q", "x").unwrap();
+    assert_eq!(pending.wait().unwrap_err().code(), ErrorCode::PeerExited);
+    rx.recv_timeout(PATIENCE).expect("the callback dropped the peer and returned");
+    assert!(weak.upgrade().is_none());
+    assert_all_gone(&[pid]);
+}
+
+#[test]
+fn a_panicking_supervision_callback_does_not_keep_a_hung_child_running() {
+    // The hang watchdog reports the hang, then stops the child: a panic in the report ended
+    // the watchdog before the stop, and the hung child ran on until close().
+    let on_supervision = SupervisionCallback::new(|_| panic!("a callback bug"));
+    let options =
+        PeerOptions { hang: Some(200 * MS), grace: 200 * MS, on_supervision: Some(on_supervision), ..options() };
+    let peer = Peer::spawn(Command::new("sh").args(["-c", "while :; do sleep 1; done"]), options).unwrap();
+    let pid = i32::try_from(peer.pid()).unwrap();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    assert!(group_is_dead(pid), "the hung child is still running");
+    assert_eq!(peer.close().unwrap().signal(), Some(15));
+    assert!(is_reaped(pid));
+}
+
+#[test]
+fn a_panicking_supervision_callback_does_not_fail_the_request_that_restarts_the_child() {
+    // `Restarted` is reported on the thread whose request started the fresh child: a panic
+    // there unwound out of that caller's `request`.
+    let made = Arc::new(AtomicUsize::new(0));
+    let serve = format!("exec {BIN} serve --exit-after 0");
+    let list = ["read l; exit 9", serve.as_str()];
+    let on_supervision = SupervisionCallback::new(|_| panic!("a callback bug"));
+    let options = PeerOptions {
+        restart: Some(policy(3, Duration::from_secs(60))),
+        on_supervision: Some(on_supervision),
+        ..options()
+    };
+    let peer = Peer::spawn_with(scripts(&list, made), options).unwrap();
+    let first = peer.pid();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| peer.request("data", "a")));
+    let reply = answered.expect("request() did not panic").unwrap();
+    assert_eq!(reply.data.as_str(), Some("Acknowledged: a"));
+    let second = peer.pid();
+    peer.close().unwrap();
+    assert_all_gone(&[first, second]);
+}
+
+#[test]
+fn what_a_dead_child_left_running_in_its_group_is_stopped_once_its_death_is_seen() {
+    // The dead child stays current (unreaped) until a restart replaces it or the peer is
+    // closed: without restarts, or while the circuit is open (`max_restarts: 0` opens it
+    // for the whole window), what it had started ran on until then.
+    let script = "sleep 600 & read l; exit 3";
+    let supervised = PeerOptions { restart: Some(policy(0, Duration::from_secs(600))), grace: 200 * MS, ..options() };
+    let make = move || {
+        let mut command = Command::new("sh");
+        command.args(["-c", script]);
+        command
+    };
+    for peer in [
+        Peer::spawn(Command::new("sh").args(["-c", script]), PeerOptions { grace: 200 * MS, ..options() }).unwrap(),
+        Peer::spawn_with(make, supervised).unwrap(),
+    ] {
+        let pid = i32::try_from(peer.pid()).unwrap();
+        assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+        let next = peer.request("q", "x").unwrap_err().code();
+        assert!(matches!(next, ErrorCode::PeerExited | ErrorCode::RestartLimit), "{next:?}");
+        assert!(
+            group_is_dead(pid),
+            "the dead child's `sleep` still runs in group {pid}: {:?}",
+            support::group_members(pid)
+        );
+        assert_eq!(peer.close().unwrap().code(), Some(3));
+        assert!(is_reaped(pid));
+    }
+}
+
+#[test]
+fn a_child_trickling_a_line_that_never_ends_is_not_hung_and_each_request_still_times_out() {
+    // `hang` counts bytes read, not messages ("nothing at all has arrived"): a child writing
+    // one endless line is alive to the watchdog; its requests are bounded by their timeouts.
+    let options = PeerOptions { hang: Some(200 * MS), grace: 200 * MS, ..options() };
+    let script = "while :; do printf x; sleep 0.02; done";
+    let peer = Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
+    let pid = i32::try_from(peer.pid()).unwrap();
+    for _ in 0..2 {
+        let e = peer.request_timeout("q", "x", 600 * MS).unwrap_err();
+        assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+    }
+    assert!(support::group_members(pid).contains(&pid), "the trickling child was stopped as hung");
+    peer.close().unwrap();
+    assert!(is_reaped(pid));
+}
+
+#[test]
+fn a_reply_that_comes_after_the_child_was_declared_hung_is_dropped_and_counted() {
+    // Declared hung at 150 ms, its reply written at 400 ms, while the shutdown sequence still
+    // waits (grace) for it to exit after its stdin closed: the request already failed, so the
+    // reply is a late one, not an unsolicited message and not another request's answer.
+    let options = PeerOptions { hang: Some(150 * MS), grace: Duration::from_secs(3), ..options() };
+    let script = r#"read l; sleep 0.4; printf '{"msg_type":"response","data":"late","id":1}\n'; exec sleep 30"#;
+    let peer = Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
+    let messages = peer.take_messages().unwrap();
+    let pid = i32::try_from(peer.pid()).unwrap();
+    let pending = peer.send("q", "x").unwrap();
+    assert_eq!(pending.id(), 1);
+    assert_eq!(pending.wait().unwrap_err().code(), ErrorCode::PeerExited);
+    let start = Instant::now();
+    while peer.stats().late_replies_dropped == 0 && start.elapsed() < PATIENCE {
+        thread::sleep(10 * MS);
+    }
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.late_replies_dropped, stats.unsolicited), (0, 1, 0));
+    peer.close().unwrap();
+    assert!(messages.try_iter().next().is_none());
+    assert!(is_reaped(pid));
+}
+
+#[test]
+fn close_from_another_thread_amid_restarts_ends_every_caller_and_every_child() {
+    // Eight callers against a child that dies on each first request, restarted every 1-2 ms:
+    // close() lands in a backoff, a restart, a send or a wait. Every caller must come back
+    // (CLOSED in the end), close() twice gives one status, and every child is reaped.
+    let (events, on_supervision) = recorder();
+    let options = PeerOptions {
+        restart: Some(policy(100_000, Duration::from_secs(600))),
+        on_supervision: Some(on_supervision),
+        timeout: Duration::from_secs(5),
+        grace: 200 * MS,
+        ..options()
+    };
+    let make = || {
+        let mut command = Command::new("sh");
+        command.args(["-c", "read l; exit 1"]);
+        command
+    };
+    let peer = Arc::new(Peer::spawn_with(make, options).unwrap());
+    let first = peer.pid();
+    let (done, finished) = mpsc::channel();
+    for _ in 0..8 {
+        let (peer, done) = (Arc::clone(&peer), done.clone());
+        thread::spawn(move || {
+            let mut seen = Vec::new();
+            loop {
+                let code = peer.request("q", "x").unwrap_err().code();
+                seen.push(code);
+                if code == ErrorCode::Closed {
+                    break;
+                }
+            }
+            done.send(seen).unwrap();
+        });
+    }
+    wait_for_events(&events, 300);
+    let closer = Arc::clone(&peer);
+    let status = thread::spawn(move || closer.close().unwrap()).join().unwrap();
+    for _ in 0..8 {
+        let seen = finished.recv_timeout(PATIENCE).expect("a caller did not come back after close()");
+        println!("{} calls, the last {:?}", seen.len(), seen.last());
+        let unexpected: Vec<_> =
+            seen.iter().filter(|c| !matches!(c, ErrorCode::PeerExited | ErrorCode::Closed)).collect();
+        assert!(unexpected.is_empty(), "{unexpected:?}");
+    }
+    assert_eq!(peer.close().unwrap(), status);
+    assert_all_gone(&pids(first, &events));
+}
+
+#[test]
+fn a_window_of_duration_max_means_never_restart_again_not_a_panic() {
+    let options = PeerOptions {
+        restart: Some(RestartPolicy { max_restarts: 0, window: Duration::MAX, ..RestartPolicy::default() }),
+        ..options()
+    };
+    let make = || {
+        let mut command = Command::new("sh");
+        command.args(["-c", "read l; exit 4"]);
+        command
+    };
+    let peer = Peer::spawn_with(make, options).unwrap();
+    let pid = peer.pid();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let e = peer.request("q", "x").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::RestartLimit, "{e}");
+    assert_eq!(e.exit_status().and_then(|s| s.code()), Some(4));
+    assert_eq!(peer.close().unwrap().code(), Some(4));
+    assert_all_gone(&[pid]);
+}
+
+#[test]
+fn a_child_dying_while_the_writer_is_blocked_on_its_full_pipe_fails_the_request_and_is_replaced() {
+    // The child never reads: a 4 MiB request fills the pipe and the writer blocks in write();
+    // a grandchild holds the pipe's read end too, so the child's exit alone brings no EPIPE.
+    let made = Arc::new(AtomicUsize::new(0));
+    let serve = format!("exec {BIN} serve --exit-after 0");
+    let list = ["exec 3<&0; sleep 600 <&3 & sleep 0.3; exit 6", serve.as_str()];
+    let options = PeerOptions { restart: Some(policy(3, Duration::from_secs(60))), grace: 200 * MS, ..options() };
+    let (events, on_supervision) = recorder();
+    let peer = Peer::spawn_with(scripts(&list, made), PeerOptions { on_supervision: Some(on_supervision), ..options })
+        .unwrap();
+    let first = peer.pid();
+    let big = "x".repeat(4 << 20);
+    let pending = peer.send("data", big.as_str()).unwrap();
+    peer.notify("data", "queued behind it").unwrap();
+    let e = pending.wait().unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PeerExited, "{e}");
+    assert_eq!(e.exit_status().and_then(|s| s.code()), Some(6));
+    // What it left holding the pipe is gone without waiting for the restart or close.
+    assert!(group_is_dead(i32::try_from(first).unwrap()));
+    assert_eq!(peer.request("data", "a").unwrap().data.as_str(), Some("Acknowledged: a"));
+    peer.close().unwrap();
+    assert_all_gone(&pids(first, &events));
 }

@@ -37,7 +37,7 @@ use std::io::{self, Read, Write};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Weak};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -731,12 +731,24 @@ impl Shared {
             return;
         }
         let closed = state.closed;
+        let exited = state.exit.is_some();
         drop(state);
         self.changed.notify_all();
         self.wake_writer.notify_one();
-        if !closed {
-            self.report_end(&error);
+        if closed {
+            return;
         }
+        if exited {
+            // What it left running in its group serves nobody now; the child stays unreaped
+            // (its group id its own) until close or a restart, which might be a window away.
+            // A holder of the lock is shutting it down, which kills the group anyway.
+            match self.child.try_lock() {
+                Ok(mut child) => child.kill_group(),
+                Err(TryLockError::Poisoned(child)) => child.into_inner().kill_group(),
+                Err(TryLockError::WouldBlock) => {}
+            }
+        }
+        self.report_end(&error);
     }
 
     /// The exit watcher saw the child exit: give its last replies and stderr a moment, then
@@ -876,8 +888,10 @@ struct JoinWatcher(Arc<Mutex<Option<JoinHandle<()>>>>);
 impl Supervision for JoinWatcher {
     fn before_reap(&self) {
         let handle = self.0.lock().unwrap_or_else(PoisonError::into_inner).take();
-        // The child has exited (or had its SIGKILL): the watcher's wait returns at once.
-        if let Some(handle) = handle {
+        // The child has exited (or had its SIGKILL): the watcher's wait returns at once. On
+        // the watcher itself (an `on_supervision` callback that closes or drops the peer), its
+        // wait has returned already, and a thread cannot join itself.
+        if let Some(handle) = handle.filter(|h| h.thread().id() != thread::current().id()) {
             let _ = handle.join();
         }
     }
@@ -911,7 +925,8 @@ impl Supervision for JoinWatcher {
 /// before its line was written is never written.
 ///
 /// The child runs in its own process group and is always stopped and reaped: by
-/// [`close`](Self::close), or on drop.
+/// [`close`](Self::close), or on drop. Once it is seen to exit, what it left running in its
+/// group is killed at once (it stays unreaped, a zombie, until then).
 ///
 /// # Supervision
 /// Off by default. With [`PeerOptions::restart`] (and [`Peer::spawn_with`]), a child that dies
@@ -988,7 +1003,10 @@ impl Peer {
     /// Starts the child that `make` returns, as [`spawn`](Self::spawn) does; with
     /// [`PeerOptions::restart`] on, `make` is called again for each fresh child (on the
     /// thread whose request starts it), so each restart gets the same program, arguments,
-    /// environment and directory, whatever the `Command` was given.
+    /// environment and directory, whatever the `Command` was given. A restart runs `make`
+    /// and the spawn under the supervision's lock, one at a time, while other calls wait for
+    /// it (without their deadlines): keep `make` quick, and never call the peer from it (that
+    /// deadlocks).
     ///
     /// # Errors
     /// As [`spawn`](Self::spawn) (the restart policy is checked too: see

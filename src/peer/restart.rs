@@ -55,7 +55,8 @@ pub enum SupervisionEvent {
 /// The callback of [`PeerOptions::on_supervision`](super::PeerOptions::on_supervision):
 /// called on the peer's own threads (the dead child's reader, exit watcher or hang watchdog,
 /// or the thread whose request started the fresh child), never under the peer's locks.
-/// Keep it short, and do not wait in it for the peer's requests.
+/// Keep it short, and do not wait in it for the peer's requests. It may close the peer, or
+/// drop the last handle to it. A panic in it is caught (after the panic hook has shown it).
 #[derive(Clone)]
 pub struct SupervisionCallback(Arc<dyn Fn(&SupervisionEvent) + Send + Sync>);
 
@@ -137,7 +138,10 @@ impl Keeper {
 
     fn emit(&self, event: Option<SupervisionEvent>) {
         if let (Some(callback), Some(event)) = (&self.on_event, event) {
-            callback.call(&event);
+            // A panic in the callback is shown by the panic hook and goes no further: the
+            // thread it ran on still has work (a hang watchdog stops the child after its
+            // report; a request that started a fresh child still goes to it).
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| callback.call(&event)));
         }
     }
 

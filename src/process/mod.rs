@@ -289,6 +289,12 @@ impl ChildProcess {
         }
     }
 
+    /// Sends SIGKILL to the child's process group, unless the child was reaped (only until
+    /// then is the group id surely its own): for what it left running after it exited.
+    pub fn kill_group(&mut self) {
+        self.signal(StopSignal::Kill);
+    }
+
     fn reap(&mut self) -> Option<ExitStatus> {
         if self.status.is_none() {
             self.supervision.before_reap();

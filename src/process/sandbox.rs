@@ -199,7 +199,12 @@ impl ChildLimits {
             }
         }
         if let Some(limit) = self.max_open_files {
-            if tail.contains("emfile") {
+            // Node's `EMFILE`, strerror's text (perror, most C programs), and the dynamic
+            // loader's `Error 24` (EMFILE's number; it cannot even load a library).
+            let errno_24 = tail
+                .match_indices("error 24")
+                .any(|(at, m)| !tail[at + m.len()..].starts_with(|c: char| c.is_ascii_digit()));
+            if tail.contains("emfile") || tail.contains("too many open files") || errno_24 {
                 return Some(format!(
                     "it ran out of file descriptors with a limit of {limit} open files (RLIMIT_NOFILE; raise \
                      --max-open-files / ChildLimits::max_open_files if the work is legitimate)"
@@ -288,16 +293,34 @@ impl NodePermission {
         Ok(args)
     }
 
-    /// `node <permission flags> script`: add the script's own arguments, a [`Sandbox`], and
-    /// spawn it (with [`crate::Peer::spawn`], say).
+    /// `node <permission flags> script` (the script's absolute path, so that a working
+    /// directory of its own does not change which script runs), without this process's `NODE_OPTIONS`
+    /// ([`keep_node_options_out`](Self::keep_node_options_out)): add the script's own
+    /// arguments, a [`Sandbox`], and spawn it (with [`crate::Peer::spawn`], say).
     ///
     /// # Errors
     /// As [`args`](Self::args).
     pub fn command(&self, node: impl AsRef<OsStr>, script: impl AsRef<Path>) -> Result<Command, SandboxError> {
-        let (node, script) = (node.as_ref(), script.as_ref());
+        let node = node.as_ref();
+        // Absolute: the script the child runs is the one its reads were allowed for, whatever
+        // its working directory ([`Sandbox::cwd`]).
+        let script = std::fs::canonicalize(script.as_ref()).map_err(|e| {
+            SandboxError::new(format!("cannot find the child script `{}`: {e}", script.as_ref().display()))
+        })?;
         let mut command = Command::new(node);
-        command.args(self.args(node, script)?).arg(script);
+        command.args(self.args(node, &script)?).arg(&script);
+        Self::keep_node_options_out(&mut command);
         Ok(command)
+    }
+
+    /// Keeps this process's `NODE_OPTIONS` from the child: `node` reads it as more flags, so
+    /// an `--allow-fs-read=/` or `--allow-child-process` there would widen the permission
+    /// model, and a `--require` would run a preload in the child. [`command`](Self::command)
+    /// does it; a command built from [`args`](Self::args) needs it too. A `NODE_OPTIONS` set
+    /// on the command afterwards (`Command::env`), or named in [`Sandbox::env_allow`], is the
+    /// caller's choice and reaches the child.
+    pub fn keep_node_options_out(command: &mut Command) {
+        command.env_remove("NODE_OPTIONS");
     }
 }
 
@@ -369,6 +392,15 @@ mod sys {
                 .checked_mul(unit)
                 .ok_or_else(|| SandboxError::new(format!("ChildLimits::{name} {value} is too large")))?;
             let hard = soft.saturating_add(extra);
+            // `>=`: RLIM_INFINITY is u64::MAX on Linux (where clippy sees `==`), 2^63 - 1 on macOS.
+            #[allow(clippy::absurd_extreme_comparisons)]
+            let endless = hard >= nix::libc::RLIM_INFINITY;
+            if endless {
+                return Err(SandboxError::new(format!(
+                    "ChildLimits::{name} {value} is too large: the OS reads it as no limit at all; leave the limit \
+                     unset for none, or choose a lower value"
+                )));
+            }
             // Raising a hard limit needs CAP_SYS_RESOURCE (which even root may lack in a
             // container): refuse here, naming the limit, rather than fail in the child.
             if let Ok((_, ours)) = getrlimit(resource) {
@@ -535,6 +567,15 @@ mod tests {
             zero.apply(&mut Command::new("true")).unwrap_err().to_string(),
             "ChildLimits::max_cpu_s (--max-cpu-s) must be at least 1 (got 0)"
         );
+        let endless = Sandbox {
+            limits: ChildLimits { max_cpu_s: Some(u64::MAX - 1), ..ChildLimits::default() },
+            ..Sandbox::default()
+        };
+        assert!(endless
+            .apply(&mut Command::new("true"))
+            .unwrap_err()
+            .to_string()
+            .starts_with("ChildLimits::max_cpu_s (--max-cpu-s) 18446744073709551614 is too large: the OS reads it"));
         let bad = Sandbox { clear_env: true, env_allow: vec!["A=B".into()], ..Sandbox::default() };
         assert_eq!(
             bad.apply(&mut Command::new("true")).unwrap_err().to_string(),
@@ -562,6 +603,19 @@ mod tests {
         assert_eq!(limits.explain(code(1), None, "TypeError: x is not a function"), None);
         assert_eq!(ChildLimits::default().explain(signal(24), None, oom), None);
         assert_eq!(limits.explain(code(0), None, oom), None);
+        // A child that exits 137 or 152 of its own accord (as a shell reports SIGKILL and
+        // SIGXCPU), or is SIGKILLed by someone else, is not blamed on a limit without proof.
+        assert_eq!(limits.explain(code(137), Some(Duration::from_secs(5)), "Killed"), None);
+        assert_eq!(limits.explain(code(152), Some(Duration::from_secs(5)), ""), None);
+        assert_eq!(limits.explain(signal(9), Some(Duration::from_millis(10)), "Killed"), None);
+        let files = ChildLimits { max_open_files: Some(3), ..ChildLimits::default() };
+        let loader = "node: error while loading shared libraries: libdl.so.2: cannot open shared object file: Error 24";
+        for tail in [loader, "cat: x: Too many open files", "Error: EMFILE: too many open files, open 'x'"] {
+            let why = files.explain(code(127), None, tail).unwrap_or_default();
+            assert!(why.starts_with("it ran out of file descriptors with a limit of 3 open files"), "{tail}: {why}");
+        }
+        assert_eq!(files.explain(code(127), None, "Error 240: something else"), None);
+        assert_eq!(ChildLimits::default().explain(code(127), None, loader), None);
     }
 
     #[test]
@@ -574,6 +628,10 @@ mod tests {
         for extra in &reads[1..] {
             assert!(extra.ends_with("node_modules") && extra.is_dir() && dir.starts_with(extra.parent().unwrap()));
         }
+        // The host's NODE_OPTIONS could widen the model: removed from the child's environment.
+        let command = NodePermission::default().command("node", &script).unwrap();
+        let removed: Vec<_> = command.get_envs().filter(|(_, value)| value.is_none()).map(|(name, _)| name).collect();
+        assert_eq!(removed, [OsStr::new("NODE_OPTIONS")]);
         let comma = NodePermission { allow_read: vec!["/tmp/a,b".into()], ..NodePermission::default() };
         let e = comma.args(OsStr::new("node"), &script).unwrap_err();
         assert_eq!(
