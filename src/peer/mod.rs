@@ -539,10 +539,8 @@ struct Shared {
     /// Shared by every child of the peer: [`Peer::stats`] counts them all.
     counters: Arc<Counters>,
     options: Limits,
-    /// When the child was started: the origin of `heard`.
-    born: Instant,
-    /// Nanoseconds from `born` to the last read from the child's stdout (hang watchdog).
-    heard: AtomicU64,
+    /// The last read from the child's stdout (hang watchdog).
+    heard: restart::Heard,
     /// A hang watchdog reads `heard` ([`PeerOptions::hang`]): the reader keeps it.
     watched: bool,
     /// The peer's supervision, told when this child dies.
@@ -633,6 +631,31 @@ impl Limits {
     }
 }
 
+impl restart::Supervised for Shared {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn death(&self) -> Option<PeerError> {
+        let state = self.lock();
+        if state.closed {
+            return None;
+        }
+        state.ended.clone().or_else(|| state.broken.clone())
+    }
+
+    fn count_timeout(&self) {
+        bump(&self.counters.timeouts);
+    }
+
+    fn succeed(&self, dead: &Shared) {
+        self.set_keeper_from(dead);
+        // Ids go on from the dead child's: a request's id is unique in the peer's life.
+        let next_id = dead.lock().next_id;
+        self.lock().next_id = next_id;
+    }
+}
+
 impl Shared {
     fn set_keeper(&self, keeper: &Arc<Keeper>) {
         let _ = self.keeper.set(Arc::downgrade(keeper));
@@ -650,27 +673,6 @@ impl Shared {
         if let Some(keeper) = self.keeper.get().and_then(Weak::upgrade) {
             keeper.on_ended(self, error);
         }
-    }
-
-    /// Why this child can answer no more (it ended, or cannot be written to), unless the peer
-    /// closed it.
-    fn death(&self) -> Option<PeerError> {
-        let state = self.lock();
-        if state.closed {
-            return None;
-        }
-        state.ended.clone().or_else(|| state.broken.clone())
-    }
-
-    /// Something was read from the child's stdout.
-    fn heard_now(&self) {
-        let nanos = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.heard.store(nanos, Ordering::Relaxed);
-    }
-
-    /// When something was last read from the child's stdout (its start, if nothing yet).
-    fn last_heard(&self) -> Instant {
-        self.born + Duration::from_nanos(self.heard.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -990,13 +992,6 @@ impl Peer {
     /// is not one, ...);
     /// [`ErrorCode::Spawn`] when it cannot start.
     pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
-        if options.restart.is_some() {
-            return Err(PeerError::new(
-                ErrorCode::InvalidArgument,
-                "PeerOptions::restart needs a way to start the child again, which a `&mut Command` is not: use \
-                 Peer::spawn_with(|| { let mut command = Command::new(..); ...; command }, options)",
-            ));
-        }
         Peer::start(command, options, None)
     }
 
@@ -1025,17 +1020,7 @@ impl Peer {
         make: Option<Box<dyn FnMut() -> Command + Send>>,
     ) -> Result<Peer, PeerError> {
         let limits = Limits::of(&options)?;
-        if let Some(policy) = &options.restart {
-            policy
-                .check()
-                .map_err(|e| PeerError::new(ErrorCode::InvalidArgument, format!("PeerOptions::restart: {e}")))?;
-        }
-        if options.hang.is_some_and(|hang| hang.is_zero()) {
-            return Err(PeerError::new(
-                ErrorCode::InvalidArgument,
-                "PeerOptions::hang must be more than 0 (got 0 ms); use None to never declare the child hung",
-            ));
-        }
+        restart::check_options(&options, make.is_some())?;
         let counters = Arc::new(Counters::default());
         let (sender, receiver) = mpsc::sync_channel(options.max_unsolicited);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -1050,7 +1035,7 @@ impl Peer {
             // On this thread, whose affinity mask the peer's threads inherit.
             spin: AdaptiveSpin::for_this_thread(if cfg!(unix) { options.spin } else { Duration::ZERO }),
         });
-        let starter: restart::Starter = match make {
+        let starter: restart::Starter<Shared> = match make {
             Some(mut make) if options.restart.is_some() => {
                 // The fresh children's readers share the one unsolicited queue: it ends once
                 // the peer is closed and the last child's stdout has closed.
@@ -1255,8 +1240,7 @@ fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound
         tail: Arc::new(StderrTail::default()),
         counters: Arc::clone(&config.counters),
         options: config.limits,
-        born: Instant::now(),
-        heard: AtomicU64::new(0),
+        heard: restart::Heard::new(),
         watched: config.hang.is_some(),
         keeper: OnceLock::new(),
     });
@@ -1467,7 +1451,7 @@ fn read_stdout<R: Read>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, 
             Ok(0) => break,
             Ok(n) => {
                 if shared.watched {
-                    shared.heard_now();
+                    shared.heard.now();
                 }
                 decoder.feed(&buf[..n], limits, counters, |m, size| shared.dispatch(m, size, unsolicited));
             }
