@@ -25,7 +25,7 @@
 //! shutdown's signals (its write fails once the child is gone).
 
 mod error;
-mod restart;
+pub(crate) mod restart;
 mod writer;
 
 #[cfg(feature = "tokio")]
@@ -744,11 +744,7 @@ impl Shared {
             // What it left running in its group serves nobody now; the child stays unreaped
             // (its group id its own) until close or a restart, which might be a window away.
             // A holder of the lock is shutting it down, which kills the group anyway.
-            match self.child.try_lock() {
-                Ok(mut child) => child.kill_group(),
-                Err(TryLockError::Poisoned(child)) => child.into_inner().kill_group(),
-                Err(TryLockError::WouldBlock) => {}
-            }
+            kill_group_unless_busy(&self.child);
         }
         self.report_end(&error);
     }
@@ -1291,6 +1287,16 @@ fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound
     Ok(shared)
 }
 
+/// SIGKILLs what a dead, unreaped child left running in its group, unless a holder of the
+/// child's lock is shutting it down (which kills the group anyway).
+pub(crate) fn kill_group_unless_busy(child: &Mutex<ChildProcess>) {
+    match child.try_lock() {
+        Ok(mut child) => child.kill_group(),
+        Err(TryLockError::Poisoned(child)) => child.into_inner().kill_group(),
+        Err(TryLockError::WouldBlock) => {}
+    }
+}
+
 /// Fails a call once the peer is closed, the child can no longer answer, or nothing more
 /// can be written to it.
 pub(crate) fn refuse_if_over<R, D>(state: &State<R, D>, msg_type: &str) -> Result<(), PeerError> {
@@ -1649,7 +1655,7 @@ impl Unsolicited {
 
 /// [`StderrMode`], shareable by the peer's successive children.
 #[derive(Clone)]
-enum StderrTarget {
+pub(crate) enum StderrTarget {
     Forward,
     Discard,
     Sink(Arc<Mutex<StderrCallback>>),
