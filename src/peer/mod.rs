@@ -148,8 +148,8 @@ pub struct PeerOptions {
     /// permission model, build the command with [`crate::process::sandbox::NodePermission`].
     pub sandbox: Sandbox,
     /// Restart the child when it dies unexpectedly (see [`Peer`]'s "Supervision"): `None`,
-    /// the default, never restarts. Needs [`Peer::spawn_with`], which can make the child's
-    /// `Command` again.
+    /// the default, never restarts. Needs [`Peer::spawn_with`] (or, for the async peer,
+    /// `rust_ts_ipc::tokio::Peer::spawn_with`), which can make the child's `Command` again.
     pub restart: Option<RestartPolicy>,
     /// Declare the child hung when requests are pending and nothing at all has been read from
     /// its stdout for this long: it is stopped with the shutdown sequence, its pending requests

@@ -55,7 +55,9 @@ pub enum SupervisionEvent {
 
 /// The callback of [`PeerOptions::on_supervision`](super::PeerOptions::on_supervision):
 /// called on the peer's own threads (the dead child's reader, exit watcher or hang watchdog,
-/// or the thread whose request started the fresh child), never under the peer's locks.
+/// or the thread whose request started the fresh child), never under the peer's locks; for
+/// the async peer (`rust_ts_ipc::tokio::Peer`), in its tasks (the same roles), so it must
+/// not block for long either.
 /// Keep it short, and do not wait in it for the peer's requests. It may close the peer, or
 /// drop the last handle to it. A panic in it is caught (after the panic hook has shown it).
 #[derive(Clone)]

@@ -8,7 +8,9 @@
 //! failing what is pending); the decoding of the child's lines or frames into messages
 //! (`peer::Incoming`, over the core's [`crate::LineDecoder`] / [`crate::FrameDecoder`]); and the
 //! child itself ([`ChildProcess`]: its own process group, the shutdown sequence stdin close →
-//! SIGTERM to the group → SIGKILL → reap, the stderr tail).
+//! SIGTERM to the group → SIGKILL → reap, the stderr tail); and the supervision
+//! (`peer::restart`: `Keep`, which child is current and what a call does next, over the
+//! restart policy of [`crate::supervise`]; the hang check; the option checks).
 //!
 //! What differs is only how waiting is done. Four tasks per peer: the writer (the only one
 //! that writes to the child's stdin), the reader (stdout → replies and unsolicited messages),
@@ -383,6 +385,20 @@ impl Supervision for MarkReaped {
 /// [`close`](Self::close), or on drop (in a task of the runtime, or at once without one).
 /// [`PeerOptions::sandbox`] applies as for the thread peer (environment, working directory,
 /// resource limits), and a child killed by one of its limits is reported naming it.
+///
+/// # Supervision
+/// As the thread peer's ([`crate::Peer`], "Supervision"), the same code deciding: with
+/// [`PeerOptions::restart`] (and [`spawn_with`](Self::spawn_with)) a child that dies
+/// unexpectedly fails its pending requests with [`ErrorCode::PeerExited`], and the next call
+/// after the backoff starts a fresh child (a call whose deadline falls inside the backoff fails
+/// [`ErrorCode::Timeout`] at once, unsent; one whose future is dropped while it waits is given
+/// up); more restarts than the policy allows within its window fail calls with
+/// [`ErrorCode::RestartLimit`] until the window passes. [`PeerOptions::hang`] stops a child
+/// silent with requests pending; [`PeerOptions::on_supervision`] is told each death and
+/// restart (from the peer's tasks). Ids go on across children, [`pid`](Self::pid) is the
+/// current child's, [`stats`](Self::stats) counts them all, and [`take_messages`](Self::take_messages)
+/// is one channel for every child, ending once the peer is closed and the last child's stdout
+/// has closed. [`close`](Self::close) during a backoff leaves no child and starts none.
 pub struct Peer {
     /// The current child and the restart state.
     keeper: Arc<Keeper>,
@@ -637,7 +653,9 @@ impl Peer {
     ///
     /// # Errors
     /// As [`crate::Peer::send`]: [`ErrorCode::InvalidArgument`], [`ErrorCode::Closed`],
-    /// [`ErrorCode::PeerExited`], [`ErrorCode::Timeout`] (no room in time), [`ErrorCode::Io`].
+    /// [`ErrorCode::PeerExited`], [`ErrorCode::Timeout`] (no room in time, or a restart's
+    /// backoff ends after the deadline), [`ErrorCode::RestartLimit`] while the restart circuit
+    /// is open, [`ErrorCode::Spawn`] when a fresh child could not start, [`ErrorCode::Io`].
     pub async fn send(&self, msg_type: &str, data: impl Into<Data>) -> Result<Pending, PeerError> {
         self.send_timeout(msg_type, data, self.options.timeout).await
     }
@@ -707,8 +725,9 @@ impl Peer {
         shared.queue(Line { bytes, id: None }, None, msg_type, deadline, timeout).await
     }
 
-    /// The child's unsolicited messages, as [`crate::Peer::take_messages`] describes them.
-    /// `None` after the first call.
+    /// The child's unsolicited messages, as [`crate::Peer::take_messages`] describes them
+    /// (with [`PeerOptions::restart`], of every child, ending once the peer is closed and its
+    /// last child's stdout has closed). `None` after the first call.
     pub fn take_messages(&self) -> Option<Unsolicited> {
         self.messages.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
@@ -722,7 +741,10 @@ impl Peer {
     /// fail with [`ErrorCode::Closed`], the notifications still queued are written and the
     /// child's stdin closed (within [`PeerOptions::grace`]), then the child gets the rest of
     /// that grace to exit, SIGTERM to its group, the grace again, SIGKILL, and is reaped.
-    /// Idempotent.
+    /// Idempotent. Under supervision: the current child (a dead one's status, during a
+    /// backoff) is the one returned; calls waiting out a backoff fail with
+    /// [`ErrorCode::Closed`], no child starts after it, and it waits for the dead children
+    /// still being reaped.
     ///
     /// # Errors
     /// [`ErrorCode::Io`] if the child could not be waited for.
