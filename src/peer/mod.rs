@@ -390,6 +390,15 @@ pub(crate) enum Routed<R> {
 }
 
 impl<R: Reply, D: Copy + Ord> State<R, D> {
+    /// Why the child can answer no more (it ended, or cannot be written to), unless the peer
+    /// closed it.
+    pub(crate) fn death(&self) -> Option<PeerError> {
+        if self.closed {
+            return None;
+        }
+        self.ended.clone().or_else(|| self.broken.clone())
+    }
+
     pub(crate) fn abandon(&mut self, id: u64) {
         self.abandoned.insert(id);
         if self.abandoned.len() > ABANDONED_MEMORY {
@@ -637,11 +646,7 @@ impl restart::Supervised for Shared {
     }
 
     fn death(&self) -> Option<PeerError> {
-        let state = self.lock();
-        if state.closed {
-            return None;
-        }
-        state.ended.clone().or_else(|| state.broken.clone())
+        self.lock().death()
     }
 
     fn count_timeout(&self) {
@@ -1031,16 +1036,7 @@ impl Peer {
             // On this thread, whose affinity mask the peer's threads inherit.
             spin: AdaptiveSpin::for_this_thread(if cfg!(unix) { options.spin } else { Duration::ZERO }),
         });
-        let starter: restart::Starter<Shared> = match make {
-            Some(mut make) if options.restart.is_some() => {
-                // The fresh children's readers share the one unsolicited queue: it ends once
-                // the peer is closed and the last child's stdout has closed.
-                let outbound = outbound.clone();
-                let config = Arc::clone(&config);
-                Box::new(move || start_child(&mut make(), &config, outbound.clone()))
-            }
-            _ => Box::new(|| Err(PeerError::new(ErrorCode::Spawn, "restarts are off (PeerOptions::restart)"))),
-        };
+        let starter = restart::starter(make, options.restart.is_some(), &config, &outbound, start_child);
         // Without restarts the reader owns the only sender: the channel ends with its stdout.
         let first = start_child(command, &config, outbound)?;
         let keeper = Keeper::new(first, options.restart, starter, options.on_supervision);

@@ -11,7 +11,7 @@
 //! request path reports it too if it gets there first, once per generation.
 
 use std::fmt;
-use std::process::ExitStatus;
+use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::{self, JoinHandle};
@@ -108,6 +108,30 @@ impl Retiring for JoinHandle<()> {
 
 /// Starts a generation: the first child, and each restart.
 pub(crate) type Starter<G> = Box<dyn FnMut() -> Result<Arc<G>, PeerError> + Send>;
+
+/// What starts each fresh child of a peer (restarts are on and `make` was given): `make`'s
+/// `Command` through `start_child` with the peer's `config`, each child with its own clone
+/// of `unsolicited` (the peer's one unsolicited queue, which so ends only once the peer is
+/// closed and the last child's stdout has closed). Otherwise a starter that refuses.
+pub(crate) fn starter<G: 'static, C, O>(
+    make: Option<Box<dyn FnMut() -> Command + Send>>,
+    restarting: bool,
+    config: &Arc<C>,
+    unsolicited: &O,
+    start_child: fn(&mut Command, &C, O) -> Result<Arc<G>, PeerError>,
+) -> Starter<G>
+where
+    C: Send + Sync + 'static,
+    O: Clone + Send + 'static,
+{
+    match make {
+        Some(mut make) if restarting => {
+            let (config, unsolicited) = (Arc::clone(config), unsolicited.clone());
+            Box::new(move || start_child(&mut make(), &config, unsolicited.clone()))
+        }
+        _ => Box::new(|| Err(PeerError::new(ErrorCode::Spawn, "restarts are off (PeerOptions::restart)"))),
+    }
+}
 
 /// The supervision of a peer as plain data (no waiting, no thread): which generation is
 /// current, its restart state, and what a call does next ([`Keep::step`]). Each peer guards

@@ -105,11 +105,7 @@ impl Supervised for Shared {
     }
 
     fn death(&self) -> Option<PeerError> {
-        let state = self.lock();
-        if state.closed {
-            return None;
-        }
-        state.ended.clone().or_else(|| state.broken.clone())
+        self.lock().death()
     }
 
     fn count_timeout(&self) {
@@ -601,16 +597,7 @@ impl Peer {
             sandbox: options.sandbox,
             runtime,
         });
-        let starter: restart::Starter<Shared> = match make {
-            Some(mut make) if options.restart.is_some() => {
-                // The fresh children's readers share the one unsolicited queue: it ends once
-                // the peer is closed and the last child's stdout has closed.
-                let outbound = outbound.clone();
-                let config = Arc::clone(&config);
-                Box::new(move || start_child(&mut make(), &config, outbound.clone()))
-            }
-            _ => Box::new(|| Err(PeerError::new(ErrorCode::Spawn, "restarts are off (PeerOptions::restart)"))),
-        };
+        let starter = restart::starter(make, options.restart.is_some(), &config, &outbound, start_child);
         // Without restarts the reader owns the only sender: the channel ends with its stdout.
         let first = start_child(command, &config, outbound)?;
         let keeper = Keeper::new(first, options.restart, starter, options.on_supervision);
