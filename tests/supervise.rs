@@ -739,22 +739,23 @@ fn the_supervision_callback_may_drop_the_last_handle_to_the_peer() {
     assert_all_gone(&[pid]);
 }
 
-#[test]
+on_both_runtimes! {
 fn a_panicking_supervision_callback_does_not_keep_a_hung_child_running() {
     // The hang watchdog reports the hang, then stops the child: a panic in the report ended
     // the watchdog before the stop, and the hung child ran on until close().
     let on_supervision = SupervisionCallback::new(|_| panic!("a callback bug"));
     let options =
         PeerOptions { hang: Some(200 * MS), grace: 200 * MS, on_supervision: Some(on_supervision), ..options() };
-    let peer = Peer::spawn(Command::new("sh").args(["-c", "while :; do sleep 1; done"]), options).unwrap();
+    let peer = AnyPeer::spawn(Command::new("sh").args(["-c", "while :; do sleep 1; done"]), options).unwrap();
     let pid = i32::try_from(peer.pid()).unwrap();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
     assert!(group_is_dead(pid), "the hung child is still running");
     assert_eq!(peer.close().unwrap().signal(), Some(15));
     assert!(is_reaped(pid));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_panicking_supervision_callback_does_not_fail_the_request_that_restarts_the_child() {
     // `Restarted` is reported on the thread whose request started the fresh child: a panic
     // there unwound out of that caller's `request`.
@@ -767,7 +768,7 @@ fn a_panicking_supervision_callback_does_not_fail_the_request_that_restarts_the_
         on_supervision: Some(on_supervision),
         ..options()
     };
-    let peer = Peer::spawn_with(scripts(&list, made), options).unwrap();
+    let peer = AnyPeer::spawn_with(scripts(&list, made), options).unwrap();
     let first = peer.pid();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
     let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| peer.request("data", "a")));
@@ -776,6 +777,7 @@ fn a_panicking_supervision_callback_does_not_fail_the_request_that_restarts_the_
     let second = peer.pid();
     peer.close().unwrap();
     assert_all_gone(&[first, second]);
+}
 }
 
 on_both_runtimes! {
@@ -852,7 +854,7 @@ fn a_reply_that_comes_after_the_child_was_declared_hung_is_dropped_and_counted()
 }
 }
 
-#[test]
+on_both_runtimes! {
 fn close_from_another_thread_amid_restarts_ends_every_caller_and_every_child() {
     // Eight callers against a child that dies on each first request, restarted every 1-2 ms:
     // close() lands in a backoff, a restart, a send or a wait. Every caller must come back
@@ -870,7 +872,7 @@ fn close_from_another_thread_amid_restarts_ends_every_caller_and_every_child() {
         command.args(["-c", "read l; exit 1"]);
         command
     };
-    let peer = Arc::new(Peer::spawn_with(make, options).unwrap());
+    let peer = Arc::new(AnyPeer::spawn_with(make, options).unwrap());
     let first = peer.pid();
     let (done, finished) = mpsc::channel();
     for _ in 0..8 {
@@ -899,6 +901,7 @@ fn close_from_another_thread_amid_restarts_ends_every_caller_and_every_child() {
     }
     assert_eq!(peer.close().unwrap(), status);
     assert_all_gone(&pids(first, &events));
+}
 }
 
 on_both_runtimes! {

@@ -466,7 +466,17 @@ impl Keeper {
             ::tokio::pin!(notified);
             // Registered before the step, so a close between the two is not missed.
             notified.as_mut().enable();
-            let step = self.lock().step(msg_type, deadline.into_std(), std::time::Instant::now());
+            let step = {
+                let mut keep = self.lock();
+                let mut step = keep.step(msg_type, deadline.into_std(), std::time::Instant::now());
+                // Under the same lock as the restart: a close after it waits for the dead child.
+                if let Step::Restarted { dead: dead @ Some(_), .. } = &mut step {
+                    if let Some(dead) = dead.take() {
+                        keep.retire(Task(::tokio::spawn(dead.shut_down())));
+                    }
+                }
+                step
+            };
             match step {
                 Step::Go(shared) => return Ok(shared),
                 Step::Fail(error) => return Err(error),
@@ -474,11 +484,7 @@ impl Keeper {
                     let _ = ::tokio::time::timeout(left, notified).await;
                 }
                 Step::Report(event) => restart::emit(self.on_event.as_ref(), event),
-                Step::Restarted { event, started, dead } => {
-                    if let Some(dead) = dead {
-                        let mut keep = self.lock();
-                        keep.retire(Task(::tokio::spawn(dead.shut_down())));
-                    }
+                Step::Restarted { event, started, .. } => {
                     restart::emit(self.on_event.as_ref(), event);
                     return started;
                 }
