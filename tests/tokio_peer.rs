@@ -430,3 +430,41 @@ async fn lines_that_are_not_protocol_are_unsolicited_errors_naming_the_line() {
     assert!(error.data.as_str().unwrap().starts_with("line 1: "), "{error:?}");
     peer.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervision_callback_may_drop_the_last_handle_to_the_peer_from_its_task() {
+    use rust_ts_ipc::{SupervisionCallback, SupervisionEvent};
+    use std::sync::Mutex;
+    // The death is reported from the dead child's own task; dropping the peer there closes it
+    // in another task, and the child is still reaped.
+    let slot: Arc<Mutex<Option<Peer>>> = Arc::default();
+    let (told, heard) = std::sync::mpsc::channel();
+    let in_callback = Arc::clone(&slot);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let SupervisionEvent::ChildEnded { pid, .. } = event {
+            let peer = in_callback.lock().unwrap().take();
+            drop(peer);
+            let _ = told.send(*pid);
+        }
+    });
+    let options = PeerOptions { on_supervision: Some(on_supervision), ..options() };
+    let peer = Peer::spawn(Command::new("sh").args(["-c", "read l; exit 3"]), options).unwrap();
+    let pid = peer.pid();
+    let pending = peer.send("q", "x").await.unwrap();
+    *slot.lock().unwrap() = Some(peer);
+    assert_eq!(pending.await.unwrap_err().code(), ErrorCode::PeerExited);
+    let reported = tokio::task::spawn_blocking(move || heard.recv_timeout(PATIENCE)).await.unwrap();
+    assert_eq!(reported, Ok(pid));
+    assert!(slot.lock().unwrap().is_none());
+    let pid = i32::try_from(pid).unwrap();
+    let reaped = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        while !is_reaped(pid) && start.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        is_reaped(pid) && group_is_dead(pid)
+    })
+    .await
+    .unwrap();
+    assert!(reaped, "child {pid} was not reaped after the peer was dropped in its callback");
+}
