@@ -926,7 +926,7 @@ fn a_window_of_duration_max_means_never_restart_again_not_a_panic() {
 }
 }
 
-#[test]
+on_both_runtimes! {
 fn a_child_dying_while_the_writer_is_blocked_on_its_full_pipe_fails_the_request_and_is_replaced() {
     // The child never reads: a 4 MiB request fills the pipe and the writer blocks in write();
     // a grandchild holds the pipe's read end too, so the child's exit alone brings no EPIPE.
@@ -935,7 +935,7 @@ fn a_child_dying_while_the_writer_is_blocked_on_its_full_pipe_fails_the_request_
     let list = ["exec 3<&0; sleep 600 <&3 & sleep 0.3; exit 6", serve.as_str()];
     let options = PeerOptions { restart: Some(policy(3, Duration::from_secs(60))), grace: 200 * MS, ..options() };
     let (events, on_supervision) = recorder();
-    let peer = Peer::spawn_with(scripts(&list, made), PeerOptions { on_supervision: Some(on_supervision), ..options })
+    let peer = AnyPeer::spawn_with(scripts(&list, made), PeerOptions { on_supervision: Some(on_supervision), ..options })
         .unwrap();
     let first = peer.pid();
     let big = "x".repeat(4 << 20);
@@ -949,4 +949,5 @@ fn a_child_dying_while_the_writer_is_blocked_on_its_full_pipe_fails_the_request_
     assert_eq!(peer.request("data", "a").unwrap().data.as_str(), Some("Acknowledged: a"));
     peer.close().unwrap();
     assert_all_gone(&pids(first, &events));
+}
 }
