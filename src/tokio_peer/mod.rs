@@ -553,7 +553,9 @@ impl Peer {
     /// Starts the child that `make` returns, as [`spawn`](Self::spawn) does; with
     /// [`PeerOptions::restart`] on, `make` is called again for each fresh child (in the task
     /// whose request starts it, under the supervision's lock: keep it quick, and never call
-    /// the peer from it), as [`crate::Peer::spawn_with`].
+    /// the peer from it), as [`crate::Peer::spawn_with`]. That lock is a plain mutex, held
+    /// only for decisions and for `make` and the spawn: a call that comes meanwhile blocks its
+    /// worker thread for that long.
     ///
     /// # Errors
     /// As [`spawn`](Self::spawn) (the restart policy is checked too: see
