@@ -112,8 +112,10 @@ mod tokio_peer;
 
 /// The async host (cargo feature `tokio`, on by default): [`tokio::Peer`] is the thread
 /// [`Peer`] on a tokio runtime, with the same options ([`PeerOptions`]), errors
-/// ([`PeerError`], [`ErrorCode`]), counters ([`PeerStats`]), limits and shutdown sequence;
-/// its calls are `async`, and dropping a call's future cancels it.
+/// ([`PeerError`], [`ErrorCode`]), counters ([`PeerStats`]), limits, shutdown sequence and
+/// supervision ([`tokio::Peer::spawn_with`], [`PeerOptions::restart`], [`PeerOptions::hang`],
+/// [`PeerOptions::on_supervision`]); its calls are `async`, and dropping a call's future
+/// cancels it.
 ///
 /// The names mirror the thread peer's (as `std::sync::Mutex` and `tokio::sync::Mutex` do):
 /// code moves between the two by changing an import and adding `.await`.

@@ -4,6 +4,7 @@
 #![cfg(target_os = "linux")]
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+#[macro_use]
 mod support;
 
 use std::os::unix::process::ExitStatusExt;
@@ -15,10 +16,179 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use rust_ts_ipc::supervise::{Gate, RestartPolicy};
-use rust_ts_ipc::{Envelope, ErrorCode, Peer, PeerOptions, StderrMode, SupervisionCallback, SupervisionEvent};
+use rust_ts_ipc::{
+    Envelope, ErrorCode, Peer, PeerError, PeerOptions, StderrMode, SupervisionCallback, SupervisionEvent,
+};
 use support::{group_is_dead, is_reaped, skip, BIN, PATIENCE};
 
 const MS: Duration = Duration::from_millis(1);
+
+/// The peer under test, by the test's runtime (`on_both_runtimes!`): the thread `Peer`, or
+/// the tokio one driven from the test's threads, each call blocking on a shared runtime.
+/// The same test body runs against both: their supervision has the same semantics.
+#[derive(Debug)]
+enum AnyPeer {
+    Thread(Peer),
+    Tokio(rust_ts_ipc::tokio::Peer),
+}
+
+/// The runtime of the tokio peers under test.
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap())
+}
+
+/// A request sent by [`AnyPeer::send`].
+enum AnyPending {
+    Thread(rust_ts_ipc::Pending),
+    Tokio(rust_ts_ipc::tokio::Pending),
+}
+
+impl AnyPending {
+    fn id(&self) -> u64 {
+        match self {
+            AnyPending::Thread(p) => p.id(),
+            AnyPending::Tokio(p) => p.id(),
+        }
+    }
+
+    fn wait(self) -> Result<Envelope, PeerError> {
+        match self {
+            AnyPending::Thread(p) => p.wait(),
+            AnyPending::Tokio(p) => rt().block_on(p),
+        }
+    }
+}
+
+/// The unsolicited channel of an [`AnyPeer`], with the std channel's errors.
+enum AnyMessages {
+    Thread(rust_ts_ipc::Unsolicited),
+    Tokio(Mutex<rust_ts_ipc::tokio::Unsolicited>),
+}
+
+impl AnyMessages {
+    fn recv_timeout(&self, timeout: Duration) -> Result<Envelope, mpsc::RecvTimeoutError> {
+        match self {
+            AnyMessages::Thread(m) => m.recv_timeout(timeout),
+            AnyMessages::Tokio(m) => {
+                let mut m = m.lock().unwrap();
+                match rt().block_on(async { tokio::time::timeout(timeout, m.recv()).await }) {
+                    Ok(Some(message)) => Ok(message),
+                    Ok(None) => Err(mpsc::RecvTimeoutError::Disconnected),
+                    Err(_) => Err(mpsc::RecvTimeoutError::Timeout),
+                }
+            }
+        }
+    }
+
+    fn try_recv(&self) -> Result<Envelope, mpsc::TryRecvError> {
+        match self {
+            AnyMessages::Thread(m) => m.try_recv(),
+            AnyMessages::Tokio(m) => m.lock().unwrap().try_recv().map_err(|e| match e {
+                tokio::sync::mpsc::error::TryRecvError::Empty => mpsc::TryRecvError::Empty,
+                tokio::sync::mpsc::error::TryRecvError::Disconnected => mpsc::TryRecvError::Disconnected,
+            }),
+        }
+    }
+
+    fn try_iter(&self) -> impl Iterator<Item = Envelope> + '_ {
+        std::iter::from_fn(|| self.try_recv().ok())
+    }
+}
+
+impl AnyPeer {
+    fn tokio() -> bool {
+        support::runtime_name() == "tokio"
+    }
+
+    fn spawn(command: &mut Command, options: PeerOptions) -> Result<AnyPeer, PeerError> {
+        if AnyPeer::tokio() {
+            let _in = rt().enter();
+            rust_ts_ipc::tokio::Peer::spawn(command, options).map(AnyPeer::Tokio)
+        } else {
+            Peer::spawn(command, options).map(AnyPeer::Thread)
+        }
+    }
+
+    fn spawn_with(make: impl FnMut() -> Command + Send + 'static, options: PeerOptions) -> Result<AnyPeer, PeerError> {
+        if AnyPeer::tokio() {
+            let _in = rt().enter();
+            rust_ts_ipc::tokio::Peer::spawn_with(make, options).map(AnyPeer::Tokio)
+        } else {
+            Peer::spawn_with(make, options).map(AnyPeer::Thread)
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        match self {
+            AnyPeer::Thread(p) => p.pid(),
+            AnyPeer::Tokio(p) => p.pid(),
+        }
+    }
+
+    fn stats(&self) -> rust_ts_ipc::PeerStats {
+        match self {
+            AnyPeer::Thread(p) => p.stats(),
+            AnyPeer::Tokio(p) => p.stats(),
+        }
+    }
+
+    fn request(&self, msg_type: &str, data: impl Into<rust_ts_ipc::Data>) -> Result<Envelope, PeerError> {
+        match self {
+            AnyPeer::Thread(p) => p.request(msg_type, data),
+            AnyPeer::Tokio(p) => rt().block_on(p.request(msg_type, data)),
+        }
+    }
+
+    fn request_timeout(
+        &self,
+        msg_type: &str,
+        data: impl Into<rust_ts_ipc::Data>,
+        timeout: Duration,
+    ) -> Result<Envelope, PeerError> {
+        match self {
+            AnyPeer::Thread(p) => p.request_timeout(msg_type, data, timeout),
+            AnyPeer::Tokio(p) => rt().block_on(p.request_timeout(msg_type, data, timeout)),
+        }
+    }
+
+    fn send(&self, msg_type: &str, data: impl Into<rust_ts_ipc::Data>) -> Result<AnyPending, PeerError> {
+        match self {
+            AnyPeer::Thread(p) => p.send(msg_type, data).map(AnyPending::Thread),
+            AnyPeer::Tokio(p) => rt().block_on(p.send(msg_type, data)).map(AnyPending::Tokio),
+        }
+    }
+
+    fn notify(&self, msg_type: &str, data: impl Into<rust_ts_ipc::Data>) -> Result<(), PeerError> {
+        match self {
+            AnyPeer::Thread(p) => p.notify(msg_type, data),
+            AnyPeer::Tokio(p) => rt().block_on(p.notify(msg_type, data)),
+        }
+    }
+
+    fn take_messages(&self) -> Option<AnyMessages> {
+        match self {
+            AnyPeer::Thread(p) => p.take_messages().map(AnyMessages::Thread),
+            AnyPeer::Tokio(p) => p.take_messages().map(|m| AnyMessages::Tokio(Mutex::new(m))),
+        }
+    }
+
+    fn close(&self) -> Result<std::process::ExitStatus, PeerError> {
+        match self {
+            AnyPeer::Thread(p) => p.close(),
+            AnyPeer::Tokio(p) => rt().block_on(p.close()),
+        }
+    }
+}
+
+impl Drop for AnyPeer {
+    /// The tokio peer's drop closes it in a task; here, as the thread peer's, it is waited for.
+    fn drop(&mut self) {
+        if let AnyPeer::Tokio(p) = self {
+            let _ = rt().block_on(p.close());
+        }
+    }
+}
 
 fn options() -> PeerOptions {
     PeerOptions { stderr: StderrMode::Discard, ..PeerOptions::default() }
@@ -118,7 +288,7 @@ fn run_load(mode: &str, n: u32, hang: Option<Duration>) {
         grace: Duration::from_millis(300),
         ..options()
     };
-    let peer = Arc::new(Peer::spawn_with(make, options).unwrap());
+    let peer = Arc::new(AnyPeer::spawn_with(make, options).unwrap());
     let first_pid = peer.pid();
     let next = Arc::new(AtomicU64::new(0));
     let tally = Arc::new(Tally::default());
@@ -197,17 +367,19 @@ fn run_load(mode: &str, n: u32, hang: Option<Duration>) {
     assert!(ended >= restarts, "{ended} deaths reported for {restarts} restarts");
 }
 
-#[test]
+on_both_runtimes! {
 fn a_child_crashing_after_every_n_requests_loses_no_request_and_leaves_no_process() {
     run_load("crash", 400, None);
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_child_hanging_after_every_n_requests_is_stopped_and_replaced_and_loses_no_request() {
     run_load("hang", 400, Some(Duration::from_millis(300)));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn more_restarts_than_allowed_in_the_window_fail_restart_limit_with_the_last_exit() {
     let made = Arc::new(AtomicUsize::new(0));
     let make = scripts(&["read l; echo 'boom 1' >&2; exit 3", "read l; echo 'boom 2' >&2; exit 4"], Arc::clone(&made));
@@ -217,7 +389,7 @@ fn more_restarts_than_allowed_in_the_window_fail_restart_limit_with_the_last_exi
         on_supervision: Some(on_supervision),
         ..options()
     };
-    let peer = Peer::spawn_with(make, options).unwrap();
+    let peer = AnyPeer::spawn_with(make, options).unwrap();
     let first_pid = peer.pid();
     for want in [3, 4, 4] {
         let e = peer.request("q", "x").unwrap_err();
@@ -245,8 +417,9 @@ fn more_restarts_than_allowed_in_the_window_fail_restart_limit_with_the_last_exi
     peer.close().unwrap();
     assert_all_gone(&ran);
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn once_the_window_passes_the_next_request_starts_a_fresh_child() {
     let made = Arc::new(AtomicUsize::new(0));
     let crash = "read l; exit 3";
@@ -254,7 +427,7 @@ fn once_the_window_passes_the_next_request_starts_a_fresh_child() {
     let list = [crash, crash, serve.as_str()];
     let window = Duration::from_millis(800);
     let options = PeerOptions { restart: Some(policy(1, window)), ..options() };
-    let peer = Peer::spawn_with(scripts(&list, Arc::clone(&made)), options).unwrap();
+    let peer = AnyPeer::spawn_with(scripts(&list, Arc::clone(&made)), options).unwrap();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
     let restarted = Instant::now();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
@@ -268,8 +441,9 @@ fn once_the_window_passes_the_next_request_starts_a_fresh_child() {
     assert_eq!(peer.close().unwrap().code(), Some(0));
     assert!(is_reaped(pid));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn close_during_the_backoff_leaves_no_child_and_starts_none() {
     let made = Arc::new(AtomicUsize::new(0));
     let long = Duration::from_secs(30);
@@ -278,7 +452,7 @@ fn close_during_the_backoff_leaves_no_child_and_starts_none() {
         timeout: Duration::from_secs(60),
         ..options()
     };
-    let peer = Arc::new(Peer::spawn_with(scripts(&["read l; exit 3"], Arc::clone(&made)), options).unwrap());
+    let peer = Arc::new(AnyPeer::spawn_with(scripts(&["read l; exit 3"], Arc::clone(&made)), options).unwrap());
     let pid = i32::try_from(peer.pid()).unwrap();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
     // This one waits out the 15..30 s backoff (within its 60 s timeout)...
@@ -304,15 +478,16 @@ fn close_during_the_backoff_leaves_no_child_and_starts_none() {
     drop(peer);
     assert_eq!(made.load(Ordering::SeqCst), 1);
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_request_whose_deadline_falls_inside_the_backoff_times_out_at_once() {
     let long = Duration::from_secs(30);
     let options = PeerOptions {
         restart: Some(RestartPolicy { base: long, cap: long, max_restarts: 5, window: Duration::from_secs(60) }),
         ..options()
     };
-    let peer = Peer::spawn_with(scripts(&["read l; exit 3"], Arc::new(AtomicUsize::new(0))), options).unwrap();
+    let peer = AnyPeer::spawn_with(scripts(&["read l; exit 3"], Arc::new(AtomicUsize::new(0))), options).unwrap();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
     let sent = Instant::now();
     let e = peer.request_timeout("q", "y", Duration::from_secs(1)).unwrap_err();
@@ -321,8 +496,9 @@ fn a_request_whose_deadline_falls_inside_the_backoff_times_out_at_once() {
     assert!(sent.elapsed() < Duration::from_secs(1), "{:?}", sent.elapsed());
     assert_eq!(peer.stats().timeouts, 1);
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn each_death_and_restart_is_reported_with_the_pids() {
     let (events, on_supervision) = recorder();
     let made = Arc::new(AtomicUsize::new(0));
@@ -333,7 +509,7 @@ fn each_death_and_restart_is_reported_with_the_pids() {
         on_supervision: Some(on_supervision),
         ..options()
     };
-    let peer = Peer::spawn_with(scripts(&list, made), options).unwrap();
+    let peer = AnyPeer::spawn_with(scripts(&list, made), options).unwrap();
     let first = peer.pid();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
     assert_eq!(peer.request("data", "a").unwrap().data.as_str(), Some("Acknowledged: a"));
@@ -359,8 +535,9 @@ fn each_death_and_restart_is_reported_with_the_pids() {
     peer.close().unwrap();
     assert_all_gone(&[first, second]);
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_failed_restart_is_reported_and_retried_after_a_backoff() {
     let (events, on_supervision) = recorder();
     let made = Arc::new(AtomicUsize::new(0));
@@ -376,7 +553,7 @@ fn a_failed_restart_is_reported_and_retried_after_a_backoff() {
         on_supervision: Some(on_supervision),
         ..options()
     };
-    let peer = Peer::spawn_with(make, options).unwrap();
+    let peer = AnyPeer::spawn_with(make, options).unwrap();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
     let e = peer.request("q", "x").unwrap_err();
     assert_eq!(e.code(), ErrorCode::Spawn, "{e}");
@@ -395,12 +572,13 @@ fn a_failed_restart_is_reported_and_retried_after_a_backoff() {
         .collect();
     assert_eq!(kinds, ["ended", "failed", "restarted", "ended"]);
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn hang_is_off_by_default_a_silent_child_only_times_out_its_requests() {
     let options = options();
     assert_eq!((options.hang, options.restart), (None, None));
-    let peer = Peer::spawn(Command::new("sh").args(["-c", "while read l; do :; done"]), options).unwrap();
+    let peer = AnyPeer::spawn(Command::new("sh").args(["-c", "while read l; do :; done"]), options).unwrap();
     let pid = i32::try_from(peer.pid()).unwrap();
     for _ in 0..2 {
         let e = peer.request_timeout("q", "x", 300 * MS).unwrap_err();
@@ -414,13 +592,14 @@ fn hang_is_off_by_default_a_silent_child_only_times_out_its_requests() {
     peer.close().unwrap();
     assert!(is_reaped(pid));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_hung_child_without_restart_fails_its_requests_peer_exited_naming_the_hang_and_is_stopped() {
     let options = PeerOptions { hang: Some(200 * MS), grace: 200 * MS, ..options() };
     // Ignores SIGTERM too: the shutdown sequence must go on to SIGKILL.
     let script = "trap '' TERM; echo started >&2; while :; do sleep 1; done";
-    let peer = Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
+    let peer = AnyPeer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
     let pid = i32::try_from(peer.pid()).unwrap();
     let sent = Instant::now();
     let e = peer.request("q", "x").unwrap_err();
@@ -439,8 +618,9 @@ fn a_hung_child_without_restart_fails_its_requests_peer_exited_naming_the_hang_a
     assert_eq!(status.signal(), Some(9));
     assert!(is_reaped(pid));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_slow_reply_within_the_hang_limit_is_not_a_hang_and_a_timeout_fails_only_its_request() {
     // Answers requests 1 and 2 each 300 ms after it reads them, one at a time.
     let reply = r#"sleep 0.3; printf '{"msg_type":"r","data":"ok","id":%s}\n'"#;
@@ -452,7 +632,7 @@ fn a_slow_reply_within_the_hang_limit_is_not_a_hang_and_a_timeout_fails_only_its
         on_supervision: Some(on_supervision),
         ..options()
     };
-    let peer = Peer::spawn_with(scripts(&[&script], Arc::default()), options).unwrap();
+    let peer = AnyPeer::spawn_with(scripts(&[&script], Arc::default()), options).unwrap();
     let pid = peer.pid();
     let e = peer.request_timeout("q", "x", 50 * MS).unwrap_err();
     assert_eq!(e.code(), ErrorCode::Timeout);
@@ -461,18 +641,20 @@ fn a_slow_reply_within_the_hang_limit_is_not_a_hang_and_a_timeout_fails_only_its
     assert!(events.lock().unwrap().is_empty());
     assert_eq!(peer.stats().late_replies_dropped, 1);
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn restart_without_a_way_to_remake_the_command_is_refused() {
     let options = PeerOptions { restart: Some(RestartPolicy::default()), ..options() };
-    let e = Peer::spawn(&mut Command::new(BIN), options).unwrap_err();
+    let e = AnyPeer::spawn(&mut Command::new(BIN), options).unwrap_err();
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
     assert!(e.message().starts_with("PeerOptions::restart needs a way to start the child again"), "{e}");
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn bad_supervision_options_are_refused_naming_the_value() {
-    let bad = |options: PeerOptions| Peer::spawn_with(|| Command::new(BIN), options).unwrap_err();
+    let bad = |options: PeerOptions| AnyPeer::spawn_with(|| Command::new(BIN), options).unwrap_err();
     let e = bad(PeerOptions {
         restart: Some(RestartPolicy { base: Duration::ZERO, ..RestartPolicy::default() }),
         ..options()
@@ -485,13 +667,14 @@ fn bad_supervision_options_are_refused_naming_the_value() {
     assert_eq!(e.code(), ErrorCode::InvalidArgument);
     assert!(e.message().starts_with("PeerOptions::hang must be more than 0"), "{e}");
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn unsolicited_messages_of_every_child_come_through_one_channel_that_ends_at_close() {
     let first = r#"printf '{"msg_type":"note","data":"one"}\n'; read l; exit 3"#;
     let second = r#"printf '{"msg_type":"note","data":"two"}\n'; while read l; do :; done"#;
     let options = PeerOptions { restart: Some(policy(3, Duration::from_secs(60))), ..options() };
-    let peer = Peer::spawn_with(scripts(&[first, second], Arc::default()), options).unwrap();
+    let peer = AnyPeer::spawn_with(scripts(&[first, second], Arc::default()), options).unwrap();
     let messages = peer.take_messages().unwrap();
     assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("note", "one"));
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
@@ -503,6 +686,7 @@ fn unsolicited_messages_of_every_child_come_through_one_channel_that_ends_at_clo
     peer.close().unwrap();
     assert_eq!(messages.recv_timeout(PATIENCE), Err(std::sync::mpsc::RecvTimeoutError::Disconnected));
     assert_eq!(peer.stats().unsolicited, 2);
+}
 }
 
 #[test]
@@ -555,22 +739,23 @@ fn the_supervision_callback_may_drop_the_last_handle_to_the_peer() {
     assert_all_gone(&[pid]);
 }
 
-#[test]
+on_both_runtimes! {
 fn a_panicking_supervision_callback_does_not_keep_a_hung_child_running() {
     // The hang watchdog reports the hang, then stops the child: a panic in the report ended
     // the watchdog before the stop, and the hung child ran on until close().
     let on_supervision = SupervisionCallback::new(|_| panic!("a callback bug"));
     let options =
         PeerOptions { hang: Some(200 * MS), grace: 200 * MS, on_supervision: Some(on_supervision), ..options() };
-    let peer = Peer::spawn(Command::new("sh").args(["-c", "while :; do sleep 1; done"]), options).unwrap();
+    let peer = AnyPeer::spawn(Command::new("sh").args(["-c", "while :; do sleep 1; done"]), options).unwrap();
     let pid = i32::try_from(peer.pid()).unwrap();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
     assert!(group_is_dead(pid), "the hung child is still running");
     assert_eq!(peer.close().unwrap().signal(), Some(15));
     assert!(is_reaped(pid));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_panicking_supervision_callback_does_not_fail_the_request_that_restarts_the_child() {
     // `Restarted` is reported on the thread whose request started the fresh child: a panic
     // there unwound out of that caller's `request`.
@@ -583,7 +768,7 @@ fn a_panicking_supervision_callback_does_not_fail_the_request_that_restarts_the_
         on_supervision: Some(on_supervision),
         ..options()
     };
-    let peer = Peer::spawn_with(scripts(&list, made), options).unwrap();
+    let peer = AnyPeer::spawn_with(scripts(&list, made), options).unwrap();
     let first = peer.pid();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
     let answered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| peer.request("data", "a")));
@@ -593,8 +778,9 @@ fn a_panicking_supervision_callback_does_not_fail_the_request_that_restarts_the_
     peer.close().unwrap();
     assert_all_gone(&[first, second]);
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn what_a_dead_child_left_running_in_its_group_is_stopped_once_its_death_is_seen() {
     // The dead child stays current (unreaped) until a restart replaces it or the peer is
     // closed: without restarts, or while the circuit is open (`max_restarts: 0` opens it
@@ -607,8 +793,8 @@ fn what_a_dead_child_left_running_in_its_group_is_stopped_once_its_death_is_seen
         command
     };
     for peer in [
-        Peer::spawn(Command::new("sh").args(["-c", script]), PeerOptions { grace: 200 * MS, ..options() }).unwrap(),
-        Peer::spawn_with(make, supervised).unwrap(),
+        AnyPeer::spawn(Command::new("sh").args(["-c", script]), PeerOptions { grace: 200 * MS, ..options() }).unwrap(),
+        AnyPeer::spawn_with(make, supervised).unwrap(),
     ] {
         let pid = i32::try_from(peer.pid()).unwrap();
         assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
@@ -623,14 +809,15 @@ fn what_a_dead_child_left_running_in_its_group_is_stopped_once_its_death_is_seen
         assert!(is_reaped(pid));
     }
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_child_trickling_a_line_that_never_ends_is_not_hung_and_each_request_still_times_out() {
     // `hang` counts bytes read, not messages ("nothing at all has arrived"): a child writing
     // one endless line is alive to the watchdog; its requests are bounded by their timeouts.
     let options = PeerOptions { hang: Some(200 * MS), grace: 200 * MS, ..options() };
     let script = "while :; do printf x; sleep 0.02; done";
-    let peer = Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
+    let peer = AnyPeer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
     let pid = i32::try_from(peer.pid()).unwrap();
     for _ in 0..2 {
         let e = peer.request_timeout("q", "x", 600 * MS).unwrap_err();
@@ -640,15 +827,16 @@ fn a_child_trickling_a_line_that_never_ends_is_not_hung_and_each_request_still_t
     peer.close().unwrap();
     assert!(is_reaped(pid));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_reply_that_comes_after_the_child_was_declared_hung_is_dropped_and_counted() {
     // Declared hung at 150 ms, its reply written at 400 ms, while the shutdown sequence still
     // waits (grace) for it to exit after its stdin closed: the request already failed, so the
     // reply is a late one, not an unsolicited message and not another request's answer.
     let options = PeerOptions { hang: Some(150 * MS), grace: Duration::from_secs(3), ..options() };
     let script = r#"read l; sleep 0.4; printf '{"msg_type":"response","data":"late","id":1}\n'; exec sleep 30"#;
-    let peer = Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
+    let peer = AnyPeer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
     let messages = peer.take_messages().unwrap();
     let pid = i32::try_from(peer.pid()).unwrap();
     let pending = peer.send("q", "x").unwrap();
@@ -664,8 +852,9 @@ fn a_reply_that_comes_after_the_child_was_declared_hung_is_dropped_and_counted()
     assert!(messages.try_iter().next().is_none());
     assert!(is_reaped(pid));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn close_from_another_thread_amid_restarts_ends_every_caller_and_every_child() {
     // Eight callers against a child that dies on each first request, restarted every 1-2 ms:
     // close() lands in a backoff, a restart, a send or a wait. Every caller must come back
@@ -683,7 +872,7 @@ fn close_from_another_thread_amid_restarts_ends_every_caller_and_every_child() {
         command.args(["-c", "read l; exit 1"]);
         command
     };
-    let peer = Arc::new(Peer::spawn_with(make, options).unwrap());
+    let peer = Arc::new(AnyPeer::spawn_with(make, options).unwrap());
     let first = peer.pid();
     let (done, finished) = mpsc::channel();
     for _ in 0..8 {
@@ -713,8 +902,9 @@ fn close_from_another_thread_amid_restarts_ends_every_caller_and_every_child() {
     assert_eq!(peer.close().unwrap(), status);
     assert_all_gone(&pids(first, &events));
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_window_of_duration_max_means_never_restart_again_not_a_panic() {
     let options = PeerOptions {
         restart: Some(RestartPolicy { max_restarts: 0, window: Duration::MAX, ..RestartPolicy::default() }),
@@ -725,7 +915,7 @@ fn a_window_of_duration_max_means_never_restart_again_not_a_panic() {
         command.args(["-c", "read l; exit 4"]);
         command
     };
-    let peer = Peer::spawn_with(make, options).unwrap();
+    let peer = AnyPeer::spawn_with(make, options).unwrap();
     let pid = peer.pid();
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
     let e = peer.request("q", "x").unwrap_err();
@@ -734,8 +924,9 @@ fn a_window_of_duration_max_means_never_restart_again_not_a_panic() {
     assert_eq!(peer.close().unwrap().code(), Some(4));
     assert_all_gone(&[pid]);
 }
+}
 
-#[test]
+on_both_runtimes! {
 fn a_child_dying_while_the_writer_is_blocked_on_its_full_pipe_fails_the_request_and_is_replaced() {
     // The child never reads: a 4 MiB request fills the pipe and the writer blocks in write();
     // a grandchild holds the pipe's read end too, so the child's exit alone brings no EPIPE.
@@ -744,7 +935,7 @@ fn a_child_dying_while_the_writer_is_blocked_on_its_full_pipe_fails_the_request_
     let list = ["exec 3<&0; sleep 600 <&3 & sleep 0.3; exit 6", serve.as_str()];
     let options = PeerOptions { restart: Some(policy(3, Duration::from_secs(60))), grace: 200 * MS, ..options() };
     let (events, on_supervision) = recorder();
-    let peer = Peer::spawn_with(scripts(&list, made), PeerOptions { on_supervision: Some(on_supervision), ..options })
+    let peer = AnyPeer::spawn_with(scripts(&list, made), PeerOptions { on_supervision: Some(on_supervision), ..options })
         .unwrap();
     let first = peer.pid();
     let big = "x".repeat(4 << 20);
@@ -758,6 +949,7 @@ fn a_child_dying_while_the_writer_is_blocked_on_its_full_pipe_fails_the_request_
     assert_eq!(peer.request("data", "a").unwrap().data.as_str(), Some("Acknowledged: a"));
     peer.close().unwrap();
     assert_all_gone(&pids(first, &events));
+}
 }
 
 #[test]

@@ -267,23 +267,113 @@ async fn bad_options_and_missing_programs_fail_with_their_codes() {
 }
 
 #[tokio::test]
-async fn supervision_options_are_refused_not_ignored() {
+async fn supervision_is_supported_spin_and_restart_without_a_way_to_remake_the_child_are_refused() {
     use rust_ts_ipc::supervise::RestartPolicy;
-    let cases = [
-        ("restart", PeerOptions { restart: Some(RestartPolicy::default()), ..options() }),
-        ("hang", PeerOptions { hang: Some(Duration::from_secs(1)), ..options() }),
-    ];
-    for (name, options) in cases {
-        let error = Peer::spawn(&mut Command::new("true"), options).unwrap_err();
-        assert_eq!(error.code(), ErrorCode::InvalidArgument);
-        assert_eq!(
-            error.to_string(),
-            format!(
-                "PeerOptions::{name} is not supported by rust_ts_ipc::tokio::Peer yet (it does not restart its child \
-                 or watch it for hangs); leave it None, or supervise the child with rust_ts_ipc::Peer::spawn_with"
-            )
-        );
-    }
+    // `restart` needs spawn_with (a Command cannot be made again), as for the thread Peer.
+    let restart = PeerOptions { restart: Some(RestartPolicy::default()), ..options() };
+    let error = Peer::spawn(&mut Command::new(BIN), restart).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::InvalidArgument);
+    assert!(error.message().starts_with("PeerOptions::restart needs a way to start the child again"), "{error}");
+    // The reactor reads the pipes: there is nothing to spin.
+    let spin = PeerOptions { spin: Duration::from_micros(50), ..options() };
+    let error = Peer::spawn(&mut Command::new(BIN), spin).unwrap_err();
+    assert_eq!(
+        (error.code(), error.to_string().as_str()),
+        (
+            ErrorCode::InvalidArgument,
+            "PeerOptions::spin (50 us) is not supported by rust_ts_ipc::tokio::Peer (its pipes are read by the \
+             runtime's reactor, not spun); leave it zero, or use rust_ts_ipc::Peer"
+        )
+    );
+    // Supervision is taken: a supervised healthy child just answers.
+    let (events, on_supervision) = {
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let to = Arc::clone(&events);
+        (events, rust_ts_ipc::SupervisionCallback::new(move |e| to.lock().unwrap().push(format!("{e:?}"))))
+    };
+    let supervised = PeerOptions {
+        restart: Some(RestartPolicy::default()),
+        hang: Some(Duration::from_secs(5)),
+        on_supervision: Some(on_supervision),
+        ..options()
+    };
+    let make = || {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--exit-after", "0"]);
+        command
+    };
+    let peer = Peer::spawn_with(make, supervised).unwrap();
+    assert_eq!(peer.request("data", "a").await.unwrap(), reply("ack", "Acknowledged: a", 1));
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    assert!(events.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn dropping_a_request_future_during_the_restart_backoff_gives_it_up_and_starts_no_child() {
+    use rust_ts_ipc::supervise::RestartPolicy;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let made = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&made);
+    let make = move || {
+        count.fetch_add(1, Ordering::SeqCst);
+        let mut command = Command::new("sh");
+        command.args(["-c", "read l; exit 3"]);
+        command
+    };
+    let long = Duration::from_secs(30);
+    let options = PeerOptions {
+        restart: Some(RestartPolicy { base: long, cap: long, max_restarts: 5, window: Duration::from_secs(60) }),
+        timeout: Duration::from_secs(60),
+        ..options()
+    };
+    let peer = Peer::spawn_with(make, options).unwrap();
+    let pid = i32::try_from(peer.pid()).unwrap();
+    assert_eq!(peer.request("q", "x").await.unwrap_err().code(), ErrorCode::PeerExited);
+    // Waits out the 15..30 s backoff (within its 60 s timeout) until it is dropped.
+    let given_up = tokio::time::timeout(Duration::from_millis(200), peer.request("q", "y")).await;
+    assert!(given_up.is_err(), "{given_up:?}");
+    assert_eq!(made.load(Ordering::SeqCst), 1);
+    // Nothing was sent and nothing is pending; the backoff goes on, the next call times out in it.
+    let error = peer.request_timeout("q", "z", Duration::from_millis(100)).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Timeout, "{error}");
+    assert!(error.message().starts_with("`q` was not sent: the child died and its restart waits "), "{error}");
+    let stats = peer.stats();
+    assert_eq!((stats.requests, stats.replies, stats.timeouts), (1, 0, 1));
+    assert_eq!(peer.close().await.unwrap().code(), Some(3));
+    assert_eq!(made.load(Ordering::SeqCst), 1);
+    assert!(tokio::task::spawn_blocking(move || is_reaped(pid)).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_restarted_childs_requests_go_on_from_the_dead_ones_ids_and_stats_sum_both() {
+    use rust_ts_ipc::supervise::RestartPolicy;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let made = Arc::new(AtomicUsize::new(0));
+    let count = Arc::clone(&made);
+    let make = move || {
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        let mut command = Command::new("sh");
+        let serve = format!("exec {BIN} serve --exit-after 0");
+        command.args(["-c", if n == 0 { "read l; exit 3" } else { serve.as_str() }]);
+        command
+    };
+    let ms = Duration::from_millis(1);
+    let options = PeerOptions {
+        restart: Some(RestartPolicy { base: ms, cap: 2 * ms, max_restarts: 5, window: Duration::from_secs(60) }),
+        ..options()
+    };
+    let peer = Peer::spawn_with(make, options).unwrap();
+    let first = peer.pid();
+    assert_eq!(peer.request("q", "x").await.unwrap_err().code(), ErrorCode::PeerExited);
+    assert_eq!(peer.request("data", "a").await.unwrap(), reply("ack", "Acknowledged: a", 2));
+    assert_eq!(peer.request("data", "b").await.unwrap(), reply("ack", "Acknowledged: b", 3));
+    assert_ne!(peer.pid(), first);
+    let stats = peer.stats();
+    assert_eq!((stats.requests, stats.replies), (3, 2));
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    assert_eq!(made.load(Ordering::SeqCst), 2);
+    let first = i32::try_from(first).unwrap();
+    assert!(tokio::task::spawn_blocking(move || is_reaped(first) && group_is_dead(first)).await.unwrap());
 }
 
 #[tokio::test]
@@ -339,4 +429,42 @@ async fn lines_that_are_not_protocol_are_unsolicited_errors_naming_the_line() {
     assert_eq!(error.msg_type, "error");
     assert!(error.data.as_str().unwrap().starts_with("line 1: "), "{error:?}");
     peer.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervision_callback_may_drop_the_last_handle_to_the_peer_from_its_task() {
+    use rust_ts_ipc::{SupervisionCallback, SupervisionEvent};
+    use std::sync::Mutex;
+    // The death is reported from the dead child's own task; dropping the peer there closes it
+    // in another task, and the child is still reaped.
+    let slot: Arc<Mutex<Option<Peer>>> = Arc::default();
+    let (told, heard) = std::sync::mpsc::channel();
+    let in_callback = Arc::clone(&slot);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let SupervisionEvent::ChildEnded { pid, .. } = event {
+            let peer = in_callback.lock().unwrap().take();
+            drop(peer);
+            let _ = told.send(*pid);
+        }
+    });
+    let options = PeerOptions { on_supervision: Some(on_supervision), ..options() };
+    let peer = Peer::spawn(Command::new("sh").args(["-c", "read l; exit 3"]), options).unwrap();
+    let pid = peer.pid();
+    let pending = peer.send("q", "x").await.unwrap();
+    *slot.lock().unwrap() = Some(peer);
+    assert_eq!(pending.await.unwrap_err().code(), ErrorCode::PeerExited);
+    let reported = tokio::task::spawn_blocking(move || heard.recv_timeout(PATIENCE)).await.unwrap();
+    assert_eq!(reported, Ok(pid));
+    assert!(slot.lock().unwrap().is_none());
+    let pid = i32::try_from(pid).unwrap();
+    let reaped = tokio::task::spawn_blocking(move || {
+        let start = Instant::now();
+        while !is_reaped(pid) && start.elapsed() < PATIENCE {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        is_reaped(pid) && group_is_dead(pid)
+    })
+    .await
+    .unwrap();
+    assert!(reaped, "child {pid} was not reaped after the peer was dropped in its callback");
 }

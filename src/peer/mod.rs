@@ -25,7 +25,7 @@
 //! shutdown's signals (its write fails once the child is gone).
 
 mod error;
-mod restart;
+pub(crate) mod restart;
 mod writer;
 
 #[cfg(feature = "tokio")]
@@ -148,8 +148,8 @@ pub struct PeerOptions {
     /// permission model, build the command with [`crate::process::sandbox::NodePermission`].
     pub sandbox: Sandbox,
     /// Restart the child when it dies unexpectedly (see [`Peer`]'s "Supervision"): `None`,
-    /// the default, never restarts. Needs [`Peer::spawn_with`], which can make the child's
-    /// `Command` again.
+    /// the default, never restarts. Needs [`Peer::spawn_with`] (or, for the async peer,
+    /// `rust_ts_ipc::tokio::Peer::spawn_with`), which can make the child's `Command` again.
     pub restart: Option<RestartPolicy>,
     /// Declare the child hung when requests are pending and nothing at all has been read from
     /// its stdout for this long: it is stopped with the shutdown sequence, its pending requests
@@ -390,6 +390,15 @@ pub(crate) enum Routed<R> {
 }
 
 impl<R: Reply, D: Copy + Ord> State<R, D> {
+    /// Why the child can answer no more (it ended, or cannot be written to), unless the peer
+    /// closed it.
+    pub(crate) fn death(&self) -> Option<PeerError> {
+        if self.closed {
+            return None;
+        }
+        self.ended.clone().or_else(|| self.broken.clone())
+    }
+
     pub(crate) fn abandon(&mut self, id: u64) {
         self.abandoned.insert(id);
         if self.abandoned.len() > ABANDONED_MEMORY {
@@ -539,10 +548,8 @@ struct Shared {
     /// Shared by every child of the peer: [`Peer::stats`] counts them all.
     counters: Arc<Counters>,
     options: Limits,
-    /// When the child was started: the origin of `heard`.
-    born: Instant,
-    /// Nanoseconds from `born` to the last read from the child's stdout (hang watchdog).
-    heard: AtomicU64,
+    /// The last read from the child's stdout (hang watchdog).
+    heard: restart::Heard,
     /// A hang watchdog reads `heard` ([`PeerOptions::hang`]): the reader keeps it.
     watched: bool,
     /// The peer's supervision, told when this child dies.
@@ -633,6 +640,27 @@ impl Limits {
     }
 }
 
+impl restart::Supervised for Shared {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn death(&self) -> Option<PeerError> {
+        self.lock().death()
+    }
+
+    fn count_timeout(&self) {
+        bump(&self.counters.timeouts);
+    }
+
+    fn succeed(&self, dead: &Shared) {
+        self.set_keeper_from(dead);
+        // Ids go on from the dead child's: a request's id is unique in the peer's life.
+        let next_id = dead.lock().next_id;
+        self.lock().next_id = next_id;
+    }
+}
+
 impl Shared {
     fn set_keeper(&self, keeper: &Arc<Keeper>) {
         let _ = self.keeper.set(Arc::downgrade(keeper));
@@ -650,27 +678,6 @@ impl Shared {
         if let Some(keeper) = self.keeper.get().and_then(Weak::upgrade) {
             keeper.on_ended(self, error);
         }
-    }
-
-    /// Why this child can answer no more (it ended, or cannot be written to), unless the peer
-    /// closed it.
-    fn death(&self) -> Option<PeerError> {
-        let state = self.lock();
-        if state.closed {
-            return None;
-        }
-        state.ended.clone().or_else(|| state.broken.clone())
-    }
-
-    /// Something was read from the child's stdout.
-    fn heard_now(&self) {
-        let nanos = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.heard.store(nanos, Ordering::Relaxed);
-    }
-
-    /// When something was last read from the child's stdout (its start, if nothing yet).
-    fn last_heard(&self) -> Instant {
-        self.born + Duration::from_nanos(self.heard.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -742,11 +749,7 @@ impl Shared {
             // What it left running in its group serves nobody now; the child stays unreaped
             // (its group id its own) until close or a restart, which might be a window away.
             // A holder of the lock is shutting it down, which kills the group anyway.
-            match self.child.try_lock() {
-                Ok(mut child) => child.kill_group(),
-                Err(TryLockError::Poisoned(child)) => child.into_inner().kill_group(),
-                Err(TryLockError::WouldBlock) => {}
-            }
+            kill_group_unless_busy(&self.child);
         }
         self.report_end(&error);
     }
@@ -1007,13 +1010,6 @@ impl Peer {
     /// is not one, ...);
     /// [`ErrorCode::Spawn`] when it cannot start.
     pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
-        if options.restart.is_some() {
-            return Err(PeerError::new(
-                ErrorCode::InvalidArgument,
-                "PeerOptions::restart needs a way to start the child again, which a `&mut Command` is not: use \
-                 Peer::spawn_with(|| { let mut command = Command::new(..); ...; command }, options)",
-            ));
-        }
         Peer::start(command, options, None)
     }
 
@@ -1042,17 +1038,7 @@ impl Peer {
         make: Option<Box<dyn FnMut() -> Command + Send>>,
     ) -> Result<Peer, PeerError> {
         let limits = Limits::of(&options)?;
-        if let Some(policy) = &options.restart {
-            policy
-                .check()
-                .map_err(|e| PeerError::new(ErrorCode::InvalidArgument, format!("PeerOptions::restart: {e}")))?;
-        }
-        if options.hang.is_some_and(|hang| hang.is_zero()) {
-            return Err(PeerError::new(
-                ErrorCode::InvalidArgument,
-                "PeerOptions::hang must be more than 0 (got 0 ms); use None to never declare the child hung",
-            ));
-        }
+        restart::check_options(&options, make.is_some())?;
         let counters = Arc::new(Counters::default());
         let (sender, receiver) = mpsc::sync_channel(options.max_unsolicited);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -1067,16 +1053,7 @@ impl Peer {
             // On this thread, whose affinity mask the peer's threads inherit.
             spin: AdaptiveSpin::for_this_thread(if cfg!(unix) { options.spin } else { Duration::ZERO }),
         });
-        let starter: restart::Starter = match make {
-            Some(mut make) if options.restart.is_some() => {
-                // The fresh children's readers share the one unsolicited queue: it ends once
-                // the peer is closed and the last child's stdout has closed.
-                let outbound = outbound.clone();
-                let config = Arc::clone(&config);
-                Box::new(move || start_child(&mut make(), &config, outbound.clone()))
-            }
-            _ => Box::new(|| Err(PeerError::new(ErrorCode::Spawn, "restarts are off (PeerOptions::restart)"))),
-        };
+        let starter = restart::starter(make, options.restart.is_some(), &config, &outbound, start_child);
         // Without restarts the reader owns the only sender: the channel ends with its stdout.
         let first = start_child(command, &config, outbound)?;
         let keeper = Keeper::new(first, options.restart, starter, options.on_supervision);
@@ -1281,8 +1258,7 @@ fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound
         tail: Arc::new(StderrTail::default()),
         counters: Arc::clone(&config.counters),
         options: config.limits,
-        born: Instant::now(),
-        heard: AtomicU64::new(0),
+        heard: restart::Heard::new(),
         watched: config.hang.is_some(),
         keeper: OnceLock::new(),
     });
@@ -1336,6 +1312,16 @@ fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound
         thread::spawn(move || restart::watch_for_hang(&watched, hang));
     }
     Ok(shared)
+}
+
+/// SIGKILLs what a dead, unreaped child left running in its group, unless a holder of the
+/// child's lock is shutting it down (which kills the group anyway).
+pub(crate) fn kill_group_unless_busy(child: &Mutex<ChildProcess>) {
+    match child.try_lock() {
+        Ok(mut child) => child.kill_group(),
+        Err(TryLockError::Poisoned(child)) => child.into_inner().kill_group(),
+        Err(TryLockError::WouldBlock) => {}
+    }
 }
 
 /// Fails a call once the peer is closed, the child can no longer answer, or nothing more
@@ -1498,7 +1484,7 @@ fn read_stdout<R: Read>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, 
             Ok(0) => break,
             Ok(_) => {
                 if shared.watched {
-                    shared.heard_now();
+                    shared.heard.now();
                 }
                 decoder.drain(limits, counters, |m, size| shared.dispatch(m, size, unsolicited));
             }
@@ -1724,7 +1710,7 @@ impl Unsolicited {
 
 /// [`StderrMode`], shareable by the peer's successive children.
 #[derive(Clone)]
-enum StderrTarget {
+pub(crate) enum StderrTarget {
     Forward,
     Discard,
     Sink(Arc<Mutex<StderrCallback>>),

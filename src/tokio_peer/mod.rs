@@ -8,7 +8,9 @@
 //! failing what is pending); the decoding of the child's lines or frames into messages
 //! (`peer::Incoming`, over the core's [`crate::LineDecoder`] / [`crate::FrameDecoder`]); and the
 //! child itself ([`ChildProcess`]: its own process group, the shutdown sequence stdin close →
-//! SIGTERM to the group → SIGKILL → reap, the stderr tail).
+//! SIGTERM to the group → SIGKILL → reap, the stderr tail); and the supervision
+//! (`peer::restart`: `Keep`, which child is current and what a call does next, over the
+//! restart policy of [`crate::supervise`]; the hang check; the option checks).
 //!
 //! What differs is only how waiting is done. Four tasks per peer: the writer (the only one
 //! that writes to the child's stdin), the reader (stdout → replies and unsolicited messages),
@@ -30,7 +32,7 @@ use std::io;
 use std::pin::Pin;
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,12 +43,16 @@ use ::tokio::sync::mpsc::error::TryRecvError;
 use ::tokio::sync::{mpsc, oneshot, Notify};
 use ::tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 
+use crate::peer::restart::{self, Heard, Keep, Retiring, Step, Supervised};
 use crate::peer::{
-    bump, check_encodable, encode, refuse_if_over, take_batch, timeout_error, Counters, Incoming, Limits, Line,
-    Outcome, Reply, Routed, State, Waiting, EOF_SETTLE, EXIT_SETTLE, SWEEP,
+    bump, check_encodable, encode, kill_group_unless_busy, refuse_if_over, take_batch, timeout_error, Counters,
+    Incoming, Limits, Line, Outcome, Reply, Routed, State, StderrTarget, Waiting, EOF_SETTLE, EXIT_SETTLE, SWEEP,
 };
+use crate::process::sandbox::Sandbox;
 use crate::process::{self, ChildProcess, StderrTail, Supervision, READ_CHUNK};
-use crate::{Data, Envelope, ErrorCode, PeerError, PeerOptions, PeerStats, StderrMode};
+use crate::supervise::RestartPolicy;
+use crate::SupervisionCallback;
+use crate::{Data, Envelope, ErrorCode, PeerError, PeerOptions, PeerStats};
 
 /// The writer takes at most this many bytes of short lines per write (as the thread peer).
 const WRITE_BATCH: usize = 64 * 1024;
@@ -84,11 +90,46 @@ struct Shared {
     pid: u32,
     command: String,
     tail: Arc<StderrTail>,
-    counters: Counters,
+    /// Shared by every child of the peer: [`Peer::stats`] counts them all.
+    counters: Arc<Counters>,
     options: Limits,
+    /// The last read from the child's stdout, kept when a hang watchdog reads it.
+    heard: Option<Heard>,
+    /// The peer's supervision, told when this child dies.
+    keeper: OnceLock<Weak<Keeper>>,
+}
+
+impl Supervised for Shared {
+    fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn death(&self) -> Option<PeerError> {
+        self.lock().death()
+    }
+
+    fn count_timeout(&self) {
+        bump(&self.counters.timeouts);
+    }
+
+    fn succeed(&self, dead: &Shared) {
+        if let Some(keeper) = dead.keeper.get() {
+            let _ = self.keeper.set(Weak::clone(keeper));
+        }
+        // Ids go on from the dead child's: a request's id is unique in the peer's life.
+        let next_id = dead.lock().next_id;
+        self.lock().next_id = next_id;
+    }
 }
 
 impl Shared {
+    /// Tells the peer's supervision that this child can answer no more.
+    fn report_end(&self, error: &PeerError) {
+        if let Some(keeper) = self.keeper.get().and_then(Weak::upgrade) {
+            keeper.on_ended(self, error);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Books> {
         // Nothing panics while holding it; if something did, the books are still consistent.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
@@ -114,14 +155,17 @@ impl Shared {
     /// Queues `message` (`size` bytes encoded) for [`Peer::take_messages`], or drops and
     /// counts it when the queue is full in count or in bytes.
     fn deliver_unsolicited(&self, to: &Outbound, message: Envelope, size: usize) {
-        // The reader is the only sender: nothing else adds to `queued` between check and add.
-        let queued = to.queued.load(Ordering::Acquire);
-        if queued.saturating_add(size) > self.options.max_unsolicited_bytes {
+        // Check and add at once: after a restart, a dead child's reader may still deliver
+        // while the fresh child's does.
+        let limit = self.options.max_unsolicited_bytes;
+        let added = to.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+            Some(queued.saturating_add(size)).filter(|&total| total <= limit)
+        });
+        if added.is_err() {
             bump(&self.counters.unsolicited_dropped);
             return;
         }
         bump(&self.counters.unsolicited);
-        to.queued.fetch_add(size, Ordering::AcqRel);
         if to.sender.try_send((message, size)).is_err() {
             to.queued.fetch_sub(size, Ordering::AcqRel);
             self.counters.unsolicited.fetch_sub(1, Ordering::Relaxed);
@@ -149,11 +193,25 @@ impl Shared {
         let status = state.exit.flatten();
         let tail = self.tail.text();
         let limit = self.options.child_limits.explain(status, state.exit_cpu_time, &tail);
-        if state.end(PeerError::exited(&self.command, status, tail, limit, self.options.restarting)) {
-            drop(state);
-            self.changed.notify_waiters();
-            self.wake_writer.notify_one();
+        let error = PeerError::exited(&self.command, status, tail, limit, self.options.restarting);
+        if !state.end(error.clone()) {
+            return;
         }
+        let closed = state.closed;
+        let exited = state.exit.is_some();
+        drop(state);
+        self.changed.notify_waiters();
+        self.wake_writer.notify_one();
+        if closed {
+            return;
+        }
+        if exited {
+            // What it left running in its group serves nobody now; the child stays unreaped
+            // (its group id its own) until close or a restart. A holder of the lock is
+            // shutting it down, which kills the group anyway.
+            kill_group_unless_busy(&self.child);
+        }
+        self.report_end(&error);
     }
 
     /// The exit watcher saw the child exit: give its last replies and stderr a moment
@@ -211,6 +269,9 @@ impl Shared {
                 if slot && room {
                     state.outbox_bytes += line.bytes.len();
                     if let (Some(id), Some(waiting)) = (line.id, waiting) {
+                        if state.pending.is_empty() {
+                            state.busy_since = Some(now);
+                        }
                         state.pending.insert(id, waiting);
                         self.counters.peak_in_flight.fetch_max(state.pending.len() as u64, Ordering::Relaxed);
                     }
@@ -249,6 +310,13 @@ impl Shared {
         self.changed.notify_waiters();
         self.wake_writer.notify_one();
         true
+    }
+
+    /// Closes this generation: a dead one, replaced by a restart.
+    async fn shut_down(self: Arc<Self>) {
+        let started = Instant::now();
+        let first = self.mark_closed();
+        let _ = self.close(first, started).await;
     }
 
     /// [`Peer::close`], from a peer marked closed at `started`.
@@ -313,14 +381,155 @@ impl Supervision for MarkReaped {
 /// [`close`](Self::close), or on drop (in a task of the runtime, or at once without one).
 /// [`PeerOptions::sandbox`] applies as for the thread peer (environment, working directory,
 /// resource limits), and a child killed by one of its limits is reported naming it.
+///
+/// # Supervision
+/// As the thread peer's ([`crate::Peer`], "Supervision"), the same code deciding: with
+/// [`PeerOptions::restart`] (and [`spawn_with`](Self::spawn_with)) a child that dies
+/// unexpectedly fails its pending requests with [`ErrorCode::PeerExited`], and the next call
+/// after the backoff starts a fresh child (a call whose deadline falls inside the backoff fails
+/// [`ErrorCode::Timeout`] at once, unsent; one whose future is dropped while it waits is given
+/// up); more restarts than the policy allows within its window fail calls with
+/// [`ErrorCode::RestartLimit`] until the window passes. [`PeerOptions::hang`] stops a child
+/// silent with requests pending; [`PeerOptions::on_supervision`] is told each death and
+/// restart (from the peer's tasks). Ids go on across children, [`pid`](Self::pid) is the
+/// current child's, [`stats`](Self::stats) counts them all, and [`take_messages`](Self::take_messages)
+/// is one channel for every child, ending once the peer is closed and the last child's stdout
+/// has closed. [`close`](Self::close) during a backoff leaves no child and starts none.
 pub struct Peer {
-    shared: Arc<Shared>,
+    /// The current child and the restart state.
+    keeper: Arc<Keeper>,
+    counters: Arc<Counters>,
+    options: Limits,
     messages: Mutex<Option<Unsolicited>>,
+}
+
+/// A dead generation being closed in a task of its own.
+struct Task(::tokio::task::JoinHandle<()>);
+
+impl Retiring for Task {
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+/// The owner of the current generation and of the restart state: the thread peer's
+/// supervision ([`Keep`]), waited on with tokio.
+struct Keeper {
+    keep: Mutex<Keep<Shared, Task>>,
+    /// Woken (all waiters) by [`close`](Self::close), for calls waiting out a backoff.
+    changed: Notify,
+    on_event: Option<SupervisionCallback>,
+}
+
+impl Keeper {
+    fn new(
+        first: Arc<Shared>,
+        policy: Option<RestartPolicy>,
+        start: restart::Starter<Shared>,
+        on_event: Option<SupervisionCallback>,
+    ) -> Arc<Keeper> {
+        let keep = Mutex::new(Keep::new(Arc::clone(&first), policy, start));
+        let keeper = Arc::new(Keeper { keep, changed: Notify::new(), on_event });
+        let _ = first.keeper.set(Arc::downgrade(&keeper));
+        keeper
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Keep<Shared, Task>> {
+        self.keep.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The current child.
+    fn current(&self) -> Arc<Shared> {
+        Arc::clone(self.lock().current())
+    }
+
+    /// Generation `dead` can answer no more (`error`): called by it when it sees that.
+    fn on_ended(&self, dead: &Shared, error: &PeerError) {
+        let event = self.lock().on_ended(dead, error);
+        if let Some(event) = event {
+            restart::emit(self.on_event.as_ref(), event);
+        }
+    }
+
+    /// The generation a call for `msg_type` (due by `deadline`) goes to: the current one, or,
+    /// once it has died and restarts are on, a fresh one started after the backoff (by the
+    /// first call to come after it). Dropping the future while it waits out the backoff
+    /// gives the call up; nothing was sent.
+    ///
+    /// # Errors
+    /// [`ErrorCode::Closed`]; [`ErrorCode::RestartLimit`] while the circuit is open;
+    /// [`ErrorCode::Timeout`] when the backoff ends after `deadline`; [`ErrorCode::Spawn`]
+    /// when the fresh child could not start.
+    async fn generation(&self, msg_type: &str, deadline: Instant) -> Result<Arc<Shared>, PeerError> {
+        loop {
+            let notified = self.changed.notified();
+            ::tokio::pin!(notified);
+            // Registered before the step, so a close between the two is not missed.
+            notified.as_mut().enable();
+            let step = {
+                let mut keep = self.lock();
+                let mut step = keep.step(msg_type, deadline.into_std(), std::time::Instant::now());
+                // Under the same lock as the restart: a close after it waits for the dead child.
+                if let Step::Restarted { dead: dead @ Some(_), .. } = &mut step {
+                    if let Some(dead) = dead.take() {
+                        keep.retire(Task(::tokio::spawn(dead.shut_down())));
+                    }
+                }
+                step
+            };
+            match step {
+                Step::Go(shared) => return Ok(shared),
+                Step::Fail(error) => return Err(error),
+                Step::Wait(left) => {
+                    let _ = ::tokio::time::timeout(left, notified).await;
+                }
+                Step::Report(event) => restart::emit(self.on_event.as_ref(), event),
+                Step::Restarted { event, started, .. } => {
+                    restart::emit(self.on_event.as_ref(), event);
+                    return started;
+                }
+            }
+        }
+    }
+
+    /// Marks the peer closed: no child starts after this, calls waiting out a backoff fail
+    /// [`ErrorCode::Closed`], the current child's pending requests too. Gives the current
+    /// child (and whether this was the first close of it) and the dead ones still being closed.
+    fn begin_close(&self) -> (Arc<Shared>, bool, Vec<Task>) {
+        let (current, retiring) = self.lock().close();
+        self.changed.notify_waiters();
+        let first = current.mark_closed();
+        (current, first, retiring)
+    }
+
+    /// [`Peer::close`]: the current child's shutdown, then the dead ones' (already under way).
+    async fn close(&self) -> Result<ExitStatus, PeerError> {
+        let started = Instant::now();
+        let (current, first, retiring) = self.begin_close();
+        let status = current.close(first, started).await;
+        for task in retiring {
+            let _ = task.0.await;
+        }
+        status
+    }
+}
+
+/// What every child of a peer is started with.
+struct Generation {
+    limits: Limits,
+    stderr: StderrTarget,
+    counters: Arc<Counters>,
+    hang: Option<Duration>,
+    /// Applied to each child's `Command` before it is spawned, restarts included.
+    sandbox: Sandbox,
+    /// The runtime the peer's tasks run on.
+    runtime: Handle,
 }
 
 impl fmt::Debug for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("tokio::Peer").field("pid", &self.shared.pid).field("command", &self.shared.command).finish()
+        let current = self.keeper.current();
+        f.debug_struct("tokio::Peer").field("pid", &current.pid).field("command", &current.command).finish()
     }
 }
 
@@ -328,35 +537,44 @@ impl Peer {
     /// Starts `command` (its stdin, stdout and stderr are piped; it leads a process group of
     /// its own) and the tasks that serve it. Call it within a tokio runtime with I/O and time
     /// enabled (`#[tokio::main]`, or a `Builder` with `enable_all`). A tokio
-    /// `tokio::process::Command` gives its std command with `as_std_mut()`.
-    ///
-    /// Supervision ([`PeerOptions::restart`], [`PeerOptions::hang`],
-    /// [`PeerOptions::on_supervision`]) is not implemented here yet, nor is
-    /// [`PeerOptions::spin`]: setting any of them is refused, never silently ignored.
+    /// `tokio::process::Command` gives its std command with `as_std_mut()`. A peer that
+    /// restarts its child ([`PeerOptions::restart`]) is started with
+    /// [`spawn_with`](Self::spawn_with) instead. [`PeerOptions::spin`] is refused: the
+    /// runtime's reactor reads the pipes.
     ///
     /// # Errors
-    /// [`ErrorCode::InvalidArgument`] for options out of range (as [`crate::Peer::spawn`]), for
-    /// the supervision options, or when called outside a tokio runtime; [`ErrorCode::Spawn`]
-    /// when the child cannot start.
+    /// [`ErrorCode::InvalidArgument`] for options out of range (as [`crate::Peer::spawn`]:
+    /// with [`PeerOptions::restart`] set too), for a non-zero [`PeerOptions::spin`], or when
+    /// called outside a tokio runtime; [`ErrorCode::Spawn`] when the child cannot start.
     pub fn spawn(command: &mut Command, options: PeerOptions) -> Result<Peer, PeerError> {
+        Peer::start(command, options, None)
+    }
+
+    /// Starts the child that `make` returns, as [`spawn`](Self::spawn) does; with
+    /// [`PeerOptions::restart`] on, `make` is called again for each fresh child (in the task
+    /// whose request starts it, under the supervision's lock: keep it quick, and never call
+    /// the peer from it), as [`crate::Peer::spawn_with`]. That lock is a plain mutex, held
+    /// only for decisions and for `make` and the spawn: a call that comes meanwhile blocks its
+    /// worker thread for that long.
+    ///
+    /// # Errors
+    /// As [`spawn`](Self::spawn) (the restart policy is checked too: see
+    /// [`RestartPolicy::check`]).
+    pub fn spawn_with(
+        mut make: impl FnMut() -> Command + Send + 'static,
+        options: PeerOptions,
+    ) -> Result<Peer, PeerError> {
+        let mut first = make();
+        Peer::start(&mut first, options, Some(Box::new(make)))
+    }
+
+    fn start(
+        command: &mut Command,
+        options: PeerOptions,
+        make: Option<Box<dyn FnMut() -> Command + Send>>,
+    ) -> Result<Peer, PeerError> {
         let limits = Limits::of(&options)?;
-        // Supervision is the thread Peer's for now: refused here rather than ignored.
-        for (name, set) in [
-            ("restart", options.restart.is_some()),
-            ("hang", options.hang.is_some()),
-            ("on_supervision", options.on_supervision.is_some()),
-        ] {
-            if set {
-                return Err(PeerError::new(
-                    ErrorCode::InvalidArgument,
-                    format!(
-                        "PeerOptions::{name} is not supported by rust_ts_ipc::tokio::Peer yet (it does not restart \
-                         its child or watch it for hangs); leave it None, or supervise the child with \
-                         rust_ts_ipc::Peer::spawn_with"
-                    ),
-                ));
-            }
-        }
+        restart::check_options(&options, make.is_some())?;
         if !options.spin.is_zero() {
             return Err(PeerError::new(
                 ErrorCode::InvalidArgument,
@@ -375,49 +593,28 @@ impl Peer {
                  rust_ts_ipc::Peer",
             ));
         };
-        // The sandbox (environment, working directory, resource limits), as the thread Peer.
-        options.sandbox.apply(command).map_err(|e| PeerError::new(ErrorCode::InvalidArgument, e.to_string()))?;
-        let reaped = Arc::new(Mutex::new(false));
-        let (mut child, stdout, stderr) =
-            ChildProcess::spawn(command, options.grace, Box::new(MarkReaped(Arc::clone(&reaped))))
-                .map_err(|e| PeerError::new(ErrorCode::Spawn, e.to_string()))?;
-        let command_line = child.command_line().to_owned();
-        let pipes = child.take_stdin().ok_or_else(|| io::Error::other("no stdin")).and_then(|stdin| {
-            Ok((ChildStdin::from_std(stdin)?, ChildStdout::from_std(stdout)?, ChildStderr::from_std(stderr)?))
-        });
-        // On error the child is dropped here, which stops and reaps it.
-        let (stdin, stdout, stderr) = pipes.map_err(|e| {
-            PeerError::new(
-                ErrorCode::Spawn,
-                format!("child `{command_line}` started, but its pipes could not join the tokio runtime: {e}"),
-            )
-        })?;
+        let counters = Arc::new(Counters::default());
         let (sender, receiver) = mpsc::channel(options.max_unsolicited);
         let queued = Arc::new(AtomicUsize::new(0));
-        let shared = Arc::new(Shared {
-            state: Mutex::new(State::default()),
-            changed: Notify::new(),
-            wake_writer: Notify::new(),
-            turn: ::tokio::sync::Mutex::new(()),
-            pid: child.id(),
-            command: command_line,
-            child: Arc::new(Mutex::new(child)),
-            reaped,
-            tail: Arc::new(StderrTail::default()),
-            counters: Counters::default(),
-            options: limits,
-        });
-        runtime.spawn(watch_exit(Arc::clone(&shared)));
-        runtime.spawn(write_stdin(Arc::clone(&shared), stdin));
         let outbound = Outbound { sender, queued: Arc::clone(&queued) };
-        runtime.spawn(read_stdout(Arc::clone(&shared), stdout, outbound));
-        runtime.spawn(read_stderr(Arc::clone(&shared), stderr, options.stderr));
-        Ok(Peer { shared, messages: Mutex::new(Some(Unsolicited { receiver, queued })) })
+        let config = Arc::new(Generation {
+            limits,
+            stderr: StderrTarget::from(options.stderr),
+            counters: Arc::clone(&counters),
+            hang: options.hang,
+            sandbox: options.sandbox,
+            runtime,
+        });
+        let starter = restart::starter(make, options.restart.is_some(), &config, &outbound, start_child);
+        // Without restarts the reader owns the only sender: the channel ends with its stdout.
+        let first = start_child(command, &config, outbound)?;
+        let keeper = Keeper::new(first, options.restart, starter, options.on_supervision);
+        Ok(Peer { keeper, counters, options: limits, messages: Mutex::new(Some(Unsolicited { receiver, queued })) })
     }
 
-    /// The child's pid (also its process group's id).
+    /// The current child's pid (also its process group's id).
     pub fn pid(&self) -> u32 {
-        self.shared.pid
+        self.keeper.current().pid
     }
 
     /// Sends a request and waits for its reply, at most [`PeerOptions::timeout`]. Dropping
@@ -451,9 +648,11 @@ impl Peer {
     ///
     /// # Errors
     /// As [`crate::Peer::send`]: [`ErrorCode::InvalidArgument`], [`ErrorCode::Closed`],
-    /// [`ErrorCode::PeerExited`], [`ErrorCode::Timeout`] (no room in time), [`ErrorCode::Io`].
+    /// [`ErrorCode::PeerExited`], [`ErrorCode::Timeout`] (no room in time, or a restart's
+    /// backoff ends after the deadline), [`ErrorCode::RestartLimit`] while the restart circuit
+    /// is open, [`ErrorCode::Spawn`] when a fresh child could not start, [`ErrorCode::Io`].
     pub async fn send(&self, msg_type: &str, data: impl Into<Data>) -> Result<Pending, PeerError> {
-        self.send_timeout(msg_type, data, self.shared.options.timeout).await
+        self.send_timeout(msg_type, data, self.options.timeout).await
     }
 
     /// [`send`](Self::send) with its own timeout.
@@ -467,9 +666,9 @@ impl Peer {
         timeout: Duration,
     ) -> Result<Pending, PeerError> {
         let data = data.into();
-        let shared = &self.shared;
-        check_encodable(shared.options.encoding, msg_type, &data)?;
+        check_encodable(self.options.encoding, msg_type, &data)?;
         let deadline = deadline_after(timeout);
+        let shared = &self.keeper.generation(msg_type, deadline).await?;
         refuse_if_over(&shared.lock(), msg_type)?;
         let Ok(_turn) = timeout_at(deadline, shared.turn.lock()).await else {
             bump(&shared.counters.timeouts);
@@ -508,12 +707,12 @@ impl Peer {
     /// within [`PeerOptions::timeout`].
     pub async fn notify(&self, msg_type: &str, data: impl Into<Data>) -> Result<(), PeerError> {
         let data = data.into();
-        let shared = &self.shared;
-        let encoding = shared.options.encoding;
+        let encoding = self.options.encoding;
         check_encodable(encoding, msg_type, &data)?;
         let bytes = encode(encoding, &Envelope { msg_type: msg_type.to_owned(), data, id: None })?;
-        let timeout = shared.options.timeout;
+        let timeout = self.options.timeout;
         let deadline = deadline_after(timeout);
+        let shared = &self.keeper.generation(msg_type, deadline).await?;
         refuse_if_over(&shared.lock(), msg_type)?;
         let Ok(_turn) = timeout_at(deadline, shared.turn.lock()).await else {
             return Err(shared.options.not_sent(msg_type, timeout, true, true, 0));
@@ -521,29 +720,31 @@ impl Peer {
         shared.queue(Line { bytes, id: None }, None, msg_type, deadline, timeout).await
     }
 
-    /// The child's unsolicited messages, as [`crate::Peer::take_messages`] describes them.
-    /// `None` after the first call.
+    /// The child's unsolicited messages, as [`crate::Peer::take_messages`] describes them
+    /// (with [`PeerOptions::restart`], of every child, ending once the peer is closed and its
+    /// last child's stdout has closed). `None` after the first call.
     pub fn take_messages(&self) -> Option<Unsolicited> {
         self.messages.lock().unwrap_or_else(PoisonError::into_inner).take()
     }
 
     /// What the peer has done so far, including what it dropped.
     pub fn stats(&self) -> PeerStats {
-        self.shared.counters.snapshot()
+        self.counters.snapshot()
     }
 
     /// Stops the child and returns how it ended, as [`crate::Peer::close`]: pending requests
     /// fail with [`ErrorCode::Closed`], the notifications still queued are written and the
     /// child's stdin closed (within [`PeerOptions::grace`]), then the child gets the rest of
     /// that grace to exit, SIGTERM to its group, the grace again, SIGKILL, and is reaped.
-    /// Idempotent.
+    /// Idempotent. Under supervision: the current child (a dead one's status, during a
+    /// backoff) is the one returned; calls waiting out a backoff fail with
+    /// [`ErrorCode::Closed`], no child starts after it, and it waits for the dead children
+    /// still being reaped.
     ///
     /// # Errors
     /// [`ErrorCode::Io`] if the child could not be waited for.
     pub async fn close(&self) -> Result<ExitStatus, PeerError> {
-        let started = Instant::now();
-        let first = self.shared.mark_closed();
-        self.shared.close(first, started).await
+        self.keeper.close().await
     }
 }
 
@@ -552,17 +753,20 @@ impl Drop for Peer {
     /// for it); outside a runtime, stops the child at once, blocking up to twice the grace.
     fn drop(&mut self) {
         let started = Instant::now();
-        let first = self.shared.mark_closed();
+        let (current, first, retiring) = self.keeper.begin_close();
         match Handle::try_current() {
             Ok(runtime) => {
-                let shared = Arc::clone(&self.shared);
                 runtime.spawn(async move {
-                    let _ = shared.close(first, started).await;
+                    let _ = current.close(first, started).await;
+                    for task in retiring {
+                        let _ = task.0.await;
+                    }
                 });
             }
             Err(_) => {
-                let grace = self.shared.options.grace;
-                lock_child(&self.shared.child).shutdown(grace);
+                // The dead children's tasks run on in their runtime, if it still runs; if it
+                // does not, dropping them drops their children, which stops and reaps them.
+                lock_child(&current.child).shutdown(self.options.grace);
             }
         }
     }
@@ -678,6 +882,7 @@ impl Drop for Pending {
 }
 
 /// The reader's end of the unsolicited queue: the channel bounds the count, `queued` the bytes.
+#[derive(Clone)]
 struct Outbound {
     sender: mpsc::Sender<(Envelope, usize)>,
     queued: Arc<AtomicUsize>,
@@ -717,6 +922,97 @@ impl Unsolicited {
     pub fn try_recv(&mut self) -> Result<Envelope, TryRecvError> {
         let message = self.receiver.try_recv()?;
         Ok(self.taken(message))
+    }
+}
+
+/// Starts one child of a peer and its tasks: the writer, the reader (delivering unsolicited
+/// messages to `unsolicited`), the stderr reader, the exit watcher and, with
+/// [`PeerOptions::hang`], the hang watchdog.
+fn start_child(command: &mut Command, config: &Generation, unsolicited: Outbound) -> Result<Arc<Shared>, PeerError> {
+    // The sandbox (environment, working directory, resource limits), as the thread Peer.
+    config.sandbox.apply(command).map_err(|e| PeerError::new(ErrorCode::InvalidArgument, e.to_string()))?;
+    let runtime = &config.runtime;
+    // The pipes join the runtime's reactor: they must be made within it.
+    let _entered = runtime.enter();
+    let reaped = Arc::new(Mutex::new(false));
+    let (mut child, stdout, stderr) =
+        ChildProcess::spawn(command, config.limits.grace, Box::new(MarkReaped(Arc::clone(&reaped))))
+            .map_err(|e| PeerError::new(ErrorCode::Spawn, e.to_string()))?;
+    let command_line = child.command_line().to_owned();
+    let pipes = child.take_stdin().ok_or_else(|| io::Error::other("no stdin")).and_then(|stdin| {
+        Ok((ChildStdin::from_std(stdin)?, ChildStdout::from_std(stdout)?, ChildStderr::from_std(stderr)?))
+    });
+    // On error the child is dropped here, which stops and reaps it.
+    let (stdin, stdout, stderr) = pipes.map_err(|e| {
+        PeerError::new(
+            ErrorCode::Spawn,
+            format!("child `{command_line}` started, but its pipes could not join the tokio runtime: {e}"),
+        )
+    })?;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State { next_id: 1, ..State::default() }),
+        changed: Notify::new(),
+        wake_writer: Notify::new(),
+        turn: ::tokio::sync::Mutex::new(()),
+        pid: child.id(),
+        command: command_line,
+        child: Arc::new(Mutex::new(child)),
+        reaped,
+        tail: Arc::new(StderrTail::default()),
+        counters: Arc::clone(&config.counters),
+        options: config.limits,
+        heard: config.hang.map(|_| Heard::new()),
+        keeper: OnceLock::new(),
+    });
+    runtime.spawn(watch_exit(Arc::clone(&shared)));
+    runtime.spawn(write_stdin(Arc::clone(&shared), stdin));
+    runtime.spawn(read_stdout(Arc::clone(&shared), stdout, unsolicited));
+    runtime.spawn(read_stderr(Arc::clone(&shared), stderr, config.stderr.clone()));
+    if let Some(hang) = config.hang {
+        runtime.spawn(watch_for_hang(Arc::clone(&shared), hang));
+    }
+    Ok(shared)
+}
+
+/// The hang watchdog task of one child ([`PeerOptions::hang`]), as the thread peer's: while
+/// requests are pending and nothing at all has been read from the child for `hang`, the
+/// child is declared hung: its pending requests fail [`ErrorCode::PeerExited`] naming the
+/// hang, the supervision is told, and the child is stopped with the shutdown sequence.
+async fn watch_for_hang(shared: Arc<Shared>, hang: Duration) {
+    let tick = restart::hang_tick(hang);
+    let Some(heard) = shared.heard.as_ref() else { return };
+    loop {
+        ::tokio::time::sleep(tick).await;
+        let error = {
+            let mut state = shared.lock();
+            if state.closed || state.ended.is_some() {
+                return;
+            }
+            let since = |now: Instant, from: Instant| now.saturating_duration_since(from);
+            let hung = |quiet, pending| {
+                PeerError::hung(
+                    &shared.command,
+                    shared.pid,
+                    quiet,
+                    pending,
+                    shared.tail.text(),
+                    shared.options.restarting,
+                )
+            };
+            let last = Instant::from_std(heard.last());
+            match restart::declare_hung(&mut state, last, Instant::now(), since, hang, hung) {
+                Some(error) => error,
+                None => continue,
+            }
+        };
+        shared.changed.notify_waiters();
+        shared.wake_writer.notify_one();
+        shared.report_end(&error);
+        // The shutdown sequence: stdin closed, then SIGTERM and SIGKILL after the grace; its
+        // waits on the blocking pool.
+        let (child, grace) = (Arc::clone(&shared.child), shared.options.grace);
+        let _ = ::tokio::task::spawn_blocking(move || lock_child(&child).shutdown(grace)).await;
+        return;
     }
 }
 
@@ -794,7 +1090,12 @@ async fn read_stdout(shared: Arc<Shared>, mut stdout: ChildStdout, unsolicited: 
     loop {
         match stdout.read(&mut buf).await {
             Ok(0) => break,
-            Ok(n) => decoder.feed(&buf[..n], limits, counters, |m, size| shared.dispatch(m, size, &unsolicited)),
+            Ok(n) => {
+                if let Some(heard) = &shared.heard {
+                    heard.now();
+                }
+                decoder.feed(&buf[..n], limits, counters, |m, size| shared.dispatch(m, size, &unsolicited));
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
         }
@@ -806,7 +1107,7 @@ async fn read_stdout(shared: Arc<Shared>, mut stdout: ChildStdout, unsolicited: 
 }
 
 /// The stderr task: each piece to the tail, then where [`StderrMode`] says.
-async fn read_stderr(shared: Arc<Shared>, mut stderr: ChildStderr, mut mode: StderrMode) {
+async fn read_stderr(shared: Arc<Shared>, mut stderr: ChildStderr, mode: StderrTarget) {
     let mut buf = vec![0; READ_CHUNK];
     let mut ours = ::tokio::io::stderr();
     loop {
@@ -817,13 +1118,13 @@ async fn read_stderr(shared: Arc<Shared>, mut stderr: ChildStderr, mut mode: Std
             Err(_) => break,
         };
         shared.tail.push(&buf[..n]);
-        match &mut mode {
+        match &mode {
             // As the thread peer: a child writing faster than our stderr takes it is slowed.
-            StderrMode::Forward => {
+            StderrTarget::Forward => {
                 let _ = ours.write_all(&buf[..n]).await;
             }
-            StderrMode::Discard => {}
-            StderrMode::Sink(sink) => sink(&buf[..n]),
+            StderrTarget::Discard => {}
+            StderrTarget::Sink(sink) => (sink.lock().unwrap_or_else(PoisonError::into_inner))(&buf[..n]),
         }
     }
     shared.lock().stderr_closed = true;
