@@ -468,3 +468,41 @@ async fn the_supervision_callback_may_drop_the_last_handle_to_the_peer_from_its_
     .unwrap();
     assert!(reaped, "child {pid} was not reaped after the peer was dropped in its callback");
 }
+
+#[test]
+fn drop_in_another_runtime_that_then_ends_still_stops_and_reaps_the_child() {
+    // The peer lives on a multi-thread runtime that keeps running (a server's); it is dropped
+    // inside a short-lived current-thread runtime's block_on, which ends before running the
+    // close task it was handed. The child must not run on for as long as the peer's runtime.
+    let home = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let peer = home.block_on(async {
+        shell("trap '' TERM; sleep 60 & exec sleep 60", PeerOptions { grace: Duration::from_millis(100), ..options() })
+    });
+    let pid = i32::try_from(peer.pid()).unwrap();
+    let other = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    other.block_on(async move { drop(peer) });
+    drop(other);
+    assert!(is_reaped(pid));
+    assert!(group_is_dead(pid));
+    drop(home);
+}
+
+#[test]
+fn a_runtime_dropped_with_requests_in_flight_stops_and_reaps_the_child() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let pid = runtime.block_on(async {
+        let peer = Arc::new(shell(
+            "trap '' TERM; sleep 60 & while read l; do :; done; exec sleep 60",
+            PeerOptions { grace: Duration::from_millis(100), ..options() },
+        ));
+        for i in 0..8 {
+            let peer = Arc::clone(&peer);
+            tokio::spawn(async move { peer.request("q", i.to_string()).await });
+        }
+        tokio::task::yield_now().await;
+        i32::try_from(peer.pid()).unwrap()
+    });
+    drop(runtime);
+    assert!(is_reaped(pid));
+    assert!(group_is_dead(pid));
+}
