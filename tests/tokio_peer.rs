@@ -506,3 +506,39 @@ fn a_runtime_dropped_with_requests_in_flight_stops_and_reaps_the_child() {
     assert!(is_reaped(pid));
     assert!(group_is_dead(pid));
 }
+
+#[tokio::test]
+async fn ten_thousand_tasks_on_a_current_thread_runtime_some_cancelled_at_every_await_each_sent_reply_is_delivered_or_counted_late()
+{
+    const TOTAL: usize = 10_000;
+    let peer = Arc::new(serve(&["--exit-after", "0"], PeerOptions { max_in_flight: 256, ..options() }));
+    let tasks: Vec<_> = (0..TOTAL)
+        .map(|n| {
+            let peer = Arc::clone(&peer);
+            tokio::spawn(async move {
+                let text = format!("m{n}");
+                let call = peer.request("data", text.as_str());
+                if n % 7 == 0 {
+                    // Cancelled at whatever await it has reached: the turn, a slot, the reply.
+                    let cut = Duration::from_micros((n as u64 * 37) % 3_000);
+                    return tokio::time::timeout(cut, call).await.ok().map(|r| r.unwrap());
+                }
+                let got = call.await.unwrap();
+                assert_eq!(got.data.as_str(), Some(format!("Acknowledged: {text}").as_str()));
+                Some(got)
+            })
+        })
+        .collect();
+    let mut answered = 0u64;
+    for task in tasks {
+        answered += u64::from(task.await.unwrap().is_some());
+    }
+    // Every late reply has come once the next request's reply has.
+    assert_eq!(peer.request("data", "last").await.unwrap().data.as_str(), Some("Acknowledged: last"));
+    let stats = peer.stats();
+    assert_eq!(stats.replies, answered + 1);
+    assert_eq!(stats.requests, stats.replies + stats.late_replies_dropped);
+    assert!(stats.requests >= (TOTAL - TOTAL / 7) as u64, "{stats:?}");
+    assert_eq!(stats.peak_in_flight, 256);
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+}
