@@ -508,8 +508,8 @@ fn a_runtime_dropped_with_requests_in_flight_stops_and_reaps_the_child() {
 }
 
 #[tokio::test]
-async fn ten_thousand_tasks_on_a_current_thread_runtime_some_cancelled_at_every_await_each_sent_reply_is_delivered_or_counted_late()
-{
+async fn ten_thousand_tasks_on_a_current_thread_runtime_some_cancelled_at_every_await_each_sent_reply_is_delivered_or_counted_late(
+) {
     const TOTAL: usize = 10_000;
     let peer = Arc::new(serve(&["--exit-after", "0"], PeerOptions { max_in_flight: 256, ..options() }));
     let tasks: Vec<_> = (0..TOTAL)
