@@ -542,3 +542,13 @@ async fn ten_thousand_tasks_on_a_current_thread_runtime_some_cancelled_at_every_
     assert_eq!(stats.peak_in_flight, 256);
     assert_eq!(peer.close().await.unwrap().code(), Some(0));
 }
+
+#[tokio::test]
+async fn a_grace_of_duration_max_closes_a_child_that_exits_on_eof_without_panicking() {
+    // "Never signal it": a child that ends on EOF is closed and reaped as with any grace.
+    let peer = serve(&["--exit-after", "0"], PeerOptions { grace: Duration::MAX, ..options() });
+    let pid = i32::try_from(peer.pid()).unwrap();
+    assert_eq!(peer.request("data", "a").await.unwrap(), reply("ack", "Acknowledged: a", 1));
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    assert!(tokio::task::spawn_blocking(move || is_reaped(pid)).await.unwrap());
+}

@@ -325,7 +325,9 @@ impl Shared {
         if first {
             // The writer writes the notifications still queued, then closes the child's stdin.
             // One stuck in a child that does not read is ended by the shutdown's signals.
-            self.wait_for(started + grace, |state| state.stdin_closed.then_some(())).await;
+            // Saturating: a grace of `Duration::MAX` ("never signal it") overflowed an Instant.
+            let until = Instant::from_std(process::deadline_after(started.into_std(), grace));
+            self.wait_for(until, |state| state.stdin_closed.then_some(())).await;
         }
         let rest = grace.saturating_sub(started.elapsed());
         let child = Arc::clone(&self.child);
