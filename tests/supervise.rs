@@ -986,3 +986,32 @@ fn close_racing_a_supervision_callback_that_closes_too_does_not_deadlock() {
     }
     assert_all_gone(&[pid]);
 }
+
+#[test]
+fn the_supervision_callback_may_close_the_peer_from_the_hang_watchdog() {
+    // A hang is reported on the watchdog's thread, which then stops the child itself: a close
+    // from the report must neither deadlock with that stop nor leave the child running.
+    let slot: Arc<OnceLock<Weak<Peer>>> = Arc::new(OnceLock::new());
+    let (tx, rx) = mpsc::channel();
+    let from = Arc::clone(&slot);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let (SupervisionEvent::ChildEnded { .. }, Some(peer)) = (event, from.get().and_then(Weak::upgrade)) {
+            let _ = tx.send(peer.close().map(|status| status.signal()));
+        }
+    });
+    let options = PeerOptions {
+        on_supervision: Some(on_supervision),
+        hang: Some(Duration::from_millis(200)),
+        grace: Duration::from_millis(100),
+        ..options()
+    };
+    let script = "trap '' TERM; sleep 60 & read l; exec sleep 60";
+    let peer = Arc::new(Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap());
+    let pid = peer.pid();
+    slot.set(Arc::downgrade(&peer)).unwrap();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let closed = rx.recv_timeout(PATIENCE).expect("the callback's close() returned");
+    assert_eq!(closed.unwrap(), Some(9), "SIGTERM is ignored (also by the exec'd sleep): SIGKILL");
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::Closed);
+    assert_all_gone(&[pid]);
+}
