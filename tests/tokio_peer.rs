@@ -552,3 +552,21 @@ async fn a_grace_of_duration_max_closes_a_child_that_exits_on_eof_without_panick
     assert_eq!(peer.close().await.unwrap().code(), Some(0));
     assert!(tokio::task::spawn_blocking(move || is_reaped(pid)).await.unwrap());
 }
+
+#[tokio::test]
+async fn a_big_request_timing_out_mid_write_is_still_written_whole_and_the_next_request_is_answered() {
+    // The child reads nothing for 300 ms: the 2 MiB line is part written when its request
+    // times out (and a second one's future is dropped); the line goes on whole, then the next.
+    let script = format!("sleep 0.3; exec {BIN} serve --exit-after 0");
+    let peer = shell(&script, options());
+    let big = "x".repeat(2 << 20);
+    let error = peer.request_timeout("data", big.as_str(), Duration::from_millis(100)).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Timeout);
+    let dropped = tokio::time::timeout(Duration::from_millis(50), peer.request("data", big.as_str())).await;
+    assert!(dropped.is_err());
+    let got = peer.request("data", "after").await.unwrap();
+    assert_eq!(got, reply("ack", "Acknowledged: after", 3));
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.late_replies_dropped, stats.lines_too_long), (1, 2, 0), "{stats:?}");
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+}
