@@ -570,3 +570,16 @@ async fn a_big_request_timing_out_mid_write_is_still_written_whole_and_the_next_
     assert_eq!((stats.replies, stats.late_replies_dropped, stats.lines_too_long), (1, 2, 0), "{stats:?}");
     assert_eq!(peer.close().await.unwrap().code(), Some(0));
 }
+
+#[tokio::test]
+async fn timeouts_hang_and_grace_of_duration_max_mean_no_limit_not_a_panic() {
+    let script = r#"read l; echo '{"msg_type":"r","data":"ok","id":1}'; exec cat >/dev/null"#;
+    let forever =
+        PeerOptions { timeout: Duration::MAX, grace: Duration::MAX, hang: Some(Duration::MAX), ..options() };
+    let peer = shell(script, forever);
+    assert_eq!(peer.send("q", "").await.unwrap().wait_timeout(Duration::MAX).await.unwrap(), reply("r", "ok", 1));
+    let pending = peer.send_timeout("q", "", Duration::MAX).await.unwrap();
+    // The child exits on EOF: the shutdown's unbounded first wait ends with it.
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    assert_eq!(pending.await.unwrap_err().code(), ErrorCode::Closed);
+}
