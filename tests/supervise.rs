@@ -1015,3 +1015,19 @@ fn the_supervision_callback_may_close_the_peer_from_the_hang_watchdog() {
     assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::Closed);
     assert_all_gone(&[pid]);
 }
+
+on_both_runtimes! {
+fn a_backoff_of_duration_max_fails_calls_timeout_at_once_and_close_starts_no_child() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let forever = RestartPolicy { base: Duration::MAX, cap: Duration::MAX, ..policy(3, Duration::from_secs(60)) };
+    let options = PeerOptions { restart: Some(forever), timeout: 200 * MS, ..options() };
+    let peer = AnyPeer::spawn_with(scripts(&["read l; exit 4"], Arc::clone(&made)), options).unwrap();
+    let pid = peer.pid();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let e = peer.request("q", "x").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+    assert_eq!(peer.close().unwrap().code(), Some(4));
+    assert_eq!(made.load(Ordering::SeqCst), 1);
+    assert_all_gone(&[pid]);
+}
+}
