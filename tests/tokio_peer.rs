@@ -574,8 +574,7 @@ async fn a_big_request_timing_out_mid_write_is_still_written_whole_and_the_next_
 #[tokio::test]
 async fn timeouts_hang_and_grace_of_duration_max_mean_no_limit_not_a_panic() {
     let script = r#"read l; echo '{"msg_type":"r","data":"ok","id":1}'; exec cat >/dev/null"#;
-    let forever =
-        PeerOptions { timeout: Duration::MAX, grace: Duration::MAX, hang: Some(Duration::MAX), ..options() };
+    let forever = PeerOptions { timeout: Duration::MAX, grace: Duration::MAX, hang: Some(Duration::MAX), ..options() };
     let peer = shell(script, forever);
     assert_eq!(peer.send("q", "").await.unwrap().wait_timeout(Duration::MAX).await.unwrap(), reply("r", "ok", 1));
     let pending = peer.send_timeout("q", "", Duration::MAX).await.unwrap();
