@@ -380,7 +380,8 @@ impl Supervision for MarkReaped {
 /// ([`PeerStats::late_replies_dropped`]).
 ///
 /// The child runs in its own process group and is always stopped and reaped: by
-/// [`close`](Self::close), or on drop (in a task of the runtime it was spawned in, or at once when dropped outside any runtime).
+/// [`close`](Self::close), or on drop (in a task of the runtime it was spawned in, or at
+/// once when dropped outside any runtime).
 /// [`PeerOptions::sandbox`] applies as for the thread peer (environment, working directory,
 /// resource limits), and a child killed by one of its limits is reported naming it.
 ///
