@@ -582,3 +582,79 @@ async fn timeouts_hang_and_grace_of_duration_max_mean_no_limit_not_a_panic() {
     assert_eq!(peer.close().await.unwrap().code(), Some(0));
     assert_eq!(pending.await.unwrap_err().code(), ErrorCode::Closed);
 }
+
+#[tokio::test]
+async fn restarts_under_load_on_a_current_thread_runtime_lose_no_request_and_leave_no_child() {
+    use rust_ts_ipc::supervise::RestartPolicy;
+    use rust_ts_ipc::{SupervisionCallback, SupervisionEvent};
+    const TOTAL: usize = 2_000;
+    let pids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let to = Arc::clone(&pids);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let SupervisionEvent::Restarted { pid, .. } = event {
+            to.lock().unwrap().push(*pid);
+        }
+    });
+    let policy = RestartPolicy {
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(5),
+        max_restarts: 100_000,
+        window: Duration::from_secs(60),
+    };
+    let options = PeerOptions {
+        restart: Some(policy),
+        on_supervision: Some(on_supervision),
+        max_in_flight: 64,
+        grace: Duration::from_millis(300),
+        ..options()
+    };
+    let make = || {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--exit-after", "7"]);
+        command
+    };
+    let peer = Arc::new(Peer::spawn_with(make, options).unwrap());
+    let first = peer.pid();
+    // 64 tasks, one request at a time each: a death fails at most the 64 in flight (callers
+    // still waiting for a slot in the dying child fail PEER_EXITED too, as on the thread peer).
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let peer = Arc::clone(&peer);
+            tokio::spawn(async move {
+                let mut codes = Vec::new();
+                for n in (t..TOTAL).step_by(64) {
+                    codes.push(match peer.request("data", format!("m{n}")).await {
+                        Ok(got) => {
+                            assert_eq!(got.data.as_str(), Some(format!("Acknowledged: m{n}").as_str()));
+                            None
+                        }
+                        Err(e) => Some(e.code()),
+                    });
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut codes = std::collections::HashMap::new();
+    for task in tasks {
+        for code in task.await.unwrap() {
+            *codes.entry(code).or_insert(0usize) += 1;
+        }
+    }
+    println!("{codes:?}");
+    assert!(codes.keys().all(|c| matches!(c, None | Some(ErrorCode::PeerExited))), "{codes:?}");
+    assert!(codes.get(&None).copied().unwrap_or(0) >= 100, "{codes:?}");
+    peer.close().await.unwrap();
+    let mut all = vec![first];
+    all.extend(pids.lock().unwrap().iter().copied());
+    assert!(all.len() > 10, "{} children", all.len());
+    tokio::task::spawn_blocking(move || {
+        for pid in all {
+            let pid = i32::try_from(pid).unwrap();
+            assert!(is_reaped(pid), "child {pid} is not reaped");
+            assert!(group_is_dead(pid));
+        }
+    })
+    .await
+    .unwrap();
+}
