@@ -658,3 +658,25 @@ async fn restarts_under_load_on_a_current_thread_runtime_lose_no_request_and_lea
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_16_mib_stderr_flood_reaches_the_sink_whole_while_requests_are_answered() {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sink = Arc::clone(&seen);
+    let stderr = StderrMode::Sink(Box::new(move |bytes: &[u8]| {
+        sink.fetch_add(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+    }));
+    // The flood first: serve starts (and answers) only once all of it has been read.
+    let script = format!("head -c 16777216 /dev/zero >&2; exec {BIN} serve --exit-after 0");
+    let peer = shell(&script, PeerOptions { stderr, ..options() });
+    for i in 1..=50u64 {
+        let text = format!("m{i}");
+        assert_eq!(
+            peer.request("data", text.as_str()).await.unwrap(),
+            reply("ack", &format!("Acknowledged: {text}"), i)
+        );
+    }
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 16 << 20);
+    assert_eq!(peer.stats().requests, 50);
+}
