@@ -986,3 +986,81 @@ fn close_racing_a_supervision_callback_that_closes_too_does_not_deadlock() {
     }
     assert_all_gone(&[pid]);
 }
+
+#[test]
+fn the_supervision_callback_may_close_the_peer_from_the_hang_watchdog() {
+    // A hang is reported on the watchdog's thread, which then stops the child itself: a close
+    // from the report must neither deadlock with that stop nor leave the child running.
+    let slot: Arc<OnceLock<Weak<Peer>>> = Arc::new(OnceLock::new());
+    let (tx, rx) = mpsc::channel();
+    let from = Arc::clone(&slot);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let (SupervisionEvent::ChildEnded { .. }, Some(peer)) = (event, from.get().and_then(Weak::upgrade)) {
+            let _ = tx.send(peer.close().map(|status| status.signal()));
+        }
+    });
+    let options = PeerOptions {
+        on_supervision: Some(on_supervision),
+        hang: Some(Duration::from_millis(200)),
+        grace: Duration::from_millis(100),
+        ..options()
+    };
+    let script = "trap '' TERM; sleep 60 & read l; exec sleep 60";
+    let peer = Arc::new(Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap());
+    let pid = peer.pid();
+    slot.set(Arc::downgrade(&peer)).unwrap();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let closed = rx.recv_timeout(PATIENCE).expect("the callback's close() returned");
+    assert_eq!(closed.unwrap(), Some(9), "SIGTERM is ignored (also by the exec'd sleep): SIGKILL");
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::Closed);
+    assert_all_gone(&[pid]);
+}
+
+on_both_runtimes! {
+fn a_backoff_of_duration_max_fails_calls_timeout_at_once_and_close_starts_no_child() {
+    let made = Arc::new(AtomicUsize::new(0));
+    let forever = RestartPolicy { base: Duration::MAX, cap: Duration::MAX, ..policy(3, Duration::from_secs(60)) };
+    let options = PeerOptions { restart: Some(forever), timeout: 200 * MS, ..options() };
+    let peer = AnyPeer::spawn_with(scripts(&["read l; exit 4"], Arc::clone(&made)), options).unwrap();
+    let pid = peer.pid();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let e = peer.request("q", "x").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Timeout, "{e}");
+    assert_eq!(peer.close().unwrap().code(), Some(4));
+    assert_eq!(made.load(Ordering::SeqCst), 1);
+    assert_all_gone(&[pid]);
+}
+}
+
+#[test]
+fn the_supervision_callback_may_close_the_peer_when_told_of_a_restart_on_the_callers_thread() {
+    // A restart is reported on the thread of the call that started the fresh child, between
+    // the start and the call's send: a close there stops both children, and the call fails
+    // CLOSED rather than writing to a closed child.
+    let slot: Arc<OnceLock<Weak<Peer>>> = Arc::new(OnceLock::new());
+    let (tx, rx) = mpsc::channel();
+    let from = Arc::clone(&slot);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let (SupervisionEvent::Restarted { pid, .. }, Some(peer)) = (event, from.get().and_then(Weak::upgrade)) {
+            let _ = tx.send((*pid, peer.close().map(|status| status.code())));
+        }
+    });
+    let made = Arc::new(AtomicUsize::new(0));
+    let options = PeerOptions {
+        on_supervision: Some(on_supervision),
+        restart: Some(policy(3, Duration::from_secs(60))),
+        grace: 200 * MS,
+        ..options()
+    };
+    let serve = format!("exec {BIN} serve --exit-after 0");
+    let peer = Arc::new(Peer::spawn_with(scripts(&["read l; exit 3", serve.as_str()], made), options).unwrap());
+    let first = peer.pid();
+    slot.set(Arc::downgrade(&peer)).unwrap();
+    assert_eq!(peer.request("q", "x").unwrap_err().code(), ErrorCode::PeerExited);
+    let e = peer.request("data", "x").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Closed, "{e}");
+    let (second, closed) = rx.recv_timeout(PATIENCE).expect("the callback's close() returned");
+    assert_eq!(closed.unwrap(), Some(0));
+    assert_eq!(peer.close().unwrap().code(), Some(0));
+    assert_all_gone(&[first, second]);
+}

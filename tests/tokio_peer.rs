@@ -468,3 +468,215 @@ async fn the_supervision_callback_may_drop_the_last_handle_to_the_peer_from_its_
     .unwrap();
     assert!(reaped, "child {pid} was not reaped after the peer was dropped in its callback");
 }
+
+#[test]
+fn drop_in_another_runtime_that_then_ends_still_stops_and_reaps_the_child() {
+    // The peer lives on a multi-thread runtime that keeps running (a server's); it is dropped
+    // inside a short-lived current-thread runtime's block_on, which ends before running the
+    // close task it was handed. The child must not run on for as long as the peer's runtime.
+    let home = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let peer = home.block_on(async {
+        shell("trap '' TERM; sleep 60 & exec sleep 60", PeerOptions { grace: Duration::from_millis(100), ..options() })
+    });
+    let pid = i32::try_from(peer.pid()).unwrap();
+    let other = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    other.block_on(async move { drop(peer) });
+    drop(other);
+    assert!(is_reaped(pid));
+    assert!(group_is_dead(pid));
+    drop(home);
+}
+
+#[test]
+fn a_runtime_dropped_with_requests_in_flight_stops_and_reaps_the_child() {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let pid = runtime.block_on(async {
+        let peer = Arc::new(shell(
+            "trap '' TERM; sleep 60 & while read l; do :; done; exec sleep 60",
+            PeerOptions { grace: Duration::from_millis(100), ..options() },
+        ));
+        for i in 0..8 {
+            let peer = Arc::clone(&peer);
+            tokio::spawn(async move { peer.request("q", i.to_string()).await });
+        }
+        tokio::task::yield_now().await;
+        i32::try_from(peer.pid()).unwrap()
+    });
+    drop(runtime);
+    assert!(is_reaped(pid));
+    assert!(group_is_dead(pid));
+}
+
+#[tokio::test]
+async fn ten_thousand_tasks_on_a_current_thread_runtime_some_cancelled_at_every_await_each_sent_reply_is_delivered_or_counted_late(
+) {
+    const TOTAL: usize = 10_000;
+    let peer = Arc::new(serve(&["--exit-after", "0"], PeerOptions { max_in_flight: 256, ..options() }));
+    let tasks: Vec<_> = (0..TOTAL)
+        .map(|n| {
+            let peer = Arc::clone(&peer);
+            tokio::spawn(async move {
+                let text = format!("m{n}");
+                let call = peer.request("data", text.as_str());
+                if n % 7 == 0 {
+                    // Cancelled at whatever await it has reached: the turn, a slot, the reply.
+                    let cut = Duration::from_micros((n as u64 * 37) % 3_000);
+                    return tokio::time::timeout(cut, call).await.ok().map(|r| r.unwrap());
+                }
+                let got = call.await.unwrap();
+                assert_eq!(got.data.as_str(), Some(format!("Acknowledged: {text}").as_str()));
+                Some(got)
+            })
+        })
+        .collect();
+    let mut answered = 0u64;
+    for task in tasks {
+        answered += u64::from(task.await.unwrap().is_some());
+    }
+    // Every late reply has come once the next request's reply has.
+    assert_eq!(peer.request("data", "last").await.unwrap().data.as_str(), Some("Acknowledged: last"));
+    let stats = peer.stats();
+    assert_eq!(stats.replies, answered + 1);
+    assert_eq!(stats.requests, stats.replies + stats.late_replies_dropped);
+    assert!(stats.requests >= (TOTAL - TOTAL / 7) as u64, "{stats:?}");
+    assert_eq!(stats.peak_in_flight, 256);
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test]
+async fn a_grace_of_duration_max_closes_a_child_that_exits_on_eof_without_panicking() {
+    // "Never signal it": a child that ends on EOF is closed and reaped as with any grace.
+    let peer = serve(&["--exit-after", "0"], PeerOptions { grace: Duration::MAX, ..options() });
+    let pid = i32::try_from(peer.pid()).unwrap();
+    assert_eq!(peer.request("data", "a").await.unwrap(), reply("ack", "Acknowledged: a", 1));
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    assert!(tokio::task::spawn_blocking(move || is_reaped(pid)).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_big_request_timing_out_mid_write_is_still_written_whole_and_the_next_request_is_answered() {
+    // The child reads nothing for 300 ms: the 2 MiB line is part written when its request
+    // times out (and a second one's future is dropped); the line goes on whole, then the next.
+    let script = format!("sleep 0.3; exec {BIN} serve --exit-after 0");
+    let peer = shell(&script, options());
+    let big = "x".repeat(2 << 20);
+    let error = peer.request_timeout("data", big.as_str(), Duration::from_millis(100)).await.unwrap_err();
+    assert_eq!(error.code(), ErrorCode::Timeout);
+    let dropped = tokio::time::timeout(Duration::from_millis(50), peer.request("data", big.as_str())).await;
+    assert!(dropped.is_err());
+    let got = peer.request("data", "after").await.unwrap();
+    assert_eq!(got, reply("ack", "Acknowledged: after", 3));
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.late_replies_dropped, stats.lines_too_long), (1, 2, 0), "{stats:?}");
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+}
+
+#[tokio::test]
+async fn timeouts_hang_and_grace_of_duration_max_mean_no_limit_not_a_panic() {
+    let script = r#"read l; echo '{"msg_type":"r","data":"ok","id":1}'; exec cat >/dev/null"#;
+    let forever = PeerOptions { timeout: Duration::MAX, grace: Duration::MAX, hang: Some(Duration::MAX), ..options() };
+    let peer = shell(script, forever);
+    assert_eq!(peer.send("q", "").await.unwrap().wait_timeout(Duration::MAX).await.unwrap(), reply("r", "ok", 1));
+    let pending = peer.send_timeout("q", "", Duration::MAX).await.unwrap();
+    // The child exits on EOF: the shutdown's unbounded first wait ends with it.
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    assert_eq!(pending.await.unwrap_err().code(), ErrorCode::Closed);
+}
+
+#[tokio::test]
+async fn restarts_under_load_on_a_current_thread_runtime_lose_no_request_and_leave_no_child() {
+    use rust_ts_ipc::supervise::RestartPolicy;
+    use rust_ts_ipc::{SupervisionCallback, SupervisionEvent};
+    const TOTAL: usize = 2_000;
+    let pids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let to = Arc::clone(&pids);
+    let on_supervision = SupervisionCallback::new(move |event| {
+        if let SupervisionEvent::Restarted { pid, .. } = event {
+            to.lock().unwrap().push(*pid);
+        }
+    });
+    let policy = RestartPolicy {
+        base: Duration::from_millis(1),
+        cap: Duration::from_millis(5),
+        max_restarts: 100_000,
+        window: Duration::from_secs(60),
+    };
+    let options = PeerOptions {
+        restart: Some(policy),
+        on_supervision: Some(on_supervision),
+        max_in_flight: 64,
+        grace: Duration::from_millis(300),
+        ..options()
+    };
+    let make = || {
+        let mut command = Command::new(BIN);
+        command.args(["serve", "--exit-after", "7"]);
+        command
+    };
+    let peer = Arc::new(Peer::spawn_with(make, options).unwrap());
+    let first = peer.pid();
+    // 64 tasks, one request at a time each: a death fails at most the 64 in flight (callers
+    // still waiting for a slot in the dying child fail PEER_EXITED too, as on the thread peer).
+    let tasks: Vec<_> = (0..64)
+        .map(|t| {
+            let peer = Arc::clone(&peer);
+            tokio::spawn(async move {
+                let mut codes = Vec::new();
+                for n in (t..TOTAL).step_by(64) {
+                    codes.push(match peer.request("data", format!("m{n}")).await {
+                        Ok(got) => {
+                            assert_eq!(got.data.as_str(), Some(format!("Acknowledged: m{n}").as_str()));
+                            None
+                        }
+                        Err(e) => Some(e.code()),
+                    });
+                }
+                codes
+            })
+        })
+        .collect();
+    let mut codes = std::collections::HashMap::new();
+    for task in tasks {
+        for code in task.await.unwrap() {
+            *codes.entry(code).or_insert(0usize) += 1;
+        }
+    }
+    println!("{codes:?}");
+    assert!(codes.keys().all(|c| matches!(c, None | Some(ErrorCode::PeerExited))), "{codes:?}");
+    assert!(codes.get(&None).copied().unwrap_or(0) >= 100, "{codes:?}");
+    peer.close().await.unwrap();
+    let mut all = vec![first];
+    all.extend(pids.lock().unwrap().iter().copied());
+    assert!(all.len() > 10, "{} children", all.len());
+    tokio::task::spawn_blocking(move || {
+        for pid in all {
+            let pid = i32::try_from(pid).unwrap();
+            assert!(is_reaped(pid), "child {pid} is not reaped");
+            assert!(group_is_dead(pid));
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_16_mib_stderr_flood_reaches_the_sink_whole_while_requests_are_answered() {
+    let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sink = Arc::clone(&seen);
+    let stderr = StderrMode::Sink(Box::new(move |bytes: &[u8]| {
+        sink.fetch_add(bytes.len(), std::sync::atomic::Ordering::Relaxed);
+    }));
+    // The flood first: serve starts (and answers) only once all of it has been read.
+    let script = format!("head -c 16777216 /dev/zero >&2; exec {BIN} serve --exit-after 0");
+    let peer = shell(&script, PeerOptions { stderr, ..options() });
+    for i in 1..=50u64 {
+        let text = format!("m{i}");
+        assert_eq!(
+            peer.request("data", text.as_str()).await.unwrap(),
+            reply("ack", &format!("Acknowledged: {text}"), i)
+        );
+    }
+    assert_eq!(peer.close().await.unwrap().code(), Some(0));
+    assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 16 << 20);
+    assert_eq!(peer.stats().requests, 50);
+}

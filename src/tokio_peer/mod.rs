@@ -325,7 +325,9 @@ impl Shared {
         if first {
             // The writer writes the notifications still queued, then closes the child's stdin.
             // One stuck in a child that does not read is ended by the shutdown's signals.
-            self.wait_for(started + grace, |state| state.stdin_closed.then_some(())).await;
+            // Saturating: a grace of `Duration::MAX` ("never signal it") overflowed an Instant.
+            let until = Instant::from_std(process::deadline_after(started.into_std(), grace));
+            self.wait_for(until, |state| state.stdin_closed.then_some(())).await;
         }
         let rest = grace.saturating_sub(started.elapsed());
         let child = Arc::clone(&self.child);
@@ -378,7 +380,8 @@ impl Supervision for MarkReaped {
 /// ([`PeerStats::late_replies_dropped`]).
 ///
 /// The child runs in its own process group and is always stopped and reaped: by
-/// [`close`](Self::close), or on drop (in a task of the runtime, or at once without one).
+/// [`close`](Self::close), or on drop (in a task of the runtime it was spawned in, or at
+/// once when dropped outside any runtime).
 /// [`PeerOptions::sandbox`] applies as for the thread peer (environment, working directory,
 /// resource limits), and a child killed by one of its limits is reported naming it.
 ///
@@ -419,6 +422,9 @@ struct Keeper {
     /// Woken (all waiters) by [`close`](Self::close), for calls waiting out a backoff.
     changed: Notify,
     on_event: Option<SupervisionCallback>,
+    /// The runtime the children's tasks run on: where a shutdown is spawned, whatever
+    /// runtime (if any) the call or drop that starts it runs in.
+    runtime: Handle,
 }
 
 impl Keeper {
@@ -427,9 +433,10 @@ impl Keeper {
         policy: Option<RestartPolicy>,
         start: restart::Starter<Shared>,
         on_event: Option<SupervisionCallback>,
+        runtime: Handle,
     ) -> Arc<Keeper> {
         let keep = Mutex::new(Keep::new(Arc::clone(&first), policy, start));
-        let keeper = Arc::new(Keeper { keep, changed: Notify::new(), on_event });
+        let keeper = Arc::new(Keeper { keep, changed: Notify::new(), on_event, runtime });
         let _ = first.keeper.set(Arc::downgrade(&keeper));
         keeper
     }
@@ -472,7 +479,7 @@ impl Keeper {
                 // Under the same lock as the restart: a close after it waits for the dead child.
                 if let Step::Restarted { dead: dead @ Some(_), .. } = &mut step {
                     if let Some(dead) = dead.take() {
-                        keep.retire(Task(::tokio::spawn(dead.shut_down())));
+                        keep.retire(Task(self.runtime.spawn(dead.shut_down())));
                     }
                 }
                 step
@@ -603,12 +610,12 @@ impl Peer {
             counters: Arc::clone(&counters),
             hang: options.hang,
             sandbox: options.sandbox,
-            runtime,
+            runtime: runtime.clone(),
         });
         let starter = restart::starter(make, options.restart.is_some(), &config, &outbound, start_child);
         // Without restarts the reader owns the only sender: the channel ends with its stdout.
         let first = start_child(command, &config, outbound)?;
-        let keeper = Keeper::new(first, options.restart, starter, options.on_supervision);
+        let keeper = Keeper::new(first, options.restart, starter, options.on_supervision, runtime);
         Ok(Peer { keeper, counters, options: limits, messages: Mutex::new(Some(Unsolicited { receiver, queued })) })
     }
 
@@ -749,14 +756,17 @@ impl Peer {
 }
 
 impl Drop for Peer {
-    /// Runs [`close`](Peer::close) in a task of the current runtime (the drop does not wait
-    /// for it); outside a runtime, stops the child at once, blocking up to twice the grace.
+    /// Runs [`close`](Peer::close) in a task of the peer's runtime (the one it was spawned
+    /// in; the drop does not wait for it), also when dropped in another runtime; outside a
+    /// runtime, stops the child at once, blocking up to twice the grace.
     fn drop(&mut self) {
         let started = Instant::now();
         let (current, first, retiring) = self.keeper.begin_close();
         match Handle::try_current() {
-            Ok(runtime) => {
-                runtime.spawn(async move {
+            // Not the current runtime's: one that ends before running the task would drop
+            // it, and the child would run on as long as its own tasks do in the peer's.
+            Ok(_) => {
+                self.keeper.runtime.spawn(async move {
                     let _ = current.close(first, started).await;
                     for task in retiring {
                         let _ = task.0.await;
