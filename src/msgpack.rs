@@ -511,8 +511,12 @@ pub(crate) fn write_display_str(out: &mut Vec<u8>, text: &dyn fmt::Display) {
     debug_assert!(written.is_ok());
     let len = out.len() - at - 5;
     let (h, n) = str_header(len);
-    out.copy_within(at + 5.., at + n);
-    out.truncate(at + n + len);
+    // A text of 64 KiB or more keeps its 5-byte header: then there is nothing to move (and a
+    // move onto itself would still copy every byte).
+    if n < 5 {
+        out.copy_within(at + 5.., at + n);
+        out.truncate(at + n + len);
+    }
     out[at..at + n].copy_from_slice(&h[..n]);
 }
 
@@ -714,15 +718,24 @@ mod tests {
         let mut out = Vec::new();
         write_bin(&mut out, &[7; 256]);
         assert_eq!(hex(&out[..4]), "c5010007");
-        for (len, want) in [(0, "a0"), (31, "bf"), (32, "d920"), (255, "d9ff"), (256, "da0100"), (70000, "db00011170")]
-        {
-            let mut out = Vec::new();
-            write_display_str(
-                &mut out,
-                &"é".repeat(len / 2).chars().chain("x".repeat(len % 2).chars()).collect::<String>(),
-            );
-            assert_eq!(out.len() - len, want.len() / 2, "{len}");
-            assert_eq!(hex(&out[..want.len() / 2]), want, "{len}");
+        for (len, want) in [
+            (0, "a0"),
+            (31, "bf"),
+            (32, "d920"),
+            (255, "d9ff"),
+            (256, "da0100"),
+            (65535, "daffff"),
+            (65536, "db00010000"),
+            (70000, "db00011170"),
+        ] {
+            let text = "é".repeat(len / 2).chars().chain("x".repeat(len % 2).chars()).collect::<String>();
+            // After something already written: the header goes where the text began.
+            let mut out = b"head".to_vec();
+            write_display_str(&mut out, &text);
+            assert_eq!(out.len() - 4 - len, want.len() / 2, "{len}");
+            assert_eq!(hex(&out[4..4 + want.len() / 2]), want, "{len}");
+            assert_eq!(&out[..4], b"head", "{len}");
+            assert!(out[4 + want.len() / 2..] == *text.as_bytes(), "{len}: the text follows its header intact");
         }
     }
 

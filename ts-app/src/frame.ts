@@ -33,6 +33,11 @@ const asBuffer = (chunk: Uint8Array): Buffer =>
  * A frame that arrives within one chunk is handed out as a view of it (no copy); one that
  * spans chunks is copied once into a buffer of its announced size. Do not modify a chunk
  * after pushing it.
+ *
+ * A caller done with such a frame (nothing refers to its bytes any more) may hand it back with
+ * `recycle`: the next spanning frame that fits is assembled in the same memory instead of a
+ * fresh buffer, whose allocation and first-touch page faults cost about as much as the copy
+ * itself (a 64 KiB reply arrives from a socket in two reads, so every one spans chunks).
  */
 export class FrameDecoder {
   /** The configured bound on a frame's body. */
@@ -47,6 +52,17 @@ export class FrameDecoder {
   #bodyHeld = 0;
   /** Inside an over-long frame: its length and the body bytes still to skip. */
   #skip: { length: number; left: number } | undefined;
+  /** Memory handed back by `recycle`, for the next spanning frame that fits in it. */
+  #spare: Buffer | undefined;
+  /** The memory of the last spanning frame handed out: the only one `recycle` takes back. */
+  #lent: ArrayBufferLike | undefined;
+  /** Whether `#body`'s memory is its own (not a slice of Node's pool), so it may be lent. */
+  #bodyOwned = false;
+
+  /** `recycle` keeps at most this much memory (a bigger frame's buffer is let go). */
+  static readonly MAX_SPARE_BYTES = 4 * 1024 * 1024;
+  /** Spanning frames smaller than this are not lent (a small allocation is cheap). */
+  static readonly MIN_SPARE_BYTES = 4096;
 
   constructor(options: { maxFrameBytes?: number } = {}) {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
@@ -83,6 +99,7 @@ export class FrameDecoder {
         if (this.#bodyHeld === body.length) {
           this.#body = undefined;
           this.#bodyHeld = 0;
+          this.#lent = this.#bodyOwned ? body.buffer : undefined;
           out.push({ kind: 'frame', frame: this.#frames, bytes: body });
         }
         continue;
@@ -107,10 +124,35 @@ export class FrameDecoder {
         out.push({ kind: 'frame', frame: this.#frames, bytes: buf.subarray(pos, pos + length) });
         pos += length;
       } else {
-        this.#body = Buffer.allocUnsafe(length);
+        const spare = this.#spare;
+        if (spare !== undefined && spare.length >= length) {
+          this.#spare = undefined;
+          this.#body = spare.subarray(0, length);
+          this.#bodyOwned = true;
+        } else {
+          // A small body comes from Node's shared pool: it is never lent (its memory is not ours).
+          this.#bodyOwned = length >= FrameDecoder.MIN_SPARE_BYTES;
+          this.#body = this.#bodyOwned ? Buffer.allocUnsafeSlow(length) : Buffer.allocUnsafe(length);
+        }
       }
     }
     return out;
+  }
+
+  /**
+   * Takes back the memory of `frame`, a frame this decoder yielded, once the caller is done
+   * with it (no view of it is kept anywhere: the caller's promise). Only the last frame that
+   * was copied out of several chunks is taken, and only one buffer of at most
+   * `MAX_SPARE_BYTES` is kept; any other frame (a view of a pushed chunk) is ignored.
+   */
+  recycle(frame: Buffer): void {
+    const memory = frame.buffer;
+    if (memory !== this.#lent) return;
+    this.#lent = undefined;
+    if (memory.byteLength > FrameDecoder.MAX_SPARE_BYTES) return;
+    if (this.#spare === undefined || this.#spare.length < memory.byteLength) {
+      this.#spare = Buffer.from(memory, 0, memory.byteLength);
+    }
   }
 
   /**

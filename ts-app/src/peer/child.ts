@@ -502,6 +502,10 @@ export class PeerChild {
         continue;
       }
       const decoded = decodeMsgpackEnvelope(p.bytes);
+      // Only a non-object `data` (a string, say) is sure to hold no view of the frame's bytes:
+      // then its memory can serve the next big frame (see `FrameDecoder.recycle`).
+      const data: unknown = decoded.ok ? decoded.message.data : undefined;
+      if (data === null || typeof data !== 'object') this.#frames?.recycle(p.bytes);
       if (decoded.ok) {
         this.#hooks.receive(decoded.message as Message);
       } else {

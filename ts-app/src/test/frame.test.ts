@@ -95,4 +95,64 @@ describe('FrameDecoder', () => {
     const [q] = [...d.push(chunk.subarray(0, 6)), ...d.push(chunk.subarray(6))];
     assert.ok(q?.kind === 'frame' && q.bytes.toString() === 'whole' && q.bytes.buffer !== chunk.buffer);
   });
+  /** `body` framed and pushed in two chunks split after `at` bytes; the one frame it yields. */
+  const spanning = (d: FrameDecoder, body: Buffer, at: number): Buffer => {
+    const whole = f(body);
+    const packets = [...d.push(Buffer.from(whole.subarray(0, at))), ...d.push(Buffer.from(whole.subarray(at)))];
+    assert.equal(packets.length, 1);
+    const [p] = packets;
+    assert.ok(p?.kind === 'frame');
+    return p.bytes;
+  };
+
+  test('a recycled spanning frame lends its memory to the next one that fits, which comes out intact', () => {
+    const d = new FrameDecoder();
+    const big = Buffer.alloc(8192, 'a');
+    const first = spanning(d, big, 100);
+    assert.ok(first.equals(big));
+    d.recycle(first);
+    const smaller = Buffer.alloc(5000, 'b');
+    const second = spanning(d, smaller, 3000);
+    assert.equal(second.buffer, first.buffer);
+    assert.ok(second.equals(smaller));
+    // Not recycled: the next frame gets fresh memory, so `second` stays as it was.
+    const third = spanning(d, Buffer.alloc(6000, 'c'), 10);
+    assert.notEqual(third.buffer, second.buffer);
+    assert.ok(second.equals(smaller));
+    assert.ok(third.equals(Buffer.alloc(6000, 'c')));
+  });
+
+  test('recycle ignores views of chunks, small pooled frames, stale frames and frames too big to keep', () => {
+    const d = new FrameDecoder();
+    /** `frame` (holding `fill`) is still intact after the next spanning frame of `size` bytes. */
+    const keeps = (frame: Buffer, fill: string, size: number): void => {
+      const next = spanning(d, Buffer.alloc(size, 'n'), 7);
+      assert.ok(next.equals(Buffer.alloc(size, 'n')));
+      assert.ok(frame.equals(Buffer.alloc(frame.length, fill)), 'a frame not lent was overwritten');
+    };
+    // A view of a pushed chunk: its memory is the caller's.
+    const chunk = Buffer.from(f(Buffer.alloc(5000, 'v')));
+    const [view] = d.push(chunk);
+    assert.ok(view?.kind === 'frame' && view.bytes.buffer === chunk.buffer);
+    d.recycle(view.bytes);
+    keeps(view.bytes, 'v', 5000);
+    // A small spanning frame comes from Node's shared pool: never lent.
+    const small = spanning(d, Buffer.alloc(100, 's'), 50);
+    d.recycle(small);
+    keeps(small, 's', 90);
+    // Only the last spanning frame handed out is taken back.
+    const older = spanning(d, Buffer.alloc(5000, 'o'), 7);
+    const newer = spanning(d, Buffer.alloc(5000, 'w'), 7);
+    d.recycle(older);
+    d.recycle(newer);
+    d.recycle(newer); // twice is once
+    const reused = spanning(d, Buffer.alloc(5000, 'y'), 7);
+    assert.equal(reused.buffer, newer.buffer);
+    assert.ok(older.equals(Buffer.alloc(5000, 'o')));
+    keeps(reused, 'y', 5000);
+    // Over MAX_SPARE_BYTES: let go.
+    const huge = spanning(d, Buffer.alloc(FrameDecoder.MAX_SPARE_BYTES + 1, 'h'), 7);
+    d.recycle(huge);
+    keeps(huge, 'h', 5000);
+  });
 });
