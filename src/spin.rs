@@ -372,14 +372,19 @@ mod unix {
                 return Ok(Some((n, SpinOutcome::Ready)));
             }
             let start = Instant::now();
-            let until = deadline.map_or(start + budget, |d| d.min(start + budget));
+            // A budget beyond what the clock can add (`Duration::MAX`) spins until data, or the
+            // deadline: `start + budget` would panic.
+            let until = match (start.checked_add(budget), deadline) {
+                (Some(end), Some(d)) => Some(end.min(d)),
+                (end, d) => end.or(d),
+            };
             self.stats.spun += 1;
             let found = loop {
                 std::hint::spin_loop();
                 if let Some(n) = self.try_read(buf)? {
                     break Some(n);
                 }
-                if Instant::now() >= until {
+                if until.is_some_and(|until| Instant::now() >= until) {
                     break None;
                 }
             };
@@ -726,6 +731,24 @@ mod tests {
             })
             .join()
             .unwrap();
+        }
+
+        #[test]
+        fn a_budget_too_long_for_the_clock_spins_until_data_instead_of_panicking() {
+            for nonblocking in [false, true] {
+                // `Instant::now() + Duration::MAX` overflows: the spin must not add blindly.
+                let (mut reader, mut writer) = pair(Duration::MAX, nonblocking);
+                let late = thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(20));
+                    writer.write_all(b"far").unwrap();
+                    writer
+                });
+                let mut buf = [0; 8];
+                assert_eq!(reader.read(&mut buf).unwrap(), 3);
+                assert_eq!(&buf[..3], b"far");
+                assert_eq!((reader.stats().spun, reader.stats().hits), (1, 1));
+                drop(late.join().unwrap());
+            }
         }
 
         #[test]

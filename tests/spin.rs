@@ -330,3 +330,20 @@ fn peer_without_spin_reports_it_off_and_counts_no_spins() {
     assert_eq!(peer.close().unwrap().code(), Some(0));
     assert_eq!((peer.stats().spins, peer.stats().spin_hits), (0, 0));
 }
+
+#[test]
+fn peer_with_a_spin_too_long_for_the_clock_still_gets_its_replies() {
+    // `Duration::MAX` cannot be added to an `Instant`: the reader thread must not panic on it
+    // (a dead reader leaves every request to its timeout).
+    let options = PeerOptions {
+        spin: Duration::MAX,
+        timeout: Duration::from_secs(10),
+        stderr: StderrMode::Discard,
+        ..PeerOptions::default()
+    };
+    let peer = Peer::spawn(Command::new(BIN).args(["serve", "--exit-after", "0"]), options).unwrap();
+    for id in 1..=3u64 {
+        assert_eq!(peer.request("data", "m").unwrap(), Envelope::new("ack", "Acknowledged: m").with_id(id));
+    }
+    assert_eq!(peer.close().unwrap().code(), Some(0));
+}
