@@ -306,6 +306,12 @@ mod unix {
         }
 
         /// Wraps `inner` with the given spin policy.
+        ///
+        /// Whether the descriptor is non-blocking is read now. `O_NONBLOCK` belongs to the open
+        /// file description, shared by every process holding it: if another holder sets it
+        /// later, the first read that finds it waits in `poll` from then on; if another holder
+        /// clears it later, that is not seen, and a spin's read may then block in `read` (a
+        /// [`read_until`](Self::read_until) past its deadline) until data comes.
         pub fn with_spin(inner: R, spin: AdaptiveSpin) -> Self {
             let nonblocking = is_nonblocking(inner.as_fd());
             SpinReader { inner, spin, nonblocking, stats: SpinStats::default() }
@@ -438,7 +444,11 @@ mod unix {
                 }
                 match self.inner.read(buf) {
                     Ok(n) => return Ok(n),
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                    // Someone sharing the open file description (a shell holding the same
+                    // stdin) set O_NONBLOCK after this reader looked: wait in `poll` from now
+                    // on, not in a loop of failing reads.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.nonblocking = true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -748,6 +758,47 @@ mod tests {
                 assert_eq!(&buf[..3], b"far");
                 assert_eq!((reader.stats().spun, reader.stats().hits), (1, 1));
                 drop(late.join().unwrap());
+            }
+        }
+
+        /// A socket whose `read` calls are counted.
+        struct Counted(UnixStream, std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+        impl Read for Counted {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.0.read(buf)
+            }
+        }
+
+        impl AsFd for Counted {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                self.0.as_fd()
+            }
+        }
+
+        #[test]
+        fn a_descriptor_made_nonblocking_by_another_holder_is_waited_on_not_read_in_a_loop() {
+            for max in [Duration::ZERO, Duration::from_micros(50)] {
+                let (a, mut b) = UnixStream::pair().unwrap();
+                let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let shared = a.try_clone().unwrap();
+                // Blocking when wrapped; then whoever shares the open file description (a
+                // parent shell holding the same stdin) turns on O_NONBLOCK.
+                let mut reader = SpinReader::with_spin(Counted(a, reads.clone()), AdaptiveSpin::new(max, 2));
+                set_nonblocking(shared.as_fd()).unwrap();
+                let late = thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(50));
+                    b.write_all(b"ok").unwrap();
+                    b
+                });
+                let mut buf = [0; 8];
+                assert_eq!(reader.read(&mut buf).unwrap(), 2);
+                drop(late.join().unwrap());
+                // One read that finds the flag (EAGAIN), then a wait in poll and the read of
+                // the data; not a read per turn of a busy loop for 50 ms.
+                let reads = reads.load(std::sync::atomic::Ordering::Relaxed);
+                assert!(reads <= 2, "{max:?}: {reads} reads");
             }
         }
 
