@@ -347,3 +347,44 @@ fn peer_with_a_spin_too_long_for_the_clock_still_gets_its_replies() {
     }
     assert_eq!(peer.close().unwrap().code(), Some(0));
 }
+
+#[test]
+fn spinning_serve_leaves_the_flags_of_a_shared_stdin_alone_and_answers_when_another_holder_changes_them() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsFd;
+    let flags = |fd: std::os::fd::BorrowedFd<'_>| OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+    // This test holds the read end too, as a shell holds the stdin it passes on.
+    let shared = read_end.try_clone().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--spin-us", "200"])
+        .stdin(Stdio::from(read_end))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = std::fs::File::from(write_end);
+    let mut replies = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let mut ask = |id: u64, stdin: &mut std::fs::File| {
+        stdin.write_all(data_line("s", id).as_bytes()).unwrap();
+        line.clear();
+        replies.read_line(&mut line).unwrap();
+        assert_eq!(line.trim_end(), ack_line("s", id));
+    };
+    ask(1, &mut stdin);
+    assert!(!flags(shared.as_fd()).contains(OFlag::O_NONBLOCK), "serve changed the shared stdin's flags");
+    // The other holder turns O_NONBLOCK on while serve waits: serve still answers, once each.
+    let on = flags(shared.as_fd()) | OFlag::O_NONBLOCK;
+    fcntl(shared.as_fd(), FcntlArg::F_SETFL(on)).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    ask(2, &mut stdin);
+    // And off again.
+    fcntl(shared.as_fd(), FcntlArg::F_SETFL(on - OFlag::O_NONBLOCK)).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    ask(3, &mut stdin);
+    drop(stdin);
+    drop(shared);
+    let out = exits(child);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+}
