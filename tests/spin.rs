@@ -388,3 +388,20 @@ fn spinning_serve_leaves_the_flags_of_a_shared_stdin_alone_and_answers_when_anot
     let out = exits(child);
     assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn demo_pinned_to_one_cpu_by_taskset_says_it_does_not_spin_and_prints_the_seed_output() {
+    let cpu = first_cpu().to_string();
+    if !Command::new("taskset").args(["-c", &cpu, "true"]).status().is_ok_and(|s| s.success()) {
+        skip("taskset is not available (util-linux)");
+        return;
+    }
+    let out = Command::new("taskset")
+        .args(["-c", &cpu, BIN, "demo", "--spin-us", "200", "--", BIN, "serve"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), SEED_OUTPUT);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), format!("rust-ts-ipc demo: {ONE_CPU_NOTE}\n"));
+    assert_eq!(out.status.code(), Some(0));
+}
