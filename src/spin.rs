@@ -7,7 +7,11 @@
 //! spinning here is:
 //! - **off by default** (a budget of zero reads exactly as the wrapped reader does);
 //! - **never done when the thread may run on one CPU only** (its affinity mask, or the
-//!   process's CPU quota, allows one): the spinner would only keep its peer from running;
+//!   process's CPU quota, allows one): the spinner would only keep its peer from running.
+//!   The guard sees this thread's own mask and quota, read once when the policy is made: it
+//!   cannot see a peer process pinned to the one CPU this process happens to run on, nor a
+//!   mask changed later (`taskset -p` on the running process); such a spin costs up to its
+//!   budget per read and then backs off as any miss does;
 //! - **adaptive** ([`AdaptiveSpin`]): the budget halves each time it expires without data
 //!   (the data keeps arriving after it, so spinning did not pay), doubles back when data
 //!   arrives while spinning, and after repeated misses spinning stops for a while, with a
