@@ -332,19 +332,25 @@ fn peer_without_spin_reports_it_off_and_counts_no_spins() {
 }
 
 #[test]
-fn peer_with_a_spin_too_long_for_the_clock_still_gets_its_replies() {
-    // `Duration::MAX` cannot be added to an `Instant`: the reader thread must not panic on it
-    // (a dead reader leaves every request to its timeout).
-    let options = PeerOptions {
-        spin: Duration::MAX,
-        timeout: Duration::from_secs(10),
-        stderr: StderrMode::Discard,
-        ..PeerOptions::default()
-    };
-    let peer = Peer::spawn(Command::new(BIN).args(["serve", "--exit-after", "0"]), options).unwrap();
-    for id in 1..=3u64 {
-        assert_eq!(peer.request("data", "m").unwrap(), Envelope::new("ack", "Acknowledged: m").with_id(id));
+fn peer_refuses_a_spin_beyond_a_second_naming_it_and_takes_one_second() {
+    // `Duration::MAX` once panicked the reader thread (an `Instant` overflow); now any spin
+    // beyond `--spin-us`'s bound is refused up front.
+    for (spin, shown) in
+        [(Duration::MAX, "18446744073709551615.999999999s"), (Duration::from_micros(1_000_001), "1.000001s")]
+    {
+        let options = PeerOptions { spin, stderr: StderrMode::Discard, ..PeerOptions::default() };
+        let error = Peer::spawn(Command::new(BIN).args(["serve", "--exit-after", "0"]), options).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::InvalidArgument);
+        assert_eq!(
+            error.message(),
+            format!(
+                "PeerOptions::spin {shown} is too long: spinning is for replies that come within microseconds (at most 1s)"
+            )
+        );
     }
+    let options = PeerOptions { spin: Duration::from_secs(1), stderr: StderrMode::Discard, ..PeerOptions::default() };
+    let peer = Peer::spawn(Command::new(BIN).args(["serve", "--exit-after", "0"]), options).unwrap();
+    assert_eq!(peer.request("data", "m").unwrap(), Envelope::new("ack", "Acknowledged: m").with_id(1));
     assert_eq!(peer.close().unwrap().code(), Some(0));
 }
 
