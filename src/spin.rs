@@ -7,7 +7,11 @@
 //! spinning here is:
 //! - **off by default** (a budget of zero reads exactly as the wrapped reader does);
 //! - **never done when the thread may run on one CPU only** (its affinity mask, or the
-//!   process's CPU quota, allows one): the spinner would only keep its peer from running;
+//!   process's CPU quota, allows one): the spinner would only keep its peer from running.
+//!   The guard sees this thread's own mask and quota, read once when the policy is made: it
+//!   cannot see a peer process pinned to the one CPU this process happens to run on, nor a
+//!   mask changed later (`taskset -p` on the running process); such a spin costs up to its
+//!   budget per read and then backs off as any miss does;
 //! - **adaptive** ([`AdaptiveSpin`]): the budget halves each time it expires without data
 //!   (the data keeps arriving after it, so spinning did not pay), doubles back when data
 //!   arrives while spinning, and after repeated misses spinning stops for a while, with a
@@ -306,6 +310,12 @@ mod unix {
         }
 
         /// Wraps `inner` with the given spin policy.
+        ///
+        /// Whether the descriptor is non-blocking is read now. `O_NONBLOCK` belongs to the open
+        /// file description, shared by every process holding it: if another holder sets it
+        /// later, the first read that finds it waits in `poll` from then on; if another holder
+        /// clears it later, that is not seen, and a spin's read may then block in `read` (a
+        /// [`read_until`](Self::read_until) past its deadline) until data comes.
         pub fn with_spin(inner: R, spin: AdaptiveSpin) -> Self {
             let nonblocking = is_nonblocking(inner.as_fd());
             SpinReader { inner, spin, nonblocking, stats: SpinStats::default() }
@@ -372,14 +382,19 @@ mod unix {
                 return Ok(Some((n, SpinOutcome::Ready)));
             }
             let start = Instant::now();
-            let until = deadline.map_or(start + budget, |d| d.min(start + budget));
+            // A budget beyond what the clock can add (`Duration::MAX`) spins until data, or the
+            // deadline: `start + budget` would panic.
+            let until = match (start.checked_add(budget), deadline) {
+                (Some(end), Some(d)) => Some(end.min(d)),
+                (end, d) => end.or(d),
+            };
             self.stats.spun += 1;
             let found = loop {
                 std::hint::spin_loop();
                 if let Some(n) = self.try_read(buf)? {
                     break Some(n);
                 }
-                if Instant::now() >= until {
+                if until.is_some_and(|until| Instant::now() >= until) {
                     break None;
                 }
             };
@@ -433,7 +448,11 @@ mod unix {
                 }
                 match self.inner.read(buf) {
                     Ok(n) => return Ok(n),
-                    Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                    // Someone sharing the open file description (a shell holding the same
+                    // stdin) set O_NONBLOCK after this reader looked: wait in `poll` from now
+                    // on, not in a loop of failing reads.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.nonblocking = true,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             }
@@ -726,6 +745,65 @@ mod tests {
             })
             .join()
             .unwrap();
+        }
+
+        #[test]
+        fn a_budget_too_long_for_the_clock_spins_until_data_instead_of_panicking() {
+            for nonblocking in [false, true] {
+                // `Instant::now() + Duration::MAX` overflows: the spin must not add blindly.
+                let (mut reader, mut writer) = pair(Duration::MAX, nonblocking);
+                let late = thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(20));
+                    writer.write_all(b"far").unwrap();
+                    writer
+                });
+                let mut buf = [0; 8];
+                assert_eq!(reader.read(&mut buf).unwrap(), 3);
+                assert_eq!(&buf[..3], b"far");
+                assert_eq!((reader.stats().spun, reader.stats().hits), (1, 1));
+                drop(late.join().unwrap());
+            }
+        }
+
+        /// A socket whose `read` calls are counted.
+        struct Counted(UnixStream, std::sync::Arc<std::sync::atomic::AtomicU64>);
+
+        impl Read for Counted {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                self.0.read(buf)
+            }
+        }
+
+        impl AsFd for Counted {
+            fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+                self.0.as_fd()
+            }
+        }
+
+        #[test]
+        fn a_descriptor_made_nonblocking_by_another_holder_is_waited_on_not_read_in_a_loop() {
+            for max in [Duration::ZERO, Duration::from_micros(50)] {
+                let (a, mut b) = UnixStream::pair().unwrap();
+                let reads = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let shared = a.try_clone().unwrap();
+                // Blocking when wrapped; then whoever shares the open file description (a
+                // parent shell holding the same stdin) turns on O_NONBLOCK.
+                let mut reader = SpinReader::with_spin(Counted(a, reads.clone()), AdaptiveSpin::new(max, 2));
+                set_nonblocking(shared.as_fd()).unwrap();
+                let late = thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(50));
+                    b.write_all(b"ok").unwrap();
+                    b
+                });
+                let mut buf = [0; 8];
+                assert_eq!(reader.read(&mut buf).unwrap(), 2);
+                drop(late.join().unwrap());
+                // One read that finds the flag (EAGAIN), then a wait in poll and the read of
+                // the data; not a read per turn of a busy loop for 50 ms.
+                let reads = reads.load(std::sync::atomic::Ordering::Relaxed);
+                assert!(reads <= 2, "{max:?}: {reads} reads");
+            }
         }
 
         #[test]

@@ -330,3 +330,84 @@ fn peer_without_spin_reports_it_off_and_counts_no_spins() {
     assert_eq!(peer.close().unwrap().code(), Some(0));
     assert_eq!((peer.stats().spins, peer.stats().spin_hits), (0, 0));
 }
+
+#[test]
+fn peer_refuses_a_spin_beyond_a_second_naming_it_and_takes_one_second() {
+    // `Duration::MAX` once panicked the reader thread (an `Instant` overflow); now any spin
+    // beyond `--spin-us`'s bound is refused up front.
+    for (spin, shown) in
+        [(Duration::MAX, "18446744073709551615.999999999s"), (Duration::from_micros(1_000_001), "1.000001s")]
+    {
+        let options = PeerOptions { spin, stderr: StderrMode::Discard, ..PeerOptions::default() };
+        let error = Peer::spawn(Command::new(BIN).args(["serve", "--exit-after", "0"]), options).unwrap_err();
+        assert_eq!(error.code(), ErrorCode::InvalidArgument);
+        assert_eq!(
+            error.message(),
+            format!(
+                "PeerOptions::spin {shown} is too long: spinning is for replies that come within microseconds (at most 1s)"
+            )
+        );
+    }
+    let options = PeerOptions { spin: Duration::from_secs(1), stderr: StderrMode::Discard, ..PeerOptions::default() };
+    let peer = Peer::spawn(Command::new(BIN).args(["serve", "--exit-after", "0"]), options).unwrap();
+    assert_eq!(peer.request("data", "m").unwrap(), Envelope::new("ack", "Acknowledged: m").with_id(1));
+    assert_eq!(peer.close().unwrap().code(), Some(0));
+}
+
+#[test]
+fn spinning_serve_leaves_the_flags_of_a_shared_stdin_alone_and_answers_when_another_holder_changes_them() {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use std::os::fd::AsFd;
+    let flags = |fd: std::os::fd::BorrowedFd<'_>| OFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFL).unwrap());
+    let (read_end, write_end) = nix::unistd::pipe2(OFlag::O_CLOEXEC).unwrap();
+    // This test holds the read end too, as a shell holds the stdin it passes on.
+    let shared = read_end.try_clone().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--spin-us", "200"])
+        .stdin(Stdio::from(read_end))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = std::fs::File::from(write_end);
+    let mut replies = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let mut ask = |id: u64, stdin: &mut std::fs::File| {
+        stdin.write_all(data_line("s", id).as_bytes()).unwrap();
+        line.clear();
+        replies.read_line(&mut line).unwrap();
+        assert_eq!(line.trim_end(), ack_line("s", id));
+    };
+    ask(1, &mut stdin);
+    assert!(!flags(shared.as_fd()).contains(OFlag::O_NONBLOCK), "serve changed the shared stdin's flags");
+    // The other holder turns O_NONBLOCK on while serve waits: serve still answers, once each.
+    let on = flags(shared.as_fd()) | OFlag::O_NONBLOCK;
+    fcntl(shared.as_fd(), FcntlArg::F_SETFL(on)).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    ask(2, &mut stdin);
+    // And off again.
+    fcntl(shared.as_fd(), FcntlArg::F_SETFL(on - OFlag::O_NONBLOCK)).unwrap();
+    thread::sleep(Duration::from_millis(20));
+    ask(3, &mut stdin);
+    drop(stdin);
+    drop(shared);
+    let out = exits(child);
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn demo_pinned_to_one_cpu_by_taskset_says_it_does_not_spin_and_prints_the_seed_output() {
+    let cpu = first_cpu().to_string();
+    if !Command::new("taskset").args(["-c", &cpu, "true"]).status().is_ok_and(|s| s.success()) {
+        skip("taskset is not available (util-linux)");
+        return;
+    }
+    let out = Command::new("taskset")
+        .args(["-c", &cpu, BIN, "demo", "--spin-us", "200", "--", BIN, "serve"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), SEED_OUTPUT);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), format!("rust-ts-ipc demo: {ONE_CPU_NOTE}\n"));
+    assert_eq!(out.status.code(), Some(0));
+}

@@ -166,7 +166,8 @@ pub struct PeerOptions {
     /// after each read. The calling thread's wait for the reply and the writer thread's wait
     /// for the next request are not spun. Never spins when the thread calling
     /// [`Peer::spawn`] may run on one CPU only ([`Peer::spin_disabled`] says so); Unix only.
-    /// Zero (the default): off, the pipe is read as without the option.
+    /// Zero (the default): off, the pipe is read as without the option. At most a second
+    /// ([`ErrorCode::InvalidArgument`] beyond).
     pub spin: Duration,
 }
 
@@ -1005,7 +1006,7 @@ impl Peer {
     /// # Errors
     /// [`ErrorCode::InvalidArgument`] for options out of range (zero `max_in_flight`,
     /// `max_unsent_bytes`, `max_line_bytes`, `max_frame_bytes`, `max_unsolicited` or
-    /// `max_unsolicited_bytes`, a zero `hang`) or with [`PeerOptions::restart`] set, or a
+    /// `max_unsolicited_bytes`, a zero `hang`, a `spin` over a second) or with [`PeerOptions::restart`] set, or a
     /// [`PeerOptions::sandbox`] that cannot be applied (a limit of 0, a working directory that
     /// is not one, ...);
     /// [`ErrorCode::Spawn`] when it cannot start.
@@ -1039,6 +1040,17 @@ impl Peer {
     ) -> Result<Peer, PeerError> {
         let limits = Limits::of(&options)?;
         restart::check_options(&options, make.is_some())?;
+        // As `serve --spin-us`: a longer spin is surely a mistake, and one the clock cannot end
+        // (`Duration::MAX`) would never miss, so never back off: a core busy while the child idles.
+        if options.spin > MAX_SPIN {
+            return Err(PeerError::new(
+                ErrorCode::InvalidArgument,
+                format!(
+                    "PeerOptions::spin {:?} is too long: spinning is for replies that come within microseconds (at most {:?})",
+                    options.spin, MAX_SPIN
+                ),
+            ));
+        }
         let counters = Arc::new(Counters::default());
         let (sender, receiver) = mpsc::sync_channel(options.max_unsolicited);
         let queued = Arc::new(AtomicUsize::new(0));
@@ -1213,6 +1225,9 @@ impl Drop for Peer {
         let _ = self.close();
     }
 }
+
+/// The longest [`PeerOptions::spin`]: a second, as for `--spin-us`.
+const MAX_SPIN: Duration = Duration::from_secs(1);
 
 /// What every child of a peer is started with.
 struct Generation {

@@ -45,7 +45,8 @@ export interface SyncPeerOptions extends Omit<SpawnPeerOptions, 'restart' | 'han
    * After writing a `requestSync` request, poll the pipe without blocking for up to this many
    * microseconds before blocking: a reply within it costs no wake-up of this thread (tens of µs
    * unpinned), at the price of a CPU busy for up to that long per call. Default 0 (block at
-   * once). Ignored where this process may run on one CPU only.
+   * once); at most 1000000 (`INVALID_ARGUMENT` beyond). Ignored where this process may run on
+   * one CPU only.
    */
   spinUs?: number;
 }
@@ -135,6 +136,9 @@ interface PipeAddon {
   ): PipeChild | SpawnFailure;
 }
 
+/** The longest `spinUs`, as `serve --spin-us`: a second. */
+const MAX_SPIN_US = 1_000_000;
+
 function checkCount(value: unknown, name: string, min: number): number | undefined {
   if (value === undefined) return undefined;
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
@@ -201,6 +205,14 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
     this.#maxFrameBytes = checkCount(options.maxFrameBytes, 'maxFrameBytes', 1) ?? DEFAULT_MAX_FRAME_BYTES;
     this.#graceMs = checkGraceMs(options.graceMs, 'spawnPeer: option `graceMs`') ?? DEFAULT_GRACE_MS;
     const spinUs = checkCount(options.spinUs, 'spinUs', 0) ?? 0;
+    // As `serve --spin-us`: longer is surely a mistake, and a spin holds the JS thread past a
+    // dead child whose stdout another process keeps open (the exit is looked for after it).
+    if (spinUs > MAX_SPIN_US) {
+      throw new PeerError(
+        PeerErrorCode.INVALID_ARGUMENT,
+        `spawnPeer: option \`spinUs\` ${spinUs} is too long: spinning is for replies that come within microseconds (at most ${MAX_SPIN_US})`,
+      );
+    }
     const stderr = options.stderr ?? 'forward';
     if (stderr !== 'forward' && stderr !== 'ignore' && typeof stderr !== 'function') {
       throw new PeerError(

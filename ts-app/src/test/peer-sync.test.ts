@@ -432,6 +432,16 @@ describeWithAddon('spawnPeer sync mode', () => {
     throwsWith(() => spawnPeer(SERVE_BIN, ['serve'], { mode: 'fast' as 'sync' }), 'INVALID_ARGUMENT');
   });
 
+  test('refuses a spinUs beyond a second (as serve --spin-us does): a spin that long would hold the JS thread past a dead child', () => {
+    const e = throwsWith(() => spawnPeer(SERVE_BIN, ['serve'], { mode: 'sync', spinUs: 1_000_001 }), 'INVALID_ARGUMENT');
+    assert.equal(
+      e.message,
+      'spawnPeer: option `spinUs` 1000001 is too long: spinning is for replies that come within microseconds (at most 1000000)',
+    );
+    const p = track(spawnPeer(SERVE_BIN, ['serve', '--exit-after', '0'], { mode: 'sync', spinUs: 1_000_000 }));
+    assert.deepEqual(p.requestSync('data', 'max'), ack('Acknowledged: max', 1));
+  });
+
   test('refuses the supervision options (restart, hangMs) in sync mode, naming them, before starting anything', () => {
     for (const extra of [{ restart: true }, { hangMs: 1000 }]) {
       const options = { mode: 'sync', ...extra } as unknown as SyncPeerOptions;
