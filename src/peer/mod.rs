@@ -1526,7 +1526,9 @@ impl Incoming {
     }
 
     /// Frames `chunk` and passes on every whole line or frame as a message (see
-    /// [`line_message`]) with what it costs the unsolicited queue.
+    /// [`line_message`]) with what it costs the unsolicited queue. The tokio peer's reader (the
+    /// thread peer reads in place, `read_from`).
+    #[cfg(feature = "tokio")]
     pub(crate) fn feed(&mut self, chunk: &[u8], limits: &Limits, counters: &Counters, to: impl FnMut(Envelope, usize)) {
         match self {
             Incoming::Lines(decoder) => decoder.feed(chunk),
