@@ -15,7 +15,7 @@ export const WINDOWS = [1, 16, 256] as const;
  * in-process `requestSync` paths another.
  */
 export const INTERLEAVED_PIPE_PATHS = ['floor.node-cat', 'pipe.node-rust', 'lib.pipe', 'enc.pipe-msgpack', 'bytes.pipe', 'floor.node-cat-frame'];
-export const INTERLEAVED_INPROC_PATHS = ['lib.inproc-sync', 'enc.ffi-msgpack'];
+export const INTERLEAVED_INPROC_PATHS = ['ffi.handle', 'lib.inproc-sync', 'enc.ffi-msgpack'];
 /** Whether a path's record at `window` comes from the interleaved measurement. */
 export const interleavedAt = (path: string, window: number): boolean =>
   window === 1 && (INTERLEAVED_PIPE_PATHS.includes(path) || INTERLEAVED_INPROC_PATHS.includes(path));

@@ -9,7 +9,8 @@
 // what they always meant; each goal pair's record also carries the ratio round by round.
 //
 // Two groups: the Node-parent pipe paths (raw echo floors, the raw `serve` path, the library in
-// json and msgpack, bytes), and the in-process `requestSync` paths (json and msgpack). Every
+// json and msgpack, bytes), and the in-process paths (the addon's `handle`, the library's
+// `requestSync` in json and msgpack). Every
 // child here is its own, warmed up like its module's; the modules measure the deeper windows.
 
 import { inProcess } from '../peer/in-process.js';
@@ -17,7 +18,7 @@ import type { PipePeer } from '../peer/pipe.js';
 import { type Ctx, INTERLEAVED_INPROC_PATHS, INTERLEAVED_PIPE_PATHS, PAYLOADS, payload } from './common.js';
 import { isBytes, L as ENC, warmUpEcho } from './encoding.js';
 import { bytesPayload, FrameEcho } from './frames.js';
-import type { NativeAddon } from './inproc.js';
+import { type NativeAddon, syncScenario } from './inproc.js';
 import { Counted, inProcessNote, isAck, LIB_INPROC_SYNC, LIB_PIPE, spawnServe, syncRequests, withNote } from './library.js';
 import {
   INTERLEAVE_LEAD,
@@ -42,6 +43,7 @@ export const ROUND_RATIOS: readonly (readonly [string, string])[] = [
   ['pipe.node-rust', 'floor.node-cat'],
   ['lib.pipe', 'pipe.node-rust'],
   ['enc.ffi-msgpack', 'lib.inproc-sync'],
+  ['lib.inproc-sync', 'ffi.handle'],
 ];
 
 type Emit = (r: TimingRecord) => void;
@@ -78,6 +80,12 @@ export async function runPaired(
 async function runInprocGroup(ctx: Ctx, addon: NativeAddon, emit: Emit, fail: Fail): Promise<void> {
   const members: Member[] = [];
   for (const path of INTERLEAVED_INPROC_PATHS.filter(ctx.selected)) {
+    const raw = syncScenario(path);
+    if (raw !== undefined) {
+      // The addon called directly (`ffi.handle`): the denominator of the library's in-process cost.
+      members.push({ label: raw, kind: 'sync', side: (size) => syncSide(ctx.budget, raw.make(size, addon)) });
+      continue;
+    }
     try {
       const json = path === LIB_INPROC_SYNC.path;
       const peer = new Counted(json ? inProcess({ exitAfter: 0 }) : inProcess({ encoding: 'msgpack', exitAfter: 0 }));
