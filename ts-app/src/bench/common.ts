@@ -8,6 +8,18 @@ import type { Pass, TimingRecord } from './schema.js';
 
 export const PAYLOADS = [64, 1024, 64 * 1024, 1024 * 1024] as const;
 export const WINDOWS = [1, 16, 256] as const;
+/**
+ * Paths whose window-1 records (every payload) are measured interleaved, in `paired.ts`, so the
+ * goal ratios between them are not skewed by drift between two separate measurements; their
+ * own modules measure only their deeper windows. The Node-parent pipe paths form one group, the
+ * in-process `requestSync` paths another.
+ */
+export const INTERLEAVED_PIPE_PATHS = ['floor.node-cat', 'pipe.node-rust', 'lib.pipe', 'enc.pipe-msgpack', 'bytes.pipe', 'floor.node-cat-frame'];
+export const INTERLEAVED_INPROC_PATHS = ['ffi.handle', 'lib.inproc-sync', 'enc.ffi-msgpack'];
+/** Whether a path's record at `window` comes from the interleaved measurement. */
+export const interleavedAt = (path: string, window: number): boolean =>
+  window === 1 && (INTERLEAVED_PIPE_PATHS.includes(path) || INTERLEAVED_INPROC_PATHS.includes(path));
+
 /** Window × payload above this is skipped: 256 × 1 MiB in flight measures memory, not IPC. */
 export const MAX_IN_FLIGHT_BYTES = 64 * 1024 * 1024;
 

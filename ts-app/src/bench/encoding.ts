@@ -9,7 +9,7 @@
 
 import { inProcess } from '../peer/in-process.js';
 import type { Message } from '../peer/types.js';
-import { type Ctx, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, vmHwmKib, WINDOWS } from './common.js';
+import { type Ctx, interleavedAt, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, vmHwmKib, WINDOWS } from './common.js';
 import { bytesPayload, FrameEcho } from './frames.js';
 import { Counted, isAck, spawnServe, syncRequests } from './library.js';
 import { syncRecord, timeSync, timeWindowed, windowedRecord } from './measure.js';
@@ -22,7 +22,7 @@ export const ENCODING_NATIVE_PATHS = ['enc.ffi-msgpack', 'bytes.inproc-sync'];
 export const ENCODING_SERVE_PATHS = ['enc.pipe-msgpack', 'bytes.pipe'];
 export const ENCODING_PATHS = [...ENCODING_SERVE_PATHS, ...ENCODING_NATIVE_PATHS, 'floor.node-cat-frame'];
 
-const L = {
+export const L = {
   pipe: { scenario: 'enc', path: 'enc.pipe-msgpack', label: "library: spawnPeer(serve, { encoding: 'msgpack' }).request" },
   ffi: { scenario: 'enc', path: 'enc.ffi-msgpack', label: "library: inProcess({ encoding: 'msgpack' }).requestSync" },
   bytesPipe: { scenario: 'enc', path: 'bytes.pipe', label: "library: spawnPeer(serve, msgpack).request('bytes', Buffer)" },
@@ -31,7 +31,7 @@ const L = {
 };
 
 /** A `bytes` reply carrying exactly `want` (a full compare: every reply checked). */
-const isBytes = (want: Buffer) => (m: Message<unknown>) =>
+export const isBytes = (want: Buffer) => (m: Message<unknown>) =>
   m.msg_type === 'bytes' && Buffer.isBuffer(m.data) && m.data.equals(want);
 
 type Emit = (r: TimingRecord) => void;
@@ -53,15 +53,7 @@ export async function runEncoding(
     }
   };
 
-  await guard(L.ffi.path, () => {
-    const peer = new Counted(inProcess({ encoding: 'msgpack', exitAfter: 0 }));
-    for (const size of PAYLOADS) {
-      const data = payload(size);
-      const timed = timeSync(ctx.budget, syncRequests(peer, 'data', data, isAck(`Acknowledged: ${data}`)));
-      peer.checkQuiet();
-      emit(syncRecord(ctx, L.ffi, 'roundtrip', size, timed));
-    }
-  });
+  // `enc.ffi-msgpack` (window 1 only) is measured interleaved with `lib.inproc-sync`, in `paired.ts`.
   await guard(L.bytesFfi.path, () => {
     const peer = new Counted(inProcess({ encoding: 'msgpack', exitAfter: 0 }));
     for (const size of PAYLOADS) {
@@ -92,7 +84,7 @@ export async function runEncoding(
         const data = payload(size);
         const want = isAck(`Acknowledged: ${data}`);
         for (const window of WINDOWS) {
-          if (window * size > MAX_IN_FLIGHT_BYTES) continue;
+          if (window * size > MAX_IN_FLIGHT_BYTES || interleavedAt(L.pipe.path, window)) continue;
           const timed = await timeWindowed(ctx.budget, window, (count) => peer.run('data', data, want, window, count));
           emit(windowedRecord(ctx, L.pipe, size, window, timed));
         }
@@ -103,7 +95,7 @@ export async function runEncoding(
         const data = bytesPayload(size);
         const want = isBytes(data);
         for (const window of WINDOWS) {
-          if (window * size > MAX_IN_FLIGHT_BYTES) continue;
+          if (window * size > MAX_IN_FLIGHT_BYTES || interleavedAt(L.bytesPipe.path, window)) continue;
           const timed = await timeWindowed(ctx.budget, window, (count) => peer.run('bytes', data, want, window, count));
           emit(windowedRecord(ctx, L.bytesPipe, size, window, timed));
         }
@@ -128,17 +120,23 @@ export async function runEncoding(
   await guard(L.floor.path, () => runFloor(ctx, emit));
 }
 
-/** `floor.node-cat-frame`: the `bytes` frames through `cat`, every payload and window. */
+/** A fresh frame echo's warm-up, as every pipe child gets. */
+export async function warmUpEcho(echo: FrameEcho): Promise<void> {
+  const small = bytesPayload(64);
+  await echo.run(small, 1, CHILD_WARMUP_MESSAGES / 2);
+  await echo.run(small, 16, CHILD_WARMUP_MESSAGES / 2);
+}
+
+/** `floor.node-cat-frame`: the `bytes` frames through `cat`, every payload and window (window 1
+ * but in `paired.ts`). */
 async function runFloor(ctx: Ctx, emit: Emit): Promise<void> {
   const echo = new FrameEcho('cat', 'cat', []);
   try {
-    const small = bytesPayload(64);
-    await echo.run(small, 1, CHILD_WARMUP_MESSAGES / 2);
-    await echo.run(small, 16, CHILD_WARMUP_MESSAGES / 2);
+    await warmUpEcho(echo);
     for (const size of PAYLOADS) {
       const data = bytesPayload(size);
       for (const window of WINDOWS) {
-        if (window * size > MAX_IN_FLIGHT_BYTES) continue;
+        if (window * size > MAX_IN_FLIGHT_BYTES || interleavedAt(L.floor.path, window)) continue;
         const timed = await timeWindowed(ctx.budget, window, (count) => echo.run(data, window, count));
         emit(windowedRecord(ctx, L.floor, size, window, timed));
       }

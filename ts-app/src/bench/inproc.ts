@@ -7,7 +7,7 @@ import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 
 import { Responder as JsResponder } from '../protocol.js';
-import { ackPrefix, type Ctx, FIXED_ID, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
+import { ackPrefix, type Ctx, FIXED_ID, interleavedAt, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
 import { promiseRun, type RunOut, type SyncBody, syncRecord, timeSync, timeWindowed, windowedRecord } from './measure.js';
 import type { TimingRecord } from './schema.js';
 import { summarize } from './stats.js';
@@ -74,7 +74,7 @@ const isAck = (r: Msg[], data: string, full: boolean): boolean =>
   r[0].id === FIXED_ID &&
   (full ? r[0].data === data : r[0].data.length === data.length);
 
-interface SyncScenario {
+export interface SyncScenario {
   path: string;
   scenario: string;
   kind: 'roundtrip' | 'cost';
@@ -349,7 +349,8 @@ const SYNC: SyncScenario[] = [
 /** Every selected synchronous in-process scenario, each payload. */
 export function runSync(ctx: Ctx, addon: NativeAddon | undefined, emit: (r: TimingRecord) => void): void {
   for (const s of SYNC) {
-    if (!ctx.selected(s.path) || (s.native && addon === undefined)) continue;
+    // `ffi.handle` (window 1 only) is measured interleaved with `lib.inproc-sync`, in `paired.ts`.
+    if (!ctx.selected(s.path) || (s.native && addon === undefined) || interleavedAt(s.path, 1)) continue;
     for (const size of s.once === true ? [0] : PAYLOADS) {
       const timed = timeSync(ctx.budget, s.make(size, addon));
       emit(syncRecord(ctx, s, s.kind, size, timed));
@@ -358,6 +359,8 @@ export function runSync(ctx: Ctx, addon: NativeAddon | undefined, emit: (r: Timi
 }
 
 export const SYNC_PATHS = SYNC.map((s) => s.path);
+/** One synchronous scenario by its path (for `paired.ts`). */
+export const syncScenario = (path: string): SyncScenario | undefined => SYNC.find((s) => s.path === path);
 export const NATIVE_PATHS = [...SYNC.filter((s) => s.native).map((s) => s.path), 'ffi.handleLineAsync', 'rust-js.thread'];
 
 /** Scenario 3: `handleLineAsync` with 1, 16 and 256 calls in flight. */

@@ -19,7 +19,7 @@ import { DEFAULT_TIMEOUT_MS, type PipePeer, spawnPeer } from '../peer/pipe.js';
 import type { SyncPipePeer } from '../peer/sync.js';
 import type { Encoding, Message, Peer } from '../peer/types.js';
 import { parseEnvelope } from '../protocol.js';
-import { ackPrefix, type Ctx, FIXED_ID, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
+import { ackPrefix, type Ctx, FIXED_ID, interleavedAt, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
 import { markdownDocument } from './docs.js';
 import type { NativeAddon, NativeResponder } from './inproc.js';
 import { promiseRun, type RunOut, type SyncBody, syncRecord, timeSync, timeWindowed, windowedRecord } from './measure.js';
@@ -69,7 +69,7 @@ interface Label {
 const show = (x: unknown): string => JSON.stringify(JSON.stringify(x)?.slice(0, 120) ?? String(x));
 
 
-const withNote = (r: TimingRecord, note: string | undefined): TimingRecord => (note === undefined ? r : { ...r, note });
+export const withNote = (r: TimingRecord, note: string | undefined): TimingRecord => (note === undefined ? r : { ...r, note });
 
 /**
  * A peer and the count of requests made on it. A peer numbers its requests 1, 2, 3, … in call
@@ -131,11 +131,15 @@ export function syncRequests(
   };
 }
 
+/** The labels of the library's paths that `paired.ts` also measures (window 1). */
+export const LIB_PIPE = { scenario: 'lib', path: 'lib.pipe', label: 'library: spawnPeer(serve).request' };
+export const LIB_INPROC_SYNC = { scenario: 'lib', path: 'lib.inproc-sync', label: 'library: inProcess().requestSync' };
+
 export const isAck = (replyData: string) => (m: Message<unknown>) => m.msg_type === 'ack' && m.data === replyData;
 const isHtml = (html: string) => (m: Message<unknown>) => m.msg_type === 'html' && m.data === html;
 
 /** Says whether `inProcess()` loads the very addon the bench loaded; a note for the records if not. */
-function inProcessNote(root: string, addon: NativeAddon): string | undefined {
+export function inProcessNote(root: string, addon: NativeAddon): string | undefined {
   const theirs = loadNativeAddon();
   if ('addon' in theirs && (theirs.addon as unknown) === addon) return undefined;
   return (
@@ -253,16 +257,8 @@ export async function runLibrary(
   };
 
   // The library's cost, next to the raw paths: the same data/ack at every payload and window.
-  await guard('lib.inproc-sync', () => {
-    const peer = new Counted(inProcess({ exitAfter: 0 }));
-    for (const size of PAYLOADS) {
-      const data = payload(size);
-      const timed = timeSync(ctx.budget, syncRequests(peer, 'data', data, isAck(`Acknowledged: ${data}`)));
-      peer.checkQuiet();
-      const p = { scenario: 'lib', path: 'lib.inproc-sync', label: 'library: inProcess().requestSync' };
-      emit(withNote(syncRecord(ctx, p, 'roundtrip', size, timed), note));
-    }
-  });
+  // `lib.inproc-sync` (window 1 only) and `lib.pipe` at window 1 are measured interleaved with
+  // the paths they are compared with, in `paired.ts`.
   await guard('lib.inproc', async () => {
     const peer = new Counted(inProcess({ exitAfter: 0 }));
     for (const size of PAYLOADS) {
@@ -283,10 +279,9 @@ export async function runLibrary(
         const data = payload(size);
         const want = isAck(`Acknowledged: ${data}`);
         for (const window of WINDOWS) {
-          if (window * size > MAX_IN_FLIGHT_BYTES) continue;
+          if (window * size > MAX_IN_FLIGHT_BYTES || interleavedAt(LIB_PIPE.path, window)) continue;
           const timed = await timeWindowed(ctx.budget, window, (count) => peer.run('data', data, want, window, count));
-          const p = { scenario: 'lib', path: 'lib.pipe', label: 'library: spawnPeer(serve).request' };
-          emit(windowedRecord(ctx, p, size, window, timed));
+          emit(windowedRecord(ctx, LIB_PIPE, size, window, timed));
         }
       }
     } finally {

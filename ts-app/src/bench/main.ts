@@ -18,6 +18,7 @@ import { cpusAllowed, git, machine, versions } from './env.js';
 import { loadAddon, NATIVE_PATHS, runAsync, runRustJsThread, runSync, SYNC_PATHS } from './inproc.js';
 import { ENCODING_NATIVE_PATHS, ENCODING_SERVE_PATHS, runEncoding } from './encoding.js';
 import { LIBRARY_NATIVE_PATHS, LIBRARY_SERVE_PATHS, runLibrary } from './library.js';
+import { runPaired } from './paired.js';
 import { pipePaths, runPipe } from './pipe.js';
 import { runStream } from './stream.js';
 import { renderReport } from './report.js';
@@ -284,6 +285,7 @@ async function runPass(args: Args, pass: Pass): Promise<number> {
   }
   await runLibrary(ctx, serveBin, addon, emit, fail);
   await runEncoding(ctx, serveBin, addon !== undefined, emit, emit, fail);
+  await runPaired(ctx, serveBin, tsChild, addon, emit, fail);
   await runStream(ctx, serveBin, emit, emit, fail);
   await runRustBench(ctx, tsChild, serveBin, result, fail);
   try {

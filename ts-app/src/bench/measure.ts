@@ -4,7 +4,7 @@
 import { performance } from 'node:perf_hooks';
 
 import { type Budget, type Ctx, throughput } from './common.js';
-import type { TimingRecord } from './schema.js';
+import type { RoundRatio, TimingRecord } from './schema.js';
 import { summarize } from './stats.js';
 
 /** Sub-microsecond calls are timed in batches of about this long, so one clock read
@@ -29,16 +29,49 @@ export interface SyncTimed {
   checked: number;
 }
 
-/** Times a synchronous body: warm-up for `warmMs` (which also estimates one call), then
- * batches of calls for about `measureMs`. Every result is checked. */
-export function timeSync<R>(budget: Budget, body: SyncBody<R>): SyncTimed {
-  const out: R[] = [];
-  const verify = (b: number): void => {
+/** Runs `b` calls of `body` into `out` and checks every result. */
+function verifier<R>(body: SyncBody<R>, out: R[]): (b: number) => void {
+  return (b) => {
     for (let j = 0; j < b; j++) {
       const r = out[j] as R;
       if (!body.check(r, j)) throw new Error(`wrong result: ${body.show(r)}`);
     }
   };
+}
+
+/** What the warm-up of a synchronous body found: calls made, the batch size and how many batches the measurement takes. */
+interface SyncWarm {
+  warmup: number;
+  batch: number;
+  n: number;
+}
+
+/** Times a synchronous body: warm-up for `warmMs` (which also estimates one call), then
+ * batches of calls for about `measureMs`. Every result is checked. */
+export function timeSync<R>(budget: Budget, body: SyncBody<R>): SyncTimed {
+  const out: R[] = [];
+  const verify = verifier(body, out);
+  const { warmup, batch, n } = warmSync(budget, body, out, verify);
+  // The measurement also stops once twice its budget of wall time (checks included) has
+  // passed, provided it has `minN` samples.
+  const deadline = performance.now() + 2 * budget.measureMs;
+  const all = new Float64Array(n);
+  let elapsedNs = 0;
+  let i = 0;
+  for (; i < n && (i < budget.minN || performance.now() < deadline); i++) {
+    const t0 = performance.now();
+    body.run(batch, out);
+    const dt = (performance.now() - t0) * 1e6;
+    elapsedNs += dt;
+    all[i] = dt / batch;
+    verify(batch);
+  }
+  const samples = all.subarray(0, i);
+  return { samples, batch, warmup, elapsedNs, checked: i * batch };
+}
+
+/** The warm-up of `timeSync`: sizes the batch and the number of batches to measure. */
+function warmSync<R>(budget: Budget, body: SyncBody<R>, out: R[], verify: (b: number) => void): SyncWarm {
   // Warm-up, growing the batch while it is shorter than the target. One call's cost is the
   // median over the last warm-up batches, so one GC pause cannot skew the run's length.
   let warmup = 0;
@@ -58,22 +91,7 @@ export function timeSync<R>(budget: Budget, body: SyncBody<R>): SyncTimed {
   const perCall = [...recent].sort((x, y) => x - y)[Math.floor(recent.length / 2)] ?? 1;
   const batch = Math.min(Math.max(1, Math.ceil(BATCH_TARGET_NS / perCall)), 4096);
   const n = clamp(Math.floor((budget.measureMs * 1e6) / (perCall * batch)), budget.minN, budget.maxN);
-  // The measurement also stops once twice its budget of wall time (checks included) has
-  // passed, provided it has `minN` samples.
-  const deadline = performance.now() + 2 * budget.measureMs;
-  const all = new Float64Array(n);
-  let elapsedNs = 0;
-  let i = 0;
-  for (; i < n && (i < budget.minN || performance.now() < deadline); i++) {
-    const t0 = performance.now();
-    body.run(batch, out);
-    const dt = (performance.now() - t0) * 1e6;
-    elapsedNs += dt;
-    all[i] = dt / batch;
-    verify(batch);
-  }
-  const samples = all.subarray(0, i);
-  return { samples, batch, warmup, elapsedNs, checked: i * batch };
+  return { warmup, batch, n };
 }
 
 /** One closed run: `count` messages, every reply checked, per-message latency in id order. */
@@ -98,6 +116,17 @@ export async function timeWindowed(
   window: number,
   run: (count: number) => Promise<RunOut>,
 ): Promise<WindowTimed> {
+  const { warmup, n } = await warmWindowed(budget, window, run);
+  const r = await run(n);
+  return { latencies: r.latencies, elapsedNs: r.elapsedNs, warmup, n };
+}
+
+/** The warm-up of `timeWindowed`: messages spent, and how many the measurement takes. */
+async function warmWindowed(
+  budget: Budget,
+  window: number,
+  run: (count: number) => Promise<RunOut>,
+): Promise<{ warmup: number; n: number }> {
   let count = Math.min(Math.max(2 * window, 8), Math.max(budget.maxN, 2 * window));
   let warmup = 0;
   let warmNs = 0;
@@ -116,8 +145,7 @@ export async function timeWindowed(
   }
   const lo = Math.max(budget.minN, 2 * window);
   const n = clamp(Math.floor((budget.measureMs * 1e6) / perMsg), lo, Math.max(budget.maxN, lo));
-  const r = await run(n);
-  return { latencies: r.latencies, elapsedNs: r.elapsedNs, warmup, n };
+  return { warmup, n };
 }
 
 /** A Promise-returning call kept `window` deep: `call(i)` starts call `i` (always in order
@@ -225,5 +253,194 @@ export function syncRecord(
     latency_ns: summarize(timed.samples),
     throughput: throughput(timed.checked, timed.elapsedNs, size),
     checked: timed.checked,
+  };
+}
+
+// ---------------------------------------------------------------- interleaved measurement
+
+/** Unmeasured samples' worth of calls (one batch, or one message) that open every block of an
+ * interleaved measurement: the first call after another path's block may find cold caches or a
+ * sleeping child, which a measurement of one path at a time never sees. Counted as warm-up. */
+export const INTERLEAVE_LEAD = 1;
+/** Rounds of an interleaved measurement at most, and the fewest samples a block holds (where
+ * there are too few samples for that, fewer rounds). */
+export const MAX_ROUNDS = 24;
+const MIN_BLOCK = 4;
+
+/** One block of samples of one side. */
+interface Block {
+  samples: Float64Array;
+  elapsedNs: number;
+  calls: number;
+}
+
+/** One path of an interleaved measurement: its warm-up (calls spent, samples wanted) and a
+ * measured block of `k` samples. */
+export interface InterleaveSide {
+  warm: () => Promise<{ warmup: number; n: number }>;
+  block: (k: number) => Promise<Block>;
+  /** Calls per sample (1 but for batched synchronous sides). */
+  batch: () => number;
+}
+
+/** The timing of one side of an interleaved measurement: the pooled samples of every round
+ * (the record's distribution), and the p50 of each round's samples alone. */
+export interface InterleavedTimed extends SyncTimed {
+  rounds: number;
+  roundP50: number[];
+}
+
+/** A synchronous body as a side: `timeSync`'s warm-up and batches, in blocks. */
+export function syncSide<R>(budget: Budget, body: SyncBody<R>): InterleaveSide {
+  const out: R[] = [];
+  const verify = verifier(body, out);
+  let batch = 1;
+  return {
+    warm: async () => {
+      const w = warmSync(budget, body, out, verify);
+      batch = w.batch;
+      return { warmup: w.warmup, n: w.n };
+    },
+    block: async (k) => {
+      const samples = new Float64Array(k);
+      let elapsedNs = 0;
+      for (let i = 0; i < k; i++) {
+        const t0 = performance.now();
+        body.run(batch, out);
+        const dt = (performance.now() - t0) * 1e6;
+        elapsedNs += dt;
+        samples[i] = dt / batch;
+        verify(batch);
+      }
+      return { samples, elapsedNs, calls: k * batch };
+    },
+    batch: () => batch,
+  };
+}
+
+/** A window-1 closed run as a side: `timeWindowed`'s warm-up, then runs of `k` messages. (Only
+ * window 1: a block of a deeper window would add its fill and drain to every block.) */
+export function windowSide(budget: Budget, run: (count: number) => Promise<RunOut>): InterleaveSide {
+  return {
+    warm: () => warmWindowed(budget, 1, run),
+    block: async (k) => {
+      const r = await run(k);
+      return { samples: r.latencies, elapsedNs: r.elapsedNs, calls: k };
+    },
+    batch: () => 1,
+  };
+}
+
+/**
+ * Measures several paths interleaved, so that drift (other load, CPU frequency, where the
+ * scheduler puts the processes) falls on all of them alike instead of on whichever was measured
+ * at a worse moment. Each side warms up as it would alone and wants the same number of samples;
+ * then `R` rounds each visit every side twice in mirrored order (A B C C B A: linear drift over
+ * a round weighs every side equally), each visit one unmeasured lead sample and 1/(2R) of the
+ * side's samples. Every measured sample is kept. The measurement stops early only at the end of
+ * a round, once twice the sides' summed budget has passed and every side has `minN` samples.
+ *
+ * A side that throws is handed to `failed` and left out of the remaining rounds; the others go on.
+ */
+export async function timeInterleaved(
+  budget: Budget,
+  sides: InterleaveSide[],
+  failed: (index: number, e: unknown) => void,
+): Promise<(InterleavedTimed | undefined)[]> {
+  const alive = sides.map(() => true);
+  const guard = async <T>(i: number, f: () => Promise<T>): Promise<T | undefined> => {
+    try {
+      return await f();
+    } catch (e) {
+      alive[i] = false;
+      failed(i, e);
+      return undefined;
+    }
+  };
+  const warm: { warmup: number; n: number }[] = [];
+  for (const [i, side] of sides.entries()) {
+    warm[i] = (await guard(i, side.warm)) ?? { warmup: 0, n: 0 };
+  }
+  const wanted = warm.filter((_, i) => alive[i]).map((w) => w.n);
+  if (wanted.length === 0) return sides.map(() => undefined);
+  const rounds = clamp(Math.floor(Math.min(...wanted) / (2 * MIN_BLOCK)), 1, MAX_ROUNDS);
+  const perVisit = warm.map((w) => Math.max(1, Math.ceil(w.n / (2 * rounds))));
+  const order = [...sides.keys(), ...[...sides.keys()].reverse()];
+  const blocks: Block[][][] = sides.map(() => []);
+  const leads = sides.map(() => 0);
+  const taken = sides.map(() => 0);
+  const deadline = performance.now() + 2 * budget.measureMs * wanted.length;
+  let done = 0;
+  while (done < rounds) {
+    for (const i of order) {
+      const side = sides[i];
+      if (side === undefined || !alive[i]) continue;
+      const lead = await guard(i, () => side.block(INTERLEAVE_LEAD));
+      if (lead === undefined) continue;
+      leads[i] = (leads[i] ?? 0) + lead.calls;
+      const b = await guard(i, () => side.block(perVisit[i] ?? 1));
+      if (b === undefined) continue;
+      ((blocks[i] ??= [])[done] ??= []).push(b);
+      taken[i] = (taken[i] ?? 0) + b.samples.length;
+    }
+    done++;
+    if (!alive.some((a) => a)) break;
+    const enough = sides.every((_, i) => !alive[i] || (taken[i] ?? 0) >= budget.minN);
+    if (enough && performance.now() > deadline) break;
+  }
+  return sides.map((side, i) => {
+    if (!alive[i]) return undefined;
+    const perRound = blocks[i] ?? [];
+    const all = perRound.flat();
+    const samples = new Float64Array(all.reduce((k, b) => k + b.samples.length, 0));
+    let at = 0;
+    for (const b of all) {
+      samples.set(b.samples, at);
+      at += b.samples.length;
+    }
+    const roundP50 = perRound.map((bs) => {
+      const s = new Float64Array(bs.reduce((k, b) => k + b.samples.length, 0));
+      let j = 0;
+      for (const b of bs) {
+        s.set(b.samples, j);
+        j += b.samples.length;
+      }
+      s.sort();
+      return s[Math.ceil(0.5 * s.length) - 1] ?? NaN;
+    });
+    return {
+      samples,
+      batch: side.batch(),
+      warmup: (warm[i]?.warmup ?? 0) + (leads[i] ?? 0),
+      elapsedNs: all.reduce((t, b) => t + b.elapsedNs, 0),
+      checked: all.reduce((t, b) => t + b.calls, 0),
+      rounds: perRound.length,
+      roundP50,
+    };
+  });
+}
+
+/** `a`'s p50 ÷ `b`'s, pooled and round by round (median, quartiles by linear interpolation,
+ * extremes), from two sides of one interleaved measurement. */
+export function roundRatio(a: InterleavedTimed, b: InterleavedTimed, pooledA: number, pooledB: number): RoundRatio {
+  const n = Math.min(a.roundP50.length, b.roundP50.length);
+  const r: number[] = [];
+  for (let k = 0; k < n; k++) r.push((a.roundP50[k] ?? NaN) / (b.roundP50[k] ?? NaN));
+  r.sort((x, y) => x - y);
+  const q = (p: number): number => {
+    if (r.length === 0) return NaN;
+    const h = (r.length - 1) * p;
+    const lo = Math.floor(h);
+    return (r[lo] ?? NaN) + (h - lo) * ((r[Math.min(lo + 1, r.length - 1)] ?? NaN) - (r[lo] ?? NaN));
+  };
+  const f = (x: number): number => Math.round(x * 10_000) / 10_000;
+  return {
+    pooled_p50: f(pooledA / pooledB),
+    rounds: r.length,
+    median: f(q(0.5)),
+    q1: f(q(0.25)),
+    q3: f(q(0.75)),
+    min: f(r[0] ?? NaN),
+    max: f(r[r.length - 1] ?? NaN),
   };
 }

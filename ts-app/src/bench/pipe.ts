@@ -13,6 +13,7 @@ import type { Readable, Writable } from 'node:stream';
 import {
   ackPrefix,
   type Ctx,
+  interleavedAt,
   MAX_IN_FLIGHT_BYTES,
   PAYLOADS,
   payload,
@@ -85,7 +86,7 @@ export abstract class BenchChild {
 }
 
 /** A child with its pipes, reused for every payload and window of one path. */
-class Peer extends BenchChild {
+export class Peer extends BenchChild {
   private pending: Buffer[] = [];
   private onLines: ((lines: Buffer[], now: number) => void) | null = null;
 
@@ -176,7 +177,7 @@ class Peer extends BenchChild {
  * round trips are 2–3× slower than later ones). */
 export const CHILD_WARMUP_MESSAGES = 4000;
 
-async function warmUpChild(peer: Peer, expect: Expect): Promise<void> {
+export async function warmUpChild(peer: Peer, expect: Expect): Promise<void> {
   const small = payload(64);
   await peer.run(small, 1, CHILD_WARMUP_MESSAGES / 2, expect);
   await peer.run(small, 16, CHILD_WARMUP_MESSAGES / 2, expect);
@@ -237,7 +238,8 @@ export function pipePaths(serveBin: string, tsChild: string): PipePath[] {
   ];
 }
 
-/** Runs one pipe path over every payload and window; records its child's peak RSS. */
+/** Runs one pipe path over every payload and window (but those measured interleaved, in
+ * `paired.ts`); records its child's peak RSS. */
 export async function runPipe(
   ctx: Ctx,
   p: PipePath,
@@ -250,7 +252,7 @@ export async function runPipe(
     for (const size of PAYLOADS) {
       const data = payload(size);
       for (const window of WINDOWS) {
-        if (window * size > MAX_IN_FLIGHT_BYTES) continue;
+        if (window * size > MAX_IN_FLIGHT_BYTES || interleavedAt(p.path, window)) continue;
         const timed = await timeWindowed(ctx.budget, window, (count) => peer.run(data, window, count, p.expect));
         emit(windowedRecord(ctx, p, size, window, timed));
       }

@@ -46,6 +46,24 @@ export interface TimingRecord {
   /** `host.*` only: CPU time (user + system) of the Rust host process per message over the
    * measured run (its threads or tasks, not its children's), ns, in steps of /proc's 10 ms. */
   parent_cpu_ns_per_msg?: number;
+  /** Present when this record was measured interleaved with other paths (the goal comparisons
+   * at window 1): `with` the other paths of the same rounds (same pass, payload and window),
+   * `rounds` how many rounds ran, `lead` the unmeasured samples opening each block; `ratio_to`
+   * this path's p50 ÷ another's of the same rounds, for the pairs the report compares. */
+  interleaved?: { with: string[]; rounds: number; lead: number; ratio_to?: Record<string, RoundRatio> };
+}
+
+/** One path's p50 ÷ another's, from one interleaved measurement: over all samples pooled
+ * (`pooled_p50`, what the goal uses) and round by round (each round's p50s divided), whose
+ * median, quartiles (linear interpolation) and extremes show how certain the ratio is. */
+export interface RoundRatio {
+  pooled_p50: number;
+  rounds: number;
+  median: number;
+  q1: number;
+  q3: number;
+  min: number;
+  max: number;
 }
 
 /** Spawn (or load) to first reply, repeated `n` times. */

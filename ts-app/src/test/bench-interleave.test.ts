@@ -1,0 +1,136 @@
+// The bench's interleaved measurement (`timeInterleaved`): the order of its blocks, that every
+// measured sample is kept, that drift linear in time cancels out of a ratio, and that one failing
+// path leaves the others measured. The sides are fakes whose "latencies" are computed, not timed.
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+
+import type { Budget } from '../bench/common.js';
+import { type InterleaveSide, roundRatio, timeInterleaved } from '../bench/measure.js';
+
+const BUDGET: Budget = { warmMs: 1, measureMs: 60_000, minN: 10, maxN: 1_000_000, coldReps: 1 };
+
+/** Every block any fake side ran, in order: its side's name and how many samples. */
+type Log = { side: string; k: number }[];
+
+/**
+ * A fake side that wants `n` samples; sample `t` (counted over every side, a shared clock) is
+ * `base × (1 + drift × t)`: a cost that drifts linearly in time, the same for every side.
+ */
+function fake(name: string, n: number, base: number, log: Log, clock: { t: number }, drift = 0): InterleaveSide {
+  return {
+    warm: async () => ({ warmup: 100, n }),
+    block: async (k) => {
+      log.push({ side: name, k });
+      const samples = new Float64Array(k);
+      for (let i = 0; i < k; i++) samples[i] = base * (1 + drift * clock.t++);
+      return { samples, elapsedNs: samples.reduce((s, x) => s + x, 0), calls: k };
+    },
+    batch: () => 1,
+  };
+}
+
+describe('timeInterleaved', () => {
+  test('visits every side twice a round in mirrored order, each block opened by one lead sample', async () => {
+    const log: Log = [];
+    const clock = { t: 0 };
+    const sides = [fake('A', 64, 10, log, clock), fake('B', 64, 10, log, clock), fake('C', 200, 10, log, clock)];
+    const timed = await timeInterleaved(BUDGET, sides, () => assert.fail('no side fails'));
+    // min(n) = 64 → 64 / 8 = 8 rounds; A and B 4 samples a visit, C ceil(200 / 16) = 13.
+    const round = ['A', 'B', 'C', 'C', 'B', 'A'].flatMap((s) => [
+      { side: s, k: 1 },
+      { side: s, k: s === 'C' ? 13 : 4 },
+    ]);
+    assert.deepEqual(log, Array.from({ length: 8 }, () => round).flat());
+    assert.deepEqual(
+      timed.map((t) => [t?.rounds, t?.samples.length, t?.checked, t?.warmup, t?.roundP50.length]),
+      [
+        [8, 64, 64, 116, 8],
+        [8, 64, 64, 116, 8],
+        [8, 208, 208, 116, 8],
+      ],
+    );
+  });
+
+  test('keeps every measured sample, and no lead sample, in the pooled distribution', async () => {
+    const log: Log = [];
+    const clock = { t: 0 };
+    // Drift makes every sample distinct, so the pooled set can be compared exactly.
+    const timed = await timeInterleaved(BUDGET, [fake('A', 16, 1, log, clock, 1), fake('B', 16, 1, log, clock, 1)], () => assert.fail());
+    const a = timed[0];
+    assert.ok(a !== undefined);
+    // Samples are numbered in block order; A's measured blocks are every 4th block from the 2nd
+    // (lead A, A, lead B, B, lead B, B, lead A, A per round), 4 samples each after a 1-sample lead.
+    const want: number[] = [];
+    let t = 0;
+    for (const entry of log) {
+      for (let i = 0; i < entry.k; i++, t++) if (entry.side === 'A' && entry.k > 1) want.push(1 + t);
+    }
+    assert.deepEqual([...a.samples], want);
+    assert.equal(a.rounds, 2);
+  });
+
+  test('weighs drift linear in time equally on every path: equal means, ratio 1 round by round', async () => {
+    const log: Log = [];
+    const clock = { t: 0 };
+    // Both cost 10 at t = 0 and drift +0.1 % per sample: measured one after the other, 600
+    // samples apart, B would look ~1.5× A.
+    const timed = await timeInterleaved(BUDGET, [fake('A', 600, 10, log, clock, 0.001), fake('B', 600, 10, log, clock, 0.001)], () => assert.fail());
+    const [a, b] = timed;
+    assert.ok(a !== undefined && b !== undefined);
+    assert.equal(a.rounds, 24);
+    // Mirrored blocks of equal size: A's samples sit, on average, exactly where B's do.
+    const mean = (x: typeof a): number => x.elapsedNs / x.checked;
+    assert.ok(Math.abs(mean(a) / mean(b) - 1) < 1e-12, `means ${mean(a)} vs ${mean(b)}`);
+    const rr = roundRatio(a, b, median(a.samples), median(b.samples));
+    assert.equal(rr.rounds, 24);
+    assert.ok(Math.abs(rr.pooled_p50 - 1) < 0.02, `pooled ratio ${rr.pooled_p50}`);
+    assert.ok(Math.abs(rr.median - 1) < 0.02, `per-round median ${rr.median}`);
+  });
+
+  test('hands a failing side to `failed` and measures the others through every round', async () => {
+    const log: Log = [];
+    const clock = { t: 0 };
+    const good = fake('A', 80, 10, log, clock);
+    let blocks = 0;
+    const bad: InterleaveSide = {
+      ...fake('B', 80, 10, log, clock),
+      block: async () => {
+        if (++blocks === 5) throw new Error('the child exited');
+        return { samples: new Float64Array([20, 20, 20, 20, 20]).subarray(0, blocks % 2 === 1 ? 1 : 5), elapsedNs: 0, calls: 1 };
+      },
+    };
+    const failures: [number, string][] = [];
+    const timed = await timeInterleaved(BUDGET, [good, bad], (i, e) => failures.push([i, (e as Error).message]));
+    assert.deepEqual(failures, [[1, 'the child exited']]);
+    assert.equal(timed[1], undefined);
+    assert.equal(timed[0]?.rounds, 10);
+    assert.equal(timed[0]?.samples.length, 80);
+  });
+
+  test('runs a single round when a side wants fewer than 8 samples per round', async () => {
+    const log: Log = [];
+    const clock = { t: 0 };
+    const timed = await timeInterleaved(BUDGET, [fake('A', 10, 1, log, clock), fake('B', 3000, 1, log, clock)], () => assert.fail());
+    assert.deepEqual(
+      timed.map((t) => [t?.rounds, t?.samples.length]),
+      [
+        [1, 10],
+        [1, 3000],
+      ],
+    );
+  });
+});
+
+describe('roundRatio', () => {
+  test('divides round by round; median and quartiles by linear interpolation, extremes', () => {
+    const side = (roundP50: number[]) => ({ samples: new Float64Array(), batch: 1, warmup: 0, elapsedNs: 0, checked: 0, rounds: roundP50.length, roundP50 });
+    const rr = roundRatio(side([10, 12, 9, 20, 11]), side([10, 10, 10, 10, 10]), 11, 10);
+    assert.deepEqual(rr, { pooled_p50: 1.1, rounds: 5, median: 1.1, q1: 1, q3: 1.2, min: 0.9, max: 2 });
+  });
+});
+
+function median(s: Float64Array): number {
+  const sorted = [...s].sort((x, y) => x - y);
+  return sorted[Math.ceil(sorted.length / 2) - 1] ?? NaN;
+}
