@@ -26,7 +26,9 @@ import { decodeEnvelope, excerpt, invalidUtf8Offset, MAX_SAFE_ID, tooLongReply }
  * encodes (`undefined` is sent as `null`), or `reply(msgType, data)` to answer with another
  * `msg_type`; under msgpack also bytes (a `Buffer`/`Uint8Array`, sent as `bin`). A throw or a
  * rejection becomes an `error` reply carrying the error's message. `D` is what `data` may be:
- * under msgpack, `bin` data arrives as a `Buffer` (a view of the input, not a copy).
+ * under msgpack, `bin` data arrives as a `Buffer` (a view of the input, not a copy). Bytes
+ * returned (64 KiB or more) are written from where they are, not copied: do not change them
+ * until the reply has been written (returning the `data` received, an echo, is fine).
  */
 export type Handler<D = JsonValue> = (data: D, message: Message<D>) => unknown;
 
@@ -54,7 +56,11 @@ export interface ServeOptions {
    * Synchronous handlers finish before the next line is read and never count. Default 1024.
    */
   maxConcurrent?: number;
-  /** Where requests come from. Default `process.stdin`. */
+  /**
+   * Where requests come from. Default stdin: under msgpack, when fd 0 is a pipe or a socket,
+   * read by a socket of `serveStdio`'s own straight into the frames (`process.stdin` is not
+   * used, and nothing else may read stdin meanwhile); otherwise `process.stdin`.
+   */
   input?: Readable;
   /** Where replies go (protocol only: log to stderr). Default `process.stdout`. */
   output?: Writable;
