@@ -273,6 +273,8 @@ export class ReplyParts {
 
 /** The replies of one flush at least this big are written piece by piece (corked), not concatenated. */
 const VECTORED_WRITE_BYTES = 64 * 1024;
+/** In such a write, pieces smaller than this are joined with their neighbours rather than written alone. */
+const VECTORED_PIECE_BYTES = 16 * 1024;
 
 /**
  * Stdin as a socket that reads with `onread` into the buffers `buffer()` gives (the next read's
@@ -428,26 +430,35 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
         if (typeof p !== 'string') bytes += p.length;
       }
       if (bytes >= VECTORED_WRITE_BYTES) {
-        // Big replies: each piece as it is, in one vectored write (no copy into one buffer).
+        // Big pieces go out as they are, in one corked (vectored) write: never copied. The
+        // small ones between them are joined into one buffer (a write call each would cost more).
+        const pieces: Uint8Array[] = [];
+        let small: (string | Uint8Array)[] = [];
+        const joinSmall = (): void => {
+          if (small.length > 0) pieces.push(Buffer.concat(small.map((p) => (typeof p === 'string' ? Buffer.from(p) : p))));
+          small = [];
+        };
+        for (const p of sent) {
+          for (const piece of p instanceof ReplyParts ? p.parts : [p]) {
+            if (typeof piece !== 'string' && piece.length >= VECTORED_PIECE_BYTES) {
+              joinSmall();
+              pieces.push(piece);
+            } else {
+              small.push(piece);
+            }
+          }
+        }
+        joinSmall();
+        // Every piece's callback comes once the whole write is done: the last one releases.
+        const done = (e?: Error | null): void => {
+          if (!e && release !== undefined) for (const p of sent) if (p instanceof Uint8Array) release(p);
+          written(e);
+        };
         writing++;
         output.cork();
         let flowing = true;
-        const last = sent.length - 1;
-        sent.forEach((p, i) => {
-          const pieces = p instanceof ReplyParts ? p.parts : [p];
-          pieces.forEach((piece, j) => {
-            const end = i === last && j === pieces.length - 1;
-            const callback =
-              release !== undefined && typeof piece !== 'string' && !(p instanceof ReplyParts)
-                ? (e?: Error | null) => {
-                    if (!e) release(piece);
-                    if (end) written(e);
-                  }
-                : end
-                  ? written
-                  : undefined;
-            flowing = output.write(piece, callback);
-          });
+        pieces.forEach((piece, i) => {
+          flowing = output.write(piece, i === pieces.length - 1 ? done : undefined);
         });
         output.uncork();
         if (!flowing) waitForDrain();
