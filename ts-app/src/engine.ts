@@ -450,7 +450,7 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
         }
         joinSmall();
         // Every piece's callback comes once the whole write is done: the last one releases.
-        const done = (e?: Error | null): void => {
+        const allWritten = (e?: Error | null): void => {
           if (!e && release !== undefined) for (const p of sent) if (p instanceof Uint8Array) release(p);
           written(e);
         };
@@ -458,7 +458,7 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
         output.cork();
         let flowing = true;
         pieces.forEach((piece, i) => {
-          flowing = output.write(piece, i === pieces.length - 1 ? done : undefined);
+          flowing = output.write(piece, i === pieces.length - 1 ? allWritten : undefined);
         });
         output.uncork();
         if (!flowing) waitForDrain();
