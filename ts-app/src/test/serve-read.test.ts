@@ -117,6 +117,43 @@ describe('serveStdio reading a stdin pipe straight into its frames', () => {
     assert.equal(r.code, 0);
   });
 
+  test('a writer killed in the middle of a big frame: the bytes that arrived are reported, once', async () => {
+    const body = pattern(300 * 1024, 6);
+    const frame = req('echo', body, 2);
+    const sent = Buffer.concat([req('echo', 'a', 1), frame.subarray(0, 100_004)]);
+    // The writer is a process of its own whose stdout is the service's stdin (a socket pair).
+    // It passes on what it is given, says when that has all been written, and waits to be killed.
+    const script =
+      "process.stdin.pipe(process.stdout, { end: false }); process.stdin.on('end', () => " +
+      "process.stdout.write('', () => process.stderr.write('written'))); setInterval(() => {}, 1000);";
+    const writer = spawn(process.execPath, ['-e', script], { stdio: ['pipe', 'pipe', 'pipe'] });
+    writer.stdin.end(sent);
+    const service = spawn(process.execPath, [SERVICE, '--encoding', 'msgpack'], { stdio: [writer.stdout, 'pipe', 'pipe'] });
+    try {
+      // Only the two children hold the writer's end now: its death is the service's EOF.
+      writer.stdout.destroy();
+      const out: Buffer[] = [];
+      let stdout = Buffer.alloc(0);
+      const first = req('echo', 'a', 1);
+      const answered = new Promise<void>((resolve) =>
+        service.stdout.on('data', (b: Buffer) => {
+          out.push(b);
+          stdout = Buffer.concat(out);
+          if (stdout.length >= first.length) resolve();
+        }),
+      );
+      const written = new Promise<void>((resolve) => writer.stderr.on('data', (b: Buffer) => b.toString().includes('written') && resolve()));
+      await Promise.all([answered, written]);
+      writer.kill('SIGKILL');
+      const code = await new Promise((resolve) => service.on('close', resolve));
+      assertReplies(stdout, [first, err(`frame 2: the stream ended inside the frame, after 100000 of its ${frame.length - 4} bytes`)]);
+      assert.equal(code, 0);
+    } finally {
+      writer.kill('SIGKILL');
+      service.kill('SIGKILL');
+    }
+  });
+
   test('a stream cut inside a header, and an over-long frame cut while skipped', async () => {
     const cutHeader = await converse(SERVICE, [], [req('echo', 'a', 1), Buffer.from([9, 0])]);
     assertReplies(cutHeader.stdout, [
