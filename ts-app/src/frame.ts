@@ -152,8 +152,9 @@ export class FrameDecoder {
    * buffer function): where the next read should put its bytes. While a big frame is being
    * filled, that is the rest of it (at least `DIRECT_READ_BYTES`), so its body lands in its
    * final memory in one copy, the kernel's; otherwise room in a chunk buffer, whose frames are
-   * handed out as views (no copy) and which is reused from its start when no view of it was
-   * handed out (only header bytes, a frame's first part, or skipped bytes were in it). After the
+   * handed out as views (no copy); where a read handed out no view (it held only header bytes,
+   * a frame's first part, or skipped bytes, all copied out), the next read goes to the same
+   * place. A new chunk is taken when one has less than `MIN_CHUNK_ROOM` left. After the
    * read, call `filled` with the count of bytes it put there; `push` must not be called between
    * the two.
    */
