@@ -5,7 +5,9 @@
 // child is exactly main.js, engine.js, frame.js, framing.js, msgpack.js and protocol.js (a test
 // copies those six).
 
+import { fstatSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { type OnReadOpts, Socket, type SocketConstructorOpts } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 
@@ -217,14 +219,14 @@ function permissionDenial(e: unknown): string | undefined {
  */
 export interface LineService<F = Frame> {
   /** The reply lines (or frames) for one frame, now or later (empty for none). */
-  answer(frame: F): string | Uint8Array | Promise<string | Uint8Array>;
+  answer(frame: F): Reply | Promise<Reply>;
   /**
    * If present (and the loop frames lines with its own `LineDecoder`), the lines of a chunk
    * that are valid UTF-8, within the limit and not blank come here as text, decoded in one go
    * per chunk (`LineDecoder.feed`), instead of one `answer(frame)` each: it must reply exactly
    * as `answer` would to the line's frame. Other lines still go to `answer`.
    */
-  answerText?(line: number, text: string): string | Uint8Array | Promise<string | Uint8Array>;
+  answerText?(line: number, text: string): Reply | Promise<Reply>;
   /** True once nothing more is to be answered: the loop stops reading. */
   readonly done: boolean;
   /**
@@ -235,12 +237,75 @@ export interface LineService<F = Frame> {
   release?(reply: Uint8Array): void;
 }
 
+/** What a `LineService` answers one frame with: lines, frames, or a frame in pieces. */
+export type Reply = string | Uint8Array | ReplyParts;
+
 /** What splits the input into frames: a `LineDecoder`, or a `FrameDecoder`. */
 export interface StreamDecoder<F> {
   /** The frames a chunk completed. */
   push(chunk: Buffer): F[];
   /** At end of input: what is left (a last line without `\n`, a cut frame). */
   end(): F[];
+  /**
+   * If present (a `FrameDecoder`), with `filled`: where the next read should land, so that
+   * the loop can have the kernel read stdin straight into the decoder's buffers (see
+   * `FrameDecoder.readBuffer`).
+   */
+  readBuffer?(): Buffer;
+  /** The frames the last read completed, `n` bytes put into `readBuffer()`'s buffer. */
+  filled?(n: number): F[];
+}
+
+/**
+ * A reply in pieces, written as they are in one corked (vectored) write, none copied: a big
+ * `bin` payload between its frame's head and tail. The pieces must not change until written.
+ */
+export class ReplyParts {
+  /** The bytes of all the pieces. */
+  readonly length: number;
+
+  constructor(readonly parts: readonly Uint8Array[]) {
+    let length = 0;
+    for (const part of parts) length += part.length;
+    this.length = length;
+  }
+}
+
+/** The replies of one flush at least this big are written piece by piece (corked), not concatenated. */
+const VECTORED_WRITE_BYTES = 64 * 1024;
+/** In such a write, pieces smaller than this are joined with their neighbours rather than written alone. */
+const VECTORED_PIECE_BYTES = 16 * 1024;
+
+/**
+ * Stdin as a socket that reads with `onread` into the buffers `buffer()` gives (the next read's
+ * target, asked again after each read) and hands each count of bytes read to `callback`;
+ * undefined where fd 0 is not a pipe or a socket (a file, a TTY, closed), or on Windows: then
+ * `process.stdin` serves. `process.stdin` is not created (nothing else must read fd 0).
+ */
+function stdinReader(buffer: () => Buffer, callback: (n: number) => void): Readable | undefined {
+  if (process.platform === 'win32') return undefined;
+  try {
+    const stat = fstatSync(0);
+    if (!stat.isFIFO() && !stat.isSocket()) return undefined;
+    // `onread` is a documented option of `new net.Socket()` (Node's own docs; @types/node
+    // lists it for `connect()` only).
+    const options: SocketConstructorOpts & { onread: OnReadOpts } = {
+      fd: 0,
+      readable: true,
+      writable: false,
+      onread: {
+        buffer,
+        callback: (n: number) => {
+          callback(n);
+          // Pausing is the loop's (`input.pause()` stops the reads), not this return value's.
+          return true;
+        },
+      },
+    };
+    return new Socket(options);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Options of `serveLines`. */
@@ -251,7 +316,10 @@ export interface LineLoopOptions<F = Frame> {
   decoder?: StreamDecoder<F>;
   /** At most this many answers pending (Promises) at once; stdin is paused meanwhile. Default unbounded. */
   maxConcurrent?: number;
-  /** Where requests come from. Default `process.stdin`. */
+  /**
+   * Where requests come from. Default stdin: with a decoder that has `readBuffer`, read
+   * straight into the decoder's buffers when fd 0 is a pipe or socket, else `process.stdin`.
+   */
   input?: Readable;
   /** Where replies go. Default `process.stdout`. */
   output?: Writable;
@@ -275,7 +343,6 @@ export interface LineLoopOptions<F = Frame> {
  * has been flushed.
  */
 export function serveLines<F = Frame>(service: LineService<F>, options: LineLoopOptions<F>): Promise<void> {
-  const input = options.input ?? process.stdin;
   const output = options.output ?? process.stdout;
   const maxConcurrent = options.maxConcurrent ?? Number.POSITIVE_INFINITY;
   const decoder =
@@ -286,13 +353,21 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
   const lineDecoder = answerText === undefined ? undefined : (decoder as unknown as LineDecoder);
 
   return new Promise<void>((resolve, reject) => {
+    // Stdin read straight into the frame decoder's buffers, where it can be (see `stdinReader`).
+    const readBuffer = decoder.readBuffer?.bind(decoder);
+    const filled = decoder.filled?.bind(decoder);
+    const direct =
+      options.input === undefined && readBuffer !== undefined && filled !== undefined
+        ? stdinReader(readBuffer, (n) => take(filled(n)))
+        : undefined;
+    const input = options.input ?? direct ?? process.stdin;
     /** Frames (and text lines) read but not yet answered: `frames[next..]`. */
     let frames: (F | TextLine)[] = [];
     let next = 0;
     /** Answers started and not yet settled. */
     let pending = 0;
     /** Reply lines not yet written. */
-    let parts: (string | Uint8Array)[] = [];
+    let parts: Reply[] = [];
     /** Writes not yet called back. */
     let writing = 0;
     let waitingForDrain = false;
@@ -350,8 +425,48 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
       parts = [];
       let batch: string | Uint8Array;
       let done = written;
-      if (sent.length === 1) {
-        batch = sent[0] as string | Uint8Array;
+      let bytes = 0;
+      for (const p of sent) {
+        if (typeof p !== 'string') bytes += p.length;
+      }
+      if (bytes >= VECTORED_WRITE_BYTES) {
+        // Big pieces go out as they are, in one corked (vectored) write: never copied. The
+        // small ones between them are joined into one buffer (a write call each would cost more).
+        const pieces: Uint8Array[] = [];
+        let small: (string | Uint8Array)[] = [];
+        const joinSmall = (): void => {
+          if (small.length > 0) pieces.push(Buffer.concat(small.map((p) => (typeof p === 'string' ? Buffer.from(p) : p))));
+          small = [];
+        };
+        for (const p of sent) {
+          for (const piece of p instanceof ReplyParts ? p.parts : [p]) {
+            if (typeof piece !== 'string' && piece.length >= VECTORED_PIECE_BYTES) {
+              joinSmall();
+              pieces.push(piece);
+            } else {
+              small.push(piece);
+            }
+          }
+        }
+        joinSmall();
+        // Every piece's callback comes once the whole write is done: the last one releases.
+        const allWritten = (e?: Error | null): void => {
+          if (!e && release !== undefined) for (const p of sent) if (p instanceof Uint8Array) release(p);
+          written(e);
+        };
+        writing++;
+        output.cork();
+        let flowing = true;
+        pieces.forEach((piece, i) => {
+          flowing = output.write(piece, i === pieces.length - 1 ? allWritten : undefined);
+        });
+        output.uncork();
+        if (!flowing) waitForDrain();
+        return;
+      }
+      const only = sent[0];
+      if (sent.length === 1 && !(only instanceof ReplyParts)) {
+        batch = only as string | Uint8Array;
         const reply = batch;
         if (release !== undefined && typeof reply !== 'string') {
           done = (e) => {
@@ -362,17 +477,26 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
       } else if (sent.every((p) => typeof p === 'string')) {
         batch = sent.join('');
       } else {
-        batch = Buffer.concat(sent.map((p) => (typeof p === 'string' ? Buffer.from(p) : p)));
-        if (release !== undefined) for (const p of sent) if (typeof p !== 'string') release(p);
+        const pieces: Uint8Array[] = [];
+        for (const p of sent) {
+          if (typeof p === 'string') pieces.push(Buffer.from(p));
+          else if (p instanceof ReplyParts) pieces.push(...p.parts);
+          else pieces.push(p);
+        }
+        batch = Buffer.concat(pieces);
+        if (release !== undefined) for (const p of sent) if (p instanceof Uint8Array) release(p);
       }
       writing++;
-      if (!output.write(batch, done) && !waitingForDrain) {
-        waitingForDrain = true;
-        output.once('drain', () => {
-          waitingForDrain = false;
-          pump();
-        });
-      }
+      if (!output.write(batch, done)) waitForDrain();
+    };
+
+    const waitForDrain = (): void => {
+      if (waitingForDrain) return;
+      waitingForDrain = true;
+      output.once('drain', () => {
+        waitingForDrain = false;
+        pump();
+      });
     };
 
     const maybeFinish = (): void => {
@@ -380,7 +504,7 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
       if (drained && pending === 0 && parts.length === 0 && writing === 0) finish();
     };
 
-    const settle = (reply: string | Uint8Array): void => {
+    const settle = (reply: Reply): void => {
       pending--;
       if (!closed && !stopped && reply.length > 0) parts.push(reply);
       if (!pumpScheduled) {
@@ -445,7 +569,9 @@ export function serveLines<F = Frame>(service: LineService<F>, options: LineLoop
       if (stopped) return;
       fail(`cannot read stdin: ${e.message}`, e);
     });
-    if (lineDecoder === undefined) {
+    if (direct !== undefined) {
+      // `stdinReader` hands each read to `take` itself: no 'data' events.
+    } else if (lineDecoder === undefined) {
       input.on('data', (chunk: Buffer) => take(decoder.push(chunk)));
     } else {
       /** What `feed` hands over for one chunk, in order. */

@@ -63,6 +63,19 @@ export class FrameDecoder {
   static readonly MAX_SPARE_BYTES = 4 * 1024 * 1024;
   /** Spanning frames smaller than this are not lent (a small allocation is cheap). */
   static readonly MIN_SPARE_BYTES = 4096;
+  /** A read goes straight into the frame being filled while at least this much of it is missing. */
+  static readonly DIRECT_READ_BYTES = 32 * 1024;
+  /** The size of the chunk buffers that reads not going straight into a frame fill. */
+  static readonly CHUNK_BYTES = 64 * 1024;
+  /** A chunk buffer with less room left than this is replaced by a fresh one. */
+  static readonly MIN_CHUNK_ROOM = 16 * 1024;
+
+  /** The chunk buffer `readBuffer` hands out room in; frames within one read are views of it. */
+  #chunk: Buffer | undefined;
+  /** Where in `#chunk` the next read goes: bytes before it may be lent (views of them handed out). */
+  #chunkAt = 0;
+  /** Whether the last `readBuffer` was the rest of `#body` (else room in `#chunk`). */
+  #direct = false;
 
   constructor(options: { maxFrameBytes?: number } = {}) {
     this.maxFrameBytes = options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES;
@@ -96,12 +109,7 @@ export class FrameDecoder {
         buf.copy(body, this.#bodyHeld, pos, pos + n);
         this.#bodyHeld += n;
         pos += n;
-        if (this.#bodyHeld === body.length) {
-          this.#body = undefined;
-          this.#bodyHeld = 0;
-          this.#lent = this.#bodyOwned ? body.buffer : undefined;
-          out.push({ kind: 'frame', frame: this.#frames, bytes: body });
-        }
+        if (this.#bodyHeld === body.length) out.push(this.#complete(body));
         continue;
       }
       let length: number;
@@ -140,6 +148,73 @@ export class FrameDecoder {
   }
 
   /**
+   * For a reader that has the kernel fill buffers of ours (`net.Socket`'s `onread` with a
+   * buffer function): where the next read should put its bytes. While a big frame is being
+   * filled, that is the rest of it (at least `DIRECT_READ_BYTES`), so its body lands in its
+   * final memory in one copy, the kernel's; otherwise room in a chunk buffer, whose frames are
+   * handed out as views (no copy); where a read handed out no view (it held only header bytes,
+   * a frame's first part, or skipped bytes, all copied out), the next read goes to the same
+   * place. A new chunk is taken when one has less than `MIN_CHUNK_ROOM` left. After the
+   * read, call `filled` with the count of bytes it put there; `push` must not be called between
+   * the two.
+   */
+  readBuffer(): Buffer {
+    const body = this.#body;
+    if (body !== undefined && body.length - this.#bodyHeld >= FrameDecoder.DIRECT_READ_BYTES) {
+      this.#direct = true;
+      return body.subarray(this.#bodyHeld);
+    }
+    this.#direct = false;
+    let chunk = this.#chunk;
+    if (chunk === undefined || chunk.length - this.#chunkAt < FrameDecoder.MIN_CHUNK_ROOM) {
+      chunk = Buffer.allocUnsafeSlow(FrameDecoder.CHUNK_BYTES);
+      this.#chunk = chunk;
+      this.#chunkAt = 0;
+    }
+    return chunk.subarray(this.#chunkAt);
+  }
+
+  /**
+   * `n` bytes were read into the buffer `readBuffer` returned last (at its start): returns the
+   * frames they completed, in order, as `push` would for the same bytes.
+   */
+  filled(n: number): Packet[] {
+    if (this.#direct) {
+      this.#direct = false;
+      const body = this.#body;
+      if (body === undefined || n > body.length - this.#bodyHeld) {
+        throw new RangeError(`FrameDecoder.filled: ${n} bytes is more than the buffer readBuffer gave`);
+      }
+      this.#bodyHeld += n;
+      if (this.#bodyHeld < body.length) return [];
+      return [this.#complete(body)];
+    }
+    const chunk = this.#chunk;
+    if (chunk === undefined || n > chunk.length - this.#chunkAt) {
+      throw new RangeError(`FrameDecoder.filled: ${n} bytes is more than the buffer readBuffer gave`);
+    }
+    const out = this.push(chunk.subarray(this.#chunkAt, this.#chunkAt + n));
+    // A frame that came whole within the read is a view of the chunk: those bytes are lent for
+    // good, and the next read goes after them. Otherwise they were all copied out (or skipped),
+    // and the next read may overwrite them.
+    for (const p of out) {
+      if (p.kind === 'frame' && p.bytes.buffer === chunk.buffer) {
+        this.#chunkAt += n;
+        break;
+      }
+    }
+    return out;
+  }
+
+  /** The body just filled, handed out (and its memory offered to `recycle` if it is its own). */
+  #complete(body: Buffer): Packet {
+    this.#body = undefined;
+    this.#bodyHeld = 0;
+    this.#lent = this.#bodyOwned ? body.buffer : undefined;
+    return { kind: 'frame', frame: this.#frames, bytes: body };
+  }
+
+  /**
    * Takes back the memory of `frame`, a frame this decoder yielded, once the caller is done
    * with it (no view of it is kept anywhere: the caller's promise). Only the last frame that
    * was copied out of several chunks is taken, and only one buffer of at most
@@ -160,6 +235,7 @@ export class FrameDecoder {
    * decoder is empty afterwards and may be fed again (numbering goes on).
    */
   end(): Packet[] {
+    this.#direct = false;
     const frame = this.#frames;
     if (this.#skip !== undefined) {
       const { length, left } = this.#skip;

@@ -6,8 +6,15 @@
 import { isUtf8 } from 'node:buffer';
 import type { Readable, Writable } from 'node:stream';
 
-import { type LineService, serveLines } from './engine.js';
-import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, type Packet } from './frame.js';
+import { type LineService, ReplyParts, serveLines } from './engine.js';
+import {
+  DEFAULT_MAX_FRAME_BYTES,
+  FRAME_HEADER_BYTES,
+  FrameDecoder,
+  frameCutText,
+  frameTooLongText,
+  type Packet,
+} from './frame.js';
 import { DEFAULT_MAX_LINE_BYTES, type Frame } from './framing.js';
 import { decodeMsgpackEnvelope, EncodeProblem, textFrame, Writer, writeFrame } from './msgpack.js';
 import { FramePool } from './peer/encode.js';
@@ -19,7 +26,9 @@ import { decodeEnvelope, excerpt, invalidUtf8Offset, MAX_SAFE_ID, tooLongReply }
  * encodes (`undefined` is sent as `null`), or `reply(msgType, data)` to answer with another
  * `msg_type`; under msgpack also bytes (a `Buffer`/`Uint8Array`, sent as `bin`). A throw or a
  * rejection becomes an `error` reply carrying the error's message. `D` is what `data` may be:
- * under msgpack, `bin` data arrives as a `Buffer` (a view of the input, not a copy).
+ * under msgpack, `bin` data arrives as a `Buffer` (a view of the input, not a copy). Bytes
+ * returned (64 KiB or more) are written from where they are, not copied: do not change them
+ * until the reply has been written (returning the `data` received, an echo, is fine).
  */
 export type Handler<D = JsonValue> = (data: D, message: Message<D>) => unknown;
 
@@ -47,7 +56,11 @@ export interface ServeOptions {
    * Synchronous handlers finish before the next line is read and never count. Default 1024.
    */
   maxConcurrent?: number;
-  /** Where requests come from. Default `process.stdin`. */
+  /**
+   * Where requests come from. Default stdin: under msgpack, when fd 0 is a pipe or a socket,
+   * read by a socket of `serveStdio`'s own straight into the frames (`process.stdin` is not
+   * used, and nothing else may read stdin meanwhile); otherwise `process.stdin`.
+   */
   input?: Readable;
   /** Where replies go (protocol only: log to stderr). Default `process.stdout`. */
   output?: Writable;
@@ -322,7 +335,13 @@ function failureFrame(e: unknown, id: number | undefined, frame: number): Buffer
 }
 
 /** The reply frame for a handler's result (or its error), empty for a notification that succeeded. */
-function resultFrame(msgType: string, result: unknown, id: number | undefined, frame: number, pool: FramePool): Buffer {
+function resultFrame(
+  msgType: string,
+  result: unknown,
+  id: number | undefined,
+  frame: number,
+  pool: FramePool,
+): Buffer | ReplyParts {
   if (id === undefined) return NO_FRAMES;
   let type = msgType;
   let data = result;
@@ -334,7 +353,17 @@ function resultFrame(msgType: string, result: unknown, id: number | undefined, f
     failureFrame(new Error(`the reply to \`${excerpt(msgType)}\` cannot be encoded as MessagePack: ${why}`), id, frame);
   if (!type.isWellFormed()) return unencodable('its msg_type holds an unpaired surrogate');
   // Refusing, not replacing, a lone surrogate: as under JSON, the handler's data is sent as it is or not at all.
-  // Big bytes are copied into a pooled frame (given back once written), not a fresh one
+  // Big bytes are not copied at all: the frame goes out as its head, the bytes, and its tail,
+  // in one vectored write (the bytes must not change until then: the handler's promise, as
+  // for any buffer handed to a stream).
+  if (data instanceof Uint8Array && data.length >= VECTORED_BIN_BYTES) {
+    try {
+      return binFrameParts(type, data, id);
+    } catch (e) {
+      return unencodable(messageOf(e));
+    }
+  }
+  // Other bytes are copied into a pooled frame (given back once written), not a fresh one
   // whose page faults cost more than the copy; anything else starts small and grows.
   const reuse = data instanceof Uint8Array ? pool.take(data.length + FRAME_SLACK + 3 * type.length) : undefined;
   const w = new Writer(256, true, reuse);
@@ -349,6 +378,33 @@ function resultFrame(msgType: string, result: unknown, id: number | undefined, f
 /** Room in a pooled frame for all but `data`'s bytes: the length, the map, its keys, `bin`'s header and the id. */
 const FRAME_SLACK = 64;
 
+/** Bytes at least this big are written from where they are (`binFrameParts`), not copied into a frame. */
+const VECTORED_BIN_BYTES = 64 * 1024;
+
+/**
+ * The frame `writeFrame` makes for `bytes` as `bin` data, in three pieces: the frame up to and
+ * including the `bin` header, `bytes` themselves (not copied), and the rest (the id).
+ */
+function binFrameParts(msgType: string, bytes: Uint8Array, id: number | undefined): ReplyParts {
+  const n = bytes.length;
+  const w = new Writer(64 + 3 * msgType.length, true);
+  let split = 0;
+  writeFrame(w, msgType, id, (w) => {
+    // A `bin 32` header (the shortest form for n ≥ 64 KiB), as `Writer.bin` writes it (and
+    // refuses n ≥ 2^32 with the same RangeError); the bytes themselves are not written here.
+    const header = Buffer.allocUnsafe(5);
+    header[0] = 0xc6;
+    header.writeUInt32BE(n, 1);
+    w.raw(header);
+    split = w.length;
+  });
+  const frame = w.view();
+  const length = frame.length - FRAME_HEADER_BYTES + n;
+  if (length > 0xffffffff) throw new RangeError(`a frame of ${length} bytes is over the 4294967295 a header can announce`);
+  frame.writeUInt32LE(length, 0);
+  return new ReplyParts([frame.subarray(0, split), bytes, frame.subarray(split)]);
+}
+
 /** The handlers as a frame-level service for `serveLines` (`encoding: 'msgpack'`). Never done. */
 function frameService(handlers: ReadonlyMap<string, AnyHandler>, maxFrameBytes: number): LineService<Packet> {
   const expected = expectedTypes([...handlers.keys()]);
@@ -359,7 +415,7 @@ function frameService(handlers: ReadonlyMap<string, AnyHandler>, maxFrameBytes: 
       // Only what `resultFrame` made: a frame at the start of its own big buffer (the pool checks).
       if (reply instanceof Buffer) pool.give(reply);
     },
-    answer(packet: Packet): Buffer | Promise<Buffer> {
+    answer(packet: Packet): Buffer | ReplyParts | Promise<Buffer | ReplyParts> {
       const n = packet.frame;
       if (packet.kind === 'too_long') return errorFrame(frameTooLongText(packet.length, maxFrameBytes), undefined, n);
       if (packet.kind === 'cut') return errorFrame(frameCutText(packet.received, packet.length), undefined, n);

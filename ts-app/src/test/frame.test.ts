@@ -156,3 +156,142 @@ describe('FrameDecoder', () => {
     keeps(huge, 'h', 5000);
   });
 });
+
+/**
+ * Reads `input` as a kernel would into the buffers `readBuffer` gives, each read taking at most
+ * the next of `sizes` (cycled) and what the buffer holds; then ends. Every packet as `show`
+ * makes it, and the frames themselves. Checks the memory bound after every read: nothing held
+ * past the limit, and no read target bigger than a chunk or the frame being filled.
+ */
+function readThrough(max: number, input: Buffer, sizes: number[]): { shown: string[]; frames: Buffer[] } {
+  const d = new FrameDecoder({ maxFrameBytes: max });
+  const shown: string[] = [];
+  const frames: Buffer[] = [];
+  const take = (packets: Packet[]): void => {
+    for (const p of packets) {
+      shown.push(show(p));
+      if (p.kind === 'frame') frames.push(p.bytes);
+    }
+  };
+  let pos = 0;
+  for (let i = 0; pos < input.length; i++) {
+    const target = d.readBuffer();
+    assert.ok(target.length > 0);
+    assert.ok(target.length <= Math.max(FrameDecoder.CHUNK_BYTES, max), `a read target of ${target.length} bytes`);
+    const n = Math.min(target.length, sizes[i % sizes.length] as number, input.length - pos);
+    input.copy(target, 0, pos, pos + n);
+    pos += n;
+    take(d.filled(n));
+    assert.ok(d.buffered <= max + 4, `buffer grew past the bound: ${d.buffered}`);
+  }
+  take(d.end());
+  return { shown, frames };
+}
+
+describe('FrameDecoder.readBuffer/filled (reads straight into its buffers)', () => {
+  const input = Buffer.concat([f('hello'), f(''), f('x'.repeat(300)), f('last')]);
+  const want = ['1:hello', '2:', `3:${'x'.repeat(300)}`, '4:last'];
+
+  test('gives the packets push gives, for a read split at every byte of every header and body', () => {
+    for (let cut = 1; cut < input.length; cut++) {
+      assert.deepEqual(readThrough(1000, input, [cut, input.length]).shown, want, `cut at ${cut}`);
+    }
+    assert.deepEqual(readThrough(1000, input, [1]).shown, want);
+    assert.deepEqual(readThrough(1000, input, [input.length]).shown, want);
+  });
+
+  test('a big frame spanning many reads lands in place, whole, whatever the read sizes', () => {
+    const body = Buffer.alloc(300 * 1024);
+    for (let i = 0; i < body.length; i++) body[i] = (i * 7 + (i >> 8)) & 0xff;
+    const stream = Buffer.concat([f('a'), f(body), f('b'), f(body), f('')]);
+    for (const sizes of [[1], [3, 5, 4096], [65536], [1 << 20], [4, 100_000, 7], [70_000, 1]]) {
+      if (sizes[0] === 1 && stream.length > 1 << 20) continue;
+      const { shown, frames } = readThrough(1 << 20, stream, sizes);
+      assert.deepEqual(
+        shown.map((s) => s.slice(0, 12)),
+        ['1:a', `2:${body.toString('latin1').slice(0, 10)}`, '3:b', `4:${body.toString('latin1').slice(0, 10)}`, '5:'],
+        `sizes ${sizes.join(',')}`,
+      );
+      assert.ok(frames[1]?.equals(body) && frames[3]?.equals(body), `sizes ${sizes.join(',')}`);
+    }
+  });
+
+  test("a big frame's body is the memory the reads went into (no copy after the kernel's)", () => {
+    const d = new FrameDecoder();
+    const body = Buffer.alloc(200 * 1024, 'z');
+    const whole = f(body);
+    // The first read takes the header and a little of the body into a chunk...
+    let target = d.readBuffer();
+    whole.copy(target, 0, 0, 1000);
+    assert.deepEqual(d.filled(1000), []);
+    // ...the next ones go straight into the body.
+    target = d.readBuffer();
+    assert.equal(target.length, body.length - 996);
+    whole.copy(target, 0, 1000, 100_000);
+    assert.deepEqual(d.filled(99_000), []);
+    const rest = d.readBuffer();
+    assert.equal(rest.buffer, target.buffer);
+    assert.equal(rest.byteOffset, target.byteOffset + 99_000);
+    whole.copy(rest, 0, 100_000);
+    const [p] = d.filled(whole.length - 100_000);
+    assert.ok(p?.kind === 'frame' && p.bytes.equals(body));
+    assert.equal(p.bytes.buffer, target.buffer);
+  });
+
+  test('frames handed out as views of a chunk are never overwritten by later reads', () => {
+    const frames: Buffer[] = [];
+    const copies: Buffer[] = [];
+    const d = new FrameDecoder();
+    // Many tiny frames a read, then reads that leave nothing lent (a big frame's first bytes).
+    for (let round = 0; round < 40; round++) {
+      const batch = Buffer.concat(Array.from({ length: 50 }, (_, k) => f(`r${round}-${k}`)));
+      const target = d.readBuffer();
+      assert.ok(target.length >= batch.length);
+      batch.copy(target);
+      for (const p of d.filled(batch.length)) {
+        assert.ok(p.kind === 'frame');
+        frames.push(p.bytes);
+        copies.push(Buffer.from(p.bytes));
+      }
+    }
+    assert.equal(frames.length, 2000);
+    frames.forEach((frame, i) => assert.ok(frame.equals(copies[i] as Buffer), `frame ${i + 1} was overwritten`));
+  });
+
+  test('a chunk that lent nothing is read into again from the same place', () => {
+    const d = new FrameDecoder({ maxFrameBytes: 10 });
+    const first = d.readBuffer();
+    // An over-long frame's header and bytes: skipped, nothing lent.
+    const header = Buffer.alloc(4);
+    header.writeUInt32LE(1000);
+    header.copy(first);
+    assert.deepEqual(d.filled(4), []);
+    const second = d.readBuffer();
+    assert.equal(second.buffer, first.buffer);
+    assert.equal(second.byteOffset, first.byteOffset);
+    second.fill(1, 0, 1000);
+    assert.deepEqual(d.filled(1000).map(show), ['1:too long (1000)']);
+    // A whole frame is lent: the next read goes after it.
+    f('ab').copy(d.readBuffer());
+    assert.deepEqual(d.filled(6).map(show), ['2:ab']);
+    assert.equal(d.readBuffer().byteOffset, first.byteOffset + 6);
+  });
+
+  test('over-long, zero-length and cut frames are reported as push reports them', () => {
+    const long = f('y'.repeat(50));
+    const stream = Buffer.concat([f(''), long, f('ok'), f('abc').subarray(0, 5)]);
+    for (const sizes of [[1], [2, 3], [stream.length]]) {
+      assert.deepEqual(readThrough(8, stream, sizes).shown, ['1:', '2:too long (50)', '3:ok', '4:cut (1 of 3)'], `sizes ${sizes}`);
+    }
+    assert.deepEqual(readThrough(8, Buffer.from([3, 0]), [1]).shown, ['1:cut in header (2)']);
+    // Cut inside a big frame being read in place.
+    const big = f(Buffer.alloc(100_000, 1)).subarray(0, 70_004);
+    assert.deepEqual(readThrough(1 << 20, big, [4096, 65536]).shown, ['1:cut (70000 of 100000)']);
+  });
+
+  test('filled refuses more bytes than the buffer given', () => {
+    const d = new FrameDecoder();
+    const target = d.readBuffer();
+    assert.throws(() => d.filled(target.length + 1), /FrameDecoder.filled: 65537 bytes is more than the buffer readBuffer gave/);
+  });
+});
