@@ -304,34 +304,7 @@ export class PeerCore {
    */
   takeBatch(maxInFlight: number, maxBytes = 1 << 20): string {
     let out = '';
-    const queue = this.#queue;
-    while (this.#head < queue.length && out.length < maxBytes) {
-      const next = queue[this.#head];
-      if (next === undefined) break;
-      if (typeof next === 'string') {
-        out += next;
-      } else if (next instanceof Pending && next.state === QUEUED) {
-        if (this.#pending.size >= maxInFlight) break;
-        out += next.line as string;
-        next.line = '';
-        next.state = SENT;
-        this.#queuedRequests--;
-        this.#pending.add(next);
-      } else {
-        // Settled while queued (timed out or aborted): already uncounted.
-        this.#head++;
-        continue;
-      }
-      this.#queued--;
-      this.#head++;
-    }
-    if (this.#head === queue.length) {
-      this.#queue = [];
-      this.#head = 0;
-    } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
-      this.#queue = queue.slice(this.#head);
-      this.#head = 0;
-    }
+    this.#take(maxInFlight, maxBytes, (line) => (out += line as string).length);
     return out;
   }
 
@@ -343,24 +316,36 @@ export class PeerCore {
   takeFrames(maxInFlight: number, maxBytes = 1 << 20): Buffer[] {
     const out: Buffer[] = [];
     let bytes = 0;
+    this.#take(maxInFlight, maxBytes, (frame) => {
+      out.push(frame as Buffer);
+      return (bytes += frame.length);
+    });
+    return out;
+  }
+
+  /**
+   * The one walk of the write queue behind `takeBatch` and `takeFrames`: hands each entry that
+   * may be written now to `emit`, in call order, until `emit` says `maxBytes` are taken (it
+   * returns how many are, so far) or a request finds `maxInFlight` requests in flight. A request
+   * taken counts as in flight from here; one settled while queued (timed out or aborted) is
+   * skipped, uncounted already. Then drops what was taken from the queue.
+   */
+  #take(maxInFlight: number, maxBytes: number, emit: (wire: Wire) => number): void {
+    let taken = 0;
     const queue = this.#queue;
-    while (this.#head < queue.length && bytes < maxBytes) {
+    while (this.#head < queue.length && taken < maxBytes) {
       const next = queue[this.#head];
       if (next === undefined) break;
       if (!(next instanceof Pending)) {
-        out.push(next as Buffer);
-        bytes += next.length;
+        taken = emit(next);
       } else if (next.state === QUEUED) {
         if (this.#pending.size >= maxInFlight) break;
-        const frame = next.line as Buffer;
-        out.push(frame);
-        bytes += frame.length;
+        taken = emit(next.line);
         next.line = '';
         next.state = SENT;
         this.#queuedRequests--;
         this.#pending.add(next);
       } else {
-        // Settled while queued (timed out or aborted): already uncounted.
         this.#head++;
         continue;
       }
@@ -374,7 +359,6 @@ export class PeerCore {
       this.#queue = queue.slice(this.#head);
       this.#head = 0;
     }
-    return out;
   }
 
   /**
