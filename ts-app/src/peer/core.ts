@@ -7,7 +7,7 @@
 
 import { performance } from 'node:perf_hooks';
 
-import { abortedError, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
+import { abortedError, checkMsgType, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
 import type { Message, MessageListener, PeerStats, RequestOptions } from './types.js';
 
 /** The largest id; after it ids start again at 1. */
@@ -224,6 +224,23 @@ export function checkSignal(value: unknown, name: string): AbortSignal | undefin
   );
 }
 
+/** Why a peer will not send `msgType` now (`CLOSED`, `PEER_EXITED`, `RESTART_LIMIT`), or undefined if it will. */
+export type Refusal = (msgType: string) => PeerError | undefined;
+
+/** How a peer encodes a message for its queue (`id` undefined: a notification). */
+export type Encode = (msgType: string, data: unknown, id: number | undefined) => Wire;
+
+/**
+ * The checks every call that sends (`request`, `requestSync`, `notify`) makes first, in this
+ * order: `msgType` is a string (else `INVALID_ARGUMENT`), and the peer takes it (else the error
+ * `refusal` gives). Throws the first that fails.
+ */
+export function checkSend(msgType: unknown, refusal: Refusal): asserts msgType is string {
+  checkMsgType(msgType);
+  const refused = refusal(msgType);
+  if (refused !== undefined) throw refused;
+}
+
 /** The shared core of a peer; see the file's header. */
 export class PeerCore {
   #lastId = 0;
@@ -289,6 +306,46 @@ export class PeerCore {
       this.#queuedRequests++;
       this.wake();
     });
+  }
+
+  /**
+   * A peer's `request`, checked, then queued: `checkSend`, the options (`options.timeoutMs`, else
+   * `timeoutMs`; `options.signal`), a fresh id and the line `encode` makes of it. A signal aborted
+   * already rejects it (`ABORTED`) with nothing queued; else `beforeQueue` runs and it is queued
+   * (`request`). The promise rejects with the first check that fails.
+   */
+  checkedRequest(
+    msgType: string,
+    data: unknown,
+    options: RequestOptions | undefined,
+    timeoutMs: number,
+    refusal: Refusal,
+    encode: Encode,
+    beforeQueue?: () => void,
+  ): Promise<Message> {
+    let line: Wire;
+    let id: number;
+    let signal: AbortSignal | undefined;
+    try {
+      checkSend(msgType, refusal);
+      timeoutMs = checkTimeout(options?.timeoutMs, 'request: option `timeoutMs`') ?? timeoutMs;
+      signal = checkSignal(options?.signal, 'request: option `signal`');
+      id = this.nextId();
+      line = encode(msgType, data, id);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (signal?.aborted === true) {
+      return Promise.reject(
+        new PeerError(PeerErrorCode.ABORTED, `${describeRequest(msgType, id)} was aborted before it was sent`, {
+          msgType,
+          id,
+          cause: signal.reason,
+        }),
+      );
+    }
+    beforeQueue?.();
+    return this.request(msgType, id, line, timeoutMs, signal);
   }
 
   /** Queues a notification's line behind everything queued before it. */
