@@ -360,9 +360,7 @@ export class PeerCore {
    * than `maxInFlight` are in flight; they count as in flight from here), or "" if none.
    */
   takeBatch(maxInFlight: number, maxBytes = 1 << 20): string {
-    let out = '';
-    this.#take(maxInFlight, maxBytes, (line) => (out += line as string).length);
-    return out;
+    return this.#take(maxInFlight, maxBytes, undefined);
   }
 
   /**
@@ -371,33 +369,32 @@ export class PeerCore {
    * vectored write), or an empty array if none.
    */
   takeFrames(maxInFlight: number, maxBytes = 1 << 20): Buffer[] {
-    const out: Buffer[] = [];
-    let bytes = 0;
-    this.#take(maxInFlight, maxBytes, (frame) => {
-      out.push(frame as Buffer);
-      return (bytes += frame.length);
-    });
-    return out;
+    const frames: Buffer[] = [];
+    this.#take(maxInFlight, maxBytes, frames);
+    return frames;
   }
 
   /**
-   * The one walk of the write queue behind `takeBatch` and `takeFrames`: hands each entry that
-   * may be written now to `emit`, in call order, until `emit` says `maxBytes` are taken (it
-   * returns how many are, so far) or a request finds `maxInFlight` requests in flight. A request
-   * taken counts as in flight from here; one settled while queued (timed out or aborted) is
-   * skipped, uncounted already. Then drops what was taken from the queue.
+   * The one walk of the write queue behind `takeBatch` and `takeFrames`: takes each entry that
+   * may be written now, in call order, until `maxBytes` are taken or a request finds
+   * `maxInFlight` requests in flight; a request taken counts as in flight from here, one settled
+   * while queued (timed out or aborted) is skipped, uncounted already. Then drops what was taken
+   * from the queue. The entries taken are pushed to `frames`, or, without it, joined and returned.
+   * (A branch, not a callback: the walk is the write path's, and a callback per entry costs more.)
    */
-  #take(maxInFlight: number, maxBytes: number, emit: (wire: Wire) => number): void {
+  #take(maxInFlight: number, maxBytes: number, frames: Buffer[] | undefined): string {
+    let text = '';
     let taken = 0;
     const queue = this.#queue;
     while (this.#head < queue.length && taken < maxBytes) {
       const next = queue[this.#head];
       if (next === undefined) break;
+      let wire: Wire;
       if (!(next instanceof Pending)) {
-        taken = emit(next);
+        wire = next;
       } else if (next.state === QUEUED) {
         if (this.#pending.size >= maxInFlight) break;
-        taken = emit(next.line);
+        wire = next.line;
         next.line = '';
         next.state = SENT;
         this.#queuedRequests--;
@@ -405,6 +402,13 @@ export class PeerCore {
       } else {
         this.#head++;
         continue;
+      }
+      if (frames === undefined) {
+        text += wire as string;
+        taken = text.length;
+      } else {
+        frames.push(wire as Buffer);
+        taken += wire.length;
       }
       this.#queued--;
       this.#head++;
@@ -416,6 +420,7 @@ export class PeerCore {
       this.#queue = queue.slice(this.#head);
       this.#head = 0;
     }
+    return text;
   }
 
   /**
