@@ -36,7 +36,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::process::{Command, ExitStatus};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvError, RecvTimeoutError, SyncSender, TryRecvError};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError, TryLockError, Weak};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -662,6 +662,162 @@ impl restart::Supervised for Shared {
     }
 }
 
+/// What a child's shared state does the same way in the thread peer and in the tokio peer:
+/// route a message from the child, queue an unsolicited one, and end the conversation when the
+/// child can answer no more. The two differ only in how waiters are woken (a [`Condvar`] or a
+/// tokio `Notify`) and in the channel unsolicited messages go down ([`Offer`]); the rest is
+/// the same fields, reached through these accessors (as [`restart::Keep`] shares supervision
+/// over [`restart::Supervised`]).
+pub(crate) trait Conversation {
+    /// Where a request's outcome goes.
+    type Reply: Reply;
+    /// The peer's clock's `Instant`.
+    type Clock: Copy + Ord;
+    /// The unsolicited queue's channel.
+    type Sender: Offer;
+
+    /// The books, locked.
+    fn books(&self) -> MutexGuard<'_, State<Self::Reply, Self::Clock>>;
+    /// Shared by every child of the peer.
+    fn counters(&self) -> &Counters;
+    /// The options the peer runs with.
+    fn limits(&self) -> &Limits;
+    /// The child's command line, for errors.
+    fn command(&self) -> &str;
+    /// The end of the child's stderr, for errors.
+    fn tail(&self) -> &StderrTail;
+    /// The child process.
+    fn child(&self) -> &Mutex<ChildProcess>;
+    /// Tells the peer's supervision that this child can answer no more.
+    fn report_end(&self, error: &PeerError);
+    /// Wakes everything waiting for a change of the books: a request left the pending map,
+    /// the conversation ended.
+    fn wake_all(&self);
+    /// Wakes the writer: the conversation ended.
+    fn wake_writer(&self);
+
+    /// Queues `message` (`size` bytes encoded) for `take_messages`, or drops and counts it
+    /// when the queue is full in count or in bytes.
+    fn deliver_unsolicited(&self, to: &Outbound<Self::Sender>, message: Envelope, size: usize) {
+        // Check and add at once: after a restart, a dead child's reader may still deliver
+        // while the fresh child's does.
+        let limit = self.limits().max_unsolicited_bytes;
+        let added = to.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
+            Some(queued.saturating_add(size)).filter(|&total| total <= limit)
+        });
+        let counters = self.counters();
+        if added.is_err() {
+            bump(&counters.unsolicited_dropped);
+            return;
+        }
+        // Counted before it is sent, so whoever receives it sees it counted.
+        bump(&counters.unsolicited);
+        if !to.sender.offer((message, size)) {
+            to.queued.fetch_sub(size, Ordering::AcqRel);
+            counters.unsolicited.fetch_sub(1, Ordering::Relaxed);
+            bump(&counters.unsolicited_dropped);
+        }
+    }
+
+    /// One message from the child (or an `error` standing for a line or frame that is not
+    /// one), to its request or to the unsolicited queue (`size`: what it costs that queue).
+    fn dispatch(&self, message: Envelope, size: usize, unsolicited: &Outbound<Self::Sender>) {
+        let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message, size) };
+        let routed = self.books().route(id, message, self.counters());
+        match routed {
+            Routed::Reply(reply, outcome) => {
+                self.wake_all();
+                // The request's handle may be gone (dropped unawaited): nothing to deliver to.
+                reply.deliver(outcome);
+            }
+            Routed::Late => {}
+            Routed::Unsolicited(message) => self.deliver_unsolicited(unsolicited, message, size),
+        }
+    }
+
+    /// The child can answer no more: fail what is pending, and everything sent from now on.
+    fn end_exited(&self) {
+        let mut state = self.books();
+        let status = state.exit.flatten();
+        let tail = self.tail().text();
+        let limits = self.limits();
+        let limit = limits.child_limits.explain(status, state.exit_cpu_time, &tail);
+        let error = PeerError::exited(self.command(), status, tail, limit, limits.restarting);
+        if !state.end(error.clone()) {
+            return;
+        }
+        let closed = state.closed;
+        let exited = state.exit.is_some();
+        drop(state);
+        self.wake_all();
+        self.wake_writer();
+        if closed {
+            return;
+        }
+        if exited {
+            // What it left running in its group serves nobody now; the child stays unreaped
+            // (its group id its own) until close or a restart, which might be a window away.
+            // A holder of the lock is shutting it down, which kills the group anyway.
+            kill_group_unless_busy(self.child());
+        }
+        self.report_end(&error);
+    }
+}
+
+/// A channel's sending end, as the unsolicited queue uses it: without waiting.
+pub(crate) trait Offer {
+    /// Sends `item` if there is room; false if it was not taken (full, or the receiver gone).
+    fn offer(&self, item: (Envelope, usize)) -> bool;
+}
+
+impl Offer for SyncSender<(Envelope, usize)> {
+    fn offer(&self, item: (Envelope, usize)) -> bool {
+        self.try_send(item).is_ok()
+    }
+}
+
+impl Conversation for Shared {
+    type Reply = SyncSender<Outcome>;
+    type Clock = Instant;
+    type Sender = SyncSender<(Envelope, usize)>;
+
+    fn books(&self) -> MutexGuard<'_, State> {
+        self.lock()
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.options
+    }
+
+    fn command(&self) -> &str {
+        &self.command
+    }
+
+    fn tail(&self) -> &StderrTail {
+        &self.tail
+    }
+
+    fn child(&self) -> &Mutex<ChildProcess> {
+        &self.child
+    }
+
+    fn report_end(&self, error: &PeerError) {
+        Shared::report_end(self, error);
+    }
+
+    fn wake_all(&self) {
+        self.changed.notify_all();
+    }
+
+    fn wake_writer(&self) {
+        self.wake_writer.notify_one();
+    }
+}
+
 impl Shared {
     fn set_keeper(&self, keeper: &Arc<Keeper>) {
         let _ = self.keeper.set(Arc::downgrade(keeper));
@@ -688,71 +844,6 @@ impl Shared {
 
     fn wait<'a>(&self, state: MutexGuard<'a, State>, limit: Duration) -> MutexGuard<'a, State> {
         self.changed.wait_timeout(state, limit).unwrap_or_else(PoisonError::into_inner).0
-    }
-
-    /// Queues `message` (`size` bytes encoded) for [`Peer::take_messages`], or drops and
-    /// counts it when the queue is full in count or in bytes.
-    fn deliver_unsolicited(&self, to: &Outbound, message: Envelope, size: usize) {
-        // Check and add at once: after a restart, a dead child's reader may still deliver
-        // while the fresh child's does.
-        let limit = self.options.max_unsolicited_bytes;
-        let added = to.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-            Some(queued.saturating_add(size)).filter(|&total| total <= limit)
-        });
-        if added.is_err() {
-            bump(&self.counters.unsolicited_dropped);
-            return;
-        }
-        // Counted before it is sent, so whoever receives it sees it counted.
-        bump(&self.counters.unsolicited);
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = to.sender.try_send((message, size)) {
-            to.queued.fetch_sub(size, Ordering::AcqRel);
-            self.counters.unsolicited.fetch_sub(1, Ordering::Relaxed);
-            bump(&self.counters.unsolicited_dropped);
-        }
-    }
-
-    /// One message from the child (or an `error` standing for a line or frame that is not
-    /// one), to its request or to the unsolicited queue (`size`: what it costs that queue).
-    fn dispatch(&self, message: Envelope, size: usize, unsolicited: &Outbound) {
-        let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message, size) };
-        let routed = self.lock().route(id, message, &self.counters);
-        match routed {
-            Routed::Reply(reply, outcome) => {
-                self.changed.notify_all();
-                // The request's handle may be gone (dropped unawaited): nothing to deliver to.
-                reply.deliver(outcome);
-            }
-            Routed::Late => {}
-            Routed::Unsolicited(message) => self.deliver_unsolicited(unsolicited, message, size),
-        }
-    }
-
-    /// The child can answer no more: fail what is pending, and everything sent from now on.
-    fn end_exited(&self) {
-        let mut state = self.lock();
-        let status = state.exit.flatten();
-        let tail = self.tail.text();
-        let limit = self.options.child_limits.explain(status, state.exit_cpu_time, &tail);
-        let error = PeerError::exited(&self.command, status, tail, limit, self.options.restarting);
-        if !state.end(error.clone()) {
-            return;
-        }
-        let closed = state.closed;
-        let exited = state.exit.is_some();
-        drop(state);
-        self.changed.notify_all();
-        self.wake_writer.notify_one();
-        if closed {
-            return;
-        }
-        if exited {
-            // What it left running in its group serves nobody now; the child stays unreaped
-            // (its group id its own) until close or a restart, which might be a window away.
-            // A holder of the lock is shutting it down, which kills the group anyway.
-            kill_group_unless_busy(&self.child);
-        }
-        self.report_end(&error);
     }
 
     /// The exit watcher saw the child exit: give its last replies and stderr a moment, then
@@ -1662,10 +1753,11 @@ fn as_message(
 }
 
 /// The reader's end of the unsolicited queue: the channel bounds the count, `queued` the bytes.
+/// `S` is the channel's sending end (the thread peer's, or the tokio peer's).
 #[derive(Clone)]
-struct Outbound {
-    sender: SyncSender<(Envelope, usize)>,
-    queued: Arc<AtomicUsize>,
+pub(crate) struct Outbound<S = SyncSender<(Envelope, usize)>> {
+    pub(crate) sender: S,
+    pub(crate) queued: Arc<AtomicUsize>,
 }
 
 /// The child's unsolicited messages, from [`Peer::take_messages`]: a channel receiver (the

@@ -45,8 +45,8 @@ use ::tokio::time::{sleep_until, timeout_at, Instant, Sleep};
 
 use crate::peer::restart::{self, Heard, Keep, Retiring, Step, Supervised};
 use crate::peer::{
-    bump, check_encodable, encode, kill_group_unless_busy, refuse_if_over, take_batch, timeout_error, Counters,
-    Incoming, Limits, Line, Outcome, Reply, Routed, State, StderrTarget, Waiting, EOF_SETTLE, EXIT_SETTLE, SWEEP,
+    self, bump, check_encodable, encode, refuse_if_over, take_batch, timeout_error, Conversation, Counters, Incoming,
+    Limits, Line, Offer, Outcome, Reply, State, StderrTarget, Waiting, EOF_SETTLE, EXIT_SETTLE, SWEEP,
 };
 use crate::process::sandbox::Sandbox;
 use crate::process::{self, ChildProcess, StderrTail, Supervision, READ_CHUNK};
@@ -122,6 +122,55 @@ impl Supervised for Shared {
     }
 }
 
+impl Offer for mpsc::Sender<(Envelope, usize)> {
+    fn offer(&self, item: (Envelope, usize)) -> bool {
+        self.try_send(item).is_ok()
+    }
+}
+
+/// Routing and ending as the thread peer does them, waking with tokio's `Notify`.
+impl Conversation for Shared {
+    type Reply = oneshot::Sender<Outcome>;
+    type Clock = Instant;
+    type Sender = mpsc::Sender<(Envelope, usize)>;
+
+    fn books(&self) -> MutexGuard<'_, Books> {
+        self.lock()
+    }
+
+    fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.options
+    }
+
+    fn command(&self) -> &str {
+        &self.command
+    }
+
+    fn tail(&self) -> &StderrTail {
+        &self.tail
+    }
+
+    fn child(&self) -> &Mutex<ChildProcess> {
+        &self.child
+    }
+
+    fn report_end(&self, error: &PeerError) {
+        Shared::report_end(self, error);
+    }
+
+    fn wake_all(&self) {
+        self.changed.notify_waiters();
+    }
+
+    fn wake_writer(&self) {
+        self.wake_writer.notify_one();
+    }
+}
+
 impl Shared {
     /// Tells the peer's supervision that this child can answer no more.
     fn report_end(&self, error: &PeerError) {
@@ -150,68 +199,6 @@ impl Shared {
                 return check(&mut self.lock());
             }
         }
-    }
-
-    /// Queues `message` (`size` bytes encoded) for [`Peer::take_messages`], or drops and
-    /// counts it when the queue is full in count or in bytes.
-    fn deliver_unsolicited(&self, to: &Outbound, message: Envelope, size: usize) {
-        // Check and add at once: after a restart, a dead child's reader may still deliver
-        // while the fresh child's does.
-        let limit = self.options.max_unsolicited_bytes;
-        let added = to.queued.fetch_update(Ordering::AcqRel, Ordering::Acquire, |queued| {
-            Some(queued.saturating_add(size)).filter(|&total| total <= limit)
-        });
-        if added.is_err() {
-            bump(&self.counters.unsolicited_dropped);
-            return;
-        }
-        bump(&self.counters.unsolicited);
-        if to.sender.try_send((message, size)).is_err() {
-            to.queued.fetch_sub(size, Ordering::AcqRel);
-            self.counters.unsolicited.fetch_sub(1, Ordering::Relaxed);
-            bump(&self.counters.unsolicited_dropped);
-        }
-    }
-
-    /// One message from the child, to its request or to the unsolicited queue.
-    fn dispatch(&self, message: Envelope, size: usize, unsolicited: &Outbound) {
-        let Some(id) = message.id else { return self.deliver_unsolicited(unsolicited, message, size) };
-        let routed = self.lock().route(id, message, &self.counters);
-        match routed {
-            Routed::Reply(reply, outcome) => {
-                self.changed.notify_waiters();
-                reply.deliver(outcome);
-            }
-            Routed::Late => {}
-            Routed::Unsolicited(message) => self.deliver_unsolicited(unsolicited, message, size),
-        }
-    }
-
-    /// The child can answer no more: fail what is pending, and everything sent from now on.
-    fn end_exited(&self) {
-        let mut state = self.lock();
-        let status = state.exit.flatten();
-        let tail = self.tail.text();
-        let limit = self.options.child_limits.explain(status, state.exit_cpu_time, &tail);
-        let error = PeerError::exited(&self.command, status, tail, limit, self.options.restarting);
-        if !state.end(error.clone()) {
-            return;
-        }
-        let closed = state.closed;
-        let exited = state.exit.is_some();
-        drop(state);
-        self.changed.notify_waiters();
-        self.wake_writer.notify_one();
-        if closed {
-            return;
-        }
-        if exited {
-            // What it left running in its group serves nobody now; the child stays unreaped
-            // (its group id its own) until close or a restart. A holder of the lock is
-            // shutting it down, which kills the group anyway.
-            kill_group_unless_busy(&self.child);
-        }
-        self.report_end(&error);
     }
 
     /// The exit watcher saw the child exit: give its last replies and stderr a moment
@@ -892,11 +879,7 @@ impl Drop for Pending {
 }
 
 /// The reader's end of the unsolicited queue: the channel bounds the count, `queued` the bytes.
-#[derive(Clone)]
-struct Outbound {
-    sender: mpsc::Sender<(Envelope, usize)>,
-    queued: Arc<AtomicUsize>,
-}
+type Outbound = peer::Outbound<mpsc::Sender<(Envelope, usize)>>;
 
 /// The child's unsolicited messages, from [`Peer::take_messages`]: a tokio channel receiver
 /// that gives back each message's bytes to the queue's budget

@@ -7,7 +7,7 @@
 
 import { performance } from 'node:perf_hooks';
 
-import { abortedError, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
+import { abortedError, checkMsgType, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
 import type { Message, MessageListener, PeerStats, RequestOptions } from './types.js';
 
 /** The largest id; after it ids start again at 1. */
@@ -224,6 +224,23 @@ export function checkSignal(value: unknown, name: string): AbortSignal | undefin
   );
 }
 
+/** Why a peer will not send `msgType` now (`CLOSED`, `PEER_EXITED`, `RESTART_LIMIT`), or undefined if it will. */
+export type Refusal = (msgType: string) => PeerError | undefined;
+
+/** How a peer encodes a message for its queue (`id` undefined: a notification). */
+export type Encode = (msgType: string, data: unknown, id: number | undefined) => Wire;
+
+/**
+ * The checks every call that sends (`request`, `requestSync`, `notify`) makes first, in this
+ * order: `msgType` is a string (else `INVALID_ARGUMENT`), and the peer takes it (else the error
+ * `refusal` gives). Throws the first that fails.
+ */
+export function checkSend(msgType: unknown, refusal: Refusal): asserts msgType is string {
+  checkMsgType(msgType);
+  const refused = refusal(msgType);
+  if (refused !== undefined) throw refused;
+}
+
 /** The shared core of a peer; see the file's header. */
 export class PeerCore {
   #lastId = 0;
@@ -291,6 +308,46 @@ export class PeerCore {
     });
   }
 
+  /**
+   * A peer's `request`, checked, then queued: `checkSend`, the options (`options.timeoutMs`, else
+   * `timeoutMs`; `options.signal`), a fresh id and the line `encode` makes of it. A signal aborted
+   * already rejects it (`ABORTED`) with nothing queued; else `beforeQueue` runs and it is queued
+   * (`request`). The promise rejects with the first check that fails.
+   */
+  checkedRequest(
+    msgType: string,
+    data: unknown,
+    options: RequestOptions | undefined,
+    timeoutMs: number,
+    refusal: Refusal,
+    encode: Encode,
+    beforeQueue?: () => void,
+  ): Promise<Message> {
+    let line: Wire;
+    let id: number;
+    let signal: AbortSignal | undefined;
+    try {
+      checkSend(msgType, refusal);
+      timeoutMs = checkTimeout(options?.timeoutMs, 'request: option `timeoutMs`') ?? timeoutMs;
+      signal = checkSignal(options?.signal, 'request: option `signal`');
+      id = this.nextId();
+      line = encode(msgType, data, id);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (signal?.aborted === true) {
+      return Promise.reject(
+        new PeerError(PeerErrorCode.ABORTED, `${describeRequest(msgType, id)} was aborted before it was sent`, {
+          msgType,
+          id,
+          cause: signal.reason,
+        }),
+      );
+    }
+    beforeQueue?.();
+    return this.request(msgType, id, line, timeoutMs, signal);
+  }
+
   /** Queues a notification's line behind everything queued before it. */
   notify(line: Wire): void {
     this.#queue.push(line);
@@ -303,36 +360,7 @@ export class PeerCore {
    * than `maxInFlight` are in flight; they count as in flight from here), or "" if none.
    */
   takeBatch(maxInFlight: number, maxBytes = 1 << 20): string {
-    let out = '';
-    const queue = this.#queue;
-    while (this.#head < queue.length && out.length < maxBytes) {
-      const next = queue[this.#head];
-      if (next === undefined) break;
-      if (typeof next === 'string') {
-        out += next;
-      } else if (next instanceof Pending && next.state === QUEUED) {
-        if (this.#pending.size >= maxInFlight) break;
-        out += next.line as string;
-        next.line = '';
-        next.state = SENT;
-        this.#queuedRequests--;
-        this.#pending.add(next);
-      } else {
-        // Settled while queued (timed out or aborted): already uncounted.
-        this.#head++;
-        continue;
-      }
-      this.#queued--;
-      this.#head++;
-    }
-    if (this.#head === queue.length) {
-      this.#queue = [];
-      this.#head = 0;
-    } else if (this.#head > 1024 && this.#head * 2 > queue.length) {
-      this.#queue = queue.slice(this.#head);
-      this.#head = 0;
-    }
-    return out;
+    return this.#take(maxInFlight, maxBytes, undefined);
   }
 
   /**
@@ -341,28 +369,46 @@ export class PeerCore {
    * vectored write), or an empty array if none.
    */
   takeFrames(maxInFlight: number, maxBytes = 1 << 20): Buffer[] {
-    const out: Buffer[] = [];
-    let bytes = 0;
+    const frames: Buffer[] = [];
+    this.#take(maxInFlight, maxBytes, frames);
+    return frames;
+  }
+
+  /**
+   * The one walk of the write queue behind `takeBatch` and `takeFrames`: takes each entry that
+   * may be written now, in call order, until `maxBytes` are taken or a request finds
+   * `maxInFlight` requests in flight; a request taken counts as in flight from here, one settled
+   * while queued (timed out or aborted) is skipped, uncounted already. Then drops what was taken
+   * from the queue. The entries taken are pushed to `frames`, or, without it, joined and returned.
+   * (A branch, not a callback: the walk is the write path's, and a callback per entry costs more.)
+   */
+  #take(maxInFlight: number, maxBytes: number, frames: Buffer[] | undefined): string {
+    let text = '';
+    let taken = 0;
     const queue = this.#queue;
-    while (this.#head < queue.length && bytes < maxBytes) {
+    while (this.#head < queue.length && taken < maxBytes) {
       const next = queue[this.#head];
       if (next === undefined) break;
+      let wire: Wire;
       if (!(next instanceof Pending)) {
-        out.push(next as Buffer);
-        bytes += next.length;
+        wire = next;
       } else if (next.state === QUEUED) {
         if (this.#pending.size >= maxInFlight) break;
-        const frame = next.line as Buffer;
-        out.push(frame);
-        bytes += frame.length;
+        wire = next.line;
         next.line = '';
         next.state = SENT;
         this.#queuedRequests--;
         this.#pending.add(next);
       } else {
-        // Settled while queued (timed out or aborted): already uncounted.
         this.#head++;
         continue;
+      }
+      if (frames === undefined) {
+        text += wire as string;
+        taken = text.length;
+      } else {
+        frames.push(wire as Buffer);
+        taken += wire.length;
       }
       this.#queued--;
       this.#head++;
@@ -374,7 +420,7 @@ export class PeerCore {
       this.#queue = queue.slice(this.#head);
       this.#head = 0;
     }
-    return out;
+    return text;
   }
 
   /**

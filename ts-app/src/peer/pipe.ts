@@ -8,9 +8,9 @@ import { performance } from 'node:perf_hooks';
 import { DEFAULT_MAX_FRAME_BYTES } from '../frame.js';
 import { DEFAULT_MAX_LINE_BYTES } from '../framing.js';
 import { type ChildConfig, type ChildExit, type ChildHooks, PeerChild, type StderrOption } from './child.js';
-import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore, type Wire } from './core.js';
+import { checkGraceMs, checkSend, checkTimeout, type Encode, type FailWith, PeerCore, type Refusal } from './core.js';
 import { encodeFrame, encodeLine, FramePool } from './encode.js';
-import { checkMsgType, closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
+import { closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
 import { type RestartOptions, restartPolicy, Restarts } from './restart.js';
 import { spawnSyncPeer, type SyncPeerOptions, type SyncPipePeer } from './sync.js';
 import type {
@@ -199,7 +199,7 @@ class PipePeerImpl implements PipePeer {
   readonly #config: ChildConfig;
   readonly #core: PeerCore;
   /** How a message becomes wire text (latin1 frames under msgpack). */
-  readonly #encode: (msgType: string, data: unknown, id: number | undefined) => Wire;
+  readonly #encode: Encode;
   /** Under msgpack: the queue holds frames (Buffers), written as they are (`takeFrames`). */
   readonly #frames: boolean;
   /** Big frames' buffers, reused once written (see `FramePool`). */
@@ -317,37 +317,11 @@ class PipePeerImpl implements PipePeer {
   }
 
   request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message> {
-    let line: Wire;
-    let id: number;
-    let timeoutMs: number;
-    let signal: AbortSignal | undefined;
-    try {
-      checkMsgType(msgType);
-      const refused = this.#refusal(msgType);
-      if (refused !== undefined) return Promise.reject(refused);
-      timeoutMs = checkTimeout(options?.timeoutMs, 'request: option `timeoutMs`') ?? this.#timeoutMs;
-      signal = checkSignal(options?.signal, 'request: option `signal`');
-      id = this.#core.nextId();
-      line = this.#encode(msgType, data, id);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    if (signal?.aborted === true) {
-      return Promise.reject(
-        new PeerError(PeerErrorCode.ABORTED, `${describeRequest(msgType, id)} was aborted before it was sent`, {
-          msgType,
-          id,
-          cause: signal.reason,
-        }),
-      );
-    }
-    return this.#core.request(msgType, id, line, timeoutMs, signal);
+    return this.#core.checkedRequest(msgType, data, options, this.#timeoutMs, this.#refuse, this.#encode);
   }
 
   notify(msgType: string, data: unknown): void {
-    checkMsgType(msgType);
-    const refused = this.#refusal(msgType);
-    if (refused !== undefined) throw refused;
+    checkSend(msgType, this.#refuse);
     this.#core.notify(this.#encode(msgType, data, undefined));
   }
 
@@ -394,6 +368,9 @@ class PipePeerImpl implements PipePeer {
     }
     return this.#closing;
   }
+
+  /** `#refusal`, bound once (calls hand it to the core's checks). */
+  readonly #refuse: Refusal = (msgType) => this.#refusal(msgType);
 
   /** Why a new request cannot be made now, or undefined if it can. */
   #refusal(msgType: string): PeerError | undefined {

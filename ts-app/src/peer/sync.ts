@@ -18,9 +18,9 @@ import { DEFAULT_MAX_LINE_BYTES } from '../framing.js';
 import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { loadNativeAddon, NATIVE_PATH } from '../engine.js';
 import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js';
-import { checkGraceMs, checkSignal, checkTimeout, type FailWith, PeerCore } from './core.js';
+import { checkGraceMs, checkSend, checkTimeout, type Encode, type FailWith, PeerCore, type Refusal } from './core.js';
 import { encodeFrame, encodeLine } from './encode.js';
-import { checkMsgType, closedError, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
+import { closedError, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
 import type { PipePeer, SpawnPeerOptions } from './pipe.js';
 import type { CloseOptions, ExitStatus, JsonValue, Message, MessageListener, PeerStats, RequestOptions } from './types.js';
 
@@ -294,38 +294,12 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
   }
 
   request(msgType: string, data: unknown, options?: RequestOptions): Promise<Message<JsonValue | Buffer>> {
-    let line: string | Buffer;
-    let id: number;
-    let timeoutMs: number;
-    let signal: AbortSignal | undefined;
-    try {
-      checkMsgType(msgType);
-      const refused = this.#refusal(msgType);
-      if (refused !== undefined) return Promise.reject(refused);
-      timeoutMs = checkTimeout(options?.timeoutMs, 'request: option `timeoutMs`') ?? this.#timeoutMs;
-      signal = checkSignal(options?.signal, 'request: option `signal`');
-      id = this.#core.nextId();
-      line = this.#encodeText(msgType, data, id);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-    if (signal?.aborted === true) {
-      return Promise.reject(
-        new PeerError(PeerErrorCode.ABORTED, `${describeRequest(msgType, id)} was aborted before it was sent`, {
-          msgType,
-          id,
-          cause: signal.reason,
-        }),
-      );
-    }
-    this.#resumeReading();
-    return this.#core.request(msgType, id, line, timeoutMs, signal) as Promise<Message<JsonValue | Buffer>>;
+    const reply = this.#core.checkedRequest(msgType, data, options, this.#timeoutMs, this.#refuse, this.#encode, this.#resume);
+    return reply as Promise<Message<JsonValue | Buffer>>;
   }
 
   requestSync(msgType: string, data: unknown, options?: RequestSyncOptions): Message<JsonValue | Buffer> {
-    checkMsgType(msgType);
-    const refused = this.#refusal(msgType);
-    if (refused !== undefined) throw refused;
+    checkSend(msgType, this.#refuse);
     const timeoutMs = checkTimeout(options?.timeoutMs, 'requestSync: option `timeoutMs`') ?? this.#timeoutMs;
     const child = this.#child as PipeChild;
     // What is queued goes first (a notification made just before); requests in flight make it BUSY.
@@ -382,9 +356,7 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
   }
 
   notify(msgType: string, data: unknown): void {
-    checkMsgType(msgType);
-    const refused = this.#refusal(msgType);
-    if (refused !== undefined) throw refused;
+    checkSend(msgType, this.#refuse);
     this.#resumeReading();
     this.#core.notify(this.#encodeText(msgType, data, undefined));
   }
@@ -419,6 +391,11 @@ class SyncPipePeerImpl implements SyncPipePeer<JsonValue | Buffer> {
   #encodeText(msgType: string, data: unknown, id: number | undefined): string {
     return this.#msgpack ? encodeFrame(msgType, data, id).toString('latin1') : encodeLine(msgType, data, id);
   }
+
+  /** `#refusal`, `#encodeText` and `#resumeReading`, bound once (`request` hands them to the core). */
+  readonly #refuse: Refusal = (msgType) => this.#refusal(msgType);
+  readonly #encode: Encode = (msgType, data, id) => this.#encodeText(msgType, data, id);
+  readonly #resume = (): void => this.#resumeReading();
 
   #refusal(msgType: string): PeerError | undefined {
     if (this.#closing !== undefined) return closedError(`the peer \`${this.#command}\``, msgType);
