@@ -60,7 +60,9 @@ fn a_bytes_echo_is_the_one_buffer_encoders_bytes_at_every_bin_boundary_spliced_o
             assert_eq!(out.to_vec(), want, "vectored, {size} bytes, id {id:?}");
             assert_eq!(out.has_pieces(), size >= SPLICE_MIN_BYTES, "{size} bytes");
             drop(out);
-            assert!(buf.len() < 64, "the buffer holds the frame around the payload only: {} bytes", buf.len());
+            if size >= SPLICE_MIN_BYTES {
+                assert!(buf.len() < 64, "the buffer holds the frame around the payload only: {} bytes", buf.len());
+            }
 
             let envelope = Envelope { msg_type: "some type".to_owned(), data: Data::Bytes(data.clone()), id };
             let mut buf = Vec::new();
@@ -199,11 +201,24 @@ fn serve_writes_exactly_the_flat_answers_however_the_input_is_split_and_the_outp
     // The references hold what they should: the echoes as the one-buffer encoder writes them.
     let echo = frame_of("bytes", Data::Bytes(payload(1 << 17, 1)), Some(1));
     assert!(want.windows(echo.len()).any(|w| w == echo.as_slice()));
-    let text = String::from_utf8_lossy(&want);
-    assert!(text.contains("frame 4: frame of 204801 bytes exceeds the 204800-byte limit"), "{text}");
-    assert!(text.contains("frame 5: not a map: `91a178`"), "{text}");
-    assert!(text.contains("frame 6: field `data` must be a string, got bytes"), "{text}");
-    assert!(text.contains("frame 11: stream ended inside a frame"), "{text}");
+    let mut decoder = FrameDecoder::default();
+    decoder.feed(&want);
+    let mut errors = Vec::new();
+    while let Some(Packet::Frame { bytes, .. }) = decoder.next_packet() {
+        let reply = rust_ts_ipc::decode_msgpack_envelope(bytes).unwrap();
+        if reply.msg_type == "error" {
+            errors.push(reply.data.as_str().unwrap().chars().take(60).collect::<String>());
+        }
+    }
+    assert_eq!(
+        errors,
+        [
+            "frame 4: frame of 204831 bytes exceeds the 204800-byte limit",
+            "frame 5: not a map: `91a178`",
+            "frame 6: field `data` must be a string, got bytes: `83a86d73",
+            "frame 11: the stream ended inside the frame, after 318 of it",
+        ]
+    );
     for (steps, write_step) in [
         (&[1 << 20][..], 1 << 20),
         (&[4096, 1, 65_536, 7][..], 3),
@@ -228,9 +243,9 @@ fn serve_answers_a_small_stream_split_at_every_byte_boundary() {
     }
 }
 
-/// Big replies go out as their own vectored write: one spliced payload is not first gathered.
+/// A big echo (frame head, the payload borrowed from the request, its id) goes out in one call.
 #[test]
-fn serve_writes_a_big_echo_from_the_request_without_gathering_it_first() {
+fn serve_writes_a_big_echo_with_one_vectored_write_call() {
     let input = frame_of("bytes", Data::Bytes(payload(1 << 20, 0)), Some(1));
     let want = flat_answers(&input, 16 << 20);
     let mut writer = Stingy { step: usize::MAX, ..Stingy::default() };
@@ -414,7 +429,7 @@ fn a_child_killed_in_the_middle_of_a_big_write_fails_the_request_with_peer_exite
     let peer = Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
     let error = peer.request("bytes", payload(8 << 20, 0)).unwrap_err();
     assert_eq!(error.code(), ErrorCode::PeerExited, "{error}");
-    assert!(error.to_string().contains("killed by signal 9"), "{error}");
+    assert!(error.to_string().contains("killed by signal: 9 (SIGKILL)"), "{error}");
     let later = peer.request("bytes", payload(SPLICE_MIN_BYTES, 0)).unwrap_err();
     assert_eq!(later.code(), ErrorCode::PeerExited, "{later}");
     let _ = peer.close();
