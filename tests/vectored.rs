@@ -171,8 +171,12 @@ fn mixed_stream(sizes: &[usize], limit: usize) -> Vec<u8> {
 /// What the responder answers to `input` given whole and answered into one buffer: the
 /// reference for every split and every writer.
 fn flat_answers(input: &[u8], limit: usize) -> Vec<u8> {
-    let mut responder =
-        Responder::new(ResponderOptions { services: Services::ALL, exit_after: 0, max_frame_bytes: limit, ..Default::default() });
+    let mut responder = Responder::new(ResponderOptions {
+        services: Services::ALL,
+        exit_after: 0,
+        max_frame_bytes: limit,
+        ..Default::default()
+    });
     let mut decoder = FrameDecoder::new(limit);
     decoder.feed(input);
     let mut out = Vec::new();
@@ -186,8 +190,12 @@ fn flat_answers(input: &[u8], limit: usize) -> Vec<u8> {
 }
 
 fn served(input: Vec<u8>, limit: usize, steps: &[usize], write_step: usize) -> (Vec<u8>, usize) {
-    let responder =
-        Responder::new(ResponderOptions { services: Services::ALL, exit_after: 0, max_frame_bytes: limit, ..Default::default() });
+    let responder = Responder::new(ResponderOptions {
+        services: Services::ALL,
+        exit_after: 0,
+        max_frame_bytes: limit,
+        ..Default::default()
+    });
     let mut writer = Stingy { step: write_step, ..Stingy::default() };
     serve_with(responder, Encoding::Msgpack, Trickle::new(input, steps), &mut writer).unwrap();
     (writer.out, writer.calls)
@@ -314,7 +322,12 @@ fn serve_ends_normally_when_its_reader_goes_away_in_the_middle_of_a_big_reply() 
     });
     let input = frame_of("bytes", Data::Bytes(payload(4 << 20, 0)), Some(1));
     // SIGPIPE is ignored in Rust programs: the write fails with EPIPE instead.
-    let served = serve_with(bytes_responder(), Encoding::Msgpack, Trickle::new(input, &[1 << 22]), std::fs::File::from(write_end));
+    let served = serve_with(
+        bytes_responder(),
+        Encoding::Msgpack,
+        Trickle::new(input, &[1 << 22]),
+        std::fs::File::from(write_end),
+    );
     reader.join().unwrap();
     assert!(served.is_ok(), "{served:?}");
 }
@@ -370,7 +383,12 @@ fn the_thread_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
     peer.close().unwrap();
     let wire = std::fs::read(&file).unwrap();
     let _ = std::fs::remove_file(&file);
-    assert!(wire == expected_wire(&messages), "{} bytes written, wanted {}", wire.len(), expected_wire(&messages).len());
+    assert!(
+        wire == expected_wire(&messages),
+        "{} bytes written, wanted {}",
+        wire.len(),
+        expected_wire(&messages).len()
+    );
 }
 
 #[test]
@@ -394,7 +412,12 @@ fn the_tokio_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
     });
     let wire = std::fs::read(&file).unwrap();
     let _ = std::fs::remove_file(&file);
-    assert!(wire == expected_wire(&messages), "{} bytes written, wanted {}", wire.len(), expected_wire(&messages).len());
+    assert!(
+        wire == expected_wire(&messages),
+        "{} bytes written, wanted {}",
+        wire.len(),
+        expected_wire(&messages).len()
+    );
 }
 
 /// The 1 MiB round trip through `serve`: the request goes out spliced, the echo comes back
@@ -410,8 +433,11 @@ fn both_peers_round_trip_big_bytes_through_serve() {
     peer.close().unwrap();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let peer = rust_ts_ipc::tokio::Peer::spawn(Command::new(support::BIN).args(["serve", "--encoding", "msgpack"]), msgpack())
-            .unwrap();
+        let peer = rust_ts_ipc::tokio::Peer::spawn(
+            Command::new(support::BIN).args(["serve", "--encoding", "msgpack"]),
+            msgpack(),
+        )
+        .unwrap();
         for _ in 0..3 {
             let reply = peer.request("bytes", big.clone()).await.unwrap();
             assert!(reply.data.as_bytes() == Some(&big[..]));

@@ -47,13 +47,13 @@ pub use restart::{SupervisionCallback, SupervisionEvent};
 use restart::Keeper;
 
 use crate::error::numbered;
-use crate::vectored::{FrameOut, SPLICE_MIN_BYTES};
 use crate::process::sandbox::{self, ChildLimits, Sandbox};
 use crate::process::{self, ChildProcess, StderrTail, Supervision, DEFAULT_GRACE, READ_CHUNK};
 #[cfg(unix)]
 use crate::spin::SpinReader;
 use crate::spin::{AdaptiveSpin, SpinDisabled};
 use crate::supervise::RestartPolicy;
+use crate::vectored::{FrameOut, SPLICE_MIN_BYTES};
 use crate::{
     decode_envelope, decode_msgpack_envelope, Data, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
     ProtocolError, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
