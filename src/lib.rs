@@ -109,6 +109,7 @@ pub mod spin;
 pub mod supervise;
 #[cfg(feature = "tokio")]
 mod tokio_peer;
+mod vectored;
 
 /// The async host (cargo feature `tokio`, on by default): [`tokio::Peer`] is the thread
 /// [`Peer`] on a tokio runtime, with the same options ([`PeerOptions`]), errors
@@ -157,3 +158,4 @@ pub use responder::{
 };
 pub use serve::{serve, serve_stdio, serve_stdio_with, serve_stdio_with_options, serve_with, ServeError, ServeOptions};
 pub use service::{Handlers, Service};
+pub use vectored::{write_all_vectored, FrameOut, SPLICE_MIN_BYTES};

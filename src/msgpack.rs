@@ -35,6 +35,7 @@ use crate::envelope::{Data, Envelope, EnvelopeError};
 use crate::error::{hex_excerpt, ProtocolError};
 use crate::frame::FRAME_HEADER_BYTES;
 use crate::message::{Rejected, MAX_SAFE_ID};
+use crate::vectored::FrameOut;
 
 /// What `id` must be, as its error says (the same words as the JSON error's).
 const ID_EXPECTED: &str = "an integer from 0 to 9007199254740991";
@@ -589,27 +590,72 @@ fn write_id(out: &mut Vec<u8>, id: Option<u64>) {
 pub(crate) enum ReplyData<'a> {
     /// A string, rendered as it is written.
     Text(&'a dyn fmt::Display),
-    /// Bytes (the `bytes` service's echo).
-    Bytes(&'a [u8]),
 }
 
-/// Appends one reply frame: `{msg_type, data, id?}`.
+/// Appends one reply frame: `{msg_type, data, id?}` (bytes data: [`write_bytes_reply`]).
 pub(crate) fn write_reply(out: &mut Vec<u8>, msg_type: &str, data: ReplyData<'_>, id: Option<u64>) {
+    let ReplyData::Text(text) = data;
     let start = begin_frame(out);
     write_head(out, msg_type, id);
-    match data {
-        ReplyData::Text(text) => write_display_str(out, text),
-        ReplyData::Bytes(bytes) => write_bin(out, bytes),
-    }
+    write_display_str(out, text);
     write_id(out, id);
     if end_frame(out, start).is_err() {
-        // Over 4 GiB: say so in a frame that fits (the text is short).
-        let start = begin_frame(out);
-        write_head(out, "error", id);
-        write_str(out, "reply too long for a frame (over 4294967295 bytes)");
-        write_id(out, id);
-        let _ = end_frame(out, start);
+        write_too_long(out, id);
     }
+}
+
+/// Over 4 GiB: says so in a frame that fits (the text is short).
+fn write_too_long(out: &mut Vec<u8>, id: Option<u64>) {
+    let start = begin_frame(out);
+    write_head(out, "error", id);
+    write_str(out, "reply too long for a frame (over 4294967295 bytes)");
+    write_id(out, id);
+    let _ = end_frame(out, start);
+}
+
+/// Appends one reply frame whose data is `bytes` as a `bin`: the bytes [`write_reply`] writes,
+/// with a payload of [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more borrowed
+/// by `out` rather than copied (when `out` splices).
+pub(crate) fn write_bytes_reply<'p>(out: &mut FrameOut<'_, 'p>, msg_type: &str, bytes: &'p [u8], id: Option<u64>) {
+    if bin_frame(out, msg_type, bytes.len(), id, |out| out.borrow(bytes)).is_err() {
+        write_too_long(out.buf(), id);
+    }
+}
+
+/// One frame `{msg_type, data: bin(len), id?}` whose payload `put` appends to `out`: the map
+/// up to the `bin` header, then the payload, then the `id` entry.
+///
+/// # Errors
+/// [`ProtocolError::FrameTooLong`] when the body would exceed 4 GiB − 1; nothing is written.
+fn bin_frame<'p>(
+    out: &mut FrameOut<'_, 'p>,
+    msg_type: &str,
+    len: usize,
+    id: Option<u64>,
+    put: impl FnOnce(&mut FrameOut<'_, 'p>),
+) -> Result<(), ProtocolError> {
+    let mut tail = Vec::new();
+    write_id(&mut tail, id);
+    let bin_header = match len {
+        0..=0xff => 2,
+        0x100..=0xffff => 3,
+        _ => 5,
+    };
+    let buf = out.buf();
+    let start = begin_frame(buf);
+    write_head(buf, msg_type, id);
+    let length = (buf.len() - start - FRAME_HEADER_BYTES).saturating_add(bin_header + tail.len()).saturating_add(len);
+    let Ok(header) = u32::try_from(length) else {
+        buf.truncate(start);
+        return Err(ProtocolError::FrameTooLong { length, limit: u32::MAX as usize });
+    };
+    buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&header.to_le_bytes());
+    write_header(buf, len, None, [Some(0xc4), Some(0xc5), Some(0xc6)]);
+    let before = out.len();
+    put(out);
+    debug_assert_eq!(out.len() - before, len, "the payload is as long as its header says");
+    out.buf().extend_from_slice(&tail);
+    Ok(())
 }
 
 impl Envelope {
@@ -628,6 +674,21 @@ impl Envelope {
         }
         write_id(out, self.id);
         end_frame(out, start)
+    }
+
+    /// [`encode_frame_into`](Self::encode_frame_into) consuming the message: bytes data of
+    /// [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more is moved into `out`
+    /// as a piece of its own (when `out` splices), not copied. The same bytes are written.
+    ///
+    /// # Errors
+    /// As [`encode_frame_into`](Self::encode_frame_into); nothing is written then.
+    pub fn encode_frame_vectored(self, out: &mut FrameOut<'_, '_>) -> Result<(), ProtocolError> {
+        match self.data {
+            Data::Bytes(bytes) if out.splices(bytes.len()) => {
+                bin_frame(out, &self.msg_type, bytes.len(), self.id, |out| out.give(bytes))
+            }
+            _ => self.encode_frame_into(out.buf()),
+        }
     }
 
     /// This message as one MessagePack frame, length header included.

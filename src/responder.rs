@@ -9,7 +9,8 @@ use crate::error::{excerpt, hex_excerpt, ProtocolError};
 use crate::frame::{Packet, DEFAULT_MAX_FRAME_BYTES};
 use crate::markdown::write_html;
 use crate::message::{decode, decode_canonical, write_message, write_message_parts, Message, Rejected};
-use crate::msgpack::{decode_fields, payload, write_reply, Payload, ReplyData};
+use crate::msgpack::{decode_fields, payload, write_bytes_reply, write_reply, Payload, ReplyData};
+use crate::vectored::FrameOut;
 
 /// How an `ack` reply line begins, up to its `data`'s payload.
 const ACK_HEAD: &[u8] = b"{\"msg_type\":\"ack\",\"data\":\"Acknowledged: ";
@@ -289,13 +290,14 @@ impl fmt::Display for Text<'_> {
     }
 }
 
-/// What a reply carries: text, or (the bytes service's echo) bytes.
-enum Body<'a> {
+/// What a reply carries: text, or (the bytes service's echo) bytes, borrowed from the request
+/// (`'d`, which may outlive the responder's borrow `'a`: a spliced reply writes them from there).
+enum Body<'a, 'd> {
     Text(Text<'a>),
-    Bytes(&'a [u8]),
+    Bytes(&'d [u8]),
 }
 
-impl Body<'_> {
+impl Body<'_, '_> {
     /// The text as JSON writes it. Bytes never reach a JSON reply (only the `msgpack`
     /// encoding carries them); were they to, they are shown as UTF-8, lossily.
     fn text(&self) -> String {
@@ -306,13 +308,13 @@ impl Body<'_> {
     }
 }
 
-struct Reply<'a> {
+struct Reply<'a, 'd> {
     msg_type: &'static str,
-    body: Body<'a>,
+    body: Body<'a, 'd>,
     id: Option<u64>,
 }
 
-impl Reply<'_> {
+impl<'d> Reply<'_, 'd> {
     fn write_json(&self, out: &mut Vec<u8>) {
         match &self.body {
             // The usual replies without the formatting machinery; the same bytes as `Display`.
@@ -330,21 +332,21 @@ impl Reply<'_> {
         }
     }
 
-    fn write_frame(&self, out: &mut Vec<u8>) {
-        let data = match &self.body {
-            Body::Text(text) => ReplyData::Text(text),
-            Body::Bytes(bytes) => ReplyData::Bytes(bytes),
-        };
-        write_reply(out, self.msg_type, data, self.id);
+    /// Appends the reply frame; bytes data is borrowed by `out`, not copied, when it splices.
+    fn write_frame(&self, out: &mut FrameOut<'_, 'd>) {
+        match self.body {
+            Body::Text(ref text) => write_reply(out.buf(), self.msg_type, ReplyData::Text(text), self.id),
+            Body::Bytes(bytes) => write_bytes_reply(out, self.msg_type, bytes, self.id),
+        }
     }
 }
 
 /// At most two replies answer one message (the last `ack` and the `exit`).
-struct Replies<'a>(Reply<'a>, Option<Reply<'a>>);
+struct Replies<'a, 'd>(Reply<'a, 'd>, Option<Reply<'a, 'd>>);
 
-impl<'a> IntoIterator for Replies<'a> {
-    type Item = Reply<'a>;
-    type IntoIter = std::iter::Chain<std::iter::Once<Reply<'a>>, std::option::IntoIter<Reply<'a>>>;
+impl<'a, 'd> IntoIterator for Replies<'a, 'd> {
+    type Item = Reply<'a, 'd>;
+    type IntoIter = std::iter::Chain<std::iter::Once<Reply<'a, 'd>>, std::option::IntoIter<Reply<'a, 'd>>>;
     fn into_iter(self) -> Self::IntoIter {
         std::iter::once(self.0).chain(self.1)
     }
@@ -449,6 +451,14 @@ impl Responder {
     /// Answers one MessagePack frame from a [`crate::FrameDecoder`], appending the reply
     /// frames to `out` and numbering errors by its frame number.
     pub fn handle_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) {
+        self.handle_packet_vectored(packet, &mut FrameOut::flat(out));
+    }
+
+    /// [`handle_packet`](Self::handle_packet) into a [`FrameOut`]: the `bytes` service's echo
+    /// of a big payload is borrowed from `packet` by `out`, not copied (the same bytes are
+    /// written). What [`serve`](crate::serve_with) runs, through
+    /// [`Service::answer_packet_vectored`](crate::Service::answer_packet_vectored).
+    pub fn handle_packet_vectored<'p>(&mut self, packet: Packet<'p>, out: &mut FrameOut<'_, 'p>) {
         match packet {
             Packet::Frame { number, bytes } => {
                 self.line = number;
@@ -457,11 +467,11 @@ impl Responder {
             Packet::TooLong { number, length } => {
                 self.line = number;
                 let error = ProtocolError::FrameTooLong { length, limit: self.options.max_frame_bytes };
-                self.write_frame_error(error, None, out);
+                self.write_frame_error(error, None, out.buf());
             }
             Packet::Cut { number, received, length } => {
                 self.line = number;
-                self.write_frame_error(ProtocolError::FrameCut { received, length }, None, out);
+                self.write_frame_error(ProtocolError::FrameCut { received, length }, None, out.buf());
             }
         }
     }
@@ -475,17 +485,17 @@ impl Responder {
             let error = ProtocolError::FrameTooLong { length: body.len(), limit: self.options.max_frame_bytes };
             return self.write_frame_error(error, None, out);
         }
-        self.answer_frame(body, out);
+        self.answer_frame(body, &mut FrameOut::flat(out));
     }
 
-    fn answer_frame(&mut self, frame: &[u8], out: &mut Vec<u8>) {
+    fn answer_frame<'p>(&mut self, frame: &'p [u8], out: &mut FrameOut<'_, 'p>) {
         let fields = match decode_fields(frame) {
             Ok(fields) => fields,
-            Err(Rejected { error, id }) => return self.write_frame_error(error, id, out),
+            Err(Rejected { error, id }) => return self.write_frame_error(error, id, out.buf()),
         };
         let data = match payload(frame, fields.data.0) {
             Ok(data) => data,
-            Err(error) => return self.write_frame_error(error, fields.id, out),
+            Err(error) => return self.write_frame_error(error, fields.id, out.buf()),
         };
         let quote = || hex_excerpt(frame);
         for reply in self.respond(Encoding::Msgpack, fields.msg_type, data, fields.id, &quote) {
@@ -547,14 +557,14 @@ impl Responder {
 
     /// The replies to one message. `quote` renders the message for an error about its
     /// `data`'s type: an excerpt of the line, or the frame's first bytes in hex.
-    fn respond<'a>(
+    fn respond<'a, 'd: 'a>(
         &'a mut self,
         encoding: Encoding,
         msg_type: &str,
-        data: Payload<'a>,
+        data: Payload<'d>,
         id: Option<u64>,
         quote: &dyn Fn() -> String,
-    ) -> Replies<'a> {
+    ) -> Replies<'a, 'd> {
         let one = |msg_type, body| Replies(Reply { msg_type, body, id }, None);
         let error = |this: &Self, error| one("error", Body::Text(this.error_text(encoding, error)));
         let mistyped = |this: &Self, expected, kind| {

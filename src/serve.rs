@@ -11,6 +11,7 @@ use crate::codec::LineDecoder;
 use crate::encoding::Encoding;
 use crate::frame::FrameDecoder;
 use crate::service::Service;
+use crate::vectored::FrameOut;
 
 /// How much is read from the input at a time (the Linux pipe buffer size).
 const READ_CHUNK: usize = 64 * 1024;
@@ -193,8 +194,19 @@ impl Decoder {
     }
 
     /// Answers what the decoder holds (at the end of input, `finish`es it first); stops early
-    /// once the service is done.
-    fn answer(&mut self, service: &mut impl Service, out: &mut Vec<u8>, at_end: bool) {
+    /// once the service is done. Replies go to `out`, except that a frame whose replies hold a
+    /// spliced piece (borrowed from the decoder's buffer, which the next frame may reuse) has
+    /// them written to `output` at once, with what `out` held before, in one vectored write.
+    ///
+    /// # Errors
+    /// What writing such replies returned.
+    fn answer(
+        &mut self,
+        service: &mut impl Service,
+        out: &mut Vec<u8>,
+        output: &mut impl Write,
+        at_end: bool,
+    ) -> io::Result<()> {
         match self {
             Decoder::Lines(d) => loop {
                 let frame = if at_end { d.finish() } else { d.next_frame() };
@@ -207,20 +219,29 @@ impl Decoder {
             Decoder::Frames(d) => loop {
                 let packet = if at_end { d.finish() } else { d.next_packet() };
                 let Some(packet) = packet else { break };
-                service.answer_packet(packet, out);
+                let mut replies = FrameOut::new(out);
+                service.answer_packet_vectored(packet, &mut replies);
+                if replies.has_pieces() {
+                    replies.write_to(output)?;
+                    output.flush()?;
+                }
                 if service.is_done() {
                     break;
                 }
             },
         }
+        Ok(())
     }
 }
 
 /// [`serve`] in the given encoding: lines bounded by the service's
 /// [`max_line_bytes`](Service::max_line_bytes), or MessagePack frames bounded by its
 /// [`max_frame_bytes`](Service::max_frame_bytes) and answered by
-/// [`answer_packet`](Service::answer_packet). A stream that ends inside a frame gets an
-/// `error` reply saying so before the loop returns.
+/// [`answer_packet_vectored`](Service::answer_packet_vectored). A stream that ends inside a
+/// frame gets an `error` reply saying so before the loop returns. A reply holding a big
+/// payload by reference (the `bytes` echo of a frame of [`crate::SPLICE_MIN_BYTES`] or more)
+/// is written, with the replies gathered before it, at once in one vectored write (repeated
+/// for what a write leaves), before the next frame is answered.
 ///
 /// # Errors
 /// As [`serve`].
@@ -242,15 +263,16 @@ pub fn serve_with(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(ServeError::Read(e)),
         };
-        decoder.answer(&mut service, &mut out, n == 0);
-        if !out.is_empty() {
-            match output.write_all(&out).and_then(|()| output.flush()) {
-                Ok(()) => {}
-                // The reader went away: a normal way for a conversation to end.
-                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
-                Err(e) => return Err(ServeError::Write(e)),
-            }
+        let mut written = decoder.answer(&mut service, &mut out, &mut output, n == 0);
+        if written.is_ok() && !out.is_empty() {
+            written = output.write_all(&out).and_then(|()| output.flush());
             out.clear();
+        }
+        match written {
+            Ok(()) => {}
+            // The reader went away: a normal way for a conversation to end.
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(()),
+            Err(e) => return Err(ServeError::Write(e)),
         }
         if n == 0 || service.is_done() {
             return Ok(());

@@ -14,6 +14,7 @@ use crate::frame::{Packet, DEFAULT_MAX_FRAME_BYTES};
 use crate::message::{decode_envelope, write_message};
 use crate::msgpack::{decode_msgpack_envelope, write_reply, ReplyData};
 use crate::responder::Responder;
+use crate::vectored::FrameOut;
 
 /// Something that answers the lines of a byte stream: what [`crate::serve`] and
 /// [`crate::serve_stdio`] run. [`Handlers`] (a map from `msg_type` to a function) is the easy
@@ -50,6 +51,19 @@ pub trait Service {
         write_reply(out, "error", ReplyData::Text(&text), None);
     }
 
+    /// Answers one MessagePack frame as [`answer_packet`](Self::answer_packet) does, into a
+    /// [`FrameOut`]: a reply may hand it a big payload by reference (borrowed from `packet`) or
+    /// by value (a `Vec` moved in), and [`crate::serve_with`] writes it from there with one
+    /// vectored write instead of copying it into the reply buffer. What the I/O loop calls.
+    ///
+    /// The default appends to `out`'s buffer with [`answer_packet`](Self::answer_packet), so a
+    /// service that implements only that answers exactly as before. [`Responder`] (the `bytes`
+    /// echo) and [`Handlers`] (a handler's [`Data::Bytes`]) splice payloads of
+    /// [`SPLICE_MIN_BYTES`](crate::SPLICE_MIN_BYTES) or more.
+    fn answer_packet_vectored<'p>(&mut self, packet: Packet<'p>, out: &mut FrameOut<'_, 'p>) {
+        self.answer_packet(packet, out.buf());
+    }
+
     /// True once nothing more will be answered: the loop writes the replies it has and returns
     /// without reading further.
     fn is_done(&self) -> bool {
@@ -74,6 +88,10 @@ impl Service for Responder {
         self.handle_packet(packet, out);
     }
 
+    fn answer_packet_vectored<'p>(&mut self, packet: Packet<'p>, out: &mut FrameOut<'_, 'p>) {
+        self.handle_packet_vectored(packet, out);
+    }
+
     fn is_done(&self) -> bool {
         Responder::is_done(self)
     }
@@ -94,6 +112,10 @@ impl<S: Service + ?Sized> Service for &mut S {
 
     fn answer_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) {
         (**self).answer_packet(packet, out);
+    }
+
+    fn answer_packet_vectored<'p>(&mut self, packet: Packet<'p>, out: &mut FrameOut<'_, 'p>) {
+        (**self).answer_packet_vectored(packet, out);
     }
 
     fn is_done(&self) -> bool {
@@ -315,6 +337,12 @@ impl Service for Handlers<'_> {
     }
 
     fn answer_packet(&mut self, packet: Packet<'_>, out: &mut Vec<u8>) {
+        self.answer_packet_vectored(packet, &mut FrameOut::flat(out));
+    }
+
+    /// A handler's [`Data::Bytes`] of [`SPLICE_MIN_BYTES`](crate::SPLICE_MIN_BYTES) or more is
+    /// moved into `out`, not copied.
+    fn answer_packet_vectored<'p>(&mut self, packet: Packet<'p>, out: &mut FrameOut<'_, 'p>) {
         let (frame, error, id) = match packet {
             Packet::TooLong { number, length } => {
                 (number, ProtocolError::FrameTooLong { length, limit: self.max_frame_bytes }, None)
@@ -323,9 +351,10 @@ impl Service for Handlers<'_> {
             Packet::Frame { number, bytes } => match decode_msgpack_envelope(bytes) {
                 Ok(request) => {
                     if let Some(reply) = self.call(request, number, Encoding::Msgpack) {
-                        if let Err(error) = reply.encode_frame_into(out) {
+                        let id = reply.id;
+                        if let Err(error) = reply.encode_frame_vectored(out) {
                             let text = FrameError { frame: number, error }.to_string();
-                            write_reply(out, "error", ReplyData::Text(&text), reply.id);
+                            write_reply(out.buf(), "error", ReplyData::Text(&text), id);
                         }
                     }
                     return;
@@ -333,7 +362,7 @@ impl Service for Handlers<'_> {
                 Err(EnvelopeError { error, id }) => (number, error, id),
             },
         };
-        write_reply(out, "error", ReplyData::Text(&FrameError { frame, error }), id);
+        write_reply(out.buf(), "error", ReplyData::Text(&FrameError { frame, error }), id);
     }
 }
 

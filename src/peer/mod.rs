@@ -53,6 +53,7 @@ use crate::process::{self, ChildProcess, StderrTail, Supervision, DEFAULT_GRACE,
 use crate::spin::SpinReader;
 use crate::spin::{AdaptiveSpin, SpinDisabled};
 use crate::supervise::RestartPolicy;
+use crate::vectored::{FrameOut, SPLICE_MIN_BYTES};
 use crate::{
     decode_envelope, decode_msgpack_envelope, Data, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
     ProtocolError, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
@@ -314,8 +315,41 @@ pub(crate) fn timeout_error(msg_type: &str, id: u64, timeout: Duration, sent: bo
 
 /// An encoded line in the write queue, with its request's id (`None`: a notification).
 pub(crate) struct Line {
+    /// The line or frame, but for its pieces.
     pub(crate) bytes: Vec<u8>,
+    /// Payloads moved in rather than copied into `bytes` (a big `bin`), each with where it goes
+    /// in `bytes`: written with one vectored write.
+    pub(crate) pieces: Vec<(usize, Vec<u8>)>,
     pub(crate) id: Option<u64>,
+}
+
+impl Line {
+    /// Bytes on the wire.
+    pub(crate) fn len(&self) -> usize {
+        self.bytes.len() + self.pieces.iter().map(|(_, p)| p.len()).sum::<usize>()
+    }
+
+    /// The bytes in order, as slices for one vectored write.
+    pub(crate) fn io_slices(&self) -> Vec<io::IoSlice<'_>> {
+        let mut slices = Vec::with_capacity(2 * self.pieces.len() + 1);
+        let mut at = 0;
+        for (end, piece) in &self.pieces {
+            slices.push(io::IoSlice::new(&self.bytes[at..*end]));
+            slices.push(io::IoSlice::new(piece));
+            at = *end;
+        }
+        slices.push(io::IoSlice::new(&self.bytes[at..]));
+        slices
+    }
+
+    /// Writes it whole to `output`.
+    pub(crate) fn write_to(&self, output: &mut impl Write) -> io::Result<()> {
+        if self.pieces.is_empty() {
+            output.write_all(&self.bytes)
+        } else {
+            crate::vectored::write_all_vectored(output, &mut self.io_slices())
+        }
+    }
 }
 
 /// The pending-request map and how the conversation stands: the one place that owns them.
@@ -415,7 +449,7 @@ impl<R: Reply, D: Copy + Ord> State<R, D> {
         }
         if let Some(at) = self.outbox.iter().position(|line| line.id == Some(id)) {
             if let Some(line) = self.outbox.remove(at) {
-                self.outbox_bytes -= line.bytes.len();
+                self.outbox_bytes -= line.len();
             }
         }
     }
@@ -444,7 +478,7 @@ impl<R: Reply, D: Copy + Ord> State<R, D> {
             }
         }
         self.outbox.retain(|line| line.id.is_none());
-        self.outbox_bytes = self.outbox.iter().map(|line| line.bytes.len()).sum();
+        self.outbox_bytes = self.outbox.iter().map(Line::len).sum();
     }
 
     /// Empties the write queue: nothing more will be written.
@@ -899,7 +933,7 @@ impl Shared {
         loop {
             let slot = waiting.is_none() || state.pending.len() < self.options.max_in_flight;
             let unsent = state.unsent_bytes();
-            let room = unsent == 0 || unsent.saturating_add(line.bytes.len()) <= self.options.max_unsent_bytes;
+            let room = unsent == 0 || unsent.saturating_add(line.len()) <= self.options.max_unsent_bytes;
             let first = state.turns.front() == Some(&turn);
             let refused = refuse_if_over(&state, msg_type).err();
             let now = Instant::now();
@@ -908,7 +942,7 @@ impl Shared {
                 let outcome = if let Some(error) = refused {
                     Err(error)
                 } else if first && slot && room {
-                    state.outbox_bytes += line.bytes.len();
+                    state.outbox_bytes += line.len();
                     if let (Some(id), Some(waiting)) = (line.id, waiting) {
                         if state.pending.is_empty() {
                             state.busy_since = Some(now);
@@ -1233,8 +1267,8 @@ impl Peer {
             (id, state.take_turn())
         };
         let envelope = Envelope { msg_type: msg_type.to_owned(), data, id: Some(id) };
-        let bytes = match encode(shared.options.encoding, &envelope) {
-            Ok(bytes) => bytes,
+        let line = match encode(shared.options.encoding, envelope) {
+            Ok(line) => line,
             Err(error) => {
                 shared.lock().leave_turn(turn);
                 shared.changed.notify_all();
@@ -1243,7 +1277,7 @@ impl Peer {
         };
         let (reply, outcome) = mpsc::sync_channel(1);
         let waiting = Waiting { reply, deadline, msg_type: msg_type.to_owned(), timeout, sent: false };
-        shared.queue_line(turn, Line { bytes, id: Some(id) }, Some(waiting), msg_type)?;
+        shared.queue_line(turn, line, Some(waiting), msg_type)?;
         Ok(Pending { shared, id, msg_type: msg_type.to_owned(), deadline, timeout, outcome, done: false })
     }
 
@@ -1263,7 +1297,7 @@ impl Peer {
         let encoding = self.options.encoding;
         check_encodable(encoding, msg_type, &data)?;
         // Encoded before the turn is taken: a message too long for a frame takes no turn.
-        let bytes = encode(encoding, &Envelope { msg_type: msg_type.to_owned(), data, id: None })?;
+        let line = encode(encoding, Envelope { msg_type: msg_type.to_owned(), data, id: None })?;
         let deadline = process::deadline_after(Instant::now(), self.options.timeout);
         let shared = self.keeper.generation(msg_type, deadline)?;
         let turn = {
@@ -1271,7 +1305,7 @@ impl Peer {
             refuse_if_over(&state, msg_type)?;
             state.take_turn()
         };
-        shared.queue_line(turn, Line { bytes, id: None }, None, msg_type)
+        shared.queue_line(turn, line, None, msg_type)
     }
 
     /// The child's unsolicited messages, in arrival order: those without an id, with an id
@@ -1462,16 +1496,32 @@ pub(crate) fn check_encodable(encoding: Encoding, msg_type: &str, data: &Data) -
     }
 }
 
-/// `envelope` as the peer writes it: one NDJSON line, or one length-prefixed frame.
-pub(crate) fn encode(encoding: Encoding, envelope: &Envelope) -> Result<Vec<u8>, PeerError> {
+/// `envelope` as the peer writes it: one NDJSON line, or one length-prefixed frame whose
+/// big `bin` payload (from [`crate::SPLICE_MIN_BYTES`]) is moved into the line, not copied.
+pub(crate) fn encode(encoding: Encoding, envelope: Envelope) -> Result<Line, PeerError> {
+    let id = envelope.id;
     let mut bytes = Vec::with_capacity(envelope.msg_type.len() + 48);
-    match encoding {
-        Encoding::Json => envelope.encode_into(&mut bytes),
-        Encoding::Msgpack => envelope.encode_frame_into(&mut bytes).map_err(|e| {
-            PeerError::new(ErrorCode::InvalidArgument, format!("`{}` cannot be sent: {e}", envelope.msg_type))
-        })?,
-    }
-    Ok(bytes)
+    let pieces = match encoding {
+        Encoding::Json => {
+            envelope.encode_into(&mut bytes);
+            Vec::new()
+        }
+        Encoding::Msgpack if envelope.data.as_bytes().is_some_and(|b| b.len() >= SPLICE_MIN_BYTES) => {
+            let msg_type = envelope.msg_type.clone();
+            let mut out = FrameOut::new(&mut bytes);
+            envelope.encode_frame_vectored(&mut out).map_err(|e| cannot_send(&msg_type, &e))?;
+            out.into_pieces()
+        }
+        Encoding::Msgpack => {
+            envelope.encode_frame_into(&mut bytes).map_err(|e| cannot_send(&envelope.msg_type, &e))?;
+            Vec::new()
+        }
+    };
+    Ok(Line { bytes, pieces, id })
+}
+
+fn cannot_send(msg_type: &str, e: &ProtocolError) -> PeerError {
+    PeerError::new(ErrorCode::InvalidArgument, format!("`{msg_type}` cannot be sent: {e}"))
 }
 
 /// A request sent and not yet answered. [`wait`](Self::wait) for its reply from any thread;

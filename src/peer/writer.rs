@@ -19,7 +19,7 @@ const WRITE_BATCH: usize = 64 * 1024;
 pub(super) fn write_stdin(shared: &Shared, stdin: ChildStdin) {
     let mut pipe = BufWriter::with_capacity(WRITE_BATCH, stdin);
     while let Some(batch) = next_batch(shared) {
-        let written = batch.iter().try_for_each(|line| pipe.write_all(&line.bytes)).and_then(|()| pipe.flush());
+        let written = batch.iter().try_for_each(|line| line.write_to(&mut pipe)).and_then(|()| pipe.flush());
         if let Err(e) = written {
             on_write_failed(shared, &e, batch);
             break;
@@ -58,11 +58,11 @@ pub(crate) fn take_batch<R, D>(state: &mut State<R, D>, counters: &Counters) -> 
     let mut batch = Vec::new();
     let mut bytes = 0;
     while let Some(line) = state.outbox.front() {
-        if !batch.is_empty() && bytes + line.bytes.len() > WRITE_BATCH {
+        if !batch.is_empty() && bytes + line.len() > WRITE_BATCH {
             break;
         }
         let Some(line) = state.outbox.pop_front() else { break };
-        state.outbox_bytes -= line.bytes.len();
+        state.outbox_bytes -= line.len();
         match line.id {
             Some(id) => {
                 // Not pending if its handle was dropped unawaited: written all the same.
@@ -73,7 +73,7 @@ pub(crate) fn take_batch<R, D>(state: &mut State<R, D>, counters: &Counters) -> 
             }
             None => bump(&counters.notifications),
         }
-        bytes += line.bytes.len();
+        bytes += line.len();
         batch.push(line);
     }
     state.writing_bytes = bytes;

@@ -252,9 +252,9 @@ impl Shared {
                 };
                 let slot = waiting.is_none() || state.pending.len() < self.options.max_in_flight;
                 let unsent = state.unsent_bytes();
-                let room = unsent == 0 || unsent.saturating_add(line.bytes.len()) <= self.options.max_unsent_bytes;
+                let room = unsent == 0 || unsent.saturating_add(line.len()) <= self.options.max_unsent_bytes;
                 if slot && room {
-                    state.outbox_bytes += line.bytes.len();
+                    state.outbox_bytes += line.len();
                     if let (Some(id), Some(waiting)) = (line.id, waiting) {
                         if state.pending.is_empty() {
                             state.busy_since = Some(now);
@@ -675,10 +675,10 @@ impl Peer {
             state.next_request_id()?
         };
         let envelope = Envelope { msg_type: msg_type.to_owned(), data, id: Some(id) };
-        let bytes = encode(shared.options.encoding, &envelope)?;
+        let line = encode(shared.options.encoding, envelope)?;
         let (reply, outcome) = oneshot::channel();
         let waiting = Waiting { reply, deadline, msg_type: msg_type.to_owned(), timeout, sent: false };
-        shared.queue(Line { bytes, id: Some(id) }, Some(waiting), msg_type, deadline, timeout).await?;
+        shared.queue(line, Some(waiting), msg_type, deadline, timeout).await?;
         Ok(Pending {
             shared: Arc::clone(shared),
             id,
@@ -703,7 +703,7 @@ impl Peer {
         let data = data.into();
         let encoding = self.options.encoding;
         check_encodable(encoding, msg_type, &data)?;
-        let bytes = encode(encoding, &Envelope { msg_type: msg_type.to_owned(), data, id: None })?;
+        let line = encode(encoding, Envelope { msg_type: msg_type.to_owned(), data, id: None })?;
         let timeout = self.options.timeout;
         let deadline = deadline_after(timeout);
         let shared = &self.keeper.generation(msg_type, deadline).await?;
@@ -711,7 +711,7 @@ impl Peer {
         let Ok(_turn) = timeout_at(deadline, shared.turn.lock()).await else {
             return Err(shared.options.not_sent(msg_type, timeout, true, true, 0));
         };
-        shared.queue(Line { bytes, id: None }, None, msg_type, deadline, timeout).await
+        shared.queue(line, None, msg_type, deadline, timeout).await
     }
 
     /// The child's unsolicited messages, as [`crate::Peer::take_messages`] describes them
@@ -1017,7 +1017,7 @@ async fn write_stdin(shared: Arc<Shared>, stdin: ChildStdin) {
     while let Some(batch) = next_batch(&shared).await {
         let mut written = Ok(());
         for line in &batch {
-            written = pipe.write_all(&line.bytes).await;
+            written = write_line(&mut pipe, line).await;
             if written.is_err() {
                 break;
             }
@@ -1032,6 +1032,25 @@ async fn write_stdin(shared: Arc<Shared>, stdin: ChildStdin) {
     drop(pipe);
     shared.lock().stdin_closed = true;
     shared.changed.notify_waiters();
+}
+
+/// Writes `line` whole: its pieces (big payloads) with vectored writes, never copied.
+async fn write_line(pipe: &mut BufWriter<ChildStdin>, line: &Line) -> io::Result<()> {
+    if line.pieces.is_empty() {
+        return pipe.write_all(&line.bytes).await;
+    }
+    let mut slices = line.io_slices();
+    let mut slices = &mut slices[..];
+    io::IoSlice::advance_slices(&mut slices, 0);
+    while !slices.is_empty() {
+        match pipe.write_vectored(slices).await {
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write the whole message")),
+            Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Waits for lines to write; `None` once there will be none.

@@ -1,0 +1,462 @@
+//! Big `bin` payloads written from where they are (`FrameOut`, one vectored write) instead of
+//! copied into the reply: by `serve` (the `bytes` echo borrows the request frame's buffer), by
+//! `Handlers` (a handler's bytes are moved in) and by both `Peer`s (a request's bytes are moved
+//! into the write queue). The bytes on the wire must stay exactly what the one-buffer encoder
+//! (`Envelope::encode_frame_into`) writes, at every `bin` size boundary, however the input is
+//! split and however little each write takes.
+#![cfg(target_os = "linux")]
+#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsFd;
+use std::process::Command;
+use std::time::Duration;
+
+use rust_ts_ipc::{
+    serve_with, Data, Encoding, Envelope, ErrorCode, FrameDecoder, FrameOut, Handlers, Packet, Peer, PeerOptions,
+    Responder, ResponderOptions, Services, StderrMode, MAX_SAFE_ID, SPLICE_MIN_BYTES,
+};
+use support::PATIENCE;
+
+/// Payload sizes at every `bin8`/`bin16`/`bin32` boundary and around the splice threshold.
+const SIZES: [usize; 11] =
+    [0, 1, 255, 256, 65_535, 65_536, 65_537, SPLICE_MIN_BYTES - 1, SPLICE_MIN_BYTES, SPLICE_MIN_BYTES + 1, 1 << 20];
+
+const IDS: [Option<u64>; 5] = [None, Some(0), Some(255), Some(65_536), Some(MAX_SAFE_ID)];
+
+/// `len` bytes of every value, offset by `seed` so that no two payloads are alike.
+fn payload(len: usize, seed: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i + seed) % 251) as u8).collect()
+}
+
+/// The frame the one-buffer encoder writes (the reference: unchanged by the splicing).
+fn frame_of(msg_type: &str, data: Data, id: Option<u64>) -> Vec<u8> {
+    Envelope { msg_type: msg_type.to_owned(), data, id }.to_frame().unwrap()
+}
+
+fn bytes_responder() -> Responder {
+    Responder::new(ResponderOptions { services: Services::ALL, exit_after: 0, ..Default::default() })
+}
+
+#[test]
+fn a_bytes_echo_is_the_one_buffer_encoders_bytes_at_every_bin_boundary_spliced_or_not() {
+    for (n, size) in SIZES.into_iter().enumerate() {
+        for id in IDS {
+            let data = payload(size, n);
+            let request = frame_of("bytes", Data::Bytes(data.clone()), id);
+            let want = frame_of("bytes", Data::Bytes(data.clone()), id);
+            let body = &request[4..];
+            let packet = Packet::Frame { number: 1, bytes: body };
+
+            let mut flat = Vec::new();
+            bytes_responder().handle_packet(packet, &mut flat);
+            assert_eq!(flat, want, "flat, {size} bytes, id {id:?}");
+
+            let mut buf = Vec::new();
+            let mut out = FrameOut::new(&mut buf);
+            bytes_responder().handle_packet_vectored(packet, &mut out);
+            assert_eq!(out.to_vec(), want, "vectored, {size} bytes, id {id:?}");
+            assert_eq!(out.has_pieces(), size >= SPLICE_MIN_BYTES, "{size} bytes");
+            drop(out);
+            if size >= SPLICE_MIN_BYTES {
+                assert!(buf.len() < 64, "the buffer holds the frame around the payload only: {} bytes", buf.len());
+            }
+
+            let envelope = Envelope { msg_type: "some type".to_owned(), data: Data::Bytes(data.clone()), id };
+            let mut buf = Vec::new();
+            let mut out = FrameOut::new(&mut buf);
+            envelope.clone().encode_frame_vectored(&mut out).unwrap();
+            assert_eq!(out.to_vec(), envelope.to_frame().unwrap(), "Envelope, {size} bytes, id {id:?}");
+        }
+    }
+}
+
+#[test]
+fn json_data_and_small_bytes_are_written_into_the_buffer_as_before() {
+    let json = Envelope::new("t", serde_json::json!({"a": [1, 2.5, "x"]})).with_id(7);
+    let mut buf = Vec::new();
+    let mut out = FrameOut::new(&mut buf);
+    json.clone().encode_frame_vectored(&mut out).unwrap();
+    assert!(!out.has_pieces());
+    drop(out);
+    assert_eq!(buf, json.to_frame().unwrap());
+}
+
+/// A reader that hands out its input `step` bytes at a time (the last piece shorter), and is
+/// interrupted (EINTR) before every fifth read.
+struct Trickle {
+    input: Vec<u8>,
+    at: usize,
+    steps: Vec<usize>,
+    reads: usize,
+}
+
+impl Trickle {
+    fn new(input: Vec<u8>, steps: &[usize]) -> Self {
+        Trickle { input, at: 0, steps: steps.to_vec(), reads: 0 }
+    }
+}
+
+impl Read for Trickle {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reads += 1;
+        if self.reads % 5 == 0 {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        let step = self.steps[self.reads % self.steps.len()];
+        let n = step.min(buf.len()).min(self.input.len() - self.at);
+        buf[..n].copy_from_slice(&self.input[self.at..self.at + n]);
+        self.at += n;
+        Ok(n)
+    }
+}
+
+/// A writer that takes at most `step` bytes per call, is interrupted every third call and
+/// counts its calls: what a nearly full pipe and signals do to a write.
+#[derive(Default)]
+struct Stingy {
+    out: Vec<u8>,
+    step: usize,
+    calls: usize,
+}
+
+impl Write for Stingy {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.calls += 1;
+        if self.calls % 3 == 0 {
+            return Err(io::Error::from(io::ErrorKind::Interrupted));
+        }
+        let mut left = self.step;
+        for b in bufs {
+            let take = b.len().min(left);
+            self.out.extend_from_slice(&b[..take]);
+            left -= take;
+            if left == 0 {
+                break;
+            }
+        }
+        Ok(self.step - left)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A stream of every kind of frame: bytes at the sizes given, a `data` message, one over the
+/// limit (skipped as it arrives), one that is not a map, bytes under `json`-only types, and a
+/// last frame cut short by the end of input.
+fn mixed_stream(sizes: &[usize], limit: usize) -> Vec<u8> {
+    let mut input = Vec::new();
+    for (i, &size) in sizes.iter().enumerate() {
+        input.extend(frame_of("bytes", Data::Bytes(payload(size, i)), Some(i as u64)));
+        if i == 1 {
+            input.extend(frame_of("data", Data::from("hi"), Some(100)));
+            input.extend(frame_of("bytes", Data::Bytes(payload(limit + 1, 9)), Some(101)));
+            input.extend([3, 0, 0, 0, 0x91, 0xa1, 0x78]);
+            input.extend(frame_of("markdown", Data::Bytes(payload(SPLICE_MIN_BYTES, 3)), Some(102)));
+        }
+    }
+    let cut = frame_of("bytes", Data::Bytes(payload(300, 1)), Some(103));
+    input.extend(&cut[..cut.len() - 10]);
+    input
+}
+
+/// What the responder answers to `input` given whole and answered into one buffer: the
+/// reference for every split and every writer.
+fn flat_answers(input: &[u8], limit: usize) -> Vec<u8> {
+    let mut responder = Responder::new(ResponderOptions {
+        services: Services::ALL,
+        exit_after: 0,
+        max_frame_bytes: limit,
+        ..Default::default()
+    });
+    let mut decoder = FrameDecoder::new(limit);
+    decoder.feed(input);
+    let mut out = Vec::new();
+    while let Some(packet) = decoder.next_packet() {
+        responder.handle_packet(packet, &mut out);
+    }
+    while let Some(packet) = decoder.finish() {
+        responder.handle_packet(packet, &mut out);
+    }
+    out
+}
+
+fn served(input: Vec<u8>, limit: usize, steps: &[usize], write_step: usize) -> (Vec<u8>, usize) {
+    let responder = Responder::new(ResponderOptions {
+        services: Services::ALL,
+        exit_after: 0,
+        max_frame_bytes: limit,
+        ..Default::default()
+    });
+    let mut writer = Stingy { step: write_step, ..Stingy::default() };
+    serve_with(responder, Encoding::Msgpack, Trickle::new(input, steps), &mut writer).unwrap();
+    (writer.out, writer.calls)
+}
+
+#[test]
+fn serve_writes_exactly_the_flat_answers_however_the_input_is_split_and_the_output_taken() {
+    let limit = 200 * 1024;
+    let input = mixed_stream(&[SPLICE_MIN_BYTES, 1 << 17, 0, 255, SPLICE_MIN_BYTES + 1, 65_536], limit);
+    let want = flat_answers(&input, limit);
+    // The references hold what they should: the echoes as the one-buffer encoder writes them.
+    let echo = frame_of("bytes", Data::Bytes(payload(1 << 17, 1)), Some(1));
+    assert!(want.windows(echo.len()).any(|w| w == echo.as_slice()));
+    let mut decoder = FrameDecoder::default();
+    decoder.feed(&want);
+    let mut errors = Vec::new();
+    while let Some(Packet::Frame { bytes, .. }) = decoder.next_packet() {
+        let reply = rust_ts_ipc::decode_msgpack_envelope(bytes).unwrap();
+        if reply.msg_type == "error" {
+            errors.push(reply.data.as_str().unwrap().chars().take(60).collect::<String>());
+        }
+    }
+    assert_eq!(
+        errors,
+        [
+            "frame 4: frame of 204831 bytes exceeds the 204800-byte limit",
+            "frame 5: not a map: `91a178`",
+            "frame 6: field `data` must be a string, got bytes: `83a86d73",
+            "frame 11: the stream ended inside the frame, after 318 of it",
+        ]
+    );
+    for (steps, write_step) in [
+        (&[1 << 20][..], 1 << 20),
+        (&[4096, 1, 65_536, 7][..], 3),
+        (&[65_536 + 3][..], 4096),
+        (&[5, 4, 3, 2, 1][..], 65_537),
+    ] {
+        let (got, calls) = served(input.clone(), limit, steps, write_step);
+        assert!(got == want, "reads of {steps:?}, writes of {write_step}: {} bytes, wanted {}", got.len(), want.len());
+        assert!(calls > 0);
+    }
+}
+
+#[test]
+fn serve_answers_a_small_stream_split_at_every_byte_boundary() {
+    let limit = 1000;
+    let input = mixed_stream(&[0, 1, 255, 256], limit);
+    let want = flat_answers(&input, limit);
+    for split in 0..=input.len() {
+        let steps = [split.max(1), input.len()];
+        let (got, _) = served(input.clone(), limit, &steps, 1 << 20);
+        assert_eq!(got, want, "split at {split}");
+    }
+}
+
+/// A big echo (frame head, the payload borrowed from the request, its id) goes out in one call.
+#[test]
+fn serve_writes_a_big_echo_with_one_vectored_write_call() {
+    let input = frame_of("bytes", Data::Bytes(payload(1 << 20, 0)), Some(1));
+    let want = flat_answers(&input, 16 << 20);
+    let mut writer = Stingy { step: usize::MAX, ..Stingy::default() };
+    serve_with(bytes_responder(), Encoding::Msgpack, Trickle::new(input, &[1 << 21]), &mut writer).unwrap();
+    assert_eq!(writer.out, want);
+    assert_eq!(writer.calls, 1, "the reply is written with one call");
+}
+
+#[test]
+fn a_handlers_bytes_are_moved_into_the_write_and_written_as_the_one_buffer_encoder_writes_them() {
+    for size in SIZES {
+        let mut service = Handlers::new().on("echo", |req| Ok::<_, String>(req.data));
+        let request = frame_of("echo", Data::Bytes(payload(size, 5)), Some(3));
+        let want = frame_of("echo", Data::Bytes(payload(size, 5)), Some(3));
+        let mut writer = Stingy { step: 4099, ..Stingy::default() };
+        serve_with(&mut service, Encoding::Msgpack, Trickle::new(request.clone(), &[4096]), &mut writer).unwrap();
+        assert_eq!(writer.out, want, "{size} bytes");
+        let mut flat = Vec::new();
+        service.answer_frame_body(&request[4..], &mut flat);
+        assert_eq!(flat, want, "{size} bytes, answer_frame_body");
+    }
+}
+
+/// `serve` to a real pipe of one page, drained a little at a time by a slow reader: every
+/// write blocks many times and the reader still gets every byte in order.
+#[test]
+fn serve_through_a_one_page_pipe_to_a_slow_reader_delivers_every_byte_in_order() {
+    use nix::fcntl::{fcntl, FcntlArg};
+    let input = mixed_stream(&[1 << 20, SPLICE_MIN_BYTES, 3], 200 * 1024);
+    let want = flat_answers(&input, 200 * 1024);
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let _ = fcntl(write_end.as_fd(), FcntlArg::F_SETPIPE_SZ(4096));
+    let reader = std::thread::spawn(move || {
+        let mut file = std::fs::File::from(read_end);
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1000];
+        loop {
+            match file.read(&mut buf).unwrap() {
+                0 => return got,
+                n => got.extend_from_slice(&buf[..n]),
+            }
+            if got.len() < 64 * 1024 {
+                std::thread::sleep(Duration::from_micros(50));
+            }
+        }
+    });
+    let responder = Responder::new(ResponderOptions {
+        services: Services::ALL,
+        exit_after: 0,
+        max_frame_bytes: 200 * 1024,
+        ..Default::default()
+    });
+    serve_with(responder, Encoding::Msgpack, Trickle::new(input, &[65_536]), std::fs::File::from(write_end)).unwrap();
+    let got = reader.join().unwrap();
+    assert!(got == want, "{} bytes, wanted {}", got.len(), want.len());
+}
+
+/// A reader that goes away in the middle of a big reply ends `serve` normally (BrokenPipe).
+#[test]
+fn serve_ends_normally_when_its_reader_goes_away_in_the_middle_of_a_big_reply() {
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut file = std::fs::File::from(read_end);
+        let mut buf = [0u8; 1000];
+        file.read_exact(&mut buf).unwrap();
+    });
+    let input = frame_of("bytes", Data::Bytes(payload(4 << 20, 0)), Some(1));
+    // SIGPIPE is ignored in Rust programs: the write fails with EPIPE instead.
+    let served = serve_with(
+        bytes_responder(),
+        Encoding::Msgpack,
+        Trickle::new(input, &[1 << 22]),
+        std::fs::File::from(write_end),
+    );
+    reader.join().unwrap();
+    assert!(served.is_ok(), "{served:?}");
+}
+
+// --- The peers ---------------------------------------------------------------------------
+
+fn msgpack() -> PeerOptions {
+    PeerOptions { encoding: Encoding::Msgpack, stderr: StderrMode::Discard, ..PeerOptions::default() }
+}
+
+/// What the peers must write for `messages`, in order: the one-buffer encoder's frames.
+fn expected_wire(messages: &[(Option<u64>, usize)]) -> Vec<u8> {
+    messages.iter().flat_map(|&(id, size)| frame_of("bytes", Data::Bytes(payload(size, size)), id)).collect()
+}
+
+fn wire_messages() -> Vec<(Option<u64>, usize)> {
+    // Requests get ids 1, 2, …; notifications (every third) none.
+    let mut id = 0;
+    SIZES
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| {
+            if i % 3 == 2 {
+                (None, size)
+            } else {
+                id += 1;
+                (Some(id), size)
+            }
+        })
+        .collect()
+}
+
+fn temp_file(name: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("rust-ts-ipc-vectored-{}-{name}", std::process::id()))
+}
+
+#[test]
+fn the_thread_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
+    let file = temp_file("thread");
+    let script = format!("cat > '{}'", file.display());
+    let peer = Peer::spawn(Command::new("sh").args(["-c", &script]), msgpack()).unwrap();
+    let messages = wire_messages();
+    let mut pending = Vec::new();
+    for &(id, size) in &messages {
+        let data = Data::Bytes(payload(size, size));
+        match id {
+            Some(_) => pending.push(peer.send("bytes", data).unwrap()),
+            None => peer.notify("bytes", data).unwrap(),
+        }
+    }
+    assert_eq!(pending.iter().map(|p| p.id()).collect::<Vec<_>>(), (1..=pending.len() as u64).collect::<Vec<_>>());
+    drop(pending);
+    peer.close().unwrap();
+    let wire = std::fs::read(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        wire == expected_wire(&messages),
+        "{} bytes written, wanted {}",
+        wire.len(),
+        expected_wire(&messages).len()
+    );
+}
+
+#[test]
+fn the_tokio_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
+    let file = temp_file("tokio");
+    let script = format!("cat > '{}'", file.display());
+    let messages = wire_messages();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let peer = rust_ts_ipc::tokio::Peer::spawn(Command::new("sh").args(["-c", &script]), msgpack()).unwrap();
+        let mut pending = Vec::new();
+        for &(id, size) in &messages {
+            let data = Data::Bytes(payload(size, size));
+            match id {
+                Some(_) => pending.push(peer.send("bytes", data).await.unwrap()),
+                None => peer.notify("bytes", data).await.unwrap(),
+            }
+        }
+        drop(pending);
+        peer.close().await.unwrap();
+    });
+    let wire = std::fs::read(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        wire == expected_wire(&messages),
+        "{} bytes written, wanted {}",
+        wire.len(),
+        expected_wire(&messages).len()
+    );
+}
+
+/// The 1 MiB round trip through `serve`: the request goes out spliced, the echo comes back
+/// spliced, and what arrives is the payload exactly.
+#[test]
+fn both_peers_round_trip_big_bytes_through_serve() {
+    let big = payload(1 << 20, 42);
+    let peer = Peer::spawn(Command::new(support::BIN).args(["serve", "--encoding", "msgpack"]), msgpack()).unwrap();
+    for _ in 0..3 {
+        let reply = peer.request("bytes", big.clone()).unwrap();
+        assert!(reply.data.as_bytes() == Some(&big[..]));
+    }
+    peer.close().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let peer = rust_ts_ipc::tokio::Peer::spawn(
+            Command::new(support::BIN).args(["serve", "--encoding", "msgpack"]),
+            msgpack(),
+        )
+        .unwrap();
+        for _ in 0..3 {
+            let reply = peer.request("bytes", big.clone()).await.unwrap();
+            assert!(reply.data.as_bytes() == Some(&big[..]));
+        }
+        peer.close().await.unwrap();
+    });
+}
+
+/// A child that dies after reading a little of a big request: the request fails as the death
+/// says (its stderr quoted), within the patience, and nothing hangs.
+#[test]
+fn a_child_killed_in_the_middle_of_a_big_write_fails_the_request_with_peer_exited() {
+    let script = "head -c 1000 > /dev/null; echo gone >&2; kill -9 $$";
+    let options = PeerOptions { timeout: PATIENCE, ..msgpack() };
+    let peer = Peer::spawn(Command::new("sh").args(["-c", script]), options).unwrap();
+    let error = peer.request("bytes", payload(8 << 20, 0)).unwrap_err();
+    assert_eq!(error.code(), ErrorCode::PeerExited, "{error}");
+    assert!(error.to_string().contains("killed by signal: 9 (SIGKILL)"), "{error}");
+    let later = peer.request("bytes", payload(SPLICE_MIN_BYTES, 0)).unwrap_err();
+    assert_eq!(later.code(), ErrorCode::PeerExited, "{later}");
+    let _ = peer.close();
+}
