@@ -7,6 +7,7 @@ import { describe, test } from 'node:test';
 
 import type { Budget } from '../bench/common.js';
 import { type InterleaveSide, roundRatio, timeInterleaved } from '../bench/measure.js';
+import { MIN_SPREAD_ROUNDS, roundsNote } from '../bench/report.js';
 
 const BUDGET: Budget = { warmMs: 1, measureMs: 60_000, minN: 10, maxN: 1_000_000, coldReps: 1 };
 
@@ -134,3 +135,21 @@ function median(s: Float64Array): number {
   const sorted = [...s].sort((x, y) => x - y);
   return sorted[Math.ceil(sorted.length / 2) - 1] ?? NaN;
 }
+
+describe('roundsNote (the report beside a goal ratio)', () => {
+  const rr = (rounds: number, median: number, q1: number, q3: number) => ({ pooled_p50: median, rounds, median, q1, q3, min: q1, max: q3 });
+
+  test('prints the per-round median and its interquartile range when there are enough rounds for one', () => {
+    assert.equal(roundsNote(rr(24, 1.0234, 0.981, 1.049)), '; interleaved, 24 rounds: per round 1.02× (IQR 0.98–1.05×)');
+    assert.equal(roundsNote(rr(MIN_SPREAD_ROUNDS, 1.5, 1.4, 1.6)), `; interleaved, ${MIN_SPREAD_ROUNDS} rounds: per round 1.50× (IQR 1.40–1.60×)`);
+  });
+
+  test('claims no spread from fewer rounds: one round is the pooled ratio again, with an IQR of zero width', () => {
+    assert.equal(roundsNote(rr(1, 2.2586, 2.2586, 2.2586)), '; interleaved, 1 round (too few for a per-round spread)');
+    assert.equal(roundsNote(rr(MIN_SPREAD_ROUNDS - 1, 1.1, 1.0, 1.2)), `; interleaved, ${MIN_SPREAD_ROUNDS - 1} rounds (too few for a per-round spread)`);
+  });
+
+  test('says nothing for a record measured alone', () => {
+    assert.equal(roundsNote(undefined), '');
+  });
+});
