@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 
 import type { Budget } from '../bench/common.js';
-import { INTERLEAVE_LEAD, type InterleaveSide, roundRatio, timeInterleaved } from '../bench/measure.js';
+import { INTERLEAVE_LEAD, type InterleaveSide, roundRatio, type RunOut, syncSide, timeInterleaved, windowSide } from '../bench/measure.js';
 import { MIN_SPREAD_ROUNDS, roundsNote } from '../bench/report.js';
 
 const BUDGET: Budget = { warmMs: 1, measureMs: 60_000, minN: 10, maxN: 1_000_000, coldReps: 1 };
@@ -146,6 +146,47 @@ describe('timeInterleaved', () => {
         [1, 3000],
       ],
     );
+  });
+});
+
+describe('the sides of the bench paths', () => {
+  test('a window-1 side runs its lead and its block as one closed run and measures only the block', async () => {
+    const runs: number[] = [];
+    const run = async (count: number): Promise<RunOut> => {
+      runs.push(count);
+      // Message i takes 100 + i ns; 7 ns more in the run as a whole (the gaps between messages).
+      const latencies = Float64Array.from({ length: count }, (_, i) => 100 + i);
+      return { latencies, elapsedNs: latencies.reduce((t, x) => t + x, 0) + 7 };
+    };
+    const b = await windowSide(BUDGET, run).block(3, 4);
+    assert.deepEqual(runs, [7]);
+    assert.deepEqual([...b.samples], [104, 105, 106]);
+    assert.deepEqual([b.elapsedNs, b.calls, b.leadCalls], [104 + 105 + 106 + 7, 3, 4]);
+  });
+
+  test('a synchronous side makes and checks its lead batches but times only the block', async () => {
+    const calls: number[] = [];
+    let next = 0;
+    const side = syncSide(BUDGET, {
+      run: (n, out: number[]) => {
+        calls.push(n);
+        for (let j = 0; j < n; j++) out[j] = next++;
+      },
+      check: (r, j) => r >= 0 && j >= 0,
+      show: String,
+    });
+    const batch = side.batch();
+    const b = await side.block(2, 3);
+    assert.deepEqual(calls, [batch, batch, batch, batch, batch]);
+    assert.deepEqual([b.samples.length, b.calls, b.leadCalls], [2, 2 * batch, 3 * batch]);
+    const failing = syncSide(BUDGET, {
+      run: (n, out: number[]) => {
+        for (let j = 0; j < n; j++) out[j] = -1;
+      },
+      check: (r) => r >= 0,
+      show: String,
+    });
+    await assert.rejects(failing.block(2, 1), /wrong result: -1/);
   });
 });
 
