@@ -258,27 +258,35 @@ export function syncRecord(
 
 // ---------------------------------------------------------------- interleaved measurement
 
-/** Unmeasured samples' worth of calls (one batch, or one message) that open every block of an
- * interleaved measurement: the first call after another path's block may find cold caches or a
- * sleeping child, which a measurement of one path at a time never sees. Counted as warm-up. */
-export const INTERLEAVE_LEAD = 1;
+/** Unmeasured samples' worth of calls (batches, or messages) that open every visit of an
+ * interleaved measurement, in the same stretch of calls as the measured ones (one closed run):
+ * the first calls after another path's block find cold caches or a child that slept and that
+ * the scheduler may have moved, and the first messages of any closed run are slower (its child
+ * slept in the gap before it), which a measurement of one path in one run never sees. With the
+ * bench's pipe paths (64 B to 64 KiB) a visit's first message ran 1.2–3.9× the settled p50 and
+ * the next three up to +33 %, +12 %, +8 %; a lead run of its own did not help (the measured
+ * run's first message still ran 1.2–1.75×). Counted as warm-up. */
+export const INTERLEAVE_LEAD = 4;
 /** Rounds of an interleaved measurement at most, and the fewest samples a block holds (where
  * there are too few samples for that, fewer rounds). */
 export const MAX_ROUNDS = 24;
 const MIN_BLOCK = 4;
 
-/** One block of samples of one side. */
+/** One visit of one side: its measured samples (the lead's left out), the time and calls they
+ * took, and the calls of the unmeasured lead before them. */
 interface Block {
   samples: Float64Array;
   elapsedNs: number;
   calls: number;
+  leadCalls: number;
 }
 
 /** One path of an interleaved measurement: its warm-up (calls spent, samples wanted) and a
- * measured block of `k` samples. */
+ * visit: `lead` unmeasured samples' worth of calls, then `k` measured samples, without a break
+ * between them. */
 export interface InterleaveSide {
   warm: () => Promise<{ warmup: number; n: number }>;
-  block: (k: number) => Promise<Block>;
+  block: (k: number, lead: number) => Promise<Block>;
   /** Calls per sample (1 but for batched synchronous sides). */
   batch: () => number;
 }
@@ -301,7 +309,11 @@ export function syncSide<R>(budget: Budget, body: SyncBody<R>): InterleaveSide {
       batch = w.batch;
       return { warmup: w.warmup, n: w.n };
     },
-    block: async (k) => {
+    block: async (k, lead) => {
+      for (let i = 0; i < lead; i++) {
+        body.run(batch, out);
+        verify(batch);
+      }
       const samples = new Float64Array(k);
       let elapsedNs = 0;
       for (let i = 0; i < k; i++) {
@@ -312,20 +324,24 @@ export function syncSide<R>(budget: Budget, body: SyncBody<R>): InterleaveSide {
         samples[i] = dt / batch;
         verify(batch);
       }
-      return { samples, elapsedNs, calls: k * batch };
+      return { samples, elapsedNs, calls: k * batch, leadCalls: lead * batch };
     },
     batch: () => batch,
   };
 }
 
-/** A window-1 closed run as a side: `timeWindowed`'s warm-up, then runs of `k` messages. (Only
- * window 1: a block of a deeper window would add its fill and drain to every block.) */
+/** A window-1 closed run as a side: `timeWindowed`'s warm-up, then a run of `lead + k` messages
+ * a visit, the first `lead` unmeasured. (Only window 1: a visit of a deeper window would add its
+ * fill and drain to every visit.) The measured messages' time is the run's less its lead's
+ * latencies: at window 1 each message is sent as the previous reply is read. */
 export function windowSide(budget: Budget, run: (count: number) => Promise<RunOut>): InterleaveSide {
   return {
     warm: () => warmWindowed(budget, 1, run),
-    block: async (k) => {
-      const r = await run(k);
-      return { samples: r.latencies, elapsedNs: r.elapsedNs, calls: k };
+    block: async (k, lead) => {
+      const r = await run(lead + k);
+      let leadNs = 0;
+      for (let i = 0; i < lead; i++) leadNs += r.latencies[i] ?? 0;
+      return { samples: r.latencies.slice(lead), elapsedNs: r.elapsedNs - leadNs, calls: k, leadCalls: lead };
     },
     batch: () => 1,
   };
@@ -336,8 +352,8 @@ export function windowSide(budget: Budget, run: (count: number) => Promise<RunOu
  * scheduler puts the processes) falls on all of them alike instead of on whichever was measured
  * at a worse moment. Each side warms up as it would alone and wants the same number of samples;
  * then `R` rounds each visit every side twice in mirrored order (A B C C B A: linear drift over
- * a round weighs every side equally), each visit one unmeasured lead sample and 1/(2R) of the
- * side's samples. Every measured sample is kept. The measurement stops early only at the end of
+ * a round weighs every side equally), each visit `INTERLEAVE_LEAD` unmeasured samples and then,
+ * in the same run, 1/(2R) of the side's samples. Every measured sample is kept. The measurement stops early only at the end of
  * a round, once twice the sides' summed budget has passed and every side has `minN` samples.
  *
  * A side that throws is handed to `failed` and left out of the remaining rounds; the others go on.
@@ -375,11 +391,9 @@ export async function timeInterleaved(
     for (const i of order) {
       const side = sides[i];
       if (side === undefined || !alive[i]) continue;
-      const lead = await guard(i, () => side.block(INTERLEAVE_LEAD));
-      if (lead === undefined) continue;
-      leads[i] = (leads[i] ?? 0) + lead.calls;
-      const b = await guard(i, () => side.block(perVisit[i] ?? 1));
+      const b = await guard(i, () => side.block(perVisit[i] ?? 1, INTERLEAVE_LEAD));
       if (b === undefined) continue;
+      leads[i] = (leads[i] ?? 0) + b.leadCalls;
       ((blocks[i] ??= [])[done] ??= []).push(b);
       taken[i] = (taken[i] ?? 0) + b.samples.length;
     }

@@ -6,8 +6,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 
-import { MAX_ROUNDS } from './measure.js';
-import type { ColdStartRecord, Pass, Results, RssRecord, TimingRecord } from './schema.js';
+import { INTERLEAVE_LEAD, MAX_ROUNDS } from './measure.js';
+import type { ColdStartRecord, Pass, Results, RoundRatio, RssRecord, TimingRecord } from './schema.js';
 import { fmtCount, fmtNs, fmtSize, fmtTickCount, fmtTickNs } from './stats.js';
 import { lineChart, type Series, stackedBars, type StackedGroup } from './svg.js';
 
@@ -113,10 +113,21 @@ const ns = (x: number): string => (Number.isFinite(x) ? fmtNs(x) : '—');
 /** How certain a ratio of two interleaved paths is: `; interleaved, R rounds: per round 1.02× (IQR 0.98–1.05×)`, when the
  * record of `a` at `size` (window 1) carries its round-by-round ratio to `b`; '' otherwise. */
 function rounds(v: View, pass: Pass, a: string, b: string, size: number): string {
-  const rr = v.get(pass, a, size)?.interleaved?.ratio_to?.[b];
+  return roundsNote(v.get(pass, a, size)?.interleaved?.ratio_to?.[b]);
+}
+
+/** Fewer rounds than this give no per-round spread worth printing (one round is the pooled ratio
+ * again, its IQR of zero width). */
+export const MIN_SPREAD_ROUNDS = 4;
+
+/** The text `rounds` appends for one round-by-round ratio ('' for none); with fewer than
+ * `MIN_SPREAD_ROUNDS` rounds only their count, not a median and IQR that would look certain. */
+export function roundsNote(rr: RoundRatio | undefined): string {
   if (rr === undefined) return '';
+  const head = `; interleaved, ${rr.rounds} round${rr.rounds === 1 ? '' : 's'}`;
+  if (rr.rounds < MIN_SPREAD_ROUNDS) return `${head} (too few for a per-round spread)`;
   const x = (r: number): string => r.toFixed(2);
-  return `; interleaved, ${rr.rounds} round${rr.rounds === 1 ? '' : 's'}: per round ${x(rr.median)}× (IQR ${x(rr.q1)}–${x(rr.q3)}×)`;
+  return `${head}: per round ${x(rr.median)}× (IQR ${x(rr.q1)}–${x(rr.q3)}×)`;
 }
 
 const PASS_TEXT: Record<Pass, string> = { unpinned: 'unpinned', pinned: 'pinned (taskset -c 0)' };
@@ -386,7 +397,7 @@ function markdown(v: View, charts: Record<Pass, string[]>): string {
     '- Latency is per message: from the moment the parent starts producing request *i* to the read that completes reply *i*. Percentiles are exact nearest-rank values over every sample (no histogram bucketing). Calls under ~4 µs are timed in batches (`batch` in the JSON) and each sample is a batch mean, so the clock read stays ~1% of a sample.',
     '- Pipe parents do no JSON themselves (requests are precomputed text, replies are compared as bytes), so a path minus its floor is the far side\'s cost; a JSON-using client adds `cost.js-json` (table below) on top, the same for the FFI string API.',
     '- Each measurement warms up first (runs of doubling length), then runs for a fixed time budget; window × payload above 64 MiB in flight is not run.',
-    `- The paths the goals compare at window 1 are measured interleaved, not one after the other, so that drift between two measurements (other load, CPU frequency, where the scheduler put the processes) does not land in their ratio: the Node-parent pipe paths (\`floor.node-cat\`, \`pipe.node-rust\`, \`lib.pipe\`, \`enc.pipe-msgpack\`, \`bytes.pipe\`, \`floor.node-cat-frame\`) as one group, \`ffi.handle\`, \`lib.inproc-sync\` and \`enc.ffi-msgpack\` as another. Each path warms up as it would alone; then up to ${MAX_ROUNDS} rounds visit every path twice in mirrored order (A B C … C B A, so linear drift over a round weighs on all alike), each visit one unmeasured lead message (or batch) and a short block, until each path has the samples it would have had alone. Every measured sample is kept and pooled per path: the p50s and goal ratios are those of all samples; beside a goal, “per round” is the median of the ratios of each round’s p50s, with their interquartile range, how much the ratio moved during the run.`,
+    `- The paths the goals compare at window 1 are measured interleaved, not one after the other, so that drift between two measurements (other load, CPU frequency, where the scheduler put the processes) does not land in their ratio: the Node-parent pipe paths (\`floor.node-cat\`, \`pipe.node-rust\`, \`lib.pipe\`, \`enc.pipe-msgpack\`, \`bytes.pipe\`, \`floor.node-cat-frame\`) as one group, \`ffi.handle\`, \`lib.inproc-sync\` and \`enc.ffi-msgpack\` as another. Each path warms up as it would alone; then up to ${MAX_ROUNDS} rounds visit every path twice in mirrored order (A B C … C B A, so linear drift over a round weighs on all alike), each visit one closed run of ${INTERLEAVE_LEAD} unmeasured lead messages (or batches: the first calls after a switch of paths, and of any run, are slower) and a short block, until each path has the samples it would have had alone. Every measured sample is kept and pooled per path: the p50s and goal ratios are those of all samples; beside a goal, “per round” is the median of the ratios of each round’s p50s, with their interquartile range, how much the ratio moved during the run (not printed under ${MIN_SPREAD_ROUNDS} rounds, where it would show no spread only for want of rounds).`,
     '- The library paths (`lib.*`) send the same request through the `Peer` API and check each reply’s data and id; the raw paths send prebuilt text, so the library’s goals add the JSON work a client does anyway (`cost.js-json`). `markdown.*` renders deterministic README-like documents (the record’s payload is the document’s size): every Rust path is checked against one reference HTML (the addon’s), markdown-it against its own first result — its HTML differs from pulldown-cmark’s in details (both are CommonMark).',
     '- The pinned pass runs the driver, its children and the Rust bench under `taskset -c 0`: parent and child share one CPU, which removes cross-CPU wake-ups (large on small VMs) but serialises the two sides.',
     '',
