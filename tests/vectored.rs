@@ -364,6 +364,16 @@ fn temp_file(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("rust-ts-ipc-vectored-{}-{name}", std::process::id()))
 }
 
+/// Waits until `cat` has put `len` bytes into `file` (or 60 s pass): `close()` does not write
+/// requests still queued, so a test that compares every byte on the wire must let the writer
+/// finish first — under load it may still be writing when the last `send` returns.
+fn wait_for_len(file: &std::path::Path, len: usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::fs::metadata(file).map_or(0, |m| m.len()) < len as u64 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn the_thread_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
     let file = temp_file("thread");
@@ -379,6 +389,7 @@ fn the_thread_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
         }
     }
     assert_eq!(pending.iter().map(|p| p.id()).collect::<Vec<_>>(), (1..=pending.len() as u64).collect::<Vec<_>>());
+    wait_for_len(&file, expected_wire(&messages).len());
     drop(pending);
     peer.close().unwrap();
     let wire = std::fs::read(&file).unwrap();
@@ -407,6 +418,9 @@ fn the_tokio_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
                 None => peer.notify("bytes", data).await.unwrap(),
             }
         }
+        let expected = expected_wire(&messages).len();
+        let waited = file.clone();
+        tokio::task::spawn_blocking(move || wait_for_len(&waited, expected)).await.unwrap();
         drop(pending);
         peer.close().await.unwrap();
     });
