@@ -354,3 +354,122 @@ fn serve_into_a_full_buffer_says_what_the_one_buffer_write_said() {
         assert_eq!(text.as_deref(), Some("writing stdout: failed to write whole buffer"), "{size} bytes");
     }
 }
+
+/// Whether the peer's writer has taken all `n` lines off its queue (`close` drops the
+/// requests' lines still queued).
+fn all_taken(stats: rust_ts_ipc::PeerStats, n: usize) -> bool {
+    stats.requests + stats.notifications >= n as u64
+}
+
+/// The frames in `wire`, each whole (a frame cut or interleaved with another fails to parse
+/// or to match), sorted: a multiset to compare with what was sent.
+fn sorted_frames(wire: &[u8]) -> Vec<Vec<u8>> {
+    let mut decoder = FrameDecoder::new(64 << 20);
+    decoder.feed(wire);
+    let mut frames = Vec::new();
+    while let Some(packet) = decoder.next_packet() {
+        match packet {
+            rust_ts_ipc::Packet::Frame { bytes, .. } => {
+                frames.push([&(bytes.len() as u32).to_le_bytes()[..], bytes].concat());
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(decoder.finish().is_none(), "the wire ends with a whole frame");
+    frames.sort();
+    frames
+}
+
+/// Four threads send big and small bytes at once through one thread peer: every frame
+/// reaches the child whole, none cut by or mixed with another's.
+#[test]
+fn thread_peer_concurrent_senders_of_big_and_small_bytes_put_whole_frames_on_the_wire() {
+    let file = std::env::temp_dir().join(format!("rust-ts-ipc-vectored-faults-{}", std::process::id()));
+    let script = format!("sleep 0.2; cat > '{}'", file.display());
+    let peer = Arc::new(Peer::spawn(Command::new("sh").args(["-c", &script]), msgpack()).unwrap());
+    let sent: Vec<Vec<Vec<u8>>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let peer = Arc::clone(&peer);
+                scope.spawn(move || {
+                    let mut rng = Rng(t + 1);
+                    let mut frames = Vec::new();
+                    for i in 0..25 {
+                        let data = payload(EDGE[rng.below(EDGE.len())], (t * 100 + i) as usize);
+                        if rng.below(3) == 0 {
+                            peer.notify("bytes", data.clone()).unwrap();
+                            frames.push(frame_of("bytes", Data::Bytes(data), None));
+                        } else {
+                            let pending = peer.send("bytes", data.clone()).unwrap();
+                            frames.push(frame_of("bytes", Data::Bytes(data), Some(pending.id())));
+                        }
+                    }
+                    frames
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let since = std::time::Instant::now();
+    while !all_taken(peer.stats(), 100) {
+        assert!(since.elapsed() < support::PATIENCE, "the writer took {:?}", peer.stats());
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Arc::try_unwrap(peer).ok().unwrap().close().unwrap();
+    let wire = std::fs::read(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    let mut want: Vec<Vec<u8>> = sent.into_iter().flatten().collect();
+    want.sort();
+    let got = sorted_frames(&wire);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the frames on the wire are the frames sent");
+}
+
+/// The same with four tasks on one tokio peer.
+#[test]
+fn tokio_peer_concurrent_senders_of_big_and_small_bytes_put_whole_frames_on_the_wire() {
+    let file = std::env::temp_dir().join(format!("rust-ts-ipc-vectored-faults-tokio-{}", std::process::id()));
+    let script = format!("sleep 0.2; cat > '{}'", file.display());
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut want: Vec<Vec<u8>> = runtime.block_on(async {
+        let peer =
+            Arc::new(rust_ts_ipc::tokio::Peer::spawn(Command::new("sh").args(["-c", &script]), msgpack()).unwrap());
+        let workers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let peer = Arc::clone(&peer);
+                tokio::spawn(async move {
+                    let mut rng = Rng(t + 11);
+                    let mut frames = Vec::new();
+                    for i in 0..25 {
+                        let data = payload(EDGE[rng.below(EDGE.len())], (t * 100 + i) as usize);
+                        if rng.below(3) == 0 {
+                            peer.notify("bytes", data.clone()).await.unwrap();
+                            frames.push(frame_of("bytes", Data::Bytes(data), None));
+                        } else {
+                            let pending = peer.send("bytes", data.clone()).await.unwrap();
+                            frames.push(frame_of("bytes", Data::Bytes(data), Some(pending.id())));
+                        }
+                    }
+                    frames
+                })
+            })
+            .collect();
+        let mut sent = Vec::new();
+        for w in workers {
+            sent.extend(w.await.unwrap());
+        }
+        let since = std::time::Instant::now();
+        while !all_taken(peer.stats(), sent.len()) {
+            assert!(since.elapsed() < support::PATIENCE, "the writer took {:?}", peer.stats());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        peer.close().await.unwrap();
+        sent
+    });
+    let wire = std::fs::read(&file).unwrap();
+    let _ = std::fs::remove_file(&file);
+    want.sort();
+    let got = sorted_frames(&wire);
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the frames on the wire are the frames sent");
+}
