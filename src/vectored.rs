@@ -164,7 +164,9 @@ impl<'o, 'p> FrameOut<'o, 'p> {
 /// Writes every byte of `slices` to `output`, in order, with as few `write_vectored` calls as
 /// it takes: a call that writes part of the list (a pipe with less room, a signal) is followed
 /// by one for the rest; `Interrupted` is retried; a call that writes nothing is a `WriteZero`
-/// error. At most 1024 slices go to one call (`IOV_MAX`). `slices` is consumed (advanced).
+/// error with [`Write::write_all`]'s text ("failed to write whole buffer"), so that a reply
+/// fails as it did when written from one buffer. At most 1024 slices go to one call
+/// (`IOV_MAX`). `slices` is consumed (advanced).
 ///
 /// # Errors
 /// What `write_vectored` returned other than `Interrupted`, or `WriteZero`.
@@ -173,7 +175,8 @@ pub fn write_all_vectored(output: &mut impl Write, mut slices: &mut [IoSlice<'_>
     while !slices.is_empty() {
         let window = slices.len().min(MAX_SLICES);
         match output.write_vectored(&slices[..window]) {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write the whole reply")),
+            // `write_all`'s words: the error reads as the one-buffer write's did.
+            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write whole buffer")),
             Ok(n) => IoSlice::advance_slices(&mut slices, n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
@@ -318,6 +321,12 @@ mod tests {
         let data = [1u8, 2, 3];
         let kind = |r: io::Result<()>| r.err().map(|e| e.kind());
         assert_eq!(kind(write_all_vectored(&mut Zero, &mut [IoSlice::new(&data)])), Some(io::ErrorKind::WriteZero));
+        let text = |r: io::Result<()>| r.err().map(|e| e.to_string());
+        assert_eq!(
+            text(write_all_vectored(&mut Zero, &mut [IoSlice::new(&data)])),
+            text(Zero.write_all(&data)),
+            "the words of the one-buffer write's error"
+        );
         assert_eq!(kind(write_all_vectored(&mut Broken, &mut [IoSlice::new(&data)])), Some(io::ErrorKind::BrokenPipe));
         assert_eq!(kind(write_all_vectored(&mut Zero, &mut [])), None, "nothing to write writes nothing");
     }

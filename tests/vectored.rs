@@ -364,20 +364,23 @@ fn temp_file(name: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("rust-ts-ipc-vectored-{}-{name}", std::process::id()))
 }
 
-/// Waits until `cat` has put `len` bytes into `file` (or 60 s pass): `close()` does not write
-/// requests still queued, so a test that compares every byte on the wire must let the writer
-/// finish first — under load it may still be writing when the last `send` returns.
-fn wait_for_len(file: &std::path::Path, len: usize) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while std::fs::metadata(file).map_or(0, |m| m.len()) < len as u64 && std::time::Instant::now() < deadline {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+/// A child that starts reading a moment late, then copies its stdin to `file`: the writer
+/// meets a full pipe and writes the big frames in parts.
+fn late_cat(file: &std::path::Path) -> String {
+    format!("sleep 0.3; cat > '{}'", file.display())
+}
+
+/// Whether the peer's writer has taken all `n` lines (requests and notifications) off its
+/// queue: `close` fails the requests still queued and drops their lines, so a test of what
+/// reaches the wire must wait for this before it closes.
+fn all_taken(stats: rust_ts_ipc::PeerStats, n: usize) -> bool {
+    stats.requests + stats.notifications >= n as u64
 }
 
 #[test]
 fn the_thread_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
     let file = temp_file("thread");
-    let script = format!("cat > '{}'", file.display());
+    let script = late_cat(&file);
     let peer = Peer::spawn(Command::new("sh").args(["-c", &script]), msgpack()).unwrap();
     let messages = wire_messages();
     let mut pending = Vec::new();
@@ -389,7 +392,11 @@ fn the_thread_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
         }
     }
     assert_eq!(pending.iter().map(|p| p.id()).collect::<Vec<_>>(), (1..=pending.len() as u64).collect::<Vec<_>>());
-    wait_for_len(&file, expected_wire(&messages).len());
+    let since = std::time::Instant::now();
+    while !all_taken(peer.stats(), messages.len()) {
+        assert!(since.elapsed() < PATIENCE, "the writer took {:?} of {} lines", peer.stats(), messages.len());
+        std::thread::sleep(Duration::from_millis(5));
+    }
     drop(pending);
     peer.close().unwrap();
     let wire = std::fs::read(&file).unwrap();
@@ -405,7 +412,7 @@ fn the_thread_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
 #[test]
 fn the_tokio_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
     let file = temp_file("tokio");
-    let script = format!("cat > '{}'", file.display());
+    let script = late_cat(&file);
     let messages = wire_messages();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
     runtime.block_on(async {
@@ -418,9 +425,11 @@ fn the_tokio_peer_writes_big_bytes_exactly_as_the_one_buffer_encoder_did() {
                 None => peer.notify("bytes", data).await.unwrap(),
             }
         }
-        let expected = expected_wire(&messages).len();
-        let waited = file.clone();
-        tokio::task::spawn_blocking(move || wait_for_len(&waited, expected)).await.unwrap();
+        let since = std::time::Instant::now();
+        while !all_taken(peer.stats(), messages.len()) {
+            assert!(since.elapsed() < PATIENCE, "the writer took {:?} of {} lines", peer.stats(), messages.len());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         drop(pending);
         peer.close().await.unwrap();
     });

@@ -1044,7 +1044,8 @@ async fn write_line(pipe: &mut BufWriter<ChildStdin>, line: &Line) -> io::Result
     io::IoSlice::advance_slices(&mut slices, 0);
     while !slices.is_empty() {
         match pipe.write_vectored(slices).await {
-            Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "failed to write the whole message")),
+            // What tokio's `write_all` returns then: the error reads as an unspliced line's.
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => io::IoSlice::advance_slices(&mut slices, n),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
