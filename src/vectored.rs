@@ -115,11 +115,14 @@ impl<'o, 'p> FrameOut<'o, 'p> {
         let mut slices = Vec::with_capacity(2 * self.pieces.len() + 1);
         let mut at = 0;
         for (end, piece) in &self.pieces {
-            if *end > at {
-                slices.push(IoSlice::new(&self.buf[at..*end]));
+            // A service that broke `buf`'s contract (removed bytes from before a piece) gets
+            // the bytes that are left, in order, not a panic in the serve loop.
+            let end = (*end).clamp(at, self.buf.len().max(at));
+            if end > at {
+                slices.push(IoSlice::new(&self.buf[at..end]));
             }
             slices.push(IoSlice::new(piece.bytes()));
-            at = *end;
+            at = end;
         }
         if self.buf.len() > at {
             slices.push(IoSlice::new(&self.buf[at..]));
@@ -188,6 +191,20 @@ pub fn write_all_vectored(output: &mut impl Write, mut slices: &mut [IoSlice<'_>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_removed_from_before_a_piece_give_what_is_left_in_order_not_a_panic() {
+        let big = vec![7u8; SPLICE_MIN_BYTES];
+        let mut buf = Vec::new();
+        let mut out = FrameOut::new(&mut buf);
+        out.buf().extend_from_slice(b"head");
+        out.borrow(&big);
+        out.buf().extend_from_slice(b"tail");
+        out.buf().truncate(2);
+        let mut want = b"he".to_vec();
+        want.extend_from_slice(&big);
+        assert!(out.to_vec() == want);
+    }
 
     /// A writer that takes at most `step` bytes per call and at most `slices` slices, and is
     /// interrupted every third call: what a full pipe and signals do to a write.
