@@ -279,8 +279,11 @@ const VECTORED_PIECE_BYTES = 16 * 1024;
 /**
  * Stdin as a socket that reads with `onread` into the buffers `buffer()` gives (the next read's
  * target, asked again after each read) and hands each count of bytes read to `callback`;
- * undefined where fd 0 is not a pipe or a socket (a file, a TTY, closed), or on Windows: then
- * `process.stdin` serves. `process.stdin` is not created (nothing else must read fd 0).
+ * undefined where fd 0 is not a pipe or a socket (a file, a TTY, closed), where something
+ * already reads it, or on Windows: then `process.stdin` serves. The socket becomes
+ * `process.stdin` from then on: Node's own would open a second handle on fd 0, which libuv
+ * refuses (`open EEXIST`, thrown by the getter), so code that looks at `process.stdin.isTTY`
+ * or waits for its 'end' gets this one (it must not read from it).
  */
 function stdinReader(buffer: () => Buffer, callback: (n: number) => void): Readable | undefined {
   if (process.platform === 'win32') return undefined;
@@ -302,7 +305,9 @@ function stdinReader(buffer: () => Buffer, callback: (n: number) => void): Reada
         },
       },
     };
-    return new Socket(options);
+    const socket = Object.assign(new Socket(options), { fd: 0 });
+    Object.defineProperty(process, 'stdin', { configurable: true, enumerable: true, get: () => socket });
+    return socket;
   } catch {
     return undefined;
   }

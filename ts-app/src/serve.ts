@@ -59,8 +59,9 @@ export interface ServeOptions {
   maxConcurrent?: number;
   /**
    * Where requests come from. Default stdin: under msgpack, when fd 0 is a pipe or a socket,
-   * read by a socket of `serveStdio`'s own straight into the frames (`process.stdin` is not
-   * used, and nothing else may read stdin meanwhile); otherwise `process.stdin`.
+   * read by a socket of `serveStdio`'s own straight into the frames, which becomes
+   * `process.stdin` (nothing else may read from it meanwhile; a `process.stdin` taken before
+   * is not the one reading); otherwise `process.stdin`.
    */
   input?: Readable;
   /** Where replies go (protocol only: log to stderr). Default `process.stdout`. */

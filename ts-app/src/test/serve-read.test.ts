@@ -191,6 +191,15 @@ describe('serveStdio reading a stdin pipe straight into its frames', () => {
     }
   });
 
+  test('process.stdin stays usable while serving: its fd is 0 and its end event fires', async () => {
+    const r = await converse(SERVICE, [], [
+      Buffer.concat([req('stdin_fd', null, 1), req('watch_stdin_end', null, 2)]),
+      req('echo', pattern(100_000, 7), 3),
+    ]);
+    assertReplies(r.stdout, [req('stdin_fd', 0, 1), req('watch_stdin_end', true, 2), req('echo', pattern(100_000, 7), 3)]);
+    assert.deepEqual([r.stderr, r.code], ['stdin ended\nserved\n', 0]);
+  });
+
   test('main.js answers the same bytes whether its stdin is a pipe or a file', async () => {
     const input = Buffer.concat([
       req('greeting', 'hi', 1),
