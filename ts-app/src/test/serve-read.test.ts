@@ -200,6 +200,38 @@ describe('serveStdio reading a stdin pipe straight into its frames', () => {
     assert.deepEqual([r.stderr, r.code], ['stdin ended\nserved\n', 0]);
   });
 
+  test("serveStdio in a worker thread reads the worker's stdin, not the process's fd 0", async () => {
+    const serve = new URL('../serve.js', import.meta.url).href;
+    // A process whose worker serves its `process.stdin` (fed by the process); the process
+    // prints the first reply the worker writes, and stops it.
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const w = new Worker(\`import(\${JSON.stringify(${JSON.stringify(serve)})}).then(({ serveStdio }) =>
+        serveStdio({ echo: (d) => d }, { encoding: 'msgpack' }))\`, { eval: true, stdin: true, stdout: true });
+      let out = Buffer.alloc(0);
+      w.stdout.on('data', (b) => {
+        out = Buffer.concat([out, b]);
+        if (out.length >= 4 && out.length >= 4 + out.readUInt32LE(0)) w.terminate();
+      });
+      w.stdin.end(Buffer.from(process.argv[1], 'hex'));
+      w.on('exit', () => process.stdout.write(out));`;
+    const child = spawn(process.execPath, ['-e', script, req('echo', 'from the worker stdin', 1).toString('hex')], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    try {
+      const out: Buffer[] = [];
+      child.stdout.on('data', (b: Buffer) => out.push(b));
+      // The process's own stdin carries another request, which nobody should read.
+      child.stdin.on('error', () => {});
+      child.stdin.end(req('echo', 'from the process stdin', 2));
+      const code = await new Promise((resolve) => child.on('close', resolve));
+      assertReplies(Buffer.concat(out), [req('echo', 'from the worker stdin', 1)]);
+      assert.equal(code, 0);
+    } finally {
+      child.kill();
+    }
+  });
+
   test('main.js answers the same bytes whether its stdin is a pipe or a file', async () => {
     const input = Buffer.concat([
       req('greeting', 'hi', 1),
