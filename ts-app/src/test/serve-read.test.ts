@@ -18,6 +18,7 @@ import { encodeFrame } from '../peer/encode.js';
 
 const SERVICE = fileURLToPath(new URL('./fixtures/service.js', import.meta.url));
 const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
+const STDIN_LOOK = fileURLToPath(new URL('./fixtures/stdin-look.js', import.meta.url));
 
 const req = (msgType: string, data: unknown, id?: number): Buffer => encodeFrame(msgType, data, id);
 const err = (text: string, id?: number): Buffer => textFrame('error', text, id);
@@ -192,7 +193,7 @@ describe('serveStdio reading a stdin pipe straight into its frames', () => {
   });
 
   test('process.stdin stays usable while serving: its fd is 0 and its end event fires', async () => {
-    const r = await converse(SERVICE, [], [
+    const r = await converse(STDIN_LOOK, [], [
       Buffer.concat([req('stdin_fd', null, 1), req('watch_stdin_end', null, 2)]),
       req('echo', pattern(100_000, 7), 3),
     ]);
