@@ -8,9 +8,9 @@
 import { fstatSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { type OnReadOpts, Socket, type SocketConstructorOpts } from 'node:net';
-import { isMainThread } from 'node:worker_threads';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { isMainThread } from 'node:worker_threads';
 
 import { frameCutText, frameTooLongText, type Packet } from './frame.js';
 import { type Frame, LineDecoder, type LineSink } from './framing.js';
