@@ -10,6 +10,7 @@ import { createRequire } from 'node:module';
 import { type OnReadOpts, Socket, type SocketConstructorOpts } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { isMainThread } from 'node:worker_threads';
 
 import { frameCutText, frameTooLongText, type Packet } from './frame.js';
 import { type Frame, LineDecoder, type LineSink } from './framing.js';
@@ -279,11 +280,15 @@ const VECTORED_PIECE_BYTES = 16 * 1024;
 /**
  * Stdin as a socket that reads with `onread` into the buffers `buffer()` gives (the next read's
  * target, asked again after each read) and hands each count of bytes read to `callback`;
- * undefined where fd 0 is not a pipe or a socket (a file, a TTY, closed), or on Windows: then
- * `process.stdin` serves. `process.stdin` is not created (nothing else must read fd 0).
+ * undefined where fd 0 is not a pipe or a socket (a file, a TTY, closed), where something
+ * already reads it, in a worker thread (whose `process.stdin` is what its parent feeds it, not
+ * fd 0), or on Windows: then `process.stdin` serves. The socket becomes
+ * `process.stdin` from then on: Node's own would open a second handle on fd 0, which libuv
+ * refuses (`open EEXIST`, thrown by the getter), so code that looks at `process.stdin.isTTY`
+ * or waits for its 'end' gets this one (it must not read from it).
  */
 function stdinReader(buffer: () => Buffer, callback: (n: number) => void): Readable | undefined {
-  if (process.platform === 'win32') return undefined;
+  if (process.platform === 'win32' || !isMainThread) return undefined;
   try {
     const stat = fstatSync(0);
     if (!stat.isFIFO() && !stat.isSocket()) return undefined;
@@ -302,7 +307,9 @@ function stdinReader(buffer: () => Buffer, callback: (n: number) => void): Reada
         },
       },
     };
-    return new Socket(options);
+    const socket = Object.assign(new Socket(options), { fd: 0 });
+    Object.defineProperty(process, 'stdin', { configurable: true, enumerable: true, get: () => socket });
+    return socket;
   } catch {
     return undefined;
   }

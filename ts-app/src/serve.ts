@@ -27,8 +27,9 @@ import { decodeEnvelope, excerpt, invalidUtf8Offset, MAX_SAFE_ID, tooLongReply }
  * `msg_type`; under msgpack also bytes (a `Buffer`/`Uint8Array`, sent as `bin`). A throw or a
  * rejection becomes an `error` reply carrying the error's message. `D` is what `data` may be:
  * under msgpack, `bin` data arrives as a `Buffer` (a view of the input, not a copy). Bytes
- * returned (64 KiB or more) are written from where they are, not copied: do not change them
- * until the reply has been written (returning the `data` received, an echo, is fine).
+ * returned are copied into the reply at once (the handler may reuse them), except the `data`
+ * received (or part of it), which is written from where it is: do not change received `data`
+ * after returning it.
  */
 export type Handler<D = JsonValue> = (data: D, message: Message<D>) => unknown;
 
@@ -58,8 +59,9 @@ export interface ServeOptions {
   maxConcurrent?: number;
   /**
    * Where requests come from. Default stdin: under msgpack, when fd 0 is a pipe or a socket,
-   * read by a socket of `serveStdio`'s own straight into the frames (`process.stdin` is not
-   * used, and nothing else may read stdin meanwhile); otherwise `process.stdin`.
+   * read by a socket of `serveStdio`'s own straight into the frames, which becomes
+   * `process.stdin` (nothing else may read from it meanwhile; a `process.stdin` taken before
+   * is not the one reading); otherwise `process.stdin`.
    */
   input?: Readable;
   /** Where replies go (protocol only: log to stderr). Default `process.stdout`. */
@@ -341,6 +343,7 @@ function resultFrame(
   id: number | undefined,
   frame: number,
   pool: FramePool,
+  request: Buffer,
 ): Buffer | ReplyParts {
   if (id === undefined) return NO_FRAMES;
   let type = msgType;
@@ -353,10 +356,12 @@ function resultFrame(
     failureFrame(new Error(`the reply to \`${excerpt(msgType)}\` cannot be encoded as MessagePack: ${why}`), id, frame);
   if (!type.isWellFormed()) return unencodable('its msg_type holds an unpaired surrogate');
   // Refusing, not replacing, a lone surrogate: as under JSON, the handler's data is sent as it is or not at all.
-  // Big bytes are not copied at all: the frame goes out as its head, the bytes, and its tail,
-  // in one vectored write (the bytes must not change until then: the handler's promise, as
-  // for any buffer handed to a stream).
-  if (data instanceof Uint8Array && data.length >= VECTORED_BIN_BYTES) {
+  // Big bytes from the request's own frame (an echo of its `data`, or part of it) are not
+  // copied at all: the frame goes out as its head, the bytes, and its tail, in one vectored
+  // write. That memory is the request's alone (the decoder never reads into it again). Any
+  // other bytes are the handler's, which it may fill anew for the next request or change once
+  // returned (it cannot know when a reply has been written): they are copied now, as always.
+  if (data instanceof Uint8Array && data.length >= VECTORED_BIN_BYTES && isViewOf(data, request)) {
     try {
       return binFrameParts(type, data, id);
     } catch (e) {
@@ -375,10 +380,19 @@ function resultFrame(
   return w.view();
 }
 
+/** Whether `bytes` lie within `frame`'s memory (the same bytes, or some of them). */
+function isViewOf(bytes: Uint8Array, frame: Buffer): boolean {
+  return (
+    bytes.buffer === frame.buffer &&
+    bytes.byteOffset >= frame.byteOffset &&
+    bytes.byteOffset + bytes.byteLength <= frame.byteOffset + frame.byteLength
+  );
+}
+
 /** Room in a pooled frame for all but `data`'s bytes: the length, the map, its keys, `bin`'s header and the id. */
 const FRAME_SLACK = 64;
 
-/** Bytes at least this big are written from where they are (`binFrameParts`), not copied into a frame. */
+/** A request's own bytes at least this big are written from where they are (`binFrameParts`), not copied into a frame. */
 const VECTORED_BIN_BYTES = 64 * 1024;
 
 /**
@@ -428,7 +442,7 @@ function frameService(handlers: ReadonlyMap<string, AnyHandler>, maxFrameBytes: 
       return callHandler(
         handler,
         message,
-        (value) => resultFrame(msgType, value, id, n, pool),
+        (value) => resultFrame(msgType, value, id, n, pool, packet.bytes),
         (e) => failureFrame(e, id, n),
       );
     },

@@ -184,6 +184,52 @@ describe('serveStdio over msgpack reuses big reply frames only once they are wri
     assert.equal(got.length, Buffer.concat(want).length);
     assert.ok(got.equals(Buffer.concat(want)), readable(got).slice(0, 400));
   });
+
+  test('big bytes a handler reuses or changes once returned go out as they were when returned', async () => {
+    const { PassThrough, Writable } = await import('node:stream');
+    const SIZE = 128 * 1024;
+    const input = new PassThrough();
+    const chunks: Buffer[] = [];
+    const output = new Writable({
+      highWaterMark: 64 * SIZE,
+      write(chunk: Buffer, _encoding, done) {
+        chunks.push(Buffer.from(chunk));
+        setTimeout(done, 2);
+      },
+    });
+    // One buffer filled anew for every request, as a handler that avoids allocating would;
+    // and a fresh buffer the handler goes on using after returning it.
+    const scratch = Buffer.alloc(SIZE);
+    const served = serveStdio(
+      {
+        scratch: (d) => scratch.fill(Number(d)),
+        changed: (d) => {
+          const bytes = Buffer.alloc(SIZE, Number(d));
+          setImmediate(() => bytes.fill(0xee));
+          return bytes;
+        },
+      },
+      { encoding: 'msgpack', input, output },
+    );
+    // All in one chunk: every request is answered before the first reply is written.
+    input.end(Buffer.concat([req('scratch', 1, 1), req('scratch', 2, 2), req('changed', 3, 3), req('scratch', 4, 4)]));
+    await served;
+    const want = [
+      rep('scratch', Buffer.alloc(SIZE, 1), 1),
+      rep('scratch', Buffer.alloc(SIZE, 2), 2),
+      rep('changed', Buffer.alloc(SIZE, 3), 3),
+      rep('scratch', Buffer.alloc(SIZE, 4), 4),
+    ];
+    const got = Buffer.concat(chunks);
+    // Each reply as its id and the distinct bytes of its data, for a readable failure.
+    const decoder = new FrameDecoder();
+    const summary = [...decoder.push(got), ...decoder.end()].map((p) => {
+      const m = p.kind === 'frame' ? decodeMsgpackEnvelope(p.bytes) : undefined;
+      return m?.ok && Buffer.isBuffer(m.message.data) ? `${m.message.id}: ${[...new Set(m.message.data)].join(',')}` : p;
+    });
+    assert.deepEqual(summary, ['1: 1', '2: 2', '3: 3', '4: 4']);
+    assert.ok(got.equals(Buffer.concat(want)));
+  });
 });
 
 describe('serveStdio options', () => {

@@ -18,6 +18,7 @@ import { encodeFrame } from '../peer/encode.js';
 
 const SERVICE = fileURLToPath(new URL('./fixtures/service.js', import.meta.url));
 const MAIN = fileURLToPath(new URL('../main.js', import.meta.url));
+const STDIN_LOOK = fileURLToPath(new URL('./fixtures/stdin-look.js', import.meta.url));
 
 const req = (msgType: string, data: unknown, id?: number): Buffer => encodeFrame(msgType, data, id);
 const err = (text: string, id?: number): Buffer => textFrame('error', text, id);
@@ -186,6 +187,47 @@ describe('serveStdio reading a stdin pipe straight into its frames', () => {
       child.stdin.end();
       await closed;
       assertReplies(Buffer.concat(out), frames);
+    } finally {
+      child.kill();
+    }
+  });
+
+  test('process.stdin stays usable while serving: its fd is 0 and its end event fires', async () => {
+    const r = await converse(STDIN_LOOK, [], [
+      Buffer.concat([req('stdin_fd', null, 1), req('watch_stdin_end', null, 2)]),
+      req('echo', pattern(100_000, 7), 3),
+    ]);
+    assertReplies(r.stdout, [req('stdin_fd', 0, 1), req('watch_stdin_end', true, 2), req('echo', pattern(100_000, 7), 3)]);
+    assert.deepEqual([r.stderr, r.code], ['stdin ended\nserved\n', 0]);
+  });
+
+  test("serveStdio in a worker thread reads the worker's stdin, not the process's fd 0", async () => {
+    const serve = new URL('../serve.js', import.meta.url).href;
+    // A process whose worker serves its `process.stdin` (fed by the process); the process
+    // prints the first reply the worker writes, and stops it.
+    const script = `
+      const { Worker } = require('node:worker_threads');
+      const w = new Worker(\`import(\${JSON.stringify(${JSON.stringify(serve)})}).then(({ serveStdio }) =>
+        serveStdio({ echo: (d) => d }, { encoding: 'msgpack' }))\`, { eval: true, stdin: true, stdout: true });
+      let out = Buffer.alloc(0);
+      w.stdout.on('data', (b) => {
+        out = Buffer.concat([out, b]);
+        if (out.length >= 4 && out.length >= 4 + out.readUInt32LE(0)) w.terminate();
+      });
+      w.stdin.end(Buffer.from(process.argv[1], 'hex'));
+      w.on('exit', () => process.stdout.write(out));`;
+    const child = spawn(process.execPath, ['-e', script, req('echo', 'from the worker stdin', 1).toString('hex')], {
+      stdio: ['pipe', 'pipe', 'inherit'],
+    });
+    try {
+      const out: Buffer[] = [];
+      child.stdout.on('data', (b: Buffer) => out.push(b));
+      // The process's own stdin carries another request, which nobody should read.
+      child.stdin.on('error', () => {});
+      child.stdin.end(req('echo', 'from the process stdin', 2));
+      const code = await new Promise((resolve) => child.on('close', resolve));
+      assertReplies(Buffer.concat(out), [req('echo', 'from the worker stdin', 1)]);
+      assert.equal(code, 0);
     } finally {
       child.kill();
     }
