@@ -242,6 +242,17 @@ export class FramePool {
     if ((spare[smallest] as Buffer).length < memory.byteLength) spare[smallest] = Buffer.from(memory);
   }
 
+  /**
+   * `give` for a frame body `encodeFrameBody` wrote (its frame starts at the header before it),
+   * once nothing refers to it; a body in the scratch buffer, or in memory not its frame's own,
+   * is left alone.
+   */
+  reclaimBody(body: Buffer): void {
+    const memory = body.buffer;
+    if (body.byteOffset !== FRAME_HEADER_BYTES || !(memory instanceof ArrayBuffer)) return;
+    this.give(Buffer.from(memory, 0, FRAME_HEADER_BYTES + body.length));
+  }
+
   /** How many buffers and bytes it holds (for tests). */
   get held(): { buffers: number; bytes: number } {
     return { buffers: this.#spare.length, bytes: this.#spare.reduce((n, b) => n + b.length, 0) };
@@ -364,14 +375,15 @@ function writeCommonBody(buf: Buffer, at: number, h: Buffer, data: string | Uint
  * The body of the frame `encodeFrame(msgType, data, id)` makes (the bytes after its 4-byte
  * length header), byte for byte, with its errors. A `str` or `bin` `data` of a small frame is
  * written into a scratch buffer that the next call overwrites: the result is valid until then
- * (the addon's `handleFrameInto` copies it before it reads it). Other bodies are `encodeFrame`'s.
+ * (the addon's `handleFrameInto` copies it before it reads it). Other bodies are `encodeFrame`'s,
+ * in memory from `pool` if given (`FramePool.reclaimBody` hands it back).
  */
-export function encodeFrameBody(msgType: string, data: unknown, id: number | undefined): Buffer {
+export function encodeFrameBody(msgType: string, data: unknown, id: number | undefined, pool?: FramePool): Buffer {
   const bound = commonBound(msgType, data, id);
-  if (bound < 0) return encodeFrameGenerally(msgType, data, id).subarray(FRAME_HEADER_BYTES);
+  if (bound < 0) return encodeFrameGenerally(msgType, data, id, pool).subarray(FRAME_HEADER_BYTES);
   const h = bodyHead(msgType);
   const need = 1 + h.length + bound;
-  if (need > SCRATCH_BYTES) return encodeFrame(msgType, data, id).subarray(FRAME_HEADER_BYTES);
+  if (need > SCRATCH_BYTES) return encodeFrame(msgType, data, id, pool).subarray(FRAME_HEADER_BYTES);
   if (need > scratch.length) scratch = Buffer.allocUnsafeSlow(Math.min(Math.max(2 * scratch.length, need), SCRATCH_BYTES));
   return scratch.subarray(0, writeCommonBody(scratch, 0, h, data as string | Uint8Array, id));
 }

@@ -194,3 +194,23 @@ test('small frames are cut from a slab no FramePool takes for its own, each its 
   }
   assert.deepEqual(pool.held, { buffers: 0, bytes: 0 });
 });
+
+test('FramePool.reclaimBody takes back a big body encodeFrameBody wrote with the pool, and nothing else', () => {
+  const pool = new FramePool();
+  // Small: in the scratch buffer, which is not the pool's to keep.
+  pool.reclaimBody(encodeFrameBody('data', 'x', 1, pool));
+  assert.deepEqual(pool.held, { buffers: 0, bytes: 0 });
+  const big = encodeFrameBody('data', 'y'.repeat(100_000), 2, pool);
+  assert.equal(big.byteOffset, 4);
+  pool.reclaimBody(big);
+  assert.equal(pool.held.buffers, 1);
+  // The next big body is written into that memory, and reads back whole.
+  const again = encodeFrameBody('data', 'z'.repeat(90_000), 3, pool);
+  assert.equal(again.buffer, big.buffer);
+  assert.equal(pool.held.buffers, 0);
+  assert.ok(again.equals(generalFrame('data', 'z'.repeat(90_000), 3).subarray(4)));
+  // A view into other memory, 4 bytes in or not, is left alone.
+  pool.reclaimBody(Buffer.alloc(200_000).subarray(8));
+  pool.reclaimBody(Buffer.from(new SharedArrayBuffer(200_000), 4));
+  assert.deepEqual(pool.held, { buffers: 0, bytes: 0 });
+});
