@@ -96,6 +96,17 @@ export declare class Responder {
    */
   handleFrame(frame: Uint8Array): Buffer
   /**
+   * `handleFrame` without a new `Buffer` per call: the reply frames are written at the start
+   * of `out` when they fit, and their length in bytes is returned (the rest of `out` keeps
+   * its bytes); when they do not fit, `out` is left as it was and they are returned in a new
+   * `Buffer`, exactly as `handleFrame` returns them. A caller answering many frames passes
+   * the same `out` each time: for a 64-byte message, making and later freeing the reply's
+   * `Buffer` was about a third of `handleFrame`'s cost. `frame` is copied before the reply is
+   * written, so `out` may be the very buffer `frame` views. Throws a `TypeError` (code
+   * `InvalidArg`) if `out` is not a `Uint8Array`, before anything is answered.
+   */
+  handleFrameInto(frame: Uint8Array, out: Uint8Array): number | Buffer
+  /**
    * `handleLine` off the JS thread, on the libuv pool. Calls on one responder are answered
    * in call order, also when sync and async calls are mixed, and their promises settle in
    * call order.

@@ -342,6 +342,7 @@ describe('packaging', () => {
       'exitAfter?: number',
       'maxLineBytes?: number',
       'handleFrame(frame: Uint8Array): Buffer',
+      'handleFrameInto(frame: Uint8Array, out: Uint8Array): number | Buffer',
       'maxFrameBytes?: number',
       "services?: Array<'demo' | 'markdown' | 'bytes'>",
     ]) {
@@ -352,7 +353,7 @@ describe('packaging', () => {
 
 describe('the receiver of a method', () => {
   const line = data('x');
-  for (const name of ['handleLine', 'handleBuffer', 'handle', 'handleLineAsync', 'handleFrame']) {
+  for (const name of ['handleLine', 'handleBuffer', 'handle', 'handleLineAsync', 'handleFrame', 'handleFrameInto']) {
     test(`${name} called on something that is not a Responder throws a TypeError`, () => {
       const method = Responder.prototype[name];
       for (const receiver of [undefined, null, 42, {}, Object.create(Responder.prototype)]) {

@@ -144,3 +144,104 @@ describe('handleFrame', () => {
     );
   });
 });
+
+describe('handleFrameInto', () => {
+  /** What `handleFrame` answers to `bodies` on a fresh responder made with `options`. */
+  const framesOf = (options, bodies) => {
+    const responder = new Responder(options);
+    return bodies.map((body) => responder.handleFrame(body));
+  };
+
+  test('answers every msgpack conformance case as handleFrame does, into `out` or, too long for it, as a Buffer', () => {
+    for (const c of cases.filter((c) => !c.tail)) {
+      const bodies = c.input.map((hex) => Buffer.from(hex, 'hex'));
+      const want = framesOf(optionsOf(c), bodies);
+      for (const room of [0, 1, 64, 1 << 16]) {
+        const responder = new Responder(optionsOf(c));
+        bodies.forEach((body, i) => {
+          const out = Buffer.alloc(room, 0xee);
+          const reply = responder.handleFrameInto(body, out);
+          const expected = want[i];
+          if (expected.length <= room) {
+            assert.equal(reply, expected.length, `${c.name}, room ${room}, frame ${i + 1}`);
+            assert.equal(out.subarray(0, reply).toString('hex'), expected.toString('hex'), c.name);
+            assert.ok(out.subarray(reply).every((b) => b === 0xee), `${c.name}: the rest of out is left as it was`);
+          } else {
+            assert.ok(Buffer.isBuffer(reply), `${c.name}, room ${room}: a Buffer when the reply does not fit`);
+            assert.equal(reply.toString('hex'), expected.toString('hex'), c.name);
+            assert.ok(out.every((b) => b === 0xee), `${c.name}: out is left as it was`);
+          }
+        });
+        assert.equal(responder.done, c.done, c.name);
+      }
+    }
+  });
+
+  test('a reply that fills out exactly is written; one byte less room gives a Buffer', () => {
+    const body = envelope('data', Buffer.from([0xa1, 0x78]), 7);
+    const [want] = framesOf({ exitAfter: 0 }, [body]);
+    const responder = new Responder({ exitAfter: 0 });
+    const exact = Buffer.alloc(want.length);
+    assert.equal(responder.handleFrameInto(body, exact), want.length);
+    assert.ok(exact.equals(want));
+    const short = Buffer.alloc(want.length - 1);
+    const reply = responder.handleFrameInto(body, short);
+    assert.ok(Buffer.isBuffer(reply));
+    assert.ok(reply.equals(want), 'the second message gets the same ack');
+    assert.ok(short.every((b) => b === 0));
+  });
+
+  test('writes at the start of a view with an offset, touching nothing around it, and into shared memory', () => {
+    const body = envelope('data', Buffer.from([0xa1, 0x78]), 7);
+    const [want] = framesOf({ exitAfter: 0 }, [body]);
+    for (const backing of [new ArrayBuffer(want.length + 20), new SharedArrayBuffer(want.length + 20)]) {
+      const all = new Uint8Array(backing).fill(0xee);
+      const out = new Uint8Array(backing, 3, want.length + 5);
+      const n = new Responder({ exitAfter: 0 }).handleFrameInto(body, out);
+      assert.equal(n, want.length);
+      assert.equal(Buffer.from(all.subarray(3, 3 + n)).toString('hex'), want.toString('hex'));
+      assert.ok(all.subarray(0, 3).every((b) => b === 0xee), 'before the view');
+      assert.ok(all.subarray(3 + n).every((b) => b === 0xee), 'after the reply');
+    }
+  });
+
+  test('out may be the buffer the frame is read from: the frame is copied first', () => {
+    const payload = Buffer.alloc(300, 0x61);
+    const body = envelope('bytes', bin32(payload), 5);
+    const [want] = framesOf({ services: ['bytes'] }, [body]);
+    const shared = Buffer.alloc(body.length + 64);
+    body.copy(shared);
+    const n = new Responder({ services: ['bytes'] }).handleFrameInto(shared.subarray(0, body.length), shared);
+    assert.equal(n, want.length);
+    assert.ok(shared.subarray(0, n).equals(want));
+  });
+
+  test('a body over maxFrameBytes is answered into out too', () => {
+    const responder = new Responder({ maxFrameBytes: 16 });
+    const out = Buffer.alloc(256);
+    const n = responder.handleFrameInto(Buffer.alloc(17), out);
+    assert.equal(typeof n, 'number');
+    assert.ok(out.subarray(4, n).toString('latin1').endsWith('frame 1: frame of 17 bytes exceeds the 16-byte limit'));
+  });
+
+  test('a frame or an out that is not a Uint8Array is a TypeError naming it, and the call does not count', () => {
+    const responder = new Responder();
+    const out = Buffer.alloc(256);
+    throwsTypeError(() => responder.handleFrameInto('{}', out), 'handleFrameInto: expected a Uint8Array as `frame`, got string');
+    throwsTypeError(() => responder.handleFrameInto(), 'handleFrameInto: expected a Uint8Array as `frame`, got undefined');
+    throwsTypeError(
+      () => responder.handleFrameInto(Buffer.alloc(0)),
+      'handleFrameInto: expected a Uint8Array as `out`, got undefined',
+    );
+    throwsTypeError(
+      () => responder.handleFrameInto(Buffer.alloc(0), new ArrayBuffer(64)),
+      'handleFrameInto: expected a Uint8Array as `out`, got ArrayBuffer',
+    );
+    throwsTypeError(
+      () => responder.handleFrameInto(Buffer.alloc(0), new Uint16Array(64)),
+      'handleFrameInto: expected a Uint8Array as `out`, got Uint16Array',
+    );
+    const n = responder.handleFrameInto(Buffer.alloc(0), out);
+    assert.ok(out.subarray(4, n).toString('latin1').endsWith('frame 1: empty frame'));
+  });
+});

@@ -298,8 +298,11 @@ export interface EnvelopeMessage {
   id?: number;
 }
 
-/** `str` bytes this short are checked and decoded by a loop, not by Node's calls. */
-const SHORT_STR_BYTES = 64;
+/**
+ * `str` bytes this short are checked for ASCII by a loop, not by `isAscii` on a view of them
+ * (making the view costs more than the loop up to here: the ack of a 64-byte message is 78).
+ */
+const SHORT_STR_BYTES = 128;
 /** The last `msg_type` read on the fast path, as bytes and as text (replies repeat a few types). */
 let lastTypeBytes = Buffer.alloc(0);
 let lastTypeText = '';

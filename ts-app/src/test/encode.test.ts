@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
+import { Writer, writeFrame } from '../msgpack.js';
 import { encodeData, encodeFrame, encodeFrameBody, encodeLine, FramePool } from '../peer/encode.js';
 
 test('encodeLine writes each type\'s own head, however types alternate, and makes types well-formed', () => {
@@ -114,4 +115,102 @@ test('encodeFrame into a recycled buffer writes the same bytes as into a fresh o
   const before = pool.held.buffers;
   pool.give(Buffer.alloc(FramePool.MIN_BYTES * 2).subarray(16));
   assert.equal(pool.held.buffers, before);
+});
+
+/** The frame the general writer makes of `{msgType, data, id}` (`Writer.value`, no fast path). */
+function generalFrame(msgType: string, data: unknown, id: number | undefined): Buffer {
+  const w = new Writer(16);
+  writeFrame(w, msgType, id, (w) => w.value(data));
+  return Buffer.from(w.view());
+}
+
+test('encodeFrame and encodeFrameBody write what the general writer writes, on random envelopes and at every header bound', () => {
+  // xorshift32: every bit of it is random enough for `% n` (an LCG's low bits are not).
+  let seed = 7;
+  const rnd = (n: number): number => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  // 1, 2, 3 and 4 bytes of UTF-8, and lone surrogates (written as U+FFFD, 3 bytes).
+  const pieces = ['a', '~', '\u0000', '\u007f', 'é', '\u07ff', '€', '\uffff', '😀', '\ud800', '\udfff'];
+  const utf8Bytes = (s: string): number => Buffer.byteLength(s.toWellFormed());
+  /**
+   * A string of `bytes` bytes of UTF-8 once made well-formed (fewer where two lone surrogates
+   * happen to pair up), mostly multibyte characters if `mixed`.
+   */
+  const text = (bytes: number, mixed: boolean): string => {
+    let s = '';
+    let have = 0;
+    while (mixed && have < bytes - 4) {
+      const piece = pieces[rnd(pieces.length)] as string;
+      s += piece;
+      have += utf8Bytes(piece);
+    }
+    return s + 'a'.repeat(bytes - have);
+  };
+  // Byte lengths at the fixstr/str8/str16/str32 bounds (where a string's units and bytes put it
+  // under different headers when mixed), and the bin8/bin16/bin32 bounds.
+  const bounds = [0, 1, 30, 31, 32, 33, 64, 95, 96, 97, 254, 255, 256, 257, 765, 766, 767, 65534, 65535, 65536, 65537, 196605, 196606];
+  const ids = [undefined, 0, 1, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1];
+  const types = ['data', 'ack', '', 'é', '\ud800', 'x'.repeat(31), 'y'.repeat(32), 'z'.repeat(300)];
+  const cases: [string, unknown, number | undefined][] = [];
+  for (const n of bounds) {
+    for (const data of [text(n, false), text(n, true), Buffer.alloc(n, 0xc1), new Uint8Array(new ArrayBuffer(n + 9), 3, n)]) {
+      ids.forEach((id, i) => cases.push([types[i % types.length] as string, data, id]));
+    }
+  }
+  for (let k = 0; k < 4000; k++) {
+    const msgType = rnd(3) === 0 ? text(rnd(40), true) : (types[rnd(types.length)] as string);
+    const n = rnd(5) === 0 ? (bounds[rnd(bounds.length)] as number) : rnd(300);
+    const data = rnd(4) === 0 ? Buffer.from(Array.from({ length: n }, () => rnd(256))) : text(n, rnd(2) === 0);
+    const id = rnd(3) === 0 ? ids[rnd(ids.length)] : rnd(3) === 0 ? rnd(2 ** 31) * 3 : rnd(70000);
+    cases.push([msgType, data, id]);
+  }
+  // Kept until the end: frames cut from one slab must not change as later ones are written.
+  const kept: [Buffer, Buffer][] = [];
+  const pool = new FramePool();
+  for (const [msgType, data, id] of cases) {
+    const want = generalFrame(msgType, data, id);
+    const what = `${JSON.stringify(msgType).slice(0, 20)}, ${typeof data === 'string' ? 'str' : 'bin'} of ${utf8Bytes(String(typeof data === 'string' ? data : ''))}/${(data as Uint8Array).length} units/bytes, id ${String(id)}`;
+    const frame = encodeFrame(msgType, data, id);
+    assert.ok(frame.equals(want), what);
+    assert.ok(encodeFrameBody(msgType, data, id).equals(want.subarray(4)), `body: ${what}`);
+    const pooled = encodeFrame(msgType, data, id, pool);
+    assert.ok(pooled.equals(want), `pooled: ${what}`);
+    pool.give(pooled);
+    kept.push([frame, want]);
+  }
+  for (const [frame, want] of kept) assert.ok(frame.equals(want), 'a frame changed after it was returned');
+});
+
+test('small frames are cut from a slab no FramePool takes for its own, each its own exact Buffer', () => {
+  const pool = new FramePool();
+  const frames = Array.from({ length: 500 }, (_, i) => encodeFrame('data', 'x'.repeat(i % 200), i));
+  for (const frame of frames) {
+    assert.equal(frame.length, frame.readUInt32LE(0) + 4);
+    pool.give(frame);
+  }
+  assert.deepEqual(pool.held, { buffers: 0, bytes: 0 });
+});
+
+test('FramePool.reclaimBody takes back a big body encodeFrameBody wrote with the pool, and nothing else', () => {
+  const pool = new FramePool();
+  // Small: in the scratch buffer, which is not the pool's to keep.
+  pool.reclaimBody(encodeFrameBody('data', 'x', 1, pool));
+  assert.deepEqual(pool.held, { buffers: 0, bytes: 0 });
+  const big = encodeFrameBody('data', 'y'.repeat(100_000), 2, pool);
+  assert.equal(big.byteOffset, 4);
+  pool.reclaimBody(big);
+  assert.equal(pool.held.buffers, 1);
+  // The next big body is written into that memory, and reads back whole.
+  const again = encodeFrameBody('data', 'z'.repeat(90_000), 3, pool);
+  assert.equal(again.buffer, big.buffer);
+  assert.equal(pool.held.buffers, 0);
+  assert.ok(again.equals(generalFrame('data', 'z'.repeat(90_000), 3).subarray(4)));
+  // A view into other memory, 4 bytes in or not, is left alone.
+  pool.reclaimBody(Buffer.alloc(200_000).subarray(8));
+  pool.reclaimBody(Buffer.from(new SharedArrayBuffer(200_000), 4));
+  assert.deepEqual(pool.held, { buffers: 0, bytes: 0 });
 });

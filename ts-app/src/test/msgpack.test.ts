@@ -431,3 +431,42 @@ test('the common envelope fast path reads exactly what the general reader reads,
   }
   assert.ok(fast > 1000, `the fast path took ${fast} frames`);
 });
+
+test('the common envelope fast path agrees with the general reader on random envelopes, whole and with a byte changed', () => {
+  let seed = 11;
+  const rnd = (n: number): number => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
+  };
+  const pieces = ['a', 'Z', '\u0000', 'é', '€', '😀', '\ud800', '\udc00'];
+  const text = (n: number): string => Array.from({ length: n }, () => pieces[rnd(pieces.length)]).join('');
+  const lengths = [0, 1, 31, 32, 33, 100, 127, 128, 129, 255, 256, 300, 65535, 65536];
+  const ids = [undefined, 0, 127, 128, 255, 256, 65535, 65536, 2 ** 32 - 1, 2 ** 32, 2 ** 53 - 1];
+  let fast = 0;
+  for (let k = 0; k < 3000; k++) {
+    const n = rnd(4) === 0 ? (lengths[rnd(lengths.length)] as number) : rnd(140);
+    const kind = rnd(5);
+    const write = (w: Writer): void => {
+      if (kind === 0) w.bin(Buffer.alloc(n, rnd(256)));
+      else if (kind === 1) w.value({ a: [n, text(3)], b: null });
+      else w.str(rnd(2) === 0 ? 'q'.repeat(n) : text(n).toWellFormed());
+    };
+    const w = new Writer();
+    writeFrame(w, rnd(3) === 0 ? text(rnd(40)).toWellFormed() : 'ack', ids[rnd(ids.length)], write);
+    const frame = Buffer.from(w.view().subarray(4));
+    const changed = Buffer.from(frame);
+    if (changed.length > 0) changed[rnd(changed.length)] = rnd(256);
+    for (const f of [frame, changed, frame.subarray(0, rnd(frame.length + 1))]) {
+      const want = readMsgpackEnvelope(f);
+      const got = decodeCommonEnvelope(f, 0, f.length);
+      if (got === undefined) continue;
+      fast++;
+      assert.ok(want.ok, `fast path accepted ${f.toString('hex').slice(0, 80)}`);
+      assert.deepEqual(got, want.message);
+      assert.deepEqual(Object.keys(got), Object.keys(want.message));
+    }
+  }
+  assert.ok(fast > 2000, `the fast path took ${fast} frames`);
+});

@@ -150,6 +150,23 @@ describeWithAddon("inProcess({ encoding: 'msgpack' })", () => {
     assert.deepEqual(p.stats(), { inFlight: 0, queued: 0, answered: 4, lateRepliesDropped: 0, unsolicited: 1 });
   });
 
+  test('bytes replies are the caller\'s to keep: later replies, short and long, leave them as they were', () => {
+    const p = inProcess({ encoding: 'msgpack', exitAfter: 0 });
+    // Short replies are written into a buffer the peer reuses; a longer one than it holds
+    // comes back in a Buffer of its own, and the next one that long into a grown buffer.
+    const sizes = [3, 3, 5000, 5000, 70_000, 70_000, 3 << 20, 3 << 20, 3];
+    const sent = sizes.map((n, i) => Buffer.alloc(n, i + 1));
+    const got = sent.map((b) => p.requestSync('bytes', b).data);
+    sent.forEach((b, i) => {
+      const reply = got[i];
+      assert.ok(Buffer.isBuffer(reply), `reply ${i + 1} is a Buffer`);
+      assert.ok(reply.equals(b), `reply ${i + 1} (${b.length} bytes) is unchanged by the replies after it`);
+    });
+    // Text replies are strings, copied out of the reused buffer.
+    const texts = ['a', 'é'.repeat(3000), 'b'].map((t) => p.requestSync('data', t).data);
+    assert.deepEqual(texts, ['Acknowledged: a', `Acknowledged: ${'é'.repeat(3000)}`, 'Acknowledged: b']);
+  });
+
   test('a frame over maxFrameBytes is that request\'s ERROR_REPLY, and the next frame is answered', async () => {
     const p = inProcess({ encoding: 'msgpack', exitAfter: 0, maxFrameBytes: 40 });
     const e = await rejectsWith(p.request('data', 'x'.repeat(40)), 'ERROR_REPLY');

@@ -341,17 +341,20 @@ describeWithAddon('inProcess', (addon) => {
   behaviour('inProcess()', ({ exitAfter }) => inProcess({ exitAfter: exitAfter ?? 0 }));
 
   describe('inProcess only', () => {
-    /** Runs `body` with the addon's `method` replaced by `fake` (given the real one), then restores it. */
+    /**
+     * Runs `body` with the addon's `method` replaced by `fake` (given the real one and the first
+     * argument; the others are passed on as they were), then restores it.
+     */
     async function withFake(
-      method: 'handle' | 'handleFrame',
+      method: 'handle' | 'handleFrameInto',
       fake: (real: (arg: unknown) => unknown, arg: unknown) => unknown,
       body: () => Promise<void>,
     ): Promise<void> {
-      const proto = addon.Responder.prototype as unknown as Record<string, (this: unknown, arg: unknown) => unknown>;
+      const proto = addon.Responder.prototype as unknown as Record<string, (this: unknown, ...args: unknown[]) => unknown>;
       const real = proto[method];
       assert.ok(real !== undefined, `the addon has ${method}`);
-      proto[method] = function (this: unknown, arg: unknown): unknown {
-        return fake((a) => real.call(this, a), arg);
+      proto[method] = function (this: unknown, arg: unknown, ...rest: unknown[]): unknown {
+        return fake((a) => real.call(this, a, ...rest), arg);
       };
       try {
         await body();
@@ -369,7 +372,12 @@ describeWithAddon('inProcess', (addon) => {
           bad: (m: unknown) => ({ ...(m as object), id: -1 }),
           says: 'handle: field `id` must be an integer from 0 to 9007199254740991, got number -1',
         },
-        { encoding: 'msgpack', method: 'handleFrame', bad: () => 'not bytes', says: 'handleFrame: expected a Uint8Array, got string' },
+        {
+          encoding: 'msgpack',
+          method: 'handleFrameInto',
+          bad: () => 'not bytes',
+          says: 'handleFrameInto: expected a Uint8Array as `frame`, got string',
+        },
       ] as const;
       for (const { encoding, method, bad, says } of cases) {
         await withFake(method, (real, arg) => real(bad(arg)), async () => {
