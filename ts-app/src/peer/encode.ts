@@ -206,10 +206,19 @@ function encodeFrameGenerally(msgType: string, data: unknown, id: number | undef
  */
 export class FramePool {
   static readonly MIN_BYTES = 64 * 1024;
+  /**
+   * The memory pools made (`take`): the only memory `give` keeps. A frame at the start of other
+   * memory may not be its own (a `Buffer` from Node's shared pool, with a `Buffer.poolSize` of
+   * 64 KiB or more, or the caller's), and writing a later frame there would overwrite it.
+   */
+  static readonly #made = new WeakSet<ArrayBuffer>();
   static readonly MAX_BUFFERS = 4;
   readonly #spare: Buffer[] = [];
 
-  /** A spare buffer of at least `bytes` (taken out of the pool), or undefined. */
+  /**
+   * A buffer of at least `bytes`, the pool's to take back: a spare one (taken out of the
+   * pool) or a new one; undefined below `MIN_BYTES`.
+   */
   take(bytes: number): Buffer | undefined {
     if (bytes < FramePool.MIN_BYTES) return undefined;
     const spare = this.#spare;
@@ -221,17 +230,19 @@ export class FramePool {
         return b;
       }
     }
-    return undefined;
+    const made = Buffer.allocUnsafeSlow(bytes);
+    FramePool.#made.add(made.buffer);
+    return made;
   }
 
   /**
    * Takes back `frame`'s memory once it has been written and nothing else refers to it (the
-   * caller's promise): only a frame that is the start of its own big `ArrayBuffer`, as
-   * `encodeFrame` makes them; a full pool keeps its biggest buffers.
+   * caller's promise): only a frame at the start of memory a pool made (`take`), as
+   * `encodeFrame` makes them with one; a full pool keeps its biggest buffers.
    */
   give(frame: Buffer): void {
     const memory = frame.buffer;
-    if (frame.byteOffset !== 0 || memory.byteLength < FramePool.MIN_BYTES || !(memory instanceof ArrayBuffer)) return;
+    if (frame.byteOffset !== 0 || !(memory instanceof ArrayBuffer) || !FramePool.#made.has(memory)) return;
     const spare = this.#spare;
     if (spare.length < FramePool.MAX_BUFFERS) {
       spare.push(Buffer.from(memory));

@@ -246,3 +246,31 @@ test('a message encoded from inside a bytes length getter changes neither its fr
     }
   }
 });
+
+test("FramePool takes back only memory it made: a frame at the start of Node's shared Buffer pool is left alone", () => {
+  // With `Buffer.poolSize` of 64 KiB or more, a small Buffer may start Node's shared pool;
+  // kept for reuse, the next big frame written into it would overwrite every Buffer Node
+  // cut from that pool since.
+  const saved = Buffer.poolSize;
+  Buffer.poolSize = 512 * 1024;
+  try {
+    // Fill Node's pool so that the next small Buffer starts a new one.
+    let f = Buffer.allocUnsafe(1);
+    for (let room = 0; (room = f.buffer.byteLength - ((f.byteOffset + f.length + 7) & ~7)) >= 400; ) {
+      f = Buffer.allocUnsafe(Math.min(room - 300, 200_000));
+    }
+    const small = Buffer.allocUnsafe(300);
+    assert.equal(small.byteOffset, 0, 'the test starts a fresh Node pool');
+    const pool = new FramePool();
+    pool.reclaimBody(small.subarray(4, 100));
+    pool.give(small);
+    // Memory the caller made, not the pool, is not the pool's to keep either.
+    pool.give(Buffer.alloc(FramePool.MIN_BYTES * 2));
+    assert.deepEqual(pool.held, { buffers: 0, bytes: 0 });
+    const victim = Buffer.allocUnsafe(64).fill(0x55);
+    pool.take(100_000)?.fill(0x41);
+    assert.ok(victim.every((b) => b === 0x55));
+  } finally {
+    Buffer.poolSize = saved;
+  }
+});
