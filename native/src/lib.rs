@@ -417,8 +417,8 @@ impl Responder {
     /// child would write them, each **with** its 4-byte little-endian length header,
     /// concatenated: zero, one or two frames (`[ack, exit]` after the `exitAfter`th `data`),
     /// in a new `Buffer` the caller owns. A bad body gets an `error` reply frame naming it
-    /// `frame N`, N counting the calls on this responder (`handleLine` and `handle` calls count
-    /// too: give one responder one kind of call). The bytes are copied once before they are
+    /// `frame N`, N counting the calls on this responder (`handleFrameInto`, `handleLine` and
+    /// `handle` calls count too: give one responder one kind of call). The bytes are copied once before they are
     /// read, as by `handleBuffer`; a body longer than `maxFrameBytes` is not copied.
     #[napi(catch_unwind)]
     pub fn handle_frame<'env>(

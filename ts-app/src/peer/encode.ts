@@ -146,14 +146,14 @@ export function encodeFrame(msgType: string, data: unknown, id: number | undefin
       slabUsed = 0;
     }
     const start = slabUsed;
-    const end = writeCommonBody(slabView, start + FRAME_HEADER_BYTES, h, data as string | Uint8Array, id);
+    const end = writeCommonBody(slabView, start + FRAME_HEADER_BYTES, h, data as string | Uint8Array, id, bound);
     slabView.writeUInt32LE(end - start - FRAME_HEADER_BYTES, start);
     // Eight-byte aligned, as Node's own pool.
     slabUsed = (end + 7) & ~7;
     return Buffer.from(slab, start, end - start);
   }
   const buf = pool?.take(capacity) ?? Buffer.allocUnsafe(capacity);
-  const end = writeCommonBody(buf, FRAME_HEADER_BYTES, h, data as string | Uint8Array, id);
+  const end = writeCommonBody(buf, FRAME_HEADER_BYTES, h, data as string | Uint8Array, id, bound);
   buf.writeUInt32LE(end - FRAME_HEADER_BYTES, 0);
   return buf.subarray(0, end);
 }
@@ -206,10 +206,19 @@ function encodeFrameGenerally(msgType: string, data: unknown, id: number | undef
  */
 export class FramePool {
   static readonly MIN_BYTES = 64 * 1024;
+  /**
+   * The memory pools made (`take`): the only memory `give` keeps. A frame at the start of other
+   * memory may not be its own (a `Buffer` from Node's shared pool, with a `Buffer.poolSize` of
+   * 64 KiB or more, or the caller's), and writing a later frame there would overwrite it.
+   */
+  static readonly #made = new WeakSet<ArrayBuffer>();
   static readonly MAX_BUFFERS = 4;
   readonly #spare: Buffer[] = [];
 
-  /** A spare buffer of at least `bytes` (taken out of the pool), or undefined. */
+  /**
+   * A buffer of at least `bytes`, the pool's to take back: a spare one (taken out of the
+   * pool) or a new one; undefined below `MIN_BYTES`.
+   */
   take(bytes: number): Buffer | undefined {
     if (bytes < FramePool.MIN_BYTES) return undefined;
     const spare = this.#spare;
@@ -221,17 +230,19 @@ export class FramePool {
         return b;
       }
     }
-    return undefined;
+    const made = Buffer.allocUnsafeSlow(bytes);
+    FramePool.#made.add(made.buffer);
+    return made;
   }
 
   /**
    * Takes back `frame`'s memory once it has been written and nothing else refers to it (the
-   * caller's promise): only a frame that is the start of its own big `ArrayBuffer`, as
-   * `encodeFrame` makes them; a full pool keeps its biggest buffers.
+   * caller's promise): only a frame at the start of memory a pool made (`take`), as
+   * `encodeFrame` makes them with one; a full pool keeps its biggest buffers.
    */
   give(frame: Buffer): void {
     const memory = frame.buffer;
-    if (frame.byteOffset !== 0 || memory.byteLength < FramePool.MIN_BYTES || !(memory instanceof ArrayBuffer)) return;
+    if (frame.byteOffset !== 0 || !(memory instanceof ArrayBuffer) || !FramePool.#made.has(memory)) return;
     const spare = this.#spare;
     if (spare.length < FramePool.MAX_BUFFERS) {
       spare.push(Buffer.from(memory));
@@ -288,24 +299,30 @@ const MAX_COMMON_BIN_BYTES = 0xffffffff - 1024;
  */
 function commonBound(msgType: unknown, data: unknown, id: number | undefined): number {
   if (typeof msgType !== 'string' || (id !== undefined && !(Number.isInteger(id) && id >= 0 && id <= 0xffffffff))) return -1;
-  // `data`'s header (5), the `id` key (3) and a uint32 (5).
-  if (typeof data === 'string') return 13 + 3 * data.length;
-  // Bytes as `Writer.value` tells them (a proxy of a `Uint8Array` is not a view, say).
-  if (ArrayBuffer.isView(data) && data instanceof Uint8Array && data.length <= MAX_COMMON_BIN_BYTES) return 13 + data.length;
-  return -1;
+  if (typeof data === 'string') return COMMON_SLACK + 3 * data.length;
+  // Bytes as `Writer.value` tells them (a proxy of a `Uint8Array` is not a view, say). Their
+  // `length` is read here once, before any shared buffer is touched: in a subclass it is user
+  // code, which may encode a message itself (a nested request) into the same slab or scratch.
+  if (!(ArrayBuffer.isView(data) && data instanceof Uint8Array)) return -1;
+  const n = data.length;
+  return n <= MAX_COMMON_BIN_BYTES ? COMMON_SLACK + n : -1;
 }
+
+/** What `commonBound` adds to `data`'s bytes: its header (5), the `id` key (3) and a uint32 (5). */
+const COMMON_SLACK = 13;
 
 /** A `str` or `bin` header's size for `n` bytes. */
 const strHeaderSize = (n: number): number => (n < 32 ? 1 : n <= 0xff ? 2 : n <= 0xffff ? 3 : 5);
 const binHeaderSize = (n: number): number => (n <= 0xff ? 2 : n <= 0xffff ? 3 : 5);
 
 /**
- * Writes the body of the common message (see `commonBound`) at `at` in `buf`, which has room
- * for `1 + h.length + commonBound(...)` bytes there, exactly as the general writer would: the
- * map's header, `h` (`bodyHead(msgType)`), `data` as a `str` (made well-formed) or `bin`, then
- * `id`, each in its smallest form. Returns where the body ends.
+ * Writes the body of the common message (see `commonBound`, which returned `bound`) at `at` in
+ * `buf`, which has room for `1 + h.length + bound` bytes there, exactly as the general writer
+ * would: the map's header, `h` (`bodyHead(msgType)`), `data` as a `str` (made well-formed) or
+ * `bin`, then `id`, each in its smallest form. Returns where the body ends. Runs no user code
+ * (bytes' length is taken from `bound`), so nothing can claim `buf` meanwhile.
  */
-function writeCommonBody(buf: Buffer, at: number, h: Buffer, data: string | Uint8Array, id: number | undefined): number {
+function writeCommonBody(buf: Buffer, at: number, h: Buffer, data: string | Uint8Array, id: number | undefined, bound: number): number {
   buf[at++] = id === undefined ? 0x82 : 0x83;
   if (h.length <= 32) for (let i = 0; i < h.length; i++) buf[at + i] = h[i] as number;
   else h.copy(buf, at);
@@ -331,7 +348,7 @@ function writeCommonBody(buf: Buffer, at: number, h: Buffer, data: string | Uint
     }
     at += hs + n;
   } else {
-    const n = data.length;
+    const n = bound - COMMON_SLACK;
     const hs = binHeaderSize(n);
     if (hs === 2) {
       buf[at] = 0xc4;
@@ -385,5 +402,5 @@ export function encodeFrameBody(msgType: string, data: unknown, id: number | und
   const need = 1 + h.length + bound;
   if (need > SCRATCH_BYTES) return encodeFrame(msgType, data, id, pool).subarray(FRAME_HEADER_BYTES);
   if (need > scratch.length) scratch = Buffer.allocUnsafeSlow(Math.min(Math.max(2 * scratch.length, need), SCRATCH_BYTES));
-  return scratch.subarray(0, writeCommonBody(scratch, 0, h, data as string | Uint8Array, id));
+  return scratch.subarray(0, writeCommonBody(scratch, 0, h, data as string | Uint8Array, id, bound));
 }

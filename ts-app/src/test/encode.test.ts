@@ -42,10 +42,13 @@ test('encodeData writes a string exactly as JSON.stringify writes it made well-f
 });
 
 test('encodeFrameBody is the body of encodeFrame, byte for byte, whatever the sizes, ids and types', () => {
+  // xorshift32: every bit of it is random enough for `% n` (an LCG's low bits are not).
   let seed = 1;
   const rnd = (n: number): number => {
-    seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-    return seed % n;
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return (seed >>> 0) % n;
   };
   const pieces = ['a', 'é', '€', '😀', '\ud800', '\udc00', '\u0000', '\u07ff', '\uffff'];
   const text = (length: number): string => {
@@ -213,4 +216,61 @@ test('FramePool.reclaimBody takes back a big body encodeFrameBody wrote with the
   pool.reclaimBody(Buffer.alloc(200_000).subarray(8));
   pool.reclaimBody(Buffer.from(new SharedArrayBuffer(200_000), 4));
   assert.deepEqual(pool.held, { buffers: 0, bytes: 0 });
+});
+
+test('a message encoded from inside a bytes length getter changes neither its frame nor the outer one', () => {
+  // `data.length` of a `Uint8Array` subclass is user code, which may send a message itself
+  // (a nested `request`): that message's frame is cut from the same slab (or written into the
+  // same scratch buffer) as the outer one. Whichever read of `length` does it, both frames
+  // must come out as they do alone.
+  const payload = [1, 2, 3, 4, 5];
+  const outerWant = generalFrame('data', new Uint8Array(payload), 1);
+  const innerWant = generalFrame('zz', 'inner message text', 9);
+  for (const body of [false, true]) {
+    for (let at = 1; at <= 4; at++) {
+      let calls = 0;
+      let inner: Buffer | undefined;
+      const encode = (msgType: string, data: unknown, id: number): Buffer =>
+        body ? Buffer.concat([Buffer.from([0, 0, 0, 0]), encodeFrameBody(msgType, data, id)]) : encodeFrame(msgType, data, id);
+      class Sneaky extends Uint8Array {
+        override get length(): number {
+          if (++calls === at) inner = encode('zz', 'inner message text', 9);
+          return super.length;
+        }
+      }
+      const outer = encode('data', new Sneaky(payload), 1);
+      const what = `${body ? 'encodeFrameBody' : 'encodeFrame'}, nested at length read ${at}`;
+      const from = body ? 4 : 0;
+      assert.deepEqual(outer.subarray(from), outerWant.subarray(from), what);
+      if (inner !== undefined) assert.deepEqual(inner.subarray(from), innerWant.subarray(from), what);
+    }
+  }
+});
+
+test("FramePool takes back only memory it made: a frame at the start of Node's shared Buffer pool is left alone", () => {
+  // With `Buffer.poolSize` of 64 KiB or more, a small Buffer may start Node's shared pool;
+  // kept for reuse, the next big frame written into it would overwrite every Buffer Node
+  // cut from that pool since.
+  const saved = Buffer.poolSize;
+  Buffer.poolSize = 512 * 1024;
+  try {
+    // Fill Node's pool so that the next small Buffer starts a new one.
+    let f = Buffer.allocUnsafe(1);
+    for (let room = 0; (room = f.buffer.byteLength - ((f.byteOffset + f.length + 7) & ~7)) >= 400; ) {
+      f = Buffer.allocUnsafe(Math.min(room - 300, 200_000));
+    }
+    const small = Buffer.allocUnsafe(300);
+    assert.equal(small.byteOffset, 0, 'the test starts a fresh Node pool');
+    const pool = new FramePool();
+    pool.reclaimBody(small.subarray(4, 100));
+    pool.give(small);
+    // Memory the caller made, not the pool, is not the pool's to keep either.
+    pool.give(Buffer.alloc(FramePool.MIN_BYTES * 2));
+    assert.deepEqual(pool.held, { buffers: 0, bytes: 0 });
+    const victim = Buffer.allocUnsafe(64).fill(0x55);
+    pool.take(100_000)?.fill(0x41);
+    assert.ok(victim.every((b) => b === 0x55));
+  } finally {
+    Buffer.poolSize = saved;
+  }
 });

@@ -250,3 +250,61 @@ test('inProcess: a bad encoding option is INVALID_ARGUMENT', () => {
       e instanceof PeerError && e.code === 'INVALID_ARGUMENT' && /option `encoding` must be 'json' or 'msgpack', got cbor/.test(e.message),
   );
 });
+
+describeWithAddon("inProcess({ encoding: 'msgpack' }) re-entered", () => {
+  test('a request made while another is being encoded or delivered leaves both replies intact', () => {
+    const p: InProcessPeer<JsonValue | Buffer> = inProcess({ encoding: 'msgpack', exitAfter: 0 });
+    const nested: Message<JsonValue | Buffer>[] = [];
+    // User code that runs while a request is encoded: a bytes subclass's `length` getter (the
+    // fast path's body is written into a shared scratch buffer), and an object's getter.
+    // Each read of `length` sends a request (however often the encoder reads it).
+    let reads = 0;
+    class Sneaky extends Uint8Array {
+      override get length(): number {
+        reads++;
+        nested.push(p.requestSync('data', 'inner'));
+        return super.length;
+      }
+    }
+    const outerBytes = p.requestSync('bytes', new Sneaky([9, 8, 7]));
+    const inner = nested.splice(0);
+    // The demo answers a map as `data` with an error naming the frame, which must be the map sent.
+    const map = {
+      get x(): number {
+        nested.push(p.requestSync('data', 'inner text'));
+        return 1;
+      },
+    };
+    assert.throws(
+      () => p.requestSync('data', map),
+      (e: unknown) =>
+        e instanceof PeerError &&
+        e.code === 'ERROR_REPLY' &&
+        e.reply?.data === `frame ${3 + reads}: field \`data\` must be a string, got map: \`83a86d73675f74797065a464617461a4…\``,
+    );
+    assert.ok(reads >= 1 && inner.length === reads, `the length getter ran ${reads} times`);
+    assert.deepEqual(outerBytes, { msg_type: 'bytes', data: Buffer.from([9, 8, 7]), id: 1 });
+    assert.deepEqual(
+      inner,
+      inner.map((_, i) => ({ msg_type: 'ack', data: 'Acknowledged: inner', id: 2 + i })),
+    );
+    assert.deepEqual(nested, [{ msg_type: 'ack', data: 'Acknowledged: inner text', id: 2 + reads + 1 }]);
+  });
+
+  test('a listener that requests again while a two-frame reply is delivered gets its own reply, and the first is intact', () => {
+    const p: InProcessPeer<JsonValue | Buffer> = inProcess({ encoding: 'msgpack', exitAfter: 1 });
+    const q: InProcessPeer<JsonValue | Buffer> = inProcess({ encoding: 'msgpack', exitAfter: 0 });
+    const heard: unknown[] = [];
+    p.on('message', (m) => {
+      // Both the peer that is delivering and another one: each reuses its own reply buffer.
+      heard.push(m, q.requestSync('bytes', Buffer.alloc(5000, 0x41)).data, q.requestSync('data', 'é'.repeat(100)).data);
+    });
+    const first = p.requestSync('data', 'x'.repeat(120));
+    assert.deepEqual(first, { msg_type: 'ack', data: `Acknowledged: ${'x'.repeat(120)}`, id: 1 });
+    assert.deepEqual(heard.slice(0, 3), [
+      { msg_type: 'exit', data: 'Goodbye from TypeScript!', id: 1 },
+      Buffer.alloc(5000, 0x41),
+      `Acknowledged: ${'é'.repeat(100)}`,
+    ]);
+  });
+});
