@@ -199,6 +199,18 @@ function checkMs(value: unknown, name: string, meaning: string): number | undefi
   return value;
 }
 
+/** Checks a `spawnPeer` count option: undefined, or a safe integer of at least `min`. */
+export function checkCount(value: unknown, name: string, min: number): number | undefined {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new PeerError(
+      PeerErrorCode.INVALID_ARGUMENT,
+      `spawnPeer: option \`${name}\` must be an integer of at least ${min}, got ${String(value)}`,
+    );
+  }
+  return value;
+}
+
 /** Checks a timeout option: a non-negative number (0 and Infinity mean none). */
 export function checkTimeout(value: unknown, name: string): number | undefined {
   return checkMs(value, name, '0 or Infinity: no timeout');

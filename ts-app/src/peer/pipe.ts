@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { DEFAULT_MAX_FRAME_BYTES } from '../frame.js';
 import { DEFAULT_MAX_LINE_BYTES } from '../framing.js';
 import { type ChildConfig, type ChildExit, type ChildHooks, PeerChild, type StderrOption } from './child.js';
-import { checkGraceMs, checkSend, checkTimeout, type Encode, type FailWith, PeerCore, type Refusal } from './core.js';
+import { checkCount, checkGraceMs, checkSend, checkTimeout, type Encode, type FailWith, PeerCore, type Refusal } from './core.js';
 import { encodeFrame, encodeLine, FramePool } from './encode.js';
 import { closedError, describeRequest, PeerError, PeerErrorCode } from './errors.js';
 import { type RestartOptions, restartPolicy, Restarts } from './restart.js';
@@ -168,17 +168,6 @@ export interface PipePeer<D = JsonValue> extends Peer<D> {
   off(event: 'message', listener: MessageListener<D>): this;
   off(event: 'exit', listener: ExitListener): this;
   off(event: 'restart', listener: RestartListener): this;
-}
-
-function checkCount(value: unknown, name: string, min: number): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new PeerError(
-      PeerErrorCode.INVALID_ARGUMENT,
-      `spawnPeer: option \`${name}\` must be an integer of at least ${min}, got ${String(value)}`,
-    );
-  }
-  return value;
 }
 
 /** Calls every listener with `value`; a throwing listener cannot break the peer's bookkeeping. */

@@ -18,7 +18,7 @@ import { DEFAULT_MAX_LINE_BYTES } from '../framing.js';
 import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { loadNativeAddon, NATIVE_PATH } from '../engine.js';
 import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js';
-import { checkGraceMs, checkSend, checkTimeout, type Encode, type FailWith, PeerCore, type Refusal } from './core.js';
+import { checkCount, checkGraceMs, checkSend, checkTimeout, type Encode, type FailWith, PeerCore, type Refusal } from './core.js';
 import { encodeFrame, encodeLine } from './encode.js';
 import { closedError, describeRequest, errorReply, PeerError, PeerErrorCode } from './errors.js';
 import type { PipePeer, SpawnPeerOptions } from './pipe.js';
@@ -138,17 +138,6 @@ interface PipeAddon {
 
 /** The longest `spinUs`, as `serve --spin-us`: a second. */
 const MAX_SPIN_US = 1_000_000;
-
-function checkCount(value: unknown, name: string, min: number): number | undefined {
-  if (value === undefined) return undefined;
-  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
-    throw new PeerError(
-      PeerErrorCode.INVALID_ARGUMENT,
-      `spawnPeer: option \`${name}\` must be an integer of at least ${min}, got ${String(value)}`,
-    );
-  }
-  return value;
-}
 
 function exitOf(exit: PipeExit | null | undefined): ExitStatus {
   return { code: exit?.code ?? null, signal: (exit?.signal ?? null) as NodeJS.Signals | null };
