@@ -549,9 +549,24 @@ impl<R: Reply, D: Copy + Ord> State<R, D> {
         true
     }
 
-    /// A write failed and the child was not seen to end: every request whose line could not
-    /// be written (`batch`, then the queue) fails with `error`, as will later calls.
-    pub(crate) fn break_off(&mut self, error: PeerError, batch: &[Line]) {
+    /// A write to child `command`'s stdin failed with `e` (the writer has already waited for
+    /// the child's end where that is likely): unless the peer closed or the child was seen to
+    /// end, every request whose line could not be written (`batch`, then the queue) fails with
+    /// the write's error, as will later calls; either way nothing more is written.
+    pub(crate) fn write_failed(&mut self, command: &str, e: &io::Error, batch: &[Line]) {
+        if !self.closed && self.ended.is_none() {
+            let error = PeerError::new(
+                ErrorCode::Io,
+                format!("cannot write to child `{command}`: {e}; close this Peer and start a new one"),
+            );
+            self.break_off(error, batch);
+        }
+        self.drop_outbox();
+    }
+
+    /// Every request whose line could not be written (`batch`, then the queue) fails with
+    /// `error`, as will later calls.
+    fn break_off(&mut self, error: PeerError, batch: &[Line]) {
         let unwritten: Vec<u64> = batch.iter().chain(self.outbox.iter()).filter_map(|line| line.id).collect();
         for id in unwritten {
             if let Some(waiting) = self.pending.remove(&id) {

@@ -8,7 +8,7 @@ use std::process::ChildStdin;
 use std::sync::PoisonError;
 use std::time::Instant;
 
-use super::{bump, Counters, ErrorCode, Line, PeerError, Shared, State, EOF_SETTLE};
+use super::{bump, Counters, Line, Shared, State, EOF_SETTLE};
 
 /// The writer takes at most this many bytes of short lines per write (a longer line goes
 /// alone), so that room frees in the queue as the pipe takes them.
@@ -94,14 +94,7 @@ fn on_write_failed(shared: &Shared, e: &io::Error, batch: Vec<Line>) {
         }
         state = shared.wait(state, left);
     }
-    if !state.closed && state.ended.is_none() {
-        let error = PeerError::new(
-            ErrorCode::Io,
-            format!("cannot write to child `{}`: {e}; close this Peer and start a new one", shared.command),
-        );
-        state.break_off(error, &batch);
-    }
-    state.drop_outbox();
+    state.write_failed(&shared.command, e, &batch);
     drop(state);
     shared.changed.notify_all();
 }

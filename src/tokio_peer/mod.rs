@@ -1082,16 +1082,7 @@ async fn on_write_failed(shared: &Shared, e: &io::Error, batch: Vec<Line>) {
         let settled = deadline_after(EOF_SETTLE);
         shared.wait_for(settled, |state| (state.closed || state.ended.is_some()).then_some(())).await;
     }
-    let mut state = shared.lock();
-    if !state.closed && state.ended.is_none() {
-        let error = PeerError::new(
-            ErrorCode::Io,
-            format!("cannot write to child `{}`: {e}; close this Peer and start a new one", shared.command),
-        );
-        state.break_off(error, &batch);
-    }
-    state.drop_outbox();
-    drop(state);
+    shared.lock().write_failed(&shared.command, e, &batch);
     shared.changed.notify_waiters();
 }
 
