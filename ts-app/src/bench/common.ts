@@ -90,3 +90,14 @@ export async function vmHwmKib(pid: number | undefined): Promise<number | undefi
     return undefined;
   }
 }
+
+/** Where a scenario hands each timing record it measured. */
+export type Emit = (r: TimingRecord) => void;
+/** Where a scenario reports a path that failed (the bench then exits 1). */
+export type Fail = (path: string, e: unknown) => void;
+/** A path's scenario, id and the words the report shows for it. */
+export interface Label {
+  scenario: string;
+  path: string;
+  label: string;
+}

@@ -9,7 +9,7 @@
 
 import { inProcess } from '../peer/in-process.js';
 import type { Message } from '../peer/types.js';
-import { type Ctx, interleavedAt, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, vmHwmKib, WINDOWS } from './common.js';
+import { type Ctx, type Emit, interleavedAt, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, vmHwmKib, WINDOWS } from './common.js';
 import { bytesPayload, FrameEcho } from './frames.js';
 import { Counted, isAck, spawnServe, syncRequests } from './library.js';
 import { syncRecord, timeSync, timeWindowed, windowedRecord } from './measure.js';
@@ -34,7 +34,6 @@ export const L = {
 export const isBytes = (want: Buffer) => (m: Message<unknown>) =>
   m.msg_type === 'bytes' && Buffer.isBuffer(m.data) && m.data.equals(want);
 
-type Emit = (r: TimingRecord) => void;
 
 export async function runEncoding(
   ctx: Ctx,

@@ -19,7 +19,21 @@ import { DEFAULT_TIMEOUT_MS, type PipePeer, spawnPeer } from '../peer/pipe.js';
 import type { SyncPipePeer } from '../peer/sync.js';
 import type { Encoding, Message, Peer } from '../peer/types.js';
 import { parseEnvelope } from '../protocol.js';
-import { ackPrefix, type Ctx, FIXED_ID, interleavedAt, MAX_IN_FLIGHT_BYTES, PAYLOADS, payload, requestPrefix, throughput, WINDOWS } from './common.js';
+import {
+  ackPrefix,
+  type Ctx,
+  type Emit,
+  type Fail,
+  type Label,
+  FIXED_ID,
+  interleavedAt,
+  MAX_IN_FLIGHT_BYTES,
+  PAYLOADS,
+  payload,
+  requestPrefix,
+  throughput,
+  WINDOWS,
+} from './common.js';
 import { markdownDocument } from './docs.js';
 import type { NativeAddon, NativeResponder } from './inproc.js';
 import { promiseRun, type RunOut, type SyncBody, syncRecord, timeSync, timeWindowed, windowedRecord } from './measure.js';
@@ -57,14 +71,6 @@ export const LIBRARY_SERVE_PATHS = ['lib.pipe', 'lib.pipe-sync', 'lib.pipe-sync-
 /** `lib.pipe-sync-spin`'s budget (µs), both sides: `pipe.rust-rust-spin`'s, above an unpinned round trip between two spinners. */
 const SYNC_SPIN_US = 50;
 
-type Emit = (r: TimingRecord) => void;
-type Fail = (path: string, e: unknown) => void;
-
-interface Label {
-  scenario: string;
-  path: string;
-  label: string;
-}
 
 const show = (x: unknown): string => JSON.stringify(JSON.stringify(x)?.slice(0, 120) ?? String(x));
 

@@ -15,7 +15,7 @@
 
 import { inProcess } from '../peer/in-process.js';
 import type { PipePeer } from '../peer/pipe.js';
-import { type Ctx, INTERLEAVED_INPROC_PATHS, INTERLEAVED_PIPE_PATHS, PAYLOADS, payload } from './common.js';
+import { type Ctx, type Emit, type Fail, type Label, INTERLEAVED_INPROC_PATHS, INTERLEAVED_PIPE_PATHS, PAYLOADS, payload } from './common.js';
 import { isBytes, L as ENC, warmUpEcho } from './encoding.js';
 import { bytesPayload, FrameEcho } from './frames.js';
 import { type NativeAddon, syncScenario } from './inproc.js';
@@ -46,13 +46,6 @@ export const ROUND_RATIOS: readonly (readonly [string, string])[] = [
   ['lib.inproc-sync', 'ffi.handle'],
 ];
 
-type Emit = (r: TimingRecord) => void;
-type Fail = (path: string, e: unknown) => void;
-interface Label {
-  scenario: string;
-  path: string;
-  label: string;
-}
 
 /** One path of a group: how to make its side for a payload, and how to check it afterwards. */
 interface Member {
