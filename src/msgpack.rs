@@ -344,6 +344,74 @@ pub fn decode_msgpack_envelope(frame: &[u8]) -> Result<Envelope, EnvelopeError> 
     Ok(Envelope { msg_type: fields.msg_type.to_owned(), data, id })
 }
 
+/// Where a frame's `data` is a `bin`: its header's offset in the frame's body, its payload's,
+/// and the payload's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BinAt {
+    pub header: usize,
+    pub payload: usize,
+    pub len: usize,
+}
+
+/// Finds the `bin` that is the value of `data` in a frame's top-level map, from the first bytes
+/// of the frame's body (what has arrived of it): the keys and values before `data` must be
+/// whole in `prefix`, and the `bin`'s header. `None` if they are not, the frame is not a map,
+/// it has no `data` there, or `data` is not a `bin` (the first `data` key counts; a later one
+/// would win in the frame, which [`decode_msgpack_envelope_split`] sees to).
+pub(crate) fn locate_data_bin(prefix: &[u8]) -> Option<BinAt> {
+    let mut r = Reader::new(prefix, 0);
+    let Ok(Item::Map(pairs)) = r.next() else { return None };
+    for _ in 0..pairs {
+        let key = r.value().ok()?;
+        if let Item::Str(b"data", _) = key {
+            let header = r.pos;
+            let width = match *prefix.get(header)? {
+                0xc4 => 1,
+                0xc5 => 2,
+                0xc6 => 4,
+                _ => return None,
+            };
+            let mut h = Reader::new(prefix, header + 1);
+            let len = h.len(width).ok()?;
+            return Some(BinAt { header, payload: h.pos, len });
+        }
+        r.value().ok()?;
+    }
+    None
+}
+
+/// [`decode_msgpack_envelope`] for a frame whose `data` `bin` payload was received apart
+/// ([`crate::FrameDecoder::detach_range`] at [`locate_data_bin`]'s offset): `rest` is the
+/// frame's body with the payload cut out at `at`, `payload` the payload. The result is exactly
+/// the whole frame's (the same envelope, the same error texts), and the payload becomes
+/// [`Data::Bytes`] as it is, not copied.
+pub(crate) fn decode_msgpack_envelope_split(rest: &[u8], at: usize, payload: Vec<u8>) -> Result<Envelope, EnvelopeError> {
+    let bin = rest
+        .get(..at)
+        .and_then(locate_data_bin)
+        .filter(|bin| bin.payload == at && bin.len == payload.len());
+    if let Some(bin) = bin {
+        // The same frame with a `bin` of no bytes in the payload's place: it is read item by
+        // item exactly as the whole frame is (the payload's bytes are skipped, never looked at),
+        // so it decodes if and only if the whole frame does.
+        let mut empty = rest.to_vec();
+        empty[bin.header + 1..bin.payload].fill(0);
+        if let Ok(fields) = decode_fields(&empty) {
+            if fields.data.1.start == bin.header && matches!(fields.data.0, Item::Bin(_)) {
+                let msg_type = fields.msg_type.to_owned();
+                return Ok(Envelope { msg_type, data: Data::Bytes(payload), id: fields.id });
+            }
+        }
+    }
+    // An error to report, or a `data` that is not this payload (a later `data` key): the whole
+    // frame, as it came, decoded as usual (rare: the cost of one copy does not matter here).
+    let mut whole = Vec::with_capacity(rest.len() + payload.len());
+    whole.extend_from_slice(rest.get(..at).unwrap_or(rest));
+    whole.extend_from_slice(&payload);
+    whole.extend_from_slice(rest.get(at..).unwrap_or_default());
+    decode_msgpack_envelope(&whole)
+}
+
 /// The value at the reader (known to be whole) as JSON; recursion bounded by [`MAX_DEPTH`].
 fn to_value(r: &mut Reader<'_>, frame: &[u8], depth: usize) -> Result<Value, ProtocolError> {
     let unrepresentable = |what| ProtocolError::Unrepresentable { what, excerpt: hex_excerpt(frame) };

@@ -55,7 +55,7 @@ use crate::spin::{AdaptiveSpin, SpinDisabled};
 use crate::supervise::RestartPolicy;
 use crate::vectored::{FrameOut, SPLICE_MIN_BYTES};
 use crate::{
-    decode_envelope, decode_msgpack_envelope, Data, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
+    decode_envelope, decode_msgpack_envelope, Data, Detached, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
     ProtocolError, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
 };
 
@@ -1644,12 +1644,23 @@ impl Drop for Pending {
 /// The reader thread: the child's stdout, framed by the core, dispatched line by line (or
 /// frame by frame).
 /// `after_read` publishes what the reader wants counted (its spin statistics).
-fn read_stdout<R: Read>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, after_read: impl Fn(&R, &Counters)) {
+fn read_stdout<R: Read + ReadInner>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, after_read: impl Fn(&R, &Counters)) {
     let (limits, counters) = (&shared.options, &shared.counters);
     let mut decoder = Incoming::new(limits);
     let mut buf = Vec::new();
     loop {
-        let read = decoder.read_from(&mut stdout, &mut buf);
+        let read = match decoder.detached_rest() {
+            // A big `bin` payload: the rest of it appended straight to its `Vec` (no zeroing
+            // first), in reads that block until it has all arrived. Not when a hang watchdog
+            // needs to hear of every read (it would not hear of a payload trickling in).
+            Some(rest) if !shared.watched => {
+                let lacking = rest.capacity() - rest.len();
+                let read = read_rest(&mut stdout, lacking, rest);
+                let n = decoder.appended();
+                read.map(|()| n)
+            }
+            _ => decoder.read_from(&mut stdout, &mut buf),
+        };
         after_read(&stdout, &shared.counters);
         match read {
             Ok(0) => break,
@@ -1667,6 +1678,32 @@ fn read_stdout<R: Read>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, 
     shared.on_stdout_closed();
 }
 
+/// Appends up to `lacking` bytes of `stdout` to `rest`'s spare capacity (stops early at the end
+/// of input), reading without spinning: the wait is for the rest of a payload already coming.
+fn read_rest<R: ReadInner>(stdout: &mut R, lacking: usize, rest: &mut Vec<u8>) -> io::Result<()> {
+    let limit = u64::try_from(lacking).unwrap_or(u64::MAX);
+    stdout.inner().take(limit).read_to_end(rest).map(drop)
+}
+
+/// The reader under a spinning wrapper, for reads that must block anyway.
+trait ReadInner {
+    /// The reader to read from.
+    fn inner(&mut self) -> &mut dyn Read;
+}
+
+#[cfg(unix)]
+impl<R: Read + std::os::fd::AsFd> ReadInner for SpinReader<R> {
+    fn inner(&mut self) -> &mut dyn Read {
+        self.get_mut()
+    }
+}
+
+impl ReadInner for std::process::ChildStdout {
+    fn inner(&mut self) -> &mut dyn Read {
+        self
+    }
+}
+
 /// The reader's decoder, by encoding (both peers use it).
 pub(crate) enum Incoming {
     Lines(LineDecoder),
@@ -1682,9 +1719,9 @@ impl Incoming {
     }
 
     /// Frames `chunk` and passes on every whole line or frame as a message (see
-    /// [`line_message`]) with what it costs the unsolicited queue. The tokio peer's reader (the
-    /// thread peer reads in place, `read_from`).
-    #[cfg(feature = "tokio")]
+    /// [`line_message`]) with what it costs the unsolicited queue. For tests: the readers read
+    /// in place ([`space`](Self::space), [`commit`](Self::commit)).
+    #[cfg(test)]
     pub(crate) fn feed(&mut self, chunk: &[u8], limits: &Limits, counters: &Counters, to: impl FnMut(Envelope, usize)) {
         match self {
             Incoming::Lines(decoder) => decoder.feed(chunk),
@@ -1693,34 +1730,67 @@ impl Incoming {
         self.drain(limits, counters, to);
     }
 
-    /// One read from `input`, taken in as [`feed`](Self::feed) would take it but without
-    /// passing anything on (call [`drain`](Self::drain) next): lines through `buf` (grown to
-    /// [`READ_CHUNK`] on first use), frames straight into the frame decoder's storage, with
-    /// room for the rest of a big frame whose header has arrived, so that a 1 MiB frame is read
-    /// in as few reads as the pipe allows and never copied on the way in. Returns the bytes
-    /// read: 0 at the end of input.
+    /// One read from `input`: [`space`](Self::space), the read, [`commit`](Self::commit).
+    /// Returns the bytes read: 0 at the end of input.
     ///
     /// # Errors
     /// What reading `input` returned (nothing was taken in).
     pub(crate) fn read_from(&mut self, input: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let n = input.read(self.space(buf))?;
+        self.commit(n, buf);
+        Ok(n)
+    }
+
+    /// Where the next read goes: lines into `buf` (grown to [`READ_CHUNK`] on first use), frames
+    /// straight into the frame decoder's storage, with room for the rest of a big frame whose
+    /// header has arrived, so that a 1 MiB frame is read in as few reads as the pipe allows and
+    /// never copied on the way in; and the `bin` payload of a big frame's `data`, once located
+    /// (see [`drain`](Self::drain)), straight into the `Vec` it is handed out in as
+    /// [`Data::Bytes`]. Say what was read with [`commit`](Self::commit).
+    pub(crate) fn space<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> &'a mut [u8] {
         match self {
-            Incoming::Lines(decoder) => {
+            Incoming::Lines(_) => {
                 if buf.len() < READ_CHUNK {
                     buf.resize(READ_CHUNK, 0);
                 }
-                let n = input.read(buf)?;
-                decoder.feed(&buf[..n]);
-                Ok(n)
+                buf
             }
-            Incoming::Frames(decoder) => {
-                let n = input.read(decoder.read_space(READ_CHUNK))?;
-                decoder.commit(n);
-                Ok(n)
-            }
+            Incoming::Frames(decoder) => decoder.read_space(READ_CHUNK),
         }
     }
 
-    /// Passes on every whole line or frame taken in so far, as [`feed`](Self::feed) does.
+    /// The `bin` payload being received apart, while some of it is still to come (see
+    /// [`FrameDecoder::detached_rest`]): append to it, then call [`appended`](Self::appended).
+    pub(crate) fn detached_rest(&mut self) -> Option<&mut Vec<u8>> {
+        match self {
+            Incoming::Lines(_) => None,
+            Incoming::Frames(decoder) => decoder.detached_rest(),
+        }
+    }
+
+    /// Takes in what was appended to [`detached_rest`](Self::detached_rest); returns how much.
+    pub(crate) fn appended(&mut self) -> usize {
+        match self {
+            Incoming::Lines(_) => 0,
+            Incoming::Frames(decoder) => decoder.appended(),
+        }
+    }
+
+    /// Takes in the `n` bytes the last read put in [`space`](Self::space) (`buf`, the same as
+    /// given there), without passing anything on: call [`drain`](Self::drain) next.
+    pub(crate) fn commit(&mut self, n: usize, buf: &[u8]) {
+        match self {
+            Incoming::Lines(decoder) => decoder.feed(&buf[..n]),
+            Incoming::Frames(decoder) => decoder.commit(n),
+        }
+    }
+
+    /// Passes on every whole line or frame taken in so far, as [`feed`](Self::feed) does. Then,
+    /// if a big frame is arriving whose `data` is a big `bin` (its header in the first
+    /// [`SCAN_BYTES`] of the frame) with at least [`DIRECT_READ_BYTES`] of it still to come,
+    /// has the frame decoder receive that payload apart ([`FrameDecoder::detach_range`]): it is
+    /// read straight into the memory that becomes the reply's [`Data::Bytes`], one copy (the
+    /// kernel's) where the whole frame read and decoded would cost a second.
     pub(crate) fn drain(&mut self, limits: &Limits, counters: &Counters, mut to: impl FnMut(Envelope, usize)) {
         match self {
             Incoming::Lines(decoder) => {
@@ -1730,10 +1800,11 @@ impl Incoming {
                 }
             }
             Incoming::Frames(decoder) => {
-                while let Some(packet) = decoder.next_packet() {
-                    let (message, size) = packet_message(limits, counters, packet);
+                while let Some((packet, detached)) = decoder.next_split() {
+                    let (message, size) = packet_message(limits, counters, packet, detached);
                     to(message, size);
                 }
+                detach_big_bin(decoder);
             }
         }
     }
@@ -1749,12 +1820,35 @@ impl Incoming {
                 }
             }
             Incoming::Frames(decoder) => {
-                while let Some(packet) = decoder.finish() {
-                    let (message, size) = packet_message(limits, counters, packet);
+                while let Some((packet, detached)) = decoder.finish_split() {
+                    let (message, size) = packet_message(limits, counters, packet, detached);
                     to(message, size);
                 }
             }
         }
+    }
+}
+
+/// A `bin` payload is received apart from its frame ([`Incoming::drain`]) from this size.
+pub(crate) const DETACH_MIN_BYTES: usize = 64 * 1024;
+/// ... and only while at least this much of it is still to come (what has arrived is copied).
+pub(crate) const DIRECT_READ_BYTES: usize = 32 * 1024;
+/// How far into a frame's body its `data` `bin` header is looked for.
+pub(crate) const SCAN_BYTES: usize = 1024;
+
+/// See [`Incoming::drain`]: the frame being received, if its `data` is a `bin` worth reading
+/// apart, has it detached. Looks at most [`SCAN_BYTES`] of the frame, so trying after every
+/// read costs little.
+fn detach_big_bin(decoder: &mut FrameDecoder) {
+    let Some((length, held)) = decoder.partial_frame() else { return };
+    if length < DETACH_MIN_BYTES {
+        return;
+    }
+    let Some(bin) = crate::msgpack::locate_data_bin(&held[..held.len().min(SCAN_BYTES)]) else { return };
+    let held = held.len();
+    let still_to_come = (bin.payload + bin.len).saturating_sub(held);
+    if bin.len >= DETACH_MIN_BYTES && still_to_come >= DIRECT_READ_BYTES {
+        decoder.detach_range(bin.payload, bin.len);
     }
 }
 
@@ -1779,19 +1873,30 @@ fn line_message(limits: &Limits, counters: &Counters, frame: Frame<'_>) -> (Enve
     as_message(limits.encoding, number, size, result)
 }
 
-/// One frame (or over-long or cut frame) from the child's stdout ([`Encoding::Msgpack`]).
-fn packet_message(limits: &Limits, counters: &Counters, packet: Packet<'_>) -> (Envelope, usize) {
-    let (number, size, result) = match packet {
-        Packet::Frame { number, bytes } => {
+/// One frame (or over-long or cut frame) from the child's stdout ([`Encoding::Msgpack`]),
+/// with its `data` payload if that was received apart (`detached`, see [`Incoming::drain`]).
+fn packet_message(
+    limits: &Limits,
+    counters: &Counters,
+    packet: Packet<'_>,
+    detached: Option<Detached>,
+) -> (Envelope, usize) {
+    let (number, size, result) = match (packet, detached) {
+        (Packet::Frame { number, bytes }, None) => {
             let result = decode_msgpack_envelope(bytes).map_err(|e| (e.error, e.id));
             (number, bytes.len() + crate::FRAME_HEADER_BYTES, result)
         }
-        Packet::TooLong { number, length } => {
+        (Packet::Frame { number, bytes }, Some(Detached { at, bytes: payload })) => {
+            let size = bytes.len() + payload.len() + crate::FRAME_HEADER_BYTES;
+            let result = crate::msgpack::decode_msgpack_envelope_split(bytes, at, payload).map_err(|e| (e.error, e.id));
+            (number, size, result)
+        }
+        (Packet::TooLong { number, length }, _) => {
             bump(&counters.lines_too_long);
             let error = ProtocolError::FrameTooLong { length, limit: limits.max_frame_bytes };
             (number, 0, Err((error, None)))
         }
-        Packet::Cut { number, received, length } => {
+        (Packet::Cut { number, received, length }, _) => {
             (number, 0, Err((ProtocolError::FrameCut { received, length }, None)))
         }
     };
