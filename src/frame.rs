@@ -549,6 +549,193 @@ mod tests {
         d.commit(room + 1);
     }
 
+    /// How a test receives a detached range: through `read_space`/`commit`, through
+    /// `detached_rest`/`appended` (what a reader into spare capacity does), or through `feed`.
+    #[derive(Clone, Copy, Debug)]
+    enum Way {
+        Space,
+        Append,
+        Feed,
+    }
+
+    /// Decodes `chunks`, detaching body range `at..at + len` of every frame at least `at` long
+    /// as soon as its first `at` bytes are held; each packet as `show` gives it, a split frame
+    /// as `number:prefix+suffix|range`.
+    fn decode_detaching(max: usize, chunks: &[&[u8]], at: usize, len: usize, way: Way) -> Vec<String> {
+        let mut d = FrameDecoder::new(max);
+        let mut out = Vec::new();
+        let show_split = |(p, range): (Packet<'_>, Option<Detached>)| match (p, range) {
+            (Packet::Frame { number, bytes }, Some(r)) => {
+                assert_eq!(r.at, at);
+                format!("{number}:{}|{}", String::from_utf8_lossy(bytes), String::from_utf8_lossy(&r.bytes))
+            }
+            (p, None) => show(p),
+            (p, Some(_)) => panic!("a range beside {p:?}"),
+        };
+        for chunk in chunks {
+            let mut chunk: &[u8] = chunk;
+            while !chunk.is_empty() {
+                let n = match (way, d.detached_rest()) {
+                    (Way::Append, Some(rest)) => {
+                        let n = chunk.len().min(rest.capacity() - rest.len());
+                        rest.extend_from_slice(&chunk[..n]);
+                        assert_eq!(d.appended(), n);
+                        n
+                    }
+                    (Way::Feed, _) => {
+                        d.feed(chunk);
+                        chunk.len()
+                    }
+                    _ => {
+                        let space = d.read_space(chunk.len());
+                        let n = space.len().min(chunk.len());
+                        space[..n].copy_from_slice(&chunk[..n]);
+                        d.commit(n);
+                        n
+                    }
+                };
+                chunk = &chunk[n..];
+                while let Some(p) = d.next_split() {
+                    out.push(show_split(p));
+                }
+                if let Some((length, held)) = d.partial_frame() {
+                    if length >= at + len && held.len() >= at {
+                        assert!(d.detach_range(at, len), "detaching {at}..{} of a {length}-byte frame", at + len);
+                    }
+                }
+                assert!(d.buffered() <= max + FRAME_HEADER_BYTES, "buffer grew past the bound: {}", d.buffered());
+            }
+        }
+        while let Some(p) = d.finish_split() {
+            out.push(show_split(p));
+        }
+        out
+    }
+
+    /// A split frame's output (`number:prefix+suffix|range`, range cut out at `at`) made whole.
+    fn unsplit(shown: &str, at: usize) -> String {
+        let Some((frame, range)) = shown.split_once('|') else { return shown.to_owned() };
+        let (number, rest) = frame.split_once(':').unwrap_or_default();
+        format!("{number}:{}{range}{}", &rest[..at], &rest[at..])
+    }
+
+    #[test]
+    fn a_detached_range_arrives_apart_from_its_frame_at_every_split_and_by_every_way() {
+        // Frames of 3 + 5 + 2 bytes (the middle detached), one too short to detach, one of
+        // 3 + 5 + 3, an over-long one, and a last one cut inside its range.
+        let input = [
+            frame(b"abcRANGEyz"),
+            frame(b"ab"),
+            frame(b"pqrSTUVWXuv"),
+            frame(&[b'x'; 40]),
+            frame(b"klmNOPQRSt")[..9].to_vec(),
+        ]
+        .concat();
+        for way in [Way::Space, Way::Append, Way::Feed] {
+            for cut in 0..=input.len() {
+                let (a, b) = input.split_at(cut);
+                let got: Vec<String> =
+                    decode_detaching(20, &[a, b], 3, 5, way).iter().map(|p| unsplit(p, 3)).collect();
+                assert_eq!(got, decode(20, &[a, b]), "{way:?}, cut at {cut}");
+            }
+            // Byte by byte, every frame long enough is split.
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            assert_eq!(
+                decode_detaching(20, &bytes, 3, 5, way),
+                ["1:abcyz|RANGE", "2:ab", "3:pqrXuv|STUVW", "4:too long (40)", "5:cut (5 of 10)"],
+                "{way:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_range_ending_the_frame_or_already_held_is_detached_too() {
+        // The range is the frame's last bytes; and a range that arrived whole with the frame's
+        // first bytes (the bytes after it close up behind the cut).
+        let input = frame(b"abRANGE");
+        assert_eq!(decode_detaching(100, &[&input[..6], &input[6..]], 2, 5, Way::Space), ["1:ab|RANGE"]);
+        let input = frame(b"abRANGEtail");
+        let (a, b) = input.split_at(input.len() - 2);
+        assert_eq!(decode_detaching(100, &[a, b], 2, 5, Way::Append), ["1:abtail|RANGE"]);
+        // A frame that arrives whole is never partial: nothing to detach.
+        assert_eq!(decode_detaching(100, &[&input], 2, 5, Way::Append), ["1:abRANGEtail"]);
+    }
+
+    #[test]
+    fn only_a_frame_being_received_within_the_limit_and_its_own_bytes_can_be_detached() {
+        let mut d = FrameDecoder::new(10);
+        assert_eq!(d.partial_frame(), None, "nothing held");
+        assert!(!d.detach_range(0, 1));
+        d.feed(&[5, 0, 0]);
+        assert_eq!(d.partial_frame(), None, "the header is not whole");
+        d.feed(&[0, b'a', b'b']);
+        assert_eq!(d.partial_frame(), Some((5, &b"ab"[..])));
+        assert!(!d.detach_range(3, 1), "it starts past the bytes held");
+        assert!(!d.detach_range(1, 5), "it ends past the body");
+        assert!(!d.detach_range(usize::MAX, 2), "it overflows");
+        assert!(d.detach_range(2, 3));
+        assert!(!d.detach_range(2, 3), "a range is detached already");
+        assert_eq!(d.partial_frame(), None);
+        d.feed(b"cde");
+        let (p, range) = d.next_split().unwrap_or((Packet::Cut { number: 0, received: 0, length: None }, None));
+        assert_eq!(p, Packet::Frame { number: 1, bytes: b"ab" });
+        assert_eq!(range, Some(Detached { at: 2, bytes: b"cde".to_vec() }));
+        // Over the limit: skipped, never offered.
+        d.feed(&[11, 0, 0, 0, b'x']);
+        assert_eq!(d.next_packet(), None);
+        assert_eq!(d.partial_frame(), None);
+        assert!(!d.detach_range(0, 1));
+        // A whole frame waiting to be drained is not partial.
+        let mut d = FrameDecoder::new(10);
+        d.feed(&frame(b"ok"));
+        assert_eq!(d.partial_frame(), None);
+        assert_eq!(d.detached_rest(), None);
+        assert_eq!(d.appended(), 0);
+    }
+
+    #[test]
+    fn next_packet_and_finish_yield_a_split_frame_without_its_range() {
+        let mut d = FrameDecoder::new(100);
+        d.feed(&frame(b"abRANGEz")[..6]);
+        assert!(d.detach_range(2, 5));
+        d.feed(b"RANGEz");
+        assert_eq!(d.next_packet(), Some(Packet::Frame { number: 1, bytes: b"abz" }));
+        d.feed(&frame(b"abRANGEz")[..8]);
+        assert!(d.detach_range(2, 5));
+        assert_eq!(d.buffered(), 8, "header, 2 bytes held, 2 of the range");
+        assert_eq!(d.finish(), Some(Packet::Cut { number: 2, received: 4, length: Some(8) }));
+        assert_eq!(d.finish(), None);
+        assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn read_space_while_a_range_arrives_is_the_rest_of_the_range() {
+        let mut d = FrameDecoder::new(1 << 20);
+        let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+        let whole = frame(&body);
+        d.feed(&whole[..20]);
+        assert!(d.detach_range(10, 90_000));
+        assert_eq!(d.read_space(64).len(), 90_000 - 6, "the range's bytes still to come");
+        let rest = d.detached_rest().map(|v| (v.len(), v.capacity()));
+        assert_eq!(rest, Some((6, 90_000)), "what arrived, room for the rest, never zeroed");
+        d.feed(&whole[20..]);
+        let (p, range) = d.next_split().unwrap_or((Packet::Cut { number: 0, received: 0, length: None }, None));
+        assert_eq!(p, Packet::Frame { number: 1, bytes: &[&body[..10], &body[90_010..]].concat()[..] });
+        assert_eq!(range.map(|r| r.bytes), Some(body[10..90_010].to_vec()));
+    }
+
+    #[test]
+    #[should_panic(expected = "past the detached range")]
+    fn appending_past_the_range_is_a_bug() {
+        let mut d = FrameDecoder::new(100);
+        d.feed(&frame(b"abcdef")[..5]);
+        assert!(d.detach_range(1, 3));
+        if let Some(rest) = d.detached_rest() {
+            rest.extend_from_slice(b"toolong");
+        }
+        d.appended();
+    }
+
     #[test]
     fn splits_frames_and_numbers_them_empty_ones_included() {
         let input = [frame(b"a"), frame(b""), frame(b"ccc")].concat();

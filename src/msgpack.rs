@@ -901,6 +901,78 @@ mod tests {
         }
     }
 
+    /// `frame` decoded with its `data` bin payload cut out (where `locate_data_bin` finds it in
+    /// its first `scan` bytes), or `None` if it is not found there.
+    fn split(frame: &[u8], scan: usize) -> Option<String> {
+        let bin = locate_data_bin(&frame[..scan.min(frame.len())])?;
+        let payload = frame.get(bin.payload..bin.payload + bin.len)?.to_vec();
+        let rest = [&frame[..bin.payload], &frame[bin.payload + bin.len..]].concat();
+        Some(match decode_msgpack_envelope_split(&rest, bin.payload, payload) {
+            Ok(e) => format!("ok {e:?}"),
+            Err(e) => format!("{e} (id {:?})", e.id),
+        })
+    }
+
+    #[test]
+    fn a_data_bin_is_located_at_every_form_and_only_from_whole_items_before_it() {
+        for (len, header) in [(0, 2), (255, 2), (256, 3), (65_535, 3), (65_536, 5), (100_000, 5)] {
+            let e = Envelope::new("bytes", Data::Bytes(vec![7; len])).with_id(3);
+            let frame = body(&e);
+            let at = 1 + 9 + 6 + 5;
+            let want = BinAt { header: at, payload: at + header, len };
+            for scan in 0..=at + header + 2 {
+                let got = locate_data_bin(&frame[..scan]);
+                assert_eq!(got, (scan >= at + header).then_some(want), "bin of {len}, first {scan} bytes");
+            }
+        }
+        // `data` after other keys, and after an unknown key whose value is a map.
+        let frame = [&[0x83, 0xa1, b'x', 0x81, 0xa1, b'k', 0x91, 0x01][..], b"\xa4data\xc4\x02ab\xa8msg_type\xa1t"].concat();
+        assert_eq!(locate_data_bin(&frame), Some(BinAt { header: 13, payload: 15, len: 2 }));
+        // Not a map, no data, data not a bin.
+        assert_eq!(locate_data_bin(&[0x91, 0xc4, 0x01, 0x00]), None);
+        assert_eq!(locate_data_bin(&body(&Envelope::new("t", "text"))), None);
+        assert_eq!(locate_data_bin(&[0x81, 0xa4, b'd', b'a', b't', b'a']), None);
+        assert_eq!(locate_data_bin(&[]), None);
+    }
+
+    #[test]
+    fn a_frame_decoded_with_its_bin_apart_is_exactly_the_whole_frame_decoded() {
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        for len in [0, 1, 255, 256, 65_535, 65_536, 70_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            frames.push(body(&Envelope::new("bytes", Data::Bytes(bytes)).with_id(9)));
+        }
+        let bin = |n: u8| [&[0xc4, n][..], &vec![b'z'; usize::from(n)]].concat();
+        let map = |parts: &[&[u8]]| parts.concat();
+        let (mt, dt, id) = (&b"\xa8msg_type\xa1t"[..], &b"\xa4data"[..], &b"\xa2id"[..]);
+        frames.extend([
+            // A later `data` wins: a string, then a bin.
+            map(&[&[0x83], mt, dt, &bin(3), dt, b"\xa1s"]),
+            map(&[&[0x83], mt, dt, &bin(3), dt, &bin(1)]),
+            // Errors after the bin: bytes left over, a bad id, a missing msg_type, a msg_type
+            // that is not UTF-8, truncated after the bin, an id that fails after msg_type.
+            map(&[&[0x82], mt, dt, &bin(20), b"\xc0"]),
+            map(&[&[0x83], mt, dt, &bin(20), id, b"\xa1x"]),
+            map(&[&[0x82], dt, &bin(20), id, b"\x05"]),
+            map(&[&[0x82], dt, &bin(20), b"\xa8msg_type\xa1\xff"]),
+            map(&[&[0x83], mt, dt, &bin(20), id]),
+            map(&[&[0x83], dt, &bin(20), mt, id, b"\xcb\x3f\xe0\x00\x00\x00\x00\x00\x00"]),
+            // The bin in the first 16 bytes the error quotes.
+            map(&[&[0x82], dt, &bin(2), b"\xc1"]),
+        ]);
+        for frame in &frames {
+            let got = split(frame, 1024).unwrap_or_else(|| panic!("no bin in {}", hex(frame)));
+            assert_eq!(got, err(frame), "{}", hex(frame));
+        }
+        // A payload that is not the located one (a wrong length or place) falls back to the
+        // whole frame and still decodes it right.
+        let frame = &frames[2];
+        let bin = locate_data_bin(frame).unwrap_or(BinAt { header: 0, payload: 0, len: 0 });
+        let rest = [&frame[..bin.payload], &frame[bin.payload + 1..]].concat();
+        let got = decode_msgpack_envelope_split(&rest, bin.payload, frame[bin.payload..bin.payload + 1].to_vec());
+        assert_eq!(got.map_err(|e| e.to_string()), decode_msgpack_envelope(frame).map_err(|e| e.to_string()));
+    }
+
     #[test]
     fn every_bad_frame_gets_its_text() {
         assert_eq!(err(b""), "empty frame (id None)");
