@@ -634,8 +634,7 @@ mod tests {
         for way in [Way::Space, Way::Append, Way::Feed] {
             for cut in 0..=input.len() {
                 let (a, b) = input.split_at(cut);
-                let got: Vec<String> =
-                    decode_detaching(20, &[a, b], 3, 5, way).iter().map(|p| unsplit(p, 3)).collect();
+                let got: Vec<String> = decode_detaching(20, &[a, b], 3, 5, way).iter().map(|p| unsplit(p, 3)).collect();
                 assert_eq!(got, decode(20, &[a, b]), "{way:?}, cut at {cut}");
             }
             // Byte by byte, every frame long enough is split.

@@ -385,11 +385,12 @@ pub(crate) fn locate_data_bin(prefix: &[u8]) -> Option<BinAt> {
 /// frame's body with the payload cut out at `at`, `payload` the payload. The result is exactly
 /// the whole frame's (the same envelope, the same error texts), and the payload becomes
 /// [`Data::Bytes`] as it is, not copied.
-pub(crate) fn decode_msgpack_envelope_split(rest: &[u8], at: usize, payload: Vec<u8>) -> Result<Envelope, EnvelopeError> {
-    let bin = rest
-        .get(..at)
-        .and_then(locate_data_bin)
-        .filter(|bin| bin.payload == at && bin.len == payload.len());
+pub(crate) fn decode_msgpack_envelope_split(
+    rest: &[u8],
+    at: usize,
+    payload: Vec<u8>,
+) -> Result<Envelope, EnvelopeError> {
+    let bin = rest.get(..at).and_then(locate_data_bin).filter(|bin| bin.payload == at && bin.len == payload.len());
     if let Some(bin) = bin {
         // The same frame with a `bin` of no bytes in the payload's place: it is read item by
         // item exactly as the whole frame is (the payload's bytes are skipped, never looked at),
@@ -926,7 +927,8 @@ mod tests {
             }
         }
         // `data` after other keys, and after an unknown key whose value is a map.
-        let frame = [&[0x83, 0xa1, b'x', 0x81, 0xa1, b'k', 0x91, 0x01][..], b"\xa4data\xc4\x02ab\xa8msg_type\xa1t"].concat();
+        let frame =
+            [&[0x83, 0xa1, b'x', 0x81, 0xa1, b'k', 0x91, 0x01][..], b"\xa4data\xc4\x02ab\xa8msg_type\xa1t"].concat();
         assert_eq!(locate_data_bin(&frame), Some(BinAt { header: 13, payload: 15, len: 2 }));
         // Not a map, no data, data not a bin.
         assert_eq!(locate_data_bin(&[0x91, 0xc4, 0x01, 0x00]), None);

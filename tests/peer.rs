@@ -725,3 +725,84 @@ fn a_child_that_exits_inside_a_frame_fails_the_pending_request_and_the_cut_frame
     );
     assert_eq!(messages.recv_timeout(PATIENCE), Err(RecvTimeoutError::Disconnected));
 }
+
+// --- Big bins received apart from their frames --------------------------------------------
+
+/// A shell command writing the frame of `{msg_type, data: bin of len zero bytes, id}` (len of
+/// at least 64 KiB: a bin32), the payload from `/dev/zero`; the frame's length; and the length
+/// of what comes before the payload (the header and the map up to the bin's).
+fn zero_bin_frame(msg_type: &str, len: usize, id: u64) -> (String, usize, usize) {
+    let frame = Envelope::new(msg_type, Data::Bytes(vec![0; len])).with_id(id).to_frame().unwrap();
+    let data = frame.windows(5).position(|w| w == b"\xa4data").unwrap() + 5;
+    assert_eq!(frame[data], 0xc6, "a bin32");
+    let (head, tail) = (&frame[..data + 5], &frame[data + 5 + len..]);
+    let script = format!("printf '{}'; head -c {len} /dev/zero; printf '{}'", printf_bytes(head), printf_bytes(tail));
+    (script, frame.len(), head.len())
+}
+
+/// Sends bins of every size around the size from which a reply's bin is read apart (64 KiB)
+/// and up to 3 MiB, 8 in flight, to `cat`, which writes each request back as it came: the
+/// same frame, so each is the reply to itself.
+fn big_bins_come_back_whole(options: PeerOptions) {
+    let peer = shell("exec cat", options);
+    let sizes = [0, 65_535, 65_536, 65_537, 98_304, 1 << 20, (3 << 20) + 7, 65_536, 1 << 20, 200_000];
+    let payload = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 251) as u8).collect() };
+    let mut pending = VecDeque::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        pending.push_back((n, peer.send("bytes", payload(n)).unwrap()));
+        if pending.len() == 8 || i + 1 == sizes.len() {
+            while let Some((n, p)) = pending.pop_front() {
+                let id = p.id();
+                assert_eq!(p.wait().unwrap(), Envelope::new("bytes", Data::Bytes(payload(n))).with_id(id), "{n} bytes");
+            }
+        }
+    }
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.unsolicited, stats.lines_too_long), (10, 0, 0));
+    peer.close().unwrap();
+}
+
+#[test]
+fn big_bins_echoed_by_cat_come_back_whole_as_the_replies_to_their_requests() {
+    big_bins_come_back_whole(msgpack());
+}
+
+#[test]
+fn big_bins_come_back_whole_under_a_hang_watchdog_too() {
+    // The watchdog must hear of every read: the payload is then read through the decoder's
+    // read space, not in one blocking read.
+    big_bins_come_back_whole(PeerOptions { hang: Some(Duration::from_secs(60)), ..msgpack() });
+}
+
+#[test]
+fn a_child_killed_inside_a_big_bin_fails_the_pending_request_and_the_cut_frame_is_named() {
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (frame, length, head) = zero_bin_frame("r", 1 << 20, 1);
+    // The header, the map up to the bin, 200000 bytes of its payload, then SIGKILL.
+    let script =
+        format!("head -c {} >/dev/null; {{ {frame}; }} | head -c {}; kill -KILL $$", request.len(), head + 200_000);
+    let peer = shell(&script, msgpack());
+    let messages = peer.take_messages().unwrap();
+    let failed = peer.request("q", "").unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::PeerExited);
+    assert_eq!(failed.exit_status().and_then(|s| s.signal()), Some(9));
+    let text =
+        format!("frame 1: the stream ended inside the frame, after {} of its {} bytes", head - 4 + 200_000, length - 4);
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("error", text.as_str()));
+    assert_eq!(messages.recv_timeout(PATIENCE), Err(RecvTimeoutError::Disconnected));
+}
+
+#[test]
+fn an_over_long_big_bin_is_skipped_and_the_big_bin_after_it_is_the_reply() {
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (over, over_length, _) = zero_bin_frame("n", 1 << 20, 7);
+    let (reply_frame, ..) = zero_bin_frame("r", 300_000, 1);
+    let script = format!("head -c {} >/dev/null; {over}; {reply_frame}; exec cat >/dev/null", request.len());
+    let peer = shell(&script, PeerOptions { max_frame_bytes: 512 * 1024, ..msgpack() });
+    let messages = peer.take_messages().unwrap();
+    assert_eq!(peer.request("q", "").unwrap(), Envelope::new("r", Data::Bytes(vec![0; 300_000])).with_id(1));
+    let text = format!("frame 1: frame of {} bytes exceeds the 524288-byte limit", over_length - 4);
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("error", text.as_str()));
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.unsolicited, stats.lines_too_long), (1, 1, 1));
+}

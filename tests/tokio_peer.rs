@@ -680,3 +680,48 @@ async fn a_16_mib_stderr_flood_reaches_the_sink_whole_while_requests_are_answere
     assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 16 << 20);
     assert_eq!(peer.stats().requests, 50);
 }
+
+// --- Big bins received apart from their frames (read straight into their `Vec`) -----------
+
+#[tokio::test]
+async fn big_bins_echoed_by_cat_come_back_whole_as_the_replies_to_their_requests() {
+    // `cat` writes each request back as it came: the same frame, so each is its own reply.
+    let peer = shell("exec cat", PeerOptions { encoding: Encoding::Msgpack, ..options() });
+    let payload = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 251) as u8).collect() };
+    let sizes = [65_535, 65_536, 65_537, 98_304, 1 << 20, (3 << 20) + 7, 0, 200_000];
+    let mut pending = Vec::new();
+    for &n in &sizes {
+        pending.push((n, peer.send("bytes", payload(n)).await.unwrap()));
+    }
+    for (n, p) in pending {
+        let id = p.id();
+        assert_eq!(p.await.unwrap(), Envelope::new("bytes", Data::Bytes(payload(n))).with_id(id), "{n} bytes");
+    }
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.unsolicited, stats.lines_too_long), (8, 0, 0));
+    peer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_child_killed_inside_a_big_bin_fails_the_pending_request_and_the_cut_frame_is_named() {
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let frame = Envelope::new("r", Data::Bytes(vec![0; 1 << 20])).with_id(1).to_frame().unwrap();
+    let head = frame.windows(5).position(|w| w == b"\xa4data").unwrap() + 10;
+    let octal: String = frame[..head].iter().map(|b| format!("\\{b:03o}")).collect();
+    // The header, the map up to the bin, 200000 bytes of its payload, then SIGKILL.
+    let script =
+        format!("head -c {} >/dev/null; printf '{octal}'; head -c 200000 /dev/zero; kill -KILL $$", request.len());
+    let peer = shell(&script, PeerOptions { encoding: Encoding::Msgpack, ..options() });
+    let mut messages = peer.take_messages().unwrap();
+    let failed = peer.request("q", "").await.unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::PeerExited);
+    assert_eq!(failed.exit_status().and_then(|s| s.signal()), Some(9));
+    let text = format!(
+        "frame 1: the stream ended inside the frame, after {} of its {} bytes",
+        head - 4 + 200_000,
+        frame.len() - 4
+    );
+    let cut = tokio::time::timeout(PATIENCE, messages.recv()).await.unwrap();
+    assert_eq!(cut, Some(Envelope::new("error", text.as_str())));
+    assert_eq!(tokio::time::timeout(PATIENCE, messages.recv()).await.unwrap(), None);
+}

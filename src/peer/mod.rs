@@ -55,8 +55,8 @@ use crate::spin::{AdaptiveSpin, SpinDisabled};
 use crate::supervise::RestartPolicy;
 use crate::vectored::{FrameOut, SPLICE_MIN_BYTES};
 use crate::{
-    decode_envelope, decode_msgpack_envelope, Data, Detached, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
-    ProtocolError, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
+    decode_envelope, decode_msgpack_envelope, Data, Detached, Encoding, Envelope, Frame, FrameDecoder, LineDecoder,
+    Packet, ProtocolError, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
 };
 
 /// After the child exits, how long the peer waits for the rest of its stdout (replies it
@@ -1644,7 +1644,12 @@ impl Drop for Pending {
 /// The reader thread: the child's stdout, framed by the core, dispatched line by line (or
 /// frame by frame).
 /// `after_read` publishes what the reader wants counted (its spin statistics).
-fn read_stdout<R: Read + ReadInner>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, after_read: impl Fn(&R, &Counters)) {
+fn read_stdout<R: Read + ReadInner>(
+    shared: &Shared,
+    mut stdout: R,
+    unsolicited: &Outbound,
+    after_read: impl Fn(&R, &Counters),
+) {
     let (limits, counters) = (&shared.options, &shared.counters);
     let mut decoder = Incoming::new(limits);
     let mut buf = Vec::new();
@@ -2024,5 +2029,134 @@ impl process::StderrSink for StderrTo {
 
     fn end(&mut self) {
         self.shared.on_stderr_closed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that returns its chunks one read each (split where a read has less room), then
+    /// the end of input.
+    struct Chunks(VecDeque<Vec<u8>>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(mut chunk) = self.0.pop_front() else { return Ok(0) };
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.0.push_front(chunk.split_off(n));
+            }
+            Ok(n)
+        }
+    }
+
+    impl ReadInner for Chunks {
+        fn inner(&mut self) -> &mut dyn Read {
+            self
+        }
+    }
+
+    /// Reads `chunks` as the thread peer's reader does (`append`: a detached payload in one
+    /// `read_rest`; else through the read space): the messages, and whether a payload was
+    /// received apart.
+    fn receive(chunks: Vec<Vec<u8>>, max_frame_bytes: usize, append: bool) -> (Vec<Envelope>, bool) {
+        let options = PeerOptions { encoding: Encoding::Msgpack, max_frame_bytes, ..PeerOptions::default() };
+        let limits = Limits::of(&options).unwrap_or_else(|e| panic!("{e}"));
+        let counters = Counters::default();
+        let (mut incoming, mut input, mut buf) = (Incoming::new(&limits), Chunks(chunks.into()), Vec::new());
+        let (mut out, mut apart) = (Vec::new(), false);
+        loop {
+            let n = match incoming.detached_rest() {
+                Some(rest) if append => {
+                    apart = true;
+                    let lacking = rest.capacity() - rest.len();
+                    read_rest(&mut input, lacking, rest).unwrap_or_else(|e| panic!("{e}"));
+                    incoming.appended()
+                }
+                rest => {
+                    apart |= rest.is_some();
+                    incoming.read_from(&mut input, &mut buf).unwrap_or_else(|e| panic!("{e}"))
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            incoming.drain(&limits, &counters, |m, _| out.push(m));
+        }
+        incoming.finish(&limits, &counters, |m, _| out.push(m));
+        (out, apart)
+    }
+
+    #[test]
+    fn a_big_bin_is_received_apart_at_every_split_around_the_frame_and_bin_headers() {
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+        let small = Envelope::new("s", "x").with_id(1).to_frame().unwrap_or_default();
+        let big = Envelope::new("bytes", Data::Bytes(payload.clone())).with_id(2).to_frame().unwrap_or_default();
+        let stream = [&small[..], &big[..], &small[..]].concat();
+        let want = vec![
+            Envelope::new("s", "x").with_id(1),
+            Envelope::new("bytes", Data::Bytes(payload)).with_id(2),
+            Envelope::new("s", "x").with_id(1),
+        ];
+        // First read ends anywhere from before the big frame's header to past its bin header.
+        for first in 1..small.len() + 40 {
+            for append in [false, true] {
+                let mut chunks = vec![stream[..first].to_vec()];
+                chunks.extend(stream[first..].chunks(65_536).map(<[u8]>::to_vec));
+                let (got, apart) = receive(chunks, DEFAULT_MAX_FRAME_BYTES, append);
+                let brief = |m: &[Envelope]| -> Vec<String> {
+                    m.iter()
+                        .map(|e| format!("{} {:?} {:?}", e.msg_type, e.id, e.data.as_bytes().map(<[u8]>::len)))
+                        .collect()
+                };
+                assert_eq!(brief(&got), brief(&want), "first read of {first} bytes, append {append}");
+                assert!(got == want, "first read of {first} bytes, append {append}: the payload differs");
+                assert!(apart, "first read of {first} bytes, append {append}: the payload was not received apart");
+            }
+        }
+    }
+
+    #[test]
+    fn bins_below_the_size_or_mostly_arrived_are_not_received_apart() {
+        let frame = |n: usize| Envelope::new("b", Data::Bytes(vec![1; n])).to_frame().unwrap_or_default();
+        // Under 64 KiB.
+        let (got, apart) = receive(frame(65_535).chunks(1000).map(<[u8]>::to_vec).collect(), 1 << 20, true);
+        assert_eq!((got, apart), (vec![Envelope::new("b", Data::Bytes(vec![1; 65_535]))], false));
+        // All but 32 KiB - 1 of it taken in at once: the rest is read into the decoder; with
+        // 32 KiB still to come, it is received apart.
+        let big = frame(100_000);
+        let options = PeerOptions { encoding: Encoding::Msgpack, ..PeerOptions::default() };
+        let limits = Limits::of(&options).unwrap_or_else(|e| panic!("{e}"));
+        for (lacking, apart) in [(32_767, false), (32_768, true)] {
+            let mut incoming = Incoming::new(&limits);
+            incoming.feed(&big[..big.len() - lacking], &limits, &Counters::default(), |m, _| panic!("{m:?}"));
+            assert_eq!(incoming.detached_rest().is_some(), apart, "{lacking} bytes still to come");
+        }
+    }
+
+    #[test]
+    fn an_over_long_big_bin_is_skipped_with_bounded_memory_and_a_cut_payload_is_named() {
+        let big = Envelope::new("b", Data::Bytes(vec![1; 200_000])).to_frame().unwrap_or_default();
+        let next = Envelope::new("b", Data::Bytes(vec![2; 100_000])).with_id(3).to_frame().unwrap_or_default();
+        let stream = [&big[..], &next[..], &next[..next.len() - 50_000]].concat();
+        for append in [false, true] {
+            let (got, _) = receive(stream.chunks(4096).map(<[u8]>::to_vec).collect(), 150_000, append);
+            let error = |text: &str| Envelope { msg_type: "error".into(), data: Data::from(text), id: None };
+            assert_eq!(
+                got,
+                [
+                    error(&format!("frame 1: frame of {} bytes exceeds the 150000-byte limit", big.len() - 4)),
+                    Envelope::new("b", Data::Bytes(vec![2; 100_000])).with_id(3),
+                    error(&format!(
+                        "frame 3: the stream ended inside the frame, after {} of its {} bytes",
+                        next.len() - 50_004,
+                        next.len() - 4
+                    )),
+                ],
+                "append {append}"
+            );
+        }
     }
 }
