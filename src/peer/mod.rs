@@ -1790,7 +1790,8 @@ impl Incoming {
         }
     }
 
-    /// Passes on every whole line or frame taken in so far, as [`feed`](Self::feed) does. Then,
+    /// Passes on every whole line or frame taken in so far, each as a message (see
+    /// [`line_message`]) with what it costs the unsolicited queue. Then,
     /// if a big frame is arriving whose `data` is a big `bin` (its header in the first
     /// [`SCAN_BYTES`] of the frame) with at least [`DIRECT_READ_BYTES`] of it still to come,
     /// has the frame decoder receive that payload apart ([`FrameDecoder::detach_range`]): it is
