@@ -355,28 +355,32 @@ impl FrameDecoder {
     }
 
     /// The [detached range](Self::detach_range) being received, while some of it is still to
-    /// come: a `Vec` holding what arrived of it (its length) with room for the rest (its
-    /// capacity), to append the range's next bytes to in place of [`read_space`](Self::read_space)
-    /// and [`commit`](Self::commit). A reader that fills a `Vec`'s spare capacity (tokio's
-    /// `read_buf`, `Read::take(n).read_to_end`) so receives the range into memory that is never
-    /// zeroed first. Say it is done with [`appended`](Self::appended); append no more than the
-    /// range lacks.
-    pub fn detached_rest(&mut self) -> Option<&mut Vec<u8>> {
+    /// come: a `Vec` holding what arrived of it (its length) with room reserved for the rest,
+    /// and how many bytes the range still lacks, to append the range's next bytes to in place
+    /// of [`read_space`](Self::read_space) and [`commit`](Self::commit). A reader that fills a
+    /// `Vec`'s spare capacity through a limit (`Read::take(lacking).read_to_end`, tokio's
+    /// `take(lacking).read_buf`) so receives the range into memory that is never zeroed first.
+    /// Say it is done with [`appended`](Self::appended); append no more than the range lacks
+    /// (the `Vec`'s capacity may be more).
+    pub fn detached_rest(&mut self) -> Option<(&mut Vec<u8>, usize)> {
         let r = self.detached.as_mut().filter(|r| r.lacking() > 0)?;
         r.range.bytes.truncate(r.filled);
         r.appending = true;
-        Some(&mut r.range.bytes)
+        let lacking = r.lacking();
+        Some((&mut r.range.bytes, lacking))
     }
 
     /// Takes in what was appended to [`detached_rest`](Self::detached_rest) since it was asked
     /// for. Returns how many bytes that was.
     ///
     /// # Panics
-    /// If more was appended than the range lacked: a caller's bug, not a property of the input.
+    /// If more was appended than the range lacked, or bytes that had arrived were taken away: a
+    /// caller's bug, not a property of the input.
     pub fn appended(&mut self) -> usize {
         let Some(r) = self.detached.as_mut().filter(|r| r.appending) else { return 0 };
         r.appending = false;
-        let now = r.range.bytes.len().max(r.filled);
+        let now = r.range.bytes.len();
+        assert!(now >= r.filled, "{} bytes of the detached range were taken away", r.filled - now);
         assert!(now <= r.len, "appended {} bytes past the detached range", now - r.len);
         let n = now - r.filled;
         r.filled = now;
@@ -576,8 +580,8 @@ mod tests {
             let mut chunk: &[u8] = chunk;
             while !chunk.is_empty() {
                 let n = match (way, d.detached_rest()) {
-                    (Way::Append, Some(rest)) => {
-                        let n = chunk.len().min(rest.capacity() - rest.len());
+                    (Way::Append, Some((rest, lacking))) => {
+                        let n = chunk.len().min(lacking);
                         rest.extend_from_slice(&chunk[..n]);
                         assert_eq!(d.appended(), n);
                         n
@@ -715,12 +719,24 @@ mod tests {
         d.feed(&whole[..20]);
         assert!(d.detach_range(10, 90_000));
         assert_eq!(d.read_space(64).len(), 90_000 - 6, "the range's bytes still to come");
-        let rest = d.detached_rest().map(|v| (v.len(), v.capacity()));
-        assert_eq!(rest, Some((6, 90_000)), "what arrived, room for the rest, never zeroed");
+        let rest = d.detached_rest().map(|(v, lacking)| (v.len(), v.capacity() >= 90_000, lacking));
+        assert_eq!(rest, Some((6, true, 90_000 - 6)), "what arrived, room for the rest, never zeroed");
         d.feed(&whole[20..]);
         let (p, range) = d.next_split().unwrap_or((Packet::Cut { number: 0, received: 0, length: None }, None));
         assert_eq!(p, Packet::Frame { number: 1, bytes: &[&body[..10], &body[90_010..]].concat()[..] });
         assert_eq!(range.map(|r| r.bytes), Some(body[10..90_010].to_vec()));
+    }
+
+    #[test]
+    #[should_panic(expected = "of the detached range were taken away")]
+    fn taking_arrived_bytes_out_of_the_range_is_a_bug() {
+        let mut d = FrameDecoder::new(100);
+        d.feed(&frame(b"abcdef")[..7]);
+        assert!(d.detach_range(1, 3));
+        if let Some((rest, _)) = d.detached_rest() {
+            rest.clear();
+        }
+        d.appended();
     }
 
     #[test]
@@ -729,7 +745,7 @@ mod tests {
         let mut d = FrameDecoder::new(100);
         d.feed(&frame(b"abcdef")[..5]);
         assert!(d.detach_range(1, 3));
-        if let Some(rest) = d.detached_rest() {
+        if let Some((rest, _)) = d.detached_rest() {
             rest.extend_from_slice(b"toolong");
         }
         d.appended();

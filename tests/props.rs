@@ -496,14 +496,16 @@ fn decode_detaching(max: usize, chunks: &[&[u8]], at: usize, len: usize, how: u8
         (rust_ts_ipc::Packet::Frame { number, bytes }, None) => format!("{number}:{bytes:?}"),
         (rust_ts_ipc::Packet::TooLong { number, length }, _) => format!("{number}:too long {length}"),
         (rust_ts_ipc::Packet::Cut { number, received, length: None }, _) => format!("{number}:cut header {received}"),
-        (rust_ts_ipc::Packet::Cut { number, received, length: Some(l) }, _) => format!("{number}:cut {received} of {l}"),
+        (rust_ts_ipc::Packet::Cut { number, received, length: Some(l) }, _) => {
+            format!("{number}:cut {received} of {l}")
+        }
     };
     for chunk in chunks {
         let mut chunk: &[u8] = chunk;
         while !chunk.is_empty() {
             let n = match (how, d.detached_rest()) {
-                (1, Some(rest)) => {
-                    let n = chunk.len().min(rest.capacity() - rest.len());
+                (1, Some((rest, lacking))) => {
+                    let n = chunk.len().min(lacking);
                     rest.extend_from_slice(&chunk[..n]);
                     d.appended()
                 }

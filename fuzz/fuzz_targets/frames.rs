@@ -90,8 +90,8 @@ fn decode_detaching(max: usize, how: u8, at: usize, len: usize, chunks: &mut dyn
     for mut chunk in chunks {
         while !chunk.is_empty() {
             let n = match (how, decoder.detached_rest()) {
-                (1, Some(rest)) => {
-                    let n = chunk.len().min(rest.capacity() - rest.len());
+                (1, Some((rest, lacking))) => {
+                    let n = chunk.len().min(lacking);
                     rest.extend_from_slice(&chunk[..n]);
                     decoder.appended()
                 }

@@ -1658,8 +1658,7 @@ fn read_stdout<R: Read + ReadInner>(
             // A big `bin` payload: the rest of it appended straight to its `Vec` (no zeroing
             // first), in reads that block until it has all arrived. Not when a hang watchdog
             // needs to hear of every read (it would not hear of a payload trickling in).
-            Some(rest) if !shared.watched => {
-                let lacking = rest.capacity() - rest.len();
+            Some((rest, lacking)) if !shared.watched => {
                 let read = read_rest(&mut stdout, lacking, rest);
                 let n = decoder.appended();
                 read.map(|()| n)
@@ -1766,7 +1765,7 @@ impl Incoming {
 
     /// The `bin` payload being received apart, while some of it is still to come (see
     /// [`FrameDecoder::detached_rest`]): append to it, then call [`appended`](Self::appended).
-    pub(crate) fn detached_rest(&mut self) -> Option<&mut Vec<u8>> {
+    pub(crate) fn detached_rest(&mut self) -> Option<(&mut Vec<u8>, usize)> {
         match self {
             Incoming::Lines(_) => None,
             Incoming::Frames(decoder) => decoder.detached_rest(),
@@ -2070,9 +2069,8 @@ mod tests {
         let (mut out, mut apart) = (Vec::new(), false);
         loop {
             let n = match incoming.detached_rest() {
-                Some(rest) if append => {
+                Some((rest, lacking)) if append => {
                     apart = true;
-                    let lacking = rest.capacity() - rest.len();
                     read_rest(&mut input, lacking, rest).unwrap_or_else(|e| panic!("{e}"));
                     incoming.appended()
                 }

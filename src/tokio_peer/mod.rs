@@ -1095,7 +1095,10 @@ async fn read_stdout(shared: Arc<Shared>, mut stdout: ChildStdout, unsolicited: 
         // In place, as the thread peer reads: a big `bin` payload straight into the spare
         // capacity of the `Vec` that becomes its `Data::Bytes` (never zeroed first).
         let read = match decoder.detached_rest() {
-            Some(rest) => stdout.read_buf(rest).await.map(|_| decoder.appended()),
+            Some((rest, lacking)) => {
+                let limit = u64::try_from(lacking).unwrap_or(u64::MAX);
+                (&mut stdout).take(limit).read_buf(rest).await.map(|_| decoder.appended())
+            }
             None => match stdout.read(decoder.space(&mut buf)).await {
                 Ok(n) => {
                     decoder.commit(n, &buf);
