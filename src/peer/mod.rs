@@ -2159,3 +2159,246 @@ mod tests {
         }
     }
 }
+
+/// Differential: the same byte stream, chunked at random, decoded by the path without detached
+/// ranges (the frame decoder fed whole, every frame decoded whole) and by every way the peers
+/// read with them; adversarial frames (the `data` bin where the peek does not expect it, lying
+/// lengths, over-long frames, cut streams) must give the same messages, sizes and counters.
+#[cfg(test)]
+mod differential {
+    use super::*;
+
+    /// SplitMix64: deterministic, so a failing seed can be replayed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
+        }
+    }
+
+    fn key(name: &[u8]) -> Vec<u8> {
+        match name.len() {
+            n @ 0..=31 => [&[0xa0 | u8::try_from(n).unwrap_or(0)][..], name].concat(),
+            n => [&[0xda][..], &u16::try_from(n).unwrap_or(0).to_be_bytes(), name].concat(),
+        }
+    }
+
+    /// A bin32 declaring `declared` bytes, holding `len`.
+    fn bin(declared: u32, len: usize, fill: u8) -> Vec<u8> {
+        let mut v = vec![0xc6];
+        v.extend_from_slice(&declared.to_be_bytes());
+        v.extend((0..len).map(|i| fill.wrapping_add((i % 241) as u8)));
+        v
+    }
+
+    fn big(rng: &mut Rng) -> usize {
+        [0, 10, 65_535, 65_536, 70_000, 100_000, 150_000][rng.below(7)] + rng.below(3)
+    }
+
+    /// One frame's body, adversarial at times.
+    fn body(rng: &mut Rng) -> Vec<u8> {
+        let n = big(rng);
+        let fill = u8::try_from(rng.below(256)).unwrap_or(0);
+        let data_bin = bin(u32::try_from(n).unwrap_or(0), n, fill);
+        let mt = [key(b"msg_type"), key(b"t")].concat();
+        let id = [key(b"id"), vec![u8::try_from(rng.below(100)).unwrap_or(0)]].concat();
+        let data = [key(b"data"), data_bin.clone()].concat();
+        let map = |pairs: &[Vec<u8>]| -> Vec<u8> {
+            let count = u8::try_from(pairs.len()).unwrap_or(0);
+            [vec![0x80 | count], pairs.concat()].concat()
+        };
+        match rng.below(14) {
+            0 => map(&[mt, data, id]),
+            1 => map(&[id, data, mt]),
+            2 => {
+                // An unknown key of up to 1500 bytes before data: the bin past the peek at times.
+                let long = vec![b'k'; rng.below(1500)];
+                map(&[[key(&long), vec![0xc0]].concat(), data, mt, id])
+            }
+            3 => {
+                // A nested map with a `data` bin, then the top-level data.
+                let nested = [vec![0x81], key(b"data"), bin(70_000, 70_000, 1)].concat();
+                let top = if rng.below(2) == 0 { data } else { [key(b"data"), key(b"s")].concat() };
+                map(&[[key(b"x"), nested].concat(), top, mt, id])
+            }
+            4 => {
+                // `data` twice: a big bin, then a string, a small bin or another big bin.
+                let later = match rng.below(3) {
+                    0 => key(b"str"),
+                    1 => bin(3, 3, 9),
+                    _ => bin(80_000, 80_000, 7),
+                };
+                map(&[mt, data, id, [key(b"data"), later].concat()])
+            }
+            5 => map(&[mt, [key(b"Data"), data_bin].concat(), [key(b"data"), key(b"s")].concat(), id]),
+            6 => {
+                // The bin declares more than the frame holds, or less.
+                let declared =
+                    if rng.below(2) == 0 { n + 1 + rng.below(100_000) } else { n.saturating_sub(1 + rng.below(100)) };
+                let lying = bin(u32::try_from(declared).unwrap_or(0), n, fill);
+                map(&[mt, [key(b"data"), lying].concat(), id])
+            }
+            7 => map(&[mt, [key(b"data"), bin(u32::MAX, n, fill)].concat(), id]),
+            8 => [map(&[mt, data, id]), vec![0xc0; 1 + rng.below(3)]].concat(),
+            9 => map(&[[key(b"msg_type"), vec![0xa1, 0xff]].concat(), data, id]),
+            10 => map(&[mt, data, [key(b"id"), key(b"bad")].concat()]),
+            11 => [vec![0x92], data_bin].concat(),
+            12 => map(&[mt, data]),
+            _ => map(&[data, id]),
+        }
+    }
+
+    /// The stream: frames (at times one whose header lies about its length), cut at times.
+    fn stream(rng: &mut Rng) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            let body = body(rng);
+            let mut length = body.len();
+            if rng.below(8) == 0 {
+                length = if rng.below(2) == 0 { length + rng.below(200_000) } else { length - rng.below(length + 1) };
+            }
+            out.extend_from_slice(&u32::try_from(length).unwrap_or(0).to_le_bytes());
+            out.extend_from_slice(&body);
+        }
+        if rng.below(3) == 0 {
+            out.truncate(rng.below(out.len() + 1));
+        }
+        out
+    }
+
+    fn chunks(rng: &mut Rng, bytes: &[u8]) -> VecDeque<Vec<u8>> {
+        let mut out = VecDeque::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let n = match rng.below(4) {
+                0 => 1 + rng.below(64),
+                1 => 1 + rng.below(4096),
+                _ => 1 + rng.below(200_000),
+            };
+            let end = (at + n).min(bytes.len());
+            out.push_back(bytes[at..end].to_vec());
+            at = end;
+        }
+        out
+    }
+
+    struct Chunks(VecDeque<Vec<u8>>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(mut chunk) = self.0.pop_front() else { return Ok(0) };
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.0.push_front(chunk.split_off(n));
+            }
+            Ok(n)
+        }
+    }
+
+    impl ReadInner for Chunks {
+        fn inner(&mut self) -> &mut dyn Read {
+            self
+        }
+    }
+
+    /// The messages with what each costs the unsolicited queue, and the over-long count.
+    type Out = (Vec<(Envelope, usize)>, u64);
+
+    fn limits(max: usize) -> Limits {
+        let options = PeerOptions { encoding: Encoding::Msgpack, max_frame_bytes: max, ..PeerOptions::default() };
+        Limits::of(&options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Without detached ranges: every chunk fed, every frame decoded whole (as before them).
+    fn whole(chunks: &VecDeque<Vec<u8>>, max: usize) -> Out {
+        let (limits, counters) = (limits(max), Counters::default());
+        let mut decoder = FrameDecoder::new(max);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            decoder.feed(chunk);
+            while let Some(packet) = decoder.next_packet() {
+                out.push(packet_message(&limits, &counters, packet, None));
+            }
+        }
+        while let Some(packet) = decoder.finish() {
+            out.push(packet_message(&limits, &counters, packet, None));
+        }
+        (out, counters.lines_too_long.load(Ordering::Relaxed))
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Way {
+        /// The thread peer: the rest of a payload in one `read_rest`.
+        Append,
+        /// The thread peer under a hang watchdog: through the read space.
+        Space,
+        /// The tokio peer: the rest of a payload appended a read at a time.
+        OneRead,
+    }
+
+    fn split(chunks: &VecDeque<Vec<u8>>, max: usize, way: Way) -> Out {
+        let (limits, counters) = (limits(max), Counters::default());
+        let (mut incoming, mut input, mut buf) = (Incoming::new(&limits), Chunks(chunks.clone()), Vec::new());
+        let mut out = Vec::new();
+        loop {
+            let rest = match way {
+                Way::Space => None,
+                Way::Append | Way::OneRead => incoming.detached_rest(),
+            };
+            let n = match (rest, way) {
+                (Some((rest, lacking)), Way::Append) => {
+                    read_rest(&mut input, lacking, rest).unwrap_or_else(|e| panic!("{e}"));
+                    incoming.appended()
+                }
+                (Some((rest, lacking)), _) => {
+                    let mut tmp = vec![0; lacking];
+                    let n = input.read(&mut tmp).unwrap_or_else(|e| panic!("{e}"));
+                    rest.extend_from_slice(&tmp[..n]);
+                    incoming.appended()
+                }
+                (None, _) => incoming.read_from(&mut input, &mut buf).unwrap_or_else(|e| panic!("{e}")),
+            };
+            if n == 0 {
+                break;
+            }
+            incoming.drain(&limits, &counters, |m, size| out.push((m, size)));
+        }
+        incoming.finish(&limits, &counters, |m, size| out.push((m, size)));
+        (out, counters.lines_too_long.load(Ordering::Relaxed))
+    }
+
+    fn brief(out: &Out) -> Vec<String> {
+        out.0
+            .iter()
+            .map(|(e, size)| match &e.data {
+                Data::Bytes(b) => format!("{} {:?} bytes {} (size {size})", e.msg_type, e.id, b.len()),
+                other => format!("{} {:?} {other:?} (size {size})", e.msg_type, e.id),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_way_of_reading_with_detached_bins_decodes_exactly_as_whole_frames() {
+        for seed in 0..300 {
+            let mut rng = Rng(seed);
+            let bytes = stream(&mut rng);
+            let max = [150_000, 1 << 20, 100_000, 70_100][rng.below(4)];
+            let chunked = chunks(&mut rng, &bytes);
+            let want = whole(&chunked, max);
+            for way in [Way::Append, Way::Space, Way::OneRead] {
+                let got = split(&chunked, max, way);
+                assert_eq!(brief(&got), brief(&want), "seed {seed}, {way:?}, max {max}");
+                assert!(got == want, "seed {seed}, {way:?}: a payload differs");
+            }
+        }
+    }
+}
