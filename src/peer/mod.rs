@@ -1654,17 +1654,7 @@ fn read_stdout<R: Read + ReadInner>(
     let mut decoder = Incoming::new(limits);
     let mut buf = Vec::new();
     loop {
-        let read = match decoder.detached_rest() {
-            // A big `bin` payload: the rest of it appended straight to its `Vec` (no zeroing
-            // first), in reads that block until it has all arrived. Not when a hang watchdog
-            // needs to hear of every read (it would not hear of a payload trickling in).
-            Some((rest, lacking)) if !shared.watched => {
-                let read = read_rest(&mut stdout, lacking, rest);
-                let n = decoder.appended();
-                read.map(|()| n)
-            }
-            _ => decoder.read_from(&mut stdout, &mut buf),
-        };
+        let read = read_once(&mut decoder, &mut stdout, &mut buf, shared.watched);
         after_read(&stdout, &shared.counters);
         match read {
             Ok(0) => break,
@@ -1680,6 +1670,28 @@ fn read_stdout<R: Read + ReadInner>(
     }
     decoder.finish(limits, counters, |m, size| shared.dispatch(m, size, unsolicited));
     shared.on_stdout_closed();
+}
+
+/// One read of the reader thread into `decoder` (see [`Incoming::space`]). A big `bin` payload
+/// being received apart: the rest of it appended straight to its `Vec` (no zeroing first), in
+/// reads that block until it has all arrived. Not when `watched` (a hang watchdog needs to hear
+/// of every read, and would not hear of a payload trickling in): then through the read space,
+/// and the payload's `Vec` is not asked for at all, as asking gives up the room the read space
+/// zeroed, which it would zero again at every read (quadratic in the payload's size).
+fn read_once<R: Read + ReadInner>(
+    decoder: &mut Incoming,
+    stdout: &mut R,
+    buf: &mut Vec<u8>,
+    watched: bool,
+) -> io::Result<usize> {
+    if !watched {
+        if let Some((rest, lacking)) = decoder.detached_rest() {
+            let read = read_rest(stdout, lacking, rest);
+            let n = decoder.appended();
+            return read.map(|()| n);
+        }
+    }
+    decoder.read_from(stdout, buf)
 }
 
 /// Appends up to `lacking` bytes of `stdout` to `rest`'s spare capacity (stops early at the end
@@ -2115,6 +2127,45 @@ mod tests {
                 assert!(apart, "first read of {first} bytes, append {append}: the payload was not received apart");
             }
         }
+    }
+
+    /// A reader that, as `Read` allows, leaves a mark in the room of each read it did not
+    /// fill, and remembers the first byte of the room each read was given.
+    struct Marking(Chunks, Vec<u8>);
+
+    impl Read for Marking {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.1.push(buf.first().copied().unwrap_or(0));
+            let n = self.0.read(buf)?;
+            buf[n..].fill(0xee);
+            Ok(n)
+        }
+    }
+
+    impl ReadInner for Marking {
+        fn inner(&mut self) -> &mut dyn Read {
+            self
+        }
+    }
+
+    #[test]
+    fn under_a_hang_watchdog_a_payload_read_through_the_read_space_is_not_zeroed_again_at_every_read() {
+        let big = Envelope::new("b", Data::Bytes(vec![1; 300_000])).with_id(2).to_frame().unwrap_or_default();
+        let options = PeerOptions { encoding: Encoding::Msgpack, ..PeerOptions::default() };
+        let limits = Limits::of(&options).unwrap_or_else(|e| panic!("{e}"));
+        let counters = Counters::default();
+        let (mut incoming, mut buf, mut got) = (Incoming::new(&limits), Vec::new(), Vec::new());
+        let mut input = Marking(Chunks(big.chunks(10_000).map(<[u8]>::to_vec).collect()), Vec::new());
+        while read_once(&mut incoming, &mut input, &mut buf, true).unwrap_or_else(|e| panic!("{e}")) > 0 {
+            incoming.drain(&limits, &counters, |m, _| got.push(m));
+        }
+        assert_eq!(got, [Envelope::new("b", Data::Bytes(vec![1; 300_000])).with_id(2)]);
+        // 31 chunks: the first read into the decoder's storage, then the payload's `Vec` (zeroed
+        // once, when first handed out) up to the last chunk's first bytes, whose rest (the frame
+        // after the payload) and the end of input are read into the decoder's storage. Every
+        // read into the payload after the first starts where the one before left its mark.
+        assert_eq!(input.1.len(), 33, "{:?}", input.1);
+        assert!(input.1[2..31].iter().all(|&b| b == 0xee), "the room was zeroed again: {:?}", input.1);
     }
 
     #[test]
