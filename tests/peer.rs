@@ -806,3 +806,58 @@ fn an_over_long_big_bin_is_skipped_and_the_big_bin_after_it_is_the_reply() {
     let stats = peer.stats();
     assert_eq!((stats.replies, stats.unsolicited, stats.lines_too_long), (1, 1, 1));
 }
+
+/// The frame of `{msg_type, data: bin of len zero bytes, id}` (len of at least 64 KiB) as the
+/// `printf` formats of what comes before its payload and of what comes after it.
+fn zero_bin_parts(msg_type: &str, len: usize, id: Option<u64>) -> (String, String) {
+    let envelope = Envelope::new(msg_type, Data::Bytes(vec![0; len]));
+    let frame = match id {
+        Some(id) => envelope.with_id(id),
+        None => envelope,
+    }
+    .to_frame()
+    .unwrap();
+    let data = frame.windows(5).position(|w| w == b"\xa4data").unwrap() + 5;
+    assert_eq!(frame[data], 0xc6, "a bin32");
+    (printf_bytes(&frame[..data + 5]), printf_bytes(&frame[data + 5 + len..]))
+}
+
+#[test]
+fn a_big_bin_trickling_in_for_longer_than_the_hang_limit_is_not_a_hang() {
+    // Every piece of the payload is heard: the watchdog must not see the payload as silence.
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (head, tail) = zero_bin_parts("r", 6 * 65_536, Some(1));
+    let script = format!(
+        "head -c {} >/dev/null; printf '{head}'; for i in 1 2 3 4 5 6; do head -c 65536 /dev/zero; sleep 0.2; done; \
+         printf '{tail}'; exec cat >/dev/null",
+        request.len()
+    );
+    let peer = shell(&script, PeerOptions { hang: Some(Duration::from_millis(700)), ..msgpack() });
+    assert_eq!(peer.request("q", "").unwrap(), Envelope::new("r", Data::Bytes(vec![0; 6 * 65_536])).with_id(1));
+    peer.close().unwrap();
+}
+
+#[test]
+fn a_big_bin_reply_to_a_timed_out_request_is_dropped_and_an_unsolicited_big_bin_and_the_next_reply_come_whole() {
+    // Reply 1 stops inside its payload until request 2 arrives (request 1 has timed out by
+    // then); then the rest of it, an unsolicited big bin, and reply 2, back to back.
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (head1, tail1) = zero_bin_parts("r", 300_000, Some(1));
+    let (head_n, tail_n) = zero_bin_parts("n", 100_000, None);
+    let (head2, tail2) = zero_bin_parts("r", 200_000, Some(2));
+    let script = format!(
+        "head -c {req} >/dev/null; printf '{head1}'; head -c 200000 /dev/zero; head -c {req} >/dev/null; \
+         {{ head -c 100000 /dev/zero; printf '{tail1}{head_n}'; head -c 100000 /dev/zero; printf '{tail_n}{head2}'; \
+         head -c 200000 /dev/zero; printf '{tail2}'; }}; exec cat >/dev/null",
+        req = request.len()
+    );
+    let peer = shell(&script, msgpack());
+    let messages = peer.take_messages().unwrap();
+    let e = peer.request_timeout("q", "", Duration::from_millis(100)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Timeout);
+    assert_eq!(peer.request("q", "").unwrap(), Envelope::new("r", Data::Bytes(vec![0; 200_000])).with_id(2));
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("n", Data::Bytes(vec![0; 100_000])));
+    let stats = peer.stats();
+    assert_eq!((stats.late_replies_dropped, stats.replies, stats.unsolicited, stats.timeouts), (1, 1, 1, 1));
+    peer.close().unwrap();
+}
