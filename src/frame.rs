@@ -361,7 +361,9 @@ impl FrameDecoder {
     /// `Vec`'s spare capacity through a limit (`Read::take(lacking).read_to_end`, tokio's
     /// `take(lacking).read_buf`) so receives the range into memory that is never zeroed first.
     /// Say it is done with [`appended`](Self::appended); append no more than the range lacks
-    /// (the `Vec`'s capacity may be more).
+    /// (the `Vec`'s capacity may be more). Keep to one way per range: asking for this after
+    /// `read_space` gives up the room `read_space` zeroed, and the next `read_space` zeroes the
+    /// rest of the range again (at every read, that is quadratic in the range's length).
     pub fn detached_rest(&mut self) -> Option<(&mut Vec<u8>, usize)> {
         let r = self.detached.as_mut().filter(|r| r.lacking() > 0)?;
         r.range.bytes.truncate(r.filled);
