@@ -861,3 +861,53 @@ fn a_big_bin_reply_to_a_timed_out_request_is_dropped_and_an_unsolicited_big_bin_
     assert_eq!((stats.late_replies_dropped, stats.replies, stats.unsolicited, stats.timeouts), (1, 1, 1, 1));
     peer.close().unwrap();
 }
+
+#[test]
+fn a_child_hung_inside_a_big_bin_is_restarted_the_cut_frame_is_named_and_the_next_child_answers_big_bins() {
+    // The first child stops inside its reply's payload and hangs; the watchdog kills it, the
+    // peer starts `cat`, which echoes each request as its reply.
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (head, _) = zero_bin_parts("r", 1 << 20, Some(1));
+    let reply_len = Envelope::new("r", Data::Bytes(vec![0; 1 << 20])).with_id(1).to_frame().unwrap().len();
+    let hung =
+        format!("head -c {} >/dev/null; printf '{head}'; head -c 200000 /dev/zero; exec sleep 30", request.len());
+    let made = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&made);
+    let make = move || {
+        let mut n = counted.lock().unwrap();
+        *n += 1;
+        let mut command = Command::new("sh");
+        command.args(["-c", if *n == 1 { hung.as_str() } else { "exec cat" }]);
+        command
+    };
+    let options = PeerOptions {
+        hang: Some(Duration::from_millis(300)),
+        grace: Duration::from_millis(200),
+        restart: Some(rust_ts_ipc::supervise::RestartPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+            max_restarts: 3,
+            window: Duration::from_secs(60),
+        }),
+        ..msgpack()
+    };
+    let peer = Peer::spawn_with(make, options).unwrap();
+    let messages = peer.take_messages().unwrap();
+    let e = peer.request("q", "").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PeerExited, "{e}");
+    assert!(e.to_string().contains("hung: nothing came from it for "), "{e}");
+    let head_len = head.len() / 4;
+    let text = format!(
+        "frame 1: the stream ended inside the frame, after {} of its {} bytes",
+        head_len - 4 + 200_000,
+        reply_len - 4
+    );
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("error", text.as_str()));
+    let payload: Vec<u8> = (0..(1 << 20) + 3).map(|i| (i % 251) as u8).collect();
+    let echoed = peer.request("bytes", payload.clone()).unwrap();
+    assert_eq!((echoed.msg_type.as_str(), echoed.data), ("bytes", Data::Bytes(payload)));
+    assert_eq!(*made.lock().unwrap(), 2);
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.unsolicited), (1, 1));
+    peer.close().unwrap();
+}
