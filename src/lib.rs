@@ -144,7 +144,7 @@ pub use codec::{Frame, LineDecoder, DEFAULT_MAX_LINE_BYTES};
 pub use encoding::{Encoding, UnknownEncoding};
 pub use envelope::{Data, Envelope, EnvelopeError};
 pub use error::{excerpt, hex_excerpt, FrameError, JsonKind, LineError, ProtocolError};
-pub use frame::{write_frame, FrameDecoder, Packet, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES};
+pub use frame::{write_frame, Detached, FrameDecoder, Packet, DEFAULT_MAX_FRAME_BYTES, FRAME_HEADER_BYTES};
 pub use initiator::{DemoError, Initiator, InitiatorStep};
 pub use markdown::markdown_to_html;
 pub use message::{decode_envelope, decode_message, Message, MAX_SAFE_ID};

@@ -344,6 +344,75 @@ pub fn decode_msgpack_envelope(frame: &[u8]) -> Result<Envelope, EnvelopeError> 
     Ok(Envelope { msg_type: fields.msg_type.to_owned(), data, id })
 }
 
+/// Where a frame's `data` is a `bin`: its header's offset in the frame's body, its payload's,
+/// and the payload's length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BinAt {
+    pub header: usize,
+    pub payload: usize,
+    pub len: usize,
+}
+
+/// Finds the `bin` that is the value of `data` in a frame's top-level map, from the first bytes
+/// of the frame's body (what has arrived of it): the keys and values before `data` must be
+/// whole in `prefix`, and the `bin`'s header. `None` if they are not, the frame is not a map,
+/// it has no `data` there, or `data` is not a `bin` (the first `data` key counts; a later one
+/// would win in the frame, which [`decode_msgpack_envelope_split`] sees to).
+pub(crate) fn locate_data_bin(prefix: &[u8]) -> Option<BinAt> {
+    let mut r = Reader::new(prefix, 0);
+    let Ok(Item::Map(pairs)) = r.next() else { return None };
+    for _ in 0..pairs {
+        let key = r.value().ok()?;
+        if let Item::Str(b"data", _) = key {
+            let header = r.pos;
+            let width = match *prefix.get(header)? {
+                0xc4 => 1,
+                0xc5 => 2,
+                0xc6 => 4,
+                _ => return None,
+            };
+            let mut h = Reader::new(prefix, header + 1);
+            let len = h.len(width).ok()?;
+            return Some(BinAt { header, payload: h.pos, len });
+        }
+        r.value().ok()?;
+    }
+    None
+}
+
+/// [`decode_msgpack_envelope`] for a frame whose `data` `bin` payload was received apart
+/// ([`crate::FrameDecoder::detach_range`] at [`locate_data_bin`]'s offset): `rest` is the
+/// frame's body with the payload cut out at `at`, `payload` the payload. The result is exactly
+/// the whole frame's (the same envelope, the same error texts), and the payload becomes
+/// [`Data::Bytes`] as it is, not copied.
+pub(crate) fn decode_msgpack_envelope_split(
+    rest: &[u8],
+    at: usize,
+    payload: Vec<u8>,
+) -> Result<Envelope, EnvelopeError> {
+    let bin = rest.get(..at).and_then(locate_data_bin).filter(|bin| bin.payload == at && bin.len == payload.len());
+    if let Some(bin) = bin {
+        // The same frame with a `bin` of no bytes in the payload's place: it is read item by
+        // item exactly as the whole frame is (the payload's bytes are skipped, never looked at),
+        // so it decodes if and only if the whole frame does.
+        let mut empty = rest.to_vec();
+        empty[bin.header + 1..bin.payload].fill(0);
+        if let Ok(fields) = decode_fields(&empty) {
+            if fields.data.1.start == bin.header && matches!(fields.data.0, Item::Bin(_)) {
+                let msg_type = fields.msg_type.to_owned();
+                return Ok(Envelope { msg_type, data: Data::Bytes(payload), id: fields.id });
+            }
+        }
+    }
+    // An error to report, or a `data` that is not this payload (a later `data` key): the whole
+    // frame, as it came, decoded as usual (rare: the cost of one copy does not matter here).
+    let mut whole = Vec::with_capacity(rest.len() + payload.len());
+    whole.extend_from_slice(rest.get(..at).unwrap_or(rest));
+    whole.extend_from_slice(&payload);
+    whole.extend_from_slice(rest.get(at..).unwrap_or_default());
+    decode_msgpack_envelope(&whole)
+}
+
 /// The value at the reader (known to be whole) as JSON; recursion bounded by [`MAX_DEPTH`].
 fn to_value(r: &mut Reader<'_>, frame: &[u8], depth: usize) -> Result<Value, ProtocolError> {
     let unrepresentable = |what| ProtocolError::Unrepresentable { what, excerpt: hex_excerpt(frame) };
@@ -831,6 +900,79 @@ mod tests {
             Ok(e) => format!("ok {e:?}"),
             Err(e) => format!("{e} (id {:?})", e.id),
         }
+    }
+
+    /// `frame` decoded with its `data` bin payload cut out (where `locate_data_bin` finds it in
+    /// its first `scan` bytes), or `None` if it is not found there.
+    fn split(frame: &[u8], scan: usize) -> Option<String> {
+        let bin = locate_data_bin(&frame[..scan.min(frame.len())])?;
+        let payload = frame.get(bin.payload..bin.payload + bin.len)?.to_vec();
+        let rest = [&frame[..bin.payload], &frame[bin.payload + bin.len..]].concat();
+        Some(match decode_msgpack_envelope_split(&rest, bin.payload, payload) {
+            Ok(e) => format!("ok {e:?}"),
+            Err(e) => format!("{e} (id {:?})", e.id),
+        })
+    }
+
+    #[test]
+    fn a_data_bin_is_located_at_every_form_and_only_from_whole_items_before_it() {
+        for (len, header) in [(0, 2), (255, 2), (256, 3), (65_535, 3), (65_536, 5), (100_000, 5)] {
+            let e = Envelope::new("bytes", Data::Bytes(vec![7; len])).with_id(3);
+            let frame = body(&e);
+            let at = 1 + 9 + 6 + 5;
+            let want = BinAt { header: at, payload: at + header, len };
+            for scan in 0..=at + header + 2 {
+                let got = locate_data_bin(&frame[..scan]);
+                assert_eq!(got, (scan >= at + header).then_some(want), "bin of {len}, first {scan} bytes");
+            }
+        }
+        // `data` after other keys, and after an unknown key whose value is a map.
+        let frame =
+            [&[0x83, 0xa1, b'x', 0x81, 0xa1, b'k', 0x91, 0x01][..], b"\xa4data\xc4\x02ab\xa8msg_type\xa1t"].concat();
+        assert_eq!(locate_data_bin(&frame), Some(BinAt { header: 13, payload: 15, len: 2 }));
+        // Not a map, no data, data not a bin.
+        assert_eq!(locate_data_bin(&[0x91, 0xc4, 0x01, 0x00]), None);
+        assert_eq!(locate_data_bin(&body(&Envelope::new("t", "text"))), None);
+        assert_eq!(locate_data_bin(&[0x81, 0xa4, b'd', b'a', b't', b'a']), None);
+        assert_eq!(locate_data_bin(&[]), None);
+    }
+
+    #[test]
+    fn a_frame_decoded_with_its_bin_apart_is_exactly_the_whole_frame_decoded() {
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        for len in [0, 1, 255, 256, 65_535, 65_536, 70_000] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i % 253) as u8).collect();
+            frames.push(body(&Envelope::new("bytes", Data::Bytes(bytes)).with_id(9)));
+        }
+        let bin = |n: u8| [&[0xc4, n][..], &vec![b'z'; usize::from(n)]].concat();
+        let map = |parts: &[&[u8]]| parts.concat();
+        let (mt, dt, id) = (&b"\xa8msg_type\xa1t"[..], &b"\xa4data"[..], &b"\xa2id"[..]);
+        frames.extend([
+            // A later `data` wins: a string, then a bin.
+            map(&[&[0x83], mt, dt, &bin(3), dt, b"\xa1s"]),
+            map(&[&[0x83], mt, dt, &bin(3), dt, &bin(1)]),
+            // Errors after the bin: bytes left over, a bad id, a missing msg_type, a msg_type
+            // that is not UTF-8, truncated after the bin, an id that fails after msg_type.
+            map(&[&[0x82], mt, dt, &bin(20), b"\xc0"]),
+            map(&[&[0x83], mt, dt, &bin(20), id, b"\xa1x"]),
+            map(&[&[0x82], dt, &bin(20), id, b"\x05"]),
+            map(&[&[0x82], dt, &bin(20), b"\xa8msg_type\xa1\xff"]),
+            map(&[&[0x83], mt, dt, &bin(20), id]),
+            map(&[&[0x83], dt, &bin(20), mt, id, b"\xcb\x3f\xe0\x00\x00\x00\x00\x00\x00"]),
+            // The bin in the first 16 bytes the error quotes.
+            map(&[&[0x82], dt, &bin(2), b"\xc1"]),
+        ]);
+        for frame in &frames {
+            let got = split(frame, 1024).unwrap_or_else(|| panic!("no bin in {}", hex(frame)));
+            assert_eq!(got, err(frame), "{}", hex(frame));
+        }
+        // A payload that is not the located one (a wrong length or place) falls back to the
+        // whole frame and still decodes it right.
+        let frame = &frames[2];
+        let bin = locate_data_bin(frame).unwrap_or(BinAt { header: 0, payload: 0, len: 0 });
+        let rest = [&frame[..bin.payload], &frame[bin.payload + 1..]].concat();
+        let got = decode_msgpack_envelope_split(&rest, bin.payload, frame[bin.payload..bin.payload + 1].to_vec());
+        assert_eq!(got.map_err(|e| e.to_string()), decode_msgpack_envelope(frame).map_err(|e| e.to_string()));
     }
 
     #[test]

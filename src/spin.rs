@@ -336,6 +336,11 @@ mod unix {
             &self.inner
         }
 
+        /// The wrapped reader, to read from without spinning (a read that must block anyway).
+        pub fn get_mut(&mut self) -> &mut R {
+            &mut self.inner
+        }
+
         /// The wrapped reader, unwrapped.
         pub fn into_inner(self) -> R {
             self.inner

@@ -725,3 +725,189 @@ fn a_child_that_exits_inside_a_frame_fails_the_pending_request_and_the_cut_frame
     );
     assert_eq!(messages.recv_timeout(PATIENCE), Err(RecvTimeoutError::Disconnected));
 }
+
+// --- Big bins received apart from their frames --------------------------------------------
+
+/// A shell command writing the frame of `{msg_type, data: bin of len zero bytes, id}` (len of
+/// at least 64 KiB: a bin32), the payload from `/dev/zero`; the frame's length; and the length
+/// of what comes before the payload (the header and the map up to the bin's).
+fn zero_bin_frame(msg_type: &str, len: usize, id: u64) -> (String, usize, usize) {
+    let frame = Envelope::new(msg_type, Data::Bytes(vec![0; len])).with_id(id).to_frame().unwrap();
+    let data = frame.windows(5).position(|w| w == b"\xa4data").unwrap() + 5;
+    assert_eq!(frame[data], 0xc6, "a bin32");
+    let (head, tail) = (&frame[..data + 5], &frame[data + 5 + len..]);
+    let script = format!("printf '{}'; head -c {len} /dev/zero; printf '{}'", printf_bytes(head), printf_bytes(tail));
+    (script, frame.len(), head.len())
+}
+
+/// Sends bins of every size around the size from which a reply's bin is read apart (64 KiB)
+/// and up to 3 MiB, 8 in flight, to `cat`, which writes each request back as it came: the
+/// same frame, so each is the reply to itself.
+fn big_bins_come_back_whole(options: PeerOptions) {
+    let peer = shell("exec cat", options);
+    let sizes = [0, 65_535, 65_536, 65_537, 98_304, 1 << 20, (3 << 20) + 7, 65_536, 1 << 20, 200_000];
+    let payload = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 251) as u8).collect() };
+    let mut pending = VecDeque::new();
+    for (i, &n) in sizes.iter().enumerate() {
+        pending.push_back((n, peer.send("bytes", payload(n)).unwrap()));
+        if pending.len() == 8 || i + 1 == sizes.len() {
+            while let Some((n, p)) = pending.pop_front() {
+                let id = p.id();
+                assert_eq!(p.wait().unwrap(), Envelope::new("bytes", Data::Bytes(payload(n))).with_id(id), "{n} bytes");
+            }
+        }
+    }
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.unsolicited, stats.lines_too_long), (10, 0, 0));
+    peer.close().unwrap();
+}
+
+#[test]
+fn big_bins_echoed_by_cat_come_back_whole_as_the_replies_to_their_requests() {
+    big_bins_come_back_whole(msgpack());
+}
+
+#[test]
+fn big_bins_come_back_whole_under_a_hang_watchdog_too() {
+    // The watchdog must hear of every read: the payload is then read through the decoder's
+    // read space, not in one blocking read.
+    big_bins_come_back_whole(PeerOptions { hang: Some(Duration::from_secs(60)), ..msgpack() });
+}
+
+#[test]
+fn a_child_killed_inside_a_big_bin_fails_the_pending_request_and_the_cut_frame_is_named() {
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (frame, length, head) = zero_bin_frame("r", 1 << 20, 1);
+    // The header, the map up to the bin, 200000 bytes of its payload, then SIGKILL.
+    let script =
+        format!("head -c {} >/dev/null; {{ {frame}; }} | head -c {}; kill -KILL $$", request.len(), head + 200_000);
+    let peer = shell(&script, msgpack());
+    let messages = peer.take_messages().unwrap();
+    let failed = peer.request("q", "").unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::PeerExited);
+    assert_eq!(failed.exit_status().and_then(|s| s.signal()), Some(9));
+    let text =
+        format!("frame 1: the stream ended inside the frame, after {} of its {} bytes", head - 4 + 200_000, length - 4);
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("error", text.as_str()));
+    assert_eq!(messages.recv_timeout(PATIENCE), Err(RecvTimeoutError::Disconnected));
+}
+
+#[test]
+fn an_over_long_big_bin_is_skipped_and_the_big_bin_after_it_is_the_reply() {
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (over, over_length, _) = zero_bin_frame("n", 1 << 20, 7);
+    let (reply_frame, ..) = zero_bin_frame("r", 300_000, 1);
+    let script = format!("head -c {} >/dev/null; {over}; {reply_frame}; exec cat >/dev/null", request.len());
+    let peer = shell(&script, PeerOptions { max_frame_bytes: 512 * 1024, ..msgpack() });
+    let messages = peer.take_messages().unwrap();
+    assert_eq!(peer.request("q", "").unwrap(), Envelope::new("r", Data::Bytes(vec![0; 300_000])).with_id(1));
+    let text = format!("frame 1: frame of {} bytes exceeds the 524288-byte limit", over_length - 4);
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("error", text.as_str()));
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.unsolicited, stats.lines_too_long), (1, 1, 1));
+}
+
+/// The frame of `{msg_type, data: bin of len zero bytes, id}` (len of at least 64 KiB) as the
+/// `printf` formats of what comes before its payload and of what comes after it.
+fn zero_bin_parts(msg_type: &str, len: usize, id: Option<u64>) -> (String, String) {
+    let envelope = Envelope::new(msg_type, Data::Bytes(vec![0; len]));
+    let frame = match id {
+        Some(id) => envelope.with_id(id),
+        None => envelope,
+    }
+    .to_frame()
+    .unwrap();
+    let data = frame.windows(5).position(|w| w == b"\xa4data").unwrap() + 5;
+    assert_eq!(frame[data], 0xc6, "a bin32");
+    (printf_bytes(&frame[..data + 5]), printf_bytes(&frame[data + 5 + len..]))
+}
+
+#[test]
+fn a_big_bin_trickling_in_for_longer_than_the_hang_limit_is_not_a_hang() {
+    // Every piece of the payload is heard: the watchdog must not see the payload as silence.
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (head, tail) = zero_bin_parts("r", 6 * 65_536, Some(1));
+    let script = format!(
+        "head -c {} >/dev/null; printf '{head}'; for i in 1 2 3 4 5 6; do head -c 65536 /dev/zero; sleep 0.2; done; \
+         printf '{tail}'; exec cat >/dev/null",
+        request.len()
+    );
+    let peer = shell(&script, PeerOptions { hang: Some(Duration::from_millis(700)), ..msgpack() });
+    assert_eq!(peer.request("q", "").unwrap(), Envelope::new("r", Data::Bytes(vec![0; 6 * 65_536])).with_id(1));
+    peer.close().unwrap();
+}
+
+#[test]
+fn a_big_bin_reply_to_a_timed_out_request_is_dropped_and_an_unsolicited_big_bin_and_the_next_reply_come_whole() {
+    // Reply 1 stops inside its payload until request 2 arrives (request 1 has timed out by
+    // then); then the rest of it, an unsolicited big bin, and reply 2, back to back.
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (head1, tail1) = zero_bin_parts("r", 300_000, Some(1));
+    let (head_n, tail_n) = zero_bin_parts("n", 100_000, None);
+    let (head2, tail2) = zero_bin_parts("r", 200_000, Some(2));
+    let script = format!(
+        "head -c {req} >/dev/null; printf '{head1}'; head -c 200000 /dev/zero; head -c {req} >/dev/null; \
+         {{ head -c 100000 /dev/zero; printf '{tail1}{head_n}'; head -c 100000 /dev/zero; printf '{tail_n}{head2}'; \
+         head -c 200000 /dev/zero; printf '{tail2}'; }}; exec cat >/dev/null",
+        req = request.len()
+    );
+    let peer = shell(&script, msgpack());
+    let messages = peer.take_messages().unwrap();
+    let e = peer.request_timeout("q", "", Duration::from_millis(100)).unwrap_err();
+    assert_eq!(e.code(), ErrorCode::Timeout);
+    assert_eq!(peer.request("q", "").unwrap(), Envelope::new("r", Data::Bytes(vec![0; 200_000])).with_id(2));
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("n", Data::Bytes(vec![0; 100_000])));
+    let stats = peer.stats();
+    assert_eq!((stats.late_replies_dropped, stats.replies, stats.unsolicited, stats.timeouts), (1, 1, 1, 1));
+    peer.close().unwrap();
+}
+
+#[test]
+fn a_child_hung_inside_a_big_bin_is_restarted_the_cut_frame_is_named_and_the_next_child_answers_big_bins() {
+    // The first child stops inside its reply's payload and hangs; the watchdog kills it, the
+    // peer starts `cat`, which echoes each request as its reply.
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (head, _) = zero_bin_parts("r", 1 << 20, Some(1));
+    let reply_len = Envelope::new("r", Data::Bytes(vec![0; 1 << 20])).with_id(1).to_frame().unwrap().len();
+    let hung =
+        format!("head -c {} >/dev/null; printf '{head}'; head -c 200000 /dev/zero; exec sleep 30", request.len());
+    let made = Arc::new(Mutex::new(0));
+    let counted = Arc::clone(&made);
+    let make = move || {
+        let mut n = counted.lock().unwrap();
+        *n += 1;
+        let mut command = Command::new("sh");
+        command.args(["-c", if *n == 1 { hung.as_str() } else { "exec cat" }]);
+        command
+    };
+    let options = PeerOptions {
+        hang: Some(Duration::from_millis(300)),
+        grace: Duration::from_millis(200),
+        restart: Some(rust_ts_ipc::supervise::RestartPolicy {
+            base: Duration::from_millis(1),
+            cap: Duration::from_millis(2),
+            max_restarts: 3,
+            window: Duration::from_secs(60),
+        }),
+        ..msgpack()
+    };
+    let peer = Peer::spawn_with(make, options).unwrap();
+    let messages = peer.take_messages().unwrap();
+    let e = peer.request("q", "").unwrap_err();
+    assert_eq!(e.code(), ErrorCode::PeerExited, "{e}");
+    assert!(e.to_string().contains("hung: nothing came from it for "), "{e}");
+    let head_len = head.len() / 4;
+    let text = format!(
+        "frame 1: the stream ended inside the frame, after {} of its {} bytes",
+        head_len - 4 + 200_000,
+        reply_len - 4
+    );
+    assert_eq!(messages.recv_timeout(PATIENCE).unwrap(), Envelope::new("error", text.as_str()));
+    let payload: Vec<u8> = (0..(1 << 20) + 3).map(|i| (i % 251) as u8).collect();
+    let echoed = peer.request("bytes", payload.clone()).unwrap();
+    assert_eq!((echoed.msg_type.as_str(), echoed.data), ("bytes", Data::Bytes(payload)));
+    assert_eq!(*made.lock().unwrap(), 2);
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.unsolicited), (1, 1));
+    peer.close().unwrap();
+}

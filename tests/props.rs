@@ -481,6 +481,63 @@ fn decode_packets(max: usize, chunks: &[&[u8]], in_place: bool) -> Vec<String> {
     out
 }
 
+/// `decode_packets` with a range of every frame being received detached as soon as its header
+/// arrives (`FrameDecoder::detach_range` at `at`, `len` bytes, each cut to the frame), received
+/// `how`: 0 through `read_space` + `commit`, 1 by appending to `detached_rest`, 2 by `feed`. A
+/// split frame is shown whole again (its range put back at its place), so the output must be
+/// the model's.
+fn decode_detaching(max: usize, chunks: &[&[u8]], at: usize, len: usize, how: u8) -> Vec<String> {
+    let mut d = rust_ts_ipc::FrameDecoder::new(max);
+    let mut out = Vec::new();
+    let show = |(p, range): (rust_ts_ipc::Packet<'_>, Option<rust_ts_ipc::Detached>)| match (p, range) {
+        (rust_ts_ipc::Packet::Frame { number, bytes }, Some(r)) => {
+            format!("{number}:{:?}", [&bytes[..r.at], &r.bytes[..], &bytes[r.at..]].concat())
+        }
+        (rust_ts_ipc::Packet::Frame { number, bytes }, None) => format!("{number}:{bytes:?}"),
+        (rust_ts_ipc::Packet::TooLong { number, length }, _) => format!("{number}:too long {length}"),
+        (rust_ts_ipc::Packet::Cut { number, received, length: None }, _) => format!("{number}:cut header {received}"),
+        (rust_ts_ipc::Packet::Cut { number, received, length: Some(l) }, _) => {
+            format!("{number}:cut {received} of {l}")
+        }
+    };
+    for chunk in chunks {
+        let mut chunk: &[u8] = chunk;
+        while !chunk.is_empty() {
+            let n = match (how, d.detached_rest()) {
+                (1, Some((rest, lacking))) => {
+                    let n = chunk.len().min(lacking);
+                    rest.extend_from_slice(&chunk[..n]);
+                    d.appended()
+                }
+                (2, _) => {
+                    d.feed(chunk);
+                    chunk.len()
+                }
+                _ => {
+                    let space = d.read_space(chunk.len());
+                    let n = space.len().min(chunk.len());
+                    space[..n].copy_from_slice(&chunk[..n]);
+                    d.commit(n);
+                    n
+                }
+            };
+            chunk = &chunk[n..];
+            while let Some(p) = d.next_split() {
+                out.push(show(p));
+            }
+            if let Some((length, held)) = d.partial_frame() {
+                let start = at.min(held.len());
+                assert!(d.detach_range(start, len.min(length - start)));
+            }
+            assert!(d.buffered() <= max + 4, "holds {} bytes over the limit {max}", d.buffered());
+        }
+    }
+    while let Some(p) = d.finish_split() {
+        out.push(show(p));
+    }
+    out
+}
+
 /// Streams of frames with small lengths, some over the limit, and arbitrary tails.
 fn frame_stream() -> impl Strategy<Value = Vec<u8>> {
     (vec(vec(any::<u8>(), 0..40), 0..6), vec(any::<u8>(), 0..6)).prop_map(|(bodies, tail)| {
@@ -505,6 +562,20 @@ proptest! {
         for in_place in [false, true] {
             prop_assert_eq!(decode_packets(max, &[&input], in_place), want.clone());
             prop_assert_eq!(decode_packets(max, &chunks(&input, &cuts), in_place), want.clone());
+        }
+    }
+
+    #[test]
+    fn frame_decoding_with_detached_ranges_matches_the_model_however_the_bytes_are_chunked(
+        input in frame_stream(), max in 0usize..48, cuts in vec(any::<Index>(), 0..8),
+        at in 0usize..12, len in 0usize..40
+    ) {
+        let want = model_packets(&input, max);
+        for how in 0..3 {
+            prop_assert_eq!(decode_detaching(max, &[&input], at, len, how), want.clone());
+            prop_assert_eq!(decode_detaching(max, &chunks(&input, &cuts), at, len, how), want.clone());
+            let bytes: Vec<&[u8]> = input.chunks(1).collect();
+            prop_assert_eq!(decode_detaching(max, &bytes, at, len, how), want.clone());
         }
     }
 

@@ -680,3 +680,106 @@ async fn a_16_mib_stderr_flood_reaches_the_sink_whole_while_requests_are_answere
     assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), 16 << 20);
     assert_eq!(peer.stats().requests, 50);
 }
+
+// --- Big bins received apart from their frames (read straight into their `Vec`) -----------
+
+#[tokio::test]
+async fn big_bins_echoed_by_cat_come_back_whole_as_the_replies_to_their_requests() {
+    // `cat` writes each request back as it came: the same frame, so each is its own reply.
+    let peer = shell("exec cat", PeerOptions { encoding: Encoding::Msgpack, ..options() });
+    let payload = |n: usize| -> Vec<u8> { (0..n).map(|i| (i % 251) as u8).collect() };
+    let sizes = [65_535, 65_536, 65_537, 98_304, 1 << 20, (3 << 20) + 7, 0, 200_000];
+    let mut pending = Vec::new();
+    for &n in &sizes {
+        pending.push((n, peer.send("bytes", payload(n)).await.unwrap()));
+    }
+    for (n, p) in pending {
+        let id = p.id();
+        assert_eq!(p.await.unwrap(), Envelope::new("bytes", Data::Bytes(payload(n))).with_id(id), "{n} bytes");
+    }
+    let stats = peer.stats();
+    assert_eq!((stats.replies, stats.unsolicited, stats.lines_too_long), (8, 0, 0));
+    peer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_child_killed_inside_a_big_bin_fails_the_pending_request_and_the_cut_frame_is_named() {
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let frame = Envelope::new("r", Data::Bytes(vec![0; 1 << 20])).with_id(1).to_frame().unwrap();
+    let head = frame.windows(5).position(|w| w == b"\xa4data").unwrap() + 10;
+    let octal: String = frame[..head].iter().map(|b| format!("\\{b:03o}")).collect();
+    // The header, the map up to the bin, 200000 bytes of its payload, then SIGKILL.
+    let script =
+        format!("head -c {} >/dev/null; printf '{octal}'; head -c 200000 /dev/zero; kill -KILL $$", request.len());
+    let peer = shell(&script, PeerOptions { encoding: Encoding::Msgpack, ..options() });
+    let mut messages = peer.take_messages().unwrap();
+    let failed = peer.request("q", "").await.unwrap_err();
+    assert_eq!(failed.code(), ErrorCode::PeerExited);
+    assert_eq!(failed.exit_status().and_then(|s| s.signal()), Some(9));
+    let text = format!(
+        "frame 1: the stream ended inside the frame, after {} of its {} bytes",
+        head - 4 + 200_000,
+        frame.len() - 4
+    );
+    let cut = tokio::time::timeout(PATIENCE, messages.recv()).await.unwrap();
+    assert_eq!(cut, Some(Envelope::new("error", text.as_str())));
+    assert_eq!(tokio::time::timeout(PATIENCE, messages.recv()).await.unwrap(), None);
+}
+
+/// The frame of `{msg_type, data: bin of len zero bytes, id}` (len of at least 64 KiB) as the
+/// `printf` formats (octal escapes) of what comes before its payload and of what comes after.
+fn zero_bin_parts(msg_type: &str, len: usize, id: Option<u64>) -> (String, String) {
+    let envelope = Envelope::new(msg_type, Data::Bytes(vec![0; len]));
+    let frame = match id {
+        Some(id) => envelope.with_id(id),
+        None => envelope,
+    }
+    .to_frame()
+    .unwrap();
+    let data = frame.windows(5).position(|w| w == b"\xa4data").unwrap() + 5;
+    assert_eq!(frame[data], 0xc6, "a bin32");
+    let octal = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("\\{b:03o}")).collect() };
+    (octal(&frame[..data + 5]), octal(&frame[data + 5 + len..]))
+}
+
+#[tokio::test]
+async fn a_big_bin_trickling_in_for_longer_than_the_hang_limit_is_not_a_hang() {
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (head, tail) = zero_bin_parts("r", 6 * 65_536, Some(1));
+    let script = format!(
+        "head -c {} >/dev/null; printf '{head}'; for i in 1 2 3 4 5 6; do head -c 65536 /dev/zero; sleep 0.2; done; \
+         printf '{tail}'; exec cat >/dev/null",
+        request.len()
+    );
+    let options = PeerOptions { encoding: Encoding::Msgpack, hang: Some(Duration::from_millis(700)), ..options() };
+    let peer = shell(&script, options);
+    assert_eq!(peer.request("q", "").await.unwrap(), Envelope::new("r", Data::Bytes(vec![0; 6 * 65_536])).with_id(1));
+    peer.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_request_future_dropped_inside_its_big_bin_reply_drops_it_and_an_unsolicited_big_bin_and_the_next_reply_come_whole(
+) {
+    // Reply 1 stops inside its payload until request 2 arrives (request 1's future is dropped
+    // by then); then the rest of it, an unsolicited big bin, and reply 2, back to back.
+    let request = Envelope::new("q", "").with_id(1).to_frame().unwrap();
+    let (head1, tail1) = zero_bin_parts("r", 300_000, Some(1));
+    let (head_n, tail_n) = zero_bin_parts("n", 100_000, None);
+    let (head2, tail2) = zero_bin_parts("r", 200_000, Some(2));
+    let script = format!(
+        "head -c {req} >/dev/null; printf '{head1}'; head -c 200000 /dev/zero; head -c {req} >/dev/null; \
+         {{ head -c 100000 /dev/zero; printf '{tail1}{head_n}'; head -c 100000 /dev/zero; printf '{tail_n}{head2}'; \
+         head -c 200000 /dev/zero; printf '{tail2}'; }}; exec cat >/dev/null",
+        req = request.len()
+    );
+    let peer = shell(&script, PeerOptions { encoding: Encoding::Msgpack, ..options() });
+    let mut messages = peer.take_messages().unwrap();
+    let cut = tokio::time::timeout(Duration::from_millis(100), peer.request("q", "")).await;
+    assert!(cut.is_err());
+    assert_eq!(peer.request("q", "").await.unwrap(), Envelope::new("r", Data::Bytes(vec![0; 200_000])).with_id(2));
+    let unsolicited = tokio::time::timeout(PATIENCE, messages.recv()).await.unwrap();
+    assert_eq!(unsolicited, Some(Envelope::new("n", Data::Bytes(vec![0; 100_000]))));
+    let stats = peer.stats();
+    assert_eq!((stats.late_replies_dropped, stats.replies, stats.unsolicited, stats.timeouts), (1, 1, 1, 0));
+    peer.close().await.unwrap();
+}

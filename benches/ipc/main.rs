@@ -34,6 +34,11 @@ const PATHS: &[(&str, &str, &str)] = &[
     ("cost.rust-serde", "cost", "Rust typed serde round trip"),
     ("stream.rust-node", "stream", "stream Rust → Node: Peer(msgpack).send(\"bytes\", 1 MiB) to serveStdio"),
     ("floor.stream-rust-cat", "stream", "floor: stream Rust ↔ cat (the same frames, raw echo)"),
+    (
+        "floor.stream-rust-peer-cat",
+        "stream",
+        "context: stream Rust Peer(msgpack) ↔ cat (the Peer as driver, each request echoed as its reply)",
+    ),
     ("host.thread-node", "host", "host: thread Peer → Node child"),
     ("host.tokio-node", "host", "host: tokio Peer → Node child"),
     ("host.thread-node-x8", "host", "host: thread Peer → 8 Node children at once (total)"),
@@ -434,6 +439,8 @@ fn run_stream(o: &Options, (id, scenario, label): (&str, &str, &str), records: &
     let mut out = if id == "stream.rust-node" {
         let script = std::path::Path::new(&o.ts_child).with_file_name("bench").join("bytes-echo.js");
         stream::rust_to_node(&o.node, &script.to_string_lossy(), n)?
+    } else if id == "floor.stream-rust-peer-cat" {
+        stream::rust_peer_to_cat(n)?
     } else {
         stream::rust_to_cat(n)?
     };

@@ -8,6 +8,12 @@
 //!   `bytes`, its request's id, exactly the payload.
 //! - `floor.stream-rust-cat`: the same frames (as `frames.ts` builds them) through `cat`, written
 //!   by a writer thread without a copy, read back by length header and compared byte for byte.
+//! - `floor.stream-rust-peer-cat` (context, not a goal's floor): the library's `Peer` exactly as
+//!   in `stream.rust-node`, driving `cat` instead. `cat` writes each request frame back as it
+//!   came, and the `Peer` takes it as the reply to that request (the same `msg_type`, `bytes`,
+//!   the same id, the same payload), checked as `stream.rust-node` checks. Beside the two rows
+//!   above, it splits the gap between them: what the Rust `Peer` costs as the driver (this row
+//!   against the cat floor), and what the Node child costs (`stream.rust-node` against this).
 //!
 //! Both are echoes: every byte crosses the pipe both ways; MB/s counts the payload one way.
 //! The driver runs each stream path in its own `cargo bench` process, so the parent's `VmHWM`
@@ -57,8 +63,21 @@ fn ns(d: Duration) -> f64 {
 pub fn rust_to_node(node: &str, script: &str, n: usize) -> Result<StreamOut, String> {
     let mut command = Command::new(node);
     command.arg(script);
+    peer_stream(&mut command, n)
+}
+
+/// `floor.stream-rust-peer-cat`: `n` messages through the library's `Peer` to `cat`, which
+/// writes every request frame back: each is the reply to itself.
+pub fn rust_peer_to_cat(n: usize) -> Result<StreamOut, String> {
+    peer_stream(&mut Command::new("cat"), n)
+}
+
+/// `n` messages through the library's `Peer` to `command`, which must answer each `bytes`
+/// request with a `bytes` reply of the same payload.
+fn peer_stream(command: &mut Command, n: usize) -> Result<StreamOut, String> {
     let options = PeerOptions { encoding: Encoding::Msgpack, ..PeerOptions::default() };
-    let peer = Peer::spawn(&mut command, options).map_err(|e| format!("spawning `{node} {script}`: {e}"))?;
+    let shown = format!("{command:?}");
+    let peer = Peer::spawn(command, options).map_err(|e| format!("spawning {shown}: {e}"))?;
     let data = payload(MESSAGE_BYTES);
     let run = |count: usize| -> Result<(Vec<f64>, f64), String> {
         let mut pending = VecDeque::with_capacity(WINDOW);

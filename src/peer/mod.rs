@@ -55,8 +55,8 @@ use crate::spin::{AdaptiveSpin, SpinDisabled};
 use crate::supervise::RestartPolicy;
 use crate::vectored::{FrameOut, SPLICE_MIN_BYTES};
 use crate::{
-    decode_envelope, decode_msgpack_envelope, Data, Encoding, Envelope, Frame, FrameDecoder, LineDecoder, Packet,
-    ProtocolError, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
+    decode_envelope, decode_msgpack_envelope, Data, Detached, Encoding, Envelope, Frame, FrameDecoder, LineDecoder,
+    Packet, ProtocolError, DEFAULT_MAX_FRAME_BYTES, DEFAULT_MAX_LINE_BYTES, MAX_SAFE_ID,
 };
 
 /// After the child exits, how long the peer waits for the rest of its stdout (replies it
@@ -1644,12 +1644,17 @@ impl Drop for Pending {
 /// The reader thread: the child's stdout, framed by the core, dispatched line by line (or
 /// frame by frame).
 /// `after_read` publishes what the reader wants counted (its spin statistics).
-fn read_stdout<R: Read>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, after_read: impl Fn(&R, &Counters)) {
+fn read_stdout<R: Read + ReadInner>(
+    shared: &Shared,
+    mut stdout: R,
+    unsolicited: &Outbound,
+    after_read: impl Fn(&R, &Counters),
+) {
     let (limits, counters) = (&shared.options, &shared.counters);
     let mut decoder = Incoming::new(limits);
     let mut buf = Vec::new();
     loop {
-        let read = decoder.read_from(&mut stdout, &mut buf);
+        let read = read_once(&mut decoder, &mut stdout, &mut buf, shared.watched);
         after_read(&stdout, &shared.counters);
         match read {
             Ok(0) => break,
@@ -1667,6 +1672,54 @@ fn read_stdout<R: Read>(shared: &Shared, mut stdout: R, unsolicited: &Outbound, 
     shared.on_stdout_closed();
 }
 
+/// One read of the reader thread into `decoder` (see [`Incoming::space`]). A big `bin` payload
+/// being received apart: the rest of it appended straight to its `Vec` (no zeroing first), in
+/// reads that block until it has all arrived. Not when `watched` (a hang watchdog needs to hear
+/// of every read, and would not hear of a payload trickling in): then through the read space,
+/// and the payload's `Vec` is not asked for at all, as asking gives up the room the read space
+/// zeroed, which it would zero again at every read (quadratic in the payload's size).
+fn read_once<R: Read + ReadInner>(
+    decoder: &mut Incoming,
+    stdout: &mut R,
+    buf: &mut Vec<u8>,
+    watched: bool,
+) -> io::Result<usize> {
+    if !watched {
+        if let Some((rest, lacking)) = decoder.detached_rest() {
+            let read = read_rest(stdout, lacking, rest);
+            let n = decoder.appended();
+            return read.map(|()| n);
+        }
+    }
+    decoder.read_from(stdout, buf)
+}
+
+/// Appends up to `lacking` bytes of `stdout` to `rest`'s spare capacity (stops early at the end
+/// of input), reading without spinning: the wait is for the rest of a payload already coming.
+fn read_rest<R: ReadInner>(stdout: &mut R, lacking: usize, rest: &mut Vec<u8>) -> io::Result<()> {
+    let limit = u64::try_from(lacking).unwrap_or(u64::MAX);
+    stdout.inner().take(limit).read_to_end(rest).map(drop)
+}
+
+/// The reader under a spinning wrapper, for reads that must block anyway.
+trait ReadInner {
+    /// The reader to read from.
+    fn inner(&mut self) -> &mut dyn Read;
+}
+
+#[cfg(unix)]
+impl<R: Read + std::os::fd::AsFd> ReadInner for SpinReader<R> {
+    fn inner(&mut self) -> &mut dyn Read {
+        self.get_mut()
+    }
+}
+
+impl ReadInner for std::process::ChildStdout {
+    fn inner(&mut self) -> &mut dyn Read {
+        self
+    }
+}
+
 /// The reader's decoder, by encoding (both peers use it).
 pub(crate) enum Incoming {
     Lines(LineDecoder),
@@ -1682,9 +1735,9 @@ impl Incoming {
     }
 
     /// Frames `chunk` and passes on every whole line or frame as a message (see
-    /// [`line_message`]) with what it costs the unsolicited queue. The tokio peer's reader (the
-    /// thread peer reads in place, `read_from`).
-    #[cfg(feature = "tokio")]
+    /// [`line_message`]) with what it costs the unsolicited queue. For tests: the readers read
+    /// in place ([`space`](Self::space), [`commit`](Self::commit)).
+    #[cfg(test)]
     pub(crate) fn feed(&mut self, chunk: &[u8], limits: &Limits, counters: &Counters, to: impl FnMut(Envelope, usize)) {
         match self {
             Incoming::Lines(decoder) => decoder.feed(chunk),
@@ -1693,34 +1746,68 @@ impl Incoming {
         self.drain(limits, counters, to);
     }
 
-    /// One read from `input`, taken in as [`feed`](Self::feed) would take it but without
-    /// passing anything on (call [`drain`](Self::drain) next): lines through `buf` (grown to
-    /// [`READ_CHUNK`] on first use), frames straight into the frame decoder's storage, with
-    /// room for the rest of a big frame whose header has arrived, so that a 1 MiB frame is read
-    /// in as few reads as the pipe allows and never copied on the way in. Returns the bytes
-    /// read: 0 at the end of input.
+    /// One read from `input`: [`space`](Self::space), the read, [`commit`](Self::commit).
+    /// Returns the bytes read: 0 at the end of input.
     ///
     /// # Errors
     /// What reading `input` returned (nothing was taken in).
     pub(crate) fn read_from(&mut self, input: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<usize> {
+        let n = input.read(self.space(buf))?;
+        self.commit(n, buf);
+        Ok(n)
+    }
+
+    /// Where the next read goes: lines into `buf` (grown to [`READ_CHUNK`] on first use), frames
+    /// straight into the frame decoder's storage, with room for the rest of a big frame whose
+    /// header has arrived, so that a 1 MiB frame is read in as few reads as the pipe allows and
+    /// never copied on the way in; and the `bin` payload of a big frame's `data`, once located
+    /// (see [`drain`](Self::drain)), straight into the `Vec` it is handed out in as
+    /// [`Data::Bytes`]. Say what was read with [`commit`](Self::commit).
+    pub(crate) fn space<'a>(&'a mut self, buf: &'a mut Vec<u8>) -> &'a mut [u8] {
         match self {
-            Incoming::Lines(decoder) => {
+            Incoming::Lines(_) => {
                 if buf.len() < READ_CHUNK {
                     buf.resize(READ_CHUNK, 0);
                 }
-                let n = input.read(buf)?;
-                decoder.feed(&buf[..n]);
-                Ok(n)
+                buf
             }
-            Incoming::Frames(decoder) => {
-                let n = input.read(decoder.read_space(READ_CHUNK))?;
-                decoder.commit(n);
-                Ok(n)
-            }
+            Incoming::Frames(decoder) => decoder.read_space(READ_CHUNK),
         }
     }
 
-    /// Passes on every whole line or frame taken in so far, as [`feed`](Self::feed) does.
+    /// The `bin` payload being received apart, while some of it is still to come (see
+    /// [`FrameDecoder::detached_rest`]): append to it, then call [`appended`](Self::appended).
+    pub(crate) fn detached_rest(&mut self) -> Option<(&mut Vec<u8>, usize)> {
+        match self {
+            Incoming::Lines(_) => None,
+            Incoming::Frames(decoder) => decoder.detached_rest(),
+        }
+    }
+
+    /// Takes in what was appended to [`detached_rest`](Self::detached_rest); returns how much.
+    pub(crate) fn appended(&mut self) -> usize {
+        match self {
+            Incoming::Lines(_) => 0,
+            Incoming::Frames(decoder) => decoder.appended(),
+        }
+    }
+
+    /// Takes in the `n` bytes the last read put in [`space`](Self::space) (`buf`, the same as
+    /// given there), without passing anything on: call [`drain`](Self::drain) next.
+    pub(crate) fn commit(&mut self, n: usize, buf: &[u8]) {
+        match self {
+            Incoming::Lines(decoder) => decoder.feed(&buf[..n]),
+            Incoming::Frames(decoder) => decoder.commit(n),
+        }
+    }
+
+    /// Passes on every whole line or frame taken in so far, each as a message (see
+    /// [`line_message`]) with what it costs the unsolicited queue. Then,
+    /// if a big frame is arriving whose `data` is a big `bin` (its header in the first
+    /// [`SCAN_BYTES`] of the frame) with at least [`DIRECT_READ_BYTES`] of it still to come,
+    /// has the frame decoder receive that payload apart ([`FrameDecoder::detach_range`]): it is
+    /// read straight into the memory that becomes the reply's [`Data::Bytes`], one copy (the
+    /// kernel's) where the whole frame read and decoded would cost a second.
     pub(crate) fn drain(&mut self, limits: &Limits, counters: &Counters, mut to: impl FnMut(Envelope, usize)) {
         match self {
             Incoming::Lines(decoder) => {
@@ -1730,10 +1817,11 @@ impl Incoming {
                 }
             }
             Incoming::Frames(decoder) => {
-                while let Some(packet) = decoder.next_packet() {
-                    let (message, size) = packet_message(limits, counters, packet);
+                while let Some((packet, detached)) = decoder.next_split() {
+                    let (message, size) = packet_message(limits, counters, packet, detached);
                     to(message, size);
                 }
+                detach_big_bin(decoder);
             }
         }
     }
@@ -1749,12 +1837,35 @@ impl Incoming {
                 }
             }
             Incoming::Frames(decoder) => {
-                while let Some(packet) = decoder.finish() {
-                    let (message, size) = packet_message(limits, counters, packet);
+                while let Some((packet, detached)) = decoder.finish_split() {
+                    let (message, size) = packet_message(limits, counters, packet, detached);
                     to(message, size);
                 }
             }
         }
+    }
+}
+
+/// A `bin` payload is received apart from its frame ([`Incoming::drain`]) from this size.
+pub(crate) const DETACH_MIN_BYTES: usize = 64 * 1024;
+/// ... and only while at least this much of it is still to come (what has arrived is copied).
+pub(crate) const DIRECT_READ_BYTES: usize = 32 * 1024;
+/// How far into a frame's body its `data` `bin` header is looked for.
+pub(crate) const SCAN_BYTES: usize = 1024;
+
+/// See [`Incoming::drain`]: the frame being received, if its `data` is a `bin` worth reading
+/// apart, has it detached. Looks at most [`SCAN_BYTES`] of the frame, so trying after every
+/// read costs little.
+fn detach_big_bin(decoder: &mut FrameDecoder) {
+    let Some((length, held)) = decoder.partial_frame() else { return };
+    if length < DETACH_MIN_BYTES {
+        return;
+    }
+    let Some(bin) = crate::msgpack::locate_data_bin(&held[..held.len().min(SCAN_BYTES)]) else { return };
+    let held = held.len();
+    let still_to_come = (bin.payload + bin.len).saturating_sub(held);
+    if bin.len >= DETACH_MIN_BYTES && still_to_come >= DIRECT_READ_BYTES {
+        decoder.detach_range(bin.payload, bin.len);
     }
 }
 
@@ -1779,19 +1890,30 @@ fn line_message(limits: &Limits, counters: &Counters, frame: Frame<'_>) -> (Enve
     as_message(limits.encoding, number, size, result)
 }
 
-/// One frame (or over-long or cut frame) from the child's stdout ([`Encoding::Msgpack`]).
-fn packet_message(limits: &Limits, counters: &Counters, packet: Packet<'_>) -> (Envelope, usize) {
-    let (number, size, result) = match packet {
-        Packet::Frame { number, bytes } => {
+/// One frame (or over-long or cut frame) from the child's stdout ([`Encoding::Msgpack`]),
+/// with its `data` payload if that was received apart (`detached`, see [`Incoming::drain`]).
+fn packet_message(
+    limits: &Limits,
+    counters: &Counters,
+    packet: Packet<'_>,
+    detached: Option<Detached>,
+) -> (Envelope, usize) {
+    let (number, size, result) = match (packet, detached) {
+        (Packet::Frame { number, bytes }, None) => {
             let result = decode_msgpack_envelope(bytes).map_err(|e| (e.error, e.id));
             (number, bytes.len() + crate::FRAME_HEADER_BYTES, result)
         }
-        Packet::TooLong { number, length } => {
+        (Packet::Frame { number, bytes }, Some(Detached { at, bytes: payload })) => {
+            let size = bytes.len() + payload.len() + crate::FRAME_HEADER_BYTES;
+            let result = crate::msgpack::decode_msgpack_envelope_split(bytes, at, payload).map_err(|e| (e.error, e.id));
+            (number, size, result)
+        }
+        (Packet::TooLong { number, length }, _) => {
             bump(&counters.lines_too_long);
             let error = ProtocolError::FrameTooLong { length, limit: limits.max_frame_bytes };
             (number, 0, Err((error, None)))
         }
-        Packet::Cut { number, received, length } => {
+        (Packet::Cut { number, received, length }, _) => {
             (number, 0, Err((ProtocolError::FrameCut { received, length }, None)))
         }
     };
@@ -1919,5 +2041,441 @@ impl process::StderrSink for StderrTo {
 
     fn end(&mut self) {
         self.shared.on_stderr_closed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A reader that returns its chunks one read each (split where a read has less room), then
+    /// the end of input.
+    struct Chunks(VecDeque<Vec<u8>>);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some(mut chunk) = self.0.pop_front() else { return Ok(0) };
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.0.push_front(chunk.split_off(n));
+            }
+            Ok(n)
+        }
+    }
+
+    impl ReadInner for Chunks {
+        fn inner(&mut self) -> &mut dyn Read {
+            self
+        }
+    }
+
+    /// Reads `chunks` as the thread peer's reader does (`append`: a detached payload in one
+    /// `read_rest`; else through the read space): the messages, and whether a payload was
+    /// received apart.
+    fn receive(chunks: Vec<Vec<u8>>, max_frame_bytes: usize, append: bool) -> (Vec<Envelope>, bool) {
+        let options = PeerOptions { encoding: Encoding::Msgpack, max_frame_bytes, ..PeerOptions::default() };
+        let limits = Limits::of(&options).unwrap_or_else(|e| panic!("{e}"));
+        let counters = Counters::default();
+        let (mut incoming, mut input, mut buf) = (Incoming::new(&limits), Chunks(chunks.into()), Vec::new());
+        let (mut out, mut apart) = (Vec::new(), false);
+        loop {
+            let n = match incoming.detached_rest() {
+                Some((rest, lacking)) if append => {
+                    apart = true;
+                    read_rest(&mut input, lacking, rest).unwrap_or_else(|e| panic!("{e}"));
+                    incoming.appended()
+                }
+                rest => {
+                    apart |= rest.is_some();
+                    incoming.read_from(&mut input, &mut buf).unwrap_or_else(|e| panic!("{e}"))
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            incoming.drain(&limits, &counters, |m, _| out.push(m));
+        }
+        incoming.finish(&limits, &counters, |m, _| out.push(m));
+        (out, apart)
+    }
+
+    #[test]
+    fn a_big_bin_is_received_apart_at_every_split_around_the_frame_and_bin_headers() {
+        let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 249) as u8).collect();
+        let small = Envelope::new("s", "x").with_id(1).to_frame().unwrap_or_default();
+        let big = Envelope::new("bytes", Data::Bytes(payload.clone())).with_id(2).to_frame().unwrap_or_default();
+        let stream = [&small[..], &big[..], &small[..]].concat();
+        let want = vec![
+            Envelope::new("s", "x").with_id(1),
+            Envelope::new("bytes", Data::Bytes(payload)).with_id(2),
+            Envelope::new("s", "x").with_id(1),
+        ];
+        // First read ends anywhere from before the big frame's header to past its bin header.
+        for first in 1..small.len() + 40 {
+            for append in [false, true] {
+                let mut chunks = vec![stream[..first].to_vec()];
+                chunks.extend(stream[first..].chunks(65_536).map(<[u8]>::to_vec));
+                let (got, apart) = receive(chunks, DEFAULT_MAX_FRAME_BYTES, append);
+                let brief = |m: &[Envelope]| -> Vec<String> {
+                    m.iter()
+                        .map(|e| format!("{} {:?} {:?}", e.msg_type, e.id, e.data.as_bytes().map(<[u8]>::len)))
+                        .collect()
+                };
+                assert_eq!(brief(&got), brief(&want), "first read of {first} bytes, append {append}");
+                assert!(got == want, "first read of {first} bytes, append {append}: the payload differs");
+                assert!(apart, "first read of {first} bytes, append {append}: the payload was not received apart");
+            }
+        }
+    }
+
+    /// A reader that, as `Read` allows, leaves a mark in the room of each read it did not
+    /// fill, and remembers the first byte of the room each read was given.
+    struct Marking(Chunks, Vec<u8>);
+
+    impl Read for Marking {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.1.push(buf.first().copied().unwrap_or(0));
+            let n = self.0.read(buf)?;
+            buf[n..].fill(0xee);
+            Ok(n)
+        }
+    }
+
+    impl ReadInner for Marking {
+        fn inner(&mut self) -> &mut dyn Read {
+            self
+        }
+    }
+
+    #[test]
+    fn under_a_hang_watchdog_a_payload_read_through_the_read_space_is_not_zeroed_again_at_every_read() {
+        let big = Envelope::new("b", Data::Bytes(vec![1; 300_000])).with_id(2).to_frame().unwrap_or_default();
+        let options = PeerOptions { encoding: Encoding::Msgpack, ..PeerOptions::default() };
+        let limits = Limits::of(&options).unwrap_or_else(|e| panic!("{e}"));
+        let counters = Counters::default();
+        let (mut incoming, mut buf, mut got) = (Incoming::new(&limits), Vec::new(), Vec::new());
+        let mut input = Marking(Chunks(big.chunks(10_000).map(<[u8]>::to_vec).collect()), Vec::new());
+        while read_once(&mut incoming, &mut input, &mut buf, true).unwrap_or_else(|e| panic!("{e}")) > 0 {
+            incoming.drain(&limits, &counters, |m, _| got.push(m));
+        }
+        assert_eq!(got, [Envelope::new("b", Data::Bytes(vec![1; 300_000])).with_id(2)]);
+        // 31 chunks: the first read into the decoder's storage, then the payload's `Vec` (zeroed
+        // once, when first handed out) up to the last chunk's first bytes, whose rest (the frame
+        // after the payload) and the end of input are read into the decoder's storage. Every
+        // read into the payload after the first starts where the one before left its mark.
+        assert_eq!(input.1.len(), 33, "{:?}", input.1);
+        assert!(input.1[2..31].iter().all(|&b| b == 0xee), "the room was zeroed again: {:?}", input.1);
+    }
+
+    #[test]
+    fn bins_below_the_size_or_mostly_arrived_are_not_received_apart() {
+        let frame = |n: usize| Envelope::new("b", Data::Bytes(vec![1; n])).to_frame().unwrap_or_default();
+        // Under 64 KiB.
+        let (got, apart) = receive(frame(65_535).chunks(1000).map(<[u8]>::to_vec).collect(), 1 << 20, true);
+        assert_eq!((got, apart), (vec![Envelope::new("b", Data::Bytes(vec![1; 65_535]))], false));
+        // All but 32 KiB - 1 of it taken in at once: the rest is read into the decoder; with
+        // 32 KiB still to come, it is received apart.
+        let big = frame(100_000);
+        let options = PeerOptions { encoding: Encoding::Msgpack, ..PeerOptions::default() };
+        let limits = Limits::of(&options).unwrap_or_else(|e| panic!("{e}"));
+        for (lacking, apart) in [(32_767, false), (32_768, true)] {
+            let mut incoming = Incoming::new(&limits);
+            incoming.feed(&big[..big.len() - lacking], &limits, &Counters::default(), |m, _| panic!("{m:?}"));
+            assert_eq!(incoming.detached_rest().is_some(), apart, "{lacking} bytes still to come");
+        }
+    }
+
+    #[test]
+    fn an_over_long_big_bin_is_skipped_with_bounded_memory_and_a_cut_payload_is_named() {
+        let big = Envelope::new("b", Data::Bytes(vec![1; 200_000])).to_frame().unwrap_or_default();
+        let next = Envelope::new("b", Data::Bytes(vec![2; 100_000])).with_id(3).to_frame().unwrap_or_default();
+        let stream = [&big[..], &next[..], &next[..next.len() - 50_000]].concat();
+        for append in [false, true] {
+            let (got, _) = receive(stream.chunks(4096).map(<[u8]>::to_vec).collect(), 150_000, append);
+            let error = |text: &str| Envelope { msg_type: "error".into(), data: Data::from(text), id: None };
+            assert_eq!(
+                got,
+                [
+                    error(&format!("frame 1: frame of {} bytes exceeds the 150000-byte limit", big.len() - 4)),
+                    Envelope::new("b", Data::Bytes(vec![2; 100_000])).with_id(3),
+                    error(&format!(
+                        "frame 3: the stream ended inside the frame, after {} of its {} bytes",
+                        next.len() - 50_004,
+                        next.len() - 4
+                    )),
+                ],
+                "append {append}"
+            );
+        }
+    }
+}
+
+/// Differential: the same byte stream, chunked at random, decoded by the path without detached
+/// ranges (the frame decoder fed whole, every frame decoded whole) and by every way the peers
+/// read with them; adversarial frames (the `data` bin where the peek does not expect it, lying
+/// lengths, over-long frames, cut streams) must give the same messages, sizes and counters.
+#[cfg(test)]
+mod differential {
+    use super::*;
+
+    /// SplitMix64: deterministic, so a failing seed can be replayed.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: usize) -> usize {
+            usize::try_from(self.next() % u64::try_from(n.max(1)).unwrap_or(1)).unwrap_or(0)
+        }
+    }
+
+    fn key(name: &[u8]) -> Vec<u8> {
+        match name.len() {
+            n @ 0..=31 => [&[0xa0 | u8::try_from(n).unwrap_or(0)][..], name].concat(),
+            n => [&[0xda][..], &u16::try_from(n).unwrap_or(0).to_be_bytes(), name].concat(),
+        }
+    }
+
+    /// A bin32 declaring `declared` bytes, holding `len`.
+    fn bin(declared: u32, len: usize, fill: u8) -> Vec<u8> {
+        let mut v = vec![0xc6];
+        v.extend_from_slice(&declared.to_be_bytes());
+        v.extend((0..len).map(|i| fill.wrapping_add((i % 241) as u8)));
+        v
+    }
+
+    fn big(rng: &mut Rng) -> usize {
+        [0, 10, 65_535, 65_536, 70_000, 100_000, 150_000][rng.below(7)] + rng.below(3)
+    }
+
+    /// One frame's body, adversarial at times.
+    fn body(rng: &mut Rng) -> Vec<u8> {
+        let n = big(rng);
+        let fill = u8::try_from(rng.below(256)).unwrap_or(0);
+        let data_bin = bin(u32::try_from(n).unwrap_or(0), n, fill);
+        let mt = [key(b"msg_type"), key(b"t")].concat();
+        let id = [key(b"id"), vec![u8::try_from(rng.below(100)).unwrap_or(0)]].concat();
+        let data = [key(b"data"), data_bin.clone()].concat();
+        let map = |pairs: &[Vec<u8>]| -> Vec<u8> {
+            let count = u8::try_from(pairs.len()).unwrap_or(0);
+            [vec![0x80 | count], pairs.concat()].concat()
+        };
+        match rng.below(14) {
+            0 => map(&[mt, data, id]),
+            1 => map(&[id, data, mt]),
+            2 => {
+                // An unknown key of up to 1500 bytes before data: the bin past the peek at times.
+                let long = vec![b'k'; rng.below(1500)];
+                map(&[[key(&long), vec![0xc0]].concat(), data, mt, id])
+            }
+            3 => {
+                // A nested map with a `data` bin, then the top-level data.
+                let nested = [vec![0x81], key(b"data"), bin(70_000, 70_000, 1)].concat();
+                let top = if rng.below(2) == 0 { data } else { [key(b"data"), key(b"s")].concat() };
+                map(&[[key(b"x"), nested].concat(), top, mt, id])
+            }
+            4 => {
+                // `data` twice: a big bin, then a string, a small bin or another big bin.
+                let later = match rng.below(3) {
+                    0 => key(b"str"),
+                    1 => bin(3, 3, 9),
+                    _ => bin(80_000, 80_000, 7),
+                };
+                map(&[mt, data, id, [key(b"data"), later].concat()])
+            }
+            5 => map(&[mt, [key(b"Data"), data_bin].concat(), [key(b"data"), key(b"s")].concat(), id]),
+            6 => {
+                // The bin declares more than the frame holds, or less.
+                let declared =
+                    if rng.below(2) == 0 { n + 1 + rng.below(100_000) } else { n.saturating_sub(1 + rng.below(100)) };
+                let lying = bin(u32::try_from(declared).unwrap_or(0), n, fill);
+                map(&[mt, [key(b"data"), lying].concat(), id])
+            }
+            7 => map(&[mt, [key(b"data"), bin(u32::MAX, n, fill)].concat(), id]),
+            8 => [map(&[mt, data, id]), vec![0xc0; 1 + rng.below(3)]].concat(),
+            9 => map(&[[key(b"msg_type"), vec![0xa1, 0xff]].concat(), data, id]),
+            10 => map(&[mt, data, [key(b"id"), key(b"bad")].concat()]),
+            11 => [vec![0x92], data_bin].concat(),
+            12 => map(&[mt, data]),
+            _ => map(&[data, id]),
+        }
+    }
+
+    /// The stream: frames (at times one whose header lies about its length), cut at times.
+    fn stream(rng: &mut Rng) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..1 + rng.below(4) {
+            let body = body(rng);
+            let mut length = body.len();
+            if rng.below(8) == 0 {
+                length = if rng.below(2) == 0 { length + rng.below(200_000) } else { length - rng.below(length + 1) };
+            }
+            out.extend_from_slice(&u32::try_from(length).unwrap_or(0).to_le_bytes());
+            out.extend_from_slice(&body);
+        }
+        if rng.below(3) == 0 {
+            out.truncate(rng.below(out.len() + 1));
+        }
+        out
+    }
+
+    fn chunks(rng: &mut Rng, bytes: &[u8]) -> VecDeque<Vec<u8>> {
+        let mut out = VecDeque::new();
+        let mut at = 0;
+        while at < bytes.len() {
+            let n = match rng.below(4) {
+                0 => 1 + rng.below(64),
+                1 => 1 + rng.below(4096),
+                _ => 1 + rng.below(200_000),
+            };
+            let end = (at + n).min(bytes.len());
+            out.push_back(bytes[at..end].to_vec());
+            at = end;
+        }
+        out
+    }
+
+    /// The chunks, one a read (split where a read has less room), every third read
+    /// interrupted (`EINTR`) first.
+    struct Chunks(VecDeque<Vec<u8>>, usize);
+
+    impl Read for Chunks {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.1 += 1;
+            if self.1 % 3 == 0 {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
+            let Some(mut chunk) = self.0.pop_front() else { return Ok(0) };
+            let n = chunk.len().min(buf.len());
+            buf[..n].copy_from_slice(&chunk[..n]);
+            if n < chunk.len() {
+                self.0.push_front(chunk.split_off(n));
+            }
+            Ok(n)
+        }
+    }
+
+    impl ReadInner for Chunks {
+        fn inner(&mut self) -> &mut dyn Read {
+            self
+        }
+    }
+
+    /// The messages with what each costs the unsolicited queue, and the over-long count.
+    type Out = (Vec<(Envelope, usize)>, u64);
+
+    fn limits(max: usize) -> Limits {
+        let options = PeerOptions { encoding: Encoding::Msgpack, max_frame_bytes: max, ..PeerOptions::default() };
+        Limits::of(&options).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Without detached ranges: every chunk fed, every frame decoded whole (as before them).
+    fn whole(chunks: &VecDeque<Vec<u8>>, max: usize) -> Out {
+        let (limits, counters) = (limits(max), Counters::default());
+        let mut decoder = FrameDecoder::new(max);
+        let mut out = Vec::new();
+        for chunk in chunks {
+            decoder.feed(chunk);
+            while let Some(packet) = decoder.next_packet() {
+                out.push(packet_message(&limits, &counters, packet, None));
+            }
+        }
+        while let Some(packet) = decoder.finish() {
+            out.push(packet_message(&limits, &counters, packet, None));
+        }
+        (out, counters.lines_too_long.load(Ordering::Relaxed))
+    }
+
+    #[derive(Debug, Clone, Copy)]
+    enum Way {
+        /// The thread peer: the rest of a payload in one `read_rest`.
+        Append,
+        /// The thread peer under a hang watchdog: through the read space.
+        Space,
+        /// The tokio peer: the rest of a payload appended a read at a time.
+        OneRead,
+        /// Any of these, chosen at random at every read (a caller may mix them).
+        Mixed(u64),
+    }
+
+    fn split(chunks: &VecDeque<Vec<u8>>, max: usize, way: Way) -> Out {
+        let (limits, counters) = (limits(max), Counters::default());
+        let (mut incoming, mut input, mut buf) = (Incoming::new(&limits), Chunks(chunks.clone(), 0), Vec::new());
+        let mut out = Vec::new();
+        let mut rng = Rng(match way {
+            Way::Mixed(seed) => seed,
+            _ => 0,
+        });
+        loop {
+            let way = match way {
+                Way::Mixed(_) => [Way::Append, Way::Space, Way::OneRead][rng.below(3)],
+                way => way,
+            };
+            let rest = match way {
+                Way::Space => None,
+                _ => incoming.detached_rest(),
+            };
+            let read = match (rest, way) {
+                (Some((rest, lacking)), Way::Append) => {
+                    let read = read_rest(&mut input, lacking, rest);
+                    let n = incoming.appended();
+                    read.map(|()| n)
+                }
+                (Some((rest, lacking)), _) => {
+                    let mut tmp = vec![0; lacking];
+                    let read = input.read(&mut tmp);
+                    if let Ok(n) = read {
+                        rest.extend_from_slice(&tmp[..n]);
+                    }
+                    read.map(|_| incoming.appended())
+                }
+                (None, _) => incoming.read_from(&mut input, &mut buf),
+            };
+            // As the peers' readers: an interrupted read is tried again.
+            let n = match read {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                read => read.unwrap_or_else(|e| panic!("{e}")),
+            };
+            if n == 0 {
+                break;
+            }
+            incoming.drain(&limits, &counters, |m, size| out.push((m, size)));
+        }
+        incoming.finish(&limits, &counters, |m, size| out.push((m, size)));
+        (out, counters.lines_too_long.load(Ordering::Relaxed))
+    }
+
+    fn brief(out: &Out) -> Vec<String> {
+        out.0
+            .iter()
+            .map(|(e, size)| match &e.data {
+                Data::Bytes(b) => format!("{} {:?} bytes {} (size {size})", e.msg_type, e.id, b.len()),
+                other => format!("{} {:?} {other:?} (size {size})", e.msg_type, e.id),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_way_of_reading_with_detached_bins_decodes_exactly_as_whole_frames() {
+        for seed in 0..1000 {
+            let mut rng = Rng(seed);
+            let bytes = stream(&mut rng);
+            // At times the limit is the first frame's length, or one byte either side of it.
+            let first = bytes.get(..4).map_or(0, |h| u32::from_le_bytes([h[0], h[1], h[2], h[3]]) as usize);
+            let max = [150_000, 1 << 20, 100_000, 70_100, first.max(2) - 1, first.max(1), first + 1][rng.below(7)];
+            let chunked = chunks(&mut rng, &bytes);
+            let want = whole(&chunked, max);
+            for way in [Way::Append, Way::Space, Way::OneRead, Way::Mixed(seed)] {
+                let got = split(&chunked, max, way);
+                assert_eq!(brief(&got), brief(&want), "seed {seed}, {way:?}, max {max}");
+                assert!(got == want, "seed {seed}, {way:?}: a payload differs");
+            }
+        }
     }
 }

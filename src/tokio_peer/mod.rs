@@ -1090,15 +1090,30 @@ async fn on_write_failed(shared: &Shared, e: &io::Error, batch: Vec<Line>) {
 async fn read_stdout(shared: Arc<Shared>, mut stdout: ChildStdout, unsolicited: Outbound) {
     let (limits, counters) = (&shared.options, &shared.counters);
     let mut decoder = Incoming::new(limits);
-    let mut buf = vec![0; READ_CHUNK];
+    let mut buf = Vec::new();
     loop {
-        match stdout.read(&mut buf).await {
+        // In place, as the thread peer reads: a big `bin` payload straight into the spare
+        // capacity of the `Vec` that becomes its `Data::Bytes` (never zeroed first).
+        let read = match decoder.detached_rest() {
+            Some((rest, lacking)) => {
+                let limit = u64::try_from(lacking).unwrap_or(u64::MAX);
+                (&mut stdout).take(limit).read_buf(rest).await.map(|_| decoder.appended())
+            }
+            None => match stdout.read(decoder.space(&mut buf)).await {
+                Ok(n) => {
+                    decoder.commit(n, &buf);
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match read {
             Ok(0) => break,
-            Ok(n) => {
+            Ok(_) => {
                 if let Some(heard) = &shared.heard {
                     heard.now();
                 }
-                decoder.feed(&buf[..n], limits, counters, |m, size| shared.dispatch(m, size, &unsolicited));
+                decoder.drain(limits, counters, |m, size| shared.dispatch(m, size, &unsolicited));
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => break,
