@@ -226,7 +226,13 @@ pub(crate) struct Fields<'a> {
 }
 
 /// `bytes` as UTF-8, or the error naming the offset in the frame of the first bad byte.
+///
+/// Checked by SIMD (`simdutf8`), which only says whether they are valid; std's check, which
+/// finds the offset, runs only for the error.
 fn utf8<'a>(frame: &[u8], bytes: &'a [u8], at: usize) -> Result<&'a str, ProtocolError> {
+    if let Ok(text) = simdutf8::basic::from_utf8(bytes) {
+        return Ok(text);
+    }
     std::str::from_utf8(bytes)
         .map_err(|e| ProtocolError::InvalidUtf8InString { offset: at + e.valid_up_to(), excerpt: hex_excerpt(frame) })
 }
@@ -474,9 +480,20 @@ fn write_header(out: &mut Vec<u8>, len: usize, fix: Option<(u8, usize)>, markers
     }
 }
 
+/// A `str` header for `len` bytes (its first `.1` bytes).
 fn str_header(len: usize) -> ([u8; 5], usize) {
+    small_header(len, Some((0xa0, 32)), [Some(0xd9), Some(0xda), Some(0xdb)])
+}
+
+/// A `bin` header for `len` bytes (its first `.1` bytes).
+fn bin_header(len: usize) -> ([u8; 5], usize) {
+    small_header(len, None, [Some(0xc4), Some(0xc5), Some(0xc6)])
+}
+
+/// [`write_header`] into an array.
+fn small_header(len: usize, fix: Option<(u8, usize)>, markers: [Option<u8>; 3]) -> ([u8; 5], usize) {
     let mut h = Vec::with_capacity(5);
-    write_header(&mut h, len, Some((0xa0, 32)), [Some(0xd9), Some(0xda), Some(0xdb)]);
+    write_header(&mut h, len, fix, markers);
     let mut out = [0; 5];
     out[..h.len()].copy_from_slice(&h);
     (out, h.len())
@@ -617,40 +634,55 @@ fn write_too_long(out: &mut Vec<u8>, id: Option<u64>) {
 /// with a payload of [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more borrowed
 /// by `out` rather than copied (when `out` splices).
 pub(crate) fn write_bytes_reply<'p>(out: &mut FrameOut<'_, 'p>, msg_type: &str, bytes: &'p [u8], id: Option<u64>) {
-    if bin_frame(out, msg_type, bytes.len(), id, |out| out.borrow(bytes)).is_err() {
+    let (header, n) = bin_header(bytes.len());
+    if payload_frame(out, msg_type, &header[..n], bytes.len(), id, |out| out.borrow(bytes)).is_err() {
         write_too_long(out.buf(), id);
     }
 }
 
-/// One frame `{msg_type, data: bin(len), id?}` whose payload `put` appends to `out`: the map
-/// up to the `bin` header, then the payload, then the `id` entry.
+/// Appends one reply frame whose data is the `str` `lead` then `text` (`Acknowledged: ` and
+/// the request's `data`): the bytes [`write_reply`] writes for that text, with a `text` of
+/// [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more borrowed by `out` rather
+/// than copied (when `out` splices), e.g. from the request's frame.
+pub(crate) fn write_str_reply<'p>(out: &mut FrameOut<'_, 'p>, msg_type: &str, lead: &str, text: &'p str, id: Option<u64>) {
+    let len = lead.len().saturating_add(text.len());
+    let (header, n) = str_header(len);
+    let put = |out: &mut FrameOut<'_, 'p>| {
+        out.buf().extend_from_slice(lead.as_bytes());
+        out.borrow(text.as_bytes());
+    };
+    if payload_frame(out, msg_type, &header[..n], len, id, put).is_err() {
+        write_too_long(out.buf(), id);
+    }
+}
+
+/// One frame `{msg_type, data, id?}` whose `data` is a `str` or `bin` of `len` bytes: the map
+/// up to `data`, the value's `header` (for `len`), the payload that `put` appends to `out`
+/// (by reference or by value, or copied), then the `id` entry.
 ///
 /// # Errors
 /// [`ProtocolError::FrameTooLong`] when the body would exceed 4 GiB − 1; nothing is written.
-fn bin_frame<'p>(
+fn payload_frame<'p>(
     out: &mut FrameOut<'_, 'p>,
     msg_type: &str,
+    header: &[u8],
     len: usize,
     id: Option<u64>,
     put: impl FnOnce(&mut FrameOut<'_, 'p>),
 ) -> Result<(), ProtocolError> {
     let mut tail = Vec::new();
     write_id(&mut tail, id);
-    let bin_header = match len {
-        0..=0xff => 2,
-        0x100..=0xffff => 3,
-        _ => 5,
-    };
     let buf = out.buf();
     let start = begin_frame(buf);
     write_head(buf, msg_type, id);
-    let length = (buf.len() - start - FRAME_HEADER_BYTES).saturating_add(bin_header + tail.len()).saturating_add(len);
-    let Ok(header) = u32::try_from(length) else {
+    let length =
+        (buf.len() - start - FRAME_HEADER_BYTES).saturating_add(header.len() + tail.len()).saturating_add(len);
+    let Ok(length_header) = u32::try_from(length) else {
         buf.truncate(start);
         return Err(ProtocolError::FrameTooLong { length, limit: u32::MAX as usize });
     };
-    buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&header.to_le_bytes());
-    write_header(buf, len, None, [Some(0xc4), Some(0xc5), Some(0xc6)]);
+    buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&length_header.to_le_bytes());
+    buf.extend_from_slice(header);
     let before = out.len();
     put(out);
     debug_assert_eq!(out.len() - before, len, "the payload is as long as its header says");
@@ -676,16 +708,23 @@ impl Envelope {
         end_frame(out, start)
     }
 
-    /// [`encode_frame_into`](Self::encode_frame_into) consuming the message: bytes data of
-    /// [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more is moved into `out`
-    /// as a piece of its own (when `out` splices), not copied. The same bytes are written.
+    /// [`encode_frame_into`](Self::encode_frame_into) consuming the message: bytes data, or
+    /// a string, of [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more is moved
+    /// into `out` as a piece of its own (when `out` splices), not copied. The same bytes are
+    /// written.
     ///
     /// # Errors
     /// As [`encode_frame_into`](Self::encode_frame_into); nothing is written then.
     pub fn encode_frame_vectored(self, out: &mut FrameOut<'_, '_>) -> Result<(), ProtocolError> {
         match self.data {
             Data::Bytes(bytes) if out.splices(bytes.len()) => {
-                bin_frame(out, &self.msg_type, bytes.len(), self.id, |out| out.give(bytes))
+                let (header, n) = bin_header(bytes.len());
+                payload_frame(out, &self.msg_type, &header[..n], bytes.len(), self.id, |out| out.give(bytes))
+            }
+            Data::Json(Value::String(text)) if out.splices(text.len()) => {
+                let (header, n) = str_header(text.len());
+                let len = text.len();
+                payload_frame(out, &self.msg_type, &header[..n], len, self.id, |out| out.give(text.into_bytes()))
             }
             _ => self.encode_frame_into(out.buf()),
         }
