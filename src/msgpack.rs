@@ -644,7 +644,13 @@ pub(crate) fn write_bytes_reply<'p>(out: &mut FrameOut<'_, 'p>, msg_type: &str, 
 /// the request's `data`): the bytes [`write_reply`] writes for that text, with a `text` of
 /// [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more borrowed by `out` rather
 /// than copied (when `out` splices), e.g. from the request's frame.
-pub(crate) fn write_str_reply<'p>(out: &mut FrameOut<'_, 'p>, msg_type: &str, lead: &str, text: &'p str, id: Option<u64>) {
+pub(crate) fn write_str_reply<'p>(
+    out: &mut FrameOut<'_, 'p>,
+    msg_type: &str,
+    lead: &str,
+    text: &'p str,
+    id: Option<u64>,
+) {
     let len = lead.len().saturating_add(text.len());
     let (header, n) = str_header(len);
     let put = |out: &mut FrameOut<'_, 'p>| {
@@ -675,8 +681,7 @@ fn payload_frame<'p>(
     let buf = out.buf();
     let start = begin_frame(buf);
     write_head(buf, msg_type, id);
-    let length =
-        (buf.len() - start - FRAME_HEADER_BYTES).saturating_add(header.len() + tail.len()).saturating_add(len);
+    let length = (buf.len() - start - FRAME_HEADER_BYTES).saturating_add(header.len() + tail.len()).saturating_add(len);
     let Ok(length_header) = u32::try_from(length) else {
         buf.truncate(start);
         return Err(ProtocolError::FrameTooLong { length, limit: u32::MAX as usize });
@@ -917,5 +922,65 @@ mod tests {
         assert!(err(&frame).starts_with("field `data` holds nesting deeper than 128 levels"));
         let frame = [&b"\x83\xa8msg_type\xa1x\xa1z"[..], &deep, b"\xa4data\xc0"].concat();
         assert_eq!(decode_msgpack_envelope(&frame).map(|e| e.data), Ok(Data::NULL), "ignored values nest freely");
+    }
+
+    /// What std's check says of `bytes` at frame offset `at`: the reference for `utf8`.
+    fn std_utf8(bytes: &[u8], at: usize) -> Result<&str, usize> {
+        std::str::from_utf8(bytes).map_err(|e| at + e.valid_up_to())
+    }
+
+    fn simd_utf8(bytes: &[u8], at: usize) -> Result<&str, usize> {
+        utf8(b"frame", bytes, at).map_err(|e| match e {
+            ProtocolError::InvalidUtf8InString { offset, .. } => offset,
+            other => panic!("not a UTF-8 error: {other}"),
+        })
+    }
+
+    /// Every bad sequence (lone continuation, overlong, surrogate, beyond U+10FFFF, cut short)
+    /// at every position around the 64-byte SIMD blocks, in ASCII and in wider text: the SIMD
+    /// check accepts exactly what std accepts and names the same first bad byte.
+    #[test]
+    fn the_simd_utf8_check_agrees_with_std_at_every_block_edge() {
+        let bad: [&[u8]; 9] = [
+            b"\x80",
+            b"\xc0\x80",
+            b"\xc1\xbf",
+            b"\xe0\x80\x80",
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xf8\x88\x80\x80\x80",
+            b"\xe2\x9c",
+            b"\xff",
+        ];
+        for filler in ["a", "é", "✓", "😀"] {
+            let good = filler.repeat(200);
+            assert_eq!(simd_utf8(good.as_bytes(), 3), Ok(good.as_str()));
+            for at in (0..140).filter(|i| good.is_char_boundary(*i)) {
+                for seq in bad {
+                    for tail in [&b""[..], b"abc"] {
+                        let bytes = [&good.as_bytes()[..at], seq, tail].concat();
+                        assert_eq!(
+                            simd_utf8(&bytes, 3),
+                            std_utf8(&bytes, 3),
+                            "{filler} × {at}, then {}",
+                            hex_excerpt(seq)
+                        );
+                        assert_eq!(simd_utf8(&bytes, 3), Err(3 + at));
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes after an ASCII run of any length: the same verdict and offset as std's.
+        #[test]
+        fn the_simd_utf8_check_agrees_with_std_on_any_bytes(
+            ascii in 0usize..300,
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let input = [vec![b'x'; ascii], bytes].concat();
+            proptest::prop_assert_eq!(simd_utf8(&input, 11), std_utf8(&input, 11));
+        }
     }
 }
