@@ -459,8 +459,8 @@ impl Responder {
     }
 
     /// [`handle_packet`](Self::handle_packet) into a [`FrameOut`]: the `bytes` service's echo
-    /// of a big payload is borrowed from `packet` by `out`, not copied (the same bytes are
-    /// written). What [`serve`](crate::serve_with) runs, through
+    /// of a big payload, and the data an `ack` repeats, are borrowed from `packet` by `out`,
+    /// not copied (the same bytes are written). What [`serve`](crate::serve_with) runs, through
     /// [`Service::answer_packet_vectored`](crate::Service::answer_packet_vectored).
     pub fn handle_packet_vectored<'p>(&mut self, packet: Packet<'p>, out: &mut FrameOut<'_, 'p>) {
         match packet {
