@@ -458,11 +458,14 @@ fn a_handlers_big_string_is_moved_into_the_write_and_written_as_the_one_buffer_e
 }
 
 /// `serve` to a real pipe of one page, drained a little at a time by a slow reader: every
-/// write blocks many times and the reader still gets every byte in order.
+/// write blocks many times and the reader still gets every byte in order (big echoes and big
+/// acks, each borrowed from the decoder's buffer while the write is pending).
 #[test]
 fn serve_through_a_one_page_pipe_to_a_slow_reader_delivers_every_byte_in_order() {
     use nix::fcntl::{fcntl, FcntlArg};
-    let input = mixed_stream(&[1 << 20, SPLICE_MIN_BYTES, 3], 200 * 1024);
+    let mut input = frame_of("data", Data::from(text(150_000, true)), Some(70_000));
+    input.extend(frame_of("data", Data::from(text(SPLICE_MIN_BYTES, false)), None));
+    input.extend(mixed_stream(&[1 << 20, SPLICE_MIN_BYTES, 3], 200 * 1024));
     let want = flat_answers(&input, 200 * 1024);
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     let _ = fcntl(write_end.as_fd(), FcntlArg::F_SETPIPE_SZ(4096));
@@ -491,16 +494,25 @@ fn serve_through_a_one_page_pipe_to_a_slow_reader_delivers_every_byte_in_order()
     assert!(got == want, "{} bytes, wanted {}", got.len(), want.len());
 }
 
-/// A reader that goes away in the middle of a big reply ends `serve` normally (BrokenPipe).
+/// A reader that goes away in the middle of a big reply (an echo, an ack) ends `serve`
+/// normally (BrokenPipe).
 #[test]
 fn serve_ends_normally_when_its_reader_goes_away_in_the_middle_of_a_big_reply() {
+    for input in [
+        frame_of("bytes", Data::Bytes(payload(4 << 20, 0)), Some(1)),
+        frame_of("data", Data::from(text(4 << 20, true)), Some(1)),
+    ] {
+        served_to_a_reader_that_goes_away(input);
+    }
+}
+
+fn served_to_a_reader_that_goes_away(input: Vec<u8>) {
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     let reader = std::thread::spawn(move || {
         let mut file = std::fs::File::from(read_end);
         let mut buf = [0u8; 1000];
         file.read_exact(&mut buf).unwrap();
     });
-    let input = frame_of("bytes", Data::Bytes(payload(4 << 20, 0)), Some(1));
     // SIGPIPE is ignored in Rust programs: the write fails with EPIPE instead.
     let served = serve_with(
         bytes_responder(),
@@ -662,4 +674,82 @@ fn a_child_killed_in_the_middle_of_a_big_write_fails_the_request_with_peer_exite
     let later = peer.request("bytes", payload(SPLICE_MIN_BYTES, 0)).unwrap_err();
     assert_eq!(later.code(), ErrorCode::PeerExited, "{later}");
     let _ = peer.close();
+}
+
+/// A `str` header of the given width (0: fixstr, 1: str8, 2: str16, 4: str32) for `len`
+/// bytes: wider than needed is valid MessagePack that a peer may send.
+fn str_header_of(width: u8, len: usize) -> Vec<u8> {
+    match width {
+        0 => vec![0xa0 | len as u8],
+        1 => vec![0xd9, len as u8],
+        2 => [&[0xda][..], &(len as u16).to_be_bytes()].concat(),
+        _ => [&[0xdb][..], &(len as u32).to_be_bytes()].concat(),
+    }
+}
+
+/// A request frame laid out as a peer other than ours may write it: `data` in a header wider
+/// than it needs, anywhere among the keys, with unknown keys (holding strings, maps, bins)
+/// before and after it, and the id in any width.
+fn odd_request(data: &str, width: u8, id: Option<u64>, extra: &[(String, Vec<u8>)], data_at: usize) -> Vec<u8> {
+    let mut entries: Vec<Vec<u8>> = extra
+        .iter()
+        .map(|(key, value)| [str_header_of(1, key.len()), key.as_bytes().to_vec(), value.clone()].concat())
+        .collect();
+    let data_entry = [&b"\xa4data"[..], &str_header_of(width, data.len()), data.as_bytes()].concat();
+    entries.insert(data_at.min(entries.len()), data_entry);
+    entries.insert(0, b"\xa8msg_type\xa4data".to_vec());
+    if let Some(id) = id {
+        // As a uint64, whatever its size: valid, not canonical.
+        entries.push([&b"\xa2id\xcf"[..], &id.to_be_bytes()].concat());
+    }
+    let mut body = vec![0xde];
+    body.extend((entries.len() as u16).to_be_bytes());
+    body.extend(entries.concat());
+    [&(body.len() as u32).to_le_bytes()[..], &body].concat()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Whatever the request's layout (key order, unknown keys, header widths, id width), the
+    /// ack `serve` writes, however the input is split and the output taken, is the one-buffer
+    /// encoder's frame for `Acknowledged: ` and the data.
+    #[test]
+    fn an_ack_of_any_request_layout_is_the_one_buffer_encoders_frame(
+        size in proptest::prop_oneof![0usize..40, 65_500usize..65_560, 65_536usize..65_600, 200_000usize..200_100],
+        wide in proptest::prelude::any::<bool>(),
+        width in 0u8..4,
+        id in proptest::option::of(proptest::prop_oneof![0u64..0x80, 0x80u64..0x100, 0x100u64..0x1_0000,
+            0x1_0000u64..0x1_0000_0000, 0x1_0000_0000u64..=MAX_SAFE_ID]),
+        extra in proptest::collection::vec(("[a-z]{1,6}", proptest::prop_oneof![
+            proptest::prelude::Just(b"\xa3abc".to_vec()),
+            proptest::prelude::Just(b"\x81\xa1k\x92\x01\xc0".to_vec()),
+            proptest::prelude::Just(b"\xc4\x02\xff\xfe".to_vec()),
+            proptest::prelude::Just(b"\xa4data".to_vec()),
+        ]), 0..4),
+        data_at in 0usize..5,
+        read_step in proptest::prop_oneof![1usize..5000, 65_536usize..70_000],
+        write_step in proptest::prop_oneof![1usize..5000, 65_536usize..300_000],
+    ) {
+        let data = text(size, wide);
+        let width = match (width, data.len()) {
+            (0, 0..=31) => 0,
+            (0 | 1, 0..=255) => 1,
+            (0..=2, 0..=0xffff) => 2,
+            _ => 4,
+        };
+        // Unknown keys that happen to be `data`, `id` or `msg_type` would change the request.
+        let extra: Vec<(String, Vec<u8>)> =
+            extra.into_iter().filter(|(k, _)| !["data", "id", "msg_type"].contains(&k.as_str())).collect();
+        let request = odd_request(&data, width, id, &extra, data_at);
+        let decoded = rust_ts_ipc::decode_msgpack_envelope(&request[4..]).unwrap();
+        proptest::prop_assert_eq!(decoded.data.as_str(), Some(data.as_str()));
+        let mut input = request.clone();
+        input.extend(frame_of("data", Data::from("after"), Some(1)));
+        let mut want = frame_of("ack", Data::from(format!("Acknowledged: {data}")), id);
+        want.extend(frame_of("ack", Data::from("Acknowledged: after"), Some(1)));
+        let (got, _) = served(input.clone(), 1 << 20, &[read_step, 7], write_step);
+        proptest::prop_assert!(got == want, "{} bytes, wanted {}", got.len(), want.len());
+        proptest::prop_assert!(flat_answers(&input, 1 << 20) == want);
+    }
 }
