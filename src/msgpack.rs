@@ -459,25 +459,8 @@ fn write_int(out: &mut Vec<u8>, i: i64) {
 /// A header of a family with a fix form (`fix_base`, below `fix_limit`) and 8/16/32-bit forms
 /// (`wide` = the 8-bit form's marker, or `None` where the family has none).
 fn write_header(out: &mut Vec<u8>, len: usize, fix: Option<(u8, usize)>, markers: [Option<u8>; 3]) {
-    if let Some((base, limit)) = fix {
-        if len < limit {
-            out.push(base | len as u8);
-            return;
-        }
-    }
-    match (markers, len) {
-        ([Some(m8), _, _], 0..=0xff) => out.extend_from_slice(&[m8, len as u8]),
-        ([_, Some(m16), _], 0..=0xffff) => {
-            out.push(m16);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        ([_, _, Some(m32)], _) => {
-            out.push(m32);
-            // Callers bound what they write to u32 lengths (a frame cannot hold more).
-            out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
-        }
-        _ => {}
-    }
+    let (header, n) = small_header(len, fix, markers);
+    out.extend_from_slice(&header[..n]);
 }
 
 /// A `str` header for `len` bytes (its first `.1` bytes).
@@ -490,13 +473,33 @@ fn bin_header(len: usize) -> ([u8; 5], usize) {
     small_header(len, None, [Some(0xc4), Some(0xc5), Some(0xc6)])
 }
 
-/// [`write_header`] into an array.
+/// The header [`write_header`] writes, in an array (its first `.1` bytes): no allocation.
 fn small_header(len: usize, fix: Option<(u8, usize)>, markers: [Option<u8>; 3]) -> ([u8; 5], usize) {
-    let mut h = Vec::with_capacity(5);
-    write_header(&mut h, len, fix, markers);
-    let mut out = [0; 5];
-    out[..h.len()].copy_from_slice(&h);
-    (out, h.len())
+    let mut h = [0; 5];
+    if let Some((base, limit)) = fix {
+        if len < limit {
+            h[0] = base | len as u8;
+            return (h, 1);
+        }
+    }
+    match (markers, len) {
+        ([Some(m8), _, _], 0..=0xff) => {
+            (h[0], h[1]) = (m8, len as u8);
+            (h, 2)
+        }
+        ([_, Some(m16), _], 0..=0xffff) => {
+            let [b0, b1] = (len as u16).to_be_bytes();
+            (h[0], h[1], h[2]) = (m16, b0, b1);
+            (h, 3)
+        }
+        ([_, _, Some(m32)], _) => {
+            // Callers bound what they write to u32 lengths (a frame cannot hold more).
+            let [b0, b1, b2, b3] = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+            h = [m32, b0, b1, b2, b3];
+            (h, 5)
+        }
+        _ => (h, 0),
+    }
 }
 
 /// A `str`.
@@ -603,6 +606,18 @@ fn write_id(out: &mut Vec<u8>, id: Option<u64>) {
     }
 }
 
+/// How many bytes [`write_id`] writes for `id`.
+fn id_len(id: Option<u64>) -> usize {
+    match id {
+        None => 0,
+        Some(0..=0x7f) => 4,
+        Some(0x80..=0xff) => 5,
+        Some(0x100..=0xffff) => 6,
+        Some(0x1_0000..=0xffff_ffff) => 8,
+        Some(_) => 12,
+    }
+}
+
 /// What a built-in reply carries.
 pub(crate) enum ReplyData<'a> {
     /// A string, rendered as it is written.
@@ -676,12 +691,10 @@ fn payload_frame<'p>(
     id: Option<u64>,
     put: impl FnOnce(&mut FrameOut<'_, 'p>),
 ) -> Result<(), ProtocolError> {
-    let mut tail = Vec::new();
-    write_id(&mut tail, id);
     let buf = out.buf();
     let start = begin_frame(buf);
     write_head(buf, msg_type, id);
-    let length = (buf.len() - start - FRAME_HEADER_BYTES).saturating_add(header.len() + tail.len()).saturating_add(len);
+    let length = (buf.len() - start - FRAME_HEADER_BYTES).saturating_add(header.len() + id_len(id)).saturating_add(len);
     let Ok(length_header) = u32::try_from(length) else {
         buf.truncate(start);
         return Err(ProtocolError::FrameTooLong { length, limit: u32::MAX as usize });
@@ -691,7 +704,7 @@ fn payload_frame<'p>(
     let before = out.len();
     put(out);
     debug_assert_eq!(out.len() - before, len, "the payload is as long as its header says");
-    out.buf().extend_from_slice(&tail);
+    write_id(out.buf(), id);
     Ok(())
 }
 
@@ -922,6 +935,39 @@ mod tests {
         assert!(err(&frame).starts_with("field `data` holds nesting deeper than 128 levels"));
         let frame = [&b"\x83\xa8msg_type\xa1x\xa1z"[..], &deep, b"\xa4data\xc0"].concat();
         assert_eq!(decode_msgpack_envelope(&frame).map(|e| e.data), Ok(Data::NULL), "ignored values nest freely");
+    }
+
+    #[test]
+    fn id_len_is_what_write_id_writes_at_every_uint_boundary() {
+        let mut ids = vec![None];
+        for edge in [0x80u64, 0x100, 0x1_0000, 0x1_0000_0000] {
+            ids.extend([Some(edge - 1), Some(edge)]);
+        }
+        ids.extend([Some(0), Some(MAX_SAFE_ID), Some(u64::MAX)]);
+        for id in ids {
+            let mut out = Vec::new();
+            write_id(&mut out, id);
+            assert_eq!(id_len(id), out.len(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn small_headers_are_the_smallest_form_at_every_boundary() {
+        let str_at = |len| {
+            let (h, n) = str_header(len);
+            h[..n].to_vec()
+        };
+        assert_eq!(str_at(31), [0xbf]);
+        assert_eq!(str_at(32), [0xd9, 32]);
+        assert_eq!(str_at(255), [0xd9, 0xff]);
+        assert_eq!(str_at(256), [0xda, 1, 0]);
+        assert_eq!(str_at(65_535), [0xda, 0xff, 0xff]);
+        assert_eq!(str_at(65_536), [0xdb, 0, 1, 0, 0]);
+        let (h, n) = bin_header(0);
+        assert_eq!(h[..n], [0xc4, 0]);
+        let mut array = Vec::new();
+        write_header(&mut array, 16, Some((0x90, 16)), [None, Some(0xdc), Some(0xdd)]);
+        assert_eq!(array, [0xdc, 0, 16], "a family without an 8-bit form goes to 16 bits");
     }
 
     /// What std's check says of `bytes` at frame offset `at`: the reference for `utf8`.
