@@ -226,7 +226,13 @@ pub(crate) struct Fields<'a> {
 }
 
 /// `bytes` as UTF-8, or the error naming the offset in the frame of the first bad byte.
+///
+/// Checked by SIMD (`simdutf8`), which only says whether they are valid; std's check, which
+/// finds the offset, runs only for the error.
 fn utf8<'a>(frame: &[u8], bytes: &'a [u8], at: usize) -> Result<&'a str, ProtocolError> {
+    if let Ok(text) = simdutf8::basic::from_utf8(bytes) {
+        return Ok(text);
+    }
     std::str::from_utf8(bytes)
         .map_err(|e| ProtocolError::InvalidUtf8InString { offset: at + e.valid_up_to(), excerpt: hex_excerpt(frame) })
 }
@@ -522,33 +528,47 @@ fn write_int(out: &mut Vec<u8>, i: i64) {
 /// A header of a family with a fix form (`fix_base`, below `fix_limit`) and 8/16/32-bit forms
 /// (`wide` = the 8-bit form's marker, or `None` where the family has none).
 fn write_header(out: &mut Vec<u8>, len: usize, fix: Option<(u8, usize)>, markers: [Option<u8>; 3]) {
+    let (header, n) = small_header(len, fix, markers);
+    out.extend_from_slice(&header[..n]);
+}
+
+/// A `str` header for `len` bytes (its first `.1` bytes).
+fn str_header(len: usize) -> ([u8; 5], usize) {
+    small_header(len, Some((0xa0, 32)), [Some(0xd9), Some(0xda), Some(0xdb)])
+}
+
+/// A `bin` header for `len` bytes (its first `.1` bytes).
+fn bin_header(len: usize) -> ([u8; 5], usize) {
+    small_header(len, None, [Some(0xc4), Some(0xc5), Some(0xc6)])
+}
+
+/// The header [`write_header`] writes, in an array (its first `.1` bytes): no allocation.
+fn small_header(len: usize, fix: Option<(u8, usize)>, markers: [Option<u8>; 3]) -> ([u8; 5], usize) {
+    let mut h = [0; 5];
     if let Some((base, limit)) = fix {
         if len < limit {
-            out.push(base | len as u8);
-            return;
+            h[0] = base | len as u8;
+            return (h, 1);
         }
     }
     match (markers, len) {
-        ([Some(m8), _, _], 0..=0xff) => out.extend_from_slice(&[m8, len as u8]),
+        ([Some(m8), _, _], 0..=0xff) => {
+            (h[0], h[1]) = (m8, len as u8);
+            (h, 2)
+        }
         ([_, Some(m16), _], 0..=0xffff) => {
-            out.push(m16);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
+            let [b0, b1] = (len as u16).to_be_bytes();
+            (h[0], h[1], h[2]) = (m16, b0, b1);
+            (h, 3)
         }
         ([_, _, Some(m32)], _) => {
-            out.push(m32);
             // Callers bound what they write to u32 lengths (a frame cannot hold more).
-            out.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+            let [b0, b1, b2, b3] = u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes();
+            h = [m32, b0, b1, b2, b3];
+            (h, 5)
         }
-        _ => {}
+        _ => (h, 0),
     }
-}
-
-fn str_header(len: usize) -> ([u8; 5], usize) {
-    let mut h = Vec::with_capacity(5);
-    write_header(&mut h, len, Some((0xa0, 32)), [Some(0xd9), Some(0xda), Some(0xdb)]);
-    let mut out = [0; 5];
-    out[..h.len()].copy_from_slice(&h);
-    (out, h.len())
 }
 
 /// A `str`.
@@ -655,6 +675,18 @@ fn write_id(out: &mut Vec<u8>, id: Option<u64>) {
     }
 }
 
+/// How many bytes [`write_id`] writes for `id`.
+fn id_len(id: Option<u64>) -> usize {
+    match id {
+        None => 0,
+        Some(0..=0x7f) => 4,
+        Some(0x80..=0xff) => 5,
+        Some(0x100..=0xffff) => 6,
+        Some(0x1_0000..=0xffff_ffff) => 8,
+        Some(_) => 12,
+    }
+}
+
 /// What a built-in reply carries.
 pub(crate) enum ReplyData<'a> {
     /// A string, rendered as it is written.
@@ -686,44 +718,62 @@ fn write_too_long(out: &mut Vec<u8>, id: Option<u64>) {
 /// with a payload of [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more borrowed
 /// by `out` rather than copied (when `out` splices).
 pub(crate) fn write_bytes_reply<'p>(out: &mut FrameOut<'_, 'p>, msg_type: &str, bytes: &'p [u8], id: Option<u64>) {
-    if bin_frame(out, msg_type, bytes.len(), id, |out| out.borrow(bytes)).is_err() {
+    let (header, n) = bin_header(bytes.len());
+    if payload_frame(out, msg_type, &header[..n], bytes.len(), id, |out| out.borrow(bytes)).is_err() {
         write_too_long(out.buf(), id);
     }
 }
 
-/// One frame `{msg_type, data: bin(len), id?}` whose payload `put` appends to `out`: the map
-/// up to the `bin` header, then the payload, then the `id` entry.
+/// Appends one reply frame whose data is the `str` `lead` then `text` (`Acknowledged: ` and
+/// the request's `data`): the bytes [`write_reply`] writes for that text, with a `text` of
+/// [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more borrowed by `out` rather
+/// than copied (when `out` splices), e.g. from the request's frame.
+pub(crate) fn write_str_reply<'p>(
+    out: &mut FrameOut<'_, 'p>,
+    msg_type: &str,
+    lead: &str,
+    text: &'p str,
+    id: Option<u64>,
+) {
+    let len = lead.len().saturating_add(text.len());
+    let (header, n) = str_header(len);
+    let put = |out: &mut FrameOut<'_, 'p>| {
+        out.buf().extend_from_slice(lead.as_bytes());
+        out.borrow(text.as_bytes());
+    };
+    if payload_frame(out, msg_type, &header[..n], len, id, put).is_err() {
+        write_too_long(out.buf(), id);
+    }
+}
+
+/// One frame `{msg_type, data, id?}` whose `data` is a `str` or `bin` of `len` bytes: the map
+/// up to `data`, the value's `header` (for `len`), the payload that `put` appends to `out`
+/// (by reference or by value, or copied), then the `id` entry.
 ///
 /// # Errors
 /// [`ProtocolError::FrameTooLong`] when the body would exceed 4 GiB − 1; nothing is written.
-fn bin_frame<'p>(
+fn payload_frame<'p>(
     out: &mut FrameOut<'_, 'p>,
     msg_type: &str,
+    header: &[u8],
     len: usize,
     id: Option<u64>,
     put: impl FnOnce(&mut FrameOut<'_, 'p>),
 ) -> Result<(), ProtocolError> {
-    let mut tail = Vec::new();
-    write_id(&mut tail, id);
-    let bin_header = match len {
-        0..=0xff => 2,
-        0x100..=0xffff => 3,
-        _ => 5,
-    };
     let buf = out.buf();
     let start = begin_frame(buf);
     write_head(buf, msg_type, id);
-    let length = (buf.len() - start - FRAME_HEADER_BYTES).saturating_add(bin_header + tail.len()).saturating_add(len);
-    let Ok(header) = u32::try_from(length) else {
+    let length = (buf.len() - start - FRAME_HEADER_BYTES).saturating_add(header.len() + id_len(id)).saturating_add(len);
+    let Ok(length_header) = u32::try_from(length) else {
         buf.truncate(start);
         return Err(ProtocolError::FrameTooLong { length, limit: u32::MAX as usize });
     };
-    buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&header.to_le_bytes());
-    write_header(buf, len, None, [Some(0xc4), Some(0xc5), Some(0xc6)]);
+    buf[start..start + FRAME_HEADER_BYTES].copy_from_slice(&length_header.to_le_bytes());
+    buf.extend_from_slice(header);
     let before = out.len();
     put(out);
     debug_assert_eq!(out.len() - before, len, "the payload is as long as its header says");
-    out.buf().extend_from_slice(&tail);
+    write_id(out.buf(), id);
     Ok(())
 }
 
@@ -745,16 +795,23 @@ impl Envelope {
         end_frame(out, start)
     }
 
-    /// [`encode_frame_into`](Self::encode_frame_into) consuming the message: bytes data of
-    /// [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more is moved into `out`
-    /// as a piece of its own (when `out` splices), not copied. The same bytes are written.
+    /// [`encode_frame_into`](Self::encode_frame_into) consuming the message: bytes data, or
+    /// a string, of [`SPLICE_MIN_BYTES`](crate::vectored::SPLICE_MIN_BYTES) or more is moved
+    /// into `out` as a piece of its own (when `out` splices), not copied. The same bytes are
+    /// written.
     ///
     /// # Errors
     /// As [`encode_frame_into`](Self::encode_frame_into); nothing is written then.
     pub fn encode_frame_vectored(self, out: &mut FrameOut<'_, '_>) -> Result<(), ProtocolError> {
         match self.data {
             Data::Bytes(bytes) if out.splices(bytes.len()) => {
-                bin_frame(out, &self.msg_type, bytes.len(), self.id, |out| out.give(bytes))
+                let (header, n) = bin_header(bytes.len());
+                payload_frame(out, &self.msg_type, &header[..n], bytes.len(), self.id, |out| out.give(bytes))
+            }
+            Data::Json(Value::String(text)) if out.splices(text.len()) => {
+                let (header, n) = str_header(text.len());
+                let len = text.len();
+                payload_frame(out, &self.msg_type, &header[..n], len, self.id, |out| out.give(text.into_bytes()))
             }
             _ => self.encode_frame_into(out.buf()),
         }
@@ -1020,5 +1077,98 @@ mod tests {
         assert!(err(&frame).starts_with("field `data` holds nesting deeper than 128 levels"));
         let frame = [&b"\x83\xa8msg_type\xa1x\xa1z"[..], &deep, b"\xa4data\xc0"].concat();
         assert_eq!(decode_msgpack_envelope(&frame).map(|e| e.data), Ok(Data::NULL), "ignored values nest freely");
+    }
+
+    #[test]
+    fn id_len_is_what_write_id_writes_at_every_uint_boundary() {
+        let mut ids = vec![None];
+        for edge in [0x80u64, 0x100, 0x1_0000, 0x1_0000_0000] {
+            ids.extend([Some(edge - 1), Some(edge)]);
+        }
+        ids.extend([Some(0), Some(MAX_SAFE_ID), Some(u64::MAX)]);
+        for id in ids {
+            let mut out = Vec::new();
+            write_id(&mut out, id);
+            assert_eq!(id_len(id), out.len(), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn small_headers_are_the_smallest_form_at_every_boundary() {
+        let str_at = |len| {
+            let (h, n) = str_header(len);
+            h[..n].to_vec()
+        };
+        assert_eq!(str_at(31), [0xbf]);
+        assert_eq!(str_at(32), [0xd9, 32]);
+        assert_eq!(str_at(255), [0xd9, 0xff]);
+        assert_eq!(str_at(256), [0xda, 1, 0]);
+        assert_eq!(str_at(65_535), [0xda, 0xff, 0xff]);
+        assert_eq!(str_at(65_536), [0xdb, 0, 1, 0, 0]);
+        let (h, n) = bin_header(0);
+        assert_eq!(h[..n], [0xc4, 0]);
+        let mut array = Vec::new();
+        write_header(&mut array, 16, Some((0x90, 16)), [None, Some(0xdc), Some(0xdd)]);
+        assert_eq!(array, [0xdc, 0, 16], "a family without an 8-bit form goes to 16 bits");
+    }
+
+    /// What std's check says of `bytes` at frame offset `at`: the reference for `utf8`.
+    fn std_utf8(bytes: &[u8], at: usize) -> Result<&str, usize> {
+        std::str::from_utf8(bytes).map_err(|e| at + e.valid_up_to())
+    }
+
+    fn simd_utf8(bytes: &[u8], at: usize) -> Result<&str, usize> {
+        utf8(b"frame", bytes, at).map_err(|e| match e {
+            ProtocolError::InvalidUtf8InString { offset, .. } => offset,
+            other => panic!("not a UTF-8 error: {other}"),
+        })
+    }
+
+    /// Every bad sequence (lone continuation, overlong, surrogate, beyond U+10FFFF, cut short)
+    /// at every position around the 64-byte SIMD blocks, in ASCII and in wider text: the SIMD
+    /// check accepts exactly what std accepts and names the same first bad byte.
+    #[test]
+    fn the_simd_utf8_check_agrees_with_std_at_every_block_edge() {
+        let bad: [&[u8]; 9] = [
+            b"\x80",
+            b"\xc0\x80",
+            b"\xc1\xbf",
+            b"\xe0\x80\x80",
+            b"\xed\xa0\x80",
+            b"\xf4\x90\x80\x80",
+            b"\xf8\x88\x80\x80\x80",
+            b"\xe2\x9c",
+            b"\xff",
+        ];
+        for filler in ["a", "é", "✓", "😀"] {
+            let good = filler.repeat(200);
+            assert_eq!(simd_utf8(good.as_bytes(), 3), Ok(good.as_str()));
+            for at in (0..140).filter(|i| good.is_char_boundary(*i)) {
+                for seq in bad {
+                    for tail in [&b""[..], b"abc"] {
+                        let bytes = [&good.as_bytes()[..at], seq, tail].concat();
+                        assert_eq!(
+                            simd_utf8(&bytes, 3),
+                            std_utf8(&bytes, 3),
+                            "{filler} × {at}, then {}",
+                            hex_excerpt(seq)
+                        );
+                        assert_eq!(simd_utf8(&bytes, 3), Err(3 + at));
+                    }
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Any bytes after an ASCII run of any length: the same verdict and offset as std's.
+        #[test]
+        fn the_simd_utf8_check_agrees_with_std_on_any_bytes(
+            ascii in 0usize..300,
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        ) {
+            let input = [vec![b'x'; ascii], bytes].concat();
+            proptest::prop_assert_eq!(simd_utf8(&input, 11), std_utf8(&input, 11));
+        }
     }
 }

@@ -9,9 +9,11 @@ use crate::error::{excerpt, hex_excerpt, ProtocolError};
 use crate::frame::{Packet, DEFAULT_MAX_FRAME_BYTES};
 use crate::markdown::write_html;
 use crate::message::{decode, decode_canonical, write_message, write_message_parts, Message, Rejected};
-use crate::msgpack::{decode_fields, payload, write_bytes_reply, write_reply, Payload, ReplyData};
+use crate::msgpack::{decode_fields, payload, write_bytes_reply, write_reply, write_str_reply, Payload, ReplyData};
 use crate::vectored::FrameOut;
 
+/// What an `ack`'s data says before the acknowledged data.
+const ACK_LEAD: &str = "Acknowledged: ";
 /// How an `ack` reply line begins, up to its `data`'s payload.
 const ACK_HEAD: &[u8] = b"{\"msg_type\":\"ack\",\"data\":\"Acknowledged: ";
 
@@ -271,7 +273,6 @@ pub struct Checkpoint {
 enum Text<'a> {
     Hello(&'a str),
     Goodbye(&'a str),
-    Ack(&'a str),
     Html(&'a str),
     /// What was wrong, in the numbering of the stream's encoding: `line N` or `frame N`.
     Error(Encoding, u64, ProtocolError),
@@ -282,7 +283,6 @@ impl fmt::Display for Text<'_> {
         match self {
             Text::Hello(name) => write!(f, "Hello from {name}!"),
             Text::Goodbye(name) => write!(f, "Goodbye from {name}!"),
-            Text::Ack(data) => write!(f, "Acknowledged: {data}"),
             Text::Html(markdown) => write_html(markdown, f),
             Text::Error(Encoding::Json, n, e) => write!(f, "line {n}: {e}"),
             Text::Error(Encoding::Msgpack, n, e) => write!(f, "frame {n}: {e}"),
@@ -290,10 +290,13 @@ impl fmt::Display for Text<'_> {
     }
 }
 
-/// What a reply carries: text, or (the bytes service's echo) bytes, borrowed from the request
-/// (`'d`, which may outlive the responder's borrow `'a`: a spliced reply writes them from there).
+/// What a reply carries: text, or what is taken from the request (`'d`, which may outlive the
+/// responder's borrow `'a`: a spliced reply writes it from there): the `ack`'s `data`, or
+/// (the bytes service's echo) bytes.
 enum Body<'a, 'd> {
     Text(Text<'a>),
+    /// `Acknowledged: ` then this.
+    Ack(&'d str),
     Bytes(&'d [u8]),
 }
 
@@ -303,6 +306,7 @@ impl Body<'_, '_> {
     fn text(&self) -> String {
         match self {
             Body::Text(text) => text.to_string(),
+            Body::Ack(data) => format!("{ACK_LEAD}{data}"),
             Body::Bytes(bytes) => String::from_utf8_lossy(bytes).into_owned(),
         }
     }
@@ -318,9 +322,7 @@ impl<'d> Reply<'_, 'd> {
     fn write_json(&self, out: &mut Vec<u8>) {
         match &self.body {
             // The usual replies without the formatting machinery; the same bytes as `Display`.
-            Body::Text(Text::Ack(data)) => {
-                write_message_parts(out, self.msg_type, ("Acknowledged: ", data, ""), self.id)
-            }
+            Body::Ack(data) => write_message_parts(out, self.msg_type, (ACK_LEAD, data, ""), self.id),
             Body::Text(Text::Hello(name)) => {
                 write_message_parts(out, self.msg_type, ("Hello from ", name, "!"), self.id)
             }
@@ -332,10 +334,12 @@ impl<'d> Reply<'_, 'd> {
         }
     }
 
-    /// Appends the reply frame; bytes data is borrowed by `out`, not copied, when it splices.
+    /// Appends the reply frame; the request's data (an `ack`'s, the bytes echo's) is borrowed
+    /// by `out`, not copied, when it splices.
     fn write_frame(&self, out: &mut FrameOut<'_, 'd>) {
         match self.body {
             Body::Text(ref text) => write_reply(out.buf(), self.msg_type, ReplyData::Text(text), self.id),
+            Body::Ack(data) => write_str_reply(out, self.msg_type, ACK_LEAD, data, self.id),
             Body::Bytes(bytes) => write_bytes_reply(out, self.msg_type, bytes, self.id),
         }
     }
@@ -455,8 +459,8 @@ impl Responder {
     }
 
     /// [`handle_packet`](Self::handle_packet) into a [`FrameOut`]: the `bytes` service's echo
-    /// of a big payload is borrowed from `packet` by `out`, not copied (the same bytes are
-    /// written). What [`serve`](crate::serve_with) runs, through
+    /// of a big payload, and the data an `ack` repeats, are borrowed from `packet` by `out`,
+    /// not copied (the same bytes are written). What [`serve`](crate::serve_with) runs, through
     /// [`Service::answer_packet_vectored`](crate::Service::answer_packet_vectored).
     pub fn handle_packet_vectored<'p>(&mut self, packet: Packet<'p>, out: &mut FrameOut<'_, 'p>) {
         match packet {
@@ -579,7 +583,7 @@ impl Responder {
             ("greeting", _) if demo => one("response", Body::Text(Text::Hello(&self.options.name))),
             ("data", Payload::Str(data)) if demo => {
                 self.data_seen += 1;
-                let ack = Reply { msg_type: "ack", body: Body::Text(Text::Ack(data)), id };
+                let ack = Reply { msg_type: "ack", body: Body::Ack(data), id };
                 if self.options.exit_after != 0 && self.data_seen >= self.options.exit_after {
                     self.done = true;
                     let goodbye = Body::Text(Text::Goodbye(&self.options.name));

@@ -239,9 +239,10 @@ impl Decoder {
 /// [`max_frame_bytes`](Service::max_frame_bytes) and answered by
 /// [`answer_packet_vectored`](Service::answer_packet_vectored). A stream that ends inside a
 /// frame gets an `error` reply saying so before the loop returns. A reply holding a big
-/// payload by reference (the `bytes` echo of a frame of [`crate::SPLICE_MIN_BYTES`] or more)
-/// is written, with the replies gathered before it, at once in one vectored write (repeated
-/// for what a write leaves), before the next frame is answered.
+/// payload by reference (the `bytes` echo or the `ack` of a frame's data of
+/// [`crate::SPLICE_MIN_BYTES`] or more) is written, with the replies gathered before it, at
+/// once in one vectored write (repeated for what a write leaves), before the next frame is
+/// answered.
 ///
 /// # Errors
 /// As [`serve`].

@@ -58,8 +58,8 @@ pub trait Service {
     ///
     /// The default appends to `out`'s buffer with [`answer_packet`](Self::answer_packet), so a
     /// service that implements only that answers exactly as before. [`Responder`] (the `bytes`
-    /// echo) and [`Handlers`] (a handler's [`Data::Bytes`]) splice payloads of
-    /// [`SPLICE_MIN_BYTES`](crate::SPLICE_MIN_BYTES) or more.
+    /// echo, an `ack`'s data) and [`Handlers`] (a handler's [`Data::Bytes`] or string) splice
+    /// payloads of [`SPLICE_MIN_BYTES`](crate::SPLICE_MIN_BYTES) or more.
     fn answer_packet_vectored<'p>(&mut self, packet: Packet<'p>, out: &mut FrameOut<'_, 'p>) {
         self.answer_packet(packet, out.buf());
     }
@@ -340,8 +340,8 @@ impl Service for Handlers<'_> {
         self.answer_packet_vectored(packet, &mut FrameOut::flat(out));
     }
 
-    /// A handler's [`Data::Bytes`] of [`SPLICE_MIN_BYTES`](crate::SPLICE_MIN_BYTES) or more is
-    /// moved into `out`, not copied.
+    /// A handler's [`Data::Bytes`], or string, of [`SPLICE_MIN_BYTES`](crate::SPLICE_MIN_BYTES)
+    /// or more is moved into `out`, not copied.
     fn answer_packet_vectored<'p>(&mut self, packet: Packet<'p>, out: &mut FrameOut<'_, 'p>) {
         let (frame, error, id) = match packet {
             Packet::TooLong { number, length } => {

@@ -1,15 +1,16 @@
 //! Replies written with one vectored write instead of being copied into one buffer: a big
 //! `bin` payload (the `bytes` service's echo, a handler's [`crate::Data::Bytes`], a
-//! [`crate::Peer`]'s request) is written from where it already is, between the few bytes of
-//! frame before and after it. Sans-IO but for [`write_all_vectored`], the one loop that
-//! writes such a list whole, however little each `writev` takes.
+//! [`crate::Peer`]'s request) or `str` (the `data` an `ack` repeats, a handler's string) is
+//! written from where it already is, between the few bytes of frame before and after it.
+//! Sans-IO but for [`write_all_vectored`], the one loop that writes such a list whole, however
+//! little each `writev` takes.
 
 use std::io::{self, IoSlice, Write};
 
-/// A `bin` payload at least this long is spliced into the write instead of being copied
-/// into the reply's buffer. Below it a copy costs less than what a splice costs a pipelined
-/// stream of small messages (the loop writes a splice's replies before reading the next
-/// frame, one `writev` per such reply, where small replies share one write per read).
+/// A `bin` or `str` payload at least this long is spliced into the write instead of being
+/// copied into the reply's buffer. Below it a copy costs less than what a splice costs a
+/// pipelined stream of small messages (the loop writes a splice's replies before reading the
+/// next frame, one `writev` per such reply, where small replies share one write per read).
 pub const SPLICE_MIN_BYTES: usize = 64 * 1024;
 
 /// How many slices one `writev` is given at most (Linux's `IOV_MAX`).

@@ -277,12 +277,195 @@ fn a_handlers_bytes_are_moved_into_the_write_and_written_as_the_one_buffer_encod
     }
 }
 
+/// `len` bytes of text: ASCII letters, or (`wide`) ASCII with two- to four-byte characters
+/// mixed in, so that a multi-byte character straddles every 64-byte SIMD block and the piece's
+/// edges; cut at a character boundary at or below `len`.
+fn text(len: usize, wide: bool) -> String {
+    let mut s = String::with_capacity(len + 4);
+    let mut i = 0usize;
+    while s.len() < len {
+        let c = if wide && i % 7 == 3 { ['é', '✓', '😀'][i % 3] } else { char::from(b'a' + (i % 26) as u8) };
+        s.push(c);
+        i += 1;
+    }
+    while s.len() > len {
+        s.pop();
+    }
+    s
+}
+
+/// `data` sizes at which the ack (`Acknowledged: ` is 14 bytes) crosses a `str` header
+/// boundary, and around the splice threshold.
+const ACK_SIZES: [usize; 12] = [
+    0,
+    17,
+    18,
+    241,
+    242,
+    65_521,
+    65_522,
+    SPLICE_MIN_BYTES - 1,
+    SPLICE_MIN_BYTES,
+    SPLICE_MIN_BYTES + 1,
+    SPLICE_MIN_BYTES + 3,
+    1 << 20,
+];
+
+/// The ack of a `data` string is written from the request's frame when the string is
+/// `SPLICE_MIN_BYTES` or more: the same bytes as the one-buffer encoder's, at every `str`
+/// header boundary, for ASCII and wider text, with and without ids.
+#[test]
+fn an_ack_is_the_one_buffer_encoders_frame_at_every_str_boundary_spliced_or_not() {
+    for size in ACK_SIZES {
+        for wide in [false, true] {
+            let data = text(size, wide);
+            for id in IDS {
+                let request = frame_of("data", Data::from(data.as_str()), id);
+                let want = frame_of("ack", Data::from(format!("Acknowledged: {data}")), id);
+                let packet = Packet::Frame { number: 1, bytes: &request[4..] };
+
+                let mut flat = Vec::new();
+                bytes_responder().handle_packet(packet, &mut flat);
+                assert!(flat == want, "flat, {} bytes (wide: {wide}), id {id:?}", data.len());
+
+                let mut buf = Vec::new();
+                let mut out = FrameOut::new(&mut buf);
+                bytes_responder().handle_packet_vectored(packet, &mut out);
+                assert!(out.to_vec() == want, "vectored, {} bytes (wide: {wide}), id {id:?}", data.len());
+                assert_eq!(out.has_pieces(), data.len() >= SPLICE_MIN_BYTES, "{} bytes", data.len());
+                drop(out);
+                if data.len() >= SPLICE_MIN_BYTES {
+                    assert!(buf.len() < 64, "the buffer holds the frame around the data only: {} bytes", buf.len());
+                }
+            }
+        }
+    }
+}
+
+/// The ack of the exit-after'th `data` is followed by the `exit` frame, after the spliced data.
+#[test]
+fn a_spliced_ack_is_followed_by_the_exit_reply_in_order() {
+    let data = text(SPLICE_MIN_BYTES, true);
+    let request = frame_of("data", Data::from(data.as_str()), Some(9));
+    let mut want = frame_of("ack", Data::from(format!("Acknowledged: {data}")), Some(9));
+    want.extend(frame_of("exit", Data::from("Goodbye from TypeScript!"), Some(9)));
+    let mut responder = Responder::new(ResponderOptions { exit_after: 1, ..Default::default() });
+    let mut buf = Vec::new();
+    let mut out = FrameOut::new(&mut buf);
+    responder.handle_packet_vectored(Packet::Frame { number: 1, bytes: &request[4..] }, &mut out);
+    assert!(out.has_pieces());
+    assert!(out.to_vec() == want, "{} bytes, wanted {}", out.len(), want.len());
+    assert!(responder.is_done());
+}
+
+/// Invalid UTF-8 anywhere in a big `str` (in the first, a middle or the last 64-byte block,
+/// or a character cut by the end) is the protocol's error naming the frame and the offset of
+/// the first bad byte in it, with the id; the next frame is answered.
+#[test]
+fn invalid_utf8_in_a_big_str_is_an_error_naming_the_frame_and_the_offset_and_the_next_frame_is_answered() {
+    let size = SPLICE_MIN_BYTES + 100;
+    // The `data` str's bytes start 25 bytes into the body: map (1), `msg_type` key (9) and its
+    // value (5: fixstr "data"), `data` key (5), str32 header (5).
+    let data_at = 25;
+    let good = text(size, true).into_bytes();
+    let cases: Vec<(usize, Vec<u8>)> = vec![
+        (0, vec![0xff]),
+        (63, vec![0xc0, 0x80]),
+        (64, vec![0xed, 0xa0, 0x80]),
+        (size / 2, vec![0xf8]),
+        (size - 1, vec![0xe2]),
+    ];
+    for (at, bad) in cases {
+        let mut bytes = good.clone();
+        // Keep the bytes before `at` whole characters, so that the first bad byte is at `at`.
+        let mut at = at;
+        while at > 0 && (bytes[at] & 0xc0) == 0x80 {
+            at -= 1;
+        }
+        bytes.truncate(at);
+        bytes.extend(&bad);
+        while bytes.len() < size {
+            bytes.push(b'z');
+        }
+        let mut request = Vec::new();
+        request.extend([0, 0, 0, 0, 0x83, 0xa8]);
+        request.extend(b"msg_type\xa4data\xa4data\xdb");
+        request.extend((bytes.len() as u32).to_be_bytes());
+        request.extend(&bytes);
+        request.extend(b"\xa2id\x07");
+        let body_len = (request.len() - 4) as u32;
+        request[..4].copy_from_slice(&body_len.to_le_bytes());
+        assert_eq!(
+            &request[4 + data_at - 5..4 + data_at],
+            &[&[0xdb][..], &(bytes.len() as u32).to_be_bytes()].concat()[..]
+        );
+        let mut input = request.clone();
+        input.extend(frame_of("data", Data::from("next"), Some(8)));
+
+        let want_error = format!(
+            "frame 1: invalid UTF-8 in a string at byte {}: `{}…`",
+            data_at + at,
+            request[4..20].iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let mut want = frame_of("error", Data::from(want_error.as_str()), Some(7));
+        want.extend(frame_of("ack", Data::from("Acknowledged: next"), Some(8)));
+        let (got, _) = served(input, 16 << 20, &[4096], 1 << 20);
+        assert!(got == want, "bad byte at {at}: {:?}", rust_ts_ipc::decode_msgpack_envelope(&got[4..]).map(|e| e.data));
+    }
+}
+
+/// `serve` writes the acks of big strings (borrowed from the input buffer) exactly as the flat
+/// answers, however the input is split and the output taken; a big ack alone is one call.
+#[test]
+fn serve_writes_big_acks_exactly_as_the_flat_answers_however_split() {
+    let limit = 4 << 20;
+    let mut input = Vec::new();
+    for (i, size) in
+        [SPLICE_MIN_BYTES, 10, SPLICE_MIN_BYTES + 1, 1 << 20, 0, SPLICE_MIN_BYTES - 1].into_iter().enumerate()
+    {
+        input.extend(frame_of("data", Data::from(text(size, i % 2 == 0)), Some(i as u64)));
+    }
+    let want = flat_answers(&input, limit);
+    for (steps, write_step) in [(&[1 << 21][..], 1 << 21), (&[4096, 1, 65_536, 7][..], 3), (&[65_536 + 3][..], 4096)] {
+        let (got, _) = served(input.clone(), limit, steps, write_step);
+        assert!(got == want, "reads of {steps:?}, writes of {write_step}: {} bytes, wanted {}", got.len(), want.len());
+    }
+    let one = frame_of("data", Data::from(text(1 << 20, true)), Some(1));
+    let mut writer = Stingy { step: usize::MAX, ..Stingy::default() };
+    serve_with(bytes_responder(), Encoding::Msgpack, Trickle::new(one.clone(), &[1 << 21]), &mut writer).unwrap();
+    assert!(writer.out == flat_answers(&one, 16 << 20));
+    assert_eq!(writer.calls, 1, "the reply is written with one call");
+}
+
+/// A handler's big string is moved into the write, not copied: the same bytes.
+#[test]
+fn a_handlers_big_string_is_moved_into_the_write_and_written_as_the_one_buffer_encoder_writes_it() {
+    for size in ACK_SIZES {
+        let data = text(size, size % 2 == 1);
+        let envelope = Envelope { msg_type: "echo".to_owned(), data: Data::from(data.as_str()), id: Some(3) };
+        let mut buf = Vec::new();
+        let mut out = FrameOut::new(&mut buf);
+        envelope.clone().encode_frame_vectored(&mut out).unwrap();
+        assert_eq!(out.has_pieces(), data.len() >= SPLICE_MIN_BYTES, "{} bytes", data.len());
+        assert!(out.to_vec() == envelope.to_frame().unwrap(), "{} bytes", data.len());
+
+        let mut service = Handlers::new().on("echo", |req| Ok::<_, String>(req.data));
+        let request = envelope.to_frame().unwrap();
+        let mut writer = Stingy { step: 4099, ..Stingy::default() };
+        serve_with(&mut service, Encoding::Msgpack, Trickle::new(request.clone(), &[4096]), &mut writer).unwrap();
+        assert!(writer.out == request, "{} bytes through serve", data.len());
+    }
+}
+
 /// `serve` to a real pipe of one page, drained a little at a time by a slow reader: every
-/// write blocks many times and the reader still gets every byte in order.
+/// write blocks many times and the reader still gets every byte in order (big echoes and big
+/// acks, each borrowed from the decoder's buffer while the write is pending).
 #[test]
 fn serve_through_a_one_page_pipe_to_a_slow_reader_delivers_every_byte_in_order() {
     use nix::fcntl::{fcntl, FcntlArg};
-    let input = mixed_stream(&[1 << 20, SPLICE_MIN_BYTES, 3], 200 * 1024);
+    let mut input = frame_of("data", Data::from(text(150_000, true)), Some(70_000));
+    input.extend(frame_of("data", Data::from(text(SPLICE_MIN_BYTES, false)), None));
+    input.extend(mixed_stream(&[1 << 20, SPLICE_MIN_BYTES, 3], 200 * 1024));
     let want = flat_answers(&input, 200 * 1024);
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     let _ = fcntl(write_end.as_fd(), FcntlArg::F_SETPIPE_SZ(4096));
@@ -311,16 +494,25 @@ fn serve_through_a_one_page_pipe_to_a_slow_reader_delivers_every_byte_in_order()
     assert!(got == want, "{} bytes, wanted {}", got.len(), want.len());
 }
 
-/// A reader that goes away in the middle of a big reply ends `serve` normally (BrokenPipe).
+/// A reader that goes away in the middle of a big reply (an echo, an ack) ends `serve`
+/// normally (BrokenPipe).
 #[test]
 fn serve_ends_normally_when_its_reader_goes_away_in_the_middle_of_a_big_reply() {
+    for input in [
+        frame_of("bytes", Data::Bytes(payload(4 << 20, 0)), Some(1)),
+        frame_of("data", Data::from(text(4 << 20, true)), Some(1)),
+    ] {
+        served_to_a_reader_that_goes_away(input);
+    }
+}
+
+fn served_to_a_reader_that_goes_away(input: Vec<u8>) {
     let (read_end, write_end) = nix::unistd::pipe().unwrap();
     let reader = std::thread::spawn(move || {
         let mut file = std::fs::File::from(read_end);
         let mut buf = [0u8; 1000];
         file.read_exact(&mut buf).unwrap();
     });
-    let input = frame_of("bytes", Data::Bytes(payload(4 << 20, 0)), Some(1));
     // SIGPIPE is ignored in Rust programs: the write fails with EPIPE instead.
     let served = serve_with(
         bytes_responder(),
@@ -482,4 +674,82 @@ fn a_child_killed_in_the_middle_of_a_big_write_fails_the_request_with_peer_exite
     let later = peer.request("bytes", payload(SPLICE_MIN_BYTES, 0)).unwrap_err();
     assert_eq!(later.code(), ErrorCode::PeerExited, "{later}");
     let _ = peer.close();
+}
+
+/// A `str` header of the given width (0: fixstr, 1: str8, 2: str16, 4: str32) for `len`
+/// bytes: wider than needed is valid MessagePack that a peer may send.
+fn str_header_of(width: u8, len: usize) -> Vec<u8> {
+    match width {
+        0 => vec![0xa0 | len as u8],
+        1 => vec![0xd9, len as u8],
+        2 => [&[0xda][..], &(len as u16).to_be_bytes()].concat(),
+        _ => [&[0xdb][..], &(len as u32).to_be_bytes()].concat(),
+    }
+}
+
+/// A request frame laid out as a peer other than ours may write it: `data` in a header wider
+/// than it needs, anywhere among the keys, with unknown keys (holding strings, maps, bins)
+/// before and after it, and the id in any width.
+fn odd_request(data: &str, width: u8, id: Option<u64>, extra: &[(String, Vec<u8>)], data_at: usize) -> Vec<u8> {
+    let mut entries: Vec<Vec<u8>> = extra
+        .iter()
+        .map(|(key, value)| [str_header_of(1, key.len()), key.as_bytes().to_vec(), value.clone()].concat())
+        .collect();
+    let data_entry = [&b"\xa4data"[..], &str_header_of(width, data.len()), data.as_bytes()].concat();
+    entries.insert(data_at.min(entries.len()), data_entry);
+    entries.insert(0, b"\xa8msg_type\xa4data".to_vec());
+    if let Some(id) = id {
+        // As a uint64, whatever its size: valid, not canonical.
+        entries.push([&b"\xa2id\xcf"[..], &id.to_be_bytes()].concat());
+    }
+    let mut body = vec![0xde];
+    body.extend((entries.len() as u16).to_be_bytes());
+    body.extend(entries.concat());
+    [&(body.len() as u32).to_le_bytes()[..], &body].concat()
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..Default::default() })]
+
+    /// Whatever the request's layout (key order, unknown keys, header widths, id width), the
+    /// ack `serve` writes, however the input is split and the output taken, is the one-buffer
+    /// encoder's frame for `Acknowledged: ` and the data.
+    #[test]
+    fn an_ack_of_any_request_layout_is_the_one_buffer_encoders_frame(
+        size in proptest::prop_oneof![0usize..40, 65_500usize..65_560, 65_536usize..65_600, 200_000usize..200_100],
+        wide in proptest::prelude::any::<bool>(),
+        width in 0u8..4,
+        id in proptest::option::of(proptest::prop_oneof![0u64..0x80, 0x80u64..0x100, 0x100u64..0x1_0000,
+            0x1_0000u64..0x1_0000_0000, 0x1_0000_0000u64..=MAX_SAFE_ID]),
+        extra in proptest::collection::vec(("[a-z]{1,6}", proptest::prop_oneof![
+            proptest::prelude::Just(b"\xa3abc".to_vec()),
+            proptest::prelude::Just(b"\x81\xa1k\x92\x01\xc0".to_vec()),
+            proptest::prelude::Just(b"\xc4\x02\xff\xfe".to_vec()),
+            proptest::prelude::Just(b"\xa4data".to_vec()),
+        ]), 0..4),
+        data_at in 0usize..5,
+        read_step in proptest::prop_oneof![1usize..5000, 65_536usize..70_000],
+        write_step in proptest::prop_oneof![1usize..5000, 65_536usize..300_000],
+    ) {
+        let data = text(size, wide);
+        let width = match (width, data.len()) {
+            (0, 0..=31) => 0,
+            (0 | 1, 0..=255) => 1,
+            (0..=2, 0..=0xffff) => 2,
+            _ => 4,
+        };
+        // Unknown keys that happen to be `data`, `id` or `msg_type` would change the request.
+        let extra: Vec<(String, Vec<u8>)> =
+            extra.into_iter().filter(|(k, _)| !["data", "id", "msg_type"].contains(&k.as_str())).collect();
+        let request = odd_request(&data, width, id, &extra, data_at);
+        let decoded = rust_ts_ipc::decode_msgpack_envelope(&request[4..]).unwrap();
+        proptest::prop_assert_eq!(decoded.data.as_str(), Some(data.as_str()));
+        let mut input = request.clone();
+        input.extend(frame_of("data", Data::from("after"), Some(1)));
+        let mut want = frame_of("ack", Data::from(format!("Acknowledged: {data}")), id);
+        want.extend(frame_of("ack", Data::from("Acknowledged: after"), Some(1)));
+        let (got, _) = served(input.clone(), 1 << 20, &[read_step, 7], write_step);
+        proptest::prop_assert!(got == want, "{} bytes, wanted {}", got.len(), want.len());
+        proptest::prop_assert!(flat_answers(&input, 1 << 20) == want);
+    }
 }
