@@ -6,6 +6,8 @@
 
 import { isUtf8 } from 'node:buffer';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, type Packet } from '../frame.js';
 import { type Frame, LineDecoder, type LineSink } from '../framing.js';
@@ -86,6 +88,50 @@ function within(done: Promise<unknown>, ms: number): Promise<boolean> {
   return Promise.race([done.then(() => true), elapsed]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * Under msgpack, reads the child's stdout in place: a socket takes over `child.stdout`'s handle
+ * with `onread` (as `serveStdio` reads its stdin), so that the kernel copies what arrives
+ * straight into the `FrameDecoder`'s memory: the rest of a big frame lands in its final buffer
+ * in one read, instead of in 64 KiB chunks, each a fresh buffer, then copied into one. `route`
+ * gets the packets of each read. From then on `child.stdout` neither reads nor closes (its
+ * place in `child.stdio` is the new socket's), so the child's own 'close' event does not come.
+ *
+ * Node has no public way to read a spawned child's stdout into buffers of ours: this uses the
+ * socket's `_handle` and `net.Socket`'s `handle` option, both undocumented though long stable
+ * (Node's own `child_process` makes `child.stdout` this way). Where they are not as expected
+ * (or a spawn failed: no pid), returns undefined and the stream reads it as before.
+ */
+function readInPlace(child: ChildProcessWithoutNullStreams, frames: FrameDecoder, route: (packets: Packet[]) => void): Socket | undefined {
+  const stdout = child.stdout;
+  const handle: unknown = (stdout as { _handle?: unknown })._handle;
+  if (
+    child.pid === undefined ||
+    !(stdout instanceof Socket) ||
+    typeof handle !== 'object' ||
+    handle === null ||
+    typeof (handle as { useUserBuffer?: unknown }).useUserBuffer !== 'function' ||
+    typeof (handle as { readStart?: unknown }).readStart !== 'function' ||
+    stdout.readableLength > 0 ||
+    stdout.destroyed
+  ) {
+    return undefined;
+  }
+  const socket = new Socket({
+    handle,
+    readable: true,
+    onread: {
+      buffer: () => frames.readBuffer(),
+      callback: (n: number) => {
+        route(frames.filled(n));
+      },
+    },
+  } as ConstructorParameters<typeof Socket>[0]);
+  // Where `child_process` looks for its stdio (it resumes the unread ones after the exit).
+  const stdio = child.stdio as unknown as unknown[];
+  if (stdio[1] === stdout) stdio[1] = socket;
+  return socket;
+}
+
 /** One child process speaking the protocol; see the file's header. */
 export class PeerChild {
   readonly #config: ChildConfig;
@@ -104,6 +150,11 @@ export class PeerChild {
   #settleTimer: NodeJS.Timeout | undefined;
   /** Set once the child's stdio have all closed (its 'close' event). */
   #stdioClosed = false;
+  /**
+   * What reads the child's stdout: `child.stdout`, or under msgpack the socket that took its
+   * handle over to read in place (see `readInPlace`).
+   */
+  #stdout: Readable | undefined;
   #gone = false;
   #stopping: Promise<ExitStatus> | undefined;
   /** Why it could not be started, if it could not. */
@@ -161,20 +212,32 @@ export class PeerChild {
     this.#child = child;
     child.on('error', (e) => this.#onError(e));
     child.on('exit', (code, signal) => this.#onExit(code, signal));
-    child.on('close', () => {
-      this.#stdioClosed = true;
-      this.#markGone();
-    });
     // A child that exits early makes our writes fail with EPIPE: its exit says more. One that
     // closed its stdin and runs on is gone for requests all the same.
     child.stdin.on('error', (e) => this.#onStdinError(e));
     const frames = this.#frames;
-    if (frames === undefined) {
-      child.stdout.on('data', (chunk: Buffer) => hooks.read(this, () => this.#decoder.feed(chunk, this.#sink)));
+    const inPlace = frames === undefined ? undefined : readInPlace(child, frames, (packets) => hooks.read(this, () => this.#readFrames(packets)));
+    const stdout: Readable = inPlace ?? child.stdout;
+    this.#stdout = stdout;
+    if (inPlace === undefined) {
+      child.on('close', () => this.#onStdioClosed());
     } else {
-      child.stdout.on('data', (chunk: Buffer) => hooks.read(this, () => this.#readFrames(frames.push(chunk))));
+      // The child's own 'close' waits for `child.stdout`, which no longer reads (nor closes):
+      // the same event is made of its exit and the closes of what reads its stdout and stderr.
+      let closes = 3;
+      const closed = (): void => {
+        if (--closes === 0) this.#onStdioClosed();
+      };
+      child.once('exit', closed);
+      inPlace.once('close', closed);
+      child.stderr.once('close', closed);
     }
-    child.stdout.on('end', () => {
+    if (frames === undefined) {
+      stdout.on('data', (chunk: Buffer) => hooks.read(this, () => this.#decoder.feed(chunk, this.#sink)));
+    } else if (inPlace === undefined) {
+      stdout.on('data', (chunk: Buffer) => hooks.read(this, () => this.#readFrames(frames.push(chunk))));
+    }
+    stdout.on('end', () => {
       if (frames === undefined) {
         hooks.read(this, () => {
           for (const frame of this.#decoder.end()) this.#readFrame(frame);
@@ -184,7 +247,7 @@ export class PeerChild {
       }
       this.#armSettle();
     });
-    child.stdout.on('error', () => this.#armSettle());
+    stdout.on('error', () => this.#armSettle());
     const stderr = config.stderr;
     child.stderr.on('data', (chunk: Buffer) => {
       this.#keepStderr(chunk);
@@ -426,7 +489,7 @@ export class PeerChild {
     if (child === undefined || pid === undefined || this.status === undefined || this.#stdioClosed) return;
     this.#signal(pid, 'SIGKILL');
     child.stdin.destroy();
-    child.stdout.destroy();
+    this.#stdout?.destroy();
     child.stderr.destroy();
   }
 
@@ -445,6 +508,11 @@ export class PeerChild {
     this.#gone = true;
     this.#markFinished();
     this.#hooks.gone(this);
+  }
+
+  #onStdioClosed(): void {
+    this.#stdioClosed = true;
+    this.#markGone();
   }
 
   #keepStderr(chunk: Buffer): void {
