@@ -101,7 +101,7 @@ function within(done: Promise<unknown>, ms: number): Promise<boolean> {
  * (Node's own `child_process` makes `child.stdout` this way). Where they are not as expected
  * (or a spawn failed: no pid), returns undefined and the stream reads it as before.
  */
-function readInPlace(child: ChildProcessWithoutNullStreams, frames: FrameDecoder, route: (packets: Packet[]) => void): Socket | undefined {
+export function readInPlace(child: ChildProcessWithoutNullStreams, frames: FrameDecoder, route: (packets: Packet[]) => void): Socket | undefined {
   const stdout = child.stdout;
   const handle: unknown = (stdout as { _handle?: unknown })._handle;
   if (
