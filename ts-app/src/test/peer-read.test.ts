@@ -209,6 +209,21 @@ describe('spawnPeer over msgpack, read in place: the child\'s life as over the s
     assert.ok(Buffer.isBuffer(one.data) && one.data.equals(data), 'the first reply was not overwritten');
   });
 
+  test('bytes replies are the caller\'s to keep: small ones (views of a shared read buffer) and big ones stay as they were while later replies arrive', { skip: !existsSync(SERVE_BIN) }, async () => {
+    const p = track(spawnPeer(SERVE_BIN, ['serve', '--encoding', 'msgpack'], { encoding: 'msgpack' }));
+    // Small and big replies mixed, many in flight: small ones share read buffers, big ones
+    // are read straight into their own; reading on must never overwrite one handed out.
+    const sent = Array.from({ length: 300 }, (_, i) => (i % 50 === 49 ? pattern(300_000 + i) : Buffer.alloc(1 + (i % 200), i % 251)));
+    const replies = await Promise.all(sent.map((data) => p.request('bytes', data)));
+    const more = await Promise.all(sent.map((data) => p.request('bytes', data)));
+    for (const [i, data] of sent.entries()) {
+      const first = replies[i]?.data;
+      const second = more[i]?.data;
+      assert.ok(Buffer.isBuffer(first) && first.equals(data), `reply ${i + 1} is intact after 300 more`);
+      assert.ok(Buffer.isBuffer(second) && second.equals(data), `reply ${i + 301} is intact`);
+    }
+  });
+
   test('a child that exited with its pipes closed: close returns its status, and what it left in its group, pipes not held, is not killed', async () => {
     // The background sleep holds none of the pipes: the child's stdio all close at its exit.
     const p = track(spawnPeer('sh', ['-c', 'sleep 30 </dev/null >/dev/null 2>&1 & echo $! >&2; exit 5'], { encoding: 'msgpack', stderr: 'ignore' }));
