@@ -141,6 +141,32 @@ describe('readInPlace: the msgpack child\'s stdout read into the decoder\'s memo
     assert.deepEqual(decoder.end(), [], 'nothing was left half read');
   });
 
+  test('a route that throws: reported as an uncaught exception, and the reads after it land where the decoder expects (no frame handed out is overwritten)', () => {
+    // The child writes frame A (100 × 'A'), then, once it has surely been read, frame B (100 × 'B').
+    // The route throws on the read that completed A: Node then asks no fresh buffer (its
+    // `onread` asks one only after the callback returns), so the next read must not land on A.
+    const script = `
+      import { spawn } from 'node:child_process';
+      import { FrameDecoder } from ${JSON.stringify(path.join(REPO_ROOT, 'ts-app', 'dist', 'frame.js'))};
+      import { readInPlace } from ${JSON.stringify(path.join(REPO_ROOT, 'ts-app', 'dist', 'peer', 'child.js'))};
+      const errors = [];
+      process.on('uncaughtException', (e) => errors.push(e.message));
+      const js = \`const f = (b) => { const h = Buffer.alloc(4); h.writeUInt32LE(b.length); return Buffer.concat([h, b]); };
+        process.stdout.write(f(Buffer.alloc(100, 0x41)), () => setTimeout(() => process.stdout.write(f(Buffer.alloc(100, 0x42))), 200));\`;
+      const child = spawn(process.execPath, ['-e', js], { stdio: ['pipe', 'pipe', 'pipe'] });
+      const frames = [];
+      let reads = 0;
+      const socket = readInPlace(child, new FrameDecoder(), (packets) => {
+        frames.push(...packets);
+        if (++reads === 1) throw new Error('route threw');
+      });
+      await new Promise((resolve) => socket.once('close', resolve));
+      console.log(JSON.stringify({ errors, frames: frames.map((p) => (p.kind === 'frame' ? p.bytes.toString('latin1') : p.kind)) }));`;
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.status, 0, run.stderr);
+    assert.deepEqual(JSON.parse(run.stdout), { errors: ['route threw'], frames: ['A'.repeat(100), 'B'.repeat(100)] });
+  });
+
   test('a child that could not be started keeps the stream (no pid: nothing to take over)', async () => {
     const child = spawn(path.join(REPO_ROOT, 'no-such-program'), [], { stdio: ['pipe', 'pipe', 'pipe'] });
     const failed = new Promise<string | undefined>((resolve) => child.once('error', (e: NodeJS.ErrnoException) => resolve(e.code)));
@@ -176,6 +202,36 @@ describe('spawnPeer over msgpack, read in place: the child\'s life as over the s
     assert.equal(e.stderrTail, 'dying');
     assert.match(e.message, /exited with code 3; its stderr ended with:\ndying$/);
     assert.deepEqual(await p.close(), { code: 3, signal: null });
+  });
+
+  test('a message listener that throws (the process going on, with an uncaughtException handler): the message it got stays intact, and the next read lands where the decoder expects', () => {
+    // The listener's exception is rethrown on the next tick, within the read's callback scope:
+    // Node then keeps reading into the last buffer instead of the one asked for next.
+    const script = `
+      import { spawnPeer } from ${JSON.stringify(INDEX)};
+      const errors = [];
+      process.on('uncaughtException', (e) => errors.push(e.message));
+      ${FRAME_JS}
+      const child = \`${FRAME_JS.replace(/\s+/g, ' ')} process.stdout.write(frame('a', Buffer.alloc(100, 0x41)), () => setTimeout(() => process.stdout.write(frame('b', Buffer.alloc(100, 0x42))), 200)); process.stdin.resume();\`;
+      const p = spawnPeer(process.execPath, ['-e', child], { encoding: 'msgpack' });
+      const got = [];
+      p.on('message', (m) => {
+        got.push(m);
+        if (got.length === 1) throw new Error('listener threw');
+      });
+      const deadline = performance.now() + 3000;
+      while (got.length < 2 && performance.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      await p.close({ graceMs: 100 });
+      console.log(JSON.stringify({ errors, got: got.map((m) => [m.msg_type, Buffer.isBuffer(m.data) ? m.data.toString('latin1') : m.data]) }));`;
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 10_000 });
+    assert.equal(run.status, 0, run.stderr);
+    assert.deepEqual(JSON.parse(run.stdout), {
+      errors: ['listener threw'],
+      got: [
+        ['a', 'A'.repeat(100)],
+        ['b', 'B'.repeat(100)],
+      ],
+    });
   });
 
   test('frames over maxFrameBytes are skipped as they arrive, reported as frame N, and the next (big) one is delivered whole', async () => {
