@@ -266,6 +266,9 @@ export class PeerChild {
     this.#child = child;
     child.on('error', (e) => this.#onError(e));
     child.on('exit', (code, signal) => this.#onExit(code, signal));
+    // Out of descriptors (EMFILE, ENFILE), Node gives the child no stdio at all: its 'error'
+    // follows, as for ENOENT.
+    if ((child.stdin as unknown) == null || (child.stdout as unknown) == null || (child.stderr as unknown) == null) return;
     // A child that exits early makes our writes fail with EPIPE: its exit says more. One that
     // closed its stdin and runs on is gone for requests all the same.
     child.stdin.on('error', (e) => this.#onStdinError(e));
@@ -342,7 +345,7 @@ export class PeerChild {
   get writable(): boolean {
     const stdin = this.#child?.stdin;
     return (
-      !this.#waitingForDrain && !this.#gone && this.status === undefined && stdin !== undefined && !stdin.writableEnded && !stdin.destroyed
+      !this.#waitingForDrain && !this.#gone && this.status === undefined && stdin != null && !stdin.writableEnded && !stdin.destroyed
     );
   }
 
@@ -354,7 +357,7 @@ export class PeerChild {
   /** Writes `batch` (lines) to its stdin; false if the stream is full (`hooks.drained` follows its 'drain'). */
   write(batch: string): boolean {
     const stdin = this.#child?.stdin;
-    if (stdin === undefined) return false;
+    if (stdin == null) return false;
     return stdin.write(batch, 'utf8') || this.#awaitDrain(stdin);
   }
 
@@ -367,7 +370,7 @@ export class PeerChild {
     written: (frame: Buffer) => ((error: Error | null | undefined) => void) | undefined,
   ): boolean {
     const stdin = this.#child?.stdin;
-    if (stdin === undefined) return false;
+    if (stdin == null) return false;
     if (frames.length > 1) stdin.cork();
     let flowing = true;
     for (const frame of frames) {
@@ -467,7 +470,9 @@ export class PeerChild {
           ? 'check the path (or PATH) and that it is built'
           : e.code === 'EACCES'
             ? 'check that it is executable'
-            : 'check the command and its options';
+            : e.code === 'EMFILE' || e.code === 'ENFILE'
+              ? 'the process has too many open files: close some, or raise its limit (`ulimit -n`)'
+              : 'check the command and its options';
       return new PeerError(
         PeerErrorCode.PEER_EXITED,
         `cannot send ${what}: \`${command}\` could not be started (${e.message}); ${hint}`,

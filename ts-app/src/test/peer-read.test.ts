@@ -167,6 +167,43 @@ describe('readInPlace: the msgpack child\'s stdout read into the decoder\'s memo
     assert.deepEqual(JSON.parse(run.stdout), { errors: ['route threw'], frames: ['A'.repeat(100), 'B'.repeat(100)] });
   });
 
+  test('a spawn that fails for lack of descriptors (EMFILE: Node gives the child no stdio at all) fails the requests PEER_EXITED, under msgpack and json, instead of throwing', () => {
+    // In a process of its own: every descriptor is taken (then given back) around spawnPeer.
+    const script = `
+      import { openSync, closeSync } from 'node:fs';
+      import { spawnPeer } from ${JSON.stringify(INDEX)};
+      const out = [];
+      for (const encoding of ['msgpack', 'json']) {
+        const held = [];
+        try {
+          for (;;) held.push(openSync('/dev/null', 'r'));
+        } catch {}
+        let p;
+        try {
+          p = spawnPeer('sh', ['-c', 'cat'], { encoding });
+        } catch (e) {
+          out.push([encoding, 'threw', String(e)]);
+        }
+        for (const fd of held) closeSync(fd);
+        if (p !== undefined) {
+          const exit = new Promise((resolve) => p.on('exit', (info) => resolve(info.exit.reason)));
+          await p.request('x', 'y').catch((e) => out.push([encoding, e.code, e.message]));
+          out.push([encoding, await exit, await p.close()]);
+        }
+      }
+      console.log(JSON.stringify(out));`;
+    const run = spawnSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 20_000 });
+    assert.equal(run.status, 0, run.stderr);
+    const cannot =
+      'cannot send request `x` #1: `sh` could not be started (spawn sh EMFILE); the process has too many open files: close some, or raise its limit (`ulimit -n`)';
+    assert.deepEqual(JSON.parse(run.stdout), [
+      ['msgpack', 'PEER_EXITED', cannot],
+      ['msgpack', 'spawn-failed', { code: null, signal: null }],
+      ['json', 'PEER_EXITED', cannot],
+      ['json', 'spawn-failed', { code: null, signal: null }],
+    ]);
+  });
+
   test('a child that could not be started keeps the stream (no pid: nothing to take over)', async () => {
     const child = spawn(path.join(REPO_ROOT, 'no-such-program'), [], { stdio: ['pipe', 'pipe', 'pipe'] });
     const failed = new Promise<string | undefined>((resolve) => child.once('error', (e: NodeJS.ErrnoException) => resolve(e.code)));
