@@ -6,6 +6,8 @@
 
 import { isUtf8 } from 'node:buffer';
 import { type ChildProcessWithoutNullStreams, spawn } from 'node:child_process';
+import { Socket } from 'node:net';
+import type { Readable } from 'node:stream';
 
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, type Packet } from '../frame.js';
 import { type Frame, LineDecoder, type LineSink } from '../framing.js';
@@ -86,6 +88,104 @@ function within(done: Promise<unknown>, ms: number): Promise<boolean> {
   return Promise.race([done.then(() => true), elapsed]).finally(() => clearTimeout(timer));
 }
 
+/**
+ * The in-place readers open (see `readInPlace`), each as how to point its handle at the buffer
+ * its next read must go to. Node takes the next read's buffer from what `onread`'s callback
+ * returns only if nothing throws until the callback's scope is done, the ticks and microtasks
+ * that follow it included (a throwing `message` listener is rethrown on the next tick, user code
+ * may throw in one): otherwise it reads into the last buffer again, over frames already handed
+ * out as views of it, and the decoder reads the wrong memory. Every such exception goes through
+ * 'uncaughtExceptionMonitor' (which changes nothing of how it is handled), whose listener points
+ * every reader at its buffer again (no harm where Node did take it).
+ */
+const repointing = new Set<() => void>();
+
+function repointAll(): void {
+  for (const repoint of repointing) repoint();
+}
+
+/**
+ * Under msgpack, reads the child's stdout in place: a socket takes over `child.stdout`'s handle
+ * with `onread` (as `serveStdio` reads its stdin), so that the kernel copies what arrives
+ * straight into the `FrameDecoder`'s memory: the rest of a big frame lands in its final buffer
+ * in one read, instead of in 64 KiB chunks, each a fresh buffer, then copied into one. `route`
+ * gets the packets of each read; if it throws, that is reported as an uncaught exception after
+ * the read (reading goes on; see `repointing` for exceptions thrown after the read). From then on `child.stdout` neither reads nor closes (its
+ * place in `child.stdio` is the new socket's), so the child's own 'close' event does not come.
+ *
+ * Node has no public way to read a spawned child's stdout into buffers of ours: this uses the
+ * socket's `_handle` and `net.Socket`'s `handle` option, both undocumented though long stable
+ * (Node's own `child_process` makes `child.stdout` this way). Where they are not as expected
+ * (or a spawn failed: no pid), returns undefined and the stream reads it as before.
+ */
+export function readInPlace(child: ChildProcessWithoutNullStreams, frames: FrameDecoder, route: (packets: Packet[]) => void): Socket | undefined {
+  const stdout = child.stdout;
+  const handle: unknown = (stdout as { _handle?: unknown })._handle;
+  if (
+    child.pid === undefined ||
+    !(stdout instanceof Socket) ||
+    typeof handle !== 'object' ||
+    handle === null ||
+    typeof (handle as { useUserBuffer?: unknown }).useUserBuffer !== 'function' ||
+    typeof (handle as { readStart?: unknown }).readStart !== 'function' ||
+    stdout.readableLength > 0 ||
+    stdout.destroyed
+  ) {
+    return undefined;
+  }
+  const native = handle as { useUserBuffer(buffer: Buffer): void };
+  /** The buffer the next read must go to: the one `buffer` last gave. */
+  let next: Buffer | undefined;
+  /** Inside `callback` (before Node asks the next buffer), and whether a repoint waits for it. */
+  let reading = false;
+  let repointDue = false;
+  const socket = new Socket({
+    handle,
+    readable: true,
+    onread: {
+      buffer: () => {
+        next = frames.readBuffer();
+        if (repointDue) {
+          repointDue = false;
+          native.useUserBuffer(next);
+        }
+        return next;
+      },
+      callback: (n: number) => {
+        // Node asks for the next read's buffer only once this returns: were it to throw, the
+        // next read would land in the last buffer again, over frames already handed out as
+        // views of it, and out of the decoder's sight. So an exception here is reported as an
+        // uncaught one (as a stream 'data' listener's would be) once the read is done with.
+        reading = true;
+        try {
+          route(frames.filled(n));
+        } catch (e) {
+          process.nextTick(() => {
+            throw e;
+          });
+        } finally {
+          reading = false;
+        }
+      },
+    },
+  } as ConstructorParameters<typeof Socket>[0]);
+  const repoint = (): void => {
+    if (socket.destroyed || next === undefined) return;
+    if (reading) repointDue = true;
+    else native.useUserBuffer(next);
+  };
+  repointing.add(repoint);
+  if (repointing.size === 1) process.on('uncaughtExceptionMonitor', repointAll);
+  socket.once('close', () => {
+    repointing.delete(repoint);
+    if (repointing.size === 0) process.off('uncaughtExceptionMonitor', repointAll);
+  });
+  // Where `child_process` looks for its stdio (it resumes the unread ones after the exit).
+  const stdio = child.stdio as unknown as unknown[];
+  if (stdio[1] === stdout) stdio[1] = socket;
+  return socket;
+}
+
 /** One child process speaking the protocol; see the file's header. */
 export class PeerChild {
   readonly #config: ChildConfig;
@@ -104,6 +204,11 @@ export class PeerChild {
   #settleTimer: NodeJS.Timeout | undefined;
   /** Set once the child's stdio have all closed (its 'close' event). */
   #stdioClosed = false;
+  /**
+   * What reads the child's stdout: `child.stdout`, or under msgpack the socket that took its
+   * handle over to read in place (see `readInPlace`).
+   */
+  #stdout: Readable | undefined;
   #gone = false;
   #stopping: Promise<ExitStatus> | undefined;
   /** Why it could not be started, if it could not. */
@@ -161,20 +266,35 @@ export class PeerChild {
     this.#child = child;
     child.on('error', (e) => this.#onError(e));
     child.on('exit', (code, signal) => this.#onExit(code, signal));
-    child.on('close', () => {
-      this.#stdioClosed = true;
-      this.#markGone();
-    });
+    // Out of descriptors (EMFILE, ENFILE), Node gives the child no stdio at all: its 'error'
+    // follows, as for ENOENT.
+    if ((child.stdin as unknown) == null || (child.stdout as unknown) == null || (child.stderr as unknown) == null) return;
     // A child that exits early makes our writes fail with EPIPE: its exit says more. One that
     // closed its stdin and runs on is gone for requests all the same.
     child.stdin.on('error', (e) => this.#onStdinError(e));
     const frames = this.#frames;
-    if (frames === undefined) {
-      child.stdout.on('data', (chunk: Buffer) => hooks.read(this, () => this.#decoder.feed(chunk, this.#sink)));
+    const inPlace = frames === undefined ? undefined : readInPlace(child, frames, (packets) => hooks.read(this, () => this.#readFrames(packets)));
+    const stdout: Readable = inPlace ?? child.stdout;
+    this.#stdout = stdout;
+    if (inPlace === undefined) {
+      child.on('close', () => this.#onStdioClosed());
     } else {
-      child.stdout.on('data', (chunk: Buffer) => hooks.read(this, () => this.#readFrames(frames.push(chunk))));
+      // The child's own 'close' waits for `child.stdout`, which no longer reads (nor closes):
+      // the same event is made of its exit and the closes of what reads its stdout and stderr.
+      let closes = 3;
+      const closed = (): void => {
+        if (--closes === 0) this.#onStdioClosed();
+      };
+      child.once('exit', closed);
+      inPlace.once('close', closed);
+      child.stderr.once('close', closed);
     }
-    child.stdout.on('end', () => {
+    if (frames === undefined) {
+      stdout.on('data', (chunk: Buffer) => hooks.read(this, () => this.#decoder.feed(chunk, this.#sink)));
+    } else if (inPlace === undefined) {
+      stdout.on('data', (chunk: Buffer) => hooks.read(this, () => this.#readFrames(frames.push(chunk))));
+    }
+    stdout.on('end', () => {
       if (frames === undefined) {
         hooks.read(this, () => {
           for (const frame of this.#decoder.end()) this.#readFrame(frame);
@@ -184,7 +304,7 @@ export class PeerChild {
       }
       this.#armSettle();
     });
-    child.stdout.on('error', () => this.#armSettle());
+    stdout.on('error', () => this.#armSettle());
     const stderr = config.stderr;
     child.stderr.on('data', (chunk: Buffer) => {
       this.#keepStderr(chunk);
@@ -225,7 +345,7 @@ export class PeerChild {
   get writable(): boolean {
     const stdin = this.#child?.stdin;
     return (
-      !this.#waitingForDrain && !this.#gone && this.status === undefined && stdin !== undefined && !stdin.writableEnded && !stdin.destroyed
+      !this.#waitingForDrain && !this.#gone && this.status === undefined && stdin != null && !stdin.writableEnded && !stdin.destroyed
     );
   }
 
@@ -237,7 +357,7 @@ export class PeerChild {
   /** Writes `batch` (lines) to its stdin; false if the stream is full (`hooks.drained` follows its 'drain'). */
   write(batch: string): boolean {
     const stdin = this.#child?.stdin;
-    if (stdin === undefined) return false;
+    if (stdin == null) return false;
     return stdin.write(batch, 'utf8') || this.#awaitDrain(stdin);
   }
 
@@ -250,7 +370,7 @@ export class PeerChild {
     written: (frame: Buffer) => ((error: Error | null | undefined) => void) | undefined,
   ): boolean {
     const stdin = this.#child?.stdin;
-    if (stdin === undefined) return false;
+    if (stdin == null) return false;
     if (frames.length > 1) stdin.cork();
     let flowing = true;
     for (const frame of frames) {
@@ -350,7 +470,9 @@ export class PeerChild {
           ? 'check the path (or PATH) and that it is built'
           : e.code === 'EACCES'
             ? 'check that it is executable'
-            : 'check the command and its options';
+            : e.code === 'EMFILE' || e.code === 'ENFILE'
+              ? 'the process has too many open files: close some, or raise its limit (`ulimit -n`)'
+              : 'check the command and its options';
       return new PeerError(
         PeerErrorCode.PEER_EXITED,
         `cannot send ${what}: \`${command}\` could not be started (${e.message}); ${hint}`,
@@ -426,7 +548,7 @@ export class PeerChild {
     if (child === undefined || pid === undefined || this.status === undefined || this.#stdioClosed) return;
     this.#signal(pid, 'SIGKILL');
     child.stdin.destroy();
-    child.stdout.destroy();
+    this.#stdout?.destroy();
     child.stderr.destroy();
   }
 
@@ -445,6 +567,11 @@ export class PeerChild {
     this.#gone = true;
     this.#markFinished();
     this.#hooks.gone(this);
+  }
+
+  #onStdioClosed(): void {
+    this.#stdioClosed = true;
+    this.#markGone();
   }
 
   #keepStderr(chunk: Buffer): void {
