@@ -7,13 +7,13 @@
 
 import { fstatSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { type OnReadOpts, Socket, type SocketConstructorOpts } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { isMainThread } from 'node:worker_threads';
 
 import { frameCutText, frameTooLongText, type Packet } from './frame.js';
 import { type Frame, LineDecoder, type LineSink } from './framing.js';
+import { inPlaceSocket } from './in-place.js';
 import { textFrame } from './msgpack.js';
 import { type Message, Responder, type ResponderOptions, tooLongReply } from './protocol.js';
 
@@ -292,22 +292,7 @@ function stdinReader(buffer: () => Buffer, callback: (n: number) => void): Reada
   try {
     const stat = fstatSync(0);
     if (!stat.isFIFO() && !stat.isSocket()) return undefined;
-    // `onread` is a documented option of `new net.Socket()` (Node's own docs; @types/node
-    // lists it for `connect()` only).
-    const options: SocketConstructorOpts & { onread: OnReadOpts } = {
-      fd: 0,
-      readable: true,
-      writable: false,
-      onread: {
-        buffer,
-        callback: (n: number) => {
-          callback(n);
-          // Pausing is the loop's (`input.pause()` stops the reads), not this return value's.
-          return true;
-        },
-      },
-    };
-    const socket = Object.assign(new Socket(options), { fd: 0 });
+    const socket = Object.assign(inPlaceSocket({ fd: 0, readable: true, writable: false }, { buffer, callback }), { fd: 0 });
     Object.defineProperty(process, 'stdin', { configurable: true, enumerable: true, get: () => socket });
     return socket;
   } catch {

@@ -11,6 +11,7 @@ import type { Readable } from 'node:stream';
 
 import { DEFAULT_MAX_FRAME_BYTES, FrameDecoder, frameCutText, frameTooLongText, type Packet } from '../frame.js';
 import { type Frame, LineDecoder, type LineSink } from '../framing.js';
+import { hasUserBuffer, inPlaceSocket } from '../in-place.js';
 import { decodeMsgpackEnvelope } from '../msgpack.js';
 import { decodeEnvelope, invalidUtf8Offset, parseEnvelope } from '../protocol.js';
 import { describeRequest, PeerError, PeerErrorCode } from './errors.js';
@@ -89,29 +90,14 @@ function within(done: Promise<unknown>, ms: number): Promise<boolean> {
 }
 
 /**
- * The in-place readers open (see `readInPlace`), each as how to point its handle at the buffer
- * its next read must go to. Node takes the next read's buffer from what `onread`'s callback
- * returns only if nothing throws until the callback's scope is done, the ticks and microtasks
- * that follow it included (a throwing `message` listener is rethrown on the next tick, user code
- * may throw in one): otherwise it reads into the last buffer again, over frames already handed
- * out as views of it, and the decoder reads the wrong memory. Every such exception goes through
- * 'uncaughtExceptionMonitor' (which changes nothing of how it is handled), whose listener points
- * every reader at its buffer again (no harm where Node did take it).
- */
-const repointing = new Set<() => void>();
-
-function repointAll(): void {
-  for (const repoint of repointing) repoint();
-}
-
-/**
  * Under msgpack, reads the child's stdout in place: a socket takes over `child.stdout`'s handle
- * with `onread` (as `serveStdio` reads its stdin), so that the kernel copies what arrives
- * straight into the `FrameDecoder`'s memory: the rest of a big frame lands in its final buffer
- * in one read, instead of in 64 KiB chunks, each a fresh buffer, then copied into one. `route`
- * gets the packets of each read; if it throws, that is reported as an uncaught exception after
- * the read (reading goes on; see `repointing` for exceptions thrown after the read). From then on `child.stdout` neither reads nor closes (its
- * place in `child.stdio` is the new socket's), so the child's own 'close' event does not come.
+ * with `onread` (as `serveStdio` reads its stdin; see `inPlaceSocket`), so that the kernel copies
+ * what arrives straight into the `FrameDecoder`'s memory: the rest of a big frame lands in its
+ * final buffer in one read, instead of in 64 KiB chunks, each a fresh buffer, then copied into
+ * one. `route` gets the packets of each read; if it throws, that is reported as an uncaught
+ * exception after the read, and reading goes on. From then on `child.stdout` neither reads nor
+ * closes (its place in `child.stdio` is the new socket's), so the child's own 'close' event does
+ * not come.
  *
  * Node has no public way to read a spawned child's stdout into buffers of ours: this uses the
  * socket's `_handle` and `net.Socket`'s `handle` option, both undocumented though long stable
@@ -121,65 +107,13 @@ function repointAll(): void {
 export function readInPlace(child: ChildProcessWithoutNullStreams, frames: FrameDecoder, route: (packets: Packet[]) => void): Socket | undefined {
   const stdout = child.stdout;
   const handle: unknown = (stdout as { _handle?: unknown })._handle;
-  if (
-    child.pid === undefined ||
-    !(stdout instanceof Socket) ||
-    typeof handle !== 'object' ||
-    handle === null ||
-    typeof (handle as { useUserBuffer?: unknown }).useUserBuffer !== 'function' ||
-    typeof (handle as { readStart?: unknown }).readStart !== 'function' ||
-    stdout.readableLength > 0 ||
-    stdout.destroyed
-  ) {
+  if (child.pid === undefined || !(stdout instanceof Socket) || !hasUserBuffer(handle) || stdout.readableLength > 0 || stdout.destroyed) {
     return undefined;
   }
-  const native = handle as { useUserBuffer(buffer: Buffer): void };
-  /** The buffer the next read must go to: the one `buffer` last gave. */
-  let next: Buffer | undefined;
-  /** Inside `callback` (before Node asks the next buffer), and whether a repoint waits for it. */
-  let reading = false;
-  let repointDue = false;
-  const socket = new Socket({
-    handle,
-    readable: true,
-    onread: {
-      buffer: () => {
-        next = frames.readBuffer();
-        if (repointDue) {
-          repointDue = false;
-          native.useUserBuffer(next);
-        }
-        return next;
-      },
-      callback: (n: number) => {
-        // Node asks for the next read's buffer only once this returns: were it to throw, the
-        // next read would land in the last buffer again, over frames already handed out as
-        // views of it, and out of the decoder's sight. So an exception here is reported as an
-        // uncaught one (as a stream 'data' listener's would be) once the read is done with.
-        reading = true;
-        try {
-          route(frames.filled(n));
-        } catch (e) {
-          process.nextTick(() => {
-            throw e;
-          });
-        } finally {
-          reading = false;
-        }
-      },
-    },
-  } as ConstructorParameters<typeof Socket>[0]);
-  const repoint = (): void => {
-    if (socket.destroyed || next === undefined) return;
-    if (reading) repointDue = true;
-    else native.useUserBuffer(next);
-  };
-  repointing.add(repoint);
-  if (repointing.size === 1) process.on('uncaughtExceptionMonitor', repointAll);
-  socket.once('close', () => {
-    repointing.delete(repoint);
-    if (repointing.size === 0) process.off('uncaughtExceptionMonitor', repointAll);
-  });
+  const socket = inPlaceSocket(
+    { handle, readable: true },
+    { buffer: () => frames.readBuffer(), callback: (n) => route(frames.filled(n)) },
+  );
   // Where `child_process` looks for its stdio (it resumes the unread ones after the exit).
   const stdio = child.stdio as unknown as unknown[];
   if (stdio[1] === stdout) stdio[1] = socket;

@@ -37,7 +37,7 @@ async function converse(
   script: string,
   args: string[],
   pieces: Buffer[],
-  options: { pause?: (stdout: NodeJS.ReadableStream) => Promise<void> } = {},
+  options: { pause?: (stdout: NodeJS.ReadableStream) => Promise<void>; gapMs?: number } = {},
 ): Promise<{ stdout: Buffer; stderr: string; code: number | null }> {
   const child = spawn(process.execPath, [script, '--encoding', 'msgpack', ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
   const out: Buffer[] = [];
@@ -53,7 +53,7 @@ async function converse(
   for (const piece of pieces) {
     await new Promise<void>((resolve) => child.stdin.write(piece, () => resolve()));
     // Let the child read it on its own, so that reads end where the writes did.
-    await tick();
+    await tick(options.gapMs);
   }
   child.stdin.end();
   await paused;
@@ -230,6 +230,42 @@ describe('serveStdio reading a stdin pipe straight into its frames', () => {
       assert.equal(code, 0);
     } finally {
       child.kill();
+    }
+  });
+
+  test('a stray exception thrown after a read (the process going on, with an uncaughtException handler): a request a handler still holds stays intact, and the next read lands where the decoder expects', async () => {
+    // The exception is thrown on the next tick, within the read's callback scope: Node then
+    // keeps reading into the last buffer instead of the one asked for next, over the frame the
+    // first handler still holds as a view (see in-place.ts).
+    const dir = mkdtempSync(path.join(tmpdir(), 'serve-read-'));
+    try {
+      const script = path.join(dir, 'keep.mjs');
+      writeFileSync(
+        script,
+        `import { serveStdio } from ${JSON.stringify(fileURLToPath(new URL('../serve.js', import.meta.url)))};
+        const errors = [];
+        process.on('uncaughtException', (e) => errors.push(e.message));
+        let release;
+        const second = new Promise((resolve) => (release = resolve));
+        let held;
+        await serveStdio({
+          keep: async (data) => {
+            if (held !== undefined) {
+              release();
+              return data;
+            }
+            held = data;
+            process.nextTick(() => { throw new Error('stray'); });
+            await second;
+            return Buffer.concat([Buffer.from(errors.join(',') + ':'), held]);
+          },
+        }, { encoding: 'msgpack' });`,
+      );
+      const r = await converse(script, [], [req('keep', pattern(100, 1), 1), req('keep', pattern(100, 2), 2)], { gapMs: 300 });
+      assertReplies(r.stdout, [req('keep', pattern(100, 2), 2), req('keep', Buffer.concat([Buffer.from('stray:'), pattern(100, 1)]), 1)]);
+      assert.deepEqual([r.stderr, r.code], ['', 0]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 
