@@ -65,8 +65,11 @@ export class FrameDecoder {
   static readonly MIN_SPARE_BYTES = 4096;
   /** A read goes straight into the frame being filled while at least this much of it is missing. */
   static readonly DIRECT_READ_BYTES = 32 * 1024;
-  /** The size of the chunk buffers that reads not going straight into a frame fill. */
-  static readonly CHUNK_BYTES = 64 * 1024;
+  /**
+   * The size of the chunk buffers that reads not going straight into a frame fill: room for a
+   * 64 KiB payload's whole frame, so that it arrives in one read and is a view, not copied.
+   */
+  static readonly CHUNK_BYTES = 128 * 1024;
   /** A chunk buffer with less room left than this is replaced by a fresh one. */
   static readonly MIN_CHUNK_ROOM = 16 * 1024;
 
@@ -74,6 +77,10 @@ export class FrameDecoder {
   #chunk: Buffer | undefined;
   /** Where in `#chunk` the next read goes: bytes before it may be lent (views of them handed out). */
   #chunkAt = 0;
+  /** Where in `#chunk` the read `readBuffer` handed out last begins. */
+  #readAt = 0;
+  /** Views of `#chunk` handed out and not yet given back by `recycle`: none, and it starts over. */
+  #chunkLent = 0;
   /** Whether the last `readBuffer` was the rest of `#body` (else room in `#chunk`). */
   #direct = false;
 
@@ -154,7 +161,8 @@ export class FrameDecoder {
    * final memory in one copy, the kernel's; otherwise room in a chunk buffer, whose frames are
    * handed out as views (no copy); where a read handed out no view (it held only header bytes,
    * a frame's first part, or skipped bytes, all copied out), the next read goes to the same
-   * place. A new chunk is taken when one has less than `MIN_CHUNK_ROOM` left. After the
+   * place; once every view of the chunk was given back (`recycle`), reads fill it from its
+   * start again. A new chunk is taken when one has less than `MIN_CHUNK_ROOM` left. After the
    * read, call `filled` with the count of bytes it put there; `push` must not be called between
    * the two.
    */
@@ -166,11 +174,16 @@ export class FrameDecoder {
     }
     this.#direct = false;
     let chunk = this.#chunk;
+    // Every view handed out was given back: the whole chunk is free again (all else in it was
+    // copied out or skipped).
+    if (this.#chunkLent === 0) this.#chunkAt = 0;
     if (chunk === undefined || chunk.length - this.#chunkAt < FrameDecoder.MIN_CHUNK_ROOM) {
       chunk = Buffer.allocUnsafeSlow(FrameDecoder.CHUNK_BYTES);
       this.#chunk = chunk;
       this.#chunkAt = 0;
+      this.#chunkLent = 0;
     }
+    this.#readAt = this.#chunkAt;
     return chunk.subarray(this.#chunkAt);
   }
 
@@ -190,18 +203,19 @@ export class FrameDecoder {
       return [this.#complete(body)];
     }
     const chunk = this.#chunk;
-    if (chunk === undefined || n > chunk.length - this.#chunkAt) {
+    const at = this.#readAt;
+    if (chunk === undefined || n > chunk.length - at) {
       throw new RangeError(`FrameDecoder.filled: ${n} bytes is more than the buffer readBuffer gave`);
     }
-    const out = this.push(chunk.subarray(this.#chunkAt, this.#chunkAt + n));
-    // A frame that came whole within the read is a view of the chunk: those bytes are lent for
-    // good, and the next read goes after them. Otherwise they were all copied out (or skipped),
-    // and the next read may overwrite them.
-    for (const p of out) {
-      if (p.kind === 'frame' && p.bytes.buffer === chunk.buffer) {
-        this.#chunkAt += n;
-        break;
-      }
+    const out = this.push(chunk.subarray(at, at + n));
+    // A frame that came whole within the read is a view of the chunk: those bytes are lent
+    // (until `recycle` gives every view back), and the next read goes after them. Otherwise
+    // they were all copied out (or skipped), and the next read may overwrite them.
+    let lent = 0;
+    for (const p of out) if (p.kind === 'frame' && p.bytes.buffer === chunk.buffer) lent++;
+    if (lent > 0) {
+      this.#chunkLent += lent;
+      this.#chunkAt = at + n;
     }
     return out;
   }
@@ -216,12 +230,18 @@ export class FrameDecoder {
 
   /**
    * Takes back the memory of `frame`, a frame this decoder yielded, once the caller is done
-   * with it (no view of it is kept anywhere: the caller's promise). Only the last frame that
-   * was copied out of several chunks is taken, and only one buffer of at most
-   * `MAX_SPARE_BYTES` is kept; any other frame (a view of a pushed chunk) is ignored.
+   * with it (no view of it is kept anywhere: the caller's promise, made at most once per
+   * frame). The last frame that was copied out of several chunks is kept (one buffer of at
+   * most `MAX_SPARE_BYTES`) for the next such frame; a frame that was a view of the current
+   * read chunk counts as given back, and once all of them are, reads fill that chunk from its
+   * start again. Any other frame (older chunks', a pushed chunk's) is ignored.
    */
   recycle(frame: Buffer): void {
     const memory = frame.buffer;
+    if (this.#chunk !== undefined && memory === this.#chunk.buffer) {
+      if (this.#chunkLent > 0) this.#chunkLent--;
+      return;
+    }
     if (memory !== this.#lent) return;
     this.#lent = undefined;
     if (memory.byteLength > FrameDecoder.MAX_SPARE_BYTES) return;

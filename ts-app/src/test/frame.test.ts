@@ -258,6 +258,80 @@ describe('FrameDecoder.readBuffer/filled (reads straight into its buffers)', () 
     frames.forEach((frame, i) => assert.ok(frame.equals(copies[i] as Buffer), `frame ${i + 1} was overwritten`));
   });
 
+  test('a chunk whose views were all given back is read from its start again; one view kept keeps the reads after it', () => {
+    const d = new FrameDecoder();
+    const first = d.readBuffer();
+    Buffer.concat([f('aa'), f('bb')]).copy(first);
+    const [a, b] = d.filled(12);
+    assert.ok(a?.kind === 'frame' && b?.kind === 'frame');
+    // One of the two views given back: the other still holds its bytes, reads go after both.
+    d.recycle(a.bytes);
+    assert.equal(d.readBuffer().byteOffset, first.byteOffset + 12);
+    // Both given back (b too): the next read starts over at the chunk's start.
+    d.recycle(b.bytes);
+    let target = d.readBuffer();
+    assert.equal(target.buffer, first.buffer);
+    assert.equal(target.byteOffset, first.byteOffset);
+    // A frame of a 64 KiB payload arrives in one read, as a view (no copy), and its chunk is
+    // read from its start again once it is given back.
+    const big = f(Buffer.alloc(64 * 1024, 'q'));
+    big.copy(target);
+    const [p] = d.filled(big.length);
+    assert.ok(p?.kind === 'frame' && p.bytes.buffer === first.buffer && p.bytes.equals(big.subarray(4)));
+    d.recycle(p.bytes);
+    target = d.readBuffer();
+    assert.equal(target.byteOffset, first.byteOffset);
+    // A view kept across a read that handed out another: the reads go on after both.
+    f('keep').copy(target);
+    const [kept] = d.filled(8);
+    f('gone').copy(d.readBuffer());
+    const [gone] = d.filled(8);
+    assert.ok(kept?.kind === 'frame' && gone?.kind === 'frame');
+    d.recycle(gone.bytes);
+    f('next').copy(d.readBuffer());
+    assert.deepEqual(d.filled(8).map(show), ['6:next']);
+    assert.equal(kept.bytes.toString(), 'keep');
+  });
+
+  test('with most frames given back at random, no frame kept is ever overwritten, and reads do start over', () => {
+    let seed = 7;
+    const rand = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+      return seed % n;
+    };
+    const d = new FrameDecoder();
+    const kept: [Buffer, Buffer][] = [];
+    let startsOver = 0;
+    let last: Buffer | undefined;
+    let lastLent = false;
+    let k = 0;
+    for (let round = 0; round < 400; round++) {
+      const sizes = Array.from({ length: 1 + rand(6) }, () => [0, 1, 100, 5000, 40_000, 70_000][rand(6)] as number);
+      const stream = Buffer.concat(sizes.map((n) => f(Buffer.alloc(n, (k++ % 250) + 1))));
+      let pos = 0;
+      while (pos < stream.length) {
+        const target = d.readBuffer();
+        // The chunk the last read into a chunk went to and lent from, from there or before again.
+        if (target.buffer.byteLength === FrameDecoder.CHUNK_BYTES) {
+          if (lastLent && target.buffer === last?.buffer && target.byteOffset <= last.byteOffset) startsOver++;
+          last = target;
+          lastLent = false;
+        }
+        const n = Math.min(target.length, stream.length - pos, 1 + rand(90_000));
+        stream.copy(target, 0, pos, pos + n);
+        pos += n;
+        for (const p of d.filled(n)) {
+          assert.ok(p.kind === 'frame');
+          if (p.bytes.buffer === last?.buffer) lastLent = true;
+          if (rand(6) !== 0) d.recycle(p.bytes);
+          else kept.push([p.bytes, Buffer.from(p.bytes)]);
+        }
+      }
+    }
+    kept.forEach(([frame, copy], i) => assert.ok(frame.equals(copy), `kept frame ${i} was overwritten`));
+    assert.ok(startsOver > 0, 'no read started over at a chunk start');
+  });
+
   test('a chunk that lent nothing is read into again from the same place', () => {
     const d = new FrameDecoder({ maxFrameBytes: 10 });
     const first = d.readBuffer();
@@ -292,6 +366,6 @@ describe('FrameDecoder.readBuffer/filled (reads straight into its buffers)', () 
   test('filled refuses more bytes than the buffer given', () => {
     const d = new FrameDecoder();
     const target = d.readBuffer();
-    assert.throws(() => d.filled(target.length + 1), /FrameDecoder.filled: 65537 bytes is more than the buffer readBuffer gave/);
+    assert.throws(() => d.filled(target.length + 1), new RegExp(`FrameDecoder.filled: ${FrameDecoder.CHUNK_BYTES + 1} bytes is more than the buffer readBuffer gave`));
   });
 });
