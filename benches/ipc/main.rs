@@ -39,6 +39,11 @@ const PATHS: &[(&str, &str, &str)] = &[
         "stream",
         "context: stream Rust Peer(msgpack) ↔ cat (the Peer as driver, each request echoed as its reply)",
     ),
+    (
+        "floor.stream-rust-node-raw",
+        "stream",
+        "context: stream Rust ↔ the least Node echo (the cat floor's driver; readSync/writeSync, whole frames)",
+    ),
     ("host.thread-node", "host", "host: thread Peer → Node child"),
     ("host.tokio-node", "host", "host: tokio Peer → Node child"),
     ("host.thread-node-x8", "host", "host: thread Peer → 8 Node children at once (total)"),
@@ -196,7 +201,7 @@ fn run(o: &Options) -> ExitCode {
         } else if let Some(kind) = id.strip_prefix("cost.") {
             run_cost(o, kind, id, scenario, label, payloads, &mut records)
         } else if scenario == "stream" {
-            if id == "stream.rust-node" && !have_ts_child {
+            if (id == "stream.rust-node" || id == "floor.stream-rust-node-raw") && !have_ts_child {
                 let why = format!("{} is not built (npm run build -w ts-app)", o.ts_child);
                 println!("{:<9}{id:<22}skipped: {why}", o.pass);
                 if o.bench {
@@ -441,6 +446,9 @@ fn run_stream(o: &Options, (id, scenario, label): (&str, &str, &str), records: &
         stream::rust_to_node(&o.node, &script.to_string_lossy(), n)?
     } else if id == "floor.stream-rust-peer-cat" {
         stream::rust_peer_to_cat(n)?
+    } else if id == "floor.stream-rust-node-raw" {
+        let script = std::path::Path::new(&o.ts_child).with_file_name("bench").join("raw-echo.js");
+        stream::rust_to_node_raw(&o.node, &script.to_string_lossy(), n)?
     } else {
         stream::rust_to_cat(n)?
     };
@@ -460,7 +468,12 @@ fn run_stream(o: &Options, (id, scenario, label): (&str, &str, &str), records: &
         records.push(side("parent", kib, "the Rust parent (its own process)"));
     }
     if let Some(kib) = out.child_kib {
-        records.push(side("child", kib, if id == "stream.rust-node" { "the Node serveStdio child" } else { "cat" }));
+        let child = match id {
+            "stream.rust-node" => "the Node serveStdio child",
+            "floor.stream-rust-node-raw" => "the raw Node echo child",
+            _ => "cat",
+        };
+        records.push(side("child", kib, child));
     }
     Ok(())
 }

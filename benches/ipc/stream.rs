@@ -14,6 +14,12 @@
 //!   the same id, the same payload), checked as `stream.rust-node` checks. Beside the two rows
 //!   above, it splits the gap between them: what the Rust `Peer` costs as the driver (this row
 //!   against the cat floor), and what the Node child costs (`stream.rust-node` against this).
+//! - `floor.stream-rust-node-raw` (context, not a goal's floor): the cat floor's own driver and
+//!   frames with `node ts-app/dist/bench/raw-echo.js` in place of `cat`: the least a Node process
+//!   can do as a whole-message echo (each frame read whole into one reused buffer with
+//!   `readSync`, written back with `writeSync`). Against the cat floor, it is what holding each
+//!   message whole in a Node process costs, which no Node child of a request/reply protocol
+//!   avoids (`cat` passes 128 KiB pieces through without holding a message).
 //!
 //! Both are echoes: every byte crosses the pipe both ways; MB/s counts the payload one way.
 //! The driver runs each stream path in its own `cargo bench` process, so the parent's `VmHWM`
@@ -139,12 +145,24 @@ fn frame_suffix(id: u32) -> [u8; 8] {
 
 /// `floor.stream-rust-cat`: `n` frames through `cat`.
 pub fn rust_to_cat(n: usize) -> Result<StreamOut, String> {
-    let mut child = Command::new("cat")
+    raw_echo(&mut Command::new("cat"), "cat", n)
+}
+
+/// `floor.stream-rust-node-raw`: `n` frames, driven as through `cat`, through `script`
+/// (ts-app/dist/bench/raw-echo.js) run by `node`.
+pub fn rust_to_node_raw(node: &str, script: &str, n: usize) -> Result<StreamOut, String> {
+    raw_echo(Command::new(node).arg(script), "node raw-echo.js", n)
+}
+
+/// `n` frames through `command`, an echo of raw bytes (`shown` in errors): written by a writer
+/// thread without a copy, read back by length header and compared byte for byte.
+fn raw_echo(command: &mut Command, shown: &str, n: usize) -> Result<StreamOut, String> {
+    let mut child = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("cannot run `cat`: {e}"))?;
+        .map_err(|e| format!("cannot run `{shown}`: {e}"))?;
     let mut stdin = child.stdin.take().ok_or("no stdin")?;
     let mut stdout = child.stdout.take().ok_or("no stdout")?;
     let data = std::sync::Arc::new(payload(MESSAGE_BYTES));
@@ -154,13 +172,14 @@ pub fn rust_to_cat(n: usize) -> Result<StreamOut, String> {
     let (go_tx, go_rx) = mpsc::channel::<u32>();
     let writer = {
         let (data, prefix) = (data.clone(), prefix.clone());
+        let shown = shown.to_owned();
         thread::spawn(move || -> Result<(), String> {
             for id in go_rx {
                 stdin
                     .write_all(&prefix)
                     .and_then(|()| stdin.write_all(&data))
                     .and_then(|()| stdin.write_all(&frame_suffix(id)))
-                    .map_err(|e| format!("writing to cat: {e}"))?;
+                    .map_err(|e| format!("writing to {shown}: {e}"))?;
             }
             Ok(())
         })
@@ -180,7 +199,7 @@ pub fn rust_to_cat(n: usize) -> Result<StreamOut, String> {
             sent += 1;
         }
         for i in 0..count {
-            stdout.read_exact(&mut frame).map_err(|e| format!("reading from cat: {e}"))?;
+            stdout.read_exact(&mut frame).map_err(|e| format!("reading from {shown}: {e}"))?;
             let at = issued.pop_front().ok_or("a frame came back that was not sent")?;
             latencies.push(ns(at.elapsed()));
             let p = prefix.len();
@@ -189,7 +208,7 @@ pub fn rust_to_cat(n: usize) -> Result<StreamOut, String> {
                 || frame[p..p + MESSAGE_BYTES] != data[..]
                 || frame[p + MESSAGE_BYTES..] != frame_suffix(id)
             {
-                return Err(format!("cat echoed frame {i} (id {id}) wrong"));
+                return Err(format!("{shown} echoed frame {i} (id {id}) wrong"));
             }
             if sent < count {
                 issued.push_back(Instant::now());

@@ -1029,7 +1029,12 @@ const ENCODING_PAIRS: { msgpack: string; json: string; where: string }[] = [
  */
 const STREAM_PAIRS: { path: string; floor: string; dir: string; context?: string[] }[] = [
   { path: 'stream.node-rust', floor: 'floor.stream-node-cat', dir: 'Node → Rust' },
-  { path: 'stream.rust-node', floor: 'floor.stream-rust-cat', dir: 'Rust → Node', context: ['floor.stream-rust-peer-cat'] },
+  {
+    path: 'stream.rust-node',
+    floor: 'floor.stream-rust-cat',
+    dir: 'Rust → Node',
+    context: ['floor.stream-rust-peer-cat', 'floor.stream-rust-node-raw'],
+  },
 ];
 const streamRecord = (v: View, pass: Pass, p: string): TimingRecord | undefined =>
   v.timing.find((r) => r.pass === pass && r.path === p && r.scenario === 'stream');
@@ -1121,6 +1126,8 @@ function streamTables(v: View, L: string[]): void {
     'Each message is a `bytes` request echoed back (every byte crosses the pipe both ways; MB/s counts it one way). Node → Rust: `spawnPeer(serve, { encoding: \'msgpack\' }).request(\'bytes\', buf)` in a fresh `node`; Rust → Node: the Rust `Peer` (`Encoding::Msgpack`, `send(\"bytes\", Data::Bytes(buf.clone()))`) driving `node ts-app/dist/bench/bytes-echo.js` (`serveStdio` echoing bytes) from its own `cargo bench` process. Floors: the same frames through `cat`, written from one buffer and compared byte for byte. Peak RSS: each parent its own process (`maxRSS` / `VmHWM`), each child its `VmHWM` before it is closed.',
     '',
     '`floor.stream-rust-peer-cat` is context, not a goal\'s floor: the same Rust `Peer` loop as `stream.rust-node` (the `clone()` included) with `cat` as the child, which writes each request frame back as it came — the `Peer` takes it as the reply to that request (same `msg_type`, id and bytes, each checked). Its "vs cat" is what the Rust `Peer` as the driver costs against the raw floor; `stream.rust-node` against it is what the Node child costs.',
+    '',
+    '`floor.stream-rust-node-raw` is context too: the cat floor\'s own driver and frames, with the least a Node process can do as a whole-message echo in place of `cat` (`node ts-app/dist/bench/raw-echo.js`: each frame read whole into one reused buffer with `readSync`, written back with `writeSync`; no event loop, no decoding, no buffer per message). Its "vs cat" is what holding each 1 MiB message whole in a Node process costs against `cat`, which passes 128 KiB pieces through without holding one: no Node child of a request/reply protocol can do better than this row.',
     '',
   );
   L.push('| path | pass | streamed | window | MB/s | vs cat | p50 | p99 | max | parent peak RSS | child peak RSS |', '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
