@@ -207,7 +207,7 @@ describe('main.js', () => {
       const dist = path.join(root, 'app', 'dist');
       mkdirSync(dist, { recursive: true });
       writeFileSync(path.join(root, 'app', 'package.json'), '{"type":"module"}');
-      for (const file of ['main.js', 'engine.js', 'frame.js', 'framing.js', 'msgpack.js', 'protocol.js']) {
+      for (const file of ['main.js', 'engine.js', 'frame.js', 'framing.js', 'in-place.js', 'msgpack.js', 'protocol.js']) {
         copyFileSync(path.join(path.dirname(MAIN), file), path.join(dist, file));
       }
       const child = spawnSync(process.execPath, [path.join(dist, 'main.js'), '--engine', 'native'], { input: '' });
