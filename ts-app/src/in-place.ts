@@ -26,9 +26,12 @@ interface UserBufferHandle {
  * otherwise it reads into the last buffer again, over frames already handed out as views of it,
  * and the decoder reads the wrong memory. Every such exception goes through
  * 'uncaughtExceptionMonitor' (which changes nothing of how it is handled), whose listener points
- * every reader at its buffer again (no harm where Node did take it).
+ * every reader that may have lost its buffer that way at it again (one whose last read's scope
+ * is over, or whose buffer did not change, is left alone: see `unsure` in `inPlaceSocket`).
  */
 const repointing = new Set<() => void>();
+/** Handles pointed at a buffer again by `repointing` so far (for tests). */
+let repoints = 0;
 
 function repointAll(): void {
   for (const repoint of repointing) repoint();
@@ -61,6 +64,20 @@ export function inPlaceSocket(
   /** Inside `callback` (before Node asks the next buffer), and whether a repoint waits for it. */
   let reading = false;
   let repointDue = false;
+  /**
+   * Whether the handle may not have taken `next`: Node asked for it after a read, for another
+   * place than the last, and the scope of that read (where an exception keeps the last buffer)
+   * may not be over. Only then is a repoint needed: each one stacks one more native stream
+   * listener on the handle (`useUserBuffer` pushes one), kept until it closes, so repointing on
+   * every uncaught exception of the process would grow without bound.
+   */
+  let unsure = false;
+  const point = (buffer: Buffer): void => {
+    repointDue = false;
+    unsure = false;
+    repoints++;
+    handle()?.useUserBuffer(buffer);
+  };
   const handle = (): UserBufferHandle | undefined => {
     if ('handle' in source) return source.handle;
     const own: unknown = (socket as unknown as { _handle?: unknown })._handle;
@@ -72,17 +89,20 @@ export function inPlaceSocket(
     ...source,
     onread: {
       buffer: () => {
-        next = read.buffer();
-        if (repointDue) {
-          repointDue = false;
-          handle()?.useUserBuffer(next);
+        const given = read.buffer();
+        if (next === undefined || given.buffer !== next.buffer || given.byteOffset !== next.byteOffset || given.length !== next.length) {
+          unsure = true;
         }
-        return next;
+        next = given;
+        if (repointDue) point(given);
+        return given;
       },
       callback: (n: number) => {
         // Node asks for the next read's buffer only once this returns: were it to throw, the
         // next read would land in the last buffer again, over what was handed out as views of
         // it, and out of the decoder's sight.
+        // The last read's scope is over: the handle took `next` (else its exception repointed it).
+        unsure = false;
         reading = true;
         try {
           read.callback(n);
@@ -98,10 +118,12 @@ export function inPlaceSocket(
     },
   };
   const socket = new Socket(options);
+  // Node pointed the handle at the first buffer itself.
+  unsure = false;
   const repoint = (): void => {
     if (socket.destroyed || next === undefined) return;
     if (reading) repointDue = true;
-    else handle()?.useUserBuffer(next);
+    else if (unsure) point(next);
   };
   repointing.add(repoint);
   if (repointing.size === 1) process.on('uncaughtExceptionMonitor', repointAll);
@@ -115,4 +137,12 @@ export function inPlaceSocket(
 /** In-place readers open now (for tests: each adds one 'uncaughtExceptionMonitor' use). */
 export function inPlaceReaders(): number {
   return repointing.size;
+}
+
+/**
+ * How many times a reader's handle was pointed at its buffer again so far (for tests: each
+ * time, Node stacks one more native stream listener on the handle, kept until it closes).
+ */
+export function inPlaceRepoints(): number {
+  return repoints;
 }
