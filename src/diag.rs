@@ -125,7 +125,12 @@ fn sink() -> &'static Sink {
             }),
             changed: Condvar::new(),
         }));
-        if thread::Builder::new().name("stderr".to_owned()).spawn(move || Writer::new(sink).run()).is_err() {
+        let writer = move || {
+            // The demo's signals go to the main thread (see `host::sys::watch_interrupts`).
+            crate::host::keep_interrupts_off_this_thread();
+            Writer::new(sink).run();
+        };
+        if thread::Builder::new().name("stderr".to_owned()).spawn(writer).is_err() {
             // No thread: nothing would ever be written, so say so by discarding.
             sink.lock().broken = true;
         }

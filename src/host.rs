@@ -137,6 +137,13 @@ pub fn in_a_hurry() -> bool {
     sys::interrupts() >= 2
 }
 
+/// Keeps SIGINT, SIGTERM and SIGHUP off the calling thread for good, so that the kernel never
+/// hands them to it; for threads that never start a child (a child inherits the mask).
+pub fn keep_interrupts_off_this_thread() {
+    #[cfg(unix)]
+    let _ = sys::block_interrupts_on_this_thread();
+}
+
 /// The last of SIGINT, SIGTERM and SIGHUP to have arrived since the demo took them, if any.
 pub fn signal_received() -> Option<i32> {
     sys::interrupted()
@@ -908,7 +915,7 @@ mod sys {
     use std::thread;
     use std::time::Duration;
 
-    use nix::sys::signal::{killpg, Signal};
+    use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
     use nix::unistd::Pid;
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     use signal_hook::iterator::Signals;
@@ -942,7 +949,19 @@ mod sys {
     /// process itself, so a signal always ends the demo. The handlers only write to a pipe;
     /// a child is started with the default actions (exec resets handlers).
     pub fn watch_interrupts(notify: impl Fn(i32) + Send + 'static, budget: Duration) {
-        let Ok(mut signals) = Signals::new([SIGINT, SIGTERM, SIGHUP]) else {
+        // signal-hook installs each handler before it publishes what the handler must do: a
+        // signal that comes in between finds nothing to do and is dropped (the action it
+        // replaced, the default one, is not run from a handler), and the demo then waits out
+        // its timeout with its child running. Held back on this thread meanwhile (the only
+        // one that takes these signals: see `block_interrupts_on_this_thread`), it is
+        // delivered when the mask is restored, to a handler that knows. Restored before any
+        // child is started: a child inherits the mask.
+        let held = block_interrupts_on_this_thread();
+        let registered = Signals::new([SIGINT, SIGTERM, SIGHUP]);
+        if let Some(mask) = held {
+            let _ = pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
+        }
+        let Ok(mut signals) = registered else {
             return; // keep the default actions: the demo dies, the child sees EOF
         };
         thread::spawn(move || {
@@ -967,6 +986,19 @@ mod sys {
                 notify(number);
             }
         });
+    }
+
+    /// Blocks SIGINT, SIGTERM and SIGHUP on the calling thread; returns the mask it had (None
+    /// if it could not be changed). Threads that never start a child (the diagnostics writer)
+    /// keep them blocked for good, so that the kernel hands these signals to the main thread,
+    /// never to a thread that would take them while [`watch_interrupts`] installs the handlers.
+    pub fn block_interrupts_on_this_thread() -> Option<SigSet> {
+        let mut set = SigSet::empty();
+        for signal in [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+            set.add(signal);
+        }
+        let mut old = SigSet::empty();
+        pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), Some(&mut old)).ok().map(|()| old)
     }
 
     /// How many of those signals have arrived so far.
