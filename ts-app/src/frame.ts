@@ -77,8 +77,6 @@ export class FrameDecoder {
   #chunk: Buffer | undefined;
   /** Where in `#chunk` the next read goes: bytes before it may be lent (views of them handed out). */
   #chunkAt = 0;
-  /** Where in `#chunk` the read `readBuffer` handed out last begins. */
-  #readAt = 0;
   /** Views of `#chunk` handed out and not yet given back by `recycle`: none, and it starts over. */
   #chunkLent = 0;
   /** Whether the last `readBuffer` was the rest of `#body` (else room in `#chunk`). */
@@ -183,7 +181,6 @@ export class FrameDecoder {
       this.#chunkAt = 0;
       this.#chunkLent = 0;
     }
-    this.#readAt = this.#chunkAt;
     return chunk.subarray(this.#chunkAt);
   }
 
@@ -203,7 +200,8 @@ export class FrameDecoder {
       return [this.#complete(body)];
     }
     const chunk = this.#chunk;
-    const at = this.#readAt;
+    // Still where the read `readBuffer` handed out began (only it and the end of this move it).
+    const at = this.#chunkAt;
     if (chunk === undefined || n > chunk.length - at) {
       throw new RangeError(`FrameDecoder.filled: ${n} bytes is more than the buffer readBuffer gave`);
     }
